@@ -1,0 +1,140 @@
+"""Conversation messages, their rendering for the chat template, and the split of model output
+into reasoning (`<think>...</think>`), answer and boxed parts.
+
+Reasoning is kept for display but never sent back to the model in later turns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .images import InputImage
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Message:
+    role: str
+    text: str = ""
+    images: list[InputImage] = field(default_factory=list)
+    reasoning: str = ""  # assistant only, display only
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}; use one of {', '.join(ROLES)}")
+        if self.images and self.role != "user":
+            raise ValueError("only user messages can carry images")
+
+
+def to_template_messages(messages: list[Message]) -> list[dict]:
+    """The chat-template view of a conversation: images first, then text; no reasoning."""
+    rendered = []
+    for message in messages:
+        if message.role == "user":
+            content = [{"type": "image"} for _ in message.images]
+            content.append({"type": "text", "text": message.text})
+            rendered.append({"role": "user", "content": content})
+        else:
+            rendered.append({"role": message.role, "content": message.text})
+    return rendered
+
+
+def conversation_images(messages: list[Message]) -> list[InputImage]:
+    return [image for message in messages for image in message.images]
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    reasoning: str
+    answer: str  # box markers removed
+    boxed: tuple[str, ...]
+    raw_answer: str  # as the model wrote it, box markers kept (what later turns send back)
+
+
+_BOX_RE = re.compile(re.escape(BOX_OPEN) + r"(.*?)(?:" + re.escape(BOX_CLOSE) + r"|$)", re.S)
+
+
+def split_output(text: str) -> ParsedOutput:
+    """Split a complete model output into reasoning, answer and boxed parts."""
+    reasoning = ""
+    answer = text
+    if THINK_CLOSE in text:
+        head, _, answer = text.partition(THINK_CLOSE)
+        reasoning = head.replace(THINK_OPEN, "", 1)
+    elif text.lstrip().startswith(THINK_OPEN):  # cut off while thinking
+        reasoning, answer = text.lstrip()[len(THINK_OPEN):], ""
+    raw_answer = answer.strip()
+    boxed = tuple(m.strip() for m in _BOX_RE.findall(raw_answer))
+    clean = raw_answer.replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
+    return ParsedOutput(reasoning=reasoning.strip(), answer=clean.strip(), boxed=boxed, raw_answer=raw_answer)
+
+
+class StreamSplitter:
+    """Incremental `split_output`: feed text deltas, get (reasoning_delta, answer_delta) pairs.
+
+    Marker tags that arrive split over several deltas are held back until they are complete, so
+    no raw `<think>` or box marker ever reaches the display.
+    """
+
+    _MARKERS = (THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE)
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._in_reasoning = False
+        self._started = False
+
+    def feed(self, delta: str) -> tuple[str, str]:
+        self._pending += delta
+        reasoning, answer = [], []
+        while self._pending:
+            if not self._started:
+                stripped = self._pending.lstrip()
+                if not stripped:
+                    return "", ""
+                if THINK_OPEN.startswith(stripped) and len(stripped) < len(THINK_OPEN):
+                    return "", ""  # could still become <think>
+                self._started = True
+                if stripped.startswith(THINK_OPEN):
+                    self._in_reasoning = True
+                    self._pending = stripped[len(THINK_OPEN):]
+                    continue
+            index, marker = self._next_marker()
+            if marker is None:
+                keep = self._partial_marker_suffix()
+                text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+                (reasoning if self._in_reasoning else answer).append(text)
+                break
+            (reasoning if self._in_reasoning else answer).append(self._pending[:index])
+            self._pending = self._pending[index + len(marker):]
+            if marker == THINK_CLOSE:
+                self._in_reasoning = False
+                self._pending = self._pending.lstrip("\n")
+            elif marker == THINK_OPEN:
+                self._in_reasoning = True
+        return "".join(reasoning), "".join(answer)
+
+    def flush(self) -> tuple[str, str]:
+        text, self._pending = self._pending, ""
+        for marker in self._MARKERS:
+            text = text.replace(marker, "")
+        return (text, "") if self._in_reasoning else ("", text)
+
+    def _next_marker(self) -> tuple[int, str | None]:
+        best = (len(self._pending), None)
+        for marker in self._MARKERS:
+            index = self._pending.find(marker)
+            if index != -1 and index < best[0]:
+                best = (index, marker)
+        return best
+
+    def _partial_marker_suffix(self) -> int:
+        longest = 0
+        for marker in self._MARKERS:
+            for size in range(1, len(marker)):
+                if self._pending.endswith(marker[:size]):
+                    longest = max(longest, size)
+        return longest

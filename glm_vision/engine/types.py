@@ -1,0 +1,130 @@
+"""What goes into the engine and what comes out: requests, sampling parameters, events, usage, errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..conversation import Message
+
+# GLM-4.6V-Flash's sampling defaults.
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.6
+DEFAULT_TOP_K = 2
+DEFAULT_REPETITION_PENALTY = 1.1
+
+
+class EngineError(Exception):
+    """A request the engine refuses or cannot finish; `message` is meant for the user."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ContextOverflowError(EngineError):
+    code = "context_length_exceeded"
+
+
+class QueueFullError(EngineError):
+    status = 429
+    code = "server_busy"
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class GpuOutOfMemoryError(EngineError):
+    status = 503
+    code = "out_of_memory"
+
+
+class EngineUnavailableError(EngineError):
+    status = 503
+    code = "engine_unavailable"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = DEFAULT_TEMPERATURE  # 0 means greedy
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K  # 0 means no top-k
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
+    max_new_tokens: int = 1024
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.temperature <= 2:
+            problems.append(f"temperature must be between 0 and 2, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be 0 (off) or positive, got {self.top_k}")
+        if not 0 < self.repetition_penalty <= 10:
+            problems.append(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if len(self.stop) > 4 or any(not s for s in self.stop):
+            problems.append("stop takes at most 4 non-empty strings")
+        if problems:
+            raise EngineError("; ".join(problems))
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int = 256, **kwargs) -> "SamplingParams":
+        return cls(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens, **kwargs)
+
+
+@dataclass
+class GenerationRequest:
+    messages: list[Message]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    session_id: str | None = None  # None: a throwaway session, caches unused
+    enable_thinking: bool = True
+    max_image_tokens: int | None = None  # per-image budget; None: the server's --max-pixels
+    capture_logits: bool = False  # return the first step's logits (equivalence tests, benchmarks)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens whose KV was reused
+    completion_tokens: int = 0
+    images: int = 0
+    image_cache_hits: int = 0  # images inside the recomputed part served from the feature cache
+    images_encoded: int = 0
+    encode_s: float = 0.0
+    ttft_s: float = 0.0
+    decode_s: float = 0.0
+    queue_s: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def computed_tokens(self) -> int:
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = self.completion_tokens - 1
+        return steps / self.decode_s if self.decode_s > 0 and steps > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str  # everything the model wrote (reasoning included), stop strings and stop ids removed
+    finish_reason: str  # "stop" | "length" | "cancelled"
+    usage: Usage
+    token_ids: tuple[int, ...]
+    first_logits: object = None  # a (vocab,) float tensor on the CPU when the request asked for it

@@ -1,0 +1,173 @@
+"""Command-line flags and GLMV_* environment variables -> one frozen Settings object.
+
+Every flag `--some-flag` can also be given as the environment variable `GLMV_SOME_FLAG`; a flag
+on the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+REAL_MODEL_ID = "zai-org/GLM-4.6V-Flash"
+PIXELS_PER_IMAGE_TOKEN = 28 * 28
+MAX_IMAGE_TOKENS = 6144  # GLM-4.6V-Flash's own cap per image
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    backend: str = "local"
+    api_base: str | None = None
+    remote_model: str | None = None
+    max_pixels: int = MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN
+    max_images_per_message: int = 8
+    max_upload_mb: float = 20.0
+    pdf_max_pages: int = 8
+    pdf_dpi: int = 144
+    max_context_tokens: int = 32768
+    max_new_tokens: int = 1024
+    vision_cache_mb: int = 1024
+    kv_cache_mb: int = 4096
+    session_idle_minutes: float = 30.0
+    max_sessions: int = 64
+    queue_size: int = 32
+    compile: str = "auto"
+    prompt: str | None = None
+    image: tuple[str, ...] = ()
+    thinking: bool = True
+
+    @property
+    def max_image_tokens(self) -> int:
+        return max(1, self.max_pixels // PIXELS_PER_IMAGE_TOKEN)
+
+
+_HELP = {
+    "model": "'auto' (GLM-4.6V-Flash on a CUDA GPU when its weights are here, else the bundled demo model), a local path or a hub id",
+    "device": "auto | cuda | cpu",
+    "dtype": "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float32",
+    "attn": "auto (flash_attention_2 when flash-attn imports and CUDA is present, else sdpa) | flash_attention_2 | sdpa",
+    "host": "address to bind; keep 127.0.0.1 unless you set --api-key",
+    "port": "port for the web UI and the /v1 API",
+    "api_key": "require 'Authorization: Bearer KEY' on the API and a login on the UI",
+    "backend": "local (load the model here) | openai (front an OpenAI-compatible server given by --api-base)",
+    "api_base": "base URL of the OpenAI-compatible server for --backend openai, e.g. http://gpu-box:8000/v1",
+    "remote_model": "model name to request from --api-base (default: the first one it lists)",
+    "max_pixels": "largest image area in pixels after resizing (6144 tokens x 784 px by default); lower it to save memory",
+    "max_images_per_message": "most images (PDF pages included) in one message",
+    "max_upload_mb": "largest accepted upload, checked before decoding",
+    "pdf_max_pages": "most PDF pages turned into images per file",
+    "pdf_dpi": "resolution at which PDF pages are rendered",
+    "max_context_tokens": "longest prompt + answer; longer prompts are refused before any GPU work",
+    "max_new_tokens": "default answer length limit",
+    "vision_cache_mb": "budget for cached image features over all sessions",
+    "kv_cache_mb": "budget for cached conversation KV over all sessions",
+    "session_idle_minutes": "free a session's caches after this long without use",
+    "max_sessions": "most sessions holding caches at once (least recently used are freed first)",
+    "queue_size": "most requests waiting for the GPU; past it new requests are refused as busy",
+    "compile": "auto | on | off: the compiled decode step (CUDA only)",
+    "prompt": "answer this one prompt on the command line and exit (no server)",
+    "image": "image or PDF for --prompt (repeatable)",
+    "thinking": "let the model think before answering (--no-thinking switches it off)",
+}
+
+
+def _env_name(field_name: str) -> str:
+    return "GLMV_" + field_name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="glm-vision: GLM-4.6V-Flash with a web UI and an OpenAI-compatible API on one port. "
+        "Every flag can also be set through the environment variable GLMV_<FLAG> (e.g. GLMV_API_KEY).",
+    )
+    defaults = Settings()
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_text = f"{_HELP[f.name]} [env {_env_name(f.name)}]"
+        if f.name == "image":
+            parser.add_argument(flag, action="append", default=None, help=help_text)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = int if isinstance(default, int) else float if isinstance(default, float) else str
+            parser.add_argument(flag, type=kind, default=None, help=help_text + f" (default {default})")
+    return parser
+
+
+def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Flags win over GLMV_* variables, which win over the defaults."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    values: dict[str, object] = {}
+    defaults = Settings()
+    for f in fields(Settings):
+        cli_value = getattr(args, f.name)
+        if cli_value is not None:
+            values[f.name] = tuple(cli_value) if f.name == "image" else cli_value
+            continue
+        env_value = environ.get(_env_name(f.name))
+        if env_value is None or env_value == "":
+            continue
+        default = getattr(defaults, f.name)
+        try:
+            if f.name == "image":
+                values[f.name] = tuple(p for p in env_value.split(os.pathsep) if p)
+            elif isinstance(default, bool):
+                values[f.name] = _parse_bool(env_value)
+            elif isinstance(default, int):
+                values[f.name] = int(env_value)
+            elif isinstance(default, float):
+                values[f.name] = float(env_value)
+            else:
+                values[f.name] = env_value
+        except ValueError as exc:
+            raise SystemExit(f"error: {_env_name(f.name)}={env_value!r}: {exc}") from None
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    problems = []
+    if s.device not in {"auto", "cuda", "cpu"}:
+        problems.append(f"--device must be auto, cuda or cpu, not {s.device!r}")
+    if s.dtype not in {"auto", "bfloat16", "float32"}:
+        problems.append(f"--dtype must be auto, bfloat16 or float32, not {s.dtype!r}")
+    if s.attn not in {"auto", "flash_attention_2", "sdpa"}:
+        problems.append(f"--attn must be auto, flash_attention_2 or sdpa (eager is never used), not {s.attn!r}")
+    if s.backend not in {"local", "openai"}:
+        problems.append(f"--backend must be local or openai, not {s.backend!r}")
+    if s.backend == "openai" and not s.api_base:
+        problems.append("--backend openai needs --api-base URL")
+    if s.compile not in {"auto", "on", "off"}:
+        problems.append(f"--compile must be auto, on or off, not {s.compile!r}")
+    if not PIXELS_PER_IMAGE_TOKEN * 4 <= s.max_pixels <= MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN:
+        problems.append(
+            f"--max-pixels must be between {PIXELS_PER_IMAGE_TOKEN * 4} and "
+            f"{MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN} (4 to {MAX_IMAGE_TOKENS} image tokens)"
+        )
+    for name in ("port", "max_images_per_message", "pdf_max_pages", "pdf_dpi", "max_context_tokens",
+                 "max_new_tokens", "max_sessions", "queue_size"):
+        if getattr(s, name) <= 0:
+            problems.append(f"--{name.replace('_', '-')} must be positive")
+    if problems:
+        raise SystemExit("error: " + "; ".join(problems))

@@ -1,0 +1,230 @@
+"""Write a small, seeded, random-weight checkpoint of the real GLM-4.6V architecture.
+
+    python -m glm_vision.tiny OUTDIR [--seed 0] [--layers 2] [--hidden 128]
+
+The checkpoint uses the same classes as GLM-4.6V-Flash (`Glm4vForConditionalGeneration`,
+`Glm46VProcessor`), GLM's special tokens and a chat template in GLM-4.6V's prompt format, and a
+byte-level BPE tokenizer trained offline. It loads with `from_pretrained` like the real model, so
+tests and CPU benchmarks exercise the production code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+# GLM's special tokens, in the order of the real vocabulary (ids are ours, names are GLM's).
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|image|>",
+    "<|video|>",
+    "<|begin_of_box|>",
+    "<|end_of_box|>",
+    "<think>",
+    "</think>",
+]
+# Tokens the model emits inside answers; they must survive decoding (not "special").
+VISIBLE_ADDED_TOKENS = {"<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>"}
+STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
+
+# GLM-4.6V-Flash's own preprocessing: 28 px per LLM token, at most 6,144 tokens per image.
+IMAGE_PROCESSOR_CONFIG = {
+    "image_processor_type": "Glm46VImageProcessor",
+    "do_resize": True,
+    "size": {"shortest_edge": 12544, "longest_edge": 9633792},
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "do_convert_rgb": True,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+}
+
+_CORPUS = """
+What is in this image? Describe the picture. Which shapes do you see? How many objects are there?
+The image shows a red circle on the left and a blue square on the right.
+There are three green triangles at the top and two yellow stars at the bottom.
+What word is written? The word is HELLO. The answer is 42. Color, shape, count, position.
+orange purple pink white black gray brown cyan magenta circle square triangle star rectangle
+left right top bottom center middle corner above below next to one two three four five
+The quick brown fox jumps over the lazy dog. A screenshot of a login page with a button.
+图片里有什么？请描述这张图片。左边有一个红色的圆形，右边有一个蓝色的正方形。
+有几个物体？三个绿色的三角形。写的是什么字？颜色、形状、数量、位置。你好，世界！
+上面 下面 中间 红色 蓝色 绿色 黄色 紫色 橙色 圆形 正方形 三角形 星形 长方形 一 二 三 四 五
+Emoji: 😀 🎉 👍 🚀 ✅ ❤️ 🌍 中文和 emoji 混合 😀 测试。 Ünïcödé àccents — “quotes” … € £ ¥
+مرحبا بالعالم שלום עולם Привет мир こんにちは世界 안녕하세요
+def main(): return {"x": [1, 2, 3]}  # code block | table | $x^2$ \\frac{a}{b}
+"""
+
+
+def chat_template() -> str:
+    return resources.files("glm_vision").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+
+
+def train_tokenizer(vocab_size: int = 700):
+    """A byte-level BPE tokenizer (every string encodes) with GLM's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tok.add_special_tokens(
+        [AddedToken(t, special=t not in VISIBLE_ADDED_TOKENS, normalized=False) for t in SPECIAL_TOKENS]
+    )
+    return tok
+
+
+def build_processor(tokenizer_object):
+    from transformers import Glm46VImageProcessor, Glm46VProcessor, Glm46VVideoProcessor, PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer_object,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        model_max_length=131072,
+    )
+    image_processor = Glm46VImageProcessor(**{k: v for k, v in IMAGE_PROCESSOR_CONFIG.items() if k != "image_processor_type"})
+    video_processor = Glm46VVideoProcessor()
+    return Glm46VProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=chat_template(),
+    )
+
+
+def build_config(tokenizer, *, layers: int = 2, hidden: int = 128, vision_hidden: int = 64, vision_depth: int = 2,
+                 init_std: float = 0.2):
+    """A small Glm4vConfig. The wide init (0.2 rather than 0.02) makes a random model's greedy
+    output depend visibly on the image and the prompt, so equivalence tests compare real choices."""
+    from transformers import Glm4vConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    heads = 4
+    head_dim = hidden // heads
+    rotary_half = head_dim // 4  # partial_rotary_factor 0.5, then half of the rotary dims
+    t_section = rotary_half // 4
+    h_section = (rotary_half - t_section) // 2
+    mrope_section = [t_section, h_section, rotary_half - t_section - h_section]
+    stop_ids = [ids[t] for t in STOP_TOKENS]
+    return Glm4vConfig(
+        architectures=["Glm4vForConditionalGeneration"],
+        image_start_token_id=ids["<|begin_of_image|>"],
+        image_end_token_id=ids["<|end_of_image|>"],
+        video_start_token_id=ids["<|begin_of_video|>"],
+        video_end_token_id=ids["<|end_of_video|>"],
+        image_token_id=ids["<|image|>"],
+        video_token_id=ids["<|video|>"],
+        tie_word_embeddings=False,
+        text_config={
+            "model_type": "glm4v_text",
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 3,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": 2,
+            "attention_bias": True,
+            "hidden_act": "silu",
+            "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 500000,
+                "mrope_section": mrope_section,
+                "partial_rotary_factor": 0.5,
+            },
+            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": stop_ids,
+            "initializer_range": init_std,
+        },
+        vision_config={
+            "model_type": "glm4v_vision",
+            "hidden_size": vision_hidden,
+            "depth": vision_depth,
+            "num_heads": 2,
+            "intermediate_size": vision_hidden * 2,
+            "out_hidden_size": hidden,
+            "hidden_act": "silu",
+            "image_size": 336,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_channels": 3,
+            "rms_norm_eps": 1e-5,
+            "attention_bias": False,
+            "initializer_range": init_std,
+        },
+        initializer_range=init_std,
+    )
+
+
+def build_tiny_checkpoint(outdir: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 128) -> Path:
+    """Write the checkpoint to `outdir` and return its path."""
+    import torch
+    from transformers import GenerationConfig, Glm4vForConditionalGeneration
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    processor = build_processor(train_tokenizer())
+    config = build_config(processor.tokenizer, layers=layers, hidden=hidden)
+    torch.manual_seed(seed)
+    model = Glm4vForConditionalGeneration(config).eval()
+    with torch.no_grad():  # decisive, varied greedy choices (see build_config)
+        model.lm_head.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.6,
+        top_k=2,
+        repetition_penalty=1.1,
+    )
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+    (outdir / "glm_vision_tiny.json").write_text(json.dumps({"seed": seed, "layers": layers, "hidden": hidden}))
+    return outdir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("outdir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=128)
+    args = parser.parse_args(argv)
+    path = build_tiny_checkpoint(args.outdir, seed=args.seed, layers=args.layers, hidden=args.hidden)
+    print(f"wrote tiny GLM-4.6V checkpoint to {path}")
+
+
+if __name__ == "__main__":
+    main()
