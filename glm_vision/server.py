@@ -52,6 +52,11 @@ def create_app(state: AppState) -> FastAPI:
                 "demo": info.is_demo}
         return JSONResponse(body, status_code=200 if backend.healthy else 503)
 
+    from .api import build_api_router  # the OpenAI-compatible /v1 routes
+    from .ui import mount_ui  # the Gradio web UI at /
+
+    app.include_router(build_api_router(state))
+    app = mount_ui(app, state)
     return app
 
 

@@ -40,6 +40,11 @@ class Settings:
     max_sessions: int = 64
     queue_size: int = 32
     compile: str = "auto"
+    allow_remote_images: bool = False
+    remote_image_hosts: str = ""
+    remote_image_max_mb: float = 10.0
+    remote_image_timeout_s: float = 10.0
+    mcp: bool = False
     prompt: str | None = None
     image: tuple[str, ...] = ()
     thinking: bool = True
@@ -73,6 +78,11 @@ _HELP = {
     "max_sessions": "most sessions holding caches at once (least recently used are freed first)",
     "queue_size": "most requests waiting for the GPU; past it new requests are refused as busy",
     "compile": "auto | on | off: the compiled decode step (CUDA only)",
+    "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
+    "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
+    "remote_image_max_mb": "largest remote image fetched",
+    "remote_image_timeout_s": "time limit for fetching one remote image",
+    "mcp": "also expose the chat as a tool through Gradio's MCP server",
     "prompt": "answer this one prompt on the command line and exit (no server)",
     "image": "image or PDF for --prompt (repeatable)",
     "thinking": "let the model think before answering (--no-thinking switches it off)",
