@@ -1,0 +1,85 @@
+"""Chat template rendering, thinking on/off, and the reasoning / answer / box split."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from glm_vision.conversation import Message, StreamSplitter, split_output, to_template_messages
+from glm_vision.engine.prompt import PromptBuilder
+
+
+def test_split_output_separates_reasoning_answer_and_boxes():
+    parsed = split_output("<think>The circle is red.</think>\nIt is <|begin_of_box|>red<|end_of_box|>.")
+    assert parsed.reasoning == "The circle is red."
+    assert parsed.answer == "It is red."
+    assert parsed.boxed == ("red",)
+    assert parsed.raw_answer == "It is <|begin_of_box|>red<|end_of_box|>."
+
+
+def test_split_output_without_thinking_and_cut_off_thinking():
+    assert split_output("Just the answer").reasoning == ""
+    assert split_output("Just the answer").answer == "Just the answer"
+    cut = split_output("<think>still thinking about")
+    assert cut.reasoning == "still thinking about" and cut.answer == ""
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_stream_splitter_matches_split_output_for_any_chunking(seed):
+    text = "<think>Let me see: 红色的圆 😀 at left.</think>\n\nAnswer: <|begin_of_box|>红色 circle<|end_of_box|> done"
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(text)), 8))
+    chunks = [text[i:j] for i, j in zip([0] + cuts, cuts + [len(text)])]
+    splitter = StreamSplitter()
+    reasoning, answer = "", ""
+    for chunk in chunks:
+        r, a = splitter.feed(chunk)
+        assert "<" not in r + a, "no raw marker may leak"
+        reasoning, answer = reasoning + r, answer + a
+    r, a = splitter.flush()
+    reasoning, answer = reasoning + r, answer + a
+    expected = split_output(text)
+    assert reasoning.strip() == expected.reasoning
+    assert answer.strip() == expected.answer
+
+
+def test_template_thinking_off_and_reasoning_never_sent_back(engine, pictures):
+    builder: PromptBuilder = engine.runner.builder
+    messages = [
+        Message("system", "Be brief."),
+        Message("user", "What is it?", [pictures[0]]),
+        Message("assistant", "A square.", reasoning="secret chain of thought"),
+        Message("user", "Sure?"),
+    ]
+    on = builder.render(messages, enable_thinking=True)
+    off = builder.render(messages, enable_thinking=False)
+    assert on.startswith("[gMASK]<sop><|system|>\nBe brief.<|user|>\n<|begin_of_image|><|image|><|end_of_image|>What is it?")
+    assert on.endswith("<|user|>\nSure?<|assistant|>\n")
+    assert off.endswith("<|user|>\nSure?/nothink<|assistant|>\n<think></think>\n")
+    assert "secret" not in on and "secret" not in off
+    assert to_template_messages(messages)[2] == {"role": "assistant", "content": "A square."}
+
+
+def test_prompt_ids_match_the_processor(engine, pictures):
+    """Our expansion of image placeholders (without touching pixels) equals the processor's own."""
+    builder: PromptBuilder = engine.runner.builder
+    messages = [Message("user", "Two pictures, 两张图片 😀", pictures[:2]), Message("assistant", "ok"),
+                Message("user", "and a third", [pictures[2]])]
+    prompt = builder.build(messages, enable_thinking=True, max_image_tokens=6144)
+    text = builder.render(messages, enable_thinking=True)
+    processed = builder.processor(text=[text], images=[p.image for p in pictures], return_tensors="pt")
+    assert prompt.ids == processed["input_ids"][0].tolist()
+    assert prompt.mm_token_type_ids == processed["mm_token_type_ids"][0].tolist()
+    assert [img.grid_thw for img in prompt.images] == [tuple(g) for g in processed["image_grid_thw"].tolist()]
+    # A lower per-image budget gives fewer tokens and a different cache key.
+    small = builder.build(messages, enable_thinking=True, max_image_tokens=8)
+    assert all(img.num_tokens <= 8 for img in small.images)
+    assert small.images[0].key != prompt.images[0].key
+
+
+def test_messages_reject_unknown_roles_and_images_outside_user_turns(pictures):
+    with pytest.raises(ValueError, match="unknown role"):
+        Message("tool", "x")
+    with pytest.raises(ValueError, match="only user messages"):
+        Message("assistant", "x", [pictures[0]])

@@ -1,0 +1,257 @@
+"""Engine behaviour: streaming, stop, limits, loading errors, cache budgets and session lifetimes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from glm_vision.cache import FeatureCache, ImageFeatures, reusable_prefix
+from glm_vision.conversation import Message
+from glm_vision.engine import (
+    ContextOverflowError,
+    Engine,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    ModelLoadError,
+    QueueFullError,
+    SamplingParams,
+    TextDelta,
+)
+from glm_vision.engine.loader import load_model
+from glm_vision.sessions import KVState, SessionStore
+from glm_vision.settings import Settings
+
+
+def test_stream_deltas_add_up_to_the_result(engine, pictures):
+    handle = engine.submit(GenerationRequest([Message("user", "Describe 图片", [pictures[0]])], SamplingParams.greedy(40)))
+    deltas, result = [], None
+    for item in handle:
+        if isinstance(item, TextDelta):
+            deltas.append(item.text)
+        else:
+            result = item
+    assert isinstance(result, GenerationResult)
+    assert "".join(deltas) == result.text
+    tokenizer = engine.runner.tokenizer
+    assert result.text == tokenizer.decode(list(result.token_ids), skip_special_tokens=False)
+    assert result.usage.completion_tokens == len(result.token_ids)
+    assert result.usage.ttft_s > 0 and result.usage.prompt_tokens > 0
+
+
+def test_stop_halts_generation_within_a_step(engine, pictures):
+    messages = [Message("user", "Describe.", [pictures[1]])]
+    full = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
+    assert full.finish_reason == "length" and full.usage.completion_tokens == 300  # runs long when not stopped
+    handle = engine.submit(GenerationRequest(messages, SamplingParams.greedy(300)))
+    deltas = 0
+    result = None
+    for item in handle:
+        if isinstance(item, TextDelta):
+            deltas += 1
+            if deltas == 3:
+                handle.cancel()
+        else:
+            result = item
+    assert result.finish_reason == "cancelled"
+    assert result.usage.completion_tokens < 30
+    assert full.text.startswith(result.text)  # what was written is kept
+
+
+def test_stop_strings_end_the_answer(engine, pictures):
+    messages = [Message("user", "Describe.", [pictures[0]])]
+    full = engine.generate(GenerationRequest(messages, SamplingParams.greedy(30)))
+    stop = full.text[10:13]
+    assert stop.strip(), "the tiny model's output should have text to stop on"
+    result = engine.generate(GenerationRequest(messages, SamplingParams.greedy(30, stop=(stop,))))
+    assert result.finish_reason == "stop"
+    assert result.text == full.text[: full.text.index(stop)]
+
+
+def test_context_overflow_is_refused_before_gpu_work(settings, pictures):
+    engine = Engine.load(replace(settings, max_context_tokens=64))
+    try:
+        lookups_before = engine.features.stats.misses + engine.features.stats.hits
+        with pytest.raises(ContextOverflowError, match="context limit is 64"):
+            engine.generate(GenerationRequest([Message("user", "x " * 100, [pictures[0]])], session_id="s"))
+        assert engine.features.stats.misses + engine.features.stats.hits == lookups_before  # nothing encoded
+        ok = engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(200)))
+        assert ok.usage.prompt_tokens + ok.usage.completion_tokens <= 64  # the answer is clamped to the context
+    finally:
+        engine.shutdown()
+
+
+def test_bad_requests_are_refused_with_messages(engine, pictures):
+    with pytest.raises(EngineError, match="empty"):
+        engine.submit(GenerationRequest([]))
+    with pytest.raises(EngineError, match="last message must come from the user"):
+        engine.submit(GenerationRequest([Message("user", "a"), Message("assistant", "b")]))
+    with pytest.raises(EngineError, match="at most 8 images"):
+        engine.submit(GenerationRequest([Message("user", "many", [pictures[0]] * 9)]))
+    with pytest.raises(EngineError, match="top_p"):
+        SamplingParams(top_p=0)
+    with pytest.raises(EngineError, match="temperature"):
+        SamplingParams(temperature=-1)
+
+
+def test_queue_limit_answers_busy_and_the_worker_survives(settings):
+    engine = Engine.load(replace(settings, queue_size=1))
+    try:
+        long = GenerationRequest([Message("user", "hello")], SamplingParams.greedy(400))  # runs to the limit
+        first = engine.submit(long)
+        deadline = time.monotonic() + 30
+        while first.queue_position != 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # wait until the worker has taken it
+        second = engine.submit(long)  # waits in the queue
+        assert second.queue_position == 1
+        with pytest.raises(QueueFullError) as exc:
+            engine.submit(long)
+        assert exc.value.retry_after_s >= 1 and exc.value.status == 429
+        second.cancel()
+        first.cancel()
+        assert first.wait().finish_reason == "cancelled"
+        with pytest.raises(EngineError, match="cancelled before it started"):
+            second.wait()
+        assert engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))).usage.completion_tokens > 0
+    finally:
+        engine.shutdown()
+
+
+def test_a_failing_request_does_not_kill_the_worker(engine, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(engine.runner, "prefill", boom)
+    with pytest.raises(EngineError, match="simulated fault"):
+        engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3)))
+    monkeypatch.undo()
+    assert engine.worker.alive
+    assert engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))).usage.completion_tokens > 0
+
+
+def test_a_dead_worker_is_restarted(settings):
+    engine = Engine.load(settings)
+    try:
+        engine.worker.stop()
+        assert not engine.worker.alive and not engine.healthy
+        result = engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3)))
+        assert result.usage.completion_tokens > 0 and engine.worker.alive
+    finally:
+        engine.shutdown()
+
+
+def test_async_iteration(engine):
+    import asyncio
+
+    async def collect():
+        return [item async for item in engine.submit(GenerationRequest([Message("user", "hello")], SamplingParams.greedy(10)))]
+
+    items = asyncio.run(collect())
+    assert isinstance(items[-1], GenerationResult)
+    assert "".join(i.text for i in items[:-1]) == items[-1].text
+
+
+# ---------------------------------------------------------------- loading errors
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist.*huggingface-cli download"):
+        load_model(Settings(model=str(tmp_path / "nope"), device="cpu"))
+
+
+def test_non_model_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ModelLoadError, match="not a model directory: it has no config.json"):
+        load_model(Settings(model=str(tmp_path), device="cpu"))
+
+
+def test_other_architectures_are_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ModelLoadError, match="GLM-4.6V / GLM-4.1V family"):
+        load_model(Settings(model=str(tmp_path), device="cpu"))
+
+
+def test_cli_reports_load_errors_without_traceback(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "app.py", "--model", str(tmp_path), "--prompt", "hi"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 3
+    assert "not a model directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_answers_one_prompt(tiny_model_dir, tmp_path):
+    from tests.conftest import make_picture
+
+    make_picture(5).save(tmp_path / "shot.png")
+    out = subprocess.run(
+        [sys.executable, "app.py", "--model", str(tiny_model_dir), "--device", "cpu", "--prompt", "What is this?",
+         "--image", str(tmp_path / "shot.png"), "--max-new-tokens", "8", "--no-thinking"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "8 new tokens" in out.stderr
+
+
+# ---------------------------------------------------------------- caches and sessions
+def features(n_tokens: int, hidden: int = 16) -> ImageFeatures:
+    return ImageFeatures(embeds=torch.zeros(n_tokens, hidden), grid_thw=(1, 2, 2 * n_tokens))
+
+
+def test_feature_cache_is_lru_bounded_in_bytes():
+    one = features(4).nbytes
+    cache = FeatureCache(budget_bytes=3 * one)
+    for key in "abc":
+        cache.put("s", key, features(4))
+    assert cache.get("s", "a") is not None  # a is now the most recent
+    cache.put("s", "d", features(4))
+    assert cache.get("s", "b") is None and cache.get("s", "a") is not None
+    assert cache.bytes_used <= 3 * one and cache.stats.evictions == 1
+    assert cache.get("other", "a") is None  # scopes never share
+    cache.put("s", "huge", features(100))  # bigger than the whole budget: not stored
+    assert cache.get("s", "huge") is None and cache.bytes_used <= 3 * one
+
+
+def test_reusable_prefix_never_ends_inside_an_image():
+    cached = [1, 2, "img", "img", "img", 3, 9]
+    assert reusable_prefix(cached, [1, 2, "img", "img", "img", 3, 4, 5]) == 6
+    assert reusable_prefix(cached, [1, 2, "IMG", "IMG", "IMG", 3, 4]) == 2  # another image: back to its start
+    assert reusable_prefix([1, 2, "img", "img"], [1, 2, "img", "img", "img", 3]) == 2  # cache ends mid-image
+    assert reusable_prefix([1, 2, 3, 4], [1, 2, 3]) == 2  # all cached: one token still computed for its logits
+    assert reusable_prefix([], [1, 2]) == 0
+
+
+def test_sessions_idle_timeout_count_limit_and_kv_budget():
+    cache = FeatureCache(budget_bytes=1 << 20)
+    store = SessionStore(cache, kv_budget_bytes=1000, idle_s=60, max_sessions=2)
+    a = store.acquire("a")
+    a.kv = KVState(cache=None, keys=list(range(60)), bytes_per_token=10)  # 600 bytes
+    cache.put("a", "k", features(2))
+    store.release(a)
+    b = store.acquire("b")
+    b.kv = KVState(cache=None, keys=list(range(60)), bytes_per_token=10)
+    store.release(b)  # 1200 > 1000: the older session's KV goes, b keeps its own
+    assert a.kv is None and b.kv is not None and store.kv_evictions == 1
+    store.acquire("c")  # a third session over max_sessions=2: the least recently used is freed
+    assert store.get("a") is None and cache.scope_bytes("a") == 0
+    assert store.sweep_idle(now=time.monotonic() + 3600) == ["b"]  # c is busy, b idles out
+    assert store.get("b") is None and store.get("c") is not None
+
+
+def test_evicted_kv_is_recomputed_correctly(settings, reference, pictures):
+    """After its KV was evicted for the budget, a session's next turn recomputes and stays correct."""
+    from tests.reference import reference_generate
+
+    model, processor = reference
+    engine = Engine.load(replace(settings, kv_cache_mb=0))  # every KV is over budget: always evicted
+    try:
+        history = [Message("user", "What is this?", [pictures[0]])]
+        first = engine.generate(GenerationRequest(history, SamplingParams.greedy(8), session_id="tight"))
+        history += [Message("assistant", first.text), Message("user", "Again?", [pictures[1]])]
+        second = engine.generate(GenerationRequest(history, SamplingParams.greedy(8), session_id="tight"))
+        assert second.usage.cached_tokens == 0
+        assert list(second.token_ids) == reference_generate(model, processor, history, 8)[0]
+    finally:
+        engine.shutdown()

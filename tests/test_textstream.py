@@ -1,0 +1,40 @@
+"""Streaming text: whole characters only, and stop strings cut exactly."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from glm_vision.engine.textstream import IncrementalDetokenizer, StopStrings
+
+TEXT = "你好，世界！Chinese 中文 and emoji 😀🎉👍 mixed: ünïcödé — مرحبا"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_multibyte_characters_are_never_split(tokenizer):
+    ids = tokenizer.encode(TEXT, add_special_tokens=False)
+    # The byte-level tokenizer really does split some characters over several tokens.
+    assert any("\ufffd" in tokenizer.decode([i]) for i in ids)
+    detok = IncrementalDetokenizer(tokenizer)
+    deltas = [detok.push(i) for i in ids]
+    deltas.append(detok.flush())
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == TEXT
+    assert sum(1 for d in deltas if d) > 10  # it streams, it does not wait for the end
+
+
+def test_stop_strings_hold_back_partial_matches():
+    stops = StopStrings(("END", "\n\n"))
+    out = [stops.feed(chunk) for chunk in ["Hello E", "N", "D world"]]
+    assert "".join(out) == "Hello "
+    assert stops.stopped
+    stops = StopStrings(("END",))
+    out = [stops.feed(c) for c in ["Hello E", "ND"]]
+    assert "".join(out) == "Hello " and stops.stopped
+    stops = StopStrings(("END",))
+    out = [stops.feed(c) for c in ["Hello E", "nd"]] + [stops.flush()]
+    assert "".join(out) == "Hello End" and not stops.stopped
