@@ -27,6 +27,7 @@ class Settings:
     backend: str = "local"
     api_base: str | None = None
     remote_model: str | None = None
+    remote_api_key: str | None = None
     max_pixels: int = MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN
     max_images_per_message: int = 8
     max_upload_mb: float = 20.0
@@ -65,6 +66,7 @@ _HELP = {
     "backend": "local (load the model here) | openai (front an OpenAI-compatible server given by --api-base)",
     "api_base": "base URL of the OpenAI-compatible server for --backend openai, e.g. http://gpu-box:8000/v1",
     "remote_model": "model name to request from --api-base (default: the first one it lists)",
+    "remote_api_key": "API key for --api-base (default: OPENAI_API_KEY, else none)",
     "max_pixels": "largest image area in pixels after resizing (6144 tokens x 784 px by default); lower it to save memory",
     "max_images_per_message": "most images (PDF pages included) in one message",
     "max_upload_mb": "largest accepted upload, checked before decoding",
