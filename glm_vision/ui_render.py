@@ -1,0 +1,128 @@
+"""What the web UI shows: a transcript as Chatbot messages (with the map back to turns), the status
+panel and the image-token cost line. Pure functions of their inputs, no Gradio state."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import PIXELS_PER_IMAGE_TOKEN
+from .transcript import Transcript, render_boxes
+from .ui_text import say
+
+IMAGE_DIR = Path(tempfile.gettempdir()) / "glm-vision-ui" / "images"
+FACTOR = 28  # one LLM token per 28x28 pixel block
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Which turn a Chatbot message shows, and which part of it."""
+
+    turn: int
+    part: str  # "image" | "text" | "reasoning" | "answer"
+
+
+def image_file(image) -> str:
+    """The chat image as a PNG file Gradio can serve (named by its content hash)."""
+    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
+    path = IMAGE_DIR / f"{image.digest[:32]}.png"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(image.png())
+        tmp.replace(path)
+    return str(path)
+
+
+def chat_messages(transcript: Transcript, lang: str, partial: tuple[str, str] | None = None,
+                  pending: bool = False) -> tuple[list[dict], list[Slot]]:
+    """Chatbot messages and, for each, the turn it belongs to. `partial` is the answer being written."""
+    messages: list[dict] = []
+    slots: list[Slot] = []
+    for index, turn in enumerate(transcript.turns):
+        if turn.role == "user":
+            for image in turn.images:
+                messages.append({"role": "user", "content": {"path": image_file(image), "alt_text": image.name}})
+                slots.append(Slot(index, "image"))
+            notes = [say(lang, "note", note=n) for img in turn.images for n in img.notes]
+            text = turn.text if turn.text.strip() else "🖼️"
+            if notes:
+                text += "\n\n" + "\n".join(f"_{n}_" for n in notes)
+            messages.append({"role": "user", "content": text})
+            slots.append(Slot(index, "text"))
+        else:
+            _assistant(messages, slots, index, turn.reasoning, render_boxes(turn.text), lang,
+                       stopped=turn.finish_reason == "cancelled")
+    if partial is not None:
+        reasoning, answer = partial
+        _assistant(messages, slots, len(transcript.turns), reasoning, answer, lang, writing=pending)
+    return messages, slots
+
+
+def _assistant(messages, slots, index, reasoning, answer, lang, *, stopped=False, writing=False) -> None:
+    if reasoning:
+        status = "pending" if writing and not answer else "done"
+        messages.append({"role": "assistant", "content": reasoning,
+                         "metadata": {"title": say(lang, "reasoning"), "status": status}})
+        slots.append(Slot(index, "reasoning"))
+    if answer or not reasoning:
+        text = answer if answer else ("…" if writing else "")
+        if stopped:
+            text += "\n\n_⏹_"
+        messages.append({"role": "assistant", "content": text})
+        slots.append(Slot(index, "answer"))
+
+
+def estimate_image_tokens(width: int, height: int, budget: int) -> int:
+    """Tokens for one image under a per-image budget: both sides rounded to 28 px, area capped."""
+    h = max(FACTOR, round(height / FACTOR) * FACTOR)
+    w = max(FACTOR, round(width / FACTOR) * FACTOR)
+    cap = budget * PIXELS_PER_IMAGE_TOKEN
+    if h * w > cap:
+        beta = math.sqrt(height * width / cap)
+        h = max(FACTOR, math.floor(height / beta / FACTOR) * FACTOR)
+        w = max(FACTOR, math.floor(width / beta / FACTOR) * FACTOR)
+    return (h // FACTOR) * (w // FACTOR)
+
+
+def cost_line(lang: str, budget: int, sizes: list[tuple[int, int]]) -> str:
+    fullhd = estimate_image_tokens(1920, 1080, budget)
+    if not sizes:
+        return say(lang, "cost_none", budget=budget, fullhd=fullhd)
+    tokens = sum(estimate_image_tokens(w, h, budget) for w, h in sizes)
+    return say(lang, "cost", detail=say(lang, "cost_files", count=len(sizes), tokens=tokens)) + \
+        " · " + say(lang, "cost_none", budget=budget, fullhd=fullhd).split(":", 1)[-1].strip()
+
+
+def status_markdown(state, lang: str, usage: dict | None = None, activity: str = "") -> str:
+    """Model, device and demo banner; the last answer's speed and cache use; the current activity."""
+    backend = state.backend
+    lines = []
+    if backend is None:
+        lines.append(say(lang, "load_failed", error=state.load_error) if state.load_error else say(lang, "loading"))
+    else:
+        info = backend.info
+        lines.append(say(lang, "model_line", model=info.model, device=info.device))
+        if info.is_demo:
+            lines.append(say(lang, "demo_banner"))
+    if usage:
+        lines.append(say(
+            lang, "last_answer",
+            ttft=f"{usage.get('ttft_s', 0) * 1000:.0f} ms", tps=f"{usage.get('decode_tokens_per_s', 0):.1f}",
+            completion=usage.get("completion_tokens", 0), prompt=usage.get("prompt_tokens", 0),
+            cached=usage.get("cached_tokens", 0), computed=usage.get("computed_tokens", 0),
+            hits=usage.get("image_cache_hits", 0), encoded=usage.get("images_encoded", 0),
+        ))
+    if activity:
+        lines.append(activity)
+    return "\n\n".join(lines)
+
+
+def usage_dict(usage) -> dict:
+    return {
+        "prompt_tokens": usage.prompt_tokens, "cached_tokens": usage.cached_tokens,
+        "computed_tokens": usage.computed_tokens, "completion_tokens": usage.completion_tokens,
+        "image_cache_hits": usage.image_cache_hits, "images_encoded": usage.images_encoded,
+        "ttft_s": round(usage.ttft_s, 4), "decode_tokens_per_s": round(usage.decode_tokens_per_s, 2),
+    }
