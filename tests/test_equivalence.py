@@ -26,7 +26,8 @@ def three_turns(pictures):
     ]
 
 
-def run_conversation(engine: Engine, model, processor, user_turns, *, session_id: str | None, before_turn=None):
+def run_conversation(engine: Engine, model, processor, user_turns, *, session_id: str | None, before_turn=None,
+                     new_tokens: int = NEW_TOKENS):
     """Run each turn through the engine and the reference; return per-turn (engine, reference) pairs."""
     history: list[Message] = []
     turns = []
@@ -35,10 +36,10 @@ def run_conversation(engine: Engine, model, processor, user_turns, *, session_id
         if before_turn is not None:
             before_turn(index)
         request = GenerationRequest(
-            list(history), SamplingParams.greedy(NEW_TOKENS), session_id=session_id, capture_logits=True
+            list(history), SamplingParams.greedy(new_tokens), session_id=session_id, capture_logits=True
         )
         result = engine.generate(request)
-        ref_tokens, ref_logits = reference_generate(model, processor, history, NEW_TOKENS)
+        ref_tokens, ref_logits = reference_generate(model, processor, history, new_tokens)
         turns.append((result, ref_tokens, ref_logits))
         history.append(Message("assistant", result.text))
     return turns
@@ -63,6 +64,33 @@ def test_cached_engine_matches_full_recompute(engine, reference, pictures):
     assert r3.usage.images_encoded == 1
     # Different images really lead to different answers, so the comparison above has teeth.
     assert len({r.token_ids for r in (r1, r2, r3)}) == 3
+
+
+@pytest.fixture(scope="module")
+def slab_engine(settings):
+    """The fast decode path (static KV slab, the step that CUDA graphs capture), run eagerly on the CPU."""
+    from dataclasses import replace
+
+    engine = Engine.load(replace(settings, compile="on"))
+    assert engine.runner.decoder is not None
+    yield engine
+    engine.shutdown()
+
+
+def test_fast_decode_path_matches_generate_for_hundreds_of_tokens(slab_engine, reference, pictures):
+    model, processor = reference
+    turns = run_conversation(slab_engine, model, processor, three_turns(pictures), session_id="slab", new_tokens=100)
+    assert_equivalent(turns)
+    assert sum(r.usage.completion_tokens for r, *_ in turns) >= 256
+    assert turns[2][0].usage.cached_tokens > 0
+
+
+def test_fast_decode_path_seeded_sampling_is_reproducible(slab_engine, engine, pictures):
+    messages = [Message("user", "Describe it.", [pictures[0]])]
+    params = SamplingParams(temperature=0.9, top_p=0.8, top_k=20, repetition_penalty=1.1, max_new_tokens=30, seed=7)
+    fast = [slab_engine.generate(GenerationRequest(messages, params)).token_ids for _ in range(2)]
+    assert fast[0] == fast[1]
+    assert engine.generate(GenerationRequest(messages, params)).token_ids == fast[0]  # same sampler, same tokens
 
 
 def test_engine_without_caches_matches_full_recompute(settings, reference, pictures):

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from ..cache import FeatureCache
 from ..sessions import SessionStore
 from ..settings import Settings
+from .decode import SlabDecoder
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .types import EngineError, GenerationRequest, GenerationResult, TextDelta
@@ -21,6 +23,15 @@ from .worker import GpuWorker, RequestHandle
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+
+
+def make_decoder(settings: Settings, loaded: LoadedModel) -> SlabDecoder | None:
+    """The static-KV decode path: CUDA graphs + compiled math on a GPU ('auto' or 'on'); eager on
+    the CPU only when asked for ('on'), where it serves to check the path against transformers."""
+    on_cuda = loaded.device == "cuda"
+    if settings.compile == "off" or (settings.compile == "auto" and not on_cuda):
+        return None
+    return SlabDecoder(loaded.model, settings.max_context_tokens, use_graphs=on_cuda, compile_math=on_cuda)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Engine:
             self.features,
             max_context_tokens=settings.max_context_tokens,
             default_max_image_tokens=settings.max_image_tokens,
+            decoder=make_decoder(settings, loaded),
         )
         self.worker = GpuWorker(self._run, queue_size=settings.queue_size)
         self.worker.start()
@@ -96,6 +108,10 @@ class Engine:
         from ..conversation import Message
         from .types import SamplingParams
 
+        if self.runner.decoder is not None:
+            started = time.perf_counter()
+            self.runner.decoder.warmup()
+            log.info("decode graphs ready in %.1f s", time.perf_counter() - started)
         self.generate(GenerationRequest([Message("user", "Hi")], SamplingParams.greedy(max_new_tokens=2)))
         self.ready = True
 

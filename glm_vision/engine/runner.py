@@ -16,11 +16,22 @@ from transformers import DynamicCache
 from ..cache import FeatureCache, ImageFeatures, reusable_prefix
 from ..conversation import Message
 from ..sessions import KVState, Session
+from .decode import SlabDecoder
 from .loader import LoadedModel
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import Sampler
 from .textstream import IncrementalDetokenizer, StopStrings
 from .types import ContextOverflowError, GenerationRequest, GenerationResult, GpuOutOfMemoryError, Usage
+
+
+class _NoEvent:
+    """CPU stand-in for a CUDA event: work is already synchronous."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -44,7 +55,15 @@ def crop_cache(cache, length: int) -> None:
 
 
 class ModelRunner:
-    def __init__(self, loaded: LoadedModel, features: FeatureCache, *, max_context_tokens: int, default_max_image_tokens: int) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        features: FeatureCache,
+        *,
+        max_context_tokens: int,
+        default_max_image_tokens: int,
+        decoder: SlabDecoder | None = None,
+    ) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.processor = loaded.processor
@@ -63,6 +82,10 @@ class ModelRunner:
         )
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.embed_tokens = self.model.get_input_embeddings()
+        self.decoder = decoder
+        pinned = self.device.type == "cuda"
+        self._host_token = torch.zeros(1, dtype=torch.long, pin_memory=pinned)
+        self._copied = torch.cuda.Event() if pinned else _NoEvent()
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
@@ -88,7 +111,9 @@ class ModelRunner:
     def encode_images(self, images: list[PromptImage], size: dict[str, int]) -> list[torch.Tensor]:
         if not images:
             return []
-        inputs = self.builder.image_processor(images=[img.image.image for img in images], size=size, return_tensors="pt")
+        inputs = self.builder.image_processor(
+            images=[img.image.image for img in images], size=size, return_tensors="pt", device=self.device
+        )
         grids = inputs["image_grid_thw"]
         for img, grid in zip(images, grids.tolist()):
             if tuple(grid) != img.grid_thw:
@@ -200,9 +225,22 @@ class ModelRunner:
         text_parts: list[str] = []
         finish_reason = "length"
         first_token_at = None
+        if self.decoder is not None:
+            self.decoder.load(cache, len(keys))
+            step = lambda token, position: self.decoder.step(token, position, len(keys))  # noqa: E731
+        else:
+            step = lambda token, position: self.decode_step(token, position, cache)  # noqa: E731
+        token = sampler(logits)
         while True:
-            token = sampler(logits)
-            token_id = int(token)  # the one host sync per token that streaming needs
+            # Queue the next step before reading this token on the host, so the GPU never waits for
+            # Python: the host copy is ordered before the step on the stream and waited for alone.
+            self._host_token.copy_(token.view(1), non_blocking=True)
+            self._copied.record()
+            launched = len(generated) + 1 < max_new
+            if launched:
+                logits = step(token, next_position)
+            self._copied.synchronize()
+            token_id = int(self._host_token[0])
             if first_token_at is None:
                 first_token_at = time.perf_counter()
                 usage.ttft_s = first_token_at - started
@@ -220,11 +258,16 @@ class ModelRunner:
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
-            if len(generated) >= max_new:
+            if not launched:
                 break
-            logits = self.decode_step(token, next_position, cache)
-            keys.append(token_id)
+            keys.append(token_id)  # its KV was written by the step just launched
             next_position += 1
+            token = sampler(logits)
+        # A step launched for a token that ended the answer wrote KV nobody will read: drop it.
+        if self.decoder is not None:
+            self.decoder.export(cache, len(prompt), len(keys))
+        else:
+            crop_cache(cache, len(keys))
         if not stops.stopped:
             tail = stops.feed(detok.flush())
             if not stops.stopped:
