@@ -79,13 +79,21 @@ def chat_template() -> str:
     return resources.files("glm_vision").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
-def train_tokenizer(vocab_size: int = 700):
-    """A byte-level BPE tokenizer (every string encodes) with GLM's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from tokenizers import AddedToken
+def train_tokenizer(vocab_size: int = 700, extra_corpus: str = ""):
+    """A byte-level BPE tokenizer (every string encodes) with GLM's special tokens.
+
+    `extra_corpus` (the demo model's training sentences) makes its vocabulary tokenize compactly,
+    and then CJK characters are split one per pre-token so Chinese words stay compositional (no
+    merged "red triangle" tokens); without it the tokenizer is the tiny test model's."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if extra_corpus:
+        cjk = pre_tokenizers.Split(Regex("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated")
+        tok.pre_tokenizer = pre_tokenizers.Sequence([cjk, byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -93,7 +101,7 @@ def train_tokenizer(vocab_size: int = 700):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    tok.train_from_iterator([_CORPUS] * 4 + ([extra_corpus] if extra_corpus else []), trainer=trainer)
     tok.add_special_tokens(
         [AddedToken(t, special=t not in VISIBLE_ADDED_TOKENS, normalized=False) for t in SPECIAL_TOKENS]
     )
@@ -122,13 +130,12 @@ def build_processor(tokenizer_object):
 
 
 def build_config(tokenizer, *, layers: int = 2, hidden: int = 128, vision_hidden: int = 64, vision_depth: int = 2,
-                 init_std: float = 0.2):
+                 init_std: float = 0.2, heads: int = 4, intermediate: int | None = None, vision_heads: int = 2):
     """A small Glm4vConfig. The wide init (0.2 rather than 0.02) makes a random model's greedy
     output depend visibly on the image and the prompt, so equivalence tests compare real choices."""
     from transformers import Glm4vConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    heads = 4
     head_dim = hidden // heads
     rotary_half = head_dim // 4  # partial_rotary_factor 0.5, then half of the rotary dims
     t_section = rotary_half // 4
@@ -148,7 +155,7 @@ def build_config(tokenizer, *, layers: int = 2, hidden: int = 128, vision_hidden
             "model_type": "glm4v_text",
             "vocab_size": len(tokenizer),
             "hidden_size": hidden,
-            "intermediate_size": hidden * 3,
+            "intermediate_size": intermediate or hidden * 3,
             "num_hidden_layers": layers,
             "num_attention_heads": heads,
             "num_key_value_heads": 2,
@@ -170,7 +177,7 @@ def build_config(tokenizer, *, layers: int = 2, hidden: int = 128, vision_hidden
             "model_type": "glm4v_vision",
             "hidden_size": vision_hidden,
             "depth": vision_depth,
-            "num_heads": 2,
+            "num_heads": vision_heads,
             "intermediate_size": vision_hidden * 2,
             "out_hidden_size": hidden,
             "hidden_act": "silu",

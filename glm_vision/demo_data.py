@@ -1,0 +1,414 @@
+"""Synthetic screenshot-like scenes with questions and answers, for the bundled demo model.
+
+A scene is a flat background with 1 to 5 coloured shapes, each in its own slot (left, right, top,
+bottom, center), and sometimes a short word in a free slot. Questions and answers come in English
+and Chinese: describe, colour of a named shape, which shapes, how many, where, what word.
+
+The same module generates the training data (`tools/train_demo_model.py`), the held-out evaluation
+set (`tools/eval_demo_model.py`, another seed) and the pictures of the end-to-end tests, and it
+checks answers (`check_answer`), so what the model was taught and what is measured cannot drift.
+Everything is drawn from a `random.Random`, so a seed gives the same scenes on every machine (the
+fonts ship in `glm_vision/demo_fonts/`; the fourth is Pillow's built-in one).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+# (English, Chinese, RGB)
+COLORS = [
+    ("red", "红色", (220, 38, 38)),
+    ("orange", "橙色", (245, 135, 20)),
+    ("yellow", "黄色", (240, 205, 15)),
+    ("green", "绿色", (35, 160, 65)),
+    ("blue", "蓝色", (35, 90, 225)),
+    ("purple", "紫色", (135, 55, 185)),
+    ("pink", "粉色", (245, 115, 185)),
+    ("brown", "棕色", (125, 75, 35)),
+    ("black", "黑色", (18, 18, 18)),
+]
+SHAPES = [("circle", "圆形"), ("square", "正方形"), ("triangle", "三角形"), ("star", "星形"), ("diamond", "菱形")]
+# slot -> (English phrase, Chinese, relative centre)
+SLOTS = {
+    "left": ("on the left", "左边", (0.18, 0.5)),
+    "right": ("on the right", "右边", (0.82, 0.5)),
+    "top": ("at the top", "上方", (0.5, 0.18)),
+    "bottom": ("at the bottom", "下方", (0.5, 0.82)),
+    "center": ("in the center", "中间", (0.5, 0.5)),
+}
+READING_ORDER = ["top", "left", "center", "right", "bottom"]
+WORDS = [
+    "HELLO", "LOGIN", "SUBMIT", "CANCEL", "SEARCH", "SAVE", "MENU", "HOME", "START", "STOP",
+    "PLAY", "NEXT", "BACK", "EDIT", "HELP", "SEND", "OPEN", "CLOSE", "SHARE", "PRINT",
+    "UPLOAD", "DELETE", "CART", "EXIT",
+]
+LIGHT_BACKGROUNDS = [(255, 255, 255), (243, 244, 246), (229, 231, 235), (253, 246, 227), (236, 242, 250), (240, 250, 240)]
+DARK_BACKGROUNDS = [(32, 33, 36), (17, 24, 39), (45, 45, 60)]
+# width / height: portrait phone screenshots to wide desktop ones
+ASPECTS = [9 / 19.5, 9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 10, 16 / 9, 21 / 9]
+FONT_DIR = Path(__file__).resolve().parent / "demo_fonts"
+FONT_NAMES = ["default", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf"]
+
+KINDS = ["describe", "color", "shapes", "count", "position", "word"]
+GREETING_EN = "Hello! Send me an image and ask about its colors, shapes, counts, positions or words."
+GREETING_ZH = "你好！请发送一张图片，问我其中的颜色、形状、数量、位置或文字。"
+
+COLOR_EN = {c[0]: c for c in COLORS}
+SHAPE_ZH = dict(SHAPES)
+
+
+@dataclass(frozen=True)
+class Shape:
+    kind: str  # circle, square, ...
+    color: str  # English colour name
+    slot: str
+    dx: float = 0.0  # jitter, fraction of the short side
+    dy: float = 0.0
+    scale: float = 0.12  # radius, fraction of the short side
+    angle: float = 0.0
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    slot: str
+    font: str
+    rel_size: float  # font size, fraction of the short side
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Scene:
+    width: int
+    height: int
+    background: tuple[int, int, int]
+    shapes: tuple[Shape, ...]
+    word: Word | None = None
+
+    def shape(self, kind: str) -> Shape | None:
+        return next((s for s in self.shapes if s.kind == kind), None)
+
+    def ordered(self) -> list[Shape]:
+        return sorted(self.shapes, key=lambda s: READING_ORDER.index(s.slot))
+
+
+# ---------------------------------------------------------------------------------------------- scenes
+@functools.lru_cache(maxsize=512)
+def _font(name: str, size: int):
+    if name == "default":
+        return ImageFont.load_default(size=size)
+    return ImageFont.truetype(str(FONT_DIR / name), size=size)
+
+
+def _word_box_limit(slot: str, width: int, height: int) -> float:
+    """The widest a word may be in a slot without touching the neighbouring slots."""
+    return {"left": 0.32, "right": 0.32, "center": 0.36, "top": 0.8, "bottom": 0.8}[slot] * width
+
+
+def random_scene(rng: random.Random, *, n_shapes: int | None = None, with_word: bool | None = None,
+                 size: tuple[int, int] | None = None) -> Scene:
+    if size is None:
+        aspect = rng.choice(ASPECTS) * rng.uniform(0.93, 1.07)
+        long_side = int(round(math.exp(rng.uniform(math.log(224), math.log(1280)))))
+        width, height = (long_side, max(64, int(long_side / aspect))) if aspect >= 1 else (max(64, int(long_side * aspect)), long_side)
+    else:
+        width, height = size
+    dark = rng.random() < 0.2
+    background = rng.choice(DARK_BACKGROUNDS if dark else LIGHT_BACKGROUNDS)
+    n = n_shapes if n_shapes is not None else rng.randint(1, 5)
+    slots = rng.sample(list(SLOTS), n)
+    kinds = rng.sample([s[0] for s in SHAPES], n)
+    colors = [c[0] for c in COLORS if not (dark and c[0] == "black")]
+    shapes = tuple(
+        Shape(kind=k, color=rng.choice(colors), slot=slot, dx=rng.uniform(-0.04, 0.04), dy=rng.uniform(-0.04, 0.04),
+              scale=rng.uniform(0.085, 0.135), angle=rng.uniform(-0.3, 0.3))
+        for k, slot in zip(kinds, slots)
+    )
+    word = None
+    free = [s for s in SLOTS if s not in slots]
+    if with_word is None:
+        with_word = bool(free) and rng.random() < 0.7
+    if with_word and free:
+        text = rng.choice(WORDS)
+        font = rng.choice(FONT_NAMES)
+        short = min(width, height)
+        rng.shuffle(free)
+        for slot in free:
+            rel = rng.uniform(0.1, 0.17)
+            fitted = _fit_word(text, font, slot, width, height, rel)
+            if fitted is not None:
+                ink = (255, 255, 255) if dark else rng.choice([(20, 20, 20), (55, 65, 81), (30, 58, 138)])
+                word = Word(text=text, slot=slot, font=font, rel_size=fitted, color=ink)
+                break
+        del short
+    return Scene(width=width, height=height, background=background, shapes=shapes, word=word)
+
+
+def _fit_word(text: str, font: str, slot: str, width: int, height: int, rel: float) -> float | None:
+    """Shrink the font until the word fits its slot; None if it would get too small to read."""
+    short = min(width, height)
+    limit = _word_box_limit(slot, width, height)
+    while rel >= 0.075:
+        size = max(6, int(rel * short))
+        left, top, right, bottom = _font(font, size).getbbox(text)
+        if right - left <= limit:
+            return rel
+        rel *= 0.9
+    return None
+
+
+def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if kind == "square":
+        pts = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
+        r *= 0.82
+    elif kind == "diamond":
+        pts = [(0, -1.1), (0.75, 0), (0, 1.1), (-0.75, 0)]
+        angle = 0.0
+    elif kind == "triangle":
+        pts = [(math.cos(a), math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+        cy += 0.15 * r
+        angle *= 0.3
+    elif kind == "star":
+        pts = []
+        for i in range(10):
+            a = -math.pi / 2 + i * math.pi / 5
+            rad = 1.0 if i % 2 == 0 else 0.45
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+        angle *= 0.3
+    else:
+        raise ValueError(kind)
+    ca, sa = math.cos(angle), math.sin(angle)
+    return [(cx + r * (x * ca - y * sa), cy + r * (x * sa + y * ca)) for x, y in pts]
+
+
+def render(scene: Scene) -> Image.Image:
+    image = Image.new("RGB", (scene.width, scene.height), scene.background)
+    draw = ImageDraw.Draw(image)
+    short = min(scene.width, scene.height)
+    for s in scene.shapes:
+        rx, ry = SLOTS[s.slot][2]
+        cx, cy = rx * scene.width + s.dx * short, ry * scene.height + s.dy * short
+        r = s.scale * short
+        fill = COLOR_EN[s.color][2]
+        if s.kind == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        else:
+            draw.polygon(_polygon(s.kind, cx, cy, r, s.angle), fill=fill)
+    if scene.word is not None:
+        w = scene.word
+        rx, ry = SLOTS[w.slot][2]
+        font = _font(w.font, max(6, int(w.rel_size * short)))
+        draw.text((rx * scene.width, ry * scene.height), w.text, font=font, fill=w.color, anchor="mm")
+    return image
+
+
+# ---------------------------------------------------------------------------------------------- questions
+@dataclass(frozen=True)
+class QA:
+    kind: str
+    lang: str
+    question: str
+    answer: str
+    target: str = ""  # the fact the answer must state (colour, shape, count, slot, word)
+    subject: str = ""  # the shape asked about, if any
+
+
+Q_EN = {
+    "describe": ["Describe the image.", "What is in this image?", "Describe this picture.", "What do you see?"],
+    "shapes": ["Which shapes are in the image?", "What shapes do you see?", "Which shapes are there?", "List the shapes."],
+    "count": ["How many shapes are there?", "How many objects are in the picture?", "Count the shapes.", "How many shapes do you see?"],
+    "word": ["What word is written?", "What does the text say?", "Read the word in the image.", "What is written in the image?"],
+    "color": ["What color is the {s}?", "What colour is the {s}?", "Which color is the {s}?", "What is the color of the {s}?"],
+    "position": ["Where is the {s}?", "Where is the {c} {s}?", "Where is the {s} located?", "In which part of the image is the {s}?"],
+}
+Q_ZH = {
+    "describe": ["请描述这张图片。", "图片里有什么？", "描述一下这张图。"],
+    "shapes": ["图中有哪些形状？", "图片里有什么形状？", "有哪些图形？"],
+    "count": ["图中有几个形状？", "有多少个图形？", "数一数有几个形状。"],
+    "word": ["图中写的是什么字？", "上面写着什么？", "图片里的文字是什么？"],
+    "color": ["{s}是什么颜色？", "{s}是什么颜色的？", "图中{s}的颜色是什么？"],
+    "position": ["{s}在哪里？", "{c}的{s}在哪里？", "{s}在图片的什么位置？"],
+}
+
+
+def _en_shape(s: Shape) -> str:
+    return f"{'an' if s.color[0] in 'aeiou' else 'a'} {s.color} {s.kind}"
+
+
+def _zh_shape(s: Shape) -> str:
+    return f"{COLOR_EN[s.color][1]}的{SHAPE_ZH[s.kind]}"
+
+
+def _join_en(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _join_zh(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else "、".join(items[:-1]) + "和" + items[-1]
+
+
+def answer_for(scene: Scene, kind: str, lang: str, subject: str = "") -> tuple[str, str]:
+    """(answer text, target fact) for a question kind about a scene; the answer wording is fixed."""
+    shapes = scene.ordered()
+    n = len(shapes)
+    en = lang == "en"
+    if kind == "describe":
+        if en:
+            parts = [f"{_en_shape(s)} {SLOTS[s.slot][0]}" for s in shapes]
+            if scene.word:
+                parts.append(f"the word {scene.word.text} {SLOTS[scene.word.slot][0]}")
+            text = "The image shows " + _join_en(parts) + "."
+        else:
+            parts = [f"{SLOTS[s.slot][1]}有{_zh_shape(s)}" for s in shapes]
+            if scene.word:
+                parts.append(f"{SLOTS[scene.word.slot][1]}写着{scene.word.text}")
+            text = "图中" + "，".join(parts) + "。"
+        return text, text
+    if kind == "shapes":
+        if en:
+            items = [_en_shape(s) for s in shapes]
+            items[0] = items[0][0].upper() + items[0][1:]
+            return _join_en(items) + ".", ",".join(sorted(s.kind for s in shapes))
+        return "有" + _join_zh([_zh_shape(s) for s in shapes]) + "。", ",".join(sorted(s.kind for s in shapes))
+    if kind == "count":
+        if en:
+            return (f"There is 1 shape." if n == 1 else f"There are {n} shapes."), str(n)
+        return f"有{n}个形状。", str(n)
+    if kind == "word":
+        if scene.word is None:
+            return ("There is no word in the image." if en else "图中没有文字。"), "-"
+        return (f"The word is {scene.word.text}." if en else f"写的是{scene.word.text}。"), scene.word.text
+    s = scene.shape(subject)
+    if s is None:
+        return (f"There is no {subject} in the image." if en else f"图中没有{SHAPE_ZH[subject]}。"), "-"
+    if kind == "color":
+        return (f"The {s.kind} is {s.color}." if en else f"{SHAPE_ZH[s.kind]}是{COLOR_EN[s.color][1]}的。"), s.color
+    if kind == "position":
+        if en:
+            return f"The {s.color} {s.kind} is {SLOTS[s.slot][0]}.", s.slot
+        return f"{_zh_shape(s)}在{SLOTS[s.slot][1]}。", s.slot
+    raise ValueError(kind)
+
+
+def ask(scene: Scene, kind: str, lang: str, rng: random.Random, *, subject: str | None = None) -> QA:
+    templates = (Q_EN if lang == "en" else Q_ZH)[kind]
+    template = rng.choice(templates)
+    if kind in ("color", "position"):
+        if subject is None:
+            present = [s.kind for s in scene.shapes]
+            absent = [k for k, _ in SHAPES if k not in present]
+            subject = rng.choice(absent) if absent and rng.random() < 0.08 else rng.choice(present)
+        s = scene.shape(subject)
+        if "{c}" in template and s is None:
+            template = templates[0]
+        color = "" if s is None else (s.color if lang == "en" else COLOR_EN[s.color][1])
+        question = template.format(s=subject if lang == "en" else SHAPE_ZH[subject], c=color)
+    else:
+        question = template
+        subject = ""
+    answer, target = answer_for(scene, kind, lang, subject)
+    return QA(kind=kind, lang=lang, question=question, answer=answer, target=target, subject=subject)
+
+
+# ---------------------------------------------------------------------------------------------- checking
+COLOR_WORDS = {"en": [c[0] for c in COLORS], "zh": [c[1] for c in COLORS]}
+SHAPE_WORDS = {"en": [s[0] for s in SHAPES], "zh": [s[1] for s in SHAPES]}
+SLOT_WORDS = {"en": ["left", "right", "top", "bottom", "center"], "zh": [SLOTS[s][1] for s in ["left", "right", "top", "bottom", "center"]]}
+
+
+def _mentions(text: str, words: list[str]) -> set[int]:
+    lowered = text.lower()
+    return {i for i, w in enumerate(words) if re.search(r"(?<![a-z])" + re.escape(w) + r"(?![a-z])", lowered)}
+
+
+def check_answer(qa: QA, text: str) -> bool:
+    """Does a model answer state the right fact (and no contradicting one)?"""
+    text = text.split("</think>")[-1].strip()
+    lang = qa.lang
+    if qa.target == "-":  # "there is no ..."
+        return ("no " in text.lower()) if lang == "en" else ("没有" in text)
+    if qa.kind == "color":
+        return _mentions(text, COLOR_WORDS[lang]) == {COLOR_WORDS["en"].index(qa.target)}
+    if qa.kind == "position":
+        return _mentions(text, SLOT_WORDS[lang]) == {SLOT_WORDS["en"].index(qa.target)}
+    if qa.kind == "shapes":
+        want = {SHAPE_WORDS["en"].index(k) for k in qa.target.split(",")}
+        return _mentions(text, SHAPE_WORDS[lang]) == want
+    if qa.kind == "count":
+        return re.findall(r"\d+", text) == [qa.target]
+    if qa.kind == "word":
+        return {w for w in re.findall(r"[A-Z]+", text.upper()) if w in WORDS} == {qa.target}
+    if qa.kind == "describe":
+        return text == qa.target
+    raise ValueError(qa.kind)
+
+
+# ---------------------------------------------------------------------------------------------- conversations
+@dataclass
+class Turn:
+    question: str
+    answer: str
+    image: Image.Image | None = None  # shown with this question
+    qa: QA | None = None
+    image_index: int = -1  # which of the conversation's scenes the question is about
+
+
+@dataclass
+class Conversation:
+    scenes: list[Scene] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+
+
+KIND_WEIGHTS = {"describe": 1.0, "color": 1.6, "shapes": 1.2, "count": 1.5, "position": 1.6, "word": 1.6}
+
+
+def pick_kind(rng: random.Random, scene: Scene) -> str:
+    kinds = list(KIND_WEIGHTS)
+    weights = [KIND_WEIGHTS[k] * (0.25 if k == "word" and scene.word is None else 1.0) for k in kinds]
+    return rng.choices(kinds, weights)[0]
+
+
+def random_conversation(rng: random.Random, *, images: int | None = None, zh_share: float = 0.3) -> Conversation:
+    """1 to 3 image showings (a later one may repeat an earlier image), each followed by 1 to 3 questions
+    about the image shown last; sometimes a text-only greeting first."""
+    conv = Conversation()
+    if images is None:
+        images = rng.choices([0, 1, 2, 3], [0.03, 0.55, 0.27, 0.15])[0]
+    if images == 0 or rng.random() < 0.03:
+        lang = "zh" if rng.random() < zh_share else "en"
+        greeting = rng.choice(["Hi", "Hello", "hi!", "Hey"] if lang == "en" else ["你好", "您好"])
+        conv.turns.append(Turn(greeting, GREETING_EN if lang == "en" else GREETING_ZH))
+    rendered: list[Image.Image] = []
+    for shown in range(images):
+        if shown >= 2 and rng.random() < 0.6:
+            index = rng.randrange(len(conv.scenes))  # show an earlier image again
+        else:
+            conv.scenes.append(random_scene(rng))
+            rendered.append(render(conv.scenes[-1]))
+            index = len(conv.scenes) - 1
+        scene = conv.scenes[index]
+        for q in range(rng.choice([1, 1, 2, 2, 3]) if images > 1 else rng.choice([1, 2, 3, 4])):
+            lang = "zh" if rng.random() < zh_share else "en"
+            qa = ask(scene, pick_kind(rng, scene), lang, rng)
+            conv.turns.append(Turn(qa.question, qa.answer, rendered[index] if q == 0 else None, qa, index))
+    return conv
+
+
+def corpus_text(samples: int = 3000) -> str:
+    """Every question and answer pattern, for training the demo model's tokenizer (deterministic)."""
+    rng = random.Random(20240601)
+    lines = [GREETING_EN, GREETING_ZH, "Hi Hello Hey 你好 您好", " ".join(WORDS)]
+    for _ in range(samples):
+        scene = random_scene(rng, size=(320, 240))
+        for kind in KINDS:
+            for lang in ("en", "zh"):
+                qa = ask(scene, kind, lang, rng)
+                lines.append(qa.question + ("/nothink " if rng.random() < 0.5 else " ") + qa.answer)
+    return "\n".join(lines)

@@ -1,0 +1,371 @@
+"""Train the bundled demo model: a small GLM-4.6V-architecture VLM, from scratch, on synthetic scenes.
+
+    python tools/train_demo_model.py --out assets/demo-model            # GPU: ~8 minutes on one H100
+    python tools/train_demo_model.py --out /tmp/demo --device cpu --steps 20 --batch 8 --workers 1   # smoke run
+
+The model is a `Glm4vForConditionalGeneration` with GLM's special tokens and chat template, a
+byte-level BPE tokenizer trained on the question/answer vocabulary, and a preprocessor that caps
+images at `--image-tokens` LLM tokens (28x28 px each). Data come from `glm_vision.demo_data`:
+conversations of 1-3 images with 1-4 questions each (English and Chinese), thinking on (an empty
+`<think></think>` block, as GLM writes it in history) or off (`/nothink`), each answer ending with
+`<|user|>` (next turn) or `<|endoftext|>`. Loss is on assistant tokens only.
+
+Reproducible: batch i is drawn from `random.Random(f"{seed}/{i}")` whatever the number of data
+workers, and the model is initialised from `--seed`. With `--steps auto` the step count is chosen
+from the measured speed so that training fits `--budget-s`; the chosen count is printed and saved in
+`training_args.json`, and passing it back as `--steps N` repeats the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glm_vision import demo_data  # noqa: E402
+from glm_vision.tiny import build_config, build_processor, train_tokenizer  # noqa: E402
+
+PX_PER_TOKEN = 28 * 28
+IGNORE = -100
+
+
+# ---------------------------------------------------------------------------------------------- processor
+def make_processor(image_tokens: int, vocab_size: int):
+    processor = build_processor(train_tokenizer(vocab_size, demo_data.corpus_text()))
+    ip = processor.image_processor
+    # the processor's pixel counts include the temporal factor (2): `longest_edge` = tokens x 784 x 2
+    ip.size = {"shortest_edge": ip.size["shortest_edge"], "longest_edge": image_tokens * PX_PER_TOKEN * ip.temporal_patch_size}
+    return processor
+
+
+# ---------------------------------------------------------------------------------------------- samples
+def template_messages(conv: demo_data.Conversation) -> tuple[list[dict], list]:
+    messages, images = [], []
+    for turn in conv.turns:
+        content = []
+        if turn.image is not None:
+            content.append({"type": "image"})
+            images.append(turn.image)
+        content.append({"type": "text", "text": turn.question})
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": turn.answer})
+    return messages, images
+
+
+def mrope_positions(ids: np.ndarray, grids: list[tuple[int, int, int]], image_token_id: int, merge: int = 2) -> np.ndarray:
+    """(3, len) M-RoPE positions, as `Glm4vModel.get_rope_index` computes them (checked in the smoke run)."""
+    out = np.zeros((3, len(ids)), dtype=np.int64)
+    p, i, g = 0, 0, 0
+    n = len(ids)
+    while i < n:
+        if ids[i] == image_token_id:
+            _, h, w = grids[g]
+            g += 1
+            gh, gw = h // merge, w // merge
+            rows, cols = np.divmod(np.arange(gh * gw), gw)
+            out[0, i : i + gh * gw] = p
+            out[1, i : i + gh * gw] = p + rows
+            out[2, i : i + gh * gw] = p + cols
+            i += gh * gw
+            p += max(h, w) // merge
+        else:
+            j = i
+            while j < n and ids[j] != image_token_id:
+                j += 1
+            out[:, i:j] = np.arange(p, p + j - i)
+            p += j - i
+            i = j
+    return out
+
+
+class Batcher:
+    """Builds one padded training batch from a seed: token ids, targets, positions, pixels."""
+
+    def __init__(self, processor, batch: int, seed: int) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.batch = batch
+        self.seed = seed
+        tk = self.tokenizer
+        self.image_token_id = tk.convert_tokens_to_ids("<|image|>")
+        self.assistant_id = tk.convert_tokens_to_ids("<|assistant|>")
+        self.end_ids = {tk.convert_tokens_to_ids("<|user|>"), tk.convert_tokens_to_ids("<|endoftext|>")}
+        self.pad_id = tk.convert_tokens_to_ids("<|endoftext|>")
+
+    def sample(self, rng: random.Random, multi: bool):
+        images = rng.choice([2, 2, 3]) if multi else (0 if rng.random() < 0.03 else 1)
+        conv = demo_data.random_conversation(rng, images=images)
+        messages, images = template_messages(conv)
+        thinking = rng.random() < 0.5
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, enable_thinking=thinking)
+        ids = self.tokenizer(text + "<|endoftext|>")["input_ids"]
+        return ids, images
+
+    def make(self, index: int) -> dict:
+        rng = random.Random(f"{self.seed}/{index}")
+        # a batch holds either single-image or multi-image conversations: less padding
+        multi = rng.random() < 0.4
+        raw = []
+        while len(raw) < self.batch:
+            raw.append(self.sample(rng, multi))
+        all_images = [img for _, imgs in raw for img in imgs]
+        if all_images:
+            vis = self.processor.image_processor(images=all_images, return_tensors="pt")
+            pixel_values, grids = vis["pixel_values"], vis["image_grid_thw"]
+            grid_list = [tuple(g) for g in grids.tolist()]
+        else:
+            pixel_values, grids, grid_list = None, None, []
+        seqs, g = [], 0
+        for ids, images in raw:
+            mine = grid_list[g : g + len(images)]
+            g += len(images)
+            expanded = []
+            it = iter(mine)
+            for t in ids:
+                if t == self.image_token_id:
+                    _, h, w = next(it)
+                    expanded.extend([t] * ((h // 2) * (w // 2)))
+                else:
+                    expanded.append(t)
+            arr = np.asarray(expanded, dtype=np.int64)
+            target = np.zeros(len(arr), dtype=bool)
+            inside = False
+            for k, t in enumerate(expanded):
+                if inside:
+                    target[k] = True
+                    if t in self.end_ids:
+                        inside = False
+                elif t == self.assistant_id:
+                    inside = True
+            seqs.append((arr, target, mrope_positions(arr, mine, self.image_token_id)))
+        length = max(len(a) for a, _, _ in seqs)
+        input_ids = np.full((len(seqs), length), self.pad_id, dtype=np.int64)
+        labels = np.full((len(seqs), length), IGNORE, dtype=np.int64)
+        positions = np.zeros((3, len(seqs), length), dtype=np.int64)
+        for b, (arr, target, pos) in enumerate(seqs):
+            n = len(arr)
+            input_ids[b, :n] = arr
+            lab = np.where(target, arr, IGNORE)
+            labels[b, : n - 1] = lab[1:]  # position t predicts token t+1
+            positions[:, b, :n] = pos
+            positions[:, b, n:] = pos.max() + 1 + np.arange(length - n)
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "labels": torch.from_numpy(labels),
+            "position_ids": torch.from_numpy(positions),
+            "pixel_values": pixel_values,
+            "image_grid_thw": grids,
+        }
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    def __init__(self, batcher: Batcher, start: int, stop: int) -> None:
+        self.batcher, self.start, self.stop = batcher, start, stop
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        torch.set_num_threads(1)
+        for i in range(self.start + wid, self.stop, nw):  # DataLoader interleaves workers in order
+            yield self.batcher.make(i)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def grouped_vision_attention(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+    """Training-only replacement for the ViT's per-image SDPA loop: images with the same patch count
+    go through one batched SDPA call. Same math, far fewer kernels for a batch of many small images."""
+    from transformers.models.glm4v.modeling_glm4v import apply_rotary_pos_emb_vision
+
+    length = hidden_states.shape[0]
+    q, k, v = self.qkv(hidden_states).reshape(length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    cos, sin = position_embeddings
+    q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
+    out = torch.empty_like(v)
+    starts = cu_seqlens[:-1].tolist()
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    groups = defaultdict(list)
+    for s, n in zip(starts, lengths):
+        groups[n].append(s)
+    heads, dim = q.shape[1], q.shape[2]
+    for n, ss in groups.items():
+        idx = (torch.tensor(ss, device=q.device)[:, None] + torch.arange(n, device=q.device)[None]).reshape(-1)
+        qq, kk, vv = (t[idx].view(len(ss), n, heads, dim).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qq, kk.to(qq.dtype), vv.to(qq.dtype), scale=self.scaling)
+        out[idx] = o.transpose(1, 2).reshape(-1, heads, dim).to(out.dtype)
+    return self.proj(out.reshape(length, -1))
+
+
+def build_model(processor, args):
+    from transformers import GenerationConfig, Glm4vForConditionalGeneration
+
+    config = build_config(
+        processor.tokenizer, layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
+        vision_hidden=args.vision_hidden, vision_depth=args.vision_depth, vision_heads=args.vision_heads, init_std=0.02,
+    )
+    torch.manual_seed(args.seed)
+    model = Glm4vForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
+        do_sample=True, temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1,
+    )
+    return model
+
+
+def loss_fn(model, batch, device, autocast):
+    inner = model.model
+    ids = batch["input_ids"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    positions = batch["position_ids"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        embeds = inner.language_model.embed_tokens(ids)
+        if batch["pixel_values"] is not None:
+            pixels = batch["pixel_values"].to(device, non_blocking=True)
+            grids = batch["image_grid_thw"].to(device)
+            feats = inner.visual(pixels, grid_thw=grids).pooler_output
+            mask = (ids == model.config.image_token_id).unsqueeze(-1)
+            embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
+        hidden = inner.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
+        keep = labels != IGNORE
+        logits = model.lm_head(hidden[keep])
+    return F.cross_entropy(logits.float(), labels[keep])
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", default="auto", help="number of optimizer steps, or 'auto' to fit --budget-s")
+    p.add_argument("--budget-s", type=float, default=450.0, help="training time for --steps auto")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--image-tokens", type=int, default=100, help="most LLM tokens per image (28x28 px each)")
+    p.add_argument("--vocab", type=int, default=1000)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--vision-hidden", type=int, default=192)
+    p.add_argument("--vision-depth", type=int, default=4)
+    p.add_argument("--vision-heads", type=int, default=3)
+    p.add_argument("--deadline-s", type=float, default=0, help="stop early (and save) this long after the start; 0: never")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--check-positions", action="store_true", help="compare the positions with get_rope_index first")
+    args = p.parse_args(argv)
+
+    started = time.time()
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    processor = make_processor(args.image_tokens, args.vocab)
+    model = build_model(processor, args).to(device)
+    from transformers.models.glm4v import modeling_glm4v
+
+    modeling_glm4v.Glm4vVisionAttention.forward = grouped_vision_attention
+    n_params = sum(p.numel() for p in model.parameters())
+    n_vision = sum(p.numel() for p in model.model.visual.parameters())
+    print(f"model: {n_params / 1e6:.2f}M parameters ({n_vision / 1e6:.2f}M vision), vocab {len(processor.tokenizer)}", flush=True)
+
+    batcher = Batcher(processor, args.batch, args.seed)
+    if args.check_positions:
+        b = batcher.make(10**6)
+        types = (b["input_ids"] == model.config.image_token_id).int()
+        pos, _ = model.model.get_rope_index(b["input_ids"], types, image_grid_thw=b["image_grid_thw"])
+        mine = b["position_ids"]
+        real = b["labels"] != IGNORE
+        agree = bool(((pos == mine)[:, real]).all())
+        print(f"positions agree with get_rope_index on target tokens: {agree}", flush=True)
+        assert agree
+
+    decay, no_decay = [], []
+    for name, prm in model.named_parameters():
+        (decay if prm.ndim >= 2 and "embed" not in name else no_decay).append(prm)
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=fused,
+    )
+    total = None if args.steps == "auto" else int(args.steps)
+    stop = total if total is not None else 10**7
+    loader = torch.utils.data.DataLoader(
+        BatchStream(batcher, 0, stop), batch_size=None, num_workers=args.workers, pin_memory=fused,
+        prefetch_factor=4 if args.workers else None, persistent_workers=False,
+    )
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        horizon = total if total is not None else 10**7
+        frac = min(1.0, (step - args.warmup) / max(1, horizon - args.warmup))
+        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    model.train()
+    autocast = device.type == "cuda"
+    t_probe = None
+    running, count = 0.0, 0
+    t0 = time.time()
+    step = 0
+    for step, batch in enumerate(loader):
+        if total is not None and step >= total:
+            break
+        if args.deadline_s and time.time() - started > args.deadline_s:
+            print(f"deadline reached at step {step}: stopping early", flush=True)
+            total = step
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = loss_fn(model, batch, device, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running += loss.item() if (step % 10 == 0 or step < 20) else 0.0
+        count += 1 if (step % 10 == 0 or step < 20) else 0
+        if total is None:
+            if step == 20:
+                t_probe = time.time()
+            elif step == 120:
+                rate = 100 / (time.time() - t_probe)
+                left = args.budget_s - (time.time() - t0)
+                total = max(args.warmup + 200, int(120 + rate * left))
+                print(f"speed {rate:.2f} steps/s -> --steps {total}", flush=True)
+        if step % args.log_every == 0:
+            print(f"step {step}/{total or '?'} loss {running / max(1, count):.4f} lr {lr_at(step):.2e} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+            running, count = 0.0, 0
+    steps_done = step if total is not None and step >= total else step + 1
+    train_s = time.time() - t0
+    print(f"trained {steps_done} steps in {train_s:.0f}s", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.to(torch.bfloat16).save_pretrained(out)
+    processor.save_pretrained(out)
+    record = {k: v for k, v in vars(args).items() if k != "out"}
+    record.update(steps=steps_done, train_seconds=round(train_s), total_seconds=round(time.time() - started),
+                  device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                  parameters=n_params, torch=torch.__version__)
+    import transformers
+
+    record["transformers"] = transformers.__version__
+    (out / "training_args.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}: " + ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(out.iterdir())), flush=True)
+
+
+if __name__ == "__main__":
+    main()
