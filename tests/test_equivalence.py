@@ -189,3 +189,21 @@ def test_seeded_sampling_is_reproducible(engine, pictures):
     assert runs[0] == runs[1]
     other = engine.generate(GenerationRequest(messages, SamplingParams(**{**params.__dict__, "seed": 99}))).token_ids
     assert other != runs[0]
+
+
+def test_shared_scope_reuses_features_across_sessions_of_one_tenant(engine, reference, pictures):
+    """A new session of the same tenant skips the encoder for an image seen before, but not the KV."""
+    model, processor = reference
+    a = pictures[0]
+    first = [Message("user", "What is this?", [a])]
+    engine.generate(GenerationRequest(first, SamplingParams.greedy(4), session_id="t1-chat1", cache_scope="tenant-1"))
+    second = [Message("user", "Describe the colours.", [a])]
+    result = engine.generate(
+        GenerationRequest(second, SamplingParams.greedy(8), session_id="t1-chat2", cache_scope="tenant-1", capture_logits=True)
+    )
+    assert result.usage.image_cache_hits == 1 and result.usage.images_encoded == 0 and result.usage.cached_tokens == 0
+    ref_tokens, ref_logits = reference_generate(model, processor, second, 8)
+    assert list(result.token_ids) == ref_tokens
+    torch.testing.assert_close(result.first_logits, ref_logits, atol=LOGITS_ATOL, rtol=1e-4)
+    other = engine.generate(GenerationRequest(second, SamplingParams.greedy(2), session_id="t2-chat1", cache_scope="tenant-2"))
+    assert other.usage.image_cache_hits == 0 and other.usage.images_encoded == 1  # tenants never share

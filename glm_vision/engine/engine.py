@@ -102,7 +102,12 @@ class Engine:
                 return item
 
     def close_session(self, session_id: str) -> bool:
+        """Free a session's KV and the image features of its own scope."""
         return self.sessions.close(session_id)
+
+    def drop_cache_scope(self, scope: str) -> int:
+        """Free the image features of a shared scope (e.g. a tenant); returns the bytes freed."""
+        return self.features.drop_scope(scope)
 
     def warmup(self) -> None:
         from ..conversation import Message

@@ -197,7 +197,7 @@ class ModelRunner:
         usage.prompt_tokens = len(prompt)
         usage.images = len(prompt.images)
         max_new = min(request.sampling.max_new_tokens, self.max_context_tokens - len(prompt))
-        scope = session.id if session is not None else None
+        scope = (request.cache_scope or session.id) if session is not None else None
 
         kv = session.kv if session is not None else None
         if kv is not None:

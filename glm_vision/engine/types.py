@@ -83,7 +83,10 @@ class SamplingParams:
 class GenerationRequest:
     messages: list[Message]
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    session_id: str | None = None  # None: a throwaway session, caches unused
+    session_id: str | None = None  # the KV prefix cache lives per session; None: nothing cached
+    # Image features are cached per scope: by default the session's own; a tenant (an API key, a
+    # browser tab's successive chats) may share one scope over several sessions. Never across tenants.
+    cache_scope: str | None = None
     enable_thinking: bool = True
     max_image_tokens: int | None = None  # per-image budget; None: the server's --max-pixels
     capture_logits: bool = False  # return the first step's logits (equivalence tests, benchmarks)
