@@ -357,6 +357,8 @@ def build_sampling(body: ChatCompletionRequest, settings) -> SamplingParams:
         value = getattr(body, name)
         if value is not None:
             kwargs[name] = value
+    if kwargs.get("top_k") == -1:  # vLLM's and SGLang's spelling of "off"
+        kwargs["top_k"] = 0
     max_new = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if max_new is not None and max_new < 1:
         raise APIError(400, f"max_tokens must be at least 1, got {max_new}", param="max_tokens")
@@ -405,6 +407,24 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
+def _inline_schema(model) -> dict:
+    """A model's JSON schema with its $defs resolved in place (valid anywhere in the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.split("/")[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
 # ---------------------------------------------------------------------------------- router
 def build_api_router(state) -> APIRouter:
     route_class = type("BoundOpenAIRoute", (OpenAIRoute,), {"state": state})
@@ -442,7 +462,7 @@ def build_api_router(state) -> APIRouter:
         response_model=ChatCompletion,
         tags=["openai"],
         summary="Create a chat completion",
-        responses={200: {"content": {"text/event-stream": {"schema": ChatCompletionChunk.model_json_schema()}},
+        responses={200: {"content": {"text/event-stream": {"schema": _inline_schema(ChatCompletionChunk)}},
                          "description": "a chat.completion, or with stream=true server-sent chat.completion.chunk "
                          "events ending with `data: [DONE]`"}},
     )

@@ -67,7 +67,7 @@ class ChatCompletionRequest(_Lenient):
     max_completion_tokens: int | None = Field(None, description="same as max_tokens; wins when both are given")
     temperature: float | None = Field(None, description="0 to 2; 0 is greedy. Default: the model's 0.8")
     top_p: float | None = Field(None, description="(0, 1]. Default: the model's 0.6")
-    top_k: int | None = Field(None, description="extension: 0 is off. Default: the model's 2")
+    top_k: int | None = Field(None, description="extension: 0 or -1 is off. Default: the model's 2")
     repetition_penalty: float | None = Field(None, description="extension: (0, 10]. Default: the model's 1.1")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the answer (not included)")
     seed: int | None = Field(None, description="makes sampling reproducible on the same server")
