@@ -5,9 +5,9 @@ engine or a remote OpenAI-compatible server, same interface) and the backend's e
 responses or server-sent events. Every error, ours or the engine's, is OpenAI's error JSON with a
 fitting status; nothing a client sends can cause a 500.
 
-Cached state (image features, conversation KV) is scoped per API key: requests presenting the same
-key share caches (a repeated image is not re-encoded, a shared conversation prefix is not
-re-prefilled); requests with different keys never do.
+Cached state is scoped per API key: requests presenting the same key share image features (a
+repeated image is not re-encoded) and each conversation keeps its KV (a follow-up turn prefills only
+its new tokens); requests with different keys never share anything.
 """
 
 from __future__ import annotations
@@ -185,11 +185,27 @@ def bearer_token(request: Request) -> str | None:
 
 
 def cache_scope(request: Request) -> str:
-    """The engine session that holds this tenant's cached images and conversation KV."""
+    """The tenant's cache scope: its image features are shared by all its conversations, never
+    with another key."""
     token = bearer_token(request)
     if token is None:
         return "api:anonymous"
     return "api:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def conversation_session(scope: str, messages: list[Message]) -> str:
+    """The engine session (one live KV cache) of a conversation: named by its opening (everything up
+    to the first user message), so each follow-up turn continues the KV of the turns before it and
+    a tenant's parallel conversations do not evict each other's KV. Sessions are bounded by the
+    engine's --max-sessions and --kv-cache-mb, least recently used first."""
+    h = hashlib.sha256()
+    for message in messages:
+        h.update(f"{message.role}\0{message.text}\0".encode())
+        for image in message.images:
+            h.update(image.digest.encode())
+        if message.role == "user":
+            break
+    return f"{scope}:{h.hexdigest()[:16]}"
 
 
 # ---------------------------------------------------------------------------------- messages
@@ -474,10 +490,12 @@ def build_api_router(state) -> APIRouter:
         sampling = build_sampling(body, settings)
         messages, low_detail = await convert_messages(body.messages, settings)
         enable_thinking = body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else True
+        scope = cache_scope(request)
         generation = GenerationRequest(
             messages=messages,
             sampling=sampling,
-            session_id=cache_scope(request),
+            session_id=conversation_session(scope, messages),
+            cache_scope=scope,
             enable_thinking=enable_thinking,
             max_image_tokens=LOW_DETAIL_IMAGE_TOKENS if low_detail else None,
         )

@@ -126,16 +126,19 @@ def test_same_image_in_new_conversation_hits_feature_cache(server):
         # share, but the image's features are not computed again.
         messages = [{"role": "system", "content": "Be brief."}] + ask(picture, "Second question")
         reply = d.chat.completions.create(model="x", messages=messages, max_tokens=2, **GREEDY)
-        assert reply.usage.prompt_tokens_details.cached_tokens == 2  # only the '[gMASK]<sop>' preamble
+        assert reply.usage.prompt_tokens_details.cached_tokens == 0
         assert reply.model_extra["timings"]["image_cache_hits"] == 1
 
 
 def test_cache_scope_is_per_key(client, recorded):
     client.chat.completions.create(model="x", messages=ask(None, "scope"), max_tokens=1)
-    scope = recorded.handles[-1].request.session_id
+    request = recorded.handles[-1].request
+    scope = request.cache_scope
     assert scope.startswith("api:") and "tenant-a" not in scope and scope != "api:anonymous"
+    assert request.session_id.startswith(scope + ":")
     httpx.post(str(client.base_url) + "chat/completions", json={"messages": ask(None, "anon"), "max_tokens": 1}, timeout=60)
-    assert recorded.handles[-1].request.session_id == "api:anonymous"
+    assert recorded.handles[-1].request.cache_scope == "api:anonymous"
+    assert recorded.handles[-1].request.session_id.startswith("api:anonymous:")
 
 
 # ---------------------------------------------------------------------------------- streaming
