@@ -235,3 +235,34 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# Where GLM-4.6V-Flash's vocabulary puts the special tokens the engine relies on (its config's
+# eos, image and video ids); the slots between them are filled with reserved tokens.
+REAL_SPECIAL_IDS = {
+    "<|endoftext|>": 151329, "[MASK]": 151330, "[gMASK]": 151331, "[sMASK]": 151332, "<sop>": 151333,
+    "<eop>": 151334, "<|system|>": 151335, "<|user|>": 151336, "<|assistant|>": 151337, "<|observation|>": 151338,
+    "<|begin_of_image|>": 151339, "<|end_of_image|>": 151340, "<|begin_of_video|>": 151341,
+    "<|end_of_video|>": 151342, "<think>": 151350, "</think>": 151351, "<|begin_of_box|>": 151357,
+    "<|end_of_box|>": 151358, "<|image|>": 151363, "<|video|>": 151364,
+}
+
+
+def full_vocab_tokenizer():
+    """Our BPE, padded so that the special tokens sit at GLM-4.6V-Flash's own ids: the tokenizer
+    for random-weight models built from the real config (GPU benchmarks)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    data = json.loads(train_tokenizer().to_str())
+    data["added_tokens"] = []
+    vocab = data["model"]["vocab"]
+    for token in SPECIAL_TOKENS:
+        vocab.pop(token, None)
+    first = min(REAL_SPECIAL_IDS.values())
+    for filler in range(len(vocab), first):
+        vocab[f"<|filler_{filler}|>"] = filler
+    tok = Tokenizer.from_str(json.dumps(data))
+    by_id = {v: k for k, v in REAL_SPECIAL_IDS.items()}
+    ordered = [by_id.get(i, f"<|reserved_{i}|>") for i in range(first, max(REAL_SPECIAL_IDS.values()) + 1)]
+    tok.add_special_tokens([AddedToken(t, special=t not in VISIBLE_ADDED_TOKENS, normalized=False) for t in ordered])
+    return tok

@@ -255,3 +255,12 @@ def test_evicted_kv_is_recomputed_correctly(settings, reference, pictures):
         assert list(second.token_ids) == reference_generate(model, processor, history, 8)[0]
     finally:
         engine.shutdown()
+
+
+def test_min_new_tokens_suppresses_stop_tokens(engine):
+    messages = [Message("user", "go")]  # the tiny model stops on its own after a few dozen tokens
+    natural = engine.generate(GenerationRequest(messages, SamplingParams.greedy(200)))
+    assert natural.finish_reason == "stop" and natural.usage.completion_tokens < 150
+    forced = engine.generate(GenerationRequest(messages, SamplingParams.greedy(150, min_new_tokens=150)))
+    assert forced.finish_reason == "length" and forced.usage.completion_tokens == 150
+    assert forced.token_ids[: natural.usage.completion_tokens] == natural.token_ids

@@ -218,7 +218,7 @@ class ModelRunner:
         next_position = int(positions.max()) + 1
         keys = list(prompt.keys)
 
-        sampler = Sampler(request.sampling, self.vocab_size, self.device, prompt.ids)
+        sampler = Sampler(request.sampling, self.vocab_size, self.device, prompt.ids, self.stop_ids)
         detok = IncrementalDetokenizer(self.tokenizer)
         stops = StopStrings(request.sampling.stop)
         generated: list[int] = []

@@ -10,8 +10,17 @@ from .types import SamplingParams
 class Sampler:
     """One request's sampler; remembers which token ids were already seen for the repetition penalty."""
 
-    def __init__(self, params: SamplingParams, vocab_size: int, device: torch.device | str, prompt_ids: list[int]) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        vocab_size: int,
+        device: torch.device | str,
+        prompt_ids: list[int],
+        stop_ids: set[int] = frozenset(),
+    ) -> None:
         self.params = params
+        self.steps = 0
+        self.stop_ids = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
         self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
         if prompt_ids:
             self.seen[torch.tensor(sorted(set(prompt_ids)), device=device)] = True
@@ -24,6 +33,9 @@ class Sampler:
         """logits: (vocab,) -> a 0-d tensor holding the chosen id (still on the device)."""
         p = self.params
         scores = logits.float()
+        if self.steps < p.min_new_tokens and self.stop_ids.numel():
+            scores = scores.index_fill(0, self.stop_ids, float("-inf"))
+        self.steps += 1
         if p.repetition_penalty != 1.0:
             penalised = torch.where(scores < 0, scores * p.repetition_penalty, scores / p.repetition_penalty)
             scores = torch.where(self.seen, penalised, scores)

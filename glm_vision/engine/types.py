@@ -54,6 +54,7 @@ class SamplingParams:
     top_k: int = DEFAULT_TOP_K  # 0 means no top-k
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     max_new_tokens: int = 1024
+    min_new_tokens: int = 0  # stop tokens are suppressed until this many were written (benchmarks)
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
@@ -69,6 +70,8 @@ class SamplingParams:
             problems.append(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            problems.append(f"min_new_tokens must be between 0 and max_new_tokens, got {self.min_new_tokens}")
         if len(self.stop) > 4 or any(not s for s in self.stop):
             problems.append("stop takes at most 4 non-empty strings")
         if problems:

@@ -1,0 +1,334 @@
+"""Engine benchmark against plain transformers, both measured in this one process.
+
+    python bench/bench_engine.py --tiny                 # CPU, the tiny checkpoint: compare ratios
+    python bench/bench_engine.py --config ../shared/glm-4.6v-flash-config.json   # GPU, full size, random bf16
+
+For a 1920x1080 screenshot + ~128 text tokens it prints: vision encoder time; time to first token
+cold, on a follow-up question in the same session, and in a new session of the same tenant whose
+image was seen before; decode tokens/s; peak memory (also with 8k tokens of history); warm-up time;
+and the greedy-token / first-step-logits agreement of the engine with `model.generate` over a
+three-turn conversation with images. Columns: plain `generate` (SDPA, dynamic cache), the engine's
+eager loop (compile off), the engine's fast path (static KV slab, CUDA graphs; GPU only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glm_vision.conversation import Message, conversation_images, to_template_messages  # noqa: E402
+from glm_vision.engine import Engine, GenerationRequest, LoadedModel, SamplingParams  # noqa: E402
+from glm_vision.images import load_image  # noqa: E402
+from glm_vision.settings import Settings  # noqa: E402
+
+QUESTION = (
+    "Look at this screenshot carefully and describe every window, button, label, icon and line of text you can "
+    "see, from the top left to the bottom right, and say what the user was probably doing. "
+)
+
+
+def screenshot(seed: int, size=(1920, 1080)) -> Image.Image:
+    """A desktop-like picture: title bars, panels, buttons and text."""
+    import random
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, (rng.randrange(200, 256),) * 3)
+    draw = ImageDraw.Draw(image)
+    for _ in range(40):
+        x0, y0 = rng.randrange(size[0] - 200), rng.randrange(size[1] - 100)
+        box = (x0, y0, x0 + rng.randrange(40, 400), y0 + rng.randrange(20, 300))
+        draw.rectangle(box, fill=tuple(rng.randrange(256) for _ in range(3)), outline=(0, 0, 0))
+        draw.text((x0 + 5, y0 + 5), f"Button {rng.randrange(1000)}", fill=(0, 0, 0))
+    return image
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeat: int = 3) -> float:
+    """Median seconds of `repeat` runs after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        sync(device)
+        started = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+
+
+def reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+# ---------------------------------------------------------------------------- model construction
+def tiny_model(outdir: Path) -> LoadedModel:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from glm_vision.tiny import build_tiny_checkpoint
+
+    build_tiny_checkpoint(outdir)
+    model = AutoModelForImageTextToText.from_pretrained(outdir, attn_implementation="sdpa").eval()
+    processor = AutoProcessor.from_pretrained(outdir)
+    return LoadedModel(model, processor, "tiny", "cpu", "float32", "sdpa", False)
+
+
+def full_size_model(config_path: Path, device: str) -> LoadedModel:
+    """GLM-4.6V-Flash's architecture with random bf16 weights (speed equals the real weights')."""
+    from transformers import Glm4vConfig, Glm4vForConditionalGeneration
+
+    from glm_vision.tiny import build_processor, full_vocab_tokenizer
+
+    config = Glm4vConfig(**json.loads(config_path.read_text()))
+    config._attn_implementation = "sdpa"
+    processor = build_processor(full_vocab_tokenizer())
+    assert processor.tokenizer.convert_tokens_to_ids("<|image|>") == config.image_token_id
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Glm4vForConditionalGeneration._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    model.eval()
+    return LoadedModel(model, processor, "GLM-4.6V-Flash-random", device, "bfloat16", "sdpa", False)
+
+
+# ---------------------------------------------------------------------------- measurements
+def reference_inputs(loaded: LoadedModel, messages, device):
+    processor = loaded.processor
+    text = processor.apply_chat_template(to_template_messages(messages), tokenize=False, add_generation_prompt=True)
+    images = [img.image for img in conversation_images(messages)] or None
+    return processor(text=[text], images=images, return_tensors="pt").to(device)
+
+
+@torch.inference_mode()
+def baseline(loaded: LoadedModel, messages, device: str, decode_tokens: int) -> dict:
+    model = loaded.model
+    inputs = reference_inputs(loaded, messages, device)
+    pixel_values, grid = inputs["pixel_values"], inputs["image_grid_thw"]
+    encoder_s = timed(lambda: model.model.get_image_features(pixel_values, grid), device)
+
+    def first_token():
+        fresh = reference_inputs(loaded, messages, device)  # preprocessing is part of a cold request
+        model.generate(**fresh, do_sample=False, max_new_tokens=1, repetition_penalty=1.0)
+
+    reset_peak(device)
+    ttft = timed(first_token, device)
+    started = time.perf_counter()
+    out = model.generate(**inputs, do_sample=False, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens,
+                         repetition_penalty=1.0)
+    sync(device)
+    total = time.perf_counter() - started
+    new = out.shape[1] - inputs["input_ids"].shape[1]
+    return {
+        "prompt_tokens": inputs["input_ids"].shape[1],
+        "encoder_ms": encoder_s * 1000,
+        "ttft_cold_ms": ttft * 1000,
+        "ttft_followup_ms": ttft * 1000,  # generate recomputes the whole conversation every turn
+        "ttft_seen_image_ms": ttft * 1000,
+        "decode_tok_s": (new - 1) / max(total - ttft, 1e-9),
+        "peak_gib": peak_gib(device),
+    }
+
+
+def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_tokens: int, tag: str) -> dict:
+    greedy = SamplingParams.greedy(1)
+    ttfts, follow, seen = [], [], []
+    for i in range(3):
+        scope = f"{tag}-tenant-{i}"
+        first = [Message("user", QUESTION, [picture])]
+        cold = engine.generate(GenerationRequest(first, greedy, session_id=f"{tag}-{i}-a", cache_scope=scope))
+        ttfts.append(cold.usage.ttft_s)
+        history = first + [Message("assistant", "It shows a desktop with several windows and buttons."),
+                           Message("user", "What does the largest button say?")]
+        fu = engine.generate(GenerationRequest(history, greedy, session_id=f"{tag}-{i}-a", cache_scope=scope))
+        follow.append(fu.usage.ttft_s)
+        again = [Message("user", "Which colours dominate?", [picture])]
+        sn = engine.generate(GenerationRequest(again, greedy, session_id=f"{tag}-{i}-b", cache_scope=scope))
+        assert sn.usage.image_cache_hits == 1 and sn.usage.cached_tokens == 0
+        seen.append(sn.usage.ttft_s)
+        engine.close_session(f"{tag}-{i}-a")
+        engine.close_session(f"{tag}-{i}-b")
+    reset_peak(device)
+    long = engine.generate(
+        GenerationRequest(
+            [Message("user", QUESTION, [other_picture])],
+            SamplingParams.greedy(decode_tokens, min_new_tokens=decode_tokens),
+        )
+    )
+    return {
+        "prompt_tokens": cold.usage.prompt_tokens,
+        "encoder_ms": cold.usage.encode_s * 1000,
+        "ttft_cold_ms": statistics.median(ttfts) * 1000,
+        "ttft_followup_ms": statistics.median(follow) * 1000,
+        "ttft_seen_image_ms": statistics.median(seen) * 1000,
+        "decode_tok_s": long.usage.decode_tokens_per_s,
+        "decode_tokens": long.usage.completion_tokens,
+        "peak_gib": peak_gib(device),
+    }
+
+
+def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> tuple[float | None, int]:
+    """Peak memory for one 1080p session carrying about `history_tokens` tokens of history."""
+    filler = "The window on the left shows a list of files and a preview of the selected document. "
+    tokens_per_filler = len(engine.runner.tokenizer(filler)["input_ids"])
+    turns = [Message("user", QUESTION, [picture])]
+    prompt_len = 0
+    while prompt_len < history_tokens:
+        turns += [Message("assistant", filler * 40), Message("user", "Go on.")]
+        prompt_len = len(engine.runner.build_prompt(GenerationRequest(turns)))
+    reset_peak(device)
+    engine.generate(GenerationRequest(turns, SamplingParams.greedy(64), session_id="history"))
+    engine.close_session("history")
+    return peak_gib(device), prompt_len
+
+
+@torch.inference_mode()
+def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
+    """Greedy tokens and first-step logits of the engine vs generate over a 3-turn conversation."""
+    model = loaded.model
+    turns = [
+        Message("user", "Describe both screenshots.", pictures[:2]),
+        Message("user", "Look at the first one again.", [pictures[0]]),
+        Message("user", "And this one?", [pictures[2]]),
+    ]
+    history, equal, compared, max_rel = [], 0, 0, 0.0
+    first_divergence = None
+    for turn in turns:
+        history.append(turn)
+        result = engine.generate(
+            GenerationRequest(list(history), SamplingParams.greedy(tokens_per_turn), session_id="agree", capture_logits=True)
+        )
+        inputs = reference_inputs(loaded, history, device)
+        ref_logits = model(**inputs).logits[0, -1].float().cpu()
+        rel = ((result.first_logits - ref_logits).norm() / ref_logits.norm()).item()
+        max_rel = max(max_rel, rel)
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens_per_turn, repetition_penalty=1.0)
+        ref = out[0, inputs["input_ids"].shape[1]:].tolist()
+        mine = list(result.token_ids)
+        for i, (x, y) in enumerate(zip(mine, ref)):
+            if x != y:
+                first_divergence = first_divergence or (len(history) // 2 + 1, i)
+                break
+            equal += 1
+        compared += min(len(mine), len(ref))
+        history.append(Message("assistant", result.text))
+    engine.close_session("agree")
+    return {"tokens_equal": equal, "tokens_compared": compared, "first_divergence": first_divergence,
+            "max_first_logits_rel_err": max_rel}
+
+
+# ---------------------------------------------------------------------------- report
+ROWS = [
+    ("vision encoder, 1080p", "encoder_ms", "ms"),
+    ("TTFT cold, 1080p + text", "ttft_cold_ms", "ms"),
+    ("TTFT follow-up, same session", "ttft_followup_ms", "ms"),
+    ("TTFT new session, image seen before", "ttft_seen_image_ms", "ms"),
+    ("decode", "decode_tok_s", "tok/s"),
+    ("peak memory, 1080p", "peak_gib", "GiB"),
+]
+
+
+def table(columns: dict[str, dict]) -> str:
+    names = list(columns)
+    base = columns[names[0]]
+    head = "| metric | " + " | ".join(names) + " | " + " | ".join(f"{n} / baseline" for n in names[1:]) + " |"
+    lines = [head, "|" + "---|" * (1 + 2 * len(names) - 1)]
+    for label, key, unit in ROWS:
+        cells, ratios = [], []
+        for name in names:
+            value = columns[name].get(key)
+            cells.append("-" if value is None else f"{value:.1f} {unit}")
+        for name in names[1:]:
+            value, ref = columns[name].get(key), base.get(key)
+            ratios.append("-" if value is None or not ref else f"{value / ref:.2f}x")
+        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="the tiny checkpoint on the CPU")
+    parser.add_argument("--config", type=Path, help="full-size config JSON (GPU)")
+    parser.add_argument("--decode-tokens", type=int, default=512)
+    parser.add_argument("--baseline-decode-tokens", type=int, default=128)
+    parser.add_argument("--agreement-tokens", type=int, default=100, help="greedy tokens per turn compared")
+    parser.add_argument("--history-tokens", type=int, default=8192)
+    parser.add_argument("--max-context", type=int, default=32768)
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    if args.tiny:
+        loaded = tiny_model(Path(tempfile.mkdtemp()))
+    else:
+        loaded = full_size_model(args.config, device)
+    torch.set_grad_enabled(False)
+    pictures = [load_image(screenshot(seed)) for seed in (1, 2, 3)]
+    question = [Message("user", QUESTION, [pictures[0]])]
+    settings = Settings(model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off")
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True)
+
+    columns: dict[str, dict] = {}
+    columns["generate"] = baseline(loaded, question, device, args.baseline_decode_tokens)
+    print("baseline:", columns["generate"], flush=True)
+
+    eager = Engine(settings, loaded)
+    eager.warmup()
+    columns["engine eager"] = engine_numbers(eager, pictures[0], pictures[1], device, args.baseline_decode_tokens, "eager")
+    print("engine eager:", columns["engine eager"], flush=True)
+    eager.shutdown()
+    results = {"columns": columns}
+
+    try:
+        fast_settings = replace(settings, compile="on")
+        started = time.perf_counter()
+        fast = Engine(fast_settings, loaded)
+        fast.warmup()
+        results["warmup_s"] = time.perf_counter() - started
+        print(f"fast path warm-up: {results['warmup_s']:.1f} s", flush=True)
+        columns["engine fast"] = engine_numbers(fast, pictures[0], pictures[1], device, args.decode_tokens, "fast")
+        print("engine fast:", columns["engine fast"], flush=True)
+        results["history_peak_gib"], results["history_tokens"] = history_peak(fast, pictures[0], device, args.history_tokens)
+        print("history peak:", results["history_peak_gib"], results["history_tokens"], flush=True)
+        results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
+        fast.shutdown()
+    except Exception:  # noqa: BLE001 - keep the columns measured so far
+        import traceback
+
+        traceback.print_exc()
+    print()
+    print(table(columns))
+    print()
+    if "warmup_s" in results:
+        print(f"warm-up (compile + graph capture): {results['warmup_s']:.1f} s")
+    if results.get("history_peak_gib") is not None:
+        print(f"peak memory, one 1080p session with {results['history_tokens']} tokens of history: "
+              f"{results['history_peak_gib']:.2f} GiB")
+    a = results.get("agreement")
+    if a:
+        print(f"greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens equal "
+              f"(first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
+              f"{a['max_first_logits_rel_err']:.2e}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
