@@ -113,7 +113,10 @@ def translate_error(exc: BaseException, api_base: str) -> EngineError:
             error: EngineError = EngineUnavailableError(f"the remote server failed (HTTP {status}): {message}")
         else:
             lowered = message.lower()
-            if "context" in lowered and ("length" in lowered or "maximum" in lowered or "too long" in lowered):
+            body = exc.body if isinstance(exc.body, dict) else {}
+            code = (body.get("error") if isinstance(body.get("error"), dict) else body).get("code")
+            if code == "context_length_exceeded" or ("context" in lowered and any(
+                    word in lowered for word in ("length", "maximum", "too long", "limit"))):
                 error = ContextOverflowError(message)
             else:
                 error = EngineError(message)
