@@ -1,0 +1,136 @@
+"""The batch CLI end to end, as a user runs it: `python -m glm_vision.batch` in a subprocess, on the
+tiny checkpoint locally and against a running app with --api-base; JSONL and CSV; resume; a corrupt
+image recorded, not fatal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from glm_vision.batch import FIELDS
+from glm_vision.server import AppState
+from tests.api_helpers import RecordingBackend, serve
+from tests.conftest import make_picture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_batch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "glm_vision.batch", "--quiet", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    make_picture(61).save(shots / "a.png")
+    make_picture(62).convert("RGB").save(shots / "b.jpg")
+    make_picture(63).save(shots / "c.webp")
+    (shots / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    (shots / "notes.txt").write_text("not an image")
+    return shots
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_local_jsonl_with_bad_image_then_resume(folder, tmp_path, tiny_model_dir):
+    out = tmp_path / "results.jsonl"
+    common = ["--input", str(folder), "--prompt", "What is shown?", "--out", str(out), "--model", str(tiny_model_dir),
+              "--device", "cpu", "--max-tokens", "4", "--temperature", "0"]
+    first = run_batch(*common)
+    assert first.returncode == 0, first.stderr
+    records = read_jsonl(out)
+    assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.jpg", "broken.png", "c.webp"]
+    by_name = {Path(r["image"]).name: r for r in records}
+    assert "bad image" in by_name["broken.png"]["error"]
+    for name in ("a.png", "b.jpg", "c.webp"):
+        record = by_name[name]
+        assert record["error"] == ""
+        assert set(record) == set(FIELDS)
+        assert 1 <= record["completion_tokens"] <= 4 and record["prompt_tokens"] > 20
+        assert record["seconds"] > 0 and record["finish_reason"] in {"stop", "length"}
+    assert "3 answered, 1 failed" in first.stderr
+
+    # An interrupted run: two records kept, the third cut mid-line.
+    lines = out.read_text().splitlines()
+    out.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:15])
+    second = run_batch(*common)
+    assert second.returncode == 0, second.stderr
+    assert "resuming: 2 of 4 images" in second.stderr
+    records = read_jsonl_tolerant(out)
+    assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.jpg", "broken.png", "c.webp"]
+
+    # Nothing left to do; --retry-errors redoes only the failed image, leaving one record for it.
+    third = run_batch(*common)
+    assert third.returncode == 0 and "nothing to do" in third.stderr
+    fourth = run_batch(*common, "--retry-errors")
+    assert fourth.returncode == 0, fourth.stderr
+    assert "resuming: 3 of 4 images" in fourth.stderr
+    records = read_jsonl(out)
+    assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.jpg", "broken.png", "c.webp"]
+
+
+def read_jsonl_tolerant(path: Path) -> list[dict]:
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def test_csv_against_a_running_server_with_glob(folder, tmp_path, settings, engine):
+    recorded = RecordingBackend(engine)
+    live = serve(AppState(settings, backend=recorded))
+    try:
+        out = tmp_path / "out" / "results.csv"
+        prompt_file = tmp_path / "q.txt"
+        prompt_file.write_text("Describe the picture.\n")
+        args = ["--input", str(folder / "*.*"), "--prompt-file", str(prompt_file), "--out", str(out),
+                "--api-base", live.url + "/v1", "--concurrency", "2", "--max-tokens", "3", "--no-thinking"]
+        result = run_batch(*args)
+        assert result.returncode == 0, result.stderr
+        with out.open(newline="") as f:
+            reader = csv.DictReader(f)
+            assert reader.fieldnames == FIELDS
+            rows = list(reader)
+        assert sorted(Path(r["image"]).name for r in rows) == ["a.png", "b.jpg", "broken.png", "c.webp"]
+        answered = [r for r in rows if not r["error"]]
+        assert len(answered) == 3 and all(int(r["completion_tokens"]) >= 1 for r in answered)
+        assert "bad image" in next(r for r in rows if r["image"].endswith("broken.png"))["error"]
+        # The server saw three requests, each with the prompt file's text, one image and thinking off.
+        assert len(recorded.handles) == 3
+        for handle in recorded.handles:
+            message = handle.request.messages[-1]
+            assert message.text == "Describe the picture." and len(message.images) == 1
+            assert handle.request.enable_thinking is False
+
+        again = run_batch(*args)
+        assert again.returncode == 0 and "nothing to do" in again.stderr
+        assert len(recorded.handles) == 3
+    finally:
+        live.__exit__()
+
+
+def test_usage_errors(tmp_path):
+    missing = run_batch("--input", str(tmp_path / "nowhere"), "--prompt", "x", "--out", str(tmp_path / "r.jsonl"))
+    assert missing.returncode == 2 and "no images found" in missing.stderr
+    neither = run_batch("--input", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
+    assert neither.returncode == 2 and "--prompt" in neither.stderr
+
+
+def test_unreachable_server_exits_3(folder, tmp_path):
+    from tests.api_helpers import free_port
+
+    result = run_batch("--input", str(folder), "--prompt", "x", "--out", str(tmp_path / "r.jsonl"),
+                       "--api-base", f"http://127.0.0.1:{free_port()}/v1")
+    assert result.returncode == 3 and "cannot reach" in result.stderr
