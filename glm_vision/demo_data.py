@@ -376,7 +376,7 @@ def pick_kind(rng: random.Random, scene: Scene) -> str:
 
 
 def random_conversation(rng: random.Random, *, images: int | None = None, zh_share: float = 0.3) -> Conversation:
-    """1 to 3 image showings (a later one may repeat an earlier image), each followed by 1 to 3 questions
+    """1 to 3 image showings (a later one may repeat an earlier image), each followed by 1 to 5 questions
     about the image shown last; sometimes a text-only greeting first."""
     conv = Conversation()
     if images is None:
@@ -394,7 +394,7 @@ def random_conversation(rng: random.Random, *, images: int | None = None, zh_sha
             rendered.append(render(conv.scenes[-1]))
             index = len(conv.scenes) - 1
         scene = conv.scenes[index]
-        for q in range(rng.choice([1, 1, 2, 2, 3]) if images > 1 else rng.choice([1, 2, 3, 4])):
+        for q in range(rng.choice([1, 2, 2, 3]) if images > 1 else rng.choice([2, 3, 4, 5])):
             lang = "zh" if rng.random() < zh_share else "en"
             qa = ask(scene, pick_kind(rng, scene), lang, rng)
             conv.turns.append(Turn(qa.question, qa.answer, rendered[index] if q == 0 else None, qa, index))

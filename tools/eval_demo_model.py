@@ -1,0 +1,125 @@
+"""Evaluate the demo model through the production engine on a held-out synthetic set.
+
+    python tools/eval_demo_model.py [--model assets/demo-model] [--n 100] [--seed 1234]
+
+Scenes come from `glm_vision.demo_data` with a seed the training never uses (training batches are
+seeded "<seed>/<batch index>"; these are "eval/<seed>/..."). Each question goes through
+`Engine.generate` (greedy, feature cache and KV reuse on), half in thinking mode and half with
+thinking off, English and Chinese alternating. Prints accuracy per question type, per language,
+and for multi-turn conversations (image A, image B, A again, follow-ups without an image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from glm_vision import demo_data  # noqa: E402
+from glm_vision.conversation import Message, split_output  # noqa: E402
+from glm_vision.engine import Engine  # noqa: E402
+from glm_vision.engine.loader import DEMO_MODEL_DIR  # noqa: E402
+from glm_vision.engine.types import GenerationRequest, SamplingParams  # noqa: E402
+from glm_vision.images import load_image  # noqa: E402
+from glm_vision.settings import Settings  # noqa: E402
+
+TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word": 0.80, "multi-turn": 0.90}
+
+
+def ask(engine, history: list[Message], question: str, image, session: str, thinking: bool, max_new: int = 64) -> str:
+    images = [load_image(image)] if image is not None else []
+    history.append(Message("user", question, images))
+    result = engine.generate(GenerationRequest(list(history), SamplingParams.greedy(max_new), session_id=session, enable_thinking=thinking))
+    answer = split_output(result.text).raw_answer
+    history.append(Message("assistant", answer))
+    return answer
+
+
+def single_image(engine, n: int, seed: int, tally, failures) -> None:
+    for kind in demo_data.KINDS:
+        rng = random.Random(f"eval/{seed}/{kind}")
+        for i in range(n):
+            # counting is evaluated over 1..5 objects evenly; word reading on scenes that have a word
+            n_shapes = 1 + i % 5 if kind == "count" else None
+            scene = demo_data.random_scene(rng, n_shapes=n_shapes, with_word=True if kind == "word" else None)
+            lang = "zh" if i % 2 else "en"
+            qa = demo_data.ask(scene, kind, lang, rng)
+            if kind in ("color", "position") and qa.target == "-":
+                continue
+            answer = ask(engine, [], qa.question, demo_data.render(scene), f"eval-{kind}-{i}", thinking=(i // 2) % 2 == 0)
+            ok = demo_data.check_answer(qa, answer)
+            tally[kind].append(ok)
+            tally[f"{kind}/{lang}"].append(ok)
+            if not ok:
+                failures.append({"kind": kind, "q": qa.question, "want": qa.answer, "got": answer})
+
+
+def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
+    """A, then B, then A again (re-sent), each with a question; then a follow-up about A without an image."""
+    rng = random.Random(f"eval/{seed}/multi")
+    kinds = ["color", "position", "count", "shapes", "word"]
+    for i in range(n):
+        scenes = [demo_data.random_scene(rng), demo_data.random_scene(rng)]
+        pictures = [demo_data.render(s) for s in scenes]
+        history: list[Message] = []
+        thinking = i % 2 == 0
+        plan = [(0, True), (1, True), (0, True), (0, False)]
+        all_ok = True
+        for index, with_image in plan:
+            scene = scenes[index]
+            kind = rng.choice(kinds if scene.word else kinds[:-1])
+            qa = demo_data.ask(scene, kind, "zh" if rng.random() < 0.3 else "en", rng)
+            answer = ask(engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking)
+            ok = demo_data.check_answer(qa, answer)
+            tally["multi-turn"].append(ok)
+            all_ok &= ok
+            if not ok:
+                failures.append({"kind": "multi-turn", "turn": len(history) // 2, "q": qa.question, "want": qa.answer, "got": answer})
+        tally["multi-turn/whole conversation"].append(all_ok)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    p.add_argument("--n", type=int, default=100, help="questions per type (and multi-turn conversations)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--show-failures", type=int, default=10)
+    args = p.parse_args(argv)
+
+    started = time.time()
+    engine = Engine.load(Settings(model=args.model, device="cpu", max_context_tokens=4096))
+    tally: dict[str, list[bool]] = defaultdict(list)
+    failures: list[dict] = []
+    try:
+        single_image(engine, args.n, args.seed, tally, failures)
+        multi_turn(engine, args.n, args.seed, tally, failures)
+    finally:
+        engine.shutdown()
+
+    rows = []
+    print(f"{'question type':32} {'accuracy':>9} {'n':>5} {'target':>7}")
+    for key in sorted(tally, key=lambda k: (k.split("/")[0] not in TARGETS and k.split("/")[0] != "describe", k)):
+        values = tally[key]
+        acc = sum(values) / len(values)
+        target = TARGETS.get(key)
+        mark = "" if target is None else ("ok" if acc >= target else "MISSED")
+        print(f"{key:32} {acc:9.1%} {len(values):5d} {('>=' + format(target, '.0%')) if target else '':>7} {mark}")
+        rows.append({"type": key, "accuracy": acc, "n": len(values), "target": target})
+    for f in failures[: args.show_failures]:
+        print("FAIL", json.dumps(f, ensure_ascii=False))
+    print(f"evaluated in {time.time() - started:.0f}s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": rows, "failures": failures}, ensure_ascii=False, indent=1))
+    missed = [r for r in rows if r["target"] is not None and r["accuracy"] < r["target"]]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
