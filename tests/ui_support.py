@@ -1,0 +1,163 @@
+"""Helpers for the browser tests: the UI served on a free loopback port, a scripted backend, Chromium."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+
+from glm_vision.engine import GenerationResult, TextDelta, Usage
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+WAIT_MS = 60_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class UiServer:
+    """The web UI alone (mount_ui on a bare FastAPI app), served by uvicorn in a thread."""
+
+    def __init__(self, state) -> None:
+        from glm_vision.ui import mount_ui
+
+        self.state = state
+        self.port = free_port()
+        app = mount_ui(FastAPI(), state)
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self) -> "UiServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the UI server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class SlowEmit:
+    """Wraps the engine worker's run function so each text delta waits `delay_s` on the worker thread
+    (the GPU loop itself is slowed, so Stop can be pressed mid-answer and cancellation is real)."""
+
+    def __init__(self, engine) -> None:
+        self.delay_s = 0.0
+        self._run = engine.worker._run
+        engine.worker._run = self.run
+
+    def run(self, request, cancel, emit):
+        def slow(text):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            emit(text)
+
+        return self._run(request, cancel, slow)
+
+
+@dataclass(frozen=True)
+class FakeInfo:
+    model: str = "scripted"
+    device: str = "cpu"
+    dtype: str = "float32"
+    attn: str = "sdpa"
+    is_demo: bool = True
+
+
+class ScriptedHandle:
+    def __init__(self, pieces, error=None) -> None:
+        self.pieces, self.error = pieces, error
+        self.cancelled = threading.Event()
+        self.queue_position = 0
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self):
+        for piece in self.pieces:
+            yield TextDelta(piece)
+        if self.error is not None:
+            raise self.error
+        text = "".join(self.pieces)
+        yield GenerationResult(text, "stop", Usage(prompt_tokens=10, completion_tokens=len(self.pieces)), ())
+
+
+class ScriptedBackend:
+    """Answers every request with fixed text (or fails with `error`): for output the tiny model cannot write."""
+
+    healthy = True
+
+    def __init__(self, pieces: list[str], error=None) -> None:
+        self.pieces, self.error = pieces, error
+        self.info = FakeInfo()
+        self.requests = []
+
+    def submit(self, request):
+        self.requests.append(request)
+        return ScriptedHandle(self.pieces, self.error)
+
+    def close_session(self, session_id: str) -> bool:
+        return False
+
+
+# ---------------------------------------------------------------------- page helpers
+def open_page(context, url: str):
+    page = context.new_page()
+    page.goto(url, timeout=WAIT_MS)
+    page.wait_for_selector("#glmv-input textarea", timeout=WAIT_MS)
+    page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes(' · ')", timeout=WAIT_MS)
+    return page
+
+
+def bot_texts(page) -> list[str]:
+    return page.eval_on_selector_all("#glmv-chat .message.bot", "els => els.map(e => e.innerText)")
+
+
+def user_texts(page) -> list[str]:
+    return page.eval_on_selector_all("#glmv-chat .message.user", "els => els.map(e => e.innerText)")
+
+
+def wait_idle(page) -> None:
+    """Until no answer is being written (the input's submit button is back)."""
+    page.wait_for_selector("#glmv-input .submit-button", timeout=WAIT_MS)
+    page.wait_for_function("() => !document.querySelector('#glmv-input .stop-button')", timeout=WAIT_MS)
+
+
+def saved_chat(page) -> dict | None:
+    import json
+
+    raw = page.evaluate("() => sessionStorage.getItem('glmv-chat')")
+    return json.loads(raw) if raw else None
+
+
+def wait_turns(page, count: int) -> dict:
+    """Until the tab's stored chat has `count` messages; returns it."""
+    page.wait_for_function(
+        f"() => {{ const v = sessionStorage.getItem('glmv-chat'); return v && JSON.parse(v).messages.length === {count}; }}",
+        timeout=WAIT_MS)
+    return saved_chat(page)
+
+
+def ask(page, text: str, files: list | None = None) -> None:
+    if files:
+        page.set_input_files("#glmv-input input[type=file]", files)
+        page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
+    page.fill("#glmv-input textarea", text)
+    page.keyboard.press("Enter")
