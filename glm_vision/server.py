@@ -56,6 +56,10 @@ def create_app(state: AppState) -> FastAPI:
     from .ui import mount_ui  # the Gradio web UI at /
 
     app.include_router(build_api_router(state))
+    if state.settings.mcp:
+        from .mcp_tool import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
+
+        app = mount_mcp(app, state)
     app = mount_ui(app, state)
     return app
 

@@ -1,0 +1,119 @@
+"""`--mcp`: the chat as an MCP tool ("ask a question about an image") through Gradio's MCP server,
+so agents use the same running model (and caches) as the web UI and the API.
+
+The tool lives in its own small Gradio app mounted at /mcp, apart from the web UI, so only this
+one function is exposed. MCP clients connect with the streamable HTTP transport at
+`http://HOST:PORT/mcp/gradio_api/mcp/` (SSE at `.../mcp/gradio_api/mcp/sse`). With --api-key the
+endpoint needs `Authorization: Bearer KEY`, as the API does.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+log = logging.getLogger(__name__)
+
+MOUNT_PATH = "/mcp"
+TOOL_NAME = "ask_about_image"
+
+
+def build_mcp_blocks(state):
+    import gradio as gr
+
+    from .api import APIError, load_image_part
+    from .conversation import Message, split_output
+    from .engine.types import EngineError, GenerationRequest, GenerationResult, SamplingParams
+
+    async def ask_about_image(image: str, question: str, thinking: bool = False) -> str:
+        """Ask the GLM-4.6V-Flash vision model a question about one image (a screenshot, photo, chart, diagram or document page) and get its answer.
+
+        Args:
+            image: the image as a data URL ("data:image/png;base64,...") or plain base64 of a PNG, JPEG, WebP or GIF file; a PDF's pages are read as images. http(s) URLs work only where the server allows remote images.
+            question: what to ask about the image, e.g. "What error does this dialog show?"
+            thinking: let the model reason step by step before answering (slower; often better on charts, math and small text)
+
+        Returns:
+            The model's answer, without its reasoning.
+        """
+        backend = state.backend
+        if backend is None:
+            raise gr.Error("the model is still loading; try again in a few seconds")
+        if not question or not question.strip():
+            raise gr.Error("ask a question about the image")
+        source = (image or "").strip()
+        if not source:
+            raise gr.Error("send the image as a data URL or base64")
+        if not source.startswith(("data:", "http://", "https://")):
+            source = "data:application/octet-stream;base64," + source
+        settings = state.settings
+        try:
+            images = await load_image_part(source, "image", settings)
+        except APIError as exc:
+            raise gr.Error(exc.message.removeprefix("image: ")) from None
+        request = GenerationRequest(
+            [Message("user", question.strip(), images)],
+            SamplingParams(max_new_tokens=settings.max_new_tokens),
+            session_id="mcp",  # agents' calls share one session: a repeated image is not encoded again
+            cache_scope="mcp",
+            enable_thinking=bool(thinking),
+        )
+        try:
+            handle = backend.submit(request)
+            result = None
+            try:
+                async for item in handle:
+                    if isinstance(item, GenerationResult):
+                        result = item
+            finally:
+                handle.cancel()  # the MCP call was abandoned: stop the GPU work
+        except EngineError as exc:
+            raise gr.Error(exc.message) from None
+        return split_output(result.text).answer
+
+    with gr.Blocks(title="glm-vision MCP tool", analytics_enabled=False) as blocks:
+        gr.Markdown("The `ask_about_image` MCP tool of glm-vision. Connect an MCP client to `/mcp/gradio_api/mcp/`.")
+        image = gr.Textbox(label="image (data URL or base64)")
+        question = gr.Textbox(label="question")
+        thinking = gr.Checkbox(label="thinking", value=False)
+        answer = gr.Textbox(label="answer")
+        gr.Button("Ask").click(ask_about_image, [image, question, thinking], answer, api_name=TOOL_NAME)
+    return blocks
+
+
+class _BearerGuard:
+    """Requires `Authorization: Bearer KEY` on every HTTP request to the wrapped app."""
+
+    def __init__(self, app, api_key: str) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key):
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse(
+                    {"error": {"message": "this server requires an API key: send 'Authorization: Bearer KEY'",
+                               "type": "authentication_error", "param": None, "code": "invalid_api_key"}},
+                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def mount_mcp(app, state):
+    """Mount the MCP tool at /mcp (before the UI takes /); returns the app."""
+    import gradio as gr
+    from starlette.routing import Mount
+
+    app = gr.mount_gradio_app(app, build_mcp_blocks(state), path=MOUNT_PATH, mcp_server=True, show_error=True)
+    if state.settings.api_key:
+        for route in app.router.routes:
+            if isinstance(route, Mount) and route.path == MOUNT_PATH:
+                route.app = _BearerGuard(route.app, state.settings.api_key)
+    log.info("MCP tool '%s' at %s/gradio_api/mcp/", TOOL_NAME, MOUNT_PATH)
+    return app
