@@ -12,7 +12,7 @@ from .cache import FeatureCache, TokenKey
 
 @dataclass
 class KVState:
-    cache: object  # a transformers Cache holding exactly len(keys) tokens
+    saved: object  # the conversation's KV (a SavedKV) for exactly len(keys) tokens
     keys: list[TokenKey]
     bytes_per_token: int
 

@@ -40,6 +40,8 @@ class Settings:
     session_idle_minutes: float = 30.0
     max_sessions: int = 64
     queue_size: int = 32
+    max_batch: int = 0
+    prefill_chunk_tokens: int = 2048
     compile: str = "auto"
     allow_remote_images: bool = False
     remote_image_hosts: str = ""
@@ -79,6 +81,8 @@ _HELP = {
     "session_idle_minutes": "free a session's caches after this long without use",
     "max_sessions": "most sessions holding caches at once (least recently used are freed first)",
     "queue_size": "most requests waiting for the GPU; past it new requests are refused as busy",
+    "max_batch": "most requests decoded together (0: as many as free GPU memory holds at full context, up to 32; 4 on CPU)",
+    "prefill_chunk_tokens": "prompt tokens prefilled per step while other streams decode",
     "compile": "auto | on | off: the compiled decode step (CUDA only)",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
     "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
@@ -177,8 +181,10 @@ def _validate(s: Settings) -> None:
             f"--max-pixels must be between {PIXELS_PER_IMAGE_TOKEN * 4} and "
             f"{MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN} (4 to {MAX_IMAGE_TOKENS} image tokens)"
         )
+    if s.max_batch < 0:
+        problems.append("--max-batch must be 0 (auto) or positive")
     for name in ("port", "max_images_per_message", "pdf_max_pages", "pdf_dpi", "max_context_tokens",
-                 "max_new_tokens", "max_sessions", "queue_size"):
+                 "max_new_tokens", "max_sessions", "queue_size", "prefill_chunk_tokens"):
         if getattr(s, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
     if problems:

@@ -233,31 +233,34 @@ def test_gpu_out_of_memory_is_503_stream_or_not(settings):
 
 # ---------------------------------------------------------------------------------- 429, disconnect
 class Gate:
-    """Holds the engine's GPU worker at a chosen point until released (no sleeps, no timing)."""
+    """Holds the engine's GPU worker at a chosen point until released (no sleeps, no timing):
+    before the next request starts, or after a request's `after_deltas`-th text delta."""
 
     def __init__(self, engine: Engine, *, after_deltas: int | None = None) -> None:
         self.release = threading.Event()
         self.reached = threading.Event()
-        original = engine.worker._run
+        scheduler = engine.scheduler
+        if after_deltas is None:
+            original_admit = scheduler.admit
 
-        def gated(request, cancel, emit):
-            if after_deltas is None:
+            def gated_admit(handle):
                 self.reached.set()
                 self.release.wait(60)
-                return original(request, cancel, emit)
-            count = 0
+                return original_admit(handle)
 
-            def gated_emit(text):
-                nonlocal count
-                emit(text)
-                count += 1
-                if count == after_deltas:
-                    self.reached.set()
-                    self.release.wait(60)
+            scheduler.admit = gated_admit
+            return
+        original_emit = scheduler.emit
+        counts: dict[int, int] = {}
 
-            return original(request, cancel, gated_emit)
+        def gated_emit(seq, text):
+            original_emit(seq, text)
+            counts[id(seq)] = counts.get(id(seq), 0) + 1
+            if counts[id(seq)] == after_deltas:
+                self.reached.set()
+                self.release.wait(60)
 
-        engine.worker._run = gated
+        scheduler.emit = gated_emit
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_bad_requests_are_refused_with_messages(engine, pictures):
 
 
 def test_queue_limit_answers_busy_and_the_worker_survives(settings):
-    engine = Engine.load(replace(settings, queue_size=1))
+    engine = Engine.load(replace(settings, queue_size=1, max_batch=1))
     try:
         long = GenerationRequest([Message("user", "hello")], SamplingParams.greedy(400))  # runs to the limit
         first = engine.submit(long)
@@ -126,7 +126,7 @@ def test_a_failing_request_does_not_kill_the_worker(engine, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(engine.runner, "prefill", boom)
+    monkeypatch.setattr(engine.runner, "prefill_chunk", boom)
     with pytest.raises(EngineError, match="simulated fault"):
         engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3)))
     monkeypatch.undo()
@@ -227,11 +227,11 @@ def test_sessions_idle_timeout_count_limit_and_kv_budget():
     cache = FeatureCache(budget_bytes=1 << 20)
     store = SessionStore(cache, kv_budget_bytes=1000, idle_s=60, max_sessions=2)
     a = store.acquire("a")
-    a.kv = KVState(cache=None, keys=list(range(60)), bytes_per_token=10)  # 600 bytes
+    a.kv = KVState(saved=None, keys=list(range(60)), bytes_per_token=10)  # 600 bytes
     cache.put("a", "k", features(2))
     store.release(a)
     b = store.acquire("b")
-    b.kv = KVState(cache=None, keys=list(range(60)), bytes_per_token=10)
+    b.kv = KVState(saved=None, keys=list(range(60)), bytes_per_token=10)
     store.release(b)  # 1200 > 1000: the older session's KV goes, b keeps its own
     assert a.kv is None and b.kv is not None and store.kv_evictions == 1
     store.acquire("c")  # a third session over max_sessions=2: the least recently used is freed

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from ..cache import FeatureCache
 from ..sessions import SessionStore
 from ..settings import Settings
-from .decode import SlabDecoder
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
+from .scheduler import Scheduler
+from .slab import KVSlab
 from .types import EngineError, GenerationRequest, GenerationResult, TextDelta
 from .worker import GpuWorker, RequestHandle
 
@@ -25,13 +26,26 @@ log = logging.getLogger(__name__)
 MB = 1024 * 1024
 
 
-def make_decoder(settings: Settings, loaded: LoadedModel) -> SlabDecoder | None:
-    """The static-KV decode path: CUDA graphs + compiled math on a GPU ('auto' or 'on'); eager on
-    the CPU only when asked for ('on'), where it serves to check the path against transformers."""
-    on_cuda = loaded.device == "cuda"
-    if settings.compile == "off" or (settings.compile == "auto" and not on_cuda):
-        return None
-    return SlabDecoder(loaded.model, settings.max_context_tokens, use_graphs=on_cuda, compile_math=on_cuda)
+GIB = 1024**3
+MAX_AUTO_BATCH = 32
+ACTIVATION_RESERVE_BYTES = 4 * GIB  # vision encoder and prefill activations, CUDA graph pools
+
+
+def decode_slots(settings: Settings, loaded: LoadedModel) -> int:
+    """How many sequences decode together: --max-batch, or what free GPU memory holds at full context."""
+    if settings.max_batch:
+        return settings.max_batch
+    if loaded.device != "cuda":
+        return 4
+    import torch
+
+    text = loaded.model.config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    per_token = KVSlab.bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, loaded.model.dtype)
+    free, _ = torch.cuda.mem_get_info()
+    budget = free - ACTIVATION_RESERVE_BYTES - settings.kv_cache_mb * MB  # sessions' saved KV lives beside the slab
+    slots = int(budget * 0.9) // (settings.max_context_tokens * per_token) - 1  # one scratch slot
+    return max(1, min(MAX_AUTO_BATCH, slots))
 
 
 @dataclass(frozen=True)
@@ -55,14 +69,22 @@ class Engine:
             idle_s=settings.session_idle_minutes * 60,
             max_sessions=settings.max_sessions,
         )
+        on_cuda = loaded.device == "cuda"
+        fast = settings.compile == "on" or (settings.compile == "auto" and on_cuda)
         self.runner = ModelRunner(
             loaded,
             self.features,
             max_context_tokens=settings.max_context_tokens,
             default_max_image_tokens=settings.max_image_tokens,
-            decoder=make_decoder(settings, loaded),
+            slots=decode_slots(settings, loaded),
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            use_graphs=fast and on_cuda,
+            compile_math=fast and on_cuda,
         )
-        self.worker = GpuWorker(self._run, queue_size=settings.queue_size)
+        self.scheduler = Scheduler(
+            self.runner, self.sessions, max_batch=self.runner.slab.slots, use_caches=use_caches
+        )
+        self.worker = GpuWorker(self.scheduler, queue_size=settings.queue_size)
         self.worker.start()
         self.ready = False
         self._sweeper = threading.Thread(target=self._sweep_loop, name="glm-vision-sessions", daemon=True)
@@ -113,9 +135,9 @@ class Engine:
         from ..conversation import Message
         from .types import SamplingParams
 
-        if self.runner.decoder is not None:
+        if self.runner.forward.use_graphs:
             started = time.perf_counter()
-            self.runner.decoder.warmup()
+            self.runner.forward.warmup(max_batch=self.runner.slab.slots)
             log.info("decode graphs ready in %.1f s", time.perf_counter() - started)
         self.generate(GenerationRequest([Message("user", "Hi")], SamplingParams.greedy(max_new_tokens=2)))
         self.ready = True
@@ -131,7 +153,9 @@ class Engine:
             "kv_evictions": self.sessions.kv_evictions,
             "feature_cache": vars(self.features.stats).copy(),
             "queued": self.worker.queued,
-            "served": self.worker.served,
+            "served": self.scheduler.served,
+            "running": len(self.scheduler.rows) + len(self.scheduler.prefilling),
+            "peak_batch": self.scheduler.peak_batch,
             "worker_alive": self.worker.alive,
         }
 
@@ -147,16 +171,6 @@ class Engine:
                 raise EngineError(f"a message has {len(message.images)} images; at most {limit} images per message are accepted")
         if request.max_image_tokens is not None and request.max_image_tokens < 4:
             raise EngineError("the image budget must be at least 4 tokens per image")
-
-    def _run(self, request: GenerationRequest, cancel: threading.Event, emit) -> GenerationResult:
-        session = None
-        if self.use_caches and request.session_id is not None:
-            session = self.sessions.acquire(request.session_id)
-        try:
-            return self.runner.generate(request, session, cancel, emit)
-        finally:
-            if session is not None:
-                self.sessions.release(session)
 
     def _sweep_loop(self) -> None:
         while not self._closing.wait(30.0):

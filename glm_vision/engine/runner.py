@@ -1,37 +1,26 @@
-"""GPU work for one request: encode new images, prefill only the uncached suffix, decode.
+"""GPU work for requests: build the prompt, encode new images, prefill only the uncached suffix in
+chunks, decode batches, hand the KV back to the session.
 
-Runs on the worker thread only. It uses the plain transformers modules of the loaded model with
-explicit 3-D M-RoPE position ids, so no shared `rope_deltas` state is read or written.
+Runs on the worker thread only. Positions are explicit 3-D M-RoPE ids computed by the model's own
+`get_rope_index`, so no shared `rope_deltas` state is read or written.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 
 import torch
-from transformers import DynamicCache
 
 from ..cache import FeatureCache, ImageFeatures, reusable_prefix
-from ..conversation import Message
 from ..sessions import KVState, Session
-from .decode import SlabDecoder
+from .forward import TextForward
 from .loader import LoadedModel
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import Sampler
+from .sequence import Sequence
+from .slab import KVSlab
 from .textstream import IncrementalDetokenizer, StopStrings
-from .types import ContextOverflowError, GenerationRequest, GenerationResult, GpuOutOfMemoryError, Usage
-
-
-class _NoEvent:
-    """CPU stand-in for a CUDA event: work is already synchronous."""
-
-    def record(self) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        pass
+from .types import ContextOverflowError, GenerationRequest, GenerationResult, Usage
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -47,13 +36,6 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def crop_cache(cache, length: int) -> None:
-    """Keep the first `length` tokens (transformers >= 5.24 crops by minus the number of tokens to remove)."""
-    surplus = cache.get_seq_length() - length
-    if surplus > 0:
-        cache.crop(-surplus)
-
-
 class ModelRunner:
     def __init__(
         self,
@@ -62,7 +44,10 @@ class ModelRunner:
         *,
         max_context_tokens: int,
         default_max_image_tokens: int,
-        decoder: SlabDecoder | None = None,
+        slots: int = 1,
+        prefill_chunk_tokens: int = 2048,
+        use_graphs: bool = False,
+        compile_math: bool = False,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -77,15 +62,12 @@ class ModelRunner:
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         text = self.config.get_text_config()
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        self.kv_bytes_per_token = (
-            text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim * self.model.dtype.itemsize
-        )
+        geometry = dict(layers=text.num_hidden_layers, kv_heads=text.num_key_value_heads, head_dim=head_dim)
+        self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        self.embed_tokens = self.model.get_input_embeddings()
-        self.decoder = decoder
-        pinned = self.device.type == "cuda"
-        self._host_token = torch.zeros(1, dtype=torch.long, pin_memory=pinned)
-        self._copied = torch.cuda.Event() if pinned else _NoEvent()
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.slab = KVSlab(**geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype)
+        self.forward = TextForward(self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math)
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
@@ -120,6 +102,8 @@ class ModelRunner:
                 raise RuntimeError(f"image grid {grid} differs from the predicted {img.grid_thw}")
         pixel_values = inputs["pixel_values"].to(self.device, self.model.model.visual.dtype)
         out = self.model.model.get_image_features(pixel_values, grids.to(self.device), return_dict=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so that encode_s measures the encoder, not its launch
         return list(out.pooler_output)
 
     def image_features(self, images: list[PromptImage], scope: str | None, size: dict[str, int], usage: Usage) -> dict[int, torch.Tensor]:
@@ -148,142 +132,122 @@ class ModelRunner:
                 found[img.start] = encoded[img.key]
         return found
 
-    # ------------------------------------------------------------------ model steps
-    def _forward(self, embeds: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        out = self.model(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[0, -1]
+    # ------------------------------------------------------------------ a request's life
+    def start(self, handle, session: Session | None, slot: int) -> Sequence:
+        """Admit a request into `slot`: prompt built and checked, reusable KV loaded. No model work yet."""
+        request = handle.request
+        prompt = self.build_prompt(request)
+        usage = Usage(prompt_tokens=len(prompt), images=len(prompt.images))
+        kv = session.kv if session is not None else None
+        reuse = reusable_prefix(kv.keys, prompt.keys) if kv is not None else 0
+        if session is not None:
+            session.kv = None  # given back at the end; a failure mid-way must not leave a half-updated cache
+        if reuse:
+            self.slab.load(slot, kv.saved, reuse)
+        usage.cached_tokens = reuse
+        return Sequence(
+            handle=handle,
+            request=request,
+            session=session,
+            prompt=prompt,
+            slot=slot,
+            sampler=Sampler(request.sampling, self.vocab_size, self.device, prompt.ids, self.stop_ids),
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stops=StopStrings(request.sampling.stop),
+            max_new=min(request.sampling.max_new_tokens, self.max_context_tokens - len(prompt)),
+            keys=list(prompt.keys[:reuse]),
+            usage=usage,
+            cursor=reuse,
+        )
 
-    def prefill(self, prompt: Prompt, start: int, cache, features: dict[int, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:
-        ids = torch.tensor([prompt.ids[start:]], dtype=torch.long, device=self.device)
-        embeds = self.embed_tokens(ids)
-        for img in prompt.images:
-            if img.start >= start:
-                embeds[0, img.start - start : img.end - start] = features[img.start].to(embeds.dtype)
-        return self._forward(embeds, positions[:, :, start:].to(self.device), cache)
+    def _suffix_inputs(self, seq: Sequence) -> None:
+        """Embeddings of the uncached suffix, image features scattered in, and the prompt's positions."""
+        prompt, start = seq.prompt, seq.cursor
+        scope = (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
+        budget = min(seq.request.max_image_tokens or self.default_max_image_tokens, self.default_max_image_tokens)
+        suffix_images = [img for img in prompt.images if img.start >= start]
+        features = self.image_features(suffix_images, scope, self.builder.size_for(budget), seq.usage)
+        ids = torch.tensor(prompt.ids[start:], dtype=torch.long, device=self.device)
+        embeds = self.forward.embed_tokens(ids)
+        for img in suffix_images:
+            embeds[img.start - start : img.end - start] = features[img.start].to(embeds.dtype)
+        seq.embeds = embeds
+        seq.positions = self.positions(prompt)[:, 0, :]
+        seq.next_position = int(seq.positions.max()) + 1
 
-    def decode_step(self, token: torch.Tensor, position: int, cache) -> torch.Tensor:
-        embeds = self.embed_tokens(token.view(1, 1))
-        positions = torch.full((3, 1, 1), position, dtype=torch.long, device=self.device)
-        return self._forward(embeds, positions, cache)
+    def prefill_chunk(self, seq: Sequence) -> bool:
+        """Prefill the next chunk of the suffix; True once the prompt is done and the first token sampled."""
+        if seq.embeds is None:
+            self._suffix_inputs(seq)
+        base = len(seq.prompt) - seq.embeds.shape[0]
+        start = seq.cursor
+        end = min(len(seq.prompt), start + self.prefill_chunk_tokens)
+        logits = self.forward.prefill(seq.slot, seq.embeds[start - base : end - base], seq.positions[:, start:end], start)
+        seq.keys.extend(seq.prompt.keys[start:end])
+        seq.cursor = end
+        if not seq.prefilled:
+            return False
+        seq.embeds = None
+        if seq.request.capture_logits:
+            seq.first_logits = logits.float().cpu()
+        seq.pending = seq.sampler(logits)
+        return True
 
-    # ------------------------------------------------------------------ one request
-    @torch.inference_mode()
-    def generate(
-        self,
-        request: GenerationRequest,
-        session: Session | None,
-        cancel: threading.Event,
-        emit: Callable[[str], None],
-    ) -> GenerationResult:
-        try:
-            return self._generate(request, session, cancel, emit)
-        except torch.OutOfMemoryError:
-            if session is not None:
-                session.kv = None
-            self.free_memory()
-            raise GpuOutOfMemoryError(
-                "the GPU ran out of memory for this request; lower the image resolution budget, send fewer "
-                "images or start a new chat. The server is still running."
-            ) from None
+    def decode(self, rows: list[Sequence]) -> torch.Tensor:
+        tokens = torch.stack([seq.pending for seq in rows])
+        return self.forward.decode(tokens, [seq.next_position for seq in rows], [seq.length for seq in rows])
+
+    def accept(self, seq: Sequence, token_id: int, emit) -> bool:
+        """Take one generated token (read on the host); False when the sequence has finished."""
+        if seq.first_token_at is None:
+            seq.first_token_at = time.perf_counter()
+            seq.usage.ttft_s = seq.first_token_at - seq.started
+        if token_id in self.stop_ids:
+            seq.finish_reason = "stop"
+            return False
+        seq.generated.append(token_id)
+        delta = seq.stops.feed(seq.detok.push(token_id))
+        if delta:
+            seq.text_parts.append(delta)
+            emit(delta)
+        if seq.stops.stopped:
+            seq.finish_reason = "stop"
+        elif seq.handle.cancelled.is_set():
+            seq.finish_reason = "cancelled"
+        elif len(seq.generated) >= seq.max_new:
+            seq.finish_reason = "length"
+        return seq.finish_reason is None
+
+    def advance(self, seq: Sequence, token_id: int, logits: torch.Tensor) -> None:
+        """The token's KV was written by the step just run: record it and sample the next token."""
+        seq.keys.append(token_id)
+        seq.next_position += 1
+        seq.pending = seq.sampler(logits)
+
+    def finish(self, seq: Sequence, emit) -> GenerationResult:
+        """Flush held-back text, give the KV back to the session, build the result."""
+        if not seq.stops.stopped:
+            tail = seq.stops.feed(seq.detok.flush())
+            if not seq.stops.stopped:
+                tail += seq.stops.flush()
+            if tail:
+                seq.text_parts.append(tail)
+                emit(tail)
+        usage = seq.usage
+        usage.completion_tokens = len(seq.generated)
+        if seq.first_token_at is not None:
+            usage.decode_s = time.perf_counter() - seq.first_token_at
+        if seq.session is not None and seq.length:
+            saved = self.slab.save(seq.slot, seq.length)
+            seq.session.kv = KVState(saved=saved, keys=list(seq.keys), bytes_per_token=self.kv_bytes_per_token)
+        return GenerationResult(
+            text="".join(seq.text_parts),
+            finish_reason=seq.finish_reason or "length",
+            usage=usage,
+            token_ids=tuple(seq.generated),
+            first_logits=seq.first_logits,
+        )
 
     def free_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _generate(self, request: GenerationRequest, session: Session | None, cancel: threading.Event, emit) -> GenerationResult:
-        started = time.perf_counter()
-        usage = Usage()
-        prompt = self.build_prompt(request)
-        usage.prompt_tokens = len(prompt)
-        usage.images = len(prompt.images)
-        max_new = min(request.sampling.max_new_tokens, self.max_context_tokens - len(prompt))
-        scope = (request.cache_scope or session.id) if session is not None else None
-
-        kv = session.kv if session is not None else None
-        if kv is not None:
-            reuse = reusable_prefix(kv.keys, prompt.keys)
-            cache = kv.cache
-            crop_cache(cache, reuse)
-        else:
-            reuse, cache = 0, DynamicCache(config=self.config)
-        if session is not None:
-            session.kv = None  # rebuilt below; a failure mid-way must not leave a half-updated cache behind
-        usage.cached_tokens = reuse
-
-        positions = self.positions(prompt)
-        size = self.builder.size_for(min(request.max_image_tokens or self.default_max_image_tokens, self.default_max_image_tokens))
-        features = self.image_features([img for img in prompt.images if img.start >= reuse], scope, size, usage)
-        logits = self.prefill(prompt, reuse, cache, features, positions)
-        first_logits = logits.float().cpu() if request.capture_logits else None
-        next_position = int(positions.max()) + 1
-        keys = list(prompt.keys)
-
-        sampler = Sampler(request.sampling, self.vocab_size, self.device, prompt.ids, self.stop_ids)
-        detok = IncrementalDetokenizer(self.tokenizer)
-        stops = StopStrings(request.sampling.stop)
-        generated: list[int] = []
-        text_parts: list[str] = []
-        finish_reason = "length"
-        first_token_at = None
-        if self.decoder is not None:
-            self.decoder.load(cache, len(keys))
-            step = lambda token, position: self.decoder.step(token, position, len(keys))  # noqa: E731
-        else:
-            step = lambda token, position: self.decode_step(token, position, cache)  # noqa: E731
-        token = sampler(logits)
-        while True:
-            # Queue the next step before reading this token on the host, so the GPU never waits for
-            # Python: the host copy is ordered before the step on the stream and waited for alone.
-            self._host_token.copy_(token.view(1), non_blocking=True)
-            self._copied.record()
-            launched = len(generated) + 1 < max_new
-            if launched:
-                logits = step(token, next_position)
-            self._copied.synchronize()
-            token_id = int(self._host_token[0])
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-                usage.ttft_s = first_token_at - started
-            if token_id in self.stop_ids:
-                finish_reason = "stop"
-                break
-            generated.append(token_id)
-            delta = stops.feed(detok.push(token_id))
-            if delta:
-                text_parts.append(delta)
-                emit(delta)
-            if stops.stopped:
-                finish_reason = "stop"
-                break
-            if cancel.is_set():
-                finish_reason = "cancelled"
-                break
-            if not launched:
-                break
-            keys.append(token_id)  # its KV was written by the step just launched
-            next_position += 1
-            token = sampler(logits)
-        # A step launched for a token that ended the answer wrote KV nobody will read: drop it.
-        if self.decoder is not None:
-            self.decoder.export(cache, len(prompt), len(keys))
-        else:
-            crop_cache(cache, len(keys))
-        if not stops.stopped:
-            tail = stops.feed(detok.flush())
-            if not stops.stopped:
-                tail += stops.flush()
-            if tail:
-                text_parts.append(tail)
-                emit(tail)
-        usage.completion_tokens = len(generated)
-        if first_token_at is not None:
-            usage.decode_s = time.perf_counter() - first_token_at
-        if session is not None:
-            session.kv = KVState(cache=cache, keys=keys, bytes_per_token=self.kv_bytes_per_token)
-        return GenerationResult(
-            text="".join(text_parts),
-            finish_reason=finish_reason,
-            usage=usage,
-            token_ids=tuple(generated),
-            first_logits=first_logits,
-        )

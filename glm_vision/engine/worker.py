@@ -13,13 +13,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from .types import EngineError, EngineUnavailableError, GenerationRequest, GenerationResult, QueueFullError, TextDelta
 
 log = logging.getLogger(__name__)
 
-RunFn = Callable[[GenerationRequest, threading.Event, Callable[[str], None]], GenerationResult]
 _DONE = object()
 
 
@@ -32,6 +31,7 @@ class RequestHandle:
         self.cancelled = threading.Event()
         self.submitted_at = time.perf_counter()
         self.result: GenerationResult | None = None
+        self.queue_s = 0.0
         self.error: BaseException | None = None
         self._events: queue.Queue = queue.Queue()
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -60,6 +60,8 @@ class RequestHandle:
         self._put(TextDelta(text))
 
     def _finish(self, result: GenerationResult | None, error: BaseException | None) -> None:
+        if result is not None:
+            result.usage.queue_s = self.queue_s
         self.result, self.error = result, error
         self._put(_DONE)
 
@@ -103,17 +105,24 @@ class RequestHandle:
 
 
 class GpuWorker:
-    def __init__(self, run: RunFn, *, queue_size: int, name: str = "glm-vision-gpu") -> None:
-        self._run = run
+    """Owns the scheduler: admits waiting requests between steps and runs steps while there is work.
+
+    `scheduler` is a batching `Scheduler`, or a plain function `run(request, cancel, emit) -> result`
+    that serves one request at a time (backends that are not a local model)."""
+
+    def __init__(self, scheduler, *, queue_size: int, name: str = "glm-vision-gpu") -> None:
+        if callable(scheduler) and not hasattr(scheduler, "step"):
+            from .scheduler import SerialScheduler
+
+            scheduler = SerialScheduler(scheduler)
+        self.scheduler = scheduler
         self.queue_size = queue_size
         self._pending: deque[RequestHandle] = deque()
         self._lock = threading.Condition()
-        self._running: RequestHandle | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._name = name
         self.deaths = 0
-        self.served = 0
 
     def start(self) -> None:
         with self._lock:
@@ -126,8 +135,6 @@ class GpuWorker:
     def stop(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._stopping = True
-            if self._running is not None:
-                self._running.cancel()
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -162,43 +169,54 @@ class GpuWorker:
     def queued(self) -> int:
         return len(self._pending)
 
+    @property
+    def served(self) -> int:
+        return self.scheduler.served
+
+    def _take_admissible(self) -> list[RequestHandle]:
+        """Waiting requests that fit now, in order; a session's next turn waits for its current one."""
+        chosen = []
+        busy = self.scheduler.busy_sessions()
+        room = self.scheduler.room
+        for handle in list(self._pending):
+            if handle.cancelled.is_set():
+                self._pending.remove(handle)
+                handle._finish(None, EngineError("the request was cancelled before it started"))
+                continue
+            if len(chosen) >= room:
+                break
+            session_id = handle.request.session_id
+            if session_id is not None and session_id in busy:
+                continue
+            self._pending.remove(handle)
+            chosen.append(handle)
+            if session_id is not None:
+                busy.add(session_id)
+        return chosen
+
     def _loop(self) -> None:
         try:
             while True:
                 with self._lock:
-                    while not self._pending and not self._stopping:
+                    while not self._stopping and self.scheduler.idle and not self._pending:
                         self._lock.wait()
                     if self._stopping:
                         for handle in self._pending:
                             handle._finish(None, EngineUnavailableError("the server is shutting down"))
                         self._pending.clear()
+                        self.scheduler.abort(EngineUnavailableError("the server is shutting down"))
                         return
-                    handle = self._pending.popleft()
-                    self._running = handle
-                self._serve(handle)
-                with self._lock:
-                    self._running = None
+                    admitted = self._take_admissible()
+                for handle in admitted:
+                    handle.queue_s = time.perf_counter() - handle.submitted_at
+                    self.scheduler.admit(handle)
+                if self.scheduler.idle:
+                    continue
+                self.scheduler.step()
         except BaseException:  # noqa: BLE001 - the thread itself died: report, and let the engine restart it
             self.deaths += 1
             log.exception("GPU worker died")
-            with self._lock:
-                if self._running is not None:
-                    self._running._finish(None, EngineUnavailableError("the GPU worker failed; please retry"))
-                    self._running = None
-            raise
-
-    def _serve(self, handle: RequestHandle) -> None:
-        if handle.cancelled.is_set():
-            handle._finish(None, EngineError("the request was cancelled before it started"))
-            return
-        queued_s = time.perf_counter() - handle.submitted_at
-        try:
-            result = self._run(handle.request, handle.cancelled, handle._emit)
-            result.usage.queue_s = queued_s
-            self.served += 1
-            handle._finish(result, None)
-        except EngineError as exc:
-            handle._finish(None, exc)
-        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
-            log.exception("request %s failed", handle.id)
-            handle._finish(None, EngineError(f"internal error while generating: {type(exc).__name__}: {exc}"))
+            try:
+                self.scheduler.abort(EngineUnavailableError("the GPU worker failed; please retry"))
+            finally:
+                raise

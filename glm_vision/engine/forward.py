@@ -1,0 +1,253 @@
+"""The text model's forward pass over a pre-allocated KV slab: chunked prefill and batched decode.
+
+gpt-fast style: plain functions over the transformers model's own weights. The decode step for a
+batch of sequences reads static buffers (tokens, positions, lengths), so on CUDA it is captured in
+a CUDA graph per (batch size, KV-length bucket) and replayed per token; the elementwise work
+around the matrix products (RMSNorm, rotary, SiLU) is fused by torch.compile. On the CPU the same
+functions run eagerly, which is how CI checks them against transformers.
+
+The math is Glm4vTextDecoderLayer's: input norm, fused QKV, partial interleaved rotary (M-RoPE:
+for a text token its three positions are equal), grouped-query attention, o_proj,
+post-attention norm, residual, norm, SwiGLU MLP, post-MLP norm, residual.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from .slab import KVSlab
+
+log = logging.getLogger(__name__)
+
+BUCKET = 1024  # KV-length granularity of the captured decode graphs
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def _rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
+    x1 = x[..., 0::2]
+    x2 = x[..., 1::2]
+    return torch.stack((-x2, x1), dim=-1).flatten(-2)
+
+
+def _pre_attention(h, norm_w, w_qkv, b_qkv, cos, sin, eps: float, n_heads: int, n_kv: int, head_dim: int):
+    """h (N, hidden), cos/sin (N, rot) -> q (N, heads, d), k and v (N, kv_heads, d)."""
+    x = _rms_norm(h, norm_w, eps)
+    qkv = F.linear(x, w_qkv, b_qkv)
+    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q = q.view(-1, n_heads, head_dim)
+    k = k.view(-1, n_kv, head_dim)
+    v = v.view(-1, n_kv, head_dim)
+    rot = cos.shape[-1]
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    q = torch.cat([q[..., :rot] * cos + _rotate_half_interleaved(q[..., :rot]) * sin, q[..., rot:]], dim=-1)
+    k = torch.cat([k[..., :rot] * cos + _rotate_half_interleaved(k[..., :rot]) * sin, k[..., rot:]], dim=-1)
+    return q, k, v
+
+
+def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, eps: float):
+    a = F.linear(attn, w_o)
+    h = h + _rms_norm(a, n_post_attn, eps)
+    x = _rms_norm(h, n_pre_mlp, eps)
+    gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
+    x = F.linear(up * F.silu(gate), w_down)
+    return h + _rms_norm(x, n_post_mlp, eps)
+
+
+def _final(h, norm_w, lm_head, eps: float):
+    return F.linear(_rms_norm(h, norm_w, eps), lm_head).float()
+
+
+def fuse_qkv(model) -> None:
+    """Concatenate each layer's q/k/v weights into one matrix (one GEMV instead of three) and make
+    the original parameters views into it, so transformers' own forward keeps working and no
+    memory is duplicated."""
+    for layer in model.model.language_model.layers:
+        attn = layer.self_attn
+        if hasattr(attn, "qkv_weight"):
+            continue
+        weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()
+        bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).contiguous()
+        sizes = [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
+        for proj, w, b in zip((attn.q_proj, attn.k_proj, attn.v_proj), weight.split(sizes), bias.split(sizes)):
+            proj.weight = torch.nn.Parameter(w, requires_grad=False)
+            proj.bias = torch.nn.Parameter(b, requires_grad=False)
+        attn.qkv_weight, attn.qkv_bias = weight, bias
+
+
+class TextForward:
+    def __init__(self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool) -> None:
+        fuse_qkv(model)
+        text_model = model.model.language_model
+        cfg = model.config.get_text_config()
+        self.slab = slab
+        self.device = model.lm_head.weight.device
+        self.dtype = model.lm_head.weight.dtype
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.hidden = cfg.hidden_size
+        self.eps = cfg.rms_norm_eps
+        self.scale = self.head_dim**-0.5
+        self.layers = text_model.layers
+        self.final_norm = text_model.norm.weight
+        self.lm_head = model.lm_head.weight
+        self.embed = text_model.embed_tokens.weight
+        self.rotary = text_model.rotary_emb
+        self.inv_freq = self.rotary.inv_freq.to(self.device, torch.float32)
+        slots = slab.slots
+        # Static decode inputs and output: the graphs read and write these very tensors.
+        self.tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(slots, dtype=torch.long, device=self.device)
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=self.device)  # KV index of the new token
+        self.logits = torch.zeros(slots, self.lm_head.shape[0], dtype=torch.float32, device=self.device)
+        self.arange = torch.arange(slab.max_len, device=self.device)
+        # Which slot each decode row writes: row i -> slot i; padding rows -> the slab's scratch slot.
+        self.rows = torch.arange(slots, device=self.device)
+        self.pre, self.post, self.final = _pre_attention, _post_attention, _final
+        if compile_math:
+            self.pre = torch.compile(_pre_attention, fullgraph=True)
+            self.post = torch.compile(_post_attention, fullgraph=True)
+            self.final = torch.compile(_final, fullgraph=True)
+        self.use_graphs = use_graphs
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.pool = None
+        pinned = self.device.type == "cuda"
+        # Two pinned staging buffers, used in turn: one may still be in flight to the GPU.
+        self._staging = [torch.zeros(3, slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
+        self._turn = 0
+
+    # ------------------------------------------------------------------ prefill
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.embed)
+
+    def rope(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3, N) M-RoPE positions -> cos, sin (N, rot), exactly as the model's rotary embedding."""
+        dummy = torch.empty(1, dtype=self.dtype, device=self.device)
+        cos, sin = self.rotary(dummy, position_ids.to(self.device)[:, None, :])
+        return cos[0], sin[0]
+
+    def prefill(self, slot: int, embeds: torch.Tensor, position_ids: torch.Tensor, start: int) -> torch.Tensor:
+        """Run `embeds` (T, hidden) at slab positions [start, start+T) of `slot`; the last token's logits."""
+        T = embeds.shape[0]
+        end = start + T
+        cos, sin = self.rope(position_ids)
+        h = embeds.to(self.dtype)
+        causal = None
+        if start > 0:  # queries see the cached prefix and the chunk causally
+            causal = self.arange[:end][None, :] <= (start + self.arange[:T])[:, None]
+        for i, layer in enumerate(self.layers):
+            attn_mod = layer.self_attn
+            q, k, v = self.pre(
+                h, layer.input_layernorm.weight, attn_mod.qkv_weight, attn_mod.qkv_bias, cos, sin,
+                self.eps, self.n_heads, self.n_kv, self.head_dim,
+            )
+            keys, values = self.slab.write_chunk(i, slot, start, k, v)  # (kv, end, d) views
+            attn = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], keys[None], values[None],
+                attn_mask=causal, is_causal=causal is None, scale=self.scale, enable_gqa=True,
+            )
+            attn = attn[0].transpose(0, 1).reshape(T, self.n_heads * self.head_dim)
+            h = self.post(
+                h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
+                layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
+                layer.post_mlp_layernorm.weight, self.eps,
+            )
+        return self.final(h[-1:], self.final_norm, self.lm_head, self.eps)[0]
+
+    # ------------------------------------------------------------------ decode
+    def _decode(self, batch: int, bucket: int) -> None:
+        tokens, positions, lengths = self.tokens[:batch], self.positions[:batch], self.lengths[:batch]
+        h = F.embedding(tokens, self.embed)  # (B, hidden)
+        freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
+        cos, sin = freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
+        valid = self.arange[:bucket][None, :] <= lengths[:, None]  # (B, bucket): the new token sits at `length`
+        mask = valid[:, None, None, :]
+        group = self.n_heads // self.n_kv
+        rows = self.rows[:batch]
+        for i, layer in enumerate(self.layers):
+            attn_mod = layer.self_attn
+            q, k, v = self.pre(
+                h, layer.input_layernorm.weight, attn_mod.qkv_weight, attn_mod.qkv_bias, cos, sin,
+                self.eps, self.n_heads, self.n_kv, self.head_dim,
+            )
+            keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
+            scores = torch.matmul(q.view(batch, self.n_kv, group, self.head_dim), keys.transpose(-1, -2)).float()
+            scores = (scores * self.scale).masked_fill(~mask, float("-inf"))
+            probs = scores.softmax(-1).to(self.dtype)
+            attn = torch.matmul(probs, values).reshape(batch, self.n_heads * self.head_dim)
+            h = self.post(
+                h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
+                layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
+                layer.post_mlp_layernorm.weight, self.eps,
+            )
+        self.logits[:batch].copy_(self.final(h, self.final_norm, self.lm_head, self.eps))
+
+    @staticmethod
+    def graph_batch(batch: int) -> int:
+        return next(b for b in GRAPH_BATCH_SIZES if b >= batch) if batch <= GRAPH_BATCH_SIZES[-1] else batch
+
+    def bucket(self, longest: int) -> int:
+        return min(self.slab.max_len, (longest // BUCKET + 1) * BUCKET)
+
+    def capture(self, batch: int, bucket: int) -> None:
+        """Record the decode step for one (batch, bucket) (warm-up runs first, as CUDA graphs require)."""
+        saved = self.lengths.clone()
+        self.lengths.zero_()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._decode(batch, bucket)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            self._decode(batch, bucket)
+        self.pool = graph.pool()
+        self.graphs[(batch, bucket)] = graph
+        self.lengths.copy_(saved)
+
+    def warmup(self, max_batch: int = 1, max_bucket: int | None = None) -> None:
+        if not self.use_graphs:
+            return
+        max_bucket = min(max_bucket or self.slab.max_len, self.slab.max_len)
+        for batch in GRAPH_BATCH_SIZES:
+            if batch > self.graph_batch(min(max_batch, self.slab.slots)):
+                break
+            for bucket in range(BUCKET, max_bucket + 1, BUCKET):
+                if (batch, bucket) not in self.graphs:
+                    self.capture(batch, bucket)
+
+    def decode(self, tokens: torch.Tensor, positions: list[int], lengths: list[int]) -> torch.Tensor:
+        """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
+        KV written at `lengths`. Returns the logits buffer (B, vocab), valid until the next call."""
+        batch = len(positions)
+        padded = min(self.graph_batch(batch), self.slab.slots) if self.use_graphs else batch
+        staging = self._staging[self._turn]
+        self._turn ^= 1
+        staging[0, :batch] = torch.tensor(positions)
+        staging[1, :batch] = torch.tensor(lengths)
+        staging[2, :batch] = torch.arange(batch)
+        staging[:2, batch:padded] = 0  # padding rows decode a dummy token into the scratch slot
+        staging[2, batch:padded] = self.slab.scratch
+        self.tokens[:batch].copy_(tokens)
+        self.positions[:padded].copy_(staging[0, :padded], non_blocking=True)
+        self.lengths[:padded].copy_(staging[1, :padded], non_blocking=True)
+        self.rows[:padded].copy_(staging[2, :padded], non_blocking=True)
+        bucket = self.bucket(max(lengths))
+        if self.use_graphs:
+            if (padded, bucket) not in self.graphs:
+                self.capture(padded, bucket)
+            self.graphs[(padded, bucket)].replay()
+        else:
+            self._decode(batch, bucket)
+        return self.logits[:batch]

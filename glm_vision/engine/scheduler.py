@@ -1,0 +1,226 @@
+"""Continuous batching: which sequences prefill and decode at each step (nano-vllm's `scheduler.py`).
+
+Running sequences decode together, one token each per step, in slab slots 0..B-1; a new request
+joins once its prompt is prefilled, chunk by chunk between decode steps so that running streams
+never wait for a whole prompt; finished or stopped sequences leave between steps.
+
+Each step is pipelined: the tokens sampled last step are copied to the host while the GPU already
+runs this step with them, so Python's bookkeeping overlaps the GPU work instead of idling it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .runner import ModelRunner
+from .sequence import Sequence
+from .types import EngineError, GpuOutOfMemoryError
+
+log = logging.getLogger(__name__)
+
+OOM_MESSAGE = (
+    "the GPU ran out of memory for this request; lower the image resolution budget, send fewer images or "
+    "start a new chat. The server is still running."
+)
+
+
+class _HostCopy:
+    """Token ids copied to pinned host memory, waited for alone (not for the step queued after them)."""
+
+    def __init__(self, slots: int, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.buffer = torch.zeros(slots, dtype=torch.long, pin_memory=self.cuda)
+        self.event = torch.cuda.Event() if self.cuda else None
+
+    def start(self, tokens: torch.Tensor) -> None:
+        self.buffer[: tokens.shape[0]].copy_(tokens, non_blocking=self.cuda)
+        if self.event is not None:
+            self.event.record()
+
+    def wait(self, count: int) -> list[int]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.buffer[:count].tolist()
+
+
+class Scheduler:
+    def __init__(self, runner: ModelRunner, sessions, *, max_batch: int, use_caches: bool) -> None:
+        self.runner = runner
+        self.sessions = sessions
+        self.use_caches = use_caches
+        self.max_batch = min(max_batch, runner.slab.slots)
+        self.rows: list[Sequence] = []  # decoding; row i lives in slot i
+        self.prefilling: list[Sequence] = []  # in slots taken from the top
+        self._copy = _HostCopy(runner.slab.slots, runner.device)
+        self.served = 0
+        self.peak_batch = 0  # most sequences decoded in one step so far
+
+    # ------------------------------------------------------------------ admission
+    @property
+    def idle(self) -> bool:
+        return not self.rows and not self.prefilling
+
+    @property
+    def room(self) -> int:
+        return self.max_batch - len(self.rows) - len(self.prefilling)
+
+    def emit(self, seq: Sequence, text: str) -> None:
+        """Where every text delta leaves the engine (tests wrap this to slow or hold the worker)."""
+        seq.handle._emit(text)
+
+    def busy_sessions(self) -> set[str]:
+        return {s.request.session_id for s in self.rows + self.prefilling if s.request.session_id is not None}
+
+    def _free_top_slot(self) -> int:
+        taken = {s.slot for s in self.rows + self.prefilling}
+        return next(slot for slot in range(self.runner.slab.slots - 1, -1, -1) if slot not in taken)
+
+    def admit(self, handle) -> None:
+        """Start a request (prompt checks happen here, before any GPU work); errors go to its handle."""
+        session = None
+        if self.use_caches and handle.request.session_id is not None:
+            session = self.sessions.acquire(handle.request.session_id)
+        try:
+            seq = self.runner.start(handle, session, self._free_top_slot())
+        except BaseException as exc:
+            if session is not None:
+                self.sessions.release(session)
+            handle._finish(None, exc if isinstance(exc, EngineError) else EngineError(f"{type(exc).__name__}: {exc}"))
+            return
+        self.prefilling.append(seq)
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> None:
+        rows = list(self.rows)
+        logits = None
+        self.peak_batch = max(self.peak_batch, len(rows))
+        if rows:
+            tokens = torch.stack([s.pending for s in rows])
+            self._copy.start(tokens)
+            try:
+                logits = self.runner.forward.decode(tokens, [s.next_position for s in rows], [s.length for s in rows])
+            except torch.OutOfMemoryError:
+                self._fail_all(GpuOutOfMemoryError(OOM_MESSAGE))
+                return
+        if self.prefilling:
+            self._prefill_one_chunk()
+        if rows:
+            ids = self._copy.wait(len(rows))
+            finished = []
+            for index, (seq, token_id) in enumerate(zip(rows, ids)):
+                if self.runner.accept(seq, token_id, lambda text, seq=seq: self.emit(seq, text)):
+                    self.runner.advance(seq, token_id, logits[index])
+                else:
+                    finished.append(seq)
+            for seq in finished:
+                self._retire(seq)
+        self._join_prefilled()
+
+    def _prefill_one_chunk(self) -> None:
+        seq = self.prefilling[0]
+        try:
+            self.runner.prefill_chunk(seq)
+        except torch.OutOfMemoryError:
+            self.prefilling.remove(seq)
+            self._end(seq, GpuOutOfMemoryError(OOM_MESSAGE), keep_kv=False)
+            self.runner.free_memory()
+        except Exception as exc:  # noqa: BLE001 - one bad request must not stop the others
+            log.exception("prefill failed")
+            self.prefilling.remove(seq)
+            self._end(seq, exc if isinstance(exc, EngineError) else EngineError(f"{type(exc).__name__}: {exc}"), keep_kv=False)
+
+    def _join_prefilled(self) -> None:
+        slab = self.runner.slab
+        for seq in [s for s in self.prefilling if s.pending is not None]:
+            self.prefilling.remove(seq)
+            target = len(self.rows)
+            if seq.slot != target:
+                holder = next((s for s in self.prefilling if s.slot == target), None)
+                if holder is not None:  # another prompt is mid-prefill there: swap through the scratch slot
+                    slab.move(target, slab.scratch, holder.length)
+                    slab.move(seq.slot, target, seq.length)
+                    slab.move(slab.scratch, seq.slot, holder.length)
+                    holder.slot = seq.slot
+                else:
+                    slab.move(seq.slot, target, seq.length)
+                seq.slot = target
+            self.rows.append(seq)
+
+    def _retire(self, seq: Sequence) -> None:
+        index = self.rows.index(seq)
+        result = self.runner.finish(seq, lambda text: self.emit(seq, text))
+        last = self.rows.pop()
+        if last is not seq:  # keep rows packed in the lowest slots
+            self.runner.slab.move(last.slot, index, last.length)
+            last.slot = index
+            self.rows[index] = last
+        self._release(seq)
+        self.served += 1
+        seq.handle._finish(result, None)
+
+    def _end(self, seq: Sequence, error: BaseException, *, keep_kv: bool) -> None:
+        if seq.session is not None and not keep_kv:
+            seq.session.kv = None
+        self._release(seq)
+        seq.handle._finish(None, error)
+
+    def _release(self, seq: Sequence) -> None:
+        if seq.session is not None:
+            self.sessions.release(seq.session)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for seq in self.rows + self.prefilling:
+            self._end(seq, error, keep_kv=False)
+        self.rows.clear()
+        self.prefilling.clear()
+        self.runner.free_memory()
+
+    def abort(self, error: BaseException) -> None:
+        """Finish everything in flight with `error` (shutdown, a dead worker)."""
+        self._fail_all(error)
+
+
+class SerialScheduler:
+    """One request at a time through a plain function `run(request, cancel, emit) -> GenerationResult`:
+    the worker's contract for backends that are not a local model (test doubles)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.current = None
+        self.served = 0
+        self.max_batch = 1
+        self.rows: list = []
+        self.prefilling: list = []
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None
+
+    @property
+    def room(self) -> int:
+        return 0 if self.current is not None else 1
+
+    def busy_sessions(self) -> set[str]:
+        return set()
+
+    def admit(self, handle) -> None:
+        self.current = handle
+
+    def step(self) -> None:
+        handle, self.current = self.current, None
+        try:
+            result = self.run(handle.request, handle.cancelled, handle._emit)
+            self.served += 1
+            handle._finish(result, None)
+        except EngineError as exc:
+            handle._finish(None, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
+            log.exception("request failed")
+            handle._finish(None, EngineError(f"internal error while generating: {type(exc).__name__}: {exc}"))
+
+    def abort(self, error: BaseException) -> None:
+        if self.current is not None:
+            self.current._finish(None, error)
+            self.current = None

@@ -1,0 +1,51 @@
+"""One request's state while it is prefilled and decoded (nano-vllm's `sequence.py`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..cache import TokenKey
+from ..sessions import Session
+from .prompt import Prompt
+from .sampling import Sampler
+from .textstream import IncrementalDetokenizer, StopStrings
+from .types import GenerationRequest, Usage
+
+
+@dataclass(eq=False)
+class Sequence:
+    handle: object  # the RequestHandle it reports to
+    request: GenerationRequest
+    session: Session | None
+    prompt: Prompt
+    slot: int
+    sampler: Sampler
+    detok: IncrementalDetokenizer
+    stops: StopStrings
+    max_new: int
+    keys: list[TokenKey]  # one per token whose KV sits in the slot
+    usage: Usage
+    started: float = field(default_factory=time.perf_counter)
+    # prefill
+    cursor: int = 0  # next prompt index to prefill
+    embeds: torch.Tensor | None = None  # the uncached suffix's input embeddings
+    positions: torch.Tensor | None = None  # (3, len) M-RoPE positions of the whole prompt
+    # decode
+    next_position: int = 0  # rotary position of the next token fed
+    pending: torch.Tensor | None = None  # the sampled, not yet read token (on the device)
+    generated: list[int] = field(default_factory=list)
+    text_parts: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+    finish_reason: str | None = None
+    first_logits: torch.Tensor | None = None
+
+    @property
+    def prefilled(self) -> bool:
+        return self.cursor >= len(self.prompt)
+
+    @property
+    def length(self) -> int:
+        return len(self.keys)

@@ -1,0 +1,76 @@
+"""Pre-allocated KV memory: `slots` sequences of up to `max_len` tokens, plus one scratch slot.
+
+Slot i holds decode row i (the scheduler keeps running sequences in the lowest slots); a
+sequence's KV moves in and out of its slot as one compact pair of tensors (`SavedKV`) so that a
+session keeps its conversation between turns without holding a slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SavedKV:
+    keys: torch.Tensor  # (layers, kv_heads, length, head_dim)
+    values: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.keys.numel() * self.keys.element_size()
+
+
+class KVSlab:
+    def __init__(self, *, layers: int, kv_heads: int, head_dim: int, slots: int, max_len: int, device, dtype) -> None:
+        self.slots = slots
+        self.max_len = max_len
+        self.scratch = slots  # the extra slot that padding rows of a captured batch write into
+        shape = (layers, slots + 1, kv_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+
+    @staticmethod
+    def bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+        return layers * 2 * kv_heads * head_dim * dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+    def load(self, slot: int, saved: SavedKV, length: int) -> None:
+        """Put the first `length` tokens of a saved conversation into a slot."""
+        if length:
+            self.k[:, slot, :, :length].copy_(saved.keys[:, :, :length])
+            self.v[:, slot, :, :length].copy_(saved.values[:, :, :length])
+
+    def save(self, slot: int, length: int) -> SavedKV:
+        return SavedKV(self.k[:, slot, :, :length].clone(), self.v[:, slot, :, :length].clone())
+
+    def move(self, source: int, target: int, length: int) -> None:
+        self.k[:, target, :, :length].copy_(self.k[:, source, :, :length])
+        self.v[:, target, :, :length].copy_(self.v[:, source, :, :length])
+
+    def write_chunk(self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Store a prefill chunk's k/v (T, kv, d) at [start, start+T); return the slot's keys/values so far."""
+        end = start + k.shape[0]
+        self.k[layer, slot, :, start:end] = k.transpose(0, 1)
+        self.v[layer, slot, :, start:end] = v.transpose(0, 1)
+        return self.k[layer, slot, :, :end], self.v[layer, slot, :, :end]
+
+    def write_tokens(self, layer: int, rows: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bucket: int):
+        """Store one token's k/v (B, kv, d) per row at its slot's `length`; return (B, kv, bucket, d) views."""
+        self._put(self.k[layer], rows, lengths, k)
+        self._put(self.v[layer], rows, lengths, v)
+        batch = k.shape[0]
+        return self.k[layer, :batch, :, :bucket], self.v[layer, :batch, :, :bucket]
+
+    @staticmethod
+    def _put(layer_slab: torch.Tensor, rows: torch.Tensor, lengths: torch.Tensor, values: torch.Tensor) -> None:
+        # layer_slab (slots+1, kv, max_len, d): advanced indexing on dims 0 and 2 selects (B, kv, d).
+        layer_slab[rows, :, lengths] = values

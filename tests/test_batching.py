@@ -1,0 +1,103 @@
+"""Continuous batching: requests decoded together give exactly what each gives alone."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from glm_vision.conversation import Message
+from glm_vision.engine import Engine, GenerationRequest, SamplingParams, TextDelta
+from glm_vision.images import load_image
+from tests.conftest import make_picture
+
+
+@pytest.fixture(scope="module")
+def batch_engine(settings):
+    engine = Engine.load(replace(settings, max_batch=4, prefill_chunk_tokens=32))
+    engine.warmup()
+    yield engine
+    engine.shutdown()
+
+
+def requests_of_all_kinds():
+    """Different images, prompt lengths, answer lengths, a stop string; two turns of one session."""
+    pics = [load_image(make_picture(seed, size)) for seed, size in
+            [(11, (168, 112)), (12, (112, 224)), (13, (280, 140)), (14, (140, 140)), (15, (196, 112))]]
+    return [
+        GenerationRequest([Message("user", "Describe.", [pics[0]])], SamplingParams.greedy(60), session_id="b0"),
+        GenerationRequest([Message("user", "hello")], SamplingParams.greedy(120)),
+        GenerationRequest([Message("user", "Two of them.", pics[1:3])], SamplingParams.greedy(15), session_id="b2"),
+        GenerationRequest([Message("user", "What is this? " * 20, [pics[3]])], SamplingParams.greedy(80)),
+        GenerationRequest([Message("user", "Tell me everything.", [pics[4]])], SamplingParams.greedy(40)),
+        GenerationRequest([Message("user", "go")], SamplingParams.greedy(100)),
+    ]
+
+
+def test_batched_greedy_equals_single_stream(settings, batch_engine):
+    single = Engine.load(replace(settings, max_batch=1))
+    try:
+        alone = [single.generate(r) for r in requests_of_all_kinds()]
+    finally:
+        single.shutdown()
+    # All at once: they join and leave the batch at different steps.
+    handles = [batch_engine.submit(r) for r in requests_of_all_kinds()]
+    together = [h.wait() for h in handles]
+    assert batch_engine.stats()["peak_batch"] >= 3
+    for index, (a, b) in enumerate(zip(alone, together)):
+        assert b.token_ids == a.token_ids, f"request {index} differs when batched"
+        assert b.finish_reason == a.finish_reason and b.text == a.text
+    assert len({r.usage.completion_tokens for r in together}) >= 4  # they really left at different times
+
+
+def test_stopping_one_stream_leaves_the_others_intact(settings, batch_engine):
+    requests = requests_of_all_kinds()[:4]
+    single = Engine.load(replace(settings, max_batch=1))
+    try:
+        alone = [single.generate(r) for r in requests]
+    finally:
+        single.shutdown()
+    handles = [batch_engine.submit(r) for r in requests]
+    victim = handles[1]
+    deltas = 0
+    for item in victim:
+        if isinstance(item, TextDelta):
+            deltas += 1
+            if deltas == 5:
+                victim.cancel()
+    assert victim.result.finish_reason == "cancelled" and victim.result.usage.completion_tokens < 30
+    for index in (0, 2, 3):
+        assert handles[index].wait().token_ids == alone[index].token_ids
+
+
+def test_a_session_turn_waits_for_its_previous_turn(batch_engine):
+    pic = load_image(make_picture(21))
+    first = [Message("user", "What is this?", [pic])]
+    h1 = batch_engine.submit(GenerationRequest(first, SamplingParams.greedy(40), session_id="serial"))
+    r1 = h1.wait()
+    second = first + [Message("assistant", r1.text), Message("user", "More.")]
+    h2 = batch_engine.submit(GenerationRequest(second, SamplingParams.greedy(10), session_id="serial"))
+    h3 = batch_engine.submit(GenerationRequest(second, SamplingParams.greedy(10), session_id="serial"))
+    r2, r3 = h2.wait(), h3.wait()
+    assert r2.usage.cached_tokens > 0 and r3.usage.cached_tokens > 0
+    assert r2.token_ids == r3.token_ids
+
+
+def test_many_concurrent_streams_from_threads(batch_engine):
+    results, errors = [], []
+
+    def client(i):
+        try:
+            request = GenerationRequest([Message("user", f"stream {i}")], SamplingParams.greedy(20), session_id=f"t{i}")
+            results.append(batch_engine.generate(request))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 12
+    assert all(r.usage.completion_tokens > 0 for r in results)
