@@ -373,6 +373,8 @@ def build_sampling(body: ChatCompletionRequest, settings) -> SamplingParams:
         value = getattr(body, name)
         if value is not None:
             kwargs[name] = value
+    if body.min_tokens is not None:
+        kwargs["min_new_tokens"] = body.min_tokens
     if kwargs.get("top_k") == -1:  # vLLM's and SGLang's spelling of "off"
         kwargs["top_k"] = 0
     max_new = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens

@@ -69,6 +69,7 @@ class ChatCompletionRequest(_Lenient):
     top_p: float | None = Field(None, description="(0, 1]. Default: the model's 0.6")
     top_k: int | None = Field(None, description="extension: 0 or -1 is off. Default: the model's 2")
     repetition_penalty: float | None = Field(None, description="extension: (0, 10]. Default: the model's 1.1")
+    min_tokens: int | None = Field(None, description="extension (as vLLM): the answer is not ended before this many tokens")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the answer (not included)")
     seed: int | None = Field(None, description="makes sampling reproducible on the same server")
     n: int | None = Field(None, description="only 1 is supported")
