@@ -402,3 +402,25 @@ def test_api_key_requires_login(browser, ui_engine):
             page.wait_for_selector("#glmv-input textarea", timeout=WAIT_MS)
         finally:
             ctx.close()
+
+
+def test_queue_position_shown_while_waiting(browser, server, ui_engine):
+    _, _, slow = ui_engine
+    one = open_page(browser.new_context(locale="en-US"), server.url)
+    two = open_page(browser.new_context(locale="en-US"), server.url)
+    slow.delay_s = 0.1
+    try:
+        one.fill("#glmv-max-new input[type=number]", "400")
+        one.press("#glmv-max-new input[type=number]", "Enter")
+        ask(one, "A long answer first")
+        one.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
+        ask(two, "Then me")
+        two.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS)
+        one.click("#glmv-input .stop-button", timeout=WAIT_MS)
+        slow.delay_s = 0.0
+        chat = wait_turns(two, 2)
+        assert chat["messages"][0]["text"] == "Then me"
+    finally:
+        slow.delay_s = 0.0
+        one.context.close()
+        two.context.close()
