@@ -55,21 +55,18 @@ class UiServer:
 
 
 class SlowEmit:
-    """Wraps the engine worker's run function so each text delta waits `delay_s` on the worker thread
+    """Wraps the engine scheduler's emit so each text delta waits `delay_s` on the worker thread
     (the GPU loop itself is slowed, so Stop can be pressed mid-answer and cancellation is real)."""
 
     def __init__(self, engine) -> None:
         self.delay_s = 0.0
-        self._run = engine.worker._run
-        engine.worker._run = self.run
+        self._emit = engine.scheduler.emit
+        engine.scheduler.emit = self.emit
 
-    def run(self, request, cancel, emit):
-        def slow(text):
-            if self.delay_s:
-                time.sleep(self.delay_s)
-            emit(text)
-
-        return self._run(request, cancel, slow)
+    def emit(self, seq, text):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self._emit(seq, text)
 
 
 @dataclass(frozen=True)
