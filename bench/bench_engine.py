@@ -131,6 +131,7 @@ def baseline(loaded: LoadedModel, messages, device: str, decode_tokens: int) -> 
 
     reset_peak(device)
     ttft = timed(first_token, device)
+    prefill = timed(lambda: model.generate(**inputs, do_sample=False, max_new_tokens=1, repetition_penalty=1.0), device)
     started = time.perf_counter()
     out = model.generate(**inputs, do_sample=False, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens,
                          repetition_penalty=1.0)
@@ -143,7 +144,7 @@ def baseline(loaded: LoadedModel, messages, device: str, decode_tokens: int) -> 
         "ttft_cold_ms": ttft * 1000,
         "ttft_followup_ms": ttft * 1000,  # generate recomputes the whole conversation every turn
         "ttft_seen_image_ms": ttft * 1000,
-        "decode_tok_s": (new - 1) / max(total - ttft, 1e-9),
+        "decode_tok_s": (new - 1) / max(total - prefill, 1e-9),
         "peak_gib": peak_gib(device),
     }
 
@@ -192,7 +193,7 @@ def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> t
     turns = [Message("user", QUESTION, [picture])]
     prompt_len = 0
     while prompt_len < history_tokens:
-        turns += [Message("assistant", filler * 40), Message("user", "Go on.")]
+        turns += [Message("assistant", filler * max(1, 600 // tokens_per_filler)), Message("user", "Go on.")]
         prompt_len = len(engine.runner.build_prompt(GenerationRequest(turns)))
     reset_peak(device)
     engine.generate(GenerationRequest(turns, SamplingParams.greedy(64), session_id="history"))
@@ -235,6 +236,17 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
             "max_first_logits_rel_err": max_rel}
 
 
+def profile_decode(engine: Engine, picture) -> None:
+    """Kernel time of the graph-replayed decode steps and of a prefill, by kernel name."""
+    from torch.profiler import ProfilerActivity, profile
+
+    request = GenerationRequest([Message("user", QUESTION, [picture])], SamplingParams.greedy(48, min_new_tokens=48))
+    engine.generate(request)
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        engine.generate(request)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+
+
 # ---------------------------------------------------------------------------- report
 ROWS = [
     ("vision encoder, 1080p", "encoder_ms", "ms"),
@@ -273,6 +285,7 @@ def main() -> None:
     parser.add_argument("--history-tokens", type=int, default=8192)
     parser.add_argument("--max-context", type=int, default=32768)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 32 decode steps")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
@@ -282,7 +295,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
     pictures = [load_image(screenshot(seed)) for seed in (1, 2, 3)]
     question = [Message("user", QUESTION, [pictures[0]])]
-    settings = Settings(model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off")
+    # One decode slot: the single-stream numbers (the batching benchmark is bench/load.py).
+    settings = Settings(model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off",
+                        max_batch=1)
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True)
 
     columns: dict[str, dict] = {}
@@ -308,6 +323,8 @@ def main() -> None:
         results["history_peak_gib"], results["history_tokens"] = history_peak(fast, pictures[0], device, args.history_tokens)
         print("history peak:", results["history_peak_gib"], results["history_tokens"], flush=True)
         results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
+        if args.profile and device == "cuda":
+            profile_decode(fast, pictures[0])
         fast.shutdown()
     except Exception:  # noqa: BLE001 - keep the columns measured so far
         import traceback

@@ -1,0 +1,216 @@
+"""Load tool: N concurrent streaming clients through the official `openai` async client.
+
+Each client sends its own 1920x1080 screenshot with a question and asks for a fixed number of
+tokens; the tool prints time to first token p50/p95, per-stream and aggregate tokens/s, 429s and
+errors for each concurrency level.
+
+    python bench/load.py --url http://127.0.0.1:8080/v1 --streams 1,8,32        # a running server
+    python bench/load.py --tiny --streams 16                                     # in process, CPU
+    python bench/load.py --config bench/glm-4.6v-flash-config.json --streams 1,8,32,64 --queue-size 32   # in process, GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+QUESTION = "Describe this screenshot: every window, button and label you can see."
+
+
+@dataclass
+class StreamResult:
+    ok: bool
+    status: int | None = None
+    ttft_s: float | None = None
+    tokens: int = 0
+    decode_s: float = 0.0
+    error: str = ""
+
+
+def data_url(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
+    import openai
+
+    started = time.perf_counter()
+    first = None
+    try:
+        stream = await client.chat.completions.create(
+            model="glm-vision",
+            messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": f"{QUESTION} (client {index})"},
+            ]}],
+            max_tokens=tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"min_tokens": tokens},
+        )
+        completion = 0
+        async for chunk in stream:
+            if chunk.choices:
+                delta = chunk.choices[0].delta
+                if first is None and (delta.content or getattr(delta, "reasoning_content", None)):
+                    first = time.perf_counter()
+            if chunk.usage is not None:
+                completion = chunk.usage.completion_tokens
+        end = time.perf_counter()
+        return StreamResult(True, 200, (first or end) - started, completion, end - (first or end))
+    except openai.APIStatusError as exc:
+        return StreamResult(False, exc.status_code, error=str(exc)[:200])
+    except Exception as exc:  # noqa: BLE001 - counted as an error
+        return StreamResult(False, None, error=f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
+    import httpx
+    import openai
+
+    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600,
+                                  http_client=httpx.AsyncClient(limits=limits, timeout=600)) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
+        wall = time.perf_counter() - started
+    done = [r for r in results if r.ok]
+    ttfts = sorted(r.ttft_s for r in done)
+    per_stream = [(r.tokens - 1) / r.decode_s for r in done if r.decode_s > 0 and r.tokens > 1]
+    return {
+        "streams": streams,
+        "completed": len(done),
+        "rejected_429": sum(1 for r in results if r.status == 429),
+        "errors_5xx": sum(1 for r in results if r.status is not None and r.status >= 500),
+        "other_errors": sum(1 for r in results if not r.ok and (r.status is None or r.status < 500) and r.status != 429),
+        "tokens_short": sum(1 for r in done if r.tokens != tokens),
+        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
+        "ttft_p95_s": ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))] if ttfts else None,
+        "per_stream_tok_s_median": statistics.median(per_stream) if per_stream else None,
+        "per_stream_tok_s_min": min(per_stream) if per_stream else None,
+        "aggregate_tok_s": sum(r.tokens for r in done) / wall if wall else None,
+        "wall_s": wall,
+        "sample_errors": list({r.error for r in results if r.error})[:3],
+    }
+
+
+class InProcessServer:
+    """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
+
+    def __init__(self, engine, settings) -> None:
+        import socket
+
+        import uvicorn
+
+        from glm_vision.server import AppState, create_app
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        state = AppState(settings)
+        state.backend = engine
+        config = uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def fmt(value, unit="", digits=1):
+    return "-" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", help="a running server's /v1 base URL")
+    parser.add_argument("--api-key", default="none")
+    parser.add_argument("--tiny", action="store_true", help="in process: the tiny checkpoint on the CPU")
+    parser.add_argument("--config", type=Path, help="in process: full-size random model from this config (GPU)")
+    parser.add_argument("--streams", default="1,8", help="comma-separated concurrency levels")
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--queue-size", type=int, default=32)
+    parser.add_argument("--max-batch", type=int, default=0)
+    parser.add_argument("--max-context", type=int, default=8192)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    from bench_engine import full_size_model, screenshot, tiny_model
+
+    server = engine = None
+    device = "cpu"
+    if not args.url:
+        import torch
+
+        from glm_vision.engine import Engine
+        from glm_vision.settings import Settings
+
+        device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+        loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
+        settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
+                            max_context_tokens=args.max_context)
+        engine = Engine(settings, loaded)
+        started = time.perf_counter()
+        engine.warmup()
+        print(f"engine ready: {engine.runner.slab.slots} decode slots of {args.max_context} tokens, "
+              f"warm-up {time.perf_counter() - started:.1f} s", flush=True)
+        server = InProcessServer(engine, replace(settings))
+        base_url = server.url
+    else:
+        base_url = args.url
+    levels = [int(n) for n in args.streams.split(",")]
+    urls = [data_url(screenshot(seed)) for seed in range(min(max(levels), 64))]
+    rows = []
+    try:
+        for streams in levels:
+            if device == "cuda":
+                import torch
+
+                torch.cuda.reset_peak_memory_stats()
+            result = asyncio.run(run_level(base_url, args.api_key, streams, args.tokens, urls))
+            if device == "cuda":
+                import torch
+
+                result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+    finally:
+        if server is not None:
+            server.close()
+        if engine is not None:
+            engine.shutdown()
+    print()
+    print("| streams | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | per-stream tok/s (median / min) | aggregate tok/s | peak GPU memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
+              f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
+              f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | {fmt(r['aggregate_tok_s'])} | "
+              f"{fmt(r.get('peak_gib'), ' GiB', 2)} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
