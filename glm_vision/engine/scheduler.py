@@ -101,7 +101,8 @@ class Scheduler:
             self._copy.start(tokens)
             try:
                 logits = self.runner.forward.decode(tokens, [s.next_position for s in rows], [s.length for s in rows])
-            except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError as exc:
+                log.error("out of GPU memory in a decode step of %d sequences: %s", len(rows), exc)
                 self._fail_all(GpuOutOfMemoryError(OOM_MESSAGE))
                 return
         if self.prefilling:
@@ -122,7 +123,8 @@ class Scheduler:
         seq = self.prefilling[0]
         try:
             self.runner.prefill_chunk(seq)
-        except torch.OutOfMemoryError:
+        except torch.OutOfMemoryError as exc:
+            log.error("out of GPU memory prefilling a %d-token prompt: %s", len(seq.prompt), exc)
             self.prefilling.remove(seq)
             self._end(seq, GpuOutOfMemoryError(OOM_MESSAGE), keep_kv=False)
             self.runner.free_memory()
