@@ -304,12 +304,20 @@ def main() -> None:
     columns["generate"] = baseline(loaded, question, device, args.baseline_decode_tokens)
     print("baseline:", columns["generate"], flush=True)
 
-    eager = Engine(settings, loaded)
-    eager.warmup()
-    columns["engine eager"] = engine_numbers(eager, pictures[0], pictures[1], device, args.baseline_decode_tokens, "eager")
-    print("engine eager:", columns["engine eager"], flush=True)
-    eager.shutdown()
     results = {"columns": columns}
+    eager = Engine(settings, loaded)
+    try:
+        eager.warmup()
+        columns["engine eager"] = engine_numbers(eager, pictures[0], pictures[1], device, args.baseline_decode_tokens, "eager")
+        print("engine eager:", columns["engine eager"], flush=True)
+    except Exception:  # noqa: BLE001 - go on to the fast path
+        import traceback
+
+        traceback.print_exc()
+        if device == "cuda":
+            print(torch.cuda.memory_summary(abbreviated=True), flush=True)
+    finally:
+        eager.shutdown()
 
     try:
         fast_settings = replace(settings, compile="on")
