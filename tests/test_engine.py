@@ -264,3 +264,13 @@ def test_min_new_tokens_suppresses_stop_tokens(engine):
     forced = engine.generate(GenerationRequest(messages, SamplingParams.greedy(150, min_new_tokens=150)))
     assert forced.finish_reason == "length" and forced.usage.completion_tokens == 150
     assert forced.token_ids[: natural.usage.completion_tokens] == natural.token_ids
+
+
+def test_no_autograd_history_is_kept(engine, pictures):
+    """Cached features and saved KV must not hold an autograd graph (it would keep every activation alive)."""
+    engine.generate(GenerationRequest([Message("user", "Describe.", [pictures[2]])], SamplingParams.greedy(4), session_id="grad"))
+    session = engine.sessions.get("grad")
+    assert session.kv.saved.keys.grad_fn is None and not session.kv.saved.keys.requires_grad
+    entries = [f for (scope, _), f in engine.features._entries.items() if scope == "grad"]
+    assert entries and all(f.embeds.grad_fn is None and not f.embeds.requires_grad for f in entries)
+    assert not any(p.requires_grad for p in engine.loaded.model.parameters())

@@ -86,6 +86,7 @@ def fuse_qkv(model) -> None:
 
 class TextForward:
     def __init__(self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool) -> None:
+        model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
         text_model = model.model.language_model
         cfg = model.config.get_text_config()
@@ -216,6 +217,7 @@ class TextForward:
         self.graphs[(batch, bucket)] = graph
         self.lengths.copy_(saved)
 
+    @torch.inference_mode()
     def warmup(self, max_batch: int = 1, max_bucket: int | None = None) -> None:
         if not self.use_graphs:
             return

@@ -146,6 +146,7 @@ def load_model(settings: Settings) -> LoadedModel:
     except OSError as exc:
         raise ModelLoadError(f"cannot load {source}: {exc}. {GET_WEIGHTS_HINT}") from None
     model.eval()
+    model.requires_grad_(False)
     name = REAL_MODEL_ID if source != settings.model and not is_demo else Path(source).name if Path(source).exists() else source
     if is_demo:
         name = "glm-vision-demo"

@@ -77,6 +77,7 @@ class Scheduler:
         taken = {s.slot for s in self.rows + self.prefilling}
         return next(slot for slot in range(self.runner.slab.slots - 1, -1, -1) if slot not in taken)
 
+    @torch.inference_mode()
     def admit(self, handle) -> None:
         """Start a request (prompt checks happen here, before any GPU work); errors go to its handle."""
         session = None
@@ -92,6 +93,7 @@ class Scheduler:
         self.prefilling.append(seq)
 
     # ------------------------------------------------------------------ one step
+    @torch.inference_mode()
     def step(self) -> None:
         rows = list(self.rows)
         logits = None
