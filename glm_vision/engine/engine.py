@@ -44,7 +44,7 @@ def decode_slots(settings: Settings, loaded: LoadedModel) -> int:
     per_token = KVSlab.bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, loaded.model.dtype)
     free, _ = torch.cuda.mem_get_info()
     budget = free - ACTIVATION_RESERVE_BYTES - settings.kv_cache_mb * MB  # sessions' saved KV lives beside the slab
-    slots = int(budget * 0.9) // (settings.max_context_tokens * per_token) - 1  # one scratch slot
+    slots = int(budget * 0.9) // (settings.max_context_tokens * per_token)
     return max(1, min(MAX_AUTO_BATCH, slots))
 
 

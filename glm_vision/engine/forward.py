@@ -63,6 +63,13 @@ def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_p
     return h + _rms_norm(x, n_post_mlp, eps)
 
 
+def _attend(q, keys, values, valid, scale: float):
+    """q (B, kv, group, d) over keys/values (B, kv, L, d) where `valid` (B, L): (B, kv, group, d)."""
+    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * scale
+    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+    return torch.matmul(scores.softmax(-1).to(values.dtype), values)
+
+
 def _final(h, norm_w, lm_head, eps: float):
     return F.linear(_rms_norm(h, norm_w, eps), lm_head).float()
 
@@ -112,19 +119,20 @@ class TextForward:
         self.lengths = torch.zeros(slots, dtype=torch.long, device=self.device)  # KV index of the new token
         self.logits = torch.zeros(slots, self.lm_head.shape[0], dtype=torch.float32, device=self.device)
         self.arange = torch.arange(slab.max_len, device=self.device)
-        # Which slot each decode row writes: row i -> slot i; padding rows -> the slab's scratch slot.
-        self.rows = torch.arange(slots, device=self.device)
-        self.pre, self.post, self.final = _pre_attention, _post_attention, _final
+        self.rows = torch.arange(slots, device=self.device)  # row i writes slot i
+        self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
         if compile_math:
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
+            self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
+        self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
         pinned = self.device.type == "cuda"
         # Two pinned staging buffers, used in turn: one may still be in flight to the GPU.
-        self._staging = [torch.zeros(3, slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
+        self._staging = [torch.zeros(2, slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self._turn = 0
 
     # ------------------------------------------------------------------ prefill
@@ -172,7 +180,6 @@ class TextForward:
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         cos, sin = freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
         valid = self.arange[:bucket][None, :] <= lengths[:, None]  # (B, bucket): the new token sits at `length`
-        mask = valid[:, None, None, :]
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
         for i, layer in enumerate(self.layers):
@@ -182,10 +189,8 @@ class TextForward:
                 self.eps, self.n_heads, self.n_kv, self.head_dim,
             )
             keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
-            scores = torch.matmul(q.view(batch, self.n_kv, group, self.head_dim), keys.transpose(-1, -2)).float()
-            scores = (scores * self.scale).masked_fill(~mask, float("-inf"))
-            probs = scores.softmax(-1).to(self.dtype)
-            attn = torch.matmul(probs, values).reshape(batch, self.n_heads * self.head_dim)
+            attn = self.attend(q.view(batch, self.n_kv, group, self.head_dim), keys, values, valid, self.scale)
+            attn = attn.reshape(batch, self.n_heads * self.head_dim)
             h = self.post(
                 h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
                 layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
@@ -203,8 +208,8 @@ class TextForward:
     def capture(self, batch: int, bucket: int) -> None:
         """Record the decode step for one (batch, bucket) (warm-up runs first, as CUDA graphs require)."""
         saved = self.lengths.clone()
-        self.lengths.zero_()
-        stream = torch.cuda.Stream()
+        self.lengths.fill_(self.slab.spare)  # warm-up writes land where nothing lives
+        stream = self._capture_stream
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
@@ -238,13 +243,11 @@ class TextForward:
         self._turn ^= 1
         staging[0, :batch] = torch.tensor(positions)
         staging[1, :batch] = torch.tensor(lengths)
-        staging[2, :batch] = torch.arange(batch)
-        staging[:2, batch:padded] = 0  # padding rows decode a dummy token into the scratch slot
-        staging[2, batch:padded] = self.slab.scratch
+        staging[0, batch:padded] = 0
+        staging[1, batch:padded] = self.slab.spare  # padding rows write their dummy token where nothing lives
         self.tokens[:batch].copy_(tokens)
         self.positions[:padded].copy_(staging[0, :padded], non_blocking=True)
         self.lengths[:padded].copy_(staging[1, :padded], non_blocking=True)
-        self.rows[:padded].copy_(staging[2, :padded], non_blocking=True)
         bucket = self.bucket(max(lengths))
         if self.use_graphs:
             if (padded, bucket) not in self.graphs:

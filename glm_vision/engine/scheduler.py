@@ -142,10 +142,8 @@ class Scheduler:
             target = len(self.rows)
             if seq.slot != target:
                 holder = next((s for s in self.prefilling if s.slot == target), None)
-                if holder is not None:  # another prompt is mid-prefill there: swap through the scratch slot
-                    slab.move(target, slab.scratch, holder.length)
-                    slab.move(seq.slot, target, seq.length)
-                    slab.move(slab.scratch, seq.slot, holder.length)
+                if holder is not None:  # another prompt is mid-prefill there: swap the two slots
+                    slab.swap(target, holder.length, seq.slot, seq.length)
                     holder.slot = seq.slot
                 else:
                     slab.move(seq.slot, target, seq.length)

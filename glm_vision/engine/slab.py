@@ -1,8 +1,12 @@
-"""Pre-allocated KV memory: `slots` sequences of up to `max_len` tokens, plus one scratch slot.
+"""Pre-allocated KV memory: `slots` sequences of up to `max_len` tokens.
 
 Slot i holds decode row i (the scheduler keeps running sequences in the lowest slots); a
 sequence's KV moves in and out of its slot as one compact pair of tensors (`SavedKV`) so that a
 session keeps its conversation between turns without holding a slot.
+
+The last position of every slot (`spare`) never holds real KV: a prompt is shorter than the
+context and the final generated token is never fed back, so padding rows of a captured batch
+write their dummy token there.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ class KVSlab:
     def __init__(self, *, layers: int, kv_heads: int, head_dim: int, slots: int, max_len: int, device, dtype) -> None:
         self.slots = slots
         self.max_len = max_len
-        self.scratch = slots  # the extra slot that padding rows of a captured batch write into
-        shape = (layers, slots + 1, kv_heads, max_len, head_dim)
+        self.spare = max_len - 1
+        shape = (layers, slots, kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
 
@@ -55,6 +59,11 @@ class KVSlab:
     def move(self, source: int, target: int, length: int) -> None:
         self.k[:, target, :, :length].copy_(self.k[:, source, :, :length])
         self.v[:, target, :, :length].copy_(self.v[:, source, :, :length])
+
+    def swap(self, a: int, length_a: int, b: int, length_b: int) -> None:
+        held = self.save(a, length_a)
+        self.move(b, a, length_b)
+        self.load(b, held, length_a)
 
     def write_chunk(self, layer: int, slot: int, start: int, k: torch.Tensor, v: torch.Tensor):
         """Store a prefill chunk's k/v (T, kv, d) at [start, start+T); return the slot's keys/values so far."""
