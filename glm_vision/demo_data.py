@@ -355,7 +355,7 @@ def check_answer(qa: QA, text: str) -> bool:
 class Turn:
     question: str
     answer: str
-    image: Image.Image | None = None  # shown with this question
+    image: Image.Image | int | None = None  # shown with this question (a bank index in training)
     qa: QA | None = None
     image_index: int = -1  # which of the conversation's scenes the question is about
 
@@ -366,7 +366,7 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
 
 
-KIND_WEIGHTS = {"describe": 1.0, "color": 1.6, "shapes": 1.2, "count": 1.5, "position": 1.6, "word": 1.6}
+KIND_WEIGHTS = {"describe": 0.6, "color": 1.4, "shapes": 1.5, "count": 1.5, "position": 1.6, "word": 1.8}
 
 
 def pick_kind(rng: random.Random, scene: Scene) -> str:
@@ -375,9 +375,19 @@ def pick_kind(rng: random.Random, scene: Scene) -> str:
     return rng.choices(kinds, weights)[0]
 
 
-def random_conversation(rng: random.Random, *, images: int | None = None, zh_share: float = 0.3) -> Conversation:
+def _new_rendered_scene(rng: random.Random):
+    scene = random_scene(rng)
+    return scene, render(scene)
+
+
+def random_conversation(rng: random.Random, *, images: int | None = None, zh_share: float = 0.3,
+                        new_scene=_new_rendered_scene) -> Conversation:
     """1 to 3 image showings (a later one may repeat an earlier image), each followed by 1 to 5 questions
-    about the image shown last; sometimes a text-only greeting first."""
+    about the image shown last; sometimes a text-only greeting first.
+
+    `new_scene(rng) -> (scene, picture)` supplies each new image; by default a fresh random scene and
+    its rendering. The training script passes one that draws from a pre-rendered bank (the picture is
+    then the bank index); `Turn.image` holds whatever it returned."""
     conv = Conversation()
     if images is None:
         images = rng.choices([0, 1, 2, 3], [0.03, 0.55, 0.27, 0.15])[0]
@@ -385,13 +395,14 @@ def random_conversation(rng: random.Random, *, images: int | None = None, zh_sha
         lang = "zh" if rng.random() < zh_share else "en"
         greeting = rng.choice(["Hi", "Hello", "hi!", "Hey"] if lang == "en" else ["你好", "您好"])
         conv.turns.append(Turn(greeting, GREETING_EN if lang == "en" else GREETING_ZH))
-    rendered: list[Image.Image] = []
+    rendered: list = []
     for shown in range(images):
         if shown >= 2 and rng.random() < 0.6:
             index = rng.randrange(len(conv.scenes))  # show an earlier image again
         else:
-            conv.scenes.append(random_scene(rng))
-            rendered.append(render(conv.scenes[-1]))
+            scene, picture = new_scene(rng)
+            conv.scenes.append(scene)
+            rendered.append(picture)
             index = len(conv.scenes) - 1
         scene = conv.scenes[index]
         for q in range(rng.choice([1, 2, 2, 3]) if images > 1 else rng.choice([2, 3, 4, 5])):

@@ -90,23 +90,89 @@ def mrope_positions(ids: np.ndarray, grids: list[tuple[int, int, int]], image_to
     return out
 
 
-class Batcher:
-    """Builds one padded training batch from a seed: token ids, targets, positions, pixels."""
+# ---------------------------------------------------------------------------------------------- image bank
+_POOL_IP = None
 
-    def __init__(self, processor, batch: int, seed: int) -> None:
+
+def _pool_init(image_processor) -> None:
+    global _POOL_IP
+    torch.set_num_threads(1)
+    _POOL_IP = image_processor
+
+
+def _render_one(job: tuple[int, int]):
+    """Scene j of the bank and its pixels exactly as the processor resizes them, as uint8 patch rows
+    (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy."""
+    seed, j = job
+    scene = demo_data.random_scene(random.Random(f"{seed}/scene/{j}"))
+    out = _POOL_IP(images=[demo_data.render(scene)], do_rescale=False, do_normalize=False, return_tensors="pt")
+    _, gh, gw = out["image_grid_thw"][0].tolist()
+    rows = out["pixel_values"].view(gh * gw, 3, _POOL_IP.temporal_patch_size, -1)[:, :, 0]
+    return scene, rows.round().clamp(0, 255).to(torch.uint8).reshape(gh * gw, -1).numpy(), (gh, gw)
+
+
+class ImageBank:
+    """Every training picture rendered once, up front, by a pool of processes: the scenes (for the
+    questions) and their resized pixels as one uint8 array of patch rows (moved to the GPU by the
+    trainer), with each picture's first row and grid."""
+
+    def __init__(self, processor, n: int, seed: int, procs: int) -> None:
+        import multiprocessing as mp
+
+        t = time.time()
+        jobs = [(seed, j) for j in range(n)]
+        if procs > 1:
+            with mp.get_context("fork").Pool(procs, _pool_init, (processor.image_processor,)) as pool:
+                results = pool.map(_render_one, jobs, chunksize=64)
+        else:
+            _pool_init(processor.image_processor)
+            results = [_render_one(job) for job in jobs]
+        self.scenes = [r[0] for r in results]
+        self.grids = np.asarray([r[2] for r in results], dtype=np.int64)
+        lengths = self.grids[:, 0] * self.grids[:, 1]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.rows = np.concatenate([r[1] for r in results])
+        self.seconds = time.time() - t
+        print(f"image bank: {n} pictures, {len(self.rows)} patch rows, {self.rows.nbytes / 1e9:.2f} GB uint8, "
+              f"rendered in {self.seconds:.1f}s with {procs} processes ({n / self.seconds:.0f} pictures/s)", flush=True)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+def normalise_patches(rows: torch.Tensor, image_processor) -> torch.Tensor:
+    """uint8 patch rows -> the processor's `pixel_values` (rescale, normalise, temporal copy), on rows' device."""
+    n = rows.shape[0]
+    mean = torch.tensor(image_processor.image_mean, device=rows.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std, device=rows.device).view(1, 3, 1, 1)
+    x = rows.view(n, 3, 1, -1).float() * image_processor.rescale_factor
+    x = (x - mean) / std
+    return x.expand(n, 3, image_processor.temporal_patch_size, x.shape[-1]).reshape(n, -1)
+
+
+class Batcher:
+    """Builds one padded training batch from a seed: token ids, targets, positions, and which bank
+    rows hold its pictures' patches (the pixels themselves are gathered on the GPU)."""
+
+    def __init__(self, processor, batch: int, seed: int, bank: ImageBank) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.batch = batch
         self.seed = seed
+        self.bank = bank
         tk = self.tokenizer
         self.image_token_id = tk.convert_tokens_to_ids("<|image|>")
         self.assistant_id = tk.convert_tokens_to_ids("<|assistant|>")
         self.end_ids = {tk.convert_tokens_to_ids("<|user|>"), tk.convert_tokens_to_ids("<|endoftext|>")}
         self.pad_id = tk.convert_tokens_to_ids("<|endoftext|>")
 
+    def _pick(self, rng: random.Random):
+        j = rng.randrange(len(self.bank))
+        return self.bank.scenes[j], j
+
     def sample(self, rng: random.Random, multi: bool):
         images = rng.choice([2, 2, 3]) if multi else (0 if rng.random() < 0.03 else 1)
-        conv = demo_data.random_conversation(rng, images=images)
+        conv = demo_data.random_conversation(rng, images=images, zh_share=0.4, new_scene=self._pick)
         messages, images = template_messages(conv)
         thinking = rng.random() < 0.5
         text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, enable_thinking=thinking)
@@ -120,13 +186,14 @@ class Batcher:
         raw = []
         while len(raw) < self.batch:
             raw.append(self.sample(rng, multi))
-        all_images = [img for _, imgs in raw for img in imgs]
+        all_images = [j for _, imgs in raw for j in imgs]
         if all_images:
-            vis = self.processor.image_processor(images=all_images, return_tensors="pt")
-            pixel_values, grids = vis["pixel_values"], vis["image_grid_thw"]
-            grid_list = [tuple(g) for g in grids.tolist()]
+            grid_list = [(1, int(self.bank.grids[j, 0]), int(self.bank.grids[j, 1])) for j in all_images]
+            grids = torch.tensor(grid_list, dtype=torch.long)
+            rows = torch.from_numpy(np.concatenate(
+                [np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2]) for j, g in zip(all_images, grid_list)]))
         else:
-            pixel_values, grids, grid_list = None, None, []
+            rows, grids, grid_list = None, None, []
         seqs, g = [], 0
         for ids, images in raw:
             mine = grid_list[g : g + len(images)]
@@ -165,7 +232,7 @@ class Batcher:
             "input_ids": torch.from_numpy(input_ids),
             "labels": torch.from_numpy(labels),
             "position_ids": torch.from_numpy(positions),
-            "pixel_values": pixel_values,
+            "patch_rows": rows,
             "image_grid_thw": grids,
         }
 
@@ -238,15 +305,16 @@ def build_model(processor, args):
     return model
 
 
-def loss_fn(model, batch, device, autocast):
+def loss_fn(model, batch, device, autocast, bank_rows, image_processor):
     inner = model.model
     ids = batch["input_ids"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
     positions = batch["position_ids"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         embeds = inner.language_model.embed_tokens(ids)
-        if batch["pixel_values"] is not None:
-            pixels = batch["pixel_values"].to(device, non_blocking=True)
+        if batch["patch_rows"] is not None:
+            rows = bank_rows[batch["patch_rows"].to(device, non_blocking=True)]
+            pixels = normalise_patches(rows, image_processor)
             grids = batch["image_grid_thw"].to(device)
             _LAYOUT.update(vision_layout(batch["image_grid_thw"], device))
             feats = inner.visual(pixels, grid_thw=grids).pooler_output
@@ -267,9 +335,11 @@ def main(argv=None) -> None:
     p.add_argument("--budget-s", type=float, default=470.0, help="training time for --steps auto")
     p.add_argument("--batch", type=int, default=160)
     p.add_argument("--lr", type=float, default=2.5e-3)
-    p.add_argument("--warmup", type=int, default=250)
+    p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--bank", type=int, default=48000, help="pictures rendered up front; conversations draw from them")
+    p.add_argument("--render-procs", type=int, default=os.cpu_count() or 1, help="processes that render the bank")
     p.add_argument("--image-tokens", type=int, default=100, help="most LLM tokens per image (28x28 px each)")
     p.add_argument("--vocab", type=int, default=1000)
     p.add_argument("--layers", type=int, default=4)
@@ -277,7 +347,7 @@ def main(argv=None) -> None:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=768)
     p.add_argument("--vision-hidden", type=int, default=192)
-    p.add_argument("--vision-depth", type=int, default=4)
+    p.add_argument("--vision-depth", type=int, default=6)
     p.add_argument("--vision-heads", type=int, default=3)
     p.add_argument("--deadline-s", type=float, default=0, help="stop early (and save) this long after the start; 0: never")
     p.add_argument("--log-every", type=int, default=50)
@@ -288,6 +358,10 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
     processor = make_processor(args.image_tokens, args.vocab)
+    print(f"processor ready {time.time() - started:.0f}s", flush=True)
+    bank = ImageBank(processor, args.bank, args.seed, args.render_procs)
+    bank_rows = torch.from_numpy(bank.rows).to(device)
+    bank.rows = None  # the workers need only the scenes, offsets and grids
     model = build_model(processor, args).to(device)
     from transformers.models.glm4v import modeling_glm4v
 
@@ -296,7 +370,7 @@ def main(argv=None) -> None:
     n_vision = sum(p.numel() for p in model.model.visual.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters ({n_vision / 1e6:.2f}M vision), vocab {len(processor.tokenizer)}", flush=True)
 
-    batcher = Batcher(processor, args.batch, args.seed)
+    batcher = Batcher(processor, args.batch, args.seed, bank)
     if args.check_positions:
         b = batcher.make(10**6)
         types = (b["input_ids"] == model.config.image_token_id).int()
@@ -334,8 +408,19 @@ def main(argv=None) -> None:
     t_probe = None
     running, count = 0.0, 0
     t0 = time.time()
+    print(f"training starts {t0 - started:.0f}s after launch", flush=True)
     step = 0
-    for step, batch in enumerate(loader):
+    wait, wait_window, t_window = 0.0, 0.0, time.time()
+    it = iter(loader)
+    while True:
+        t_wait = time.time()
+        try:
+            batch = next(it)
+        except StopIteration:
+            break
+        waited = time.time() - t_wait
+        wait += waited
+        wait_window += waited
         if total is not None and step >= total:
             break
         if args.deadline_s and time.time() - started > args.deadline_s:
@@ -344,7 +429,7 @@ def main(argv=None) -> None:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        loss = loss_fn(model, batch, device, autocast)
+        loss = loss_fn(model, batch, device, autocast, bank_rows, processor.image_processor)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -354,18 +439,23 @@ def main(argv=None) -> None:
         if total is None:
             if step == 60:
                 t_probe = time.time()
-            elif step == 160:
-                rate = 100 / (time.time() - t_probe)
+            elif step == 260:
+                rate = 200 / (time.time() - t_probe)
                 left = args.budget_s - (time.time() - t0)
-                total = max(args.warmup + 200, int(160 + rate * left))
+                total = max(args.warmup + 200, int(260 + rate * left))
                 print(f"speed {rate:.2f} steps/s -> --steps {total}", flush=True)
         if step % args.log_every == 0:
+            span = time.time() - t_window
             print(f"step {step}/{total or '?'} loss {running / max(1, count):.4f} lr {lr_at(step):.2e} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+                  f"{time.time() - t0:.0f}s | {args.log_every / span if step else 0:.2f} steps/s, "
+                  f"data wait {wait_window / max(span, 1e-9):.0%}", flush=True)
             running, count = 0.0, 0
-    steps_done = step if total is not None and step >= total else step + 1
+            wait_window, t_window = 0.0, time.time()
+        step += 1
+    steps_done = step
     train_s = time.time() - t0
-    print(f"trained {steps_done} steps in {train_s:.0f}s", flush=True)
+    print(f"trained {steps_done} steps in {train_s:.0f}s ({steps_done / train_s:.2f} steps/s, "
+          f"waiting for data {wait:.0f}s)", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -375,7 +465,8 @@ def main(argv=None) -> None:
     record = {k: v for k, v in vars(args).items() if k != "out"}
     record.update(steps=steps_done, train_seconds=round(train_s), total_seconds=round(time.time() - started),
                   device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  parameters=n_params, torch=torch.__version__)
+                  parameters=n_params, torch=torch.__version__,
+                  bank_render_seconds=round(bank.seconds, 1), data_wait_seconds=round(wait, 1))
     import transformers
 
     record["transformers"] = transformers.__version__
