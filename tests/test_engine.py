@@ -44,22 +44,35 @@ def test_stream_deltas_add_up_to_the_result(engine, pictures):
     assert result.usage.ttft_s > 0 and result.usage.prompt_tokens > 0
 
 
+def cancel_after_deltas(engine, count: int):
+    """Press Stop from the worker thread itself right after a request's `count`-th delta, so the test
+    measures the engine's reaction (within one step), not how fast the consuming thread runs."""
+    original = engine.scheduler.emit
+    seen = {}
+    tokens_at_stop = []
+
+    def emit(seq, text):
+        original(seq, text)
+        seen[id(seq)] = seen.get(id(seq), 0) + 1
+        if seen[id(seq)] == count:
+            seq.handle.cancel()
+            tokens_at_stop.append(len(seq.generated))
+
+    engine.scheduler.emit = emit
+    return tokens_at_stop, lambda: setattr(engine.scheduler, "emit", original)
+
+
 def test_stop_halts_generation_within_a_step(engine, pictures):
     messages = [Message("user", "Describe.", [pictures[1]])]
     full = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
     assert full.finish_reason == "length" and full.usage.completion_tokens == 300  # runs long when not stopped
-    handle = engine.submit(GenerationRequest(messages, SamplingParams.greedy(300)))
-    deltas = 0
-    result = None
-    for item in handle:
-        if isinstance(item, TextDelta):
-            deltas += 1
-            if deltas == 3:
-                handle.cancel()
-        else:
-            result = item
+    tokens_at_stop, restore = cancel_after_deltas(engine, 3)
+    try:
+        result = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
+    finally:
+        restore()
     assert result.finish_reason == "cancelled"
-    assert result.usage.completion_tokens < 30
+    assert result.usage.completion_tokens == tokens_at_stop[0]  # no token after the one being shown when Stop came
     assert full.text.startswith(result.text)  # what was written is kept
 
 
