@@ -233,7 +233,26 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
         history.append(Message("assistant", result.text))
     engine.close_session("agree")
     return {"tokens_equal": equal, "tokens_compared": compared, "first_divergence": first_divergence,
-            "max_first_logits_rel_err": max_rel}
+            "max_first_logits_rel_err": max_rel, **reference_noise(loaded, turns[:1], device, tokens_per_turn)}
+
+
+@torch.inference_mode()
+def reference_noise(loaded: LoadedModel, messages, device: str, tokens: int) -> dict:
+    """The same comparison between two transformers runs that differ only in the attention kernel
+    (SDPA vs eager): how far two correct bf16 implementations drift apart on this model."""
+    model = loaded.model
+    inputs = reference_inputs(loaded, messages, device)
+    runs = {}
+    for attn in ("sdpa", "eager"):
+        model.set_attn_implementation(attn)
+        logits = model(**inputs).logits[0, -1].float().cpu()
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens, repetition_penalty=1.0)
+        runs[attn] = (logits, out[0, inputs["input_ids"].shape[1]:].tolist())
+    model.set_attn_implementation("sdpa")
+    (la, ta), (lb, tb) = runs["sdpa"], runs["eager"]
+    same = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
+    return {"reference_sdpa_vs_eager_logits_rel_err": ((la - lb).norm() / la.norm()).item(),
+            "reference_sdpa_vs_eager_tokens_equal_before_divergence": same}
 
 
 def profile_decode(engine: Engine, picture) -> None:
@@ -351,6 +370,9 @@ def main() -> None:
         print(f"greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens equal "
               f"(first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
               f"{a['max_first_logits_rel_err']:.2e}")
+        print(f"reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
+              f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
+              f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
