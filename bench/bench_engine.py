@@ -302,7 +302,7 @@ def main() -> None:
     parser.add_argument("--baseline-decode-tokens", type=int, default=128)
     parser.add_argument("--agreement-tokens", type=int, default=100, help="greedy tokens per turn compared")
     parser.add_argument("--history-tokens", type=int, default=8192)
-    parser.add_argument("--max-context", type=int, default=32768)
+    parser.add_argument("--max-context", type=int, default=16384)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 32 decode steps")
     args = parser.parse_args()

@@ -33,7 +33,7 @@ class Settings:
     max_upload_mb: float = 20.0
     pdf_max_pages: int = 8
     pdf_dpi: int = 144
-    max_context_tokens: int = 32768
+    max_context_tokens: int = 16384
     max_new_tokens: int = 1024
     vision_cache_mb: int = 1024
     kv_cache_mb: int = 4096
