@@ -265,6 +265,7 @@ def run(args) -> int:
     pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="batch")
     pending = set()
     queue = iter(todo)
+    interrupted = False
     try:
         while True:
             while len(pending) < args.concurrency:
@@ -286,13 +287,14 @@ def run(args) -> int:
                 progress.update(1)
                 progress.set_postfix(ok=answered, errors=errors)
     except KeyboardInterrupt:
+        interrupted = True
         for future in pending:
             future.cancel()
         print(f"\ninterrupted: run the same command again to resume ({answered + errors} records written)", file=sys.stderr)
         return 130
     finally:
         progress.close()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
         results.close()
         if hasattr(backend, "shutdown"):
             backend.shutdown()
@@ -307,4 +309,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Every record is written, flushed and fsynced by now. Leave without the interpreter's native
+    # teardown: under CPU load a native thread pool of the model stack (torch / tokenizers) can
+    # abort at exit ("terminate called without an active exception"), turning a finished run into
+    # exit status 134.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
