@@ -1,66 +1,95 @@
-"""Draws the example images of the web UI's gallery (run once: python assets/examples/make_examples.py).
+"""Draws the web UI's example gallery from `glm_vision.demo_data` scenes the bundled demo model answers.
 
-Flat, screenshot-like pictures made by the project itself: coloured shapes at clear positions and
-short words, with simple questions about colour, shape, position, count and text.
+    python assets/examples/make_examples.py [--model assets/demo-model]
+
+For each question kind (colour, count, position, shapes, word) it walks through seeded scenes
+("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
+and first Chinese question form (`demo_data.Q_EN` / `Q_ZH`) through the production engine, greedy,
+with thinking on and off, and keeps the first scene whose four answers all pass
+`demo_data.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
+printed). Deterministic for a given checkpoint: rerun it whenever the demo model is retrained.
+`tests/test_examples.py` asks every entry again and checks the answers.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
+import random
+import sys
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from glm_vision import demo_data  # noqa: E402
+
+SIZE = (448, 336)
+KINDS = ["color", "count", "position", "shapes", "word"]
+FILES = {"color": "shapes.png", "count": "count.png", "position": "position.png", "shapes": "which.png", "word": "word.png"}
 
 
-def font(size):
-    for name in ("DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    return ImageFont.load_default(size)
+def scene_for(kind: str, i: int) -> demo_data.Scene:
+    rng = random.Random(f"gallery/{kind}/{i}")
+    n = rng.randint(1, 3) if kind != "count" else rng.randint(1, 5)
+    return demo_data.random_scene(rng, n_shapes=n, with_word=kind == "word", size=SIZE)
 
 
-def canvas(color=(245, 245, 245), size=(448, 336)):
-    image = Image.new("RGB", size, color)
-    return image, ImageDraw.Draw(image)
+def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_data.QA]:
+    """The kind's first English and Chinese question form, about the first shape in reading order."""
+    subject = scene.ordered()[0].kind
+    out = []
+    for lang, forms in (("en", demo_data.Q_EN), ("zh", demo_data.Q_ZH)):
+        named = subject if lang == "en" else demo_data.SHAPE_ZH[subject]
+        question = forms[kind][0].format(s=named, c="")
+        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in ("color", "position") else "")
+        out.append(demo_data.QA(kind=kind, lang=lang, question=question, answer=answer, target=target,
+                                subject=subject if kind in ("color", "position") else ""))
+    return out[0], out[1]
 
 
-def main():
+def answers_ok(engine, image, qas) -> bool:
+    from glm_vision.conversation import Message, split_output
+    from glm_vision.engine.types import GenerationRequest, SamplingParams
+    from glm_vision.images import load_image
+
+    picture = load_image(image)
+    for qa in qas:
+        for thinking in (False, True):
+            request = GenerationRequest([Message("user", qa.question, [picture])], SamplingParams.greedy(64),
+                                        session_id="gallery", enable_thinking=thinking)
+            if not demo_data.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
+                return False
+    return True
+
+
+def main(argv=None) -> None:
+    from glm_vision.engine import Engine
+    from glm_vision.engine.loader import DEMO_MODEL_DIR
+    from glm_vision.settings import Settings
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(DEMO_MODEL_DIR))
+    p.add_argument("--tries", type=int, default=80)
+    args = p.parse_args(argv)
+    engine = Engine.load(Settings(model=args.model, device="cpu", max_context_tokens=4096))
     items = []
-
-    image, draw = canvas()
-    draw.ellipse((48, 88, 208, 248), fill=(220, 30, 30))
-    draw.rectangle((256, 88, 416, 248), fill=(30, 80, 220))
-    image.save(HERE / "shapes.png")
-    items.append({"image": "shapes.png", "question": "What colour is the circle, and which side of the picture is it on?",
-                  "question_zh": "圆形是什么颜色？它在图片的哪一侧？"})
-
-    image, draw = canvas((255, 255, 255))
-    for x in (40, 150, 260, 370):
-        draw.ellipse((x - 30 + 20, 138, x + 30 + 20, 198), fill=(40, 170, 70))
-    image.save(HERE / "count.png")
-    items.append({"image": "count.png", "question": "How many green dots are there?", "question_zh": "图中有几个绿色圆点？"})
-
-    image, draw = canvas((30, 34, 42))
-    draw.rounded_rectangle((64, 120, 384, 216), radius=18, fill=(37, 99, 235))
-    draw.text((224, 168), "SAVE", font=font(48), fill=(255, 255, 255), anchor="mm")
-    image.save(HERE / "button.png")
-    items.append({"image": "button.png", "question": "What word is written on the button?", "question_zh": "按钮上写的是什么词？"})
-
-    image, draw = canvas((255, 250, 230))
-    draw.polygon([(224, 40), (124, 200), (324, 200)], fill=(250, 200, 0))
-    draw.rectangle((184, 240, 264, 300), fill=(120, 60, 160))
-    image.save(HERE / "stack.png")
-    items.append({"image": "stack.png", "question": "Which shape is at the top, and what colour is the square below it?",
-                  "question_zh": "最上面是什么形状？它下面的正方形是什么颜色？"})
-
-    image, draw = canvas((255, 255, 255))
-    draw.text((224, 100), "HELLO", font=font(64), fill=(0, 0, 0), anchor="mm")
-    draw.text((224, 220), "WORLD", font=font(56), fill=(200, 0, 0), anchor="mm")
-    image.save(HERE / "words.png")
-    items.append({"image": "words.png", "question": "Read the text in the picture.", "question_zh": "读出图片中的文字。"})
-
+    try:
+        for kind in KINDS:
+            for i in range(args.tries):
+                scene = scene_for(kind, i)
+                en, zh = questions(scene, kind)
+                image = demo_data.render(scene)
+                if answers_ok(engine, image, (en, zh)):
+                    image.save(HERE / FILES[kind])
+                    items.append({"image": FILES[kind], "question": en.question, "question_zh": zh.question,
+                                  "kind": kind, "scene": f"gallery/{kind}/{i}"})
+                    print(f"{kind}: scene {i}: {en.question} -> {en.answer}")
+                    break
+            else:
+                print(f"{kind}: no scene among the first {args.tries} is answered right in all four settings; left out")
+    finally:
+        engine.shutdown()
     (HERE / "examples.json").write_text(json.dumps(items, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
