@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import secrets
 import time
 import uuid
@@ -32,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api_schemas import (
     ERROR_RESPONSES,
@@ -137,7 +139,7 @@ class OpenAIRoute(APIRoute):
                 return error_response(400, message, code="invalid_request", param=param)
             except EngineError as exc:
                 return engine_error(exc).response()
-            except HTTPException as exc:  # FastAPI's own (e.g. a body it could not parse)
+            except StarletteHTTPException as exc:  # FastAPI's own (e.g. a body it could not parse, not UTF-8)
                 status = exc.status_code if 400 <= exc.status_code < 500 else 400
                 return error_response(status, str(exc.detail), headers=exc.headers)
 
@@ -209,6 +211,15 @@ def conversation_session(scope: str, messages: list[Message]) -> str:
 
 
 # ---------------------------------------------------------------------------------- messages
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Lone UTF-16 surrogates (legal as JSON escapes, not as Unicode) become U+FFFD; valid pairs were
+    already joined by the JSON parser."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tuple[str, ImagePart]]]:
     if content is None:
         return "", []
@@ -246,6 +257,7 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
             raise APIError(400, f"{where}: tool_calls are not supported (this server has no tool calling)",
                            param=f"{where}.tool_calls")
         text, parts = _text_of(message.content, where, allow_images=role == "user")
+        text = clean_text(text)
         if role in {"system", "developer"}:
             converted.append(Message("system", text))
         elif role == "assistant":
@@ -253,9 +265,19 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
             converted.append(Message("assistant", split_output(text).raw_answer))
         else:
             images: list[InputImage] = []
+            limit = settings.max_images_per_message
+            if len(parts) > limit:  # refused before decoding any of them
+                raise APIError(400, f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
+                               "included) per message are accepted", param=f"{where}.content", code="too_many_images")
             for param, part in parts:
                 low_detail = low_detail or part.image_url.detail == "low"
                 images.extend(await load_image_part(part.image_url.url, param, settings))
+            if len(images) > limit:
+                raise APIError(400, f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} "
+                               "are accepted", param=f"{where}.content", code="too_many_images")
+            if not text.strip() and not images:
+                raise APIError(400, f"{where}: the user message is empty; send text, an image or both",
+                               param=f"{where}.content", code="empty_message")
             converted.append(Message("user", text, images))
     return converted, low_detail
 
@@ -380,9 +402,12 @@ def build_sampling(body: ChatCompletionRequest, settings) -> SamplingParams:
     max_new = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if max_new is not None and max_new < 1:
         raise APIError(400, f"max_tokens must be at least 1, got {max_new}", param="max_tokens")
+    if max_new is not None and max_new > settings.max_context_tokens:
+        raise APIError(400, f"max_tokens is {max_new}, past the context limit of {settings.max_context_tokens} tokens "
+                       "(prompt and answer together)", param="max_tokens", code="context_length_exceeded")
     kwargs["max_new_tokens"] = max_new if max_new is not None else settings.max_new_tokens
     if body.stop is not None:
-        kwargs["stop"] = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
+        kwargs["stop"] = tuple(clean_text(s) for s in ((body.stop,) if isinstance(body.stop, str) else body.stop))
     return SamplingParams(**kwargs)  # raises EngineError (400) on out-of-range values
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import gradio as gr
 
 from .engine.types import (DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P)
 from .images import ImageError
+from .tempfiles import keyed_name, private_dir
 from .transcript import Transcript, export_name, from_json, to_json, to_markdown
 from .ui_chat import ChatHandlers, Controls, Widgets
 from .ui_render import IMAGE_DIR, chat_messages, cost_line, status_markdown
@@ -27,7 +27,7 @@ from .ui_text import i18n as make_i18n
 from .ui_text import lang_of, say
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
-EXPORT_DIR = Path(tempfile.gettempdir()) / "glm-vision-ui" / "exports"
+EXPORT_DIR = private_dir("exports")  # per session: EXPORT_DIR/<keyed session>/<random>/
 CHAT_KEY, PREFS_KEY = "glmv-chat", "glmv-prefs"
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
@@ -163,13 +163,15 @@ def build_ui(state) -> gr.Blocks:
         controls = [system, thinking, temperature, top_p, top_k, rep, max_new, budget]
         saved_outputs = [store, export_md, export_json]
 
-        def save(transcript: Transcript, usage: dict, lang: str) -> dict:
+        def save(transcript: Transcript, usage: dict, lang: str, session: str = "") -> dict:
             if not transcript.turns:
                 return {store: "", export_md: gr.DownloadButton(value=None), export_json: gr.DownloadButton(value=None)}
             model = state.backend.info.model if state.backend is not None else ""
             body = to_json(transcript)
-            folder = EXPORT_DIR / uuid.uuid4().hex[:16]
-            folder.mkdir(parents=True, exist_ok=True)
+            owner = EXPORT_DIR / keyed_name("session:" + session, 16)
+            folder = owner / uuid.uuid4().hex[:16]
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            h.files.add(session, owner)
             md_path, json_path = folder / export_name(transcript, "md"), folder / export_name(transcript, "json")
             md_path.write_text(to_markdown(transcript, model=model), encoding="utf-8")
             json_path.write_text(body, encoding="utf-8")
@@ -191,7 +193,7 @@ def build_ui(state) -> gr.Blocks:
         store.change(None, store, None, js=SAVE_CHAT_JS)
         for control in controls:
             control.change(None, controls, None, js=SAVE_PREFS_JS)
-        demo.unload(h.close)
+        demo.unload(h.unload)
 
         def restore(saved_chat: str, saved_prefs: str, request: gr.Request):
             lang = lang_of(request)
@@ -208,7 +210,7 @@ def build_ui(state) -> gr.Blocks:
                    cost: cost_line(lang, prefs.image_tokens, []), timer: gr.Timer(active=state.backend is None)}
             out.update({c: getattr(prefs, name) for c, name in zip(controls, PREF_NAMES)})
             if transcript.turns:
-                out.update(save(transcript, usage, lang))
+                out.update(save(transcript, usage, lang, request.session_hash))
             return out
 
         demo.load(restore, [store, prefs_in], [*chat_outputs, cost, timer, *controls], js=LOAD_JS)
@@ -231,7 +233,7 @@ def build_ui(state) -> gr.Blocks:
             usage = next((turn.usage for turn in reversed(transcript.turns) if turn.usage), {})
             return {w.chatbot: chat_messages(transcript, lang)[0], w.transcript: transcript, w.usage: usage,
                     w.error: say(lang, "imported", count=len(transcript.turns)),
-                    w.status: status_markdown(state, lang, usage)} | save(transcript, usage, lang)
+                    w.status: status_markdown(state, lang, usage)} | save(transcript, usage, lang, request.session_hash)
 
         import_btn.upload(import_chat, [import_btn, w.usage], chat_outputs, show_progress="hidden")
 

@@ -16,6 +16,7 @@ import gradio as gr
 
 from .conversation import StreamSplitter, split_output
 from .images import ImageError, load_media
+from .tempfiles import SessionFiles
 from .transcript import ChatImage, Transcript, Turn, safe_name
 from .ui_render import chat_messages, image_file, status_markdown, usage_dict
 from .ui_text import lang_of, say
@@ -55,6 +56,7 @@ class ChatHandlers:
         self.w = widgets
         self.save = save  # transcript, usage, lang -> dict of updates for the persisted outputs
         self.runs: dict[str, object] = {}  # gradio session hash -> the running RequestHandle
+        self.files = SessionFiles()  # each tab's uploads and exports, removed when the tab closes
 
     # ------------------------------------------------------------------ helpers
     def _engine_session(self, request: gr.Request) -> str:
@@ -152,7 +154,7 @@ class ChatHandlers:
             activity = say(lang, "stopped") if result.finish_reason == "cancelled" else ""
             yield {self.w.chatbot: chat_messages(work, lang)[0], self.w.transcript: work, self.w.usage: usage,
                    self.w.status: status_markdown(self.state, lang, usage, activity), self.w.error: "",
-                   self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False)} | self.save(work, usage, lang)
+                   self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False)} | self.save(work, usage, lang, request.session_hash)
         finally:
             self.runs.pop(sid, None)
             if not finished:  # the tab went away mid-answer: stop the GPU work
@@ -164,6 +166,8 @@ class ChatHandlers:
         message = message or {}
         text = (message.get("text") or "").strip()
         paths = [f if isinstance(f, str) else f.get("path") for f in message.get("files") or []]
+        for path in paths:
+            self.files.add(request.session_hash, path)  # removed with the tab (only files in our private dir)
         if not text and not paths:
             yield {self.w.error: say(lang, "error_prefix") + say(lang, "err_empty")}
             return
@@ -207,7 +211,7 @@ class ChatHandlers:
         work.turns = work.turns[:last_user]
         restored = {"text": removed.text, "files": [image_file(img) for img in removed.images]}
         return {self.w.chatbot: chat_messages(work, lang)[0], self.w.transcript: work, self.w.error: "",
-                self.w.textbox: restored} | self.save(work, usage, lang)
+                self.w.textbox: restored} | self.save(work, usage, lang, request.session_hash)
 
     def stop(self, request: gr.Request) -> None:
         handle = self.runs.get(request.session_hash)
@@ -220,7 +224,12 @@ class ChatHandlers:
         self.close(request)
         empty = Transcript()
         return {self.w.chatbot: [], self.w.transcript: empty, self.w.usage: {}, self.w.error: "",
-                self.w.status: status_markdown(self.state, lang)} | self.save(empty, {}, lang)
+                self.w.status: status_markdown(self.state, lang)} | self.save(empty, {}, lang, request.session_hash)
+
+    def unload(self, request: gr.Request) -> None:
+        """The tab closed: stop its answer, free its engine caches and delete its uploads and exports."""
+        self.close(request)
+        self.files.purge(request.session_hash)
 
     def close(self, request: gr.Request) -> None:
         """Free the tab's engine caches (also called when the tab closes)."""

@@ -4,15 +4,15 @@ panel and the image-token cost line. Pure functions of their inputs, no Gradio s
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .settings import PIXELS_PER_IMAGE_TOKEN
+from .tempfiles import keyed_name, private_dir
 from .transcript import Transcript, render_boxes
 from .ui_text import say
 
-IMAGE_DIR = Path(tempfile.gettempdir()) / "glm-vision-ui" / "images"
+IMAGE_DIR = private_dir("images")  # in the process's private temp dir (mode 0700)
 FACTOR = 28  # one LLM token per 28x28 pixel block
 
 
@@ -25,9 +25,10 @@ class Slot:
 
 
 def image_file(image) -> str:
-    """The chat image as a PNG file Gradio can serve (named by its content hash)."""
-    IMAGE_DIR.mkdir(parents=True, exist_ok=True)
-    path = IMAGE_DIR / f"{image.digest[:32]}.png"
+    """The chat image as a PNG file Gradio can serve, named by a keyed hash of its pixels (a name no
+    other user can derive from a picture they guess)."""
+    IMAGE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = IMAGE_DIR / f"{keyed_name(image.digest)}.png"
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(image.png())
