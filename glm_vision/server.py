@@ -103,6 +103,11 @@ def serve(settings: Settings) -> int:
             log.error("cannot start: %s", exc)
             exit_code = 3
             server.should_exit = True
+        except Exception as exc:  # noqa: BLE001 - anything else that stops the model loading: say what, exit
+            state.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot start: the model failed to load: %s", state.load_error)
+            exit_code = 3
+            server.should_exit = True
         finally:
             state.loaded.set()
 
