@@ -89,6 +89,10 @@ async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls
         started = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
         wall = time.perf_counter() - started
+    return summarize(results, streams, tokens, wall)
+
+
+def summarize(results: list[StreamResult], streams: int, tokens: int, wall: float) -> dict:
     done = [r for r in results if r.ok]
     ttfts = sorted(r.ttft_s for r in done)
     per_stream = [(r.tokens - 1) / r.decode_s for r in done if r.decode_s > 0 and r.tokens > 1]
@@ -107,6 +111,43 @@ async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls
         "wall_s": wall,
         "sample_errors": list({r.error for r in results if r.error})[:3],
     }
+
+
+def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
+    """The same measurement straight on the engine (no HTTP): for machines without the web stack."""
+    from glm_vision.conversation import Message
+    from glm_vision.engine import EngineError, GenerationRequest, QueueFullError, SamplingParams, TextDelta
+
+    results: list[StreamResult] = [None] * streams
+
+    def client(index: int) -> None:
+        started = time.perf_counter()
+        request = GenerationRequest(
+            [Message("user", f"{QUESTION} (client {index})", [images[index % len(images)]])],
+            SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens),
+        )
+        try:
+            handle = engine.submit(request)
+            first = None
+            for item in handle:
+                if isinstance(item, TextDelta) and first is None:
+                    first = time.perf_counter()
+            end = time.perf_counter()
+            results[index] = StreamResult(True, 200, (first or end) - started, handle.result.usage.completion_tokens,
+                                          end - (first or end))
+        except QueueFullError as exc:
+            results[index] = StreamResult(False, 429, error=exc.message)
+        except EngineError as exc:
+            results[index] = StreamResult(False, exc.status, error=exc.message)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    return summarize([r or StreamResult(False, None, error="no result") for r in results], streams, tokens,
+                     time.perf_counter() - started)
 
 
 class InProcessServer:
@@ -154,6 +195,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=0)
     parser.add_argument("--max-context", type=int, default=8192)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
     args = parser.parse_args()
 
     from bench_engine import full_size_model, screenshot, tiny_model
@@ -175,12 +217,18 @@ def main() -> None:
         engine.warmup()
         print(f"engine ready: {engine.runner.slab.slots} decode slots of {args.max_context} tokens, "
               f"warm-up {time.perf_counter() - started:.1f} s", flush=True)
-        server = InProcessServer(engine, replace(settings))
-        base_url = server.url
+        if not args.direct:
+            server = InProcessServer(engine, replace(settings))
+            base_url = server.url
     else:
         base_url = args.url
     levels = [int(n) for n in args.streams.split(",")]
-    urls = [data_url(screenshot(seed)) for seed in range(min(max(levels), 64))]
+    if args.direct:
+        from glm_vision.images import load_image
+
+        images = [load_image(screenshot(seed)) for seed in range(min(max(levels), 64))]
+    else:
+        urls = [data_url(screenshot(seed)) for seed in range(min(max(levels), 64))]
     rows = []
     try:
         for streams in levels:
@@ -188,7 +236,10 @@ def main() -> None:
                 import torch
 
                 torch.cuda.reset_peak_memory_stats()
-            result = asyncio.run(run_level(base_url, args.api_key, streams, args.tokens, urls))
+            if args.direct:
+                result = run_level_direct(engine, streams, args.tokens, images)
+            else:
+                result = asyncio.run(run_level(base_url, args.api_key, streams, args.tokens, urls))
             if device == "cuda":
                 import torch
 
