@@ -122,6 +122,9 @@ def decode_image_bytes(data: bytes, *, max_decoded_pixels: int = DEFAULT_MAX_DEC
         raise ImageError(f"the file is not a readable image; send {ALLOWED_DESCRIPTION}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"the image data is damaged or truncated ({exc}); send a complete {ALLOWED_DESCRIPTION} file") from None
+    except Exception as exc:  # noqa: BLE001 - damaged files make Pillow's decoders raise TypeError, KeyError, ...
+        raise ImageError(f"the image data is damaged ({type(exc).__name__}: {exc}); send a complete "
+                         f"{ALLOWED_DESCRIPTION} file") from None
 
 
 def _first_tiff_page(opened: Image.Image) -> Image.Image:
@@ -191,7 +194,12 @@ def load_media(
     if max_bytes is not None and len(data) > max_bytes:
         raise ImageError(_too_large(len(data), max_bytes))
     if data.lstrip()[:5] == PDF_MAGIC:
-        return render_pdf(data, max_pages=max_pages, dpi=pdf_dpi, max_decoded_pixels=max_decoded_pixels)
+        try:
+            return render_pdf(data, max_pages=max_pages, dpi=pdf_dpi, max_decoded_pixels=max_decoded_pixels)
+        except ImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged page the parser let through
+            raise ImageError(f"the PDF is damaged and cannot be read ({type(exc).__name__}: {exc})") from None
     return [decode_image_bytes(data, max_decoded_pixels=max_decoded_pixels)]
 
 
