@@ -265,7 +265,7 @@ class Gate:
 
 @pytest.fixture
 def small_engine(settings):
-    eng = Engine.load(replace(settings, queue_size=1))
+    eng = Engine.load(replace(settings, queue_size=1, max_batch=1))  # one decode slot, one waiting place
     eng.ready = True
     yield eng
     eng.shutdown()

@@ -287,3 +287,19 @@ def test_no_autograd_history_is_kept(engine, pictures):
     entries = [f for (scope, _), f in engine.features._entries.items() if scope == "grad"]
     assert entries and all(f.embeds.grad_fn is None and not f.embeds.requires_grad for f in entries)
     assert not any(p.requires_grad for p in engine.loaded.model.parameters())
+
+
+def test_sampler_follows_top_k_and_top_p():
+    """The draw only ever picks among the top-k tokens, and top-p cuts that set further."""
+    from glm_vision.engine.sampling import Sampler
+
+    logits = torch.tensor([0.0, 5.0, 4.9, 1.0, 4.8, -2.0])
+    picks = set()
+    sampler = Sampler(SamplingParams(temperature=1.0, top_k=3, top_p=1.0, repetition_penalty=1.0, seed=0), 6, "cpu", [])
+    for _ in range(200):
+        picks.add(int(sampler(logits)))
+    assert picks == {1, 2, 4}
+    nucleus = Sampler(SamplingParams(temperature=1.0, top_k=3, top_p=0.3, repetition_penalty=1.0, seed=0), 6, "cpu", [])
+    assert {int(nucleus(logits)) for _ in range(100)} == {1}  # token 1 alone holds more than 30 % of the mass
+    greedy = Sampler(SamplingParams(temperature=0, repetition_penalty=1.5, max_new_tokens=5), 6, "cpu", [1])
+    assert int(greedy(logits)) == 2  # token 1 was seen: 5.0 / 1.5 < 4.9

@@ -175,13 +175,14 @@ class ModelRunner:
         seq.positions = self.positions(prompt)[:, 0, :]
         seq.next_position = int(seq.positions.max()) + 1
 
-    def prefill_chunk(self, seq: Sequence) -> bool:
-        """Prefill the next chunk of the suffix; True once the prompt is done and the first token sampled."""
+    def prefill_chunk(self, seq: Sequence, limit: int | None = None) -> bool:
+        """Prefill the next chunk (at most `limit` tokens) of the suffix; True once the prompt is done
+        and the first token sampled."""
         if seq.embeds is None:
             self._suffix_inputs(seq)
         base = len(seq.prompt) - seq.embeds.shape[0]
         start = seq.cursor
-        end = min(len(seq.prompt), start + self.prefill_chunk_tokens)
+        end = min(len(seq.prompt), start + (limit or self.prefill_chunk_tokens))
         logits = self.forward.prefill(seq.slot, seq.embeds[start - base : end - base], seq.positions[:, start:end], start)
         seq.keys.extend(seq.prompt.keys[start:end])
         seq.cursor = end

@@ -41,11 +41,16 @@ class Sampler:
             scores = torch.where(self.seen, penalised, scores)
         if p.temperature == 0:
             token = scores.argmax()
+        elif 0 < p.top_k < scores.numel():
+            # Top-k first (GLM's default is 2): top-p and the draw then work on k values, not the vocabulary.
+            values, indices = torch.topk(scores / p.temperature, p.top_k)  # sorted, largest first
+            probs = values.softmax(-1)
+            if p.top_p < 1.0:
+                before = probs.cumsum(-1) - probs  # mass of the better candidates
+                probs = probs.masked_fill(before >= p.top_p, 0.0)  # the first always stays
+            token = indices[torch.multinomial(probs, 1, generator=self.generator)[0]]
         else:
             scores = scores / p.temperature
-            if p.top_k > 0 and p.top_k < scores.numel():
-                kth = torch.topk(scores, p.top_k).values[-1]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
             if p.top_p < 1.0:
                 sorted_scores, order = torch.sort(scores, descending=False)
                 cumulative = sorted_scores.softmax(-1).cumsum(-1)
@@ -53,7 +58,6 @@ class Sampler:
                 drop_sorted[-1] = False  # always keep the most likely token
                 drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
                 scores = scores.masked_fill(drop, float("-inf"))
-            probs = scores.softmax(-1)
-            token = torch.multinomial(probs, 1, generator=self.generator)[0]
+            token = torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0]
         self.seen[token] = True
         return token

@@ -123,8 +123,12 @@ class Scheduler:
 
     def _prefill_one_chunk(self) -> None:
         seq = self.prefilling[0]
+        # While others stream, smaller chunks keep their next token from waiting on a whole prompt.
+        limit = self.runner.prefill_chunk_tokens
+        if self.rows:
+            limit = max(256, limit // 4)
         try:
-            self.runner.prefill_chunk(seq)
+            self.runner.prefill_chunk(seq, limit)
         except torch.OutOfMemoryError as exc:
             log.error("out of GPU memory prefilling a %d-token prompt: %s", len(seq.prompt), exc)
             self.prefilling.remove(seq)

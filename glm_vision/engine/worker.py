@@ -123,6 +123,7 @@ class GpuWorker:
         self._thread: threading.Thread | None = None
         self._name = name
         self.deaths = 0
+        self._admitting = 0  # taken from the queue, not yet in the scheduler
 
     def start(self) -> None:
         with self._lock:
@@ -148,7 +149,8 @@ class GpuWorker:
         with self._lock:
             if not self.alive:
                 raise EngineUnavailableError("the GPU worker is not running; the server is restarting it, try again shortly")
-            if len(self._pending) >= self.queue_size:
+            # Free decode slots take requests at the next step: only the rest counts as waiting.
+            if len(self._pending) >= self.queue_size + max(0, self.scheduler.room - self._admitting):
                 raise QueueFullError(
                     f"the server is busy: {len(self._pending)} requests are already waiting (limit {self.queue_size}); "
                     "try again in a few seconds",
@@ -207,9 +209,14 @@ class GpuWorker:
                         self.scheduler.abort(EngineUnavailableError("the server is shutting down"))
                         return
                     admitted = self._take_admissible()
+                    self._admitting = len(admitted)
                 for handle in admitted:
                     handle.queue_s = time.perf_counter() - handle.submitted_at
-                    self.scheduler.admit(handle)
+                    try:
+                        self.scheduler.admit(handle)
+                    finally:
+                        with self._lock:
+                            self._admitting -= 1
                 if self.scheduler.idle:
                     continue
                 self.scheduler.step()
