@@ -194,14 +194,7 @@ class RemoteBackend:
         return self._healthy
 
     def submit(self, request: GenerationRequest) -> RemoteHandle:
-        if not request.messages:
-            raise EngineError("the conversation is empty; send at least one user message")
-        if request.messages[-1].role != "user":
-            raise EngineError("the last message must come from the user")
-        limit = self.settings.max_images_per_message
-        for message in request.messages:
-            if len(message.images) > limit:
-                raise EngineError(f"a message has {len(message.images)} images; at most {limit} images per message are accepted")
+        request.check(self.settings.max_images_per_message)
         if not self._slots.acquire(blocking=False):
             raise QueueFullError(
                 f"the server is busy: {self.settings.queue_size} requests are already in flight to the remote server; "

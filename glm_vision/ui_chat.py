@@ -15,6 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from .conversation import StreamSplitter, split_output
+from .engine.types import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
 from .images import ImageError, load_media
 from .tempfiles import SessionFiles
 from .transcript import ChatImage, Transcript, Turn, safe_name
@@ -29,10 +30,10 @@ QUEUE_POLL_S = 0.25
 class Controls:
     system_prompt: str = ""
     thinking: bool = True
-    temperature: float = 0.8
-    top_p: float = 0.6
-    top_k: int = 2
-    repetition_penalty: float = 1.1
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     max_new_tokens: int = 1024
     image_tokens: int = 6144
 

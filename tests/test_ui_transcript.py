@@ -110,7 +110,7 @@ def test_saved_settings_are_range_checked():
 
 def test_example_gallery_files_exist_and_have_both_languages():
     examples = load_examples()
-    assert len(examples) >= 4
+    assert len(examples) >= 3  # only pictures the demo model answers correctly (tests/test_examples.py)
     for item in examples:
         assert load_image(item["image"]).size[0] > 0
         assert item["question"].strip() and item["question_zh"].strip()

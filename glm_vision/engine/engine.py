@@ -19,7 +19,7 @@ from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .slab import KVSlab
-from .types import EngineError, GenerationRequest, GenerationResult, TextDelta
+from .types import GenerationRequest, GenerationResult, TextDelta
 from .worker import GpuWorker, RequestHandle
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Engine:
 
     # ------------------------------------------------------------------ requests
     def submit(self, request: GenerationRequest) -> RequestHandle:
-        self._check(request)
+        request.check(self.settings.max_images_per_message)
         if not self.worker.alive:
             log.error("GPU worker is not running (deaths so far: %d); restarting it", self.worker.deaths)
             self.worker.start()
@@ -160,18 +160,6 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ internals
-    def _check(self, request: GenerationRequest) -> None:
-        if not request.messages:
-            raise EngineError("the conversation is empty; send at least one user message")
-        if request.messages[-1].role != "user":
-            raise EngineError("the last message must come from the user")
-        limit = self.settings.max_images_per_message
-        for message in request.messages:
-            if len(message.images) > limit:
-                raise EngineError(f"a message has {len(message.images)} images; at most {limit} images per message are accepted")
-        if request.max_image_tokens is not None and request.max_image_tokens < 4:
-            raise EngineError("the image budget must be at least 4 tokens per image")
-
     def _sweep_loop(self) -> None:
         while not self._closing.wait(30.0):
             for session_id in self.sessions.sweep_idle():

@@ -94,6 +94,21 @@ class GenerationRequest:
     max_image_tokens: int | None = None  # per-image budget; None: the server's --max-pixels
     capture_logits: bool = False  # return the first step's logits (equivalence tests, benchmarks)
 
+    def check(self, max_images_per_message: int) -> None:
+        """Refuse what no backend can serve, before it is queued."""
+        if not self.messages:
+            raise EngineError("the conversation is empty; send at least one user message")
+        if self.messages[-1].role != "user":
+            raise EngineError("the last message must come from the user")
+        for message in self.messages:
+            if len(message.images) > max_images_per_message:
+                raise EngineError(
+                    f"a message has {len(message.images)} images; at most {max_images_per_message} images "
+                    "per message are accepted"
+                )
+        if self.max_image_tokens is not None and self.max_image_tokens < 4:
+            raise EngineError("the image budget must be at least 4 tokens per image")
+
 
 @dataclass
 class Usage:
