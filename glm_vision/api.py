@@ -13,24 +13,18 @@ its new tokens); requests with different keys never share anything.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
-import math
-import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,76 +34,17 @@ from .api_schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatMessage,
-    ImagePart,
     Model,
     ModelList,
-    TextPart,
 )
+from .api_errors import APIError, _validation_message, engine_error, error_body, error_response
+from .api_messages import LOW_DETAIL_IMAGE_TOKENS, clean_text, convert_messages
 from .conversation import Message, StreamSplitter, split_output
-from .engine.types import EngineError, GenerationRequest, GenerationResult, QueueFullError, SamplingParams, TextDelta
-from .images import ImageError, InputImage, load_media
+from .engine.types import EngineError, GenerationRequest, GenerationResult, SamplingParams, TextDelta
 
 log = logging.getLogger(__name__)
 
-LOW_DETAIL_IMAGE_TOKENS = 1024
 MIN_BODY_LIMIT = 8_000_000
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable",
-}
-
-
-# ---------------------------------------------------------------------------------- errors
-class APIError(HTTPException):
-    """An error answered as OpenAI's error JSON."""
-
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(status_code=status, detail=message, headers=headers)
-        self.message, self.code, self.param = message, code, param
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status_code, self.message, code=self.code, param=self.param, headers=self.headers)
-
-
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
-
-
-def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, code=code, param=param), status_code=status, headers=headers)
-
-
-def engine_error(exc: EngineError) -> APIError:
-    headers = None
-    if isinstance(exc, QueueFullError):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-    elif exc.status == 503:
-        headers = {"Retry-After": "5"}
-    return APIError(exc.status, exc.message, code=exc.code, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "the request body is not valid", None
-    first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    # Union members name themselves in the location (e.g. 'TextPart'); they mean nothing to a client.
-    loc = [part for part in loc if not part[:1].isupper()]
-    param = ".".join(loc) or None
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
-    message = first.get("msg", "invalid value")
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
-
 
 # ---------------------------------------------------------------------------------- route class
 class OpenAIRoute(APIRoute):
@@ -208,175 +143,6 @@ def conversation_session(scope: str, messages: list[Message]) -> str:
         if message.role == "user":
             break
     return f"{scope}:{h.hexdigest()[:16]}"
-
-
-# ---------------------------------------------------------------------------------- messages
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """Lone UTF-16 surrogates (legal as JSON escapes, not as Unicode) become U+FFFD; valid pairs were
-    already joined by the JSON parser."""
-    return _LONE_SURROGATE.sub("\ufffd", text)
-
-
-def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tuple[str, ImagePart]]]:
-    if content is None:
-        return "", []
-    if isinstance(content, str):
-        return content, []
-    texts, images = [], []
-    for index, part in enumerate(content):
-        param = f"{where}.content.{index}"
-        if isinstance(part, TextPart):
-            texts.append(part.text)
-        elif isinstance(part, ImagePart):
-            if not allow_images:
-                raise APIError(400, f"{param}: only user messages can carry images", param=param)
-            images.append((param, part))
-        elif part.type in {"text", "image_url"}:
-            raise APIError(400, f"{param}: a '{part.type}' part needs its '{'text' if part.type == 'text' else 'image_url'}' field",
-                           param=param)
-        else:
-            raise APIError(400, f"{param}: content parts of type '{part.type}' are not supported; "
-                           "send 'text' and 'image_url' parts", param=param)
-    return "\n".join(texts), images
-
-
-async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[Message], bool]:
-    """OpenAI messages -> engine messages (images decoded); also whether any image asked for low detail."""
-    converted: list[Message] = []
-    low_detail = False
-    for index, message in enumerate(messages):
-        where = f"messages.{index}"
-        role = message.role
-        if role in {"tool", "function"}:
-            raise APIError(400, f"{where}: '{role}' messages are not supported (this server has no tool calling)",
-                           param=f"{where}.role")
-        if getattr(message, "tool_calls", None):
-            raise APIError(400, f"{where}: tool_calls are not supported (this server has no tool calling)",
-                           param=f"{where}.tool_calls")
-        text, parts = _text_of(message.content, where, allow_images=role == "user")
-        text = clean_text(text)
-        if role in {"system", "developer"}:
-            converted.append(Message("system", text))
-        elif role == "assistant":
-            # Reasoning is never sent back to the model, whatever the client kept.
-            converted.append(Message("assistant", split_output(text).raw_answer))
-        else:
-            images: list[InputImage] = []
-            limit = settings.max_images_per_message
-            if len(parts) > limit:  # refused before decoding any of them
-                raise APIError(400, f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
-                               "included) per message are accepted", param=f"{where}.content", code="too_many_images")
-            for param, part in parts:
-                low_detail = low_detail or part.image_url.detail == "low"
-                images.extend(await load_image_part(part.image_url.url, param, settings))
-            if len(images) > limit:
-                raise APIError(400, f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} "
-                               "are accepted", param=f"{where}.content", code="too_many_images")
-            if not text.strip() and not images:
-                raise APIError(400, f"{where}: the user message is empty; send text, an image or both",
-                               param=f"{where}.content", code="empty_message")
-            converted.append(Message("user", text, images))
-    return converted, low_detail
-
-
-async def load_image_part(url: str, param: str, settings) -> list[InputImage]:
-    max_bytes = int(settings.max_upload_mb * 1e6)
-    if url.startswith("data:"):
-        data = decode_data_url(url, param, max_bytes)
-    elif url.startswith(("http://", "https://")):
-        data = await fetch_remote_image(url, param, settings)
-    else:
-        raise APIError(400, f"{param}: image URLs must be data: URLs (data:image/png;base64,...) or http(s) URLs",
-                       param=param, code="invalid_image_url")
-    try:
-        return await run_in_threadpool(
-            load_media, data, max_bytes=None, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
-        )
-    except ImageError as exc:
-        raise APIError(400, f"{param}: {exc}", param=param, code="invalid_image") from None
-
-
-def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
-    header, comma, payload = url.partition(",")
-    if not comma:
-        raise APIError(400, f"{param}: malformed data: URL (no comma before the data)", param=param, code="invalid_image_url")
-    if not header.endswith(";base64"):
-        raise APIError(400, f"{param}: data: URLs must be base64-encoded (data:image/png;base64,...)", param=param,
-                       code="invalid_image_url")
-    payload = payload.strip()
-    estimated = len(payload) * 3 // 4
-    if estimated > max_bytes + 3:
-        raise APIError(413, f"{param}: the image is {estimated / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are "
-                       "accepted", param=param, code="image_too_large")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        try:  # tolerate URL-safe alphabets and missing padding
-            data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        except (binascii.Error, ValueError):
-            raise APIError(400, f"{param}: the data: URL is not valid base64", param=param, code="invalid_image_url") from None
-    if len(data) > max_bytes:
-        raise APIError(413, f"{param}: the image is {len(data) / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are "
-                       "accepted", param=param, code="image_too_large")
-    return data
-
-
-def _host_allowed(host: str, allowlist: list[str]) -> bool:
-    for allowed in allowlist:
-        if allowed.startswith("*.") and host.endswith(allowed[1:]):
-            return True
-        if host == allowed:
-            return True
-    return False
-
-
-async def fetch_remote_image(url: str, param: str, settings) -> bytes:
-    if not settings.allow_remote_images:
-        raise APIError(400, f"{param}: remote image URLs are disabled on this server; send the image inline as a "
-                       "base64 data: URL (data:image/png;base64,...), or start the server with --allow-remote-images "
-                       "--remote-image-hosts HOST[,HOST]", param=param, code="remote_images_disabled")
-    import httpx
-
-    host = (urlsplit(url).hostname or "").lower()
-    allowlist = [h.strip().lower() for h in settings.remote_image_hosts.split(",") if h.strip()]
-    if not _host_allowed(host, allowlist):
-        listed = ", ".join(allowlist) or "none (set --remote-image-hosts)"
-        raise APIError(400, f"{param}: images from host '{host}' are not allowed; allowed hosts: {listed}",
-                       param=param, code="remote_host_not_allowed")
-    limit = int(settings.remote_image_max_mb * 1e6)
-    timeout = settings.remote_image_timeout_s
-
-    async def fetch() -> bytes:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise APIError(400, f"{param}: fetching the image failed: HTTP {response.status_code} from {host}"
-                                   + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
-                                   param=param, code="remote_image_failed")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > limit:
-                    raise APIError(400, f"{param}: the remote image is {int(declared) / 1e6:.1f} MB; at most "
-                                   f"{limit / 1e6:.1f} MB are fetched", param=param, code="image_too_large")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise APIError(400, f"{param}: the remote image is larger than {limit / 1e6:.1f} MB",
-                                       param=param, code="image_too_large")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-
-    try:
-        return await asyncio.wait_for(fetch(), timeout)
-    except (asyncio.TimeoutError, httpx.TimeoutException):
-        raise APIError(400, f"{param}: fetching the image from {host} took longer than {timeout:g} s", param=param,
-                       code="remote_image_failed") from None
-    except httpx.HTTPError as exc:
-        raise APIError(400, f"{param}: fetching the image from {host} failed: {type(exc).__name__}", param=param,
-                       code="remote_image_failed") from None
 
 
 # ---------------------------------------------------------------------------------- request -> engine

@@ -138,7 +138,6 @@ def random_scene(rng: random.Random, *, n_shapes: int | None = None, with_word: 
     if with_word and free:
         text = rng.choice(WORDS)
         font = rng.choice(FONT_NAMES)
-        short = min(width, height)
         rng.shuffle(free)
         for slot in free:
             rel = rng.uniform(0.1, 0.17)
@@ -279,7 +278,7 @@ def answer_for(scene: Scene, kind: str, lang: str, subject: str = "") -> tuple[s
         return "有" + _join_zh([_zh_shape(s) for s in shapes]) + "。", ",".join(sorted(s.kind for s in shapes))
     if kind == "count":
         if en:
-            return (f"There is 1 shape." if n == 1 else f"There are {n} shapes."), str(n)
+            return ("There is 1 shape." if n == 1 else f"There are {n} shapes."), str(n)
         return f"有{n}个形状。", str(n)
     if kind == "word":
         if scene.word is None:

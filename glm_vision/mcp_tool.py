@@ -21,7 +21,8 @@ TOOL_NAME = "ask_about_image"
 def build_mcp_blocks(state):
     import gradio as gr
 
-    from .api import APIError, load_image_part
+    from .api_errors import APIError
+    from .api_messages import load_image_part
     from .conversation import Message, split_output
     from .engine.types import EngineError, GenerationRequest, GenerationResult, SamplingParams
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from .settings import PIXELS_PER_IMAGE_TOKEN
 from .tempfiles import keyed_name, private_dir

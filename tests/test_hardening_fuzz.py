@@ -14,7 +14,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from glm_vision.api import APIError, build_sampling, convert_messages
+from glm_vision.api import build_sampling
+from glm_vision.api_errors import APIError
+from glm_vision.api_messages import convert_messages
 from glm_vision.api_schemas import ChatCompletionRequest
 from glm_vision.engine.types import EngineError
 from glm_vision.images import ImageError, load_media

@@ -1,0 +1,69 @@
+"""OpenAI's error JSON: the one shape every API error takes, with a fitting status."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from .engine.types import EngineError, QueueFullError
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+
+class APIError(HTTPException):
+    """An error answered as OpenAI's error JSON."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status, detail=message, headers=headers)
+        self.message, self.code, self.param = message, code, param
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status_code, self.message, code=self.code, param=self.param, headers=self.headers)
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, code=code, param=param), status_code=status, headers=headers)
+
+
+def engine_error(exc: EngineError) -> APIError:
+    headers = None
+    if isinstance(exc, QueueFullError):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    elif exc.status == 503:
+        headers = {"Retry-After": "5"}
+    return APIError(exc.status, exc.message, code=exc.code, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "the request body is not valid", None
+    first = errors[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    # Union members name themselves in the location (e.g. 'TextPart'); they mean nothing to a client.
+    loc = [part for part in loc if not part[:1].isupper()]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    message = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
+
+
