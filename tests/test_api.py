@@ -4,7 +4,6 @@ app (health, /v1 API, UI) on a loopback port with the tiny checkpoint."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import httpx
 import openai

@@ -19,7 +19,7 @@ from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .slab import KVSlab
-from .types import GenerationRequest, GenerationResult, TextDelta
+from .types import GenerationRequest, GenerationResult
 from .worker import GpuWorker, RequestHandle
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,6 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         return self.submit(request).wait()
-
-    def stream_text(self, request: GenerationRequest):
-        """Plain text deltas; the GenerationResult is the generator's return value."""
-        for item in self.submit(request):
-            if isinstance(item, TextDelta):
-                yield item.text
-            else:
-                return item
 
     def close_session(self, session_id: str) -> bool:
         """Free a session's KV and the image features of its own scope."""

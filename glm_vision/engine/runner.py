@@ -194,10 +194,6 @@ class ModelRunner:
         seq.pending = seq.sampler(logits)
         return True
 
-    def decode(self, rows: list[Sequence]) -> torch.Tensor:
-        tokens = torch.stack([seq.pending for seq in rows])
-        return self.forward.decode(tokens, [seq.next_position for seq in rows], [seq.length for seq in rows])
-
     def accept(self, seq: Sequence, token_id: int, emit) -> bool:
         """Take one generated token (read on the host); False when the sequence has finished."""
         if seq.first_token_at is None:
