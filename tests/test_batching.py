@@ -107,3 +107,19 @@ def test_many_concurrent_streams_from_threads(batch_engine):
         t.join(120)
     assert not errors and len(results) == 12
     assert all(r.usage.completion_tokens > 0 for r in results)
+
+
+def test_captured_batch_sizes_never_exceed_the_slots(settings):
+    """Batches run padded to a captured size, but never to more rows than there are slots."""
+    engine = Engine.load(replace(settings, max_batch=3))
+    try:
+        forward = engine.runner.forward
+        assert [forward.graph_batch(b) for b in (1, 2, 3)] == [1, 2, 3]
+        assert forward.slab.slots == 3
+    finally:
+        engine.shutdown()
+    engine = Engine.load(replace(settings, max_batch=40))
+    try:
+        assert [engine.runner.forward.graph_batch(b) for b in (3, 17, 33, 40)] == [4, 32, 40, 40]
+    finally:
+        engine.shutdown()

@@ -198,9 +198,10 @@ class TextForward:
             )
         self.logits[:batch].copy_(self.final(h, self.final_norm, self.lm_head, self.eps))
 
-    @staticmethod
-    def graph_batch(batch: int) -> int:
-        return next(b for b in GRAPH_BATCH_SIZES if b >= batch) if batch <= GRAPH_BATCH_SIZES[-1] else batch
+    def graph_batch(self, batch: int) -> int:
+        """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""
+        padded = next((b for b in GRAPH_BATCH_SIZES if b >= batch), batch)
+        return min(padded, self.slab.slots)
 
     def bucket(self, longest: int) -> int:
         return min(self.slab.max_len, (longest // BUCKET + 1) * BUCKET)
@@ -227,9 +228,8 @@ class TextForward:
         if not self.use_graphs:
             return
         max_bucket = min(max_bucket or self.slab.max_len, self.slab.max_len)
-        for batch in GRAPH_BATCH_SIZES:
-            if batch > self.graph_batch(min(max_batch, self.slab.slots)):
-                break
+        sizes = sorted({self.graph_batch(b) for b in range(1, min(max_batch, self.slab.slots) + 1)})
+        for batch in sizes:
             for bucket in range(BUCKET, max_bucket + 1, BUCKET):
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
@@ -238,7 +238,7 @@ class TextForward:
         """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
         KV written at `lengths`. Returns the logits buffer (B, vocab), valid until the next call."""
         batch = len(positions)
-        padded = min(self.graph_batch(batch), self.slab.slots) if self.use_graphs else batch
+        padded = self.graph_batch(batch) if self.use_graphs else batch
         staging = self._staging[self._turn]
         self._turn ^= 1
         staging[0, :batch] = torch.tensor(positions)
