@@ -8,11 +8,11 @@ import io
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 import uvicorn
 from PIL import Image
 
+from glm_vision.engine import EngineInfo
 from glm_vision.engine.types import GenerationRequest, GenerationResult, Usage
 from glm_vision.engine.worker import GpuWorker
 from glm_vision.server import AppState
@@ -73,15 +73,6 @@ def image_part(image: Image.Image, fmt: str = "PNG", **extra) -> dict:
     return {"type": "image_url", "image_url": {"url": data_url(image, fmt), **extra}}
 
 
-@dataclass(frozen=True)
-class _Info:
-    model: str = "scripted-glm"
-    device: str = "script"
-    dtype: str = "none"
-    attn: str = "none"
-    is_demo: bool = False
-
-
 class ScriptedBackend:
     """The engine interface on the real GpuWorker, answering a fixed text in small deltas.
 
@@ -96,7 +87,7 @@ class ScriptedBackend:
         self.requests: list[GenerationRequest] = []
         self.worker = GpuWorker(self._run, queue_size=8, name="scripted")
         self.worker.start()
-        self.info = _Info()
+        self.info = EngineInfo(model="scripted-glm", device="script", dtype="none", attn="none", is_demo=False)
         self.healthy = True
 
     def _run(self, request: GenerationRequest, cancel, emit) -> GenerationResult:

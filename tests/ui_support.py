@@ -5,12 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
 
-from glm_vision.engine import GenerationResult, TextDelta, Usage
+from glm_vision.engine import EngineInfo, GenerationResult, TextDelta, Usage
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -69,15 +68,6 @@ class SlowEmit:
         self._emit(seq, text)
 
 
-@dataclass(frozen=True)
-class FakeInfo:
-    model: str = "scripted"
-    device: str = "cpu"
-    dtype: str = "float32"
-    attn: str = "sdpa"
-    is_demo: bool = True
-
-
 class ScriptedHandle:
     def __init__(self, pieces, error=None) -> None:
         self.pieces, self.error = pieces, error
@@ -103,7 +93,7 @@ class ScriptedBackend:
 
     def __init__(self, pieces: list[str], error=None) -> None:
         self.pieces, self.error = pieces, error
-        self.info = FakeInfo()
+        self.info = EngineInfo(model="scripted", device="cpu", dtype="float32", attn="sdpa", is_demo=True)
         self.requests = []
 
     def submit(self, request):
