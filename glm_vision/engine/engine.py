@@ -124,14 +124,22 @@ class Engine:
         return self.features.drop_scope(scope)
 
     def warmup(self) -> None:
+        """Capture the decode graphs, then serve throwaway requests of different prompt lengths, one
+        with an image, so that compilation for new shapes and the encoder's first-call setup happen
+        here and not in a user's first request."""
+        from PIL import Image
+
         from ..conversation import Message
+        from ..images import load_image
         from .types import SamplingParams
 
+        started = time.perf_counter()
         if self.runner.forward.use_graphs:
-            started = time.perf_counter()
             self.runner.forward.warmup(max_batch=self.runner.slab.slots)
-            log.info("decode graphs ready in %.1f s", time.perf_counter() - started)
-        self.generate(GenerationRequest([Message("user", "Hi")], SamplingParams.greedy(max_new_tokens=2)))
+        picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
+        for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
+            self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
+        log.info("engine warm in %.1f s", time.perf_counter() - started)
         self.ready = True
 
     def shutdown(self) -> None:
