@@ -123,3 +123,28 @@ def test_captured_batch_sizes_never_exceed_the_slots(settings):
         assert [engine.runner.forward.graph_batch(b) for b in (3, 17, 33, 40)] == [4, 32, 40, 40]
     finally:
         engine.shutdown()
+
+
+def test_stop_during_prefill_ends_without_decoding(settings):
+    """A request stopped while its prompt is still being prefilled stops there, keeps the prefix KV."""
+    engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))
+    try:
+        original = engine.runner.prefill_chunk
+        chunks = []
+
+        def counting(seq, limit=None):
+            chunks.append(seq.cursor)
+            if len(chunks) == 2:
+                seq.handle.cancel()  # Stop pressed between two chunks
+            return original(seq, limit)
+
+        engine.runner.prefill_chunk = counting
+        pic = load_image(make_picture(31))
+        result = engine.generate(GenerationRequest([Message("user", "Describe this. " * 10, [pic])],
+                                                   SamplingParams.greedy(20), session_id="cut"))
+        assert result.finish_reason == "cancelled" and result.usage.completion_tokens == 0
+        assert len(chunks) == 2  # no chunk after the stop
+        kept = engine.sessions.get("cut").kv
+        assert kept is not None and len(kept.keys) == 16  # the two prefilled chunks stay reusable
+    finally:
+        engine.shutdown()

@@ -123,6 +123,13 @@ class Scheduler:
 
     def _prefill_one_chunk(self) -> None:
         seq = self.prefilling[0]
+        if seq.handle.cancelled.is_set():  # stopped before its first token: no more GPU work for it
+            self.prefilling.remove(seq)
+            seq.finish_reason = "cancelled"
+            result = self.runner.finish(seq, lambda text: self.emit(seq, text))
+            self._release(seq)
+            seq.handle._finish(result, None)
+            return
         # While others stream, smaller chunks keep their next token from waiting on a whole prompt.
         limit = self.runner.prefill_chunk_tokens
         if self.rows:
