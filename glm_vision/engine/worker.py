@@ -1,4 +1,5 @@
-"""The one thread that owns the model: a bounded queue of requests, run one at a time.
+"""The one thread that owns the model: a bounded queue of requests, admitted into the scheduler
+between its steps (so sessions never share mutable model state across threads).
 
 Callers get a `RequestHandle`: iterate it (or `async for` it) for `TextDelta`s and a final
 `GenerationResult`; `cancel()` stops the GPU work within one decode step.
