@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-import uvicorn
 from fastapi import FastAPI
 
 from glm_vision.engine import EngineInfo, GenerationResult, TextDelta, Usage
+from tests.api_helpers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -17,40 +16,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 WAIT_MS = 60_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class UiServer:
+class UiServer(LiveServer):
     """The web UI alone (mount_ui on a bare FastAPI app), served by uvicorn in a thread."""
 
     def __init__(self, state) -> None:
         from glm_vision.ui import mount_ui
 
         self.state = state
-        self.port = free_port()
-        app = mount_ui(FastAPI(), state)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        super().__init__(mount_ui(FastAPI(), state))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def __enter__(self) -> "UiServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the UI server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        return super().url + "/"
 
 
 class SlowEmit:
