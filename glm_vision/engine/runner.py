@@ -71,15 +71,19 @@ class ModelRunner:
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
-        budget = request.max_image_tokens or self.default_max_image_tokens
-        budget = min(budget, self.default_max_image_tokens)
-        prompt = self.builder.build(request.messages, enable_thinking=request.enable_thinking, max_image_tokens=budget)
+        prompt = self.builder.build(
+            request.messages, enable_thinking=request.enable_thinking, max_image_tokens=self.image_budget(request)
+        )
         if len(prompt) >= self.max_context_tokens:
             raise ContextOverflowError(
                 f"the conversation is {len(prompt):,} tokens long; the context limit is {self.max_context_tokens:,} "
                 "tokens (prompt and answer together). Remove images, lower the image resolution budget or start a new chat"
             )
         return prompt
+
+    def image_budget(self, request: GenerationRequest) -> int:
+        """Tokens per image: the request's budget, never above the server's --max-pixels."""
+        return min(request.max_image_tokens or self.default_max_image_tokens, self.default_max_image_tokens)
 
     def positions(self, prompt: Prompt) -> torch.Tensor:
         """(3, 1, len) M-RoPE positions for the whole prompt, as the model itself computes them."""
@@ -164,9 +168,8 @@ class ModelRunner:
         """Embeddings of the uncached suffix, image features scattered in, and the prompt's positions."""
         prompt, start = seq.prompt, seq.cursor
         scope = (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
-        budget = min(seq.request.max_image_tokens or self.default_max_image_tokens, self.default_max_image_tokens)
         suffix_images = [img for img in prompt.images if img.start >= start]
-        features = self.image_features(suffix_images, scope, self.builder.size_for(budget), seq.usage)
+        features = self.image_features(suffix_images, scope, self.builder.size_for(self.image_budget(seq.request)), seq.usage)
         ids = torch.tensor(prompt.ids[start:], dtype=torch.long, device=self.device)
         embeds = self.forward.embed_tokens(ids)
         for img in suffix_images:
