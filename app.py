@@ -79,5 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+def exit_now(code: int) -> None:
+    """Leave without interpreter teardown: everything is written and the engine stopped, and a native
+    library has been seen to abort ("terminate called without an active exception") in teardown."""
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
