@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_now(code: int) -> None:
-    """Leave without interpreter teardown: everything is written and the engine stopped, and a native
-    library has been seen to abort ("terminate called without an active exception") in teardown."""
+    """Leave without the interpreter's native teardown: everything is written and the engine stopped,
+    and a native library has been seen to abort there ("terminate called without an active exception")."""
+    import atexit
     import os
 
-    logging.shutdown()
+    atexit._run_exitfuncs()  # our own clean-up (the private upload directory, logging) still runs
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

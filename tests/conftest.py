@@ -70,11 +70,13 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
+    import atexit
     import os
     import sys
 
     status = getattr(config, "_glmv_exit_status", None)
     if status is not None and not hasattr(config, "workerinput"):
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
