@@ -24,7 +24,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -232,6 +232,13 @@ def _inline_schema(model) -> dict:
         return node
 
     return resolve(schema)
+
+
+def openai_not_found(request: Request, exc: StarletteHTTPException):
+    """404s that no /v1 route could even match (e.g. a path with a line break) in OpenAI's error JSON."""
+    if request.url.path.startswith("/v1/"):
+        return error_response(404, f"unknown endpoint {request.method} {request.url.path!r}", code="unknown_url")
+    return JSONResponse({"detail": exc.detail}, status_code=404, headers=getattr(exc, "headers", None))
 
 
 # ---------------------------------------------------------------------------------- router

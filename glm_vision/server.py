@@ -52,10 +52,11 @@ def create_app(state: AppState) -> FastAPI:
                 "demo": info.is_demo}
         return JSONResponse(body, status_code=200 if backend.healthy else 503)
 
-    from .api import build_api_router  # the OpenAI-compatible /v1 routes
+    from .api import build_api_router, openai_not_found  # the OpenAI-compatible /v1 routes
     from .ui import mount_ui  # the Gradio web UI at /
 
     app.include_router(build_api_router(state))
+    app.add_exception_handler(404, openai_not_found)
     if state.settings.mcp:
         from .mcp_tool import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
 

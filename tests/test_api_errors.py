@@ -443,3 +443,16 @@ def test_data_url_variants_decode(server):
         response = post(server, {"messages": user([{"type": "image_url", "image_url": {"url": data_url(picture, fmt)}},
                                                    {"type": "text", "text": fmt}]), "max_tokens": 1})
         assert response.status_code == 200, (fmt, response.text)
+
+
+def test_unroutable_v1_paths_get_openai_404(settings):
+    """Paths no /v1 route can match (a line break in a model id) still answer OpenAI's error JSON."""
+    from fastapi.testclient import TestClient
+
+    from glm_vision.server import create_app
+
+    with TestClient(create_app(AppState(settings))) as client:
+        response = client.get("/v1/models/a%0Ab")
+        assert response.status_code == 404
+        assert response.json()["error"]["type"] == "not_found_error"
+        assert client.get("/not-the-api").json() == {"detail": "Not Found"}  # the UI's own 404 is untouched
