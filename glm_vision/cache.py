@@ -85,12 +85,6 @@ class FeatureCache:
             self._sync_stats()
             return freed
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-            self._sync_stats()
-
     @property
     def bytes_used(self) -> int:
         return self._bytes

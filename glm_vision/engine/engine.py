@@ -119,10 +119,6 @@ class Engine:
         """Free a session's KV and the image features of its own scope."""
         return self.sessions.close(session_id)
 
-    def drop_cache_scope(self, scope: str) -> int:
-        """Free the image features of a shared scope (e.g. a tenant); returns the bytes freed."""
-        return self.features.drop_scope(scope)
-
     def warmup(self) -> None:
         """Capture the decode graphs, then serve throwaway requests of different prompt lengths, one
         with an image, so that compilation for new shapes and the encoder's first-call setup happen

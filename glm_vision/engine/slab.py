@@ -21,14 +21,6 @@ class SavedKV:
     keys: torch.Tensor  # (layers, kv_heads, length, head_dim)
     values: torch.Tensor
 
-    @property
-    def length(self) -> int:
-        return self.keys.shape[2]
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.keys.numel() * self.keys.element_size()
-
 
 class KVSlab:
     def __init__(self, *, layers: int, kv_heads: int, head_dim: int, slots: int, max_len: int, device, dtype) -> None:
@@ -42,10 +34,6 @@ class KVSlab:
     @staticmethod
     def bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
         return layers * 2 * kv_heads * head_dim * dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
 
     def load(self, slot: int, saved: SavedKV, length: int) -> None:
         """Put the first `length` tokens of a saved conversation into a slot."""
