@@ -16,7 +16,7 @@ from ..sessions import KVState, Session
 from .forward import TextForward
 from .loader import LoadedModel
 from .prompt import Prompt, PromptBuilder, PromptImage
-from .sampling import Sampler
+from .sampling import BatchSampler, SamplerState
 from .sequence import Sequence
 from .slab import KVSlab
 from .textstream import IncrementalDetokenizer, StopStrings
@@ -68,6 +68,9 @@ class ModelRunner:
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.slab = KVSlab(**geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype)
         self.forward = TextForward(self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math)
+        # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
+        self.prefill_sampler = BatchSampler(self.device)
+        self.decode_sampler = BatchSampler(self.device)
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
@@ -155,7 +158,7 @@ class ModelRunner:
             session=session,
             prompt=prompt,
             slot=slot,
-            sampler=Sampler(request.sampling, self.vocab_size, self.device, prompt.ids, self.stop_ids),
+            sampler=SamplerState(request.sampling, self.vocab_size, self.device, prompt.ids, self.stop_ids),
             detok=IncrementalDetokenizer(self.tokenizer),
             stops=StopStrings(request.sampling.stop),
             max_new=min(request.sampling.max_new_tokens, self.max_context_tokens - len(prompt)),
@@ -194,7 +197,7 @@ class ModelRunner:
         seq.embeds = None
         if seq.request.capture_logits:
             seq.first_logits = logits.float().cpu()
-        seq.pending = seq.sampler(logits)
+        seq.pending = self.prefill_sampler(logits[None], [seq.sampler])[0]
         return True
 
     def accept(self, seq: Sequence, token_id: int, emit) -> bool:
@@ -218,11 +221,15 @@ class ModelRunner:
             seq.finish_reason = "length"
         return seq.finish_reason is None
 
-    def advance(self, seq: Sequence, token_id: int, logits: torch.Tensor) -> None:
-        """The token's KV was written by the step just run: record it and sample the next token."""
+    def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
+        """The next token of every row of a decode step, (B,) on the device, in one batched call."""
+        return self.decode_sampler(logits, [seq.sampler for seq in seqs])
+
+    def advance(self, seq: Sequence, token_id: int, next_token: torch.Tensor) -> None:
+        """The token's KV was written by the step just run: record it; `next_token` was sampled after it."""
         seq.keys.append(token_id)
         seq.next_position += 1
-        seq.pending = seq.sampler(logits)
+        seq.pending = next_token
 
     def finish(self, seq: Sequence, emit) -> GenerationResult:
         """Flush held-back text, give the KV back to the session, build the result."""

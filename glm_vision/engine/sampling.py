@@ -1,4 +1,11 @@
-"""Next-token choice on the device: repetition penalty, temperature, top-k, top-p (transformers' order)."""
+"""Next-token choice on the device for a whole decode batch at once, each row with its own
+SamplingParams: repetition penalty, temperature, top-k, top-p (transformers' order).
+
+The draw is `torch.multinomial`'s own one-sample algorithm (argmax of probs / Exp(1) noise) without
+its checks, which read values back to the host; nothing here does. Unseeded rows share one draw;
+a seeded row is sampled on its own with its own generator, so it gets the same tokens whatever
+else is in the batch (and the same as the per-row sampler this replaced).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,20 @@ import torch
 
 from .types import SamplingParams
 
+NEG_INF = float("-inf")
 
-class Sampler:
-    """One request's sampler; remembers which token ids were already seen for the repetition penalty."""
+
+def _to_device(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    host = torch.as_tensor(values, dtype=dtype)
+    if device.type == "cuda":  # a pageable copy would wait for the GPU to finish its queue
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+class SamplerState:
+    """One request's sampling state: its parameters, steps taken, generator (seeded requests only)
+    and which token ids it has seen, a row of a (rows, vocab) bool tensor shared with the last batch
+    it was sampled in."""
 
     def __init__(
         self,
@@ -18,46 +36,215 @@ class Sampler:
         prompt_ids: list[int],
         stop_ids: set[int] = frozenset(),
     ) -> None:
+        device = torch.device(device)
         self.params = params
         self.steps = 0
-        self.stop_ids = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
-        self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+        self.stop_ids = tuple(sorted(stop_ids))
+        seen = torch.zeros(1, vocab_size, dtype=torch.bool, device=device)
         if prompt_ids:
-            self.seen[torch.tensor(sorted(set(prompt_ids)), device=device)] = True
+            seen[0, _to_device(sorted(set(prompt_ids)), torch.long, device)] = True
+        self.home = (seen, 0)  # (buffer, row)
         self.generator = None
         if params.seed is not None:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(params.seed)
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """logits: (vocab,) -> a 0-d tensor holding the chosen id (still on the device)."""
-        p = self.params
+    @property
+    def seen(self) -> torch.Tensor:
+        buffer, row = self.home
+        return buffer[row]
+
+
+class _Group:
+    """Rows of the batch that take one path, "greedy", "top_k" or "full" (the whole vocabulary),
+    with their parameters as device columns."""
+
+    def __init__(self, plan: "_Plan", rows: list[int], path: str, generator: torch.Generator | None = None) -> None:
+        self.path = path
+        self.generator = generator  # None: the default generator
+        self.index = None if len(rows) == plan.batch else plan.tensor(rows, torch.long)
+        params = [plan.states[r].params for r in rows]
+        self.divide = plan.divide
+        self.temperature = self.k = self.padding = self.top_p = None
+        if path == "greedy":
+            return
+        if any(p.temperature != 1.0 for p in params):
+            self.temperature = plan.divisor([p.temperature for p in params])
+        if path == "top_k":
+            ks = [p.top_k for p in params]
+            self.k = max(ks)
+            if min(ks) < self.k:  # rows with a smaller k ignore the tail of the batch's top-k
+                self.padding = torch.arange(self.k, device=plan.device)[None, :] >= plan.tensor(ks, torch.long)[:, None]
+            self.top_p = plan.top_p(params, lambda p: p, float("inf"))
+        else:  # sorted ascending, a token is dropped while the mass up to it stays <= 1 - top_p
+            self.top_p = plan.top_p(params, lambda p: 1 - p, NEG_INF)
+
+    def take(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores if self.index is None else scores.index_select(0, self.index)
+
+    def scaled(self, scores: torch.Tensor) -> torch.Tensor:
+        scores = self.take(scores)
+        return scores if self.temperature is None else self.divide(scores, self.temperature)
+
+    def draw(self, probs: torch.Tensor) -> torch.Tensor:
+        """One index per row, as `torch.multinomial(probs, 1)` picks it: argmax(probs / Exp(1))."""
+        return (probs / torch.empty_like(probs).exponential_(generator=self.generator)).argmax(-1)
+
+
+class _Plan:
+    """Everything about a batch that only changes when rows join or leave, built once per layout.
+
+    A seeded row that samples is a group of its own, so that neither its random numbers nor the
+    batch's top-k width (which decides the order of tied logits) depend on the other rows."""
+
+    def __init__(self, states: list[SamplerState], vocab: int, device: torch.device) -> None:
+        self.states = tuple(states)
+        self.batch = len(states)
+        self.vocab = vocab
+        self.device = device
+        self._stop_index: dict[tuple[int, ...], torch.Tensor] = {}
+        params = [s.params for s in states]
+        penalties = [p.repetition_penalty for p in params]
+        self.penalty = self.penalty_divisor = None
+        if any(x != 1.0 for x in penalties):
+            self.penalty = self.tensor(penalties, torch.float32)[:, None]
+            self.penalty_divisor = self.divisor(penalties)
+        paths = ["greedy" if p.temperature == 0 else "top_k" if 0 < p.top_k < vocab else "full" for p in params]
+        shared = {
+            path: [i for i, q in enumerate(paths) if q == path and (path == "greedy" or states[i].generator is None)]
+            for path in ("greedy", "top_k", "full")
+        }
+        self.groups = [_Group(self, rows, path) for path, rows in shared.items() if rows]
+        self.groups += [
+            _Group(self, [i], path, states[i].generator)
+            for i, path in enumerate(paths)
+            if path != "greedy" and states[i].generator is not None
+        ]
+
+    def top_p(self, params: list[SamplingParams], threshold, off: float) -> torch.Tensor | None:
+        """A (rows, 1) top-p threshold column; `off` for rows without top-p (1.0), None if no row has one."""
+        values = [p.top_p for p in params]
+        if all(p >= 1.0 for p in values):
+            return None
+        return self.tensor([threshold(p) if p < 1.0 else off for p in values], torch.float32)[:, None]
+
+    def matches(self, states: list[SamplerState], vocab: int) -> bool:
+        return vocab == self.vocab and len(states) == self.batch and all(a is b for a, b in zip(states, self.states))
+
+    def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
+        return _to_device(values, dtype, self.device)
+
+    # `tensor / python_float` multiplies by the float32 reciprocal on CUDA and divides on the CPU;
+    # the per-row columns do the same, so every row's scores are bit for bit what a lone row's were.
+    def divisor(self, values: list[float]) -> torch.Tensor:
+        column = torch.tensor(values, dtype=torch.float32)[:, None]
+        if self.device.type == "cuda":
+            column = 1.0 / column
+        return self.tensor(column, torch.float32)
+
+    def divide(self, scores: torch.Tensor, divisor: torch.Tensor) -> torch.Tensor:
+        return scores * divisor if self.device.type == "cuda" else scores / divisor
+
+    def stop_index(self, blocked: tuple[int, ...]) -> torch.Tensor:
+        """Flat (row * vocab + id) positions of the stop ids of the rows still held back by min_new_tokens."""
+        index = self._stop_index.get(blocked)
+        if index is None:
+            flat = [row * self.vocab + t for row in blocked for t in self.states[row].stop_ids if 0 <= t < self.vocab]
+            index = self._stop_index[blocked] = self.tensor(flat, torch.long)
+        return index
+
+
+class BatchSampler:
+    """Samples one token for each row of a (B, vocab) logits tensor, row i with `states[i]`."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self._plan: _Plan | None = None
+
+    def __call__(self, logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
+        """logits (B, vocab) -> (B,) chosen ids on the device; each state's seen set and steps move on."""
+        batch, vocab = logits.shape
+        plan = self._plan
+        if plan is None or not plan.matches(states, vocab):
+            plan = self._plan = _Plan(states, vocab, self.device)
+        seen = self._seen(states)
         scores = logits.float()
-        if self.steps < p.min_new_tokens and self.stop_ids.numel():
-            scores = scores.index_fill(0, self.stop_ids, float("-inf"))
-        self.steps += 1
-        if p.repetition_penalty != 1.0:
-            penalised = torch.where(scores < 0, scores * p.repetition_penalty, scores / p.repetition_penalty)
-            scores = torch.where(self.seen, penalised, scores)
-        if p.temperature == 0:
-            token = scores.argmax()
-        elif 0 < p.top_k < scores.numel():
-            # Top-k first (GLM's default is 2): top-p and the draw then work on k values, not the vocabulary.
-            values, indices = torch.topk(scores / p.temperature, p.top_k)  # sorted, largest first
-            probs = values.softmax(-1)
-            if p.top_p < 1.0:
-                before = probs.cumsum(-1) - probs  # mass of the better candidates
-                probs = probs.masked_fill(before >= p.top_p, 0.0)  # the first always stays
-            token = indices[torch.multinomial(probs, 1, generator=self.generator)[0]]
+        blocked = tuple(i for i, s in enumerate(states) if s.steps < s.params.min_new_tokens and s.stop_ids)
+        if blocked:
+            scores = scores.reshape(-1).index_fill(0, plan.stop_index(blocked), NEG_INF).view(batch, vocab)
+        for state in states:
+            state.steps += 1
+        if plan.penalty is not None:
+            penalised = torch.where(scores < 0, scores * plan.penalty, plan.divide(scores, plan.penalty_divisor))
+            scores = torch.where(seen, penalised, scores)
+        paths = {"greedy": self._greedy, "top_k": self._top_k, "full": self._full}
+        parts = [(group, paths[group.path](group, scores)) for group in plan.groups]
+        if len(parts) == 1:
+            tokens = parts[0][1]
         else:
-            scores = scores / p.temperature
-            if p.top_p < 1.0:
-                sorted_scores, order = torch.sort(scores, descending=False)
-                cumulative = sorted_scores.softmax(-1).cumsum(-1)
-                drop_sorted = cumulative <= (1 - p.top_p)
-                drop_sorted[-1] = False  # always keep the most likely token
-                drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
-                scores = scores.masked_fill(drop, float("-inf"))
-            token = torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0]
-        self.seen[token] = True
-        return token
+            tokens = torch.empty(batch, dtype=torch.long, device=logits.device)
+            for group, chosen in parts:
+                tokens.index_copy_(0, group.index, chosen)
+        seen.scatter_(1, tokens[:, None], True)
+        return tokens
+
+    @staticmethod
+    def _seen(states: list[SamplerState]) -> torch.Tensor:
+        """The batch's (B, vocab) seen mask: a view when the rows already sit in order in one buffer
+        (the same batch as last step), else stacked into a new buffer that the states then point at."""
+        buffer, start = states[0].home
+        if all(s.home[0] is buffer and s.home[1] == start + i for i, s in enumerate(states)):
+            return buffer[start : start + len(states)]
+        buffer = torch.stack([s.seen for s in states])
+        for i, state in enumerate(states):
+            state.home = (buffer, i)
+        return buffer
+
+    @staticmethod
+    def _greedy(group: _Group, scores: torch.Tensor) -> torch.Tensor:
+        return group.take(scores).argmax(-1)
+
+    @staticmethod
+    def _top_k(group: _Group, scores: torch.Tensor) -> torch.Tensor:
+        values, indices = torch.topk(group.scaled(scores), group.k)  # sorted, largest first
+        if group.padding is not None:
+            values = values.masked_fill(group.padding, NEG_INF)
+        probs = values.softmax(-1)
+        if group.top_p is not None:
+            before = probs.cumsum(-1) - probs  # mass of the better candidates; the first always stays
+            probs = probs.masked_fill(before >= group.top_p, 0.0)
+        choice = group.draw(probs)
+        return indices.gather(-1, choice[:, None])[:, 0]
+
+    @staticmethod
+    def _full(group: _Group, scores: torch.Tensor) -> torch.Tensor:
+        scores = group.scaled(scores)
+        if group.top_p is not None:
+            ordered, order = torch.sort(scores, dim=-1, descending=False)
+            drop_sorted = ordered.softmax(-1).cumsum(-1) <= group.top_p
+            drop_sorted[:, -1] = False  # always keep the most likely token
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            scores = scores.masked_fill(drop, NEG_INF)
+        return group.draw(scores.softmax(-1))
+
+
+class Sampler:
+    """One request sampled on its own: `sampler(logits (vocab,))` -> a 0-d tensor with the chosen id."""
+
+    def __init__(
+        self,
+        params: SamplingParams,
+        vocab_size: int,
+        device: torch.device | str,
+        prompt_ids: list[int],
+        stop_ids: set[int] = frozenset(),
+    ) -> None:
+        self.state = SamplerState(params, vocab_size, device, prompt_ids, stop_ids)
+        self._batch = BatchSampler(device)
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.state.params
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        return self._batch(logits[None], [self.state])[0]

@@ -54,6 +54,8 @@ class Scheduler:
         self.rows: list[Sequence] = []  # decoding; row i lives in slot i
         self.prefilling: list[Sequence] = []  # in slots taken from the top
         self._copy = _HostCopy(runner.slab.slots, runner.device)
+        self._sampled_rows: list[Sequence] = []  # the rows of the last decode step, and what it sampled
+        self._sampled: torch.Tensor | None = None
         self.served = 0
         self.peak_batch = 0  # most sequences decoded in one step so far
 
@@ -96,13 +98,15 @@ class Scheduler:
     @torch.inference_mode()
     def step(self) -> None:
         rows = list(self.rows)
-        logits = None
+        sampled = None
         self.peak_batch = max(self.peak_batch, len(rows))
         if rows:
-            tokens = torch.stack([s.pending for s in rows])
+            # Same rows as last step: their pending tokens are exactly last step's sampled tensor.
+            tokens = self._sampled if rows == self._sampled_rows else torch.stack([s.pending for s in rows])
             self._copy.start(tokens)
             try:
                 logits = self.runner.forward.decode(tokens, [s.next_position for s in rows], [s.length for s in rows])
+                sampled = self.runner.sample(rows, logits)  # all rows; those that finish now drop theirs
             except torch.OutOfMemoryError as exc:
                 log.error("out of GPU memory in a decode step of %d sequences: %s", len(rows), exc)
                 self._fail_all(GpuOutOfMemoryError(OOM_MESSAGE))
@@ -114,11 +118,12 @@ class Scheduler:
             finished = []
             for index, (seq, token_id) in enumerate(zip(rows, ids)):
                 if self.runner.accept(seq, token_id, lambda text, seq=seq: self.emit(seq, text)):
-                    self.runner.advance(seq, token_id, logits[index])
+                    self.runner.advance(seq, token_id, sampled[index])
                 else:
                     finished.append(seq)
             for seq in finished:
                 self._retire(seq)
+            self._sampled_rows, self._sampled = (rows, sampled) if not finished else ([], None)
         self._join_prefilled()
 
     def _prefill_one_chunk(self) -> None:

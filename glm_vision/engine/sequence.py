@@ -10,7 +10,7 @@ import torch
 from ..cache import TokenKey
 from ..sessions import Session
 from .prompt import Prompt
-from .sampling import Sampler
+from .sampling import SamplerState
 from .textstream import IncrementalDetokenizer, StopStrings
 from .types import GenerationRequest, Usage
 
@@ -22,7 +22,7 @@ class Sequence:
     session: Session | None
     prompt: Prompt
     slot: int
-    sampler: Sampler
+    sampler: SamplerState
     detok: IncrementalDetokenizer
     stops: StopStrings
     max_new: int
