@@ -263,7 +263,14 @@ def profile_decode(engine: Engine, picture) -> None:
     engine.generate(request)
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         engine.generate(request)
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    print("decode, 48 graph-replayed steps (Calls / 48 = kernels per step):")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=70))
+    cold = GenerationRequest([Message("user", QUESTION, [load_image(screenshot(7))])], SamplingParams.greedy(1))
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        engine.generate(cold)
+    print("cold request, new 1080p image, one token (encoder + prefill):")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=70))
 
 
 # ---------------------------------------------------------------------------- report
@@ -294,6 +301,10 @@ def table(columns: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+class _Skipped(Exception):
+    pass
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the tiny checkpoint on the CPU")
@@ -305,6 +316,7 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=16384)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 32 decode steps")
+    parser.add_argument("--fast-only", action="store_true", help="skip the baseline, the eager engine and the agreement run")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
@@ -320,15 +332,19 @@ def main() -> None:
     print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True)
 
     columns: dict[str, dict] = {}
-    columns["generate"] = baseline(loaded, question, device, args.baseline_decode_tokens)
-    print("baseline:", columns["generate"], flush=True)
-
     results = {"columns": columns}
-    eager = Engine(settings, loaded)
+    if not args.fast_only:
+        columns["generate"] = baseline(loaded, question, device, args.baseline_decode_tokens)
+        print("baseline:", columns["generate"], flush=True)
+    eager = Engine(settings, loaded) if not args.fast_only else None
     try:
+        if eager is None:
+            raise _Skipped
         eager.warmup()
         columns["engine eager"] = engine_numbers(eager, pictures[0], pictures[1], device, args.baseline_decode_tokens, "eager")
         print("engine eager:", columns["engine eager"], flush=True)
+    except _Skipped:
+        pass
     except Exception:  # noqa: BLE001 - go on to the fast path
         import traceback
 
@@ -336,7 +352,8 @@ def main() -> None:
         if device == "cuda":
             print(torch.cuda.memory_summary(abbreviated=True), flush=True)
     finally:
-        eager.shutdown()
+        if eager is not None:
+            eager.shutdown()
 
     try:
         fast_settings = replace(settings, compile="on")
@@ -349,7 +366,8 @@ def main() -> None:
         print("engine fast:", columns["engine fast"], flush=True)
         results["history_peak_gib"], results["history_tokens"] = history_peak(fast, pictures[0], device, args.history_tokens)
         print("history peak:", results["history_peak_gib"], results["history_tokens"], flush=True)
-        results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
+        if not args.fast_only:
+            results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
         if args.profile and device == "cuda":
             profile_decode(fast, pictures[0])
         fast.shutdown()

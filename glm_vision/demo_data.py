@@ -146,7 +146,6 @@ def random_scene(rng: random.Random, *, n_shapes: int | None = None, with_word: 
                 ink = (255, 255, 255) if dark else rng.choice([(20, 20, 20), (55, 65, 81), (30, 58, 138)])
                 word = Word(text=text, slot=slot, font=font, rel_size=fitted, color=ink)
                 break
-        del short
     return Scene(width=width, height=height, background=background, shapes=shapes, word=word)
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -201,6 +202,7 @@ class Batcher:
                 [np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2]) for j, g in zip(all_images, grid_list)]))
         else:
             rows, grids, grid_list = None, None, []
+        layout = vision_layout(grid_list) if grid_list else None
         seqs, g = [], 0
         for ids, images in raw:
             mine = grid_list[g : g + len(images)]
@@ -241,6 +243,7 @@ class Batcher:
             "position_ids": torch.from_numpy(positions),
             "patch_rows": rows,
             "image_grid_thw": grids,
+            "layout": None if layout is None else {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in layout.items()},
         }
 
 
@@ -260,18 +263,37 @@ class BatchStream(torch.utils.data.IterableDataset):
 _LAYOUT: dict = {}  # the current batch's padded ViT layout, set by `loss_fn`
 
 
-def vision_layout(grids: torch.Tensor, device) -> dict:
-    """Gather indices that pad every image's patches to the longest image, and the padding mask."""
-    lengths = (grids[:, 0] * grids[:, 1] * grids[:, 2]).tolist()
-    longest, total = max(lengths), sum(lengths)
-    index = torch.full((len(lengths), longest), total, dtype=torch.long)  # `total`: a zero row appended
-    start = 0
-    for i, n in enumerate(lengths):
-        index[i, :n] = torch.arange(start, start + n)
-        start += n
-    valid = index < total
-    return {"index": index.view(-1).to(device), "valid": valid.view(-1).to(device),
-            "mask": valid[:, None, None, :].to(device), "shape": (len(lengths), longest)}
+def vision_layout(grid_list: list[tuple[int, int, int]], merge: int = 2) -> dict:
+    """For a batch's pictures (built in the data workers, as numpy): the ViT's patch positions
+    (what `get_vision_position_ids` computes with one loop iteration per picture on the GPU), and
+    the gather indices that pad every picture's patches to the longest one and back."""
+    lengths = np.array([t * h * w for t, h, w in grid_list], dtype=np.int64)
+    total, longest, n = int(lengths.sum()), int(lengths.max()), len(lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    slot = np.arange(longest)[None, :]
+    pad_index = np.where(slot < lengths[:, None], starts[:, None] + slot, total)  # `total`: a zero row appended
+    valid = (slot < lengths[:, None])
+    return {
+        "vision_positions": np.concatenate([_patch_positions(h, w, merge) for _, h, w in grid_list]),
+        "pad_index": pad_index.reshape(-1),
+        "unpad_index": np.flatnonzero(valid.reshape(-1)),
+        "valid": valid,
+        "shape": (n, longest),
+    }
+
+
+_PATCH_POSITIONS: dict = {}
+
+
+def _patch_positions(h: int, w: int, merge: int) -> np.ndarray:
+    """(h*w, 2) (row, column) of each patch in the processor's order: merge x merge blocks, row-major."""
+    key = (h, w, merge)
+    if key not in _PATCH_POSITIONS:
+        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        shape = (h // merge, merge, w // merge, merge)
+        _PATCH_POSITIONS[key] = np.stack(
+            [rows.reshape(shape).transpose(0, 2, 1, 3).reshape(-1), cols.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)], -1)
+    return _PATCH_POSITIONS[key]
 
 
 def padded_vision_attention(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
@@ -287,12 +309,13 @@ def padded_vision_attention(self, hidden_states, cu_seqlens, position_embeddings
     n, longest = _LAYOUT["shape"]
     heads, dim = v.shape[1], v.shape[2]
 
-    def pad(t):
+    def pad(t):  # index_select, not t[index]: its backward is an index_add, not a sort-based index_put
         t = torch.cat([t.to(v.dtype), t.new_zeros(1, heads, dim, dtype=v.dtype)])
-        return t[_LAYOUT["index"]].view(n, longest, heads, dim).transpose(1, 2)
+        return t.index_select(0, _LAYOUT["pad_index"]).view(n, longest, heads, dim).transpose(1, 2)
 
-    o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=_LAYOUT["mask"], scale=self.scaling)
-    o = o.transpose(1, 2).reshape(n * longest, heads, dim)[_LAYOUT["valid"]]
+    with torch.nn.attention.sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=_LAYOUT["mask"], scale=self.scaling)
+    o = o.transpose(1, 2).reshape(n * longest, heads, dim).index_select(0, _LAYOUT["unpad_index"])
     return self.proj(o.reshape(length, -1))
 
 
@@ -304,6 +327,35 @@ def linear_patch_embed(self, hidden_states):
     (checked in the smoke run)."""
     w = self.proj.weight
     return F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), self.proj.bias)
+
+
+_POSITION_MATRICES: dict = {}  # (t, h, w) grid -> its (patches, table rows) interpolation weights
+
+
+def matrix_position_embeddings(self, embeddings, lengths, image_shapes, h_coords, w_coords):
+    """Training-only replacement for the ViT's bicubic `grid_sample` of its position table. The
+    sample is linear in the table, so per grid size it is a fixed matrix (the sample of an identity
+    basis), and the batch's position embeddings are one matrix product. `grid_sample`'s backward
+    scatters ~1M taps with atomics into a 24x24 table, which serialises on the GPU; the product's
+    backward is another product. Same numbers (checked with --check-positions)."""
+    weight = self.position_embedding.weight
+    rows, side = weight.shape[0], int(weight.shape[0] ** 0.5)
+    mats, start = [], 0
+    for n, grid in zip(lengths.tolist(), image_shapes.tolist()):
+        key = tuple(grid)
+        mat = _POSITION_MATRICES.get(key)
+        if mat is None:
+            basis = torch.eye(rows, device=weight.device).view(1, rows, side, side)
+            hc, wc = h_coords[start : start + n].float(), w_coords[start : start + n].float()
+            where = torch.stack((((wc + 0.5) / grid[2]) * 2 - 1, ((hc + 0.5) / grid[1]) * 2 - 1), dim=-1)
+            sampled = F.grid_sample(basis, where[None, :, None, :], mode=self.interpolated_method,
+                                    align_corners=False, padding_mode="border")
+            mat = _POSITION_MATRICES[key] = sampled[0, :, :, 0].T.contiguous()
+        mats.append(mat)
+        start += n
+    with torch.autocast(weight.device.type, enabled=False):
+        positions = torch.cat(mats) @ weight.float()
+    return embeddings + positions.to(weight.dtype).to(embeddings.device)
 
 
 def build_model(processor, args):
@@ -333,8 +385,14 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor):
             rows = bank_rows[batch["patch_rows"].to(device, non_blocking=True)]
             pixels = normalise_patches(rows, image_processor)
             grids = batch["image_grid_thw"].to(device)
-            _LAYOUT.update(vision_layout(batch["image_grid_thw"], device))
-            feats = inner.visual(pixels, grid_thw=grids).pooler_output
+            layout = batch["layout"]
+            _LAYOUT.update(
+                pad_index=layout["pad_index"].to(device, non_blocking=True),
+                unpad_index=layout["unpad_index"].to(device, non_blocking=True),
+                mask=layout["valid"][:, None, None, :].to(device, non_blocking=True),
+                shape=layout["shape"],
+            )
+            feats = inner.visual(pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)).pooler_output
             mask = (ids == model.config.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
@@ -367,14 +425,20 @@ def main(argv=None) -> None:
     p.add_argument("--vision-depth", type=int, default=4)
     p.add_argument("--vision-heads", type=int, default=3)
     p.add_argument("--deadline-s", type=float, default=0, help="stop early (and save) this long after the start; 0: never")
+    p.add_argument("--state", help="training state file: written when the run stops, and resumed from if it exists "
+                                   "(a long run split over several commands; needs a fixed --steps)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--linear-patch-embed", type=int, default=1, help="1: patch embedding as a matmul instead of Conv3d")
     p.add_argument("--check-positions", action="store_true", help="compare the positions with get_rope_index first")
+    p.add_argument("--profile", action="store_true", help="profile steps 20-24, print the top ops, and stop")
     args = p.parse_args(argv)
 
     started = time.time()
     device = torch.device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = True
+    # cuDNN attention builds a new plan (~15 ms of CPU) for every new batch shape; flash and
+    # memory-efficient attention have no plans.
+    torch.backends.cuda.enable_cudnn_sdp(False)
     processor = make_processor(args.image_tokens, args.vocab)
     print(f"processor ready {time.time() - started:.0f}s", flush=True)
     bank = ImageBank(processor, args.bank, args.seed, args.render_procs)
@@ -382,13 +446,42 @@ def main(argv=None) -> None:
     bank.rows = None  # the workers need only the scenes, offsets and grids
     model = build_model(processor, args).to(device)
     from transformers.models.glm4v import modeling_glm4v
+    from transformers.vision_utils import get_vision_position_ids
 
     if args.check_positions:  # the replacements compute what the originals do
         probe = torch.randn(8, model.model.visual.patch_embed.proj.weight[0].numel(), device=device)
         ref = model.model.visual.patch_embed(probe)
         alt = linear_patch_embed(model.model.visual.patch_embed, probe)
         print(f"linear patch embedding vs Conv3d: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
-        assert torch.allclose(ref, alt, atol=1e-4)
+        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)  # TF32 on the GPU
+    if args.check_positions:
+        emb = model.model.visual.embeddings
+        grids = torch.tensor([[1, 12, 20], [1, 8, 8], [1, 12, 20]], device=device)
+        pos = get_vision_position_ids(grids, 2)
+        cu = torch.cat([grids.new_zeros(1), grids.prod(-1).cumsum(0)])
+        x = torch.randn(int(cu[-1]), emb.embed_dim, device=device)
+        ref = emb(x, cu[1:] - cu[:-1], grids, pos[:, 0].to(device), pos[:, 1].to(device))
+        alt = matrix_position_embeddings(emb, x, cu[1:] - cu[:-1], grids, pos[:, 0].to(device), pos[:, 1].to(device))
+        print(f"matrix position embeddings vs grid_sample: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
+        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)  # TF32 on the GPU
+    modeling_glm4v.Glm4vVisionEmbeddings.forward = matrix_position_embeddings
+    if args.check_positions:  # padded attention and worker-built positions == the model's own
+        grid_list = [(1, 12, 20), (1, 8, 8), (1, 20, 6)]
+        grids = torch.tensor(grid_list, device=device)
+        layout = vision_layout(grid_list)
+        ref_pos = get_vision_position_ids(grids, 2).cpu()
+        assert torch.equal(torch.from_numpy(layout["vision_positions"]), ref_pos), "vision positions differ"
+        blk = model.model.visual.blocks[0].attn
+        x = torch.randn(int(grids.prod(-1).sum()), blk.qkv.in_features, device=device)
+        cos_sin = model.model.visual.rotary_pos_emb(x, ref_pos.to(device))
+        cu = torch.nn.functional.pad(grids.prod(-1).cumsum(0), (1, 0)).int()
+        ref = blk(x, cu_seqlens=cu, position_embeddings=cos_sin)
+        _LAYOUT.update(pad_index=torch.from_numpy(layout["pad_index"]).to(device),
+                       unpad_index=torch.from_numpy(layout["unpad_index"]).to(device),
+                       mask=torch.from_numpy(layout["valid"])[:, None, None, :].to(device), shape=layout["shape"])
+        alt = padded_vision_attention(blk, x, cu, position_embeddings=cos_sin)
+        print(f"padded vision attention vs per-image: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
+        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)
     modeling_glm4v.Glm4vVisionAttention.forward = padded_vision_attention
     if args.linear_patch_embed:
         modeling_glm4v.Glm4vVisionPatchEmbed.forward = linear_patch_embed
@@ -417,8 +510,17 @@ def main(argv=None) -> None:
     )
     total = None if args.steps == "auto" else int(args.steps)
     stop = total if total is not None else 10**7
+    first_step, train_s_before = 0, 0.0
+    if args.state and Path(args.state).exists():
+        if total is None:
+            raise SystemExit("--state needs a fixed --steps")
+        saved = torch.load(args.state, map_location=device)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        first_step, train_s_before = saved["step"], saved["train_seconds"]
+        print(f"resumed from {args.state} at step {first_step}", flush=True)
     loader = torch.utils.data.DataLoader(
-        BatchStream(batcher, 0, stop), batch_size=None, num_workers=args.workers, pin_memory=fused,
+        BatchStream(batcher, first_step, stop), batch_size=None, num_workers=args.workers, pin_memory=fused,
         prefetch_factor=4 if args.workers else None, persistent_workers=False,
     )
 
@@ -435,7 +537,7 @@ def main(argv=None) -> None:
     running, count = 0.0, 0
     t0 = time.time()
     print(f"training starts {t0 - started:.0f}s after launch", flush=True)
-    step = 0
+    step = first_step
     wait, wait_window, t_window = 0.0, 0.0, time.time()
     it = iter(loader)
     while True:
@@ -451,15 +553,28 @@ def main(argv=None) -> None:
             break
         if args.deadline_s and time.time() - started > args.deadline_s:
             print(f"deadline reached at step {step}: stopping early", flush=True)
-            total = step
+            if total is None or not args.state:
+                total = step
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
+        if args.profile and step == 20:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+            profiler.__enter__()
+            t_prof = time.time()
         loss = loss_fn(model, batch, device, autocast, bank_rows, processor.image_processor)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if args.profile and step == 24:
+            torch.cuda.synchronize() if device.type == "cuda" else None
+            profiler.__exit__(None, None, None)
+            print(f"5 profiled steps: {time.time() - t_prof:.2f}s wall", flush=True)
+            keys = profiler.key_averages()
+            print(keys.table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=25), flush=True)
+            print(keys.table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+            return
         running += loss.item() if (step % 10 == 0 or step < 20) else 0.0
         count += 1 if (step % 10 == 0 or step < 20) else 0
         if total is None:
@@ -479,9 +594,14 @@ def main(argv=None) -> None:
             wait_window, t_window = 0.0, time.time()
         step += 1
     steps_done = step
-    train_s = time.time() - t0
-    print(f"trained {steps_done} steps in {train_s:.0f}s ({steps_done / train_s:.2f} steps/s, "
-          f"waiting for data {wait:.0f}s)", flush=True)
+    session_s = time.time() - t0
+    train_s = session_s + train_s_before
+    print(f"trained steps {first_step}-{steps_done} of {total} in {session_s:.0f}s "
+          f"({(steps_done - first_step) / session_s:.2f} steps/s, waiting for data {wait:.0f}s)", flush=True)
+    if args.state:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": steps_done,
+                    "train_seconds": train_s}, args.state)
+        print(f"saved the training state at step {steps_done} to {args.state}", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
