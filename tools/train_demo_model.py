@@ -1,6 +1,6 @@
 """Train the bundled demo model: a small GLM-4.6V-architecture VLM, from scratch, on synthetic scenes.
 
-    python tools/train_demo_model.py --out assets/demo-model            # GPU: ~8 minutes on one H100
+    python tools/train_demo_model.py --out assets/demo-model --steps 9000 --bank 20000 --bank-steps 300   # GPU: ~16 minutes on one H100
     python tools/train_demo_model.py --out /tmp/demo --device cpu --steps 20 --batch 8 --workers 1   # smoke run
 
 The model is a `Glm4vForConditionalGeneration` with GLM's special tokens and chat template, a
@@ -10,12 +10,16 @@ conversations of 1-3 images with 1-4 questions each (English and Chinese), think
 `<think></think>` block, as GLM writes it in history) or off (`/nothink`), each answer ending with
 `<|user|>` (next turn) or `<|endoftext|>`. Loss is on assistant tokens only.
 
-Data path: `--bank` pictures are rendered once, up front, by a process pool, and resized by the
-processor itself into uint8 patch rows that live on the GPU; the DataLoader workers only write the
-conversations and token ids (about 1,400 conversations/s per worker on this CPU, against 77 when
-each worker rendered and preprocessed its own pictures), and the step gathers and normalises the
-patches on the GPU (equal to the processor's `pixel_values` to 5e-7). Every log line prints
-steps/s and the share of the time spent waiting for data.
+Data path (`demo_bank.py`): banks of `--bank` pictures are rendered by a process pool and resized
+by the processor itself into uint8 patch rows that live on the GPU; the DataLoader workers only
+write the conversations and token ids, and the step gathers and normalises the patches on the GPU
+(equal to the processor's `pixel_values` to 5e-7). With `--bank-steps N` a new bank of new scenes
+serves every N steps, rendered in the background while the previous one is in use, so that a long
+run does not see the same pictures dozens of times (the shipped checkpoint, trained on one bank of
+40,000 for 9,000 steps, memorised its bank: train loss 0.096, shapes 51 % held out). The ViT parts
+that are slow on big many-picture batches are replaced for training by equivalent code
+(`demo_vit_fast.py`; `--check-positions` compares them). Every log line prints steps/s and the
+share of the time spent waiting for data; `--profile` prints where five steps spend their time.
 
 Reproducible: batch i is drawn from `random.Random(f"{seed}/{i}")` whatever the number of data
 workers, and the model is initialised from `--seed`. With `--steps auto` the step count is chosen
@@ -38,10 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import demo_vit_fast  # noqa: E402  (tools/, beside this script)
+from demo_bank import BankRenderer, ImageBank, normalise_patches  # noqa: E402
 from glm_vision import demo_data  # noqa: E402
 from glm_vision.tiny import build_config, build_processor, train_tokenizer  # noqa: E402
 
@@ -98,66 +103,6 @@ def mrope_positions(ids: np.ndarray, grids: list[tuple[int, int, int]], image_to
     return out
 
 
-# ---------------------------------------------------------------------------------------------- image bank
-_POOL_IP = None
-
-
-def _pool_init(image_processor) -> None:
-    global _POOL_IP
-    torch.set_num_threads(1)
-    _POOL_IP = image_processor
-
-
-def _render_one(job: tuple[int, int]):
-    """Scene j of the bank and its pixels exactly as the processor resizes them, as uint8 patch rows
-    (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy."""
-    seed, j = job
-    scene = demo_data.random_scene(random.Random(f"{seed}/scene/{j}"))
-    out = _POOL_IP(images=[demo_data.render(scene)], do_rescale=False, do_normalize=False, return_tensors="pt")
-    _, gh, gw = out["image_grid_thw"][0].tolist()
-    rows = out["pixel_values"].view(gh * gw, 3, _POOL_IP.temporal_patch_size, -1)[:, :, 0]
-    return scene, rows.round().clamp(0, 255).to(torch.uint8).reshape(gh * gw, -1).numpy(), (gh, gw)
-
-
-class ImageBank:
-    """Every training picture rendered once, up front, by a pool of processes: the scenes (for the
-    questions) and their resized pixels as one uint8 array of patch rows (moved to the GPU by the
-    trainer), with each picture's first row and grid."""
-
-    def __init__(self, processor, n: int, seed: int, procs: int) -> None:
-        import multiprocessing as mp
-
-        t = time.time()
-        jobs = [(seed, j) for j in range(n)]
-        if procs > 1:
-            with mp.get_context("fork").Pool(procs, _pool_init, (processor.image_processor,)) as pool:
-                results = pool.map(_render_one, jobs, chunksize=64)
-        else:
-            _pool_init(processor.image_processor)
-            results = [_render_one(job) for job in jobs]
-        self.scenes = [r[0] for r in results]
-        self.grids = np.asarray([r[2] for r in results], dtype=np.int64)
-        lengths = self.grids[:, 0] * self.grids[:, 1]
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self.rows = np.concatenate([r[1] for r in results])
-        self.seconds = time.time() - t
-        print(f"image bank: {n} pictures, {len(self.rows)} patch rows, {self.rows.nbytes / 1e9:.2f} GB uint8, "
-              f"rendered in {self.seconds:.1f}s with {procs} processes ({n / self.seconds:.0f} pictures/s)", flush=True)
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-
-def normalise_patches(rows: torch.Tensor, image_processor) -> torch.Tensor:
-    """uint8 patch rows -> the processor's `pixel_values` (rescale, normalise, temporal copy), on rows' device."""
-    n = rows.shape[0]
-    mean = torch.tensor(image_processor.image_mean, device=rows.device).view(1, 3, 1, 1)
-    std = torch.tensor(image_processor.image_std, device=rows.device).view(1, 3, 1, 1)
-    x = rows.view(n, 3, 1, -1).float() * image_processor.rescale_factor
-    x = (x - mean) / std
-    return x.expand(n, 3, image_processor.temporal_patch_size, x.shape[-1]).reshape(n, -1)
-
-
 class Batcher:
     """Builds one padded training batch from a seed: token ids, targets, positions, and which bank
     rows hold its pictures' patches (the pixels themselves are gathered on the GPU)."""
@@ -202,7 +147,7 @@ class Batcher:
                 [np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2]) for j, g in zip(all_images, grid_list)]))
         else:
             rows, grids, grid_list = None, None, []
-        layout = vision_layout(grid_list) if grid_list else None
+        layout = demo_vit_fast.vision_layout(grid_list) if grid_list else None
         seqs, g = [], 0
         for ids, images in raw:
             mine = grid_list[g : g + len(images)]
@@ -259,105 +204,6 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield self.batcher.make(i)
 
 
-# ---------------------------------------------------------------------------------------------- model
-_LAYOUT: dict = {}  # the current batch's padded ViT layout, set by `loss_fn`
-
-
-def vision_layout(grid_list: list[tuple[int, int, int]], merge: int = 2) -> dict:
-    """For a batch's pictures (built in the data workers, as numpy): the ViT's patch positions
-    (what `get_vision_position_ids` computes with one loop iteration per picture on the GPU), and
-    the gather indices that pad every picture's patches to the longest one and back."""
-    lengths = np.array([t * h * w for t, h, w in grid_list], dtype=np.int64)
-    total, longest, n = int(lengths.sum()), int(lengths.max()), len(lengths)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    slot = np.arange(longest)[None, :]
-    pad_index = np.where(slot < lengths[:, None], starts[:, None] + slot, total)  # `total`: a zero row appended
-    valid = (slot < lengths[:, None])
-    return {
-        "vision_positions": np.concatenate([_patch_positions(h, w, merge) for _, h, w in grid_list]),
-        "pad_index": pad_index.reshape(-1),
-        "unpad_index": np.flatnonzero(valid.reshape(-1)),
-        "valid": valid,
-        "shape": (n, longest),
-    }
-
-
-_PATCH_POSITIONS: dict = {}
-
-
-def _patch_positions(h: int, w: int, merge: int) -> np.ndarray:
-    """(h*w, 2) (row, column) of each patch in the processor's order: merge x merge blocks, row-major."""
-    key = (h, w, merge)
-    if key not in _PATCH_POSITIONS:
-        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        shape = (h // merge, merge, w // merge, merge)
-        _PATCH_POSITIONS[key] = np.stack(
-            [rows.reshape(shape).transpose(0, 2, 1, 3).reshape(-1), cols.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)], -1)
-    return _PATCH_POSITIONS[key]
-
-
-def padded_vision_attention(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
-    """Training-only replacement for the ViT's per-image SDPA loop: all images padded to the longest
-    one and masked, one SDPA call per layer. Same math (checked against the original in the smoke
-    run), a handful of kernels instead of one loop iteration per image."""
-    from transformers.models.glm4v.modeling_glm4v import apply_rotary_pos_emb_vision
-
-    length = hidden_states.shape[0]
-    q, k, v = self.qkv(hidden_states).reshape(length, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-    cos, sin = position_embeddings
-    q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)
-    n, longest = _LAYOUT["shape"]
-    heads, dim = v.shape[1], v.shape[2]
-
-    def pad(t):  # index_select, not t[index]: its backward is an index_add, not a sort-based index_put
-        t = torch.cat([t.to(v.dtype), t.new_zeros(1, heads, dim, dtype=v.dtype)])
-        return t.index_select(0, _LAYOUT["pad_index"]).view(n, longest, heads, dim).transpose(1, 2)
-
-    with torch.nn.attention.sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-        o = F.scaled_dot_product_attention(pad(q), pad(k), pad(v), attn_mask=_LAYOUT["mask"], scale=self.scaling)
-    o = o.transpose(1, 2).reshape(n * longest, heads, dim).index_select(0, _LAYOUT["unpad_index"])
-    return self.proj(o.reshape(length, -1))
-
-
-def linear_patch_embed(self, hidden_states):
-    """Training-only replacement for the ViT's Conv3d patch embedding: with stride == kernel the
-    convolution is one matrix product over the flattened patch, and cuDNN's Conv3d (bf16, ~70k
-    patches a batch) is suspected of being the slow part of the step on the H100 (the data wait was
-    0-4 % of the step in the last run; pytorch#174051, transformers#45041). Same weights, same math
-    (checked in the smoke run)."""
-    w = self.proj.weight
-    return F.linear(hidden_states.reshape(-1, w[0].numel()).to(w.dtype), w.reshape(w.shape[0], -1), self.proj.bias)
-
-
-_POSITION_MATRICES: dict = {}  # (t, h, w) grid -> its (patches, table rows) interpolation weights
-
-
-def matrix_position_embeddings(self, embeddings, lengths, image_shapes, h_coords, w_coords):
-    """Training-only replacement for the ViT's bicubic `grid_sample` of its position table. The
-    sample is linear in the table, so per grid size it is a fixed matrix (the sample of an identity
-    basis), and the batch's position embeddings are one matrix product. `grid_sample`'s backward
-    scatters ~1M taps with atomics into a 24x24 table, which serialises on the GPU; the product's
-    backward is another product. Same numbers (checked with --check-positions)."""
-    weight = self.position_embedding.weight
-    rows, side = weight.shape[0], int(weight.shape[0] ** 0.5)
-    mats, start = [], 0
-    for n, grid in zip(lengths.tolist(), image_shapes.tolist()):
-        key = tuple(grid)
-        mat = _POSITION_MATRICES.get(key)
-        if mat is None:
-            basis = torch.eye(rows, device=weight.device).view(1, rows, side, side)
-            hc, wc = h_coords[start : start + n].float(), w_coords[start : start + n].float()
-            where = torch.stack((((wc + 0.5) / grid[2]) * 2 - 1, ((hc + 0.5) / grid[1]) * 2 - 1), dim=-1)
-            sampled = F.grid_sample(basis, where[None, :, None, :], mode=self.interpolated_method,
-                                    align_corners=False, padding_mode="border")
-            mat = _POSITION_MATRICES[key] = sampled[0, :, :, 0].T.contiguous()
-        mats.append(mat)
-        start += n
-    with torch.autocast(weight.device.type, enabled=False):
-        positions = torch.cat(mats) @ weight.float()
-    return embeddings + positions.to(weight.dtype).to(embeddings.device)
-
-
 def build_model(processor, args):
     from transformers import GenerationConfig, Glm4vForConditionalGeneration
 
@@ -386,12 +232,7 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor):
             pixels = normalise_patches(rows, image_processor)
             grids = batch["image_grid_thw"].to(device)
             layout = batch["layout"]
-            _LAYOUT.update(
-                pad_index=layout["pad_index"].to(device, non_blocking=True),
-                unpad_index=layout["unpad_index"].to(device, non_blocking=True),
-                mask=layout["valid"][:, None, None, :].to(device, non_blocking=True),
-                shape=layout["shape"],
-            )
+            demo_vit_fast.use_layout(layout, device)
             feats = inner.visual(pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)).pooler_output
             mask = (ids == model.config.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
@@ -413,8 +254,10 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    p.add_argument("--bank", type=int, default=48000, help="pictures rendered up front; conversations draw from them")
-    p.add_argument("--render-procs", type=int, default=os.cpu_count() or 1, help="processes that render the bank")
+    p.add_argument("--bank", type=int, default=48000, help="pictures per bank; conversations draw from the current bank")
+    p.add_argument("--bank-steps", type=int, default=0,
+                   help="steps per bank: a new bank (new scenes) every this many steps, rendered in the background; 0: one bank")
+    p.add_argument("--render-procs", type=int, default=os.cpu_count() or 1, help="processes that render the banks")
     p.add_argument("--image-tokens", type=int, default=100, help="most LLM tokens per image (28x28 px each)")
     p.add_argument("--vocab", type=int, default=1000)
     p.add_argument("--layers", type=int, default=4)
@@ -441,57 +284,18 @@ def main(argv=None) -> None:
     torch.backends.cuda.enable_cudnn_sdp(False)
     processor = make_processor(args.image_tokens, args.vocab)
     print(f"processor ready {time.time() - started:.0f}s", flush=True)
-    bank = ImageBank(processor, args.bank, args.seed, args.render_procs)
-    bank_rows = torch.from_numpy(bank.rows).to(device)
-    bank.rows = None  # the workers need only the scenes, offsets and grids
+    renderer = BankRenderer(processor.image_processor, args.bank, args.seed, args.render_procs)  # before CUDA
+    bank = renderer.get(0)
     model = build_model(processor, args).to(device)
-    from transformers.models.glm4v import modeling_glm4v
-    from transformers.vision_utils import get_vision_position_ids
-
     if args.check_positions:  # the replacements compute what the originals do
-        probe = torch.randn(8, model.model.visual.patch_embed.proj.weight[0].numel(), device=device)
-        ref = model.model.visual.patch_embed(probe)
-        alt = linear_patch_embed(model.model.visual.patch_embed, probe)
-        print(f"linear patch embedding vs Conv3d: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
-        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)  # TF32 on the GPU
-    if args.check_positions:
-        emb = model.model.visual.embeddings
-        grids = torch.tensor([[1, 12, 20], [1, 8, 8], [1, 12, 20]], device=device)
-        pos = get_vision_position_ids(grids, 2)
-        cu = torch.cat([grids.new_zeros(1), grids.prod(-1).cumsum(0)])
-        x = torch.randn(int(cu[-1]), emb.embed_dim, device=device)
-        ref = emb(x, cu[1:] - cu[:-1], grids, pos[:, 0].to(device), pos[:, 1].to(device))
-        alt = matrix_position_embeddings(emb, x, cu[1:] - cu[:-1], grids, pos[:, 0].to(device), pos[:, 1].to(device))
-        print(f"matrix position embeddings vs grid_sample: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
-        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)  # TF32 on the GPU
-    modeling_glm4v.Glm4vVisionEmbeddings.forward = matrix_position_embeddings
-    if args.check_positions:  # padded attention and worker-built positions == the model's own
-        grid_list = [(1, 12, 20), (1, 8, 8), (1, 20, 6)]
-        grids = torch.tensor(grid_list, device=device)
-        layout = vision_layout(grid_list)
-        ref_pos = get_vision_position_ids(grids, 2).cpu()
-        assert torch.equal(torch.from_numpy(layout["vision_positions"]), ref_pos), "vision positions differ"
-        blk = model.model.visual.blocks[0].attn
-        x = torch.randn(int(grids.prod(-1).sum()), blk.qkv.in_features, device=device)
-        cos_sin = model.model.visual.rotary_pos_emb(x, ref_pos.to(device))
-        cu = torch.nn.functional.pad(grids.prod(-1).cumsum(0), (1, 0)).int()
-        ref = blk(x, cu_seqlens=cu, position_embeddings=cos_sin)
-        _LAYOUT.update(pad_index=torch.from_numpy(layout["pad_index"]).to(device),
-                       unpad_index=torch.from_numpy(layout["unpad_index"]).to(device),
-                       mask=torch.from_numpy(layout["valid"])[:, None, None, :].to(device), shape=layout["shape"])
-        alt = padded_vision_attention(blk, x, cu, position_embeddings=cos_sin)
-        print(f"padded vision attention vs per-image: max abs diff {(ref - alt).abs().max().item():.2e}", flush=True)
-        assert torch.allclose(ref, alt, atol=1e-4 if device.type == "cpu" else 3e-3)
-    modeling_glm4v.Glm4vVisionAttention.forward = padded_vision_attention
-    if args.linear_patch_embed:
-        modeling_glm4v.Glm4vVisionPatchEmbed.forward = linear_patch_embed
+        demo_vit_fast.check(model, device)
+    demo_vit_fast.install(linear_patch=bool(args.linear_patch_embed))
     n_params = sum(p.numel() for p in model.parameters())
     n_vision = sum(p.numel() for p in model.model.visual.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters ({n_vision / 1e6:.2f}M vision), vocab {len(processor.tokenizer)}", flush=True)
 
-    batcher = Batcher(processor, args.batch, args.seed, bank)
     if args.check_positions:
-        b = batcher.make(10**6)
+        b = Batcher(processor, args.batch, args.seed, bank).make(10**6)
         types = (b["input_ids"] == model.config.image_token_id).int()
         pos, _ = model.model.get_rope_index(b["input_ids"], types, image_grid_thw=b["image_grid_thw"])
         mine = b["position_ids"]
@@ -519,10 +323,25 @@ def main(argv=None) -> None:
         opt.load_state_dict(saved["optimizer"])
         first_step, train_s_before = saved["step"], saved["train_seconds"]
         print(f"resumed from {args.state} at step {first_step}", flush=True)
-    loader = torch.utils.data.DataLoader(
-        BatchStream(batcher, first_step, stop), batch_size=None, num_workers=args.workers, pin_memory=fused,
-        prefetch_factor=4 if args.workers else None, persistent_workers=False,
-    )
+    bank_steps = args.bank_steps or stop
+
+    def batches():
+        """(batch, its bank's rows on the device) for steps first_step..stop; bank k serves steps
+        [k * bank_steps, (k + 1) * bank_steps), and bank k + 1 renders while bank k is in use."""
+        for k in range(first_step // bank_steps, (stop - 1) // bank_steps + 1):
+            current = bank if k == 0 else renderer.get(k)
+            if (k + 1) * bank_steps < stop:
+                renderer.prefetch(k + 1)
+            rows = torch.from_numpy(current.rows).to(device)
+            current.rows = None  # the workers need only the scenes, offsets and grids
+            lo, hi = max(first_step, k * bank_steps), min(stop, (k + 1) * bank_steps)
+            loader = torch.utils.data.DataLoader(
+                BatchStream(Batcher(processor, args.batch, args.seed, current), lo, hi), batch_size=None,
+                num_workers=args.workers, pin_memory=fused, prefetch_factor=4 if args.workers else None,
+            )
+            for batch in loader:
+                yield batch, rows
+            del rows
 
     def lr_at(step: int) -> float:
         if step < args.warmup:
@@ -539,11 +358,11 @@ def main(argv=None) -> None:
     print(f"training starts {t0 - started:.0f}s after launch", flush=True)
     step = first_step
     wait, wait_window, t_window = 0.0, 0.0, time.time()
-    it = iter(loader)
+    it = batches()
     while True:
         t_wait = time.time()
         try:
-            batch = next(it)
+            batch, bank_rows = next(it)
         except StopIteration:
             break
         waited = time.time() - t_wait
@@ -613,6 +432,7 @@ def main(argv=None) -> None:
                   device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                   parameters=n_params, torch=torch.__version__,
                   bank_render_seconds=round(bank.seconds, 1), data_wait_seconds=round(wait, 1))
+    renderer.close()
     import transformers
 
     record["transformers"] = transformers.__version__

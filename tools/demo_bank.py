@@ -1,0 +1,98 @@
+"""The demo model's training pictures: banks of synthetic scenes rendered by a process pool and
+resized by the processor itself into uint8 patch rows, and their normalisation on the GPU (equal to
+the processor's `pixel_values` to 5e-7)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+
+from glm_vision import demo_data
+
+_POOL_IP = None
+
+
+def _pool_init(image_processor) -> None:
+    global _POOL_IP
+    torch.set_num_threads(1)
+    _POOL_IP = image_processor
+
+
+def _render_one(job: tuple[int, int, int]):
+    """Scene j of bank k and its pixels exactly as the processor resizes them, as uint8 patch rows
+    (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy."""
+    seed, k, j = job
+    scene = demo_data.random_scene(random.Random(f"{seed}/scene/{j}" if k == 0 else f"{seed}/scene/{k}/{j}"))
+    out = _POOL_IP(images=[demo_data.render(scene)], do_rescale=False, do_normalize=False, return_tensors="pt")
+    _, gh, gw = out["image_grid_thw"][0].tolist()
+    rows = out["pixel_values"].view(gh * gw, 3, _POOL_IP.temporal_patch_size, -1)[:, :, 0]
+    return scene, rows.round().clamp(0, 255).to(torch.uint8).reshape(gh * gw, -1).numpy(), (gh, gw)
+
+
+class ImageBank:
+    """One bank of training pictures: the scenes (for the questions) and their resized pixels as one
+    uint8 array of patch rows (moved to the GPU by the trainer), with each picture's first row and grid."""
+
+    def __init__(self, results: list, seconds: float) -> None:
+        self.scenes = [r[0] for r in results]
+        self.grids = np.asarray([r[2] for r in results], dtype=np.int64)
+        lengths = self.grids[:, 0] * self.grids[:, 1]
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        self.rows = np.concatenate([r[1] for r in results])
+        self.seconds = seconds
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+
+class BankRenderer:
+    """Renders bank k (`n` pictures of seed-derived scenes) in a process pool. The pool is made
+    before CUDA starts (forking a CUDA process is unsafe), and `prefetch` renders the next bank in the
+    background while training uses the current one, so a long run sees many distinct pictures
+    instead of memorising one bank."""
+
+    def __init__(self, image_processor, n: int, seed: int, procs: int) -> None:
+        import multiprocessing as mp
+
+        self.n, self.seed, self.procs = n, seed, procs
+        self.pending: dict[int, tuple[float, object]] = {}
+        self.pool = mp.get_context("fork").Pool(procs, _pool_init, (image_processor,)) if procs > 1 else None
+        if self.pool is None:
+            _pool_init(image_processor)
+
+    def _jobs(self, k: int) -> list[tuple[int, int, int]]:
+        return [(self.seed, k, j) for j in range(self.n)]
+
+    def prefetch(self, k: int) -> None:
+        if self.pool is not None and k not in self.pending:
+            self.pending[k] = (time.time(), self.pool.map_async(_render_one, self._jobs(k), chunksize=64))
+
+    def get(self, k: int) -> ImageBank:
+        if self.pool is None:
+            started = time.time()
+            results = [_render_one(job) for job in self._jobs(k)]
+        else:
+            self.prefetch(k)
+            started, pending = self.pending.pop(k)
+            results = pending.get()
+        bank = ImageBank(results, time.time() - started)
+        print(f"image bank {k}: {self.n} pictures, {len(bank.rows)} patch rows, {bank.rows.nbytes / 1e9:.2f} GB uint8, "
+              f"ready {bank.seconds:.1f}s after it was asked for ({self.procs} processes)", flush=True)
+        return bank
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+
+
+def normalise_patches(rows: torch.Tensor, image_processor) -> torch.Tensor:
+    """uint8 patch rows -> the processor's `pixel_values` (rescale, normalise, temporal copy), on rows' device."""
+    n = rows.shape[0]
+    mean = torch.tensor(image_processor.image_mean, device=rows.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_processor.image_std, device=rows.device).view(1, 3, 1, 1)
+    x = rows.view(n, 3, 1, -1).float() * image_processor.rescale_factor
+    x = (x - mean) / std
+    return x.expand(n, 3, image_processor.temporal_patch_size, x.shape[-1]).reshape(n, -1)
