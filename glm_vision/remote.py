@@ -18,6 +18,7 @@ import io
 import itertools
 import logging
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -68,10 +69,24 @@ class RemoteHandle(RequestHandle):
         with self._stream_lock:
             stream = self._stream
         if stream is not None:
+            _shut_down_socket(stream)
             try:
                 stream.close()  # drops the connection: the upstream server stops generating
             except Exception:  # noqa: BLE001 - closing twice or a connection already gone
                 pass
+
+
+def _shut_down_socket(stream) -> None:
+    """Shut the stream's socket down. Another thread may be blocked reading it, holding the
+    connection, and `close()` from here does not always wake that read; a shutdown does (the read
+    sees the end of the stream), and the upstream server sees the disconnect at once."""
+    try:
+        network = stream.response.extensions["network_stream"]
+        sock = network.get_extra_info("socket")
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # noqa: BLE001 - no socket (another transport) or already closed
+        pass
 
 
 def _error_text(exc) -> str:

@@ -137,8 +137,9 @@ def test_disconnect_at_the_front_cancels_upstream(settings):
         with httpx.Client(timeout=60) as http:
             with http.stream("POST", proxy.url + "/v1/chat/completions", json=body) as response:
                 assert response.status_code == 200
-                assert next(response.iter_lines()).startswith("data: ")
-                assert gate.reached.wait(30)  # the upstream model has written 2 pieces and is held
+                first = next(response.iter_lines())
+                assert first.startswith("data: ") and '"error"' not in first, first
+                assert gate.reached.wait(30), (first, recorded.handles)  # the upstream model has written 2 pieces and is held
         # The client of the front went away: the front closed its upstream stream, the upstream cancelled.
         running = recorded.handles[0]
         wait_until(running.cancelled.is_set, what="the upstream to cancel")

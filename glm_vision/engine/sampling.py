@@ -229,18 +229,12 @@ class BatchSampler:
 
 
 class Sampler:
-    """One request sampled on its own: `sampler(logits (vocab,))` -> a 0-d tensor with the chosen id."""
+    """One request sampled on its own: `sampler(logits (vocab,))` -> a 0-d tensor with the chosen id.
+    Takes SamplerState's arguments."""
 
-    def __init__(
-        self,
-        params: SamplingParams,
-        vocab_size: int,
-        device: torch.device | str,
-        prompt_ids: list[int],
-        stop_ids: set[int] = frozenset(),
-    ) -> None:
-        self.state = SamplerState(params, vocab_size, device, prompt_ids, stop_ids)
-        self._batch = BatchSampler(device)
+    def __init__(self, *args, **kwargs) -> None:
+        self.state = SamplerState(*args, **kwargs)
+        self._batch = BatchSampler(self.state.seen.device)
 
     @property
     def params(self) -> SamplingParams:
