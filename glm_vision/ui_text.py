@@ -65,7 +65,7 @@ RUNTIME = {
         "load_failed": "❌ The model failed to load: {error}",
         "model_line": "**Model** {model} · **device** {device}",
         "demo_banner": "⚠️ **Demo model**: a small bundled model for trying the interface; its answers are not GLM-4.6V-Flash's. "
-                       "It answers simple questions about the colours and the number of shapes in plain pictures, like the examples. "
+                       "It counts the shapes in plain pictures like the examples, and mostly tells where a shape is and what colour it has. "
                        "Run on a CUDA GPU with `--model zai-org/GLM-4.6V-Flash` for the real model.",
         "last_answer": "**Last answer** first token {ttft} · {tps} tokens/s · {completion} tokens written · "
                        "prompt {prompt} tokens: {cached} cached, {computed} computed · images: {hits} from cache, {encoded} encoded",
@@ -92,7 +92,7 @@ RUNTIME = {
         "load_failed": "❌ 模型加载失败：{error}",
         "model_line": "**模型** {model} · **设备** {device}",
         "demo_banner": "⚠️ **演示模型**：用于体验界面的小型内置模型，回答并非 GLM-4.6V-Flash 的水平。"
-                       "它能回答简单图片中形状的颜色和数量等问题，参见示例。"
+                       "它能数出简单图片（如示例）中的形状，并大多能说出形状的位置和颜色。"
                        "在 CUDA GPU 上使用 `--model zai-org/GLM-4.6V-Flash` 运行真实模型。",
         "last_answer": "**上一条回答** 首 token {ttft} · {tps} token/秒 · 生成 {completion} 个 token · "
                        "提示 {prompt} 个 token：缓存 {cached}，计算 {computed} · 图片：缓存命中 {hits}，编码 {encoded}",
