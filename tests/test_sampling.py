@@ -119,15 +119,19 @@ def prompts(count: int) -> list[list[int]]:
     return [torch.randint(0, VOCAB, (20,), generator=g).tolist() for _ in range(count)]
 
 
-def test_batched_equals_the_per_row_sampler_for_mixed_params():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the GPU's own division and RNG where there is one
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_batched_equals_the_per_row_sampler_for_mixed_params(device):
     """Seeded rows draw the same random numbers as the old per-row sampler: every token is equal."""
     params = mixed_params()
     ids = prompts(len(params))
-    reference = [ReferenceSampler(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
-    states = [SamplerState(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
-    sampler = BatchSampler("cpu")
+    reference = [ReferenceSampler(p, VOCAB, device, ids[i], STOPS) for i, p in enumerate(params)]
+    states = [SamplerState(p, VOCAB, device, ids[i], STOPS) for i, p in enumerate(params)]
+    sampler = BatchSampler(device)
     for step in range(8):
-        logits = make_logits(len(params), seed=step, stops_first=step < 5)
+        logits = make_logits(len(params), seed=step, stops_first=step < 5).to(device)
         before = logits.clone()
         batched = sampler(logits, states).tolist()
         assert torch.equal(logits, before)  # the logits buffer is left alone
@@ -269,18 +273,6 @@ def test_the_single_row_sampler_keeps_its_interface():
         logits = make_logits(1, seed=step, stops_first=False)[0]
         token = single(logits)
         assert token.dim() == 0 and int(token) == int(reference(logits))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_batched_equals_the_per_row_sampler_on_the_gpu():
-    params = mixed_params()
-    ids = prompts(len(params))
-    reference = [ReferenceSampler(p, VOCAB, "cuda", ids[i], STOPS) for i, p in enumerate(params)]
-    states = [SamplerState(p, VOCAB, "cuda", ids[i], STOPS) for i, p in enumerate(params)]
-    sampler = BatchSampler("cuda")
-    for step in range(8):
-        logits = make_logits(len(params), seed=step, stops_first=step < 5).cuda()
-        assert sampler(logits, states).tolist() == [int(r(logits[i])) for i, r in enumerate(reference)]
 
 
 def test_seeded_requests_decoded_in_a_batch_match_their_single_stream_tokens(settings):
