@@ -303,3 +303,24 @@ def test_sampler_follows_top_k_and_top_p():
     assert {int(nucleus(logits)) for _ in range(100)} == {1}  # token 1 alone holds more than 30 % of the mass
     greedy = Sampler(SamplingParams(temperature=0, repetition_penalty=1.5, max_new_tokens=5), 6, "cpu", [1])
     assert int(greedy(logits)) == 2  # token 1 was seen: 5.0 / 1.5 < 4.9
+
+
+def test_planless_prefill_attention_equals_grouped_sdpa():
+    """The GPU's prefill attention (flash / memory-efficient backends, key and value heads copied per
+    query head under a prefix mask) computes what grouped-query SDPA does, with and without a prefix."""
+    from glm_vision.engine.forward import prefill_attention
+
+    g = torch.Generator().manual_seed(0)
+    heads, kv, d, T, start = 8, 2, 16, 5, 7
+    end = start + T
+    q = torch.randn(heads, T, d, generator=g)
+    keys, values = torch.randn(kv, end, d, generator=g), torch.randn(kv, end, d, generator=g)
+    causal = torch.arange(end)[None, :] <= (start + torch.arange(T))[:, None]
+    for mask, k, v in ((causal, keys, values), (None, keys[:, :T], values[:, :T])):
+        grouped = prefill_attention(q, k, v, mask, 0.25, planless=False)
+        planless = prefill_attention(q, k, v, mask, 0.25, planless=True)
+        assert planless.shape == (heads, T, d)
+        torch.testing.assert_close(planless, grouped, rtol=1e-5, atol=1e-5)
+    # the copies pair query head h with key head h // (heads // kv): a wrong pairing is caught
+    swapped = prefill_attention(q, keys.flip(0), values.flip(0), causal, 0.25, planless=True)
+    assert not torch.allclose(swapped, prefill_attention(q, keys, values, causal, 0.25, planless=False), atol=1e-3)

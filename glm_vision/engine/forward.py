@@ -17,6 +17,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .slab import KVSlab
 
@@ -68,6 +69,32 @@ def _attend(q, keys, values, valid, scale: float):
     scores = torch.matmul(q, keys.transpose(-1, -2)).float() * scale
     scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     return torch.matmul(scores.softmax(-1).to(values.dtype), values)
+
+
+# cuDNN's fused attention builds an execution plan for every new shape (~15 ms of CPU each, seen in
+# the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape, which
+# showed up as +23 ms of follow-up TTFT. Flash and memory-efficient attention have no plans; cuDNN and
+# math stay as fallbacks. (The vision encoder keeps the default: picture sizes repeat.)
+_CAUSAL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+_MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+
+
+def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) -> torch.Tensor:
+    """q (heads, T, d) over keys/values (kv_heads, end, d); `causal` None (the chunk starts the
+    sequence: plain causal) or the (T, end) mask of a chunk after a cached prefix. -> (heads, T, d)."""
+    if not planless:
+        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
+                                              is_causal=causal is None, scale=scale, enable_gqa=True)[0]
+    if causal is None:
+        with sdpa_kernel(_CAUSAL_BACKENDS, set_priority=True):
+            return F.scaled_dot_product_attention(q[None], keys[None], values[None], is_causal=True, scale=scale,
+                                                  enable_gqa=True)[0]
+    # Memory-efficient attention takes a mask but not grouped heads (it would fall back to math):
+    # give each query head its own copy of its key/value head.
+    group = q.shape[0] // keys.shape[0]
+    keys, values = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
+    with sdpa_kernel(_MASKED_BACKENDS, set_priority=True):
+        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal, scale=scale)[0]
 
 
 def _final(h, norm_w, lm_head, eps: float):
@@ -127,6 +154,7 @@ class TextForward:
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
+        self.planless = self.device.type == "cuda"  # see prefill_attention
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -161,11 +189,8 @@ class TextForward:
                 self.eps, self.n_heads, self.n_kv, self.head_dim,
             )
             keys, values = self.slab.write_chunk(i, slot, start, k, v)  # (kv, end, d) views
-            attn = F.scaled_dot_product_attention(
-                q.transpose(0, 1)[None], keys[None], values[None],
-                attn_mask=causal, is_causal=causal is None, scale=self.scale, enable_gqa=True,
-            )
-            attn = attn[0].transpose(0, 1).reshape(T, self.n_heads * self.head_dim)
+            attn = prefill_attention(q.transpose(0, 1), keys, values, causal, self.scale, planless=self.planless)
+            attn = attn.transpose(0, 1).reshape(T, self.n_heads * self.head_dim)
             h = self.post(
                 h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
                 layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
