@@ -29,6 +29,7 @@ from glm_vision.engine.types import GenerationRequest, SamplingParams  # noqa: E
 from glm_vision.images import load_image  # noqa: E402
 from glm_vision.settings import Settings  # noqa: E402
 
+KINDS_OFFSET = {kind: i for i, kind in enumerate(demo_data.KINDS)}
 TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word": 0.80, "multi-turn": 0.90}
 
 
@@ -41,13 +42,18 @@ def ask(engine, history: list[Message], question: str, image, session: str, thin
     return answer
 
 
-def single_image(engine, n: int, seed: int, tally, failures) -> None:
-    for kind in demo_data.KINDS:
+def single_image(engine, n: int, seed: int, tally, failures, kinds=demo_data.KINDS, bank_seed: int | None = None) -> None:
+    for kind in kinds:
         rng = random.Random(f"eval/{seed}/{kind}")
         for i in range(n):
             # counting is evaluated over 1..5 objects evenly; word reading on scenes that have a word
             n_shapes = 1 + i % 5 if kind == "count" else None
-            scene = demo_data.random_scene(rng, n_shapes=n_shapes, with_word=True if kind == "word" else None)
+            if bank_seed is not None:  # a scene of the training run's first bank (as tools/demo_bank.py draws it)
+                scene = demo_data.random_scene(random.Random(f"{bank_seed}/scene/{i * 37 + KINDS_OFFSET[kind]}"))
+                if kind == "word" and scene.word is None:
+                    continue
+            else:
+                scene = demo_data.random_scene(rng, n_shapes=n_shapes, with_word=True if kind == "word" else None)
             lang = "zh" if i % 2 else "en"
             qa = demo_data.ask(scene, kind, lang, rng)
             if kind in ("color", "position") and qa.target == "-":
@@ -91,6 +97,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--show-failures", type=int, default=10)
+    p.add_argument("--kinds", default=",".join(demo_data.KINDS), help="single-image question kinds to ask")
+    p.add_argument("--multi-turn", type=int, default=1, help="0: skip the multi-turn conversations")
+    p.add_argument("--training-bank-seed", type=int, help="ask about scenes of the training run's first bank "
+                                                          "(its --seed) instead of held-out ones: memorisation vs learning")
     args = p.parse_args(argv)
 
     started = time.time()
@@ -98,8 +108,9 @@ def main(argv=None) -> int:
     tally: dict[str, list[bool]] = defaultdict(list)
     failures: list[dict] = []
     try:
-        single_image(engine, args.n, args.seed, tally, failures)
-        multi_turn(engine, args.n, args.seed, tally, failures)
+        single_image(engine, args.n, args.seed, tally, failures, args.kinds.split(","), args.training_bank_seed)
+        if args.multi_turn:
+            multi_turn(engine, args.n, args.seed, tally, failures)
     finally:
         engine.shutdown()
 
