@@ -287,8 +287,9 @@ ROWS = [
 def table(columns: dict[str, dict]) -> str:
     names = list(columns)
     base = columns[names[0]]
-    head = "| metric | " + " | ".join(names) + " | " + " | ".join(f"{n} / baseline" for n in names[1:]) + " |"
-    lines = [head, "|" + "---|" * (1 + 2 * len(names) - 1)]
+    ratio_names = [f"{n} / {names[0]}" for n in names[1:]]
+    head = "| " + " | ".join(["metric", *names, *ratio_names]) + " |"
+    lines = [head, "|" + "---|" * (1 + len(names) + len(ratio_names))]
     for label, key, unit in ROWS:
         cells, ratios = [], []
         for name in names:
@@ -297,7 +298,7 @@ def table(columns: dict[str, dict]) -> str:
         for name in names[1:]:
             value, ref = columns[name].get(key), base.get(key)
             ratios.append("-" if value is None or not ref else f"{value / ref:.2f}x")
-        lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        lines.append("| " + " | ".join([label, *cells, *ratios]) + " |")
     return "\n".join(lines)
 
 
