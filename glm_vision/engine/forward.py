@@ -72,9 +72,11 @@ def _attend(q, keys, values, valid, scale: float):
 
 
 # cuDNN's fused attention builds an execution plan for every new shape (~15 ms of CPU each, seen in
-# the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape, which
-# showed up as +23 ms of follow-up TTFT. Flash and memory-efficient attention have no plans; cuDNN and
-# math stay as fallbacks. (The vision encoder keeps the default: picture sizes repeat.)
+# the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape: the
+# likeliest cause of a +23 ms follow-up TTFT on the H100 (bench/RESULTS.md). Flash and memory-efficient
+# attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder keeps the default:
+# picture sizes repeat.) The per-head key/value copies cost end x heads x head_dim x 4 bytes a layer,
+# freed at once (137 MB with 8k tokens of history).
 _CAUSAL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 _MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
