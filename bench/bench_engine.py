@@ -318,6 +318,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 32 decode steps")
     parser.add_argument("--fast-only", action="store_true", help="skip the baseline, the eager engine and the agreement run")
+    parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="the fast engine's")
+    parser.add_argument("--also-decode-attention", action="append", choices=["compiled", "triton"],
+                        help="measure the fast engine again with this decode attention (a column each)")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
@@ -357,7 +360,7 @@ def main() -> None:
             eager.shutdown()
 
     try:
-        fast_settings = replace(settings, compile="on")
+        fast_settings = replace(settings, compile="on", decode_attention=args.decode_attention)
         started = time.perf_counter()
         fast = Engine(fast_settings, loaded)
         fast.warmup()
@@ -372,6 +375,13 @@ def main() -> None:
         if args.profile and device == "cuda":
             profile_decode(fast, pictures[0])
         fast.shutdown()
+        for mode in args.also_decode_attention or []:  # A/B in the same process, same weights
+            other = Engine(replace(fast_settings, decode_attention=mode), loaded)
+            other.warmup()
+            name = f"engine fast, {mode} attention"
+            columns[name] = engine_numbers(other, pictures[0], pictures[1], device, args.decode_tokens, "fast")
+            print(f"{name}:", columns[name], flush=True)
+            other.shutdown()
     except Exception:  # noqa: BLE001 - keep the columns measured so far
         import traceback
 

@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=8192)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
+    parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="in process: the engine's")
     args = parser.parse_args()
 
     from bench_engine import full_size_model, screenshot, tiny_model
@@ -224,7 +225,7 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
         loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
         settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
-                            max_context_tokens=args.max_context)
+                            max_context_tokens=args.max_context, decode_attention=args.decode_attention)
         engine = Engine(settings, loaded)
         started = time.perf_counter()
         engine.warmup()

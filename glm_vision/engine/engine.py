@@ -80,6 +80,7 @@ class Engine:
             prefill_chunk_tokens=settings.prefill_chunk_tokens,
             use_graphs=fast and on_cuda,
             compile_math=fast and on_cuda,
+            decode_attention=settings.decode_attention,
         )
         self.scheduler = Scheduler(
             self.runner, self.sessions, max_batch=self.runner.slab.slots, use_caches=use_caches

@@ -121,7 +121,7 @@ def fuse_qkv(model) -> None:
 
 
 class TextForward:
-    def __init__(self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool) -> None:
+    def __init__(self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool, decode_attention: str = "compiled") -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
         text_model = model.model.language_model
@@ -157,6 +157,11 @@ class TextForward:
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
+        self.split_k_attention = None
+        if decode_attention == "triton":
+            from .decode_attention import decode_attention as split_k_attention
+
+            self.split_k_attention = split_k_attention
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -206,7 +211,7 @@ class TextForward:
         h = F.embedding(tokens, self.embed)  # (B, hidden)
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         cos, sin = freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
-        valid = self.arange[:bucket][None, :] <= lengths[:, None]  # (B, bucket): the new token sits at `length`
+        valid = None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
         for i, layer in enumerate(self.layers):
@@ -216,7 +221,11 @@ class TextForward:
                 self.eps, self.n_heads, self.n_kv, self.head_dim,
             )
             keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
-            attn = self.attend(q.view(batch, self.n_kv, group, self.head_dim), keys, values, valid, self.scale)
+            q = q.view(batch, self.n_kv, group, self.head_dim)
+            if self.split_k_attention is not None:
+                attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale)
+            else:
+                attn = self.attend(q, keys, values, valid, self.scale)
             attn = attn.reshape(batch, self.n_heads * self.head_dim)
             h = self.post(
                 h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,

@@ -48,6 +48,7 @@ class ModelRunner:
         prefill_chunk_tokens: int = 2048,
         use_graphs: bool = False,
         compile_math: bool = False,
+        decode_attention: str = "compiled",
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -67,7 +68,8 @@ class ModelRunner:
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.prefill_chunk_tokens = prefill_chunk_tokens
         self.slab = KVSlab(**geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype)
-        self.forward = TextForward(self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math)
+        self.forward = TextForward(self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math,
+                                   decode_attention=decode_attention)
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
         self.decode_sampler = BatchSampler(self.device)

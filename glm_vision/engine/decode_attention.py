@@ -1,0 +1,116 @@
+"""Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`.
+
+The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
+layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
+keys in splits of SPLIT positions, one program per (row, KV head, split), with the KV head's query
+group as one matrix (GQA: the keys are read once for the whole group), and a second kernel merges
+the splits' partial softmax sums. The valid keys of row b are [0, lengths[b]]; splits past that
+return at once.
+
+Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the default path.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+SPLIT = 256  # key positions per program
+BLOCK_N = 64  # key positions per inner iteration
+
+
+@triton.jit
+def _split_kernel(Q, K, V, LENGTHS, PART_O, PART_M, PART_L,
+                  sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n,
+                  so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s,
+                  scale, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                  SPLIT_N: tl.constexpr, BLOCK: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    s = tl.program_id(2)
+    length = tl.load(LENGTHS + b)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, D], tl.float32)
+    start = s * SPLIT_N
+    if start <= length:
+        q = tl.load(Q + b * sq_b + h * sq_h + offs_g[:, None] * sq_g + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
+        for n0 in range(start, start + SPLIT_N, BLOCK):
+            offs_n = n0 + tl.arange(0, BLOCK)
+            valid = offs_n <= length
+            k = tl.load(K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0)
+            v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
+            p = tl.exp(scores - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+            m_i = m_new
+    keep = offs_g < G
+    tl.store(PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None])
+    tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
+    tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
+
+
+@triton.jit
+def _merge_kernel(PART_O, PART_M, PART_L, OUT, so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s, sout_b, sout_h, sout_g,
+                  SPLITS: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs_g = tl.arange(0, G_PAD)
+    offs_d = tl.arange(0, D)
+    keep = offs_g < G
+    m = tl.full([G_PAD], float("-inf"), tl.float32)
+    for s in range(SPLITS):
+        m = tl.maximum(m, tl.load(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=float("-inf")))
+    m = tl.where(keep, m, 0.0)  # split 0 always holds key 0, so real rows are finite
+    total = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, D], tl.float32)
+    for s in range(SPLITS):
+        weight = tl.exp(tl.load(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=float("-inf")) - m)
+        total += weight * tl.load(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=0.0)
+        part = tl.load(PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :],
+                       mask=keep[:, None], other=0.0)
+        acc += weight[:, None] * part
+    total = tl.where(keep, total, 1.0)
+    out = acc / total[:, None]
+    tl.store(OUT + b * sout_b + h * sout_h + offs_g[:, None] * sout_g + offs_d[None, :], out.to(OUT.dtype.element_ty),
+             mask=keep[:, None])
+
+
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
+                     bucket: int, scale: float) -> torch.Tensor:
+    """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
+    positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d)."""
+    batch, kv, group, dim = q.shape
+    splits = triton.cdiv(bucket, SPLIT)
+    group_pad = max(16, triton.next_power_of_2(group))  # tl.dot needs 16 rows at least
+    part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)
+    part_m = torch.empty(batch, kv, splits, group, dtype=torch.float32, device=q.device)
+    part_l = torch.empty_like(part_m)
+    out = torch.empty_like(q)
+    assert dim == triton.next_power_of_2(dim), "head_dim must be a power of two"
+    for t in (q, keys, values):
+        assert t.stride(-1) == 1, "the head dimension must be contiguous"
+    _split_kernel[(batch, kv, splits)](
+        q, keys, values, lengths, part_o, part_m, part_l,
+        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+        values.stride(0), values.stride(1), values.stride(2),
+        part_o.stride(0), part_o.stride(1), part_o.stride(2), part_o.stride(3),
+        part_m.stride(0), part_m.stride(1), part_m.stride(2),
+        scale, G=group, G_PAD=group_pad, D=dim, SPLIT_N=SPLIT, BLOCK=BLOCK_N,
+    )
+    _merge_kernel[(batch, kv)](
+        part_o, part_m, part_l, out,
+        part_o.stride(0), part_o.stride(1), part_o.stride(2), part_o.stride(3),
+        part_m.stride(0), part_m.stride(1), part_m.stride(2),
+        out.stride(0), out.stride(1), out.stride(2),
+        SPLITS=splits, G=group, G_PAD=group_pad, D=dim,
+    )
+    return out
