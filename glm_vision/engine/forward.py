@@ -40,9 +40,8 @@ def _rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x2, x1), dim=-1).flatten(-2)
 
 
-def _pre_attention(h, norm_w, w_qkv, b_qkv, cos, sin, eps: float, n_heads: int, n_kv: int, head_dim: int):
-    """h (N, hidden), cos/sin (N, rot) -> q (N, heads, d), k and v (N, kv_heads, d)."""
-    x = _rms_norm(h, norm_w, eps)
+def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """x (N, hidden), already the layer's input norm; cos/sin (N, rot) -> q (N, heads, d), k and v (N, kv_heads, d)."""
     qkv = F.linear(x, w_qkv, b_qkv)
     q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
     q = q.view(-1, n_heads, head_dim)
@@ -55,13 +54,16 @@ def _pre_attention(h, norm_w, w_qkv, b_qkv, cos, sin, eps: float, n_heads: int, 
     return q, k, v
 
 
-def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, eps: float):
+def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):
+    """The layer's residual stream after attention and MLP, and already the next layer's input norm of
+    it (`n_next`; the final norm after the last layer): one fused kernel instead of two per layer."""
     a = F.linear(attn, w_o)
     h = h + _rms_norm(a, n_post_attn, eps)
     x = _rms_norm(h, n_pre_mlp, eps)
     gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
     x = F.linear(up * F.silu(gate), w_down)
-    return h + _rms_norm(x, n_post_mlp, eps)
+    h = h + _rms_norm(x, n_post_mlp, eps)
+    return h, _rms_norm(h, n_next, eps)
 
 
 def _attend(q, keys, values, valid, scale: float):
@@ -99,8 +101,9 @@ def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) 
         return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal, scale=scale)[0]
 
 
-def _final(h, norm_w, lm_head, eps: float):
-    return F.linear(_rms_norm(h, norm_w, eps), lm_head).float()
+def _final(x, lm_head):
+    """x: the last layer's output, already through the final norm."""
+    return F.linear(x, lm_head).float()
 
 
 def fuse_qkv(model) -> None:
@@ -149,8 +152,12 @@ class TextForward:
         self.logits = torch.zeros(slots, self.lm_head.shape[0], dtype=torch.float32, device=self.device)
         self.arange = torch.arange(slab.max_len, device=self.device)
         self.rows = torch.arange(slots, device=self.device)  # row i writes slot i
+        # the norm each layer's output goes through next: the next layer's input norm, the final norm last
+        self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
+        self.norm = _rms_norm
         if compile_math:
+            self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
@@ -189,21 +196,25 @@ class TextForward:
         causal = None
         if start > 0:  # queries see the cached prefix and the chunk causally
             causal = self.arange[:end][None, :] <= (start + self.arange[:T])[:, None]
+        x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
-            attn_mod = layer.self_attn
-            q, k, v = self.pre(
-                h, layer.input_layernorm.weight, attn_mod.qkv_weight, attn_mod.qkv_bias, cos, sin,
-                self.eps, self.n_heads, self.n_kv, self.head_dim,
-            )
+            q, k, v = self._qkv(layer, x, cos, sin)
             keys, values = self.slab.write_chunk(i, slot, start, k, v)  # (kv, end, d) views
             attn = prefill_attention(q.transpose(0, 1), keys, values, causal, self.scale, planless=self.planless)
-            attn = attn.transpose(0, 1).reshape(T, self.n_heads * self.head_dim)
-            h = self.post(
-                h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
-                layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
-                layer.post_mlp_layernorm.weight, self.eps,
-            )
-        return self.final(h[-1:], self.final_norm, self.lm_head, self.eps)[0]
+            h, x = self._mlp(i, layer, h, attn.transpose(0, 1).reshape(T, self.n_heads * self.head_dim))
+        return self.final(x[-1:], self.lm_head)[0]
+
+    def _qkv(self, layer, x, cos, sin):
+        attn_mod = layer.self_attn
+        return self.pre(x, attn_mod.qkv_weight, attn_mod.qkv_bias, cos, sin, self.n_heads, self.n_kv, self.head_dim)
+
+    def _mlp(self, i: int, layer, h, attn):
+        """(h, x): the residual stream after layer i, and its norm as the next layer (or lm_head) takes it."""
+        return self.post(
+            h, attn, layer.self_attn.o_proj.weight, layer.post_self_attn_layernorm.weight,
+            layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
+            layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps,
+        )
 
     # ------------------------------------------------------------------ decode
     def _decode(self, batch: int, bucket: int) -> None:
@@ -214,25 +225,17 @@ class TextForward:
         valid = None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
+        x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
-            attn_mod = layer.self_attn
-            q, k, v = self.pre(
-                h, layer.input_layernorm.weight, attn_mod.qkv_weight, attn_mod.qkv_bias, cos, sin,
-                self.eps, self.n_heads, self.n_kv, self.head_dim,
-            )
+            q, k, v = self._qkv(layer, x, cos, sin)
             keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
             q = q.view(batch, self.n_kv, group, self.head_dim)
             if self.split_k_attention is not None:
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale)
             else:
                 attn = self.attend(q, keys, values, valid, self.scale)
-            attn = attn.reshape(batch, self.n_heads * self.head_dim)
-            h = self.post(
-                h, attn, attn_mod.o_proj.weight, layer.post_self_attn_layernorm.weight,
-                layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
-                layer.post_mlp_layernorm.weight, self.eps,
-            )
-        self.logits[:batch].copy_(self.final(h, self.final_norm, self.lm_head, self.eps))
+            h, x = self._mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
+        self.logits[:batch].copy_(self.final(x, self.lm_head))
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""
