@@ -48,6 +48,15 @@ def test_split_k_kernels_equal_the_default_attention():
             wrong = _attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(),
                             torch.arange(bucket)[None, :] < lengths[:, None], dim ** -0.5)
             assert (out.float() - wrong)[1:-1].abs().max().item() > 10 * tol
+        from glm_vision.engine.decode_attention import write_kv
+
+        slab_k, slab_v = torch.zeros(4, 2, 64, 16), torch.zeros(4, 2, 64, 16)
+        k, v = torch.randn(3, 2, 16, generator=g), torch.randn(3, 2, 16, generator=g)
+        at = torch.tensor([5, 0, 63])
+        write_kv(slab_k, slab_v, k, v, at)
+        want_k, want_v = torch.zeros_like(slab_k), torch.zeros_like(slab_v)
+        want_k[torch.arange(3), :, at], want_v[torch.arange(3), :, at] = k, v
+        assert torch.equal(slab_k, want_k) and torch.equal(slab_v, want_v)
         print("kernels ok")
     """)
     assert "kernels ok" in out

@@ -1,4 +1,5 @@
-"""Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`.
+"""Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`,
+and the new token's key and value written into the slab by one kernel instead of two.
 
 The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
 layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
@@ -114,3 +115,22 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         SPLITS=splits, G=group, G_PAD=group_pad, D=dim,
     )
     return out
+
+
+@triton.jit
+def _write_kernel(K_NEW, V_NEW, K, V, LENGTHS, sn_b, sn_h, sk_b, sk_h, sk_n, D: tl.constexpr):
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    offs = tl.arange(0, D)
+    at = tl.load(LENGTHS + b)
+    tl.store(K + b * sk_b + h * sk_h + at * sk_n + offs, tl.load(K_NEW + b * sn_b + h * sn_h + offs))
+    tl.store(V + b * sk_b + h * sk_h + at * sk_n + offs, tl.load(V_NEW + b * sn_b + h * sn_h + offs))
+
+
+def write_kv(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Row b's new key and value (B, kv, d) into slot b of a layer's slab (slots, kv, max_len, d) at lengths[b]."""
+    batch, kv, dim = k.shape
+    k, v = k.contiguous(), v.contiguous()
+    assert keys.stride() == values.stride() and keys.stride(-1) == 1
+    _write_kernel[(batch, kv)](k, v, keys, values, lengths, k.stride(0), k.stride(1),
+                               keys.stride(0), keys.stride(1), keys.stride(2), D=dim)

@@ -164,11 +164,12 @@ class TextForward:
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
-        self.split_k_attention = None
+        self.split_k_attention = self.write_kv = None
         if decode_attention == "triton":
             from .decode_attention import decode_attention as split_k_attention
+            from .decode_attention import write_kv
 
-            self.split_k_attention = split_k_attention
+            self.split_k_attention, self.write_kv = split_k_attention, write_kv
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -228,11 +229,12 @@ class TextForward:
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, cos, sin)
-            keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
             q = q.view(batch, self.n_kv, group, self.head_dim)
             if self.split_k_attention is not None:
+                self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths)
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale)
             else:
+                keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
             h, x = self._mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
         self.logits[:batch].copy_(self.final(x, self.lm_head))
