@@ -272,7 +272,7 @@ def main(argv=None) -> None:
                                    "(a long run split over several commands; needs a fixed --steps)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--linear-patch-embed", type=int, default=1, help="1: patch embedding as a matmul instead of Conv3d")
-    p.add_argument("--check-positions", action="store_true", help="compare the positions with get_rope_index first")
+    p.add_argument("--check-positions", action="store_true", help="first check the training-only ViT replacements and the M-RoPE positions against transformers' own")
     p.add_argument("--profile", action="store_true", help="profile steps 20-24, print the top ops, and stop")
     args = p.parse_args(argv)
 
