@@ -36,10 +36,13 @@ class StreamResult:
     status: int | None = None
     ttft_s: float | None = None
     tokens: int = 0
-    decode_s: float = 0.0
-    error: str = ""
     first_at: float | None = None  # perf_counter of the first token
     end_at: float | None = None  # perf_counter of the end of the stream
+    error: str = ""
+
+    @property
+    def decode_s(self) -> float:
+        return self.end_at - self.first_at if self.first_at is not None and self.end_at is not None else 0.0
 
 
 def data_url(image) -> str:
@@ -74,7 +77,7 @@ async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
             if chunk.usage is not None:
                 completion = chunk.usage.completion_tokens
         end = time.perf_counter()
-        return StreamResult(True, 200, (first or end) - started, completion, end - (first or end), first_at=first or end, end_at=end)
+        return StreamResult(True, 200, (first or end) - started, completion, first_at=first or end, end_at=end)
     except openai.APIStatusError as exc:
         return StreamResult(False, exc.status_code, error=str(exc)[:200])
     except Exception as exc:  # noqa: BLE001 - counted as an error
@@ -147,7 +150,7 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
                     first = time.perf_counter()
             end = time.perf_counter()
             results[index] = StreamResult(True, 200, (first or end) - started, handle.result.usage.completion_tokens,
-                                          end - (first or end), first_at=first or end, end_at=end)
+                                          first_at=first or end, end_at=end)
         except QueueFullError as exc:
             results[index] = StreamResult(False, 429, error=exc.message)
         except EngineError as exc:
