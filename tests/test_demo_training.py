@@ -34,7 +34,8 @@ def test_split_run_with_bank_changes_resumes_and_writes_a_loadable_checkpoint(tm
 
     second = train(tmp_path / "b", "--steps", "7", "--state", str(state))
     assert "resumed from" in second and "at step 4" in second
-    assert "image bank 0:" in second and "image bank 2:" in second  # resumes in bank 1, then bank 2 (step 6)
+    assert "image bank 1:" in second and "image bank 2:" in second  # resumes in bank 1, then bank 2 (step 6)
+    assert "image bank 0:" not in second  # no bank rendered that the resumed steps do not use
     assert torch.load(state, weights_only=False)["step"] == 7
     assert json.loads((tmp_path / "b" / "training_args.json").read_text())["steps"] == 7
 

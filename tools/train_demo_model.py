@@ -284,8 +284,18 @@ def main(argv=None) -> None:
     torch.backends.cuda.enable_cudnn_sdp(False)
     processor = make_processor(args.image_tokens, args.vocab)
     print(f"processor ready {time.time() - started:.0f}s", flush=True)
+    total = None if args.steps == "auto" else int(args.steps)
+    stop = total if total is not None else 10**7
+    saved = None
+    if args.state and Path(args.state).exists():
+        if total is None:
+            raise SystemExit("--state needs a fixed --steps")
+        saved = torch.load(args.state, map_location="cpu")
+    first_step = saved["step"] if saved else 0
+    bank_steps = args.bank_steps or stop
     renderer = BankRenderer(processor.image_processor, args.bank, args.seed, args.render_procs)  # before CUDA
-    bank = renderer.get(0)
+    first_bank = first_step // bank_steps
+    bank = renderer.get(first_bank)
     model = build_model(processor, args).to(device)
     if args.check_positions:  # the replacements compute what the originals do
         demo_vit_fast.check(model, device)
@@ -312,24 +322,18 @@ def main(argv=None) -> None:
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=fused,
     )
-    total = None if args.steps == "auto" else int(args.steps)
-    stop = total if total is not None else 10**7
-    first_step, train_s_before = 0, 0.0
-    if args.state and Path(args.state).exists():
-        if total is None:
-            raise SystemExit("--state needs a fixed --steps")
-        saved = torch.load(args.state, map_location=device)
+    train_s_before = 0.0
+    if saved:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-        first_step, train_s_before = saved["step"], saved["train_seconds"]
+        train_s_before = saved["train_seconds"]
         print(f"resumed from {args.state} at step {first_step}", flush=True)
-    bank_steps = args.bank_steps or stop
 
     def batches():
         """(batch, its bank's rows on the device) for steps first_step..stop; bank k serves steps
         [k * bank_steps, (k + 1) * bank_steps), and bank k + 1 renders while bank k is in use."""
-        for k in range(first_step // bank_steps, (stop - 1) // bank_steps + 1):
-            current = bank if k == 0 else renderer.get(k)
+        for k in range(first_bank, (stop - 1) // bank_steps + 1):
+            current = bank if k == first_bank else renderer.get(k)
             if (k + 1) * bank_steps < stop:
                 renderer.prefetch(k + 1)
             rows = torch.from_numpy(current.rows).to(device)
