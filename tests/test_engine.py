@@ -291,18 +291,22 @@ def test_no_autograd_history_is_kept(engine, pictures):
 
 def test_sampler_follows_top_k_and_top_p():
     """The draw only ever picks among the top-k tokens, and top-p cuts that set further."""
-    from glm_vision.engine.sampling import Sampler
+    from glm_vision.engine.sampling import BatchSampler, SamplerState
+
+    def sampler(params, prompt_ids):
+        state, batch = SamplerState(params, 6, "cpu", prompt_ids), BatchSampler("cpu")
+        return lambda logits: int(batch(logits[None], [state])[0])
 
     logits = torch.tensor([0.0, 5.0, 4.9, 1.0, 4.8, -2.0])
     picks = set()
-    sampler = Sampler(SamplingParams(temperature=1.0, top_k=3, top_p=1.0, repetition_penalty=1.0, seed=0), 6, "cpu", [])
+    top_k = sampler(SamplingParams(temperature=1.0, top_k=3, top_p=1.0, repetition_penalty=1.0, seed=0), [])
     for _ in range(200):
-        picks.add(int(sampler(logits)))
+        picks.add(top_k(logits))
     assert picks == {1, 2, 4}
-    nucleus = Sampler(SamplingParams(temperature=1.0, top_k=3, top_p=0.3, repetition_penalty=1.0, seed=0), 6, "cpu", [])
-    assert {int(nucleus(logits)) for _ in range(100)} == {1}  # token 1 alone holds more than 30 % of the mass
-    greedy = Sampler(SamplingParams(temperature=0, repetition_penalty=1.5, max_new_tokens=5), 6, "cpu", [1])
-    assert int(greedy(logits)) == 2  # token 1 was seen: 5.0 / 1.5 < 4.9
+    nucleus = sampler(SamplingParams(temperature=1.0, top_k=3, top_p=0.3, repetition_penalty=1.0, seed=0), [])
+    assert {nucleus(logits) for _ in range(100)} == {1}  # token 1 alone holds more than 30 % of the mass
+    greedy = sampler(SamplingParams(temperature=0, repetition_penalty=1.5, max_new_tokens=5), [1])
+    assert greedy(logits) == 2  # token 1 was seen: 5.0 / 1.5 < 4.9
 
 
 def test_planless_prefill_attention_equals_grouped_sdpa():

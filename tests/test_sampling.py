@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm_vision.engine.sampling import BatchSampler, Sampler, SamplerState
+from glm_vision.engine.sampling import BatchSampler, SamplerState
 from glm_vision.engine.types import SamplingParams
 
 VOCAB = 500
@@ -265,14 +265,16 @@ def test_repetition_penalty_moves_the_argmax():
     assert int(sampler(negative, [state])[0]) == 1  # -1.0 * 1.2 < -1.1: a penalty pushes negatives down
 
 
-def test_the_single_row_sampler_keeps_its_interface():
+def test_a_batch_of_one_row_equals_the_per_row_sampler():
+    """The prompt's first token is sampled as a batch of one (the runner's prefill sampler)."""
     params = SamplingParams(seed=3)
-    single = Sampler(params, VOCAB, "cpu", [1, 2], STOPS)
+    state = SamplerState(params, VOCAB, "cpu", [1, 2], STOPS)
+    sampler = BatchSampler("cpu")
     reference = ReferenceSampler(params, VOCAB, "cpu", [1, 2], STOPS)
     for step in range(5):
-        logits = make_logits(1, seed=step, stops_first=False)[0]
-        token = single(logits)
-        assert token.dim() == 0 and int(token) == int(reference(logits))
+        logits = make_logits(1, seed=step, stops_first=False)
+        token = sampler(logits, [state])
+        assert token.shape == (1,) and int(token[0]) == int(reference(logits[0]))
 
 
 def test_seeded_requests_decoded_in_a_batch_match_their_single_stream_tokens(settings):

@@ -226,19 +226,3 @@ class BatchSampler:
             drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
             scores = scores.masked_fill(drop, NEG_INF)
         return group.draw(scores.softmax(-1))
-
-
-class Sampler:
-    """One request sampled on its own: `sampler(logits (vocab,))` -> a 0-d tensor with the chosen id.
-    Takes SamplerState's arguments."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        self.state = SamplerState(*args, **kwargs)
-        self._batch = BatchSampler(self.state.seen.device)
-
-    @property
-    def params(self) -> SamplingParams:
-        return self.state.params
-
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return self._batch(logits[None], [self.state])[0]
