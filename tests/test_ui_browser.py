@@ -17,7 +17,7 @@ from glm_vision.settings import Settings
 
 from .conftest import make_picture
 from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, ScriptedBackend, SlowEmit, UiServer, ask, bot_texts,
-                         open_page, saved_chat, user_texts, wait_idle, wait_turns)
+                         open_page, saved_chat, user_texts, wait_chat_text, wait_idle, wait_turns)
 
 
 
@@ -92,6 +92,7 @@ def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
     seen = [s for s in page.evaluate("() => window.__seen") if s.strip() and s.strip() != "…"]
     assert len(set(seen)) >= 2, "the answer should appear piece by piece"
     assert chat["messages"][0]["images"] and chat["messages"][1]["role"] == "assistant"
+    page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes('first token')", timeout=WAIT_MS)
     status = page.inner_text("#glmv-status")
     assert "first token" in status and "tokens/s" in status and "cached" in status and "encoded" in status
 
@@ -315,8 +316,9 @@ def test_scripted_output_is_sanitized_and_rendered(page, server):
     server.state.backend = ScriptedBackend(pieces)
     try:
         ask(page, "Try to break the page")
-        chat = wait_turns(page, 2)
+        wait_chat_text(page, "done")
         wait_idle(page)
+        chat = wait_turns(page, 2)
         assert page.evaluate("() => window.__xss") is None
         text = page.inner_text("#glmv-chat")
         assert "42" in text and "begin_of_box" not in text and "<think>" not in text

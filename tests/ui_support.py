@@ -104,6 +104,12 @@ def wait_idle(page) -> None:
     page.wait_for_function("() => !document.querySelector('#glmv-input .stop-button')", timeout=WAIT_MS)
 
 
+def wait_chat_text(page, text: str) -> None:
+    """Until the conversation on screen shows `text` (a stored chat is saved while the answer is still
+    being written, and the submit button can be back before the last piece is rendered)."""
+    page.wait_for_function("(t) => document.querySelector('#glmv-chat')?.innerText.includes(t)", arg=text, timeout=WAIT_MS)
+
+
 def saved_chat(page) -> dict | None:
     import json
 
