@@ -86,6 +86,7 @@ class StreamSplitter:
         self._pending = ""
         self._in_reasoning = False
         self._started = False
+        self._at_section_start = False  # newlines right after <think> or </think> are not content
 
     def feed(self, delta: str) -> tuple[str, str]:
         self._pending += delta
@@ -99,9 +100,15 @@ class StreamSplitter:
                     return "", ""  # could still become <think>
                 self._started = True
                 if stripped.startswith(THINK_OPEN):
-                    self._in_reasoning = True
+                    self._in_reasoning = self._at_section_start = True
                     self._pending = stripped[len(THINK_OPEN):]
                     continue
+            if self._at_section_start:
+                # the newline after a tag often arrives as a delta of its own
+                self._pending = self._pending.lstrip("\n")
+                if not self._pending:
+                    break
+                self._at_section_start = False
             index, marker = self._next_marker()
             if marker is None:
                 keep = self._partial_marker_suffix()
@@ -110,11 +117,9 @@ class StreamSplitter:
                 break
             (reasoning if self._in_reasoning else answer).append(self._pending[:index])
             self._pending = self._pending[index + len(marker):]
-            if marker == THINK_CLOSE:
-                self._in_reasoning = False
-                self._pending = self._pending.lstrip("\n")
-            elif marker == THINK_OPEN:
-                self._in_reasoning = True
+            if marker in (THINK_OPEN, THINK_CLOSE):
+                self._in_reasoning = marker == THINK_OPEN
+                self._at_section_start = True
         return "".join(reasoning), "".join(answer)
 
     def flush(self) -> tuple[str, str]:
