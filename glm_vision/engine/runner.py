@@ -20,7 +20,9 @@ from .sampling import BatchSampler, SamplerState
 from .sequence import Sequence
 from .slab import KVSlab
 from .textstream import IncrementalDetokenizer, StopStrings
+from .transfer import to_device
 from .types import ContextOverflowError, GenerationRequest, GenerationResult, Usage
+from .vision import VisionEncoder
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -60,6 +62,7 @@ class ModelRunner:
         self.max_context_tokens = max_context_tokens
         self.default_max_image_tokens = default_max_image_tokens
         self.builder = PromptBuilder(self.processor, self.config.image_token_id)
+        self.vision = VisionEncoder(self.model)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         text = self.config.get_text_config()
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -105,15 +108,14 @@ class ModelRunner:
         inputs = self.builder.image_processor(
             images=[img.image.image for img in images], size=size, return_tensors="pt", device=self.device
         )
-        grids = inputs["image_grid_thw"]
-        for img, grid in zip(images, grids.tolist()):
-            if tuple(grid) != img.grid_thw:
-                raise RuntimeError(f"image grid {grid} differs from the predicted {img.grid_thw}")
-        pixel_values = inputs["pixel_values"].to(self.device, self.model.model.visual.dtype)
-        out = self.model.model.get_image_features(pixel_values, grids.to(self.device), return_dict=True)
+        grids = [tuple(grid) for grid in inputs["image_grid_thw"].tolist()]  # built on the host: no sync
+        for img, grid in zip(images, grids):
+            if grid != img.grid_thw:
+                raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
+        features = self.vision.encode(inputs["pixel_values"].to(self.device), grids)
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # so that encode_s measures the encoder, not its launch
-        return list(out.pooler_output)
+        return features
 
     def image_features(self, images: list[PromptImage], scope: str | None, size: dict[str, int], usage: Usage) -> dict[int, torch.Tensor]:
         """Features for each image (by start index), from the cache where possible, one encoder call for the rest."""
@@ -175,13 +177,13 @@ class ModelRunner:
         scope = (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
         suffix_images = [img for img in prompt.images if img.start >= start]
         features = self.image_features(suffix_images, scope, self.builder.size_for(self.image_budget(seq.request)), seq.usage)
-        ids = torch.tensor(prompt.ids[start:], dtype=torch.long, device=self.device)
-        embeds = self.forward.embed_tokens(ids)
+        embeds = self.forward.embed_tokens(to_device(prompt.ids[start:], torch.long, self.device))
         for img in suffix_images:
             embeds[img.start - start : img.end - start] = features[img.start].to(embeds.dtype)
         seq.embeds = embeds
-        seq.positions = self.positions(prompt)[:, 0, :]
-        seq.next_position = int(seq.positions.max()) + 1
+        positions = self.positions(prompt)[:, 0, :]
+        seq.next_position = int(positions.max()) + 1
+        seq.positions = to_device(positions, None, self.device)
 
     def prefill_chunk(self, seq: Sequence, limit: int | None = None) -> bool:
         """Prefill the next chunk (at most `limit` tokens) of the suffix; True once the prompt is done

@@ -11,16 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from .transfer import to_device
 from .types import SamplingParams
 
 NEG_INF = float("-inf")
-
-
-def _to_device(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    host = torch.as_tensor(values, dtype=dtype)
-    if device.type == "cuda":  # a pageable copy would wait for the GPU to finish its queue
-        return host.pin_memory().to(device, non_blocking=True)
-    return host.to(device)
 
 
 class SamplerState:
@@ -42,7 +36,7 @@ class SamplerState:
         self.stop_ids = tuple(sorted(stop_ids))
         seen = torch.zeros(1, vocab_size, dtype=torch.bool, device=device)
         if prompt_ids:
-            seen[0, _to_device(sorted(set(prompt_ids)), torch.long, device)] = True
+            seen[0, to_device(sorted(set(prompt_ids)), torch.long, device)] = True
         self.home = (seen, 0)  # (buffer, row)
         self.generator = None
         if params.seed is not None:
@@ -132,7 +126,7 @@ class _Plan:
         return vocab == self.vocab and len(states) == self.batch and all(a is b for a, b in zip(states, self.states))
 
     def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
-        return _to_device(values, dtype, self.device)
+        return to_device(values, dtype, self.device)
 
     # `tensor / python_float` multiplies by the float32 reciprocal on CUDA and divides on the CPU;
     # the per-row columns do the same, so every row's scores are bit for bit what a lone row's were.
