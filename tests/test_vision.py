@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import traceback
 
 import pytest
 import torch
@@ -45,3 +46,62 @@ def test_encoder_reads_nothing_back_from_the_device(reference):
         assert [f.shape for f in features] == [(h * w // 4, model.config.text_config.hidden_size) for _, h, w in grid.tolist()]
         with pytest.raises((RuntimeError, NotImplementedError)):
             meta_model.model.get_image_features(pixels.to("meta"), grid.to("meta"))
+
+
+class PageableCopies:
+    """Records host-to-device copies made outside `engine/transfer.py` (on CUDA a copy from pageable
+    memory waits for the GPU's queue to drain, like a read does)."""
+
+    def __init__(self, monkeypatch, device: str) -> None:
+        self.seen: list[str] = []
+        original_to, original_tensor = torch.Tensor.to, torch.tensor
+
+        def where() -> str:
+            frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename]
+            return "" if any(f.filename.endswith("transfer.py") for f in frames) else f"{frames[-1].filename}:{frames[-1].lineno}"
+
+        def to(tensor, *args, **kwargs):
+            out = original_to(tensor, *args, **kwargs)
+            if tensor.device.type == "cpu" and out.device.type == device and (at := where()):
+                self.seen.append(at)
+            return out
+
+        def tensor(*args, **kwargs):
+            if str(kwargs.get("device", "cpu")).startswith(device) and (at := where()):
+                self.seen.append(at)
+            return original_tensor(*args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "to", to)
+        monkeypatch.setattr(torch, "tensor", tensor)
+
+
+def test_cold_request_waits_for_nothing_until_its_first_token(reference, pictures, monkeypatch):
+    """A new picture and a new prompt, prefilled in chunks, on the meta device (where reading a value
+    raises): preprocessing, the encoder, the prompt's embeddings and positions, every prefill chunk and
+    the first token's sampling neither read a device value on the host nor copy from pageable memory;
+    only taking the sampled token itself reads."""
+    from glm_vision.cache import FeatureCache
+    from glm_vision.conversation import Message
+    from glm_vision.engine.loader import LoadedModel
+    from glm_vision.engine.runner import ModelRunner
+    from glm_vision.engine.types import GenerationRequest, SamplingParams
+
+    model, processor = reference
+    meta = LoadedModel(model=copy.deepcopy(model).to("meta"), processor=processor, name="tiny", device="meta",
+                       dtype="float32", attn="sdpa", is_demo=False)
+    runner = ModelRunner(meta, FeatureCache(1 << 20), max_context_tokens=1024, default_max_image_tokens=64,
+                         prefill_chunk_tokens=16)
+    copies = None
+    for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1)):
+        request = GenerationRequest([Message("user", "What is in these two pictures?", pictures[:2])], sampling=sampling)
+        handle = type("Handle", (), {"request": request})()
+        seq = runner.start(handle, None, slot=0)
+        chunks = 1
+        while not runner.prefill_chunk(seq):
+            chunks += 1
+        assert chunks > 2 and seq.pending.device.type == "meta" and seq.usage.images_encoded == 2
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            seq.pending.tolist()
+        if copies is None:  # the processor makes its normalisation constants once per device, then caches them
+            copies = PageableCopies(monkeypatch, "meta")
+    assert copies.seen == [], f"copies from pageable memory at {copies.seen}"

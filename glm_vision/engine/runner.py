@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from ..cache import FeatureCache, ImageFeatures, reusable_prefix
@@ -105,9 +106,11 @@ class ModelRunner:
     def encode_images(self, images: list[PromptImage], size: dict[str, int]) -> list[torch.Tensor]:
         if not images:
             return []
-        inputs = self.builder.image_processor(
-            images=[img.image.image for img in images], size=size, return_tensors="pt", device=self.device
-        )
+        # the pictures go to the device from pinned memory: the processor's own copy would wait for the GPU
+        pixels = [to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
+                  for img in images]
+        inputs = self.builder.image_processor(images=pixels, size=size, return_tensors="pt", device=self.device,
+                                             input_data_format="channels_first")
         grids = [tuple(grid) for grid in inputs["image_grid_thw"].tolist()]  # built on the host: no sync
         for img, grid in zip(images, grids):
             if grid != img.grid_thw:
