@@ -236,6 +236,24 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
             "max_first_logits_rel_err": max_rel, **reference_noise(loaded, turns[:1], device, tokens_per_turn)}
 
 
+def float32_agreement(settings, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
+    """`agreement` with the model cast to float32 and TF32 off: on a random-weight model the logits are
+    nearly flat, so in bf16 two correct implementations pick different near-tied tokens after a few
+    steps (see `reference_noise`); in float32 the fast path must follow generate token for token."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    loaded.model.float()
+    fp32 = replace(loaded, dtype="float32")
+    engine = Engine(replace(settings, dtype="float32"), fp32)
+    try:
+        engine.warmup()
+        result = agreement(engine, fp32, pictures, device, tokens_per_turn)
+    finally:
+        engine.shutdown()
+    print("float32 agreement:", result, flush=True)
+    return result
+
+
 @torch.inference_mode()
 def reference_noise(loaded: LoadedModel, messages, device: str, tokens: int) -> dict:
     """The same comparison between two transformers runs that differ only in the attention kernel
@@ -334,6 +352,9 @@ def main() -> None:
     parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="the fast engine's")
     parser.add_argument("--also-decode-attention", action="append", choices=["compiled", "triton"],
                         help="measure the fast engine again with this decode attention (a column each)")
+    parser.add_argument("--float32-agreement", action="store_true",
+                        help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
+                             "and first-step logits with generate there, where rounding does not flip near-tied argmaxes")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
@@ -378,6 +399,8 @@ def main() -> None:
             columns[name] = engine_numbers(other, pictures[0], pictures[1], device, args.decode_tokens, "fast")
             print(f"{name}:", columns[name], flush=True)
             other.shutdown()
+        if args.float32_agreement:
+            results["agreement_float32"] = float32_agreement(fast_settings, loaded, pictures, device, args.agreement_tokens)
     except Exception:  # noqa: BLE001 - keep the columns measured so far
         import traceback
 
@@ -390,14 +413,15 @@ def main() -> None:
     if results.get("history_peak_gib") is not None:
         print(f"peak memory, one 1080p session with {results['history_tokens']} tokens of history: "
               f"{results['history_peak_gib']:.2f} GiB")
-    a = results.get("agreement")
-    if a:
-        print(f"greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens equal "
-              f"(first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
-              f"{a['max_first_logits_rel_err']:.2e}")
-        print(f"reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
-              f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
-              f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal")
+    for key, label in (("agreement", loaded.dtype), ("agreement_float32", "float32")):
+        a = results.get(key)
+        if a:
+            print(f"{label}: greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens "
+                  f"equal (first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
+                  f"{a['max_first_logits_rel_err']:.2e}")
+            print(f"{label}: reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
+                  f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
+                  f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
