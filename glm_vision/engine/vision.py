@@ -12,6 +12,7 @@ layers split by the host copy of the lengths.
 from __future__ import annotations
 
 import threading
+import types
 
 import torch
 from transformers.utils.generic import is_flash_attention_requested
@@ -22,19 +23,17 @@ from .transfer import to_device
 _HOST = threading.local()  # `cu_seqlens` on the host while this thread runs VisionEncoder.encode
 
 
+def _forward_with_host_lengths(attn, hidden_states, cu_seqlens=None, **kwargs):
+    host = getattr(_HOST, "cu_seqlens", None)
+    return type(attn).forward(attn, hidden_states, cu_seqlens=host if host is not None else cu_seqlens, **kwargs)
+
+
 def _split_on_host(attn) -> None:
     """Make one attention layer take the host copy of `cu_seqlens` while `encode` runs; anyone else
-    calling the model (transformers' own generate, in the tests and the benchmark) is unaffected."""
-    if getattr(attn, "_glmv_split_on_host", False):
-        return
-    original = attn.forward
-
-    def forward(hidden_states, cu_seqlens=None, **kwargs):
-        host = getattr(_HOST, "cu_seqlens", None)
-        return original(hidden_states, cu_seqlens=host if host is not None else cu_seqlens, **kwargs)
-
-    attn.forward = forward
-    attn._glmv_split_on_host = True
+    calling the model (transformers' own generate, in the tests and the benchmark) is unaffected.
+    A bound method, so that a deep copy of the model gets one bound to its own layer."""
+    if "forward" not in vars(attn):
+        attn.forward = types.MethodType(_forward_with_host_lengths, attn)
 
 
 class VisionEncoder:
