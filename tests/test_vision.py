@@ -108,3 +108,60 @@ def test_cold_request_waits_for_nothing_until_its_first_token(reference, picture
         if copies is None:  # the processor makes its normalisation constants once per device, then caches them
             copies = PageableCopies(monkeypatch, "meta")
     assert copies.seen == [], f"copies from pageable memory at {copies.seen}"
+
+
+def test_encoder_run_a_layer_at_a_time_equals_one_call(reference):
+    """The encoder spread over several scheduler steps computes what one call does."""
+    model, processor = reference
+    pixels, grid = _inputs(processor, [(168, 112), (56, 84)])
+    grids = [tuple(g) for g in grid.tolist()]
+    encoder = VisionEncoder(model)
+    with torch.no_grad():
+        whole = encoder.encode(pixels, grids)
+        job = encoder.start(pixels, grids)
+        steps = 1
+        while not job.advance(1):
+            steps += 1
+    assert steps == len(model.model.visual.blocks) > 1
+    for a, b in zip(job.features, whole):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert job.seconds() > 0 and job.blocks_for(0) == 1
+    assert job.blocks_for(10**15) >= len(model.model.visual.blocks)
+
+
+def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(settings):
+    """A running stream's next token waits for at most a chunk's worth of encoder layers: with small
+    chunks, a new request's encoder runs over several steps, and both answers equal their solo runs."""
+    from dataclasses import replace
+
+    from glm_vision.conversation import Message
+    from glm_vision.engine import Engine
+    from glm_vision.engine.types import GenerationRequest, SamplingParams
+    from glm_vision.images import load_image
+
+    engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))
+    try:
+        runner = engine.runner
+        runner.text_weights = 1  # size every encoder share to its minimum, one layer per step
+        calls = []
+        original = runner._encode_some
+
+        def counting(seq, limit):
+            calls.append((seq.request.messages[-1].text, len(engine.scheduler.rows)))
+            return original(seq, limit)
+
+        runner._encode_some = counting
+        first = GenerationRequest([Message("user", "Describe it.", [load_image(make_picture(41))])], SamplingParams.greedy(40, min_new_tokens=40))
+        second = GenerationRequest([Message("user", "And this?", [load_image(make_picture(42, (224, 168)))])],
+                                   SamplingParams.greedy(12))
+        solo = [engine.generate(first).token_ids, engine.generate(second).token_ids]
+        calls.clear()
+        running = engine.submit(first)
+        next(iter(running))  # the first stream is decoding
+        joined = engine.submit(second)
+        results = [running.wait(), joined.wait()]
+        assert [r.token_ids for r in results] == solo
+        during = [rows for text, rows in calls if text == "And this?"]
+        assert len(during) == len(runner.model.model.visual.blocks) and all(rows == 1 for rows in during)
+    finally:
+        engine.shutdown()

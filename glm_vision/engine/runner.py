@@ -18,12 +18,12 @@ from .forward import TextForward
 from .loader import LoadedModel
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import BatchSampler, SamplerState
-from .sequence import Sequence
+from .sequence import Sequence, SuffixImages
 from .slab import KVSlab
 from .textstream import IncrementalDetokenizer, StopStrings
 from .transfer import to_device
 from .types import ContextOverflowError, GenerationRequest, GenerationResult, Usage
-from .vision import VisionEncoder
+from .vision import EncodeJob, VisionEncoder
 
 
 def stop_token_ids(model, tokenizer) -> set[int]:
@@ -64,6 +64,8 @@ class ModelRunner:
         self.default_max_image_tokens = default_max_image_tokens
         self.builder = PromptBuilder(self.processor, self.config.image_token_id)
         self.vision = VisionEncoder(self.model)
+        # a text chunk of T tokens costs ~2 x T x these FLOPs: the encoder's share of a step is sized by it
+        self.text_weights = sum(p.numel() for p in self.model.model.language_model.layers.parameters())
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         text = self.config.get_text_config()
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -103,9 +105,8 @@ class ModelRunner:
         return position_ids
 
     # ------------------------------------------------------------------ vision
-    def encode_images(self, images: list[PromptImage], size: dict[str, int]) -> list[torch.Tensor]:
-        if not images:
-            return []
+    def encode_images(self, images: list[PromptImage], size: dict[str, int]) -> EncodeJob:
+        """Preprocess `images` on the device and start their encoder call (run by `EncodeJob.advance`)."""
         # the pictures go to the device from pinned memory: the processor's own copy would wait for the GPU
         pixels = [to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
                   for img in images]
@@ -115,36 +116,44 @@ class ModelRunner:
         for img, grid in zip(images, grids):
             if grid != img.grid_thw:
                 raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
-        features = self.vision.encode(inputs["pixel_values"].to(self.device), grids)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # so that encode_s measures the encoder, not its launch
-        return features
+        return self.vision.start(inputs["pixel_values"].to(self.device), grids)
 
-    def image_features(self, images: list[PromptImage], scope: str | None, size: dict[str, int], usage: Usage) -> dict[int, torch.Tensor]:
-        """Features for each image (by start index), from the cache where possible, one encoder call for the rest."""
-        found: dict[int, torch.Tensor] = {}
-        missing: list[PromptImage] = []
-        for img in images:
+    def _gather_images(self, seq: Sequence) -> SuffixImages:
+        """The suffix's image features from the cache where possible; one encoder call started for the rest."""
+        scope = self._scope(seq)
+        work = SuffixImages()
+        for img in (img for img in seq.prompt.images if img.start >= seq.cursor):
             cached = self.features.get(scope, img.key) if scope is not None else None
             if cached is not None and cached.grid_thw == img.grid_thw:
-                found[img.start] = cached.embeds
-                usage.image_cache_hits += 1
+                work.found[img.start] = cached.embeds
+                seq.usage.image_cache_hits += 1
             else:
-                missing.append(img)
-        unique: dict[str, PromptImage] = {}
-        for img in missing:
-            unique.setdefault(img.key, img)
-        if unique:
-            started = time.perf_counter()
-            encoded = dict(zip(unique, self.encode_images(list(unique.values()), size)))
-            usage.encode_s += time.perf_counter() - started
-            usage.images_encoded += len(unique)
-            for key, embeds in encoded.items():
-                if scope is not None:
-                    self.features.put(scope, key, ImageFeatures(embeds=embeds, grid_thw=unique[key].grid_thw))
-            for img in missing:
-                found[img.start] = encoded[img.key]
-        return found
+                work.missing.append(img)
+        for img in work.missing:
+            work.unique.setdefault(img.key, img)
+        if work.unique:
+            size = self.builder.size_for(self.image_budget(seq.request))
+            work.job = self.encode_images(list(work.unique.values()), size)
+        return work
+
+    def _encode_some(self, seq: Sequence, limit: int | None) -> None:
+        """Advance the encoder by about the work of a `limit`-token text chunk (all of it without a limit)."""
+        work = seq.images
+        work.job.advance(None if limit is None else work.job.blocks_for(2 * limit * self.text_weights))
+        if not work.job.done:
+            return
+        scope = self._scope(seq)
+        encoded = dict(zip(work.unique, work.job.features))
+        seq.usage.images_encoded += len(encoded)
+        for key, embeds in encoded.items():
+            if scope is not None:
+                self.features.put(scope, key, ImageFeatures(embeds=embeds, grid_thw=work.unique[key].grid_thw))
+        for img in work.missing:
+            work.found[img.start] = encoded[img.key]
+
+    @staticmethod
+    def _scope(seq: Sequence) -> str | None:
+        return (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
 
     # ------------------------------------------------------------------ a request's life
     def start(self, handle, session: Session | None, slot: int) -> Sequence:
@@ -177,12 +186,10 @@ class ModelRunner:
     def _suffix_inputs(self, seq: Sequence) -> None:
         """Embeddings of the uncached suffix, image features scattered in, and the prompt's positions."""
         prompt, start = seq.prompt, seq.cursor
-        scope = (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
-        suffix_images = [img for img in prompt.images if img.start >= start]
-        features = self.image_features(suffix_images, scope, self.builder.size_for(self.image_budget(seq.request)), seq.usage)
         embeds = self.forward.embed_tokens(to_device(prompt.ids[start:], torch.long, self.device))
-        for img in suffix_images:
-            embeds[img.start - start : img.end - start] = features[img.start].to(embeds.dtype)
+        for img in prompt.images:
+            if img.start >= start:
+                embeds[img.start - start : img.end - start] = seq.images.found[img.start].to(embeds.dtype)
         seq.embeds = embeds
         positions = self.positions(prompt)[:, 0, :]
         seq.next_position = int(positions.max()) + 1
@@ -192,6 +199,11 @@ class ModelRunner:
         """Prefill the next chunk (at most `limit` tokens) of the suffix; True once the prompt is done
         and the first token sampled."""
         if seq.embeds is None:
+            if seq.images is None:
+                seq.images = self._gather_images(seq)
+            if seq.images.job is not None and not seq.images.job.done:
+                self._encode_some(seq, limit)
+                return False  # a call runs encoder layers or a text chunk, so each stays within `limit`
             self._suffix_inputs(seq)
         base = len(seq.prompt) - seq.embeds.shape[0]
         start = seq.cursor
@@ -212,6 +224,10 @@ class ModelRunner:
         if seq.first_token_at is None:
             seq.first_token_at = time.perf_counter()
             seq.usage.ttft_s = seq.first_token_at - seq.started
+            if seq.images is not None:
+                if seq.images.job is not None:  # its token was read: the GPU is past the encoder's events
+                    seq.usage.encode_s += seq.images.job.seconds()
+                seq.images = None
         if token_id in self.stop_ids:
             seq.finish_reason = "stop"
             return False

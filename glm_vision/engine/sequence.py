@@ -15,6 +15,16 @@ from .textstream import IncrementalDetokenizer, StopStrings
 from .types import GenerationRequest, Usage
 
 
+@dataclass
+class SuffixImages:
+    """The image features a prompt's uncached suffix needs, while its encoder call runs."""
+
+    found: dict[int, torch.Tensor] = field(default_factory=dict)  # by the image's start index
+    missing: list = field(default_factory=list)  # PromptImages not in the cache
+    unique: dict = field(default_factory=dict)  # one PromptImage per image key among the missing
+    job: object | None = None  # the EncodeJob for `unique`, None when all were cached
+
+
 @dataclass(eq=False)
 class Sequence:
     handle: object  # the RequestHandle it reports to
@@ -31,6 +41,7 @@ class Sequence:
     started: float = field(default_factory=time.perf_counter)
     # prefill
     cursor: int = 0  # next prompt index to prefill
+    images: SuffixImages | None = None  # gathered before the first text chunk
     embeds: torch.Tensor | None = None  # the uncached suffix's input embeddings
     positions: torch.Tensor | None = None  # (3, len) M-RoPE positions of the whole prompt
     # decode

@@ -12,7 +12,9 @@ layers split by the host copy of the lengths.
 from __future__ import annotations
 
 import threading
+import time
 import types
+from contextlib import contextmanager
 
 import torch
 from transformers.utils.generic import is_flash_attention_requested
@@ -36,6 +38,15 @@ def _split_on_host(attn) -> None:
         attn.forward = types.MethodType(_forward_with_host_lengths, attn)
 
 
+@contextmanager
+def _host_lengths(cu_seqlens: torch.Tensor | None):
+    _HOST.cu_seqlens = cu_seqlens
+    try:
+        yield
+    finally:
+        _HOST.cu_seqlens = None
+
+
 class VisionEncoder:
     def __init__(self, model) -> None:
         self.visual = model.model.visual
@@ -46,22 +57,100 @@ class VisionEncoder:
         if self.split_on_host:
             for block in self.visual.blocks:
                 _split_on_host(block.attn)
+        self.block_weights = sum(p.numel() for p in self.visual.blocks[0].parameters())
+        self.hidden = self.visual.config.hidden_size
+
+    def start(self, pixel_values: torch.Tensor, grids: list[tuple[int, int, int]]) -> EncodeJob:
+        return EncodeJob(self, pixel_values, grids)
 
     def encode(self, pixel_values: torch.Tensor, grids: list[tuple[int, int, int]]) -> list[torch.Tensor]:
         """Features of each picture, (tokens, hidden) each; `pixel_values` as the processor made them."""
+        job = self.start(pixel_values, grids)
+        job.advance()
+        return job.features
+
+
+class EncodeJob:
+    """One encoder call that can run a few layers at a time (the patch embedding with the first, the
+    merger with the last), so that a large picture's encoder work is spread over several scheduler
+    steps instead of stalling every other stream's next token for all of it. The steps are exactly
+    transformers' `Glm4vVisionModel.forward`, fed the packing computed on the host."""
+
+    def __init__(self, encoder: VisionEncoder, pixel_values: torch.Tensor, grids: list[tuple[int, int, int]]) -> None:
+        self.encoder = encoder
+        self.grids = grids
         host_grid = torch.tensor(grids, dtype=torch.long)
-        cu_seqlens = get_vision_cu_seqlens(host_grid)
-        positions = get_vision_position_ids(host_grid, self.merge)
-        _HOST.cu_seqlens = cu_seqlens if self.split_on_host else None
-        try:
-            out = self.visual(
-                pixel_values.to(self.visual.dtype),
-                grid_thw=to_device(host_grid, None, self.device),
-                cu_seqlens=to_device(cu_seqlens, None, self.device),
-                position_ids=to_device(positions, None, self.device),
-                max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()),
-            )
-        finally:
-            _HOST.cu_seqlens = None
-        sizes = [t * h * w // self.merge**2 for t, h, w in grids]
-        return list(out.pooler_output.split(sizes))
+        self._host_cu = get_vision_cu_seqlens(host_grid)
+        device = encoder.device
+        self._grid = to_device(host_grid, None, device)
+        self._cu = to_device(self._host_cu, None, device)
+        self._positions = to_device(get_vision_position_ids(host_grid, encoder.merge), None, device)
+        self._max_seqlen = int((self._host_cu[1:] - self._host_cu[:-1]).max())
+        self._pixels = pixel_values.to(encoder.visual.dtype)
+        self._hidden = self._rotary = None
+        self.next_block = 0
+        self.features: list[torch.Tensor] | None = None
+        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._cpu_s = 0.0
+
+    @property
+    def patches(self) -> int:
+        return int(self._host_cu[-1])
+
+    @property
+    def done(self) -> bool:
+        return self.features is not None
+
+    def blocks_for(self, flops: float) -> int:
+        """How many layers cost about `flops` (at least one): each multiplies every patch by the
+        layer's weights and attends over its own picture's patches."""
+        lengths = self._host_cu[1:] - self._host_cu[:-1]
+        per_block = 2 * self.patches * self.encoder.block_weights + 4 * int((lengths**2).sum()) * self.encoder.hidden
+        return max(1, int(flops // per_block))
+
+    def advance(self, blocks: int | None = None) -> bool:
+        """Run the next `blocks` layers (None: all that are left); True once the features are ready."""
+        visual = self.encoder.visual
+        end = len(visual.blocks) if blocks is None else min(len(visual.blocks), self.next_block + max(1, blocks))
+        with self._timed(), _host_lengths(self._host_cu if self.encoder.split_on_host else None):
+            if self._hidden is None:
+                self._embed(visual)
+            for block in visual.blocks[self.next_block : end]:
+                self._hidden = block(self._hidden, cu_seqlens=self._cu, max_seqlen=self._max_seqlen,
+                                     position_embeddings=self._rotary)
+            self.next_block = end
+            if end == len(visual.blocks):
+                self._merge(visual)
+        return self.done
+
+    def seconds(self) -> float:
+        """Encoder time so far. On CUDA read from events: call it once the GPU has passed them (after
+        a token that depends on the features was read), or it waits for them."""
+        return self._cpu_s + sum(start.elapsed_time(end) for start, end in self._events) / 1000
+
+    def _embed(self, visual) -> None:
+        hidden = visual.post_conv_layernorm(visual.patch_embed(self._pixels))
+        self._rotary = visual.rotary_pos_emb(hidden, self._positions)
+        self._hidden = visual.embeddings(hidden, self._cu[1:] - self._cu[:-1], self._grid,
+                                         self._positions[:, 0], self._positions[:, 1])
+
+    def _merge(self, visual) -> None:
+        hidden = visual.post_layernorm(self._hidden)
+        hidden = hidden.view(-1, self.encoder.merge, self.encoder.merge, hidden.shape[-1]).permute(0, 3, 1, 2)
+        merged = visual.merger(visual.downsample(hidden).view(-1, visual.config.out_hidden_size))
+        sizes = [t * h * w // self.encoder.merge**2 for t, h, w in self.grids]
+        self.features = list(merged.split(sizes))
+        self._pixels = self._hidden = self._rotary = None
+
+    @contextmanager
+    def _timed(self):
+        if self.encoder.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.append((start, end))
+        else:
+            started = time.perf_counter()
+            yield
+            self._cpu_s += time.perf_counter() - started
