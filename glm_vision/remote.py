@@ -49,6 +49,7 @@ class RemoteInfo:
     dtype: str = "remote"
     attn: str = "remote"
     is_demo: bool = False
+    max_image_tokens: int | None = None  # the remote server's cap is not known here
 
 
 class _NoLocalQueue:

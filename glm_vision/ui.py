@@ -50,6 +50,11 @@ SAVE_PREFS_JS = "(" + ", ".join(PREF_NAMES) + ") => { localStorage.setItem('" + 
     ", ".join(PREF_NAMES) + "})); }"
 
 
+def model_cap(state) -> int | None:
+    """The loaded backend's most tokens per image, None while loading or when it does not say."""
+    return getattr(state.backend.info, "max_image_tokens", None) if state.backend is not None else None
+
+
 def load_examples() -> list[dict]:
     index = EXAMPLES_DIR / "examples.json"
     if not index.exists():
@@ -207,7 +212,7 @@ def build_ui(state) -> gr.Blocks:
             usage = next((turn.usage for turn in reversed(transcript.turns) if turn.usage), {})
             out = {w.chatbot: chat_messages(transcript, lang)[0], w.transcript: transcript, w.usage: usage,
                    w.status: status_markdown(state, lang, usage), w.error: error,
-                   cost: cost_line(lang, prefs.image_tokens, []), timer: gr.Timer(active=state.backend is None)}
+                   cost: cost_line(lang, prefs.image_tokens, [], model_cap(state)), timer: gr.Timer(active=state.backend is None)}
             out.update({c: getattr(prefs, name) for c, name in zip(controls, PREF_NAMES)})
             if transcript.turns:
                 out.update(save(transcript, usage, lang, request.session_hash))
@@ -215,10 +220,6 @@ def build_ui(state) -> gr.Blocks:
 
         demo.load(restore, [store, prefs_in], [*chat_outputs, cost, timer, *controls], js=LOAD_JS)
 
-        def tick(usage: dict, request: gr.Request):
-            return status_markdown(state, lang_of(request), usage), gr.Timer(active=state.backend is None and not state.load_error)
-
-        timer.tick(tick, [w.usage], [w.status, timer], show_progress="hidden", queue=False)
 
         def import_chat(file, usage: dict, request: gr.Request):
             lang = lang_of(request)
@@ -238,8 +239,14 @@ def build_ui(state) -> gr.Blocks:
         import_btn.upload(import_chat, [import_btn, w.usage], chat_outputs, show_progress="hidden")
 
         def show_cost(message, image_tokens, request: gr.Request):
-            return cost_line(lang_of(request), int(image_tokens), _image_sizes(message, settings))
+            return cost_line(lang_of(request), int(image_tokens), _image_sizes(message, settings), model_cap(state))
 
+        def tick(usage: dict, message, image_tokens, request: gr.Request):
+            """While the model loads: the status, and the image cost once the model's own cap is known."""
+            return (status_markdown(state, lang_of(request), usage),
+                    gr.Timer(active=state.backend is None and not state.load_error), show_cost(message, image_tokens, request))
+
+        timer.tick(tick, [w.usage, w.textbox, budget], [w.status, timer, cost], show_progress="hidden", queue=False)
         w.textbox.change(show_cost, [w.textbox, budget], cost, queue=False, show_progress="hidden", trigger_mode="always_last")
         budget.change(show_cost, [w.textbox, budget], cost, queue=False, show_progress="hidden", trigger_mode="always_last")
 

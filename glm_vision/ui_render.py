@@ -86,7 +86,11 @@ def estimate_image_tokens(width: int, height: int, budget: int) -> int:
     return (h // FACTOR) * (w // FACTOR)
 
 
-def cost_line(lang: str, budget: int, sizes: list[tuple[int, int]]) -> str:
+def cost_line(lang: str, budget: int, sizes: list[tuple[int, int]], model_cap: int | None = None) -> str:
+    """What the attached images will cost under the budget; never more than the model itself allows
+    (the bundled demo model takes at most 100 tokens an image whatever the slider says)."""
+    if model_cap is not None:
+        budget = min(budget, model_cap)
     fullhd = estimate_image_tokens(1920, 1080, budget)
     if not sizes:
         return say(lang, "cost_none", budget=budget, fullhd=fullhd)

@@ -87,6 +87,12 @@ def test_demo_engine_reports_the_demo_model(demo_settings):
     assert type(loaded.model).__name__ == "Glm4vForConditionalGeneration"
 
 
+def test_demo_engine_says_how_many_tokens_an_image_gets(demo_engine):
+    """The UI's image-cost line reads this cap: the demo model's processor takes at most 100 per image."""
+    info = demo_engine.info
+    assert info.is_demo and info.max_image_tokens == 100 == demo_engine.runner.builder.max_tokens_per_image
+
+
 @pytest.mark.parametrize("thinking", [False, True])
 def test_a_then_b_then_a_again(demo_engine, images, thinking):
     history: list[Message] = []

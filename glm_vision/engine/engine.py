@@ -55,6 +55,7 @@ class EngineInfo:
     dtype: str
     attn: str
     is_demo: bool
+    max_image_tokens: int | None = None  # per image, the server's --max-pixels or the model's own cap; None: unknown
 
 
 class Engine:
@@ -99,7 +100,8 @@ class Engine:
     @property
     def info(self) -> EngineInfo:
         m = self.loaded
-        return EngineInfo(model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo)
+        cap = min(self.settings.max_image_tokens, self.runner.builder.max_tokens_per_image)
+        return EngineInfo(model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo, max_image_tokens=cap)
 
     @property
     def healthy(self) -> bool:

@@ -57,6 +57,11 @@ class PromptBuilder:
         self.min_pixels = ip.size["shortest_edge"]
         self.max_processor_pixels = ip.size["longest_edge"]
 
+    @property
+    def max_tokens_per_image(self) -> int:
+        """The most tokens the processor itself lets one image have, whatever the budget asked."""
+        return self.max_processor_pixels // (PIXELS_PER_IMAGE_TOKEN * self.temporal_patch_size)
+
     def size_for(self, max_image_tokens: int) -> dict[str, int]:
         """The processor's `size` for a per-image token budget (its pixel counts include the temporal factor)."""
         longest = max_image_tokens * PIXELS_PER_IMAGE_TOKEN * self.temporal_patch_size
