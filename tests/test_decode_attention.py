@@ -62,6 +62,43 @@ def test_split_k_kernels_equal_the_default_attention():
     assert "kernels ok" in out
 
 
+def test_kernels_rotate_query_and_key_as_the_default_path_does():
+    """Given the raw QKV projection and the rows' cos/sin, the write kernel stores the key the default
+    path's rotary makes, and the attention kernel rotates the query the same way."""
+    out = run_interpreted("""
+        import torch
+        from glm_vision.engine.decode_attention import decode_attention, write_kv
+        from glm_vision.engine.forward import _attend, _pre_attention, _qkv_projection
+
+        g = torch.Generator().manual_seed(1)
+        batch, kv, group, dim, rot, max_len, hidden = 3, 2, 4, 32, 16, 512, 24
+        heads = kv * group
+        x = torch.randn(batch, hidden, generator=g)
+        w = torch.randn((heads + 2 * kv) * dim, hidden, generator=g) * 0.3
+        b = torch.randn((heads + 2 * kv) * dim, generator=g) * 0.1
+        lengths = torch.tensor([3, 70, 250])
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+        freqs = (lengths.float()[:, None] * inv_freq).repeat_interleave(2, dim=-1)
+        cos, sin = freqs.cos(), freqs.sin()
+        q_ref, k_ref, v_ref = _pre_attention(x, w, b, cos, sin, heads, kv, dim)
+        q_raw, k_raw, v_raw = _qkv_projection(x, w, b, heads, kv, dim)  # views into one output, not rotated
+        keys = torch.randn(batch + 1, kv, max_len, dim, generator=g)
+        values = torch.randn(batch + 1, kv, max_len, dim, generator=g)
+        want_k, want_v = keys.clone(), values.clone()
+        want_k[torch.arange(batch), :, lengths], want_v[torch.arange(batch), :, lengths] = k_ref, v_ref
+        write_kv(keys, values, k_raw, v_raw, lengths, cos, sin)
+        assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
+        valid = torch.arange(max_len)[None, :] <= lengths[:, None]
+        ref = _attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
+        got = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5, cos, sin)
+        assert (got - ref).abs().max() < 1e-4, (got - ref).abs().max()
+        unrotated = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5)
+        assert (unrotated - ref).abs().max() > 1e-2  # the query's rotation matters in this case
+        print("rotary ok")
+    """)
+    assert "rotary ok" in out
+
+
 def test_engine_with_split_k_attention_decodes_the_same_tokens():
     out = run_interpreted("""
         import tempfile

@@ -40,13 +40,16 @@ def _rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x2, x1), dim=-1).flatten(-2)
 
 
-def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
-    """x (N, hidden), already the layer's input norm; cos/sin (N, rot) -> q (N, heads, d), k and v (N, kv_heads, d)."""
+def _qkv_projection(x, w_qkv, b_qkv, n_heads: int, n_kv: int, head_dim: int):
+    """x (N, hidden), already the layer's input norm -> q (N, heads, d), k and v (N, kv_heads, d), not rotated."""
     qkv = F.linear(x, w_qkv, b_qkv)
     q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
-    q = q.view(-1, n_heads, head_dim)
-    k = k.view(-1, n_kv, head_dim)
-    v = v.view(-1, n_kv, head_dim)
+    return q.view(-1, n_heads, head_dim), k.view(-1, n_kv, head_dim), v.view(-1, n_kv, head_dim)
+
+
+def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
+    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
     rot = cos.shape[-1]
     cos, sin = cos[:, None, :], sin[:, None, :]
     q = torch.cat([q[..., :rot] * cos + _rotate_half_interleaved(q[..., :rot]) * sin, q[..., rot:]], dim=-1)
@@ -155,10 +158,11 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm = _rms_norm
+        self.norm, self.project = _rms_norm, _qkv_projection
         if compile_math:
             self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
+            self.project = torch.compile(_qkv_projection, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
@@ -228,12 +232,15 @@ class TextForward:
         rows = self.rows[:batch]
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._qkv(layer, x, cos, sin)
-            q = q.view(batch, self.n_kv, group, self.head_dim)
-            if self.split_k_attention is not None:
-                self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths)
-                attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale)
+            if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
+                attn_mod = layer.self_attn
+                q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+                q = q.view(batch, self.n_kv, group, self.head_dim)
+                self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
+                attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
             else:
+                q, k, v = self._qkv(layer, x, cos, sin)
+                q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
             h, x = self._mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
