@@ -188,22 +188,32 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
 
 def render(scene: Scene) -> Image.Image:
     image = Image.new("RGB", (scene.width, scene.height), scene.background)
+    word_ink = scene.word.color if scene.word is not None else None
+    return _paint(scene, image, lambda s: COLOR_EN[s.color][2], word_ink)
+
+
+def render_labels(scene: Scene, shape_value, word_value: int) -> Image.Image:
+    """An 'L' image of the scene's layout: each shape filled with `shape_value(shape)`, the word's
+    strokes with `word_value`, 0 elsewhere (dense training targets for the demo model's encoder)."""
+    return _paint(scene, Image.new("L", (scene.width, scene.height), 0), shape_value, word_value)
+
+
+def _paint(scene: Scene, image: Image.Image, shape_fill, word_fill) -> Image.Image:
     draw = ImageDraw.Draw(image)
     short = min(scene.width, scene.height)
     for s in scene.shapes:
         rx, ry = SLOTS[s.slot][2]
         cx, cy = rx * scene.width + s.dx * short, ry * scene.height + s.dy * short
         r = s.scale * short
-        fill = COLOR_EN[s.color][2]
         if s.kind == "circle":
-            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=shape_fill(s))
         else:
-            draw.polygon(_polygon(s.kind, cx, cy, r, s.angle), fill=fill)
+            draw.polygon(_polygon(s.kind, cx, cy, r, s.angle), fill=shape_fill(s))
     if scene.word is not None:
         w = scene.word
         rx, ry = SLOTS[w.slot][2]
         font = _font(w.font, max(6, int(w.rel_size * short)))
-        draw.text((rx * scene.width, ry * scene.height), w.text, font=font, fill=w.color, anchor="mm")
+        draw.text((rx * scene.width, ry * scene.height), w.text, font=font, fill=word_fill, anchor="mm")
     return image
 
 

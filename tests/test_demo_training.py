@@ -57,3 +57,35 @@ def test_banks_hold_different_scenes():
     first, second, again = renderer.get(0), renderer.get(1), renderer.get(0)
     assert first.scenes != second.scenes
     assert first.scenes == again.scenes and (first.rows == again.rows).all()  # seeded: same bank, same pixels
+
+
+def test_token_labels_mark_the_objects_under_each_image_token():
+    sys.path.insert(0, str(ROOT / "tools"))
+    import demo_bank
+    from glm_vision import demo_data
+
+    scene = demo_data.Scene(width=280, height=280, background=(255, 255, 255),
+                            shapes=(demo_data.Shape("star", "blue", "center", scale=0.13),
+                                    demo_data.Shape("circle", "red", "left", scale=0.13)))
+    labels = demo_bank.token_labels(scene, (20, 20)).reshape(10, 10, 2)
+    star, circle = 1 + [k for k, _ in demo_data.SHAPES].index("star"), 1 + [k for k, _ in demo_data.SHAPES].index("circle")
+    blue, red = 1 + [c[0] for c in demo_data.COLORS].index("blue"), 1 + [c[0] for c in demo_data.COLORS].index("red")
+    assert tuple(labels[5, 5]) == (star, blue)  # the token under the picture's centre
+    assert tuple(labels[5, 1]) == (circle, red)  # left slot: 18 % of the width
+    assert tuple(labels[0, 0]) == (0, 0) and tuple(labels[9, 9]) == (0, 0)
+    assert {tuple(v) for v in labels.reshape(-1, 2)} == {(0, 0), (star, blue), (circle, red)}
+    worded = demo_data.Scene(width=280, height=280, background=(255, 255, 255), shapes=(),
+                             word=demo_data.Word("HELLO", "center", "DejaVuSansMono-Bold.ttf", 0.15, (0, 0, 0)))
+    assert (demo_bank.token_labels(worded, (20, 20))[:, 0] == demo_bank.SHAPE_CLASSES - 1).any()
+
+
+def test_fine_tune_with_the_auxiliary_loss_from_a_checkpoint(tmp_path):
+    train(tmp_path / "base", "--steps", "2")
+    log = train(tmp_path / "tuned", "--steps", "3", "--init-from", str(tmp_path / "base"), "--aux-weight", "0.5")
+    assert "trained steps 0-3" in log
+    from safetensors.torch import load_file
+
+    base, tuned = load_file(tmp_path / "base" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    assert base.keys() == tuned.keys()  # the auxiliary head is not part of the checkpoint
+    assert any(not torch.equal(base[k], tuned[k]) for k in base)  # and the model did train
+    assert json.loads((tmp_path / "tuned" / "training_args.json").read_text())["aux_weight"] == 0.5

@@ -21,15 +21,42 @@ def _pool_init(image_processor) -> None:
     _POOL_IP = image_processor
 
 
+SHAPE_CLASSES = 7  # background, the five shapes, the word's letters
+COLOR_CLASSES = len(demo_data.COLORS) + 1  # none (background, word), the colours
+_SHAPE_INDEX = {kind: i + 1 for i, (kind, _) in enumerate(demo_data.SHAPES)}
+_COLOR_INDEX = {c[0]: i + 1 for i, c in enumerate(demo_data.COLORS)}
+COVER = 0.15  # an object labels a token's cell when it covers this share of it
+
+
+def token_labels(scene: demo_data.Scene, grid: tuple[int, int], merge: int = 2, patch: int = 14) -> np.ndarray:
+    """(tokens, 2) uint8: per LLM image token (row-major over the merged grid), the class of the
+    object covering its cell (0 background, 1-5 shapes, 6 word) and the shape's colour (0 none): the
+    targets of the demo model's auxiliary encoder loss."""
+    gh, gw = grid
+    value = lambda s: _SHAPE_INDEX[s.kind] * 16 + _COLOR_INDEX[s.color]  # noqa: E731
+    layout = demo_data.render_labels(scene, value, (SHAPE_CLASSES - 1) * 16)
+    layout = np.asarray(layout.resize((gw * patch, gh * patch), resample=0))  # nearest: labels stay labels
+    cell = merge * patch
+    cells = layout.reshape(gh // merge, cell, gw // merge, cell).transpose(0, 2, 1, 3).reshape(-1, cell * cell)
+    out = np.zeros((cells.shape[0], 2), dtype=np.uint8)
+    for column, codes, classes in ((0, cells // 16, SHAPE_CLASSES), (1, cells % 16, COLOR_CLASSES)):
+        counts = np.stack([(codes == c).sum(1) for c in range(1, classes)], 1)
+        best = counts.argmax(1)
+        out[:, column] = np.where(counts.max(1) >= COVER * cell * cell, best + 1, 0)
+    return out
+
+
 def _render_one(job: tuple[int, int, int]):
     """Scene j of bank k and its pixels exactly as the processor resizes them, as uint8 patch rows
-    (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy."""
+    (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy; and the
+    per-token labels of `token_labels`."""
     seed, k, j = job
     scene = demo_data.random_scene(random.Random(f"{seed}/scene/{j}" if k == 0 else f"{seed}/scene/{k}/{j}"))
     out = _POOL_IP(images=[demo_data.render(scene)], do_rescale=False, do_normalize=False, return_tensors="pt")
     _, gh, gw = out["image_grid_thw"][0].tolist()
     rows = out["pixel_values"].view(gh * gw, 3, _POOL_IP.temporal_patch_size, -1)[:, :, 0]
-    return scene, rows.round().clamp(0, 255).to(torch.uint8).reshape(gh * gw, -1).numpy(), (gh, gw)
+    pixels = rows.round().clamp(0, 255).to(torch.uint8).reshape(gh * gw, -1).numpy()
+    return scene, pixels, (gh, gw), token_labels(scene, (gh, gw), _POOL_IP.merge_size, _POOL_IP.patch_size)
 
 
 class ImageBank:
@@ -42,6 +69,9 @@ class ImageBank:
         lengths = self.grids[:, 0] * self.grids[:, 1]
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.rows = np.concatenate([r[1] for r in results])
+        self.labels = np.concatenate([r[3] for r in results])  # (tokens, 2), picture after picture
+        tokens = lengths // 4
+        self.label_offsets = np.concatenate([[0], np.cumsum(tokens)[:-1]]).astype(np.int64)
         self.seconds = seconds
 
     def __len__(self) -> int:

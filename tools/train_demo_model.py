@@ -21,6 +21,12 @@ that are slow on big many-picture batches are replaced for training by equivalen
 (`demo_vit_fast.py`; `--check-positions` compares them). Every log line prints steps/s and the
 share of the time spent waiting for data; `--profile` prints where five steps spend their time.
 
+Auxiliary loss (`--aux-weight W`): the shipped checkpoints underfit shape identity (colour and position
+answers fail when the named shape is not recognised). Every image token gets a dense target
+from the renderer (`demo_bank.token_labels`: which object covers its cell, and its colour), and a
+linear head on the features the LLM receives is trained on them with weight W next to the answer
+loss; the head is not saved. `--init-from DIR` continues from a checkpoint (model and processor).
+
 Reproducible: batch i is drawn from `random.Random(f"{seed}/{i}")` whatever the number of data
 workers, and the model is initialised from `--seed`. With `--steps auto` the step count is chosen
 from the measured speed so that training fits `--budget-s`; the chosen count is printed and saved in
@@ -33,25 +39,22 @@ import argparse
 import json
 import math
 import os
-import random
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import demo_vit_fast  # noqa: E402  (tools/, beside this script)
-from demo_bank import BankRenderer, ImageBank, normalise_patches  # noqa: E402
+from demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches  # noqa: E402
+from demo_batches import IGNORE, Batcher, BatchStream  # noqa: E402
 from glm_vision import demo_data  # noqa: E402
 from glm_vision.tiny import build_config, build_processor, train_tokenizer  # noqa: E402
 
 PX_PER_TOKEN = 28 * 28
-IGNORE = -100
 
 
 # ---------------------------------------------------------------------------------------------- processor
@@ -64,146 +67,6 @@ def make_processor(image_tokens: int, vocab_size: int):
 
 
 # ---------------------------------------------------------------------------------------------- samples
-def template_messages(conv: demo_data.Conversation) -> tuple[list[dict], list]:
-    messages, images = [], []
-    for turn in conv.turns:
-        content = []
-        if turn.image is not None:
-            content.append({"type": "image"})
-            images.append(turn.image)
-        content.append({"type": "text", "text": turn.question})
-        messages.append({"role": "user", "content": content})
-        messages.append({"role": "assistant", "content": turn.answer})
-    return messages, images
-
-
-def mrope_positions(ids: np.ndarray, grids: list[tuple[int, int, int]], image_token_id: int, merge: int = 2) -> np.ndarray:
-    """(3, len) M-RoPE positions, as `Glm4vModel.get_rope_index` computes them (checked in the smoke run)."""
-    out = np.zeros((3, len(ids)), dtype=np.int64)
-    p, i, g = 0, 0, 0
-    n = len(ids)
-    while i < n:
-        if ids[i] == image_token_id:
-            _, h, w = grids[g]
-            g += 1
-            gh, gw = h // merge, w // merge
-            rows, cols = np.divmod(np.arange(gh * gw), gw)
-            out[0, i : i + gh * gw] = p
-            out[1, i : i + gh * gw] = p + rows
-            out[2, i : i + gh * gw] = p + cols
-            i += gh * gw
-            p += max(h, w) // merge
-        else:
-            j = i
-            while j < n and ids[j] != image_token_id:
-                j += 1
-            out[:, i:j] = np.arange(p, p + j - i)
-            p += j - i
-            i = j
-    return out
-
-
-class Batcher:
-    """Builds one padded training batch from a seed: token ids, targets, positions, and which bank
-    rows hold its pictures' patches (the pixels themselves are gathered on the GPU)."""
-
-    def __init__(self, processor, batch: int, seed: int, bank: ImageBank) -> None:
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.batch = batch
-        self.seed = seed
-        self.bank = bank
-        tk = self.tokenizer
-        self.image_token_id = tk.convert_tokens_to_ids("<|image|>")
-        self.assistant_id = tk.convert_tokens_to_ids("<|assistant|>")
-        self.end_ids = {tk.convert_tokens_to_ids("<|user|>"), tk.convert_tokens_to_ids("<|endoftext|>")}
-        self.pad_id = tk.convert_tokens_to_ids("<|endoftext|>")
-
-    def _pick(self, rng: random.Random):
-        j = rng.randrange(len(self.bank))
-        return self.bank.scenes[j], j
-
-    def sample(self, rng: random.Random, multi: bool):
-        images = rng.choice([2, 2, 3]) if multi else (0 if rng.random() < 0.03 else 1)
-        conv = demo_data.random_conversation(rng, images=images, zh_share=0.4, new_scene=self._pick)
-        messages, images = template_messages(conv)
-        thinking = rng.random() < 0.5
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, enable_thinking=thinking)
-        ids = self.tokenizer(text + "<|endoftext|>")["input_ids"]
-        return ids, images
-
-    def make(self, index: int) -> dict:
-        rng = random.Random(f"{self.seed}/{index}")
-        # a batch holds either single-image or multi-image conversations: less padding
-        multi = rng.random() < 0.4
-        raw = []
-        while len(raw) < self.batch:
-            raw.append(self.sample(rng, multi))
-        all_images = [j for _, imgs in raw for j in imgs]
-        if all_images:
-            grid_list = [(1, int(self.bank.grids[j, 0]), int(self.bank.grids[j, 1])) for j in all_images]
-            grids = torch.tensor(grid_list, dtype=torch.long)
-            rows = torch.from_numpy(np.concatenate(
-                [np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2]) for j, g in zip(all_images, grid_list)]))
-        else:
-            rows, grids, grid_list = None, None, []
-        layout = demo_vit_fast.vision_layout(grid_list) if grid_list else None
-        seqs, g = [], 0
-        for ids, images in raw:
-            mine = grid_list[g : g + len(images)]
-            g += len(images)
-            expanded = []
-            it = iter(mine)
-            for t in ids:
-                if t == self.image_token_id:
-                    _, h, w = next(it)
-                    expanded.extend([t] * ((h // 2) * (w // 2)))
-                else:
-                    expanded.append(t)
-            arr = np.asarray(expanded, dtype=np.int64)
-            target = np.zeros(len(arr), dtype=bool)
-            inside = False
-            for k, t in enumerate(expanded):
-                if inside:
-                    target[k] = True
-                    if t in self.end_ids:
-                        inside = False
-                elif t == self.assistant_id:
-                    inside = True
-            seqs.append((arr, target, mrope_positions(arr, mine, self.image_token_id)))
-        length = max(len(a) for a, _, _ in seqs)
-        input_ids = np.full((len(seqs), length), self.pad_id, dtype=np.int64)
-        labels = np.full((len(seqs), length), IGNORE, dtype=np.int64)
-        positions = np.zeros((3, len(seqs), length), dtype=np.int64)
-        for b, (arr, target, pos) in enumerate(seqs):
-            n = len(arr)
-            input_ids[b, :n] = arr
-            lab = np.where(target, arr, IGNORE)
-            labels[b, : n - 1] = lab[1:]  # position t predicts token t+1
-            positions[:, b, :n] = pos
-            positions[:, b, n:] = pos.max() + 1 + np.arange(length - n)
-        return {
-            "input_ids": torch.from_numpy(input_ids),
-            "labels": torch.from_numpy(labels),
-            "position_ids": torch.from_numpy(positions),
-            "patch_rows": rows,
-            "image_grid_thw": grids,
-            "layout": None if layout is None else {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in layout.items()},
-        }
-
-
-class BatchStream(torch.utils.data.IterableDataset):
-    def __init__(self, batcher: Batcher, start: int, stop: int) -> None:
-        self.batcher, self.start, self.stop = batcher, start, stop
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        torch.set_num_threads(1)
-        for i in range(self.start + wid, self.stop, nw):  # DataLoader interleaves workers in order
-            yield self.batcher.make(i)
-
-
 def build_model(processor, args):
     from transformers import GenerationConfig, Glm4vForConditionalGeneration
 
@@ -220,8 +83,11 @@ def build_model(processor, args):
     return model
 
 
-def loss_fn(model, batch, device, autocast, bank_rows, image_processor):
+def loss_fn(model, batch, device, autocast, bank_rows, image_processor, aux_head=None, aux_weight=0.0):
+    """Cross-entropy on the assistant tokens; with `aux_head`, plus `aux_weight` x the cross-entropy of
+    each image token's object class and colour read linearly from the features the LLM receives."""
     inner = model.model
+    aux = None
     ids = batch["input_ids"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
     positions = batch["position_ids"].to(device, non_blocking=True)
@@ -234,12 +100,17 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor):
             layout = batch["layout"]
             demo_vit_fast.use_layout(layout, device)
             feats = inner.visual(pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)).pooler_output
+            if aux_head is not None:
+                targets = batch["token_labels"].to(device, non_blocking=True)
+                scores = aux_head(feats.float()).float()
+                aux = F.cross_entropy(scores[:, :SHAPE_CLASSES], targets[:, 0]) + F.cross_entropy(scores[:, SHAPE_CLASSES:], targets[:, 1])
             mask = (ids == model.config.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
         keep = labels != IGNORE
         logits = model.lm_head(hidden[keep])
-    return F.cross_entropy(logits.float(), labels[keep])
+    loss = F.cross_entropy(logits.float(), labels[keep])
+    return loss if aux is None else loss + aux_weight * aux
 
 
 def main(argv=None) -> None:
@@ -274,6 +145,11 @@ def main(argv=None) -> None:
     p.add_argument("--linear-patch-embed", type=int, default=1, help="1: patch embedding as a matmul instead of Conv3d")
     p.add_argument("--check-positions", action="store_true", help="first check the training-only ViT replacements and the M-RoPE positions against transformers' own")
     p.add_argument("--profile", action="store_true", help="profile steps 20-24, print the top ops, and stop")
+    p.add_argument("--aux-weight", type=float, default=0.0,
+                   help="weight of the auxiliary loss: each image token's object class and colour, read by a linear "
+                        "head (dropped when saving) from the features the LLM receives; 0: off")
+    p.add_argument("--init-from", help="start from this checkpoint (model and processor) instead of random weights; "
+                                       "the architecture and --image-tokens options are then the checkpoint's")
     args = p.parse_args(argv)
 
     started = time.time()
@@ -282,7 +158,12 @@ def main(argv=None) -> None:
     # cuDNN attention builds a new plan (~15 ms of CPU) for every new batch shape; flash and
     # memory-efficient attention have no plans.
     torch.backends.cuda.enable_cudnn_sdp(False)
-    processor = make_processor(args.image_tokens, args.vocab)
+    if args.init_from:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(args.init_from)
+    else:
+        processor = make_processor(args.image_tokens, args.vocab)
     print(f"processor ready {time.time() - started:.0f}s", flush=True)
     total = None if args.steps == "auto" else int(args.steps)
     stop = total if total is not None else 10**7
@@ -296,7 +177,16 @@ def main(argv=None) -> None:
     renderer = BankRenderer(processor.image_processor, args.bank, args.seed, args.render_procs)  # before CUDA
     first_bank = first_step // bank_steps
     bank = renderer.get(first_bank)
-    model = build_model(processor, args).to(device)
+    if args.init_from:
+        from transformers import Glm4vForConditionalGeneration
+
+        model = Glm4vForConditionalGeneration.from_pretrained(args.init_from, dtype=torch.float32).to(device)
+    else:
+        model = build_model(processor, args).to(device)
+    aux_head = None
+    if args.aux_weight > 0:
+        torch.manual_seed(args.seed + 1)
+        aux_head = torch.nn.Linear(model.config.text_config.hidden_size, SHAPE_CLASSES + COLOR_CLASSES).to(device)
     if args.check_positions:  # the replacements compute what the originals do
         demo_vit_fast.check(model, device)
     demo_vit_fast.install(linear_patch=bool(args.linear_patch_embed))
@@ -317,6 +207,9 @@ def main(argv=None) -> None:
     decay, no_decay = [], []
     for name, prm in model.named_parameters():
         (decay if prm.ndim >= 2 and "embed" not in name else no_decay).append(prm)
+    if aux_head is not None:
+        decay.append(aux_head.weight)
+        no_decay.append(aux_head.bias)
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -325,6 +218,8 @@ def main(argv=None) -> None:
     train_s_before = 0.0
     if saved:
         model.load_state_dict(saved["model"])
+        if aux_head is not None:
+            aux_head.load_state_dict(saved["aux_head"])
         opt.load_state_dict(saved["optimizer"])
         train_s_before = saved["train_seconds"]
         print(f"resumed from {args.state} at step {first_step}", flush=True)
@@ -385,7 +280,7 @@ def main(argv=None) -> None:
             profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
             profiler.__enter__()
             t_prof = time.time()
-        loss = loss_fn(model, batch, device, autocast, bank_rows, processor.image_processor)
+        loss = loss_fn(model, batch, device, autocast, bank_rows, processor.image_processor, aux_head, args.aux_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -423,7 +318,8 @@ def main(argv=None) -> None:
           f"({(steps_done - first_step) / session_s:.2f} steps/s, waiting for data {wait:.0f}s)", flush=True)
     if args.state:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": steps_done,
-                    "train_seconds": train_s}, args.state)
+                    "train_seconds": train_s, "aux_head": aux_head.state_dict() if aux_head is not None else None},
+                   args.state)
         print(f"saved the training state at step {steps_done} to {args.state}", flush=True)
 
     out = Path(args.out)
