@@ -7,6 +7,9 @@ pageable host memory, waits for the GPU to drain its queue, so the CPU stops lau
 ahead of it. The grids are known on the host before any pixel is, so the packing is computed here
 (by transformers' own functions, on CPU tensors), copied without blocking, and the attention
 layers split by the host copy of the lengths.
+
+An `EncodeJob` runs the tower a few layers at a time, so that the scheduler can spread a large
+picture's encoder work over several steps while other streams decode.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position
 
 from .transfer import to_device
 
-_HOST = threading.local()  # `cu_seqlens` on the host while this thread runs VisionEncoder.encode
+_HOST = threading.local()  # `cu_seqlens` on the host while this thread runs an EncodeJob step
 
 
 def _forward_with_host_lengths(attn, hidden_states, cu_seqlens=None, **kwargs):
