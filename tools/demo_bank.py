@@ -70,7 +70,7 @@ class ImageBank:
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.rows = np.concatenate([r[1] for r in results])
         self.labels = np.concatenate([r[3] for r in results])  # (tokens, 2), picture after picture
-        tokens = lengths // 4
+        tokens = np.asarray([len(r[3]) for r in results])  # one label row per LLM image token
         self.label_offsets = np.concatenate([[0], np.cumsum(tokens)[:-1]]).astype(np.int64)
         self.seconds = seconds
 

@@ -116,7 +116,7 @@ class ModelRunner:
         for img, grid in zip(images, grids):
             if grid != img.grid_thw:
                 raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
-        return self.vision.start(inputs["pixel_values"].to(self.device), grids)
+        return self.vision.start(inputs["pixel_values"], grids)  # already on the device
 
     def _gather_images(self, seq: Sequence) -> SuffixImages:
         """The suffix's image features from the cache where possible; one encoder call started for the rest."""

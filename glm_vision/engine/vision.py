@@ -34,7 +34,7 @@ def _forward_with_host_lengths(attn, hidden_states, cu_seqlens=None, **kwargs):
 
 
 def _split_on_host(attn) -> None:
-    """Make one attention layer take the host copy of `cu_seqlens` while `encode` runs; anyone else
+    """Make one attention layer take the host copy of `cu_seqlens` while an EncodeJob step runs; anyone else
     calling the model (transformers' own generate, in the tests and the benchmark) is unaffected.
     A bound method, so that a deep copy of the model gets one bound to its own layer."""
     if "forward" not in vars(attn):
@@ -88,7 +88,8 @@ class EncodeJob:
         self._grid = to_device(host_grid, None, device)
         self._cu = to_device(self._host_cu, None, device)
         self._positions = to_device(get_vision_position_ids(host_grid, encoder.merge), None, device)
-        self._max_seqlen = int((self._host_cu[1:] - self._host_cu[:-1]).max())
+        self._lengths = self._host_cu[1:] - self._host_cu[:-1]  # patches per picture
+        self._max_seqlen = int(self._lengths.max())
         self._pixels = pixel_values.to(encoder.visual.dtype)
         self._hidden = self._rotary = None
         self.next_block = 0
@@ -107,8 +108,7 @@ class EncodeJob:
     def blocks_for(self, flops: float) -> int:
         """How many layers cost about `flops` (at least one): each multiplies every patch by the
         layer's weights and attends over its own picture's patches."""
-        lengths = self._host_cu[1:] - self._host_cu[:-1]
-        per_block = 2 * self.patches * self.encoder.block_weights + 4 * int((lengths**2).sum()) * self.encoder.hidden
+        per_block = 2 * self.patches * self.encoder.block_weights + 4 * int((self._lengths**2).sum()) * self.encoder.hidden
         return max(1, int(flops // per_block))
 
     def advance(self, blocks: int | None = None) -> bool:
