@@ -18,12 +18,13 @@ log = logging.getLogger("glm_vision")
 def answer_once(settings) -> int:
     """Load the engine, stream one answer to stdout, exit."""
     from glm_vision.conversation import Message, StreamSplitter
-    from glm_vision.engine import Engine, EngineError, GenerationRequest, SamplingParams, TextDelta
+    from glm_vision.backend import EngineError, GenerationRequest, SamplingParams, TextDelta
+    from glm_vision.engine import Engine
     from glm_vision.images import ImageError, load_media
 
     try:
         images = [page for path in settings.image for page in load_media(
-            path, max_bytes=int(settings.max_upload_mb * 1e6), max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
+            path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
         )]
     except ImageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,7 +67,7 @@ def answer_once(settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings(argv)
-    from glm_vision.engine import ModelLoadError
+    from glm_vision.backend import ModelLoadError
 
     try:
         if settings.prompt is not None:

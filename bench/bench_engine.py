@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glm_vision.conversation import Message, conversation_images, to_template_messages  # noqa: E402
-from glm_vision.engine import Engine, GenerationRequest, LoadedModel, SamplingParams  # noqa: E402
+from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.engine import Engine, LoadedModel  # noqa: E402
 from glm_vision.images import load_image  # noqa: E402
 from glm_vision.settings import Settings  # noqa: E402
 

@@ -132,7 +132,7 @@ def _decode_throughput(done: list[StreamResult]) -> float | None:
 def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
     """The same measurement straight on the engine (no HTTP): for machines without the web stack."""
     from glm_vision.conversation import Message
-    from glm_vision.engine import EngineError, GenerationRequest, QueueFullError, SamplingParams, TextDelta
+    from glm_vision.backend import EngineError, GenerationRequest, QueueFullError, SamplingParams, TextDelta
 
     results: list[StreamResult] = [None] * streams
 

@@ -40,7 +40,7 @@ from .api_schemas import (
 from .api_errors import APIError, _validation_message, engine_error, error_body, error_response
 from .api_messages import LOW_DETAIL_IMAGE_TOKENS, clean_text, convert_messages
 from .conversation import Message, StreamSplitter, split_output
-from .engine.types import EngineError, GenerationRequest, GenerationResult, SamplingParams, TextDelta
+from .backend import EngineError, GenerationRequest, GenerationResult, SamplingParams, TextDelta
 
 log = logging.getLogger(__name__)
 

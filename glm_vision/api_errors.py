@@ -8,7 +8,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .engine.types import EngineError, QueueFullError
+from .backend import EngineError, QueueFullError
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

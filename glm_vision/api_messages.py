@@ -90,7 +90,7 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
 
 
 async def load_image_part(url: str, param: str, settings) -> list[InputImage]:
-    max_bytes = int(settings.max_upload_mb * 1e6)
+    max_bytes = settings.max_upload_bytes
     if url.startswith("data:"):
         data = decode_data_url(url, param, max_bytes)
     elif url.startswith(("http://", "https://")):

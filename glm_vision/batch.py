@@ -176,7 +176,7 @@ def make_backend(args):
 
 def answer_one(backend, path: str, prompt: str, args) -> dict:
     from .conversation import Message, split_output
-    from .engine.types import EngineError, GenerationRequest, SamplingParams
+    from .backend import EngineError, GenerationRequest, SamplingParams
     from .images import ImageError, load_media
 
     started = time.perf_counter()
@@ -249,7 +249,7 @@ def run(args) -> int:
         print(f"nothing to do: all {len(images)} images are in {args.out}", file=sys.stderr)
         return 0
 
-    from .engine import ModelLoadError
+    from .backend import ModelLoadError
 
     try:
         backend = make_backend(args)
@@ -296,8 +296,7 @@ def run(args) -> int:
         progress.close()
         pool.shutdown(wait=not interrupted, cancel_futures=True)
         results.close()
-        if hasattr(backend, "shutdown"):
-            backend.shutdown()
+        backend.shutdown()
     print(f"done: {answered} answered, {errors} failed (see the 'error' field), {skipped} already done -> {args.out}",
           file=sys.stderr)
     return 0

@@ -24,7 +24,7 @@ def build_mcp_blocks(state):
     from .api_errors import APIError
     from .api_messages import load_image_part
     from .conversation import Message, split_output
-    from .engine.types import EngineError, GenerationRequest, GenerationResult, SamplingParams
+    from .backend import EngineError, GenerationRequest, GenerationResult, SamplingParams
 
     async def ask_about_image(image: str, question: str, thinking: bool = False) -> str:
         """Ask the GLM-4.6V-Flash vision model a question about one image (a screenshot, photo, chart, diagram or document page) and get its answer.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from .backend import Backend
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ class AppState:
     """What the adapters (UI, API) share: the settings and, once loaded, the backend."""
 
     settings: Settings
-    backend: object | None = None  # an Engine or a RemoteBackend, same interface
+    backend: Backend | None = None  # the local Engine or a RemoteBackend
     load_error: str | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
 
@@ -93,7 +94,7 @@ def serve(settings: Settings) -> int:
 
     def load() -> None:
         nonlocal exit_code
-        from .engine import ModelLoadError
+        from .backend import ModelLoadError
 
         try:
             state.backend = load_backend(settings)
@@ -114,6 +115,6 @@ def serve(settings: Settings) -> int:
 
     threading.Thread(target=load, name="glm-vision-load", daemon=True).start()
     server.run()
-    if state.backend is not None and hasattr(state.backend, "shutdown"):
+    if state.backend is not None:
         state.backend.shutdown()
     return exit_code

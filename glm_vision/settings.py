@@ -54,6 +54,11 @@ class Settings:
     thinking: bool = True
 
     @property
+    def max_upload_bytes(self) -> int:
+        """The upload-size rule: a file (or a data URL's decoded bytes) may be at most this large."""
+        return int(self.max_upload_mb * 1e6)
+
+    @property
     def max_image_tokens(self) -> int:
         return max(1, self.max_pixels // PIXELS_PER_IMAGE_TOKEN)
 

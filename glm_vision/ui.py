@@ -17,7 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from .engine.types import (DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P)
+from .backend import (DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P)
 from .images import ImageError
 from .tempfiles import keyed_name, private_dir
 from .transcript import Transcript, export_name, from_json, to_json, to_markdown
@@ -206,7 +206,7 @@ def build_ui(state) -> gr.Blocks:
             transcript, error = Transcript(), ""
             if saved_chat:
                 try:
-                    transcript, _ = from_json(saved_chat, max_bytes=int(settings.max_upload_mb * 1e6))
+                    transcript, _ = from_json(saved_chat, max_bytes=settings.max_upload_bytes)
                 except ImageError as exc:
                     error = say(lang, "error_prefix") + say(lang, "err_import", error=exc)
             usage = next((turn.usage for turn in reversed(transcript.turns) if turn.usage), {})
@@ -226,7 +226,7 @@ def build_ui(state) -> gr.Blocks:
             path = file if isinstance(file, str) else getattr(file, "name", None)
             try:
                 data = Path(path).read_bytes()
-                transcript, _ = from_json(data, max_bytes=int(settings.max_upload_mb * 1e6),
+                transcript, _ = from_json(data, max_bytes=settings.max_upload_bytes,
                                           max_images_per_message=settings.max_images_per_message)
             except (ImageError, OSError) as exc:
                 return {w.error: say(lang, "error_prefix") + say(lang, "err_import", error=exc)}
@@ -278,6 +278,6 @@ def mount_ui(app, state):
     return gr.mount_gradio_app(
         app, build_ui(state), path="/", auth=auth,
         auth_message="Enter any user name and the server's API key (--api-key) as the password." if key else None,
-        allowed_paths=[str(IMAGE_DIR), str(EXAMPLES_DIR)], max_file_size=int(settings.max_upload_mb * 1e6),
+        allowed_paths=[str(IMAGE_DIR), str(EXAMPLES_DIR)], max_file_size=settings.max_upload_bytes,
         i18n=make_i18n(), css=CSS, footer_links=["api"], show_error=True,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from .conversation import StreamSplitter, split_output
-from .engine.types import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+from .backend import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
 from .images import ImageError, load_media
 from .tempfiles import SessionFiles
 from .transcript import ChatImage, Transcript, Turn, safe_name
@@ -69,7 +69,7 @@ class ChatHandlers:
         for path in paths:
             name = safe_name(Path(path).name, "image")
             try:
-                pages = load_media(path, max_bytes=int(settings.max_upload_mb * 1e6),
+                pages = load_media(path, max_bytes=settings.max_upload_bytes,
                                    max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi)
             except ImageError as exc:
                 raise ImageError(say(lang, "err_file", name=Path(path).name, error=exc)) from None
@@ -100,7 +100,7 @@ class ChatHandlers:
         if sid in self.runs:
             yield {self.w.error: say(lang, "error_prefix") + say(lang, "err_busy")}
             return
-        from .engine import EngineError, GenerationRequest, SamplingParams, TextDelta
+        from .backend import EngineError, GenerationRequest, SamplingParams, TextDelta
 
         try:
             sampling = SamplingParams(
@@ -238,5 +238,5 @@ class ChatHandlers:
         if handle is not None:
             handle.cancel()
         backend = self.state.backend
-        if backend is not None and hasattr(backend, "close_session"):
+        if backend is not None:
             backend.close_session(self._engine_session(request))

@@ -1,5 +1,5 @@
 """Helpers for the API, remote-backend and MCP tests: the real app on a free loopback port, image
-data URLs, and a scripted backend (real GpuWorker and handles, a script instead of a model)."""
+data URLs, and a recording wrapper around a backend."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import time
 import uvicorn
 from PIL import Image
 
-from glm_vision.engine import EngineInfo
-from glm_vision.engine.types import GenerationRequest, GenerationResult, Usage
-from glm_vision.engine.worker import GpuWorker
 from glm_vision.server import AppState
+from tests.doubles import ScriptedBackend  # noqa: F401 - re-exported for the API tests
 
 
 def make_app(state: AppState):
@@ -71,58 +69,6 @@ def data_url(image: Image.Image, fmt: str = "PNG") -> str:
 
 def image_part(image: Image.Image, fmt: str = "PNG", **extra) -> dict:
     return {"type": "image_url", "image_url": {"url": data_url(image, fmt), **extra}}
-
-
-class ScriptedBackend:
-    """The engine interface on the real GpuWorker, answering a fixed text in small deltas.
-
-    It stands in for the model where the tiny checkpoint cannot show a behaviour (it never writes
-    `<think>`): everything between the backend and the client is the production code."""
-
-    def __init__(self, text: str, *, chunk: int = 3, prompt_tokens: int = 11, cached_tokens: int = 4) -> None:
-        self.text = text
-        self.chunk = chunk
-        self.prompt_tokens = prompt_tokens
-        self.cached_tokens = cached_tokens
-        self.requests: list[GenerationRequest] = []
-        self.worker = GpuWorker(self._run, queue_size=8, name="scripted")
-        self.worker.start()
-        self.info = EngineInfo(model="scripted-glm", device="script", dtype="none", attn="none", is_demo=False)
-        self.healthy = True
-
-    def _run(self, request: GenerationRequest, cancel, emit) -> GenerationResult:
-        self.requests.append(request)
-        text = self.text
-        stop_at = len(text)
-        for stop in request.sampling.stop:
-            index = text.find(stop)
-            if index != -1:
-                stop_at = min(stop_at, index)
-        text = text[:stop_at]
-        pieces = [text[i:i + self.chunk] for i in range(0, len(text), self.chunk)]
-        budget = request.sampling.max_new_tokens
-        finish = "stop"
-        if len(pieces) > budget:
-            pieces, finish = pieces[:budget], "length"
-        for piece in pieces:
-            if cancel.is_set():
-                finish = "cancelled"
-                break
-            emit(piece)
-        usage = Usage(prompt_tokens=self.prompt_tokens, cached_tokens=self.cached_tokens, completion_tokens=len(pieces))
-        return GenerationResult(text="".join(pieces), finish_reason=finish, usage=usage, token_ids=tuple(range(len(pieces))))
-
-    def submit(self, request: GenerationRequest):
-        return self.worker.submit(request)
-
-    def close_session(self, session_id: str) -> bool:
-        return False
-
-    def stats(self) -> dict:
-        return {"served": self.worker.served}
-
-    def shutdown(self) -> None:
-        self.worker.stop()
 
 
 class RecordingBackend:

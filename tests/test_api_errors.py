@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from glm_vision.engine import Engine
-from glm_vision.engine.types import GpuOutOfMemoryError
+from glm_vision.backend import GpuOutOfMemoryError
 from glm_vision.server import AppState
 from tests.api_helpers import RecordingBackend, ScriptedBackend, data_url, image_part, serve, wait_until
 from tests.conftest import make_picture

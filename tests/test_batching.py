@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from glm_vision.conversation import Message
-from glm_vision.engine import Engine, GenerationRequest, SamplingParams, TextDelta
+from glm_vision.backend import GenerationRequest, SamplingParams, TextDelta
+from glm_vision.engine import Engine
 from glm_vision.images import load_image
 from tests.conftest import make_picture
 

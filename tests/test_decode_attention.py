@@ -106,7 +106,8 @@ def test_engine_with_split_k_attention_decodes_the_same_tokens():
         from pathlib import Path
 
         from glm_vision.conversation import Message
-        from glm_vision.engine import Engine, GenerationRequest, SamplingParams
+        from glm_vision.backend import GenerationRequest, SamplingParams
+        from glm_vision.engine import Engine
         from glm_vision.settings import Settings
         from glm_vision.tiny import build_tiny_checkpoint
 

@@ -14,7 +14,7 @@ from glm_vision.conversation import Message, split_output
 from glm_vision.demo_data import COLORS, Scene, Shape, render
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR, resolve_model
-from glm_vision.engine.types import GenerationRequest, SamplingParams
+from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.images import load_image
 from glm_vision.server import AppState
 from glm_vision.settings import Settings

@@ -10,21 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from glm_vision.cache import FeatureCache, ImageFeatures, reusable_prefix
+from glm_vision.engine.cache import FeatureCache, ImageFeatures, reusable_prefix
 from glm_vision.conversation import Message
-from glm_vision.engine import (
-    ContextOverflowError,
-    Engine,
-    EngineError,
-    GenerationRequest,
-    GenerationResult,
-    ModelLoadError,
-    QueueFullError,
-    SamplingParams,
-    TextDelta,
-)
+from glm_vision.backend import ContextOverflowError, EngineError, GenerationRequest, GenerationResult, ModelLoadError, QueueFullError, SamplingParams, TextDelta
+from glm_vision.engine import Engine
 from glm_vision.engine.loader import load_model
-from glm_vision.sessions import KVState, SessionStore
+from glm_vision.engine.sessions import KVState, SessionStore
 from glm_vision.settings import Settings
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from glm_vision.conversation import Message
-from glm_vision.engine import Engine, GenerationRequest, SamplingParams
+from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.engine import Engine
 from tests.reference import reference_generate
 
 NEW_TOKENS = 24

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from glm_vision.conversation import Message
-from glm_vision.engine import Engine, EngineError, GenerationRequest, SamplingParams
+from glm_vision.backend import EngineError, GenerationRequest, SamplingParams
+from glm_vision.engine import Engine
 from glm_vision.server import AppState
 from tests.api_helpers import free_port, image_part, serve, wait_until
 from tests.conftest import make_picture

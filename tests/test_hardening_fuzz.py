@@ -18,7 +18,7 @@ from glm_vision.api import build_sampling
 from glm_vision.api_errors import APIError
 from glm_vision.api_messages import convert_messages
 from glm_vision.api_schemas import ChatCompletionRequest
-from glm_vision.engine.types import EngineError
+from glm_vision.backend import EngineError
 from glm_vision.images import ImageError, load_media
 from glm_vision.server import AppState
 from glm_vision.settings import Settings

@@ -9,8 +9,9 @@ import httpx
 import openai
 import pytest
 
-from glm_vision.engine import Engine, ModelLoadError
-from glm_vision.engine.types import QueueFullError
+from glm_vision.backend import ModelLoadError
+from glm_vision.engine import Engine
+from glm_vision.backend import QueueFullError
 from glm_vision.server import AppState, load_backend
 from glm_vision.settings import Settings
 from tests.api_helpers import RecordingBackend, ScriptedBackend, free_port, image_part, serve, wait_until

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from glm_vision.engine.sampling import BatchSampler, SamplerState
-from glm_vision.engine.types import SamplingParams
+from glm_vision.backend import SamplingParams
 
 VOCAB = 500
 STOPS = {3, 7}
@@ -282,7 +282,8 @@ def test_seeded_requests_decoded_in_a_batch_match_their_single_stream_tokens(set
     from dataclasses import replace
 
     from glm_vision.conversation import Message
-    from glm_vision.engine import Engine, GenerationRequest
+    from glm_vision.backend import GenerationRequest
+    from glm_vision.engine import Engine
 
     seeded = [
         GenerationRequest([Message("user", "hello")], SamplingParams(max_new_tokens=40, seed=1)),

@@ -16,7 +16,8 @@ from glm_vision.server import AppState
 from glm_vision.settings import Settings
 
 from .conftest import make_picture
-from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, ScriptedBackend, SlowEmit, UiServer, ask, bot_texts,
+from .doubles import ScriptedBackend
+from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, SlowEmit, UiServer, ask, bot_texts,
                          open_page, saved_chat, user_texts, wait_chat_text, wait_idle, wait_turns)
 
 
@@ -308,12 +309,12 @@ def test_context_overflow_keeps_conversation(page):
 
 
 def test_scripted_output_is_sanitized_and_rendered(page, server):
-    from glm_vision.engine import GpuOutOfMemoryError
+    from glm_vision.backend import GpuOutOfMemoryError
 
     pieces = ["<think>Looking at the", " picture.</think>", "The answer is <|begin_of_box|>42<|end_of_box|>. ",
               "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2\"> $x^2$ done"]
     real = server.state.backend
-    server.state.backend = ScriptedBackend(pieces)
+    server.state.backend = ScriptedBackend(pieces, is_demo=True)
     try:
         ask(page, "Try to break the page")
         wait_chat_text(page, "done")
@@ -327,7 +328,7 @@ def test_scripted_output_is_sanitized_and_rendered(page, server):
         assert page.locator("#glmv-chat .katex").count() >= 1  # $x^2$ rendered as LaTeX
         assert "Demo model" in page.inner_text("#glmv-status")
 
-        server.state.backend = ScriptedBackend(["partial"], error=GpuOutOfMemoryError("the GPU ran out of memory"))
+        server.state.backend = ScriptedBackend(["partial"], is_demo=True, error=GpuOutOfMemoryError("the GPU ran out of memory"))
         ask(page, "Second question")
         page.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('out of memory')", timeout=WAIT_MS)
         assert [m["role"] for m in saved_chat(page)["messages"]] == ["user", "assistant"]

@@ -83,11 +83,11 @@ def test_cold_request_waits_for_nothing_until_its_first_token(reference, picture
     raises): preprocessing, the encoder, the prompt's embeddings and positions, every prefill chunk and
     the first token's sampling neither read a device value on the host nor copy from pageable memory;
     only taking the sampled token itself reads."""
-    from glm_vision.cache import FeatureCache
+    from glm_vision.engine.cache import FeatureCache
     from glm_vision.conversation import Message
     from glm_vision.engine.loader import LoadedModel
     from glm_vision.engine.runner import ModelRunner
-    from glm_vision.engine.types import GenerationRequest, SamplingParams
+    from glm_vision.backend import GenerationRequest, SamplingParams
 
     model, processor = reference
     meta = LoadedModel(model=copy.deepcopy(model).to("meta"), processor=processor, name="tiny", device="meta",
@@ -136,7 +136,7 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
 
     from glm_vision.conversation import Message
     from glm_vision.engine import Engine
-    from glm_vision.engine.types import GenerationRequest, SamplingParams
+    from glm_vision.backend import GenerationRequest, SamplingParams
     from glm_vision.images import load_image
 
     engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 from fastapi import FastAPI
 
-from glm_vision.engine import EngineInfo, GenerationResult, TextDelta, Usage
 from tests.api_helpers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -43,42 +41,6 @@ class SlowEmit:
         if self.delay_s:
             time.sleep(self.delay_s)
         self._emit(seq, text)
-
-
-class ScriptedHandle:
-    def __init__(self, pieces, error=None) -> None:
-        self.pieces, self.error = pieces, error
-        self.cancelled = threading.Event()
-        self.queue_position = 0
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def __iter__(self):
-        for piece in self.pieces:
-            yield TextDelta(piece)
-        if self.error is not None:
-            raise self.error
-        text = "".join(self.pieces)
-        yield GenerationResult(text, "stop", Usage(prompt_tokens=10, completion_tokens=len(self.pieces)), ())
-
-
-class ScriptedBackend:
-    """Answers every request with fixed text (or fails with `error`): for output the tiny model cannot write."""
-
-    healthy = True
-
-    def __init__(self, pieces: list[str], error=None) -> None:
-        self.pieces, self.error = pieces, error
-        self.info = EngineInfo(model="scripted", device="cpu", dtype="float32", attn="sdpa", is_demo=True)
-        self.requests = []
-
-    def submit(self, request):
-        self.requests.append(request)
-        return ScriptedHandle(self.pieces, self.error)
-
-    def close_session(self, session_id: str) -> bool:
-        return False
 
 
 # ---------------------------------------------------------------------- page helpers

@@ -25,7 +25,7 @@ from glm_vision import demo_data  # noqa: E402
 from glm_vision.conversation import Message, split_output  # noqa: E402
 from glm_vision.engine import Engine  # noqa: E402
 from glm_vision.engine.loader import DEMO_MODEL_DIR  # noqa: E402
-from glm_vision.engine.types import GenerationRequest, SamplingParams  # noqa: E402
+from glm_vision.backend import GenerationRequest, SamplingParams  # noqa: E402
 from glm_vision.images import load_image  # noqa: E402
 from glm_vision.settings import Settings  # noqa: E402
 

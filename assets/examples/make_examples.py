@@ -50,7 +50,7 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
 
 def answers_ok(engine, image, qas) -> bool:
     from glm_vision.conversation import Message, split_output
-    from glm_vision.engine.types import GenerationRequest, SamplingParams
+    from glm_vision.backend import GenerationRequest, SamplingParams
     from glm_vision.images import load_image
 
     picture = load_image(image)

@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
-from ..cache import FeatureCache
-from ..sessions import SessionStore
+from .cache import FeatureCache
+from .sessions import SessionStore
 from ..settings import Settings
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
-from .slab import KVSlab
-from .types import GenerationRequest, GenerationResult
-from .worker import GpuWorker, RequestHandle
+from .slab import KVSlab, kv_geometry
+from ..backend import BackendInfo, GenerationRequest, GenerationResult
+from ..backend import RequestHandle
+from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
@@ -39,23 +39,11 @@ def decode_slots(settings: Settings, loaded: LoadedModel) -> int:
         return 4
     import torch
 
-    text = loaded.model.config.get_text_config()
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    per_token = KVSlab.bytes_per_token(text.num_hidden_layers, text.num_key_value_heads, head_dim, loaded.model.dtype)
+    per_token = KVSlab.bytes_per_token(**kv_geometry(loaded.model.config.get_text_config()), dtype=loaded.model.dtype)
     free, _ = torch.cuda.mem_get_info()
     budget = free - ACTIVATION_RESERVE_BYTES - settings.kv_cache_mb * MB  # sessions' saved KV lives beside the slab
     slots = int(budget * 0.9) // (settings.max_context_tokens * per_token)
     return max(1, min(MAX_AUTO_BATCH, slots))
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    model: str
-    device: str
-    dtype: str
-    attn: str
-    is_demo: bool
-    max_image_tokens: int | None = None  # per image, the server's --max-pixels or the model's own cap; None: unknown
 
 
 class Engine:
@@ -98,10 +86,10 @@ class Engine:
         return cls(settings, load_model(settings), **kwargs)
 
     @property
-    def info(self) -> EngineInfo:
+    def info(self) -> BackendInfo:
         m = self.loaded
         cap = min(self.settings.max_image_tokens, self.runner.builder.max_tokens_per_image)
-        return EngineInfo(model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo, max_image_tokens=cap)
+        return BackendInfo(model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo, max_image_tokens=cap)
 
     @property
     def healthy(self) -> bool:
@@ -130,7 +118,7 @@ class Engine:
 
         from ..conversation import Message
         from ..images import load_image
-        from .types import SamplingParams
+        from ..backend import SamplingParams
 
         started = time.perf_counter()
         if self.runner.forward.use_graphs:

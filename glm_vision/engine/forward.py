@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .slab import KVSlab
+from .slab import KVSlab, attention_head_dim
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class TextForward:
         self.dtype = model.lm_head.weight.dtype
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.head_dim = attention_head_dim(cfg)
         self.hidden = cfg.hidden_size
         self.eps = cfg.rms_norm_eps
         self.scale = self.head_dim**-0.5

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..backend import ModelLoadError
 from ..settings import REAL_MODEL_ID, Settings
 
 log = logging.getLogger(__name__)
@@ -18,10 +19,6 @@ GET_WEIGHTS_HINT = (
     f"get the weights with `huggingface-cli download {REAL_MODEL_ID}` (about 21 GB) "
     f"or pass --model /path/to/GLM-4.6V-Flash"
 )
-
-
-class ModelLoadError(RuntimeError):
-    """The model cannot be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

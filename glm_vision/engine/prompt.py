@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from transformers.models.glm46v.image_processing_glm46v import smart_resize
 
-from ..cache import TokenKey
+from .cache import TokenKey
 from ..conversation import Message, conversation_images, to_template_messages
 from ..images import InputImage
 from ..settings import PIXELS_PER_IMAGE_TOKEN

@@ -12,17 +12,17 @@ import time
 import numpy as np
 import torch
 
-from ..cache import FeatureCache, ImageFeatures, reusable_prefix
-from ..sessions import KVState, Session
+from .cache import FeatureCache, ImageFeatures, reusable_prefix
+from .sessions import KVState, Session
 from .forward import TextForward
 from .loader import LoadedModel
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import BatchSampler, SamplerState
 from .sequence import Sequence, SuffixImages
-from .slab import KVSlab
+from .slab import KVSlab, kv_geometry
 from .textstream import IncrementalDetokenizer, StopStrings
 from .transfer import to_device
-from .types import ContextOverflowError, GenerationRequest, GenerationResult, Usage
+from ..backend import ContextOverflowError, GenerationRequest, GenerationResult, Usage
 from .vision import EncodeJob, VisionEncoder
 
 
@@ -68,8 +68,7 @@ class ModelRunner:
         self.text_weights = sum(p.numel() for p in self.model.model.language_model.layers.parameters())
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         text = self.config.get_text_config()
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-        geometry = dict(layers=text.num_hidden_layers, kv_heads=text.num_key_value_heads, head_dim=head_dim)
+        geometry = kv_geometry(text)
         self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.prefill_chunk_tokens = prefill_chunk_tokens

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .transfer import to_device
-from .types import SamplingParams
+from ..backend import SamplingParams
 
 NEG_INF = float("-inf")
 

@@ -16,7 +16,7 @@ import torch
 
 from .runner import ModelRunner
 from .sequence import Sequence
-from .types import EngineError, GpuOutOfMemoryError
+from ..backend import EngineError, GpuOutOfMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -198,47 +198,3 @@ class Scheduler:
     def abort(self, error: BaseException) -> None:
         """Finish everything in flight with `error` (shutdown, a dead worker)."""
         self._fail_all(error)
-
-
-class SerialScheduler:
-    """One request at a time through a plain function `run(request, cancel, emit) -> GenerationResult`:
-    the worker's contract for backends that are not a local model (test doubles)."""
-
-    def __init__(self, run) -> None:
-        self.run = run
-        self.current = None
-        self.served = 0
-        self.max_batch = 1
-        self.rows: list = []
-        self.prefilling: list = []
-
-    @property
-    def idle(self) -> bool:
-        return self.current is None
-
-    @property
-    def room(self) -> int:
-        return 0 if self.current is not None else 1
-
-    def busy_sessions(self) -> set[str]:
-        return set()
-
-    def admit(self, handle) -> None:
-        self.current = handle
-
-    def step(self) -> None:
-        handle, self.current = self.current, None
-        try:
-            result = self.run(handle.request, handle.cancelled, handle._emit)
-            self.served += 1
-            handle._finish(result, None)
-        except EngineError as exc:
-            handle._finish(None, exc)
-        except Exception as exc:  # noqa: BLE001 - one bad request must not kill the worker
-            log.exception("request failed")
-            handle._finish(None, EngineError(f"internal error while generating: {type(exc).__name__}: {exc}"))
-
-    def abort(self, error: BaseException) -> None:
-        if self.current is not None:
-            self.current._finish(None, error)
-            self.current = None

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..cache import TokenKey
-from ..sessions import Session
+from .cache import TokenKey
+from .sessions import Session
 from .prompt import Prompt
 from .sampling import SamplerState
 from .textstream import IncrementalDetokenizer, StopStrings
-from .types import GenerationRequest, Usage
+from ..backend import GenerationRequest, Usage
 
 
 @dataclass

@@ -16,6 +16,17 @@ from dataclasses import dataclass
 import torch
 
 
+def attention_head_dim(text_config) -> int:
+    """A layer's attention head size: the config's own, else hidden size over heads."""
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def kv_geometry(text_config) -> dict:
+    """The KV cache's shape per token: layers, key/value heads, head size."""
+    return dict(layers=text_config.num_hidden_layers, kv_heads=text_config.num_key_value_heads,
+                head_dim=attention_head_dim(text_config))
+
+
 @dataclass(frozen=True)
 class SavedKV:
     keys: torch.Tensor  # (layers, kv_heads, length, head_dim)

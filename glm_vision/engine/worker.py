@@ -1,121 +1,28 @@
 """The one thread that owns the model: a bounded queue of requests, admitted into the scheduler
 between its steps (so sessions never share mutable model state across threads).
 
-Callers get a `RequestHandle`: iterate it (or `async for` it) for `TextDelta`s and a final
-`GenerationResult`; `cancel()` stops the GPU work within one decode step.
+Callers get a `RequestHandle` (see `backend.handle`); `cancel()` stops the GPU work within one
+decode step.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
 
-from .types import EngineError, EngineUnavailableError, GenerationRequest, GenerationResult, QueueFullError, TextDelta
+from ..backend import EngineError, EngineUnavailableError, GenerationRequest, QueueFullError, RequestHandle
 
 log = logging.getLogger(__name__)
-
-_DONE = object()
-
-
-class RequestHandle:
-    _ids = itertools.count(1)
-
-    def __init__(self, request: GenerationRequest, worker: "GpuWorker") -> None:
-        self.id = next(self._ids)
-        self.request = request
-        self.cancelled = threading.Event()
-        self.submitted_at = time.perf_counter()
-        self.result: GenerationResult | None = None
-        self.queue_s = 0.0
-        self.error: BaseException | None = None
-        self._events: queue.Queue = queue.Queue()
-        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._worker = worker
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    @property
-    def queue_position(self) -> int:
-        """0 while running or done, n when n-1 requests are ahead of it."""
-        return self._worker.position_of(self)
-
-    # Called from the worker thread.
-    def _put(self, item) -> None:
-        self._events.put(item)
-        waiter = self._waiter
-        if waiter is not None:
-            loop, event = waiter
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the consumer's event loop is gone
-                pass
-
-    def _emit(self, text: str) -> None:
-        self._put(TextDelta(text))
-
-    def _finish(self, result: GenerationResult | None, error: BaseException | None) -> None:
-        if result is not None:
-            result.usage.queue_s = self.queue_s
-        self.result, self.error = result, error
-        self._put(_DONE)
-
-    def _next(self):
-        item = self._events.get()
-        if item is _DONE:
-            if self.error is not None:
-                raise self.error
-            return self.result
-        return item
-
-    def __iter__(self) -> Iterator[TextDelta | GenerationResult]:
-        while True:
-            item = self._next()
-            yield item
-            if isinstance(item, GenerationResult):
-                return
-
-    async def __aiter__(self) -> AsyncIterator[TextDelta | GenerationResult]:
-        """Async iteration without a thread per waiting request: the worker wakes the event loop."""
-        event = asyncio.Event()
-        self._waiter = (asyncio.get_running_loop(), event)
-        try:
-            while True:
-                event.clear()
-                if self._events.empty():
-                    await event.wait()
-                    continue
-                item = self._next()
-                yield item
-                if isinstance(item, GenerationResult):
-                    return
-        finally:
-            self._waiter = None
-
-    def wait(self) -> GenerationResult:
-        for item in self:
-            if isinstance(item, GenerationResult):
-                return item
-        raise RuntimeError("request ended without a result")
-
 
 class GpuWorker:
     """Owns the scheduler: admits waiting requests between steps and runs steps while there is work.
 
-    `scheduler` is a batching `Scheduler`, or a plain function `run(request, cancel, emit) -> result`
-    that serves one request at a time (backends that are not a local model)."""
+    `scheduler` is the batching `Scheduler`, or a `SerialScheduler` that serves one request at a time
+    through a plain function (the scripted test backend)."""
 
     def __init__(self, scheduler, *, queue_size: int, name: str = "glm-vision-gpu") -> None:
-        if callable(scheduler) and not hasattr(scheduler, "step"):
-            from .scheduler import SerialScheduler
-
-            scheduler = SerialScheduler(scheduler)
         self.scheduler = scheduler
         self.queue_size = queue_size
         self._pending: deque[RequestHandle] = deque()
@@ -146,7 +53,7 @@ class GpuWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
-        handle = RequestHandle(request, self)
+        handle = RequestHandle(request, self.position_of)
         with self._lock:
             if not self.alive:
                 raise EngineUnavailableError("the GPU worker is not running; the server is restarting it, try again shortly")

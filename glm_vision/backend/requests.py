@@ -1,10 +1,11 @@
-"""What goes into the engine and what comes out: requests, sampling parameters, events, usage, errors."""
+"""What goes into a backend: a conversation and how to sample its answer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from ..conversation import Message
+from .errors import EngineError
 
 # GLM-4.6V-Flash's sampling defaults.
 DEFAULT_TEMPERATURE = 0.8
@@ -12,39 +13,6 @@ DEFAULT_TOP_P = 0.6
 DEFAULT_TOP_K = 2
 DEFAULT_REPETITION_PENALTY = 1.1
 
-
-class EngineError(Exception):
-    """A request the engine refuses or cannot finish; `message` is meant for the user."""
-
-    status = 400
-    code = "invalid_request"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class ContextOverflowError(EngineError):
-    code = "context_length_exceeded"
-
-
-class QueueFullError(EngineError):
-    status = 429
-    code = "server_busy"
-
-    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class GpuOutOfMemoryError(EngineError):
-    status = 503
-    code = "out_of_memory"
-
-
-class EngineUnavailableError(EngineError):
-    status = 503
-    code = "engine_unavailable"
 
 
 @dataclass(frozen=True)
@@ -108,44 +76,3 @@ class GenerationRequest:
                 )
         if self.max_image_tokens is not None and self.max_image_tokens < 4:
             raise EngineError("the image budget must be at least 4 tokens per image")
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    cached_tokens: int = 0  # prompt tokens whose KV was reused
-    completion_tokens: int = 0
-    images: int = 0
-    image_cache_hits: int = 0  # images inside the recomputed part served from the feature cache
-    images_encoded: int = 0
-    encode_s: float = 0.0
-    ttft_s: float = 0.0
-    decode_s: float = 0.0
-    queue_s: float = 0.0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def computed_tokens(self) -> int:
-        return self.prompt_tokens - self.cached_tokens
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        steps = self.completion_tokens - 1
-        return steps / self.decode_s if self.decode_s > 0 and steps > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    text: str  # everything the model wrote (reasoning included), stop strings and stop ids removed
-    finish_reason: str  # "stop" | "length" | "cancelled"
-    usage: Usage
-    token_ids: tuple[int, ...]
-    first_logits: object = None  # a (vocab,) float tensor on the CPU when the request asked for it

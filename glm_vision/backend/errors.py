@@ -1,0 +1,41 @@
+"""The errors every backend raises: each carries a message meant for the user and an HTTP status."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """A request the engine refuses or cannot finish; `message` is meant for the user."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ContextOverflowError(EngineError):
+    code = "context_length_exceeded"
+
+
+class QueueFullError(EngineError):
+    status = 429
+    code = "server_busy"
+
+    def __init__(self, message: str, retry_after_s: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class GpuOutOfMemoryError(EngineError):
+    status = 503
+    code = "out_of_memory"
+
+
+class EngineUnavailableError(EngineError):
+    status = 503
+    code = "engine_unavailable"
+
+
+class ModelLoadError(RuntimeError):
+    """The model (or the remote server) cannot be loaded; the message says why and what to do."""

@@ -1,0 +1,106 @@
+"""A running request as its caller sees it, whichever backend serves it.
+
+Iterate a `RequestHandle` (or `async for` it) for `TextDelta`s and one final `GenerationResult`;
+`cancel()` asks the backend to stop (the local engine stops within one decode step, a remote
+server when its stream is closed). The backend's thread feeds it with `_emit` and `_finish`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+
+from .requests import GenerationRequest
+from .results import GenerationResult, TextDelta
+
+_DONE = object()
+
+
+def _not_queued(handle: "RequestHandle") -> int:
+    return 0
+
+
+class RequestHandle:
+    _ids = itertools.count(1)
+
+    def __init__(self, request: GenerationRequest, position: Callable[["RequestHandle"], int] = _not_queued) -> None:
+        self.id = next(self._ids)
+        self.request = request
+        self.cancelled = threading.Event()
+        self.submitted_at = time.perf_counter()
+        self.result: GenerationResult | None = None
+        self.queue_s = 0.0
+        self.error: BaseException | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._position = position
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    @property
+    def queue_position(self) -> int:
+        """0 while running or done, n when n-1 requests are ahead of it."""
+        return self._position(self)
+
+    # Called from the backend's thread.
+    def _put(self, item) -> None:
+        self._events.put(item)
+        waiter = self._waiter
+        if waiter is not None:
+            loop, event = waiter
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the consumer's event loop is gone
+                pass
+
+    def _emit(self, text: str) -> None:
+        self._put(TextDelta(text))
+
+    def _finish(self, result: GenerationResult | None, error: BaseException | None) -> None:
+        if result is not None:
+            result.usage.queue_s = self.queue_s
+        self.result, self.error = result, error
+        self._put(_DONE)
+
+    def _next(self):
+        item = self._events.get()
+        if item is _DONE:
+            if self.error is not None:
+                raise self.error
+            return self.result
+        return item
+
+    def __iter__(self) -> Iterator[TextDelta | GenerationResult]:
+        while True:
+            item = self._next()
+            yield item
+            if isinstance(item, GenerationResult):
+                return
+
+    async def __aiter__(self) -> AsyncIterator[TextDelta | GenerationResult]:
+        """Async iteration without a thread per waiting request: the backend wakes the event loop."""
+        event = asyncio.Event()
+        self._waiter = (asyncio.get_running_loop(), event)
+        try:
+            while True:
+                event.clear()
+                if self._events.empty():
+                    await event.wait()
+                    continue
+                item = self._next()
+                yield item
+                if isinstance(item, GenerationResult):
+                    return
+        finally:
+            self._waiter = None
+
+    def wait(self) -> GenerationResult:
+        for item in self:
+            if isinstance(item, GenerationResult):
+                return item
+        raise RuntimeError("request ended without a result")

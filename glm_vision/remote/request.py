@@ -1,0 +1,74 @@
+"""A `GenerationRequest` as the keyword arguments of an OpenAI chat-completions call."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from collections import OrderedDict
+
+from ..backend import GenerationRequest
+from ..conversation import Message
+from ..images import InputImage
+
+PNG_CACHE_SIZE = 32
+
+
+class ImageURLs:
+    """Pictures as PNG data URLs, the last few kept so a conversation's images are encoded once."""
+
+    def __init__(self, size: int = PNG_CACHE_SIZE) -> None:
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def url(self, image: InputImage) -> str:
+        with self._lock:
+            cached = self._urls.get(image.digest)
+            if cached is not None:
+                self._urls.move_to_end(image.digest)
+                return cached
+        buffer = io.BytesIO()
+        image.image.save(buffer, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        with self._lock:
+            self._urls[image.digest] = url
+            while len(self._urls) > self._size:
+                self._urls.popitem(last=False)
+        return url
+
+
+def openai_messages(messages: list[Message], urls: ImageURLs) -> list[dict]:
+    converted = []
+    for message in messages:
+        if message.role == "user" and message.images:
+            parts = [{"type": "image_url", "image_url": {"url": urls.url(image)}} for image in message.images]
+            parts.append({"type": "text", "text": message.text})
+            converted.append({"role": "user", "content": parts})
+        else:
+            converted.append({"role": message.role, "content": message.text})
+    return converted
+
+
+def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -> dict:
+    """A streamed call; top_k, repetition_penalty and thinking go in vLLM's / SGLang's extension fields."""
+    sampling = request.sampling
+    kwargs = dict(
+        model=model,
+        messages=openai_messages(request.messages, urls),
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_new_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={
+            "top_k": sampling.top_k if sampling.top_k > 0 else -1,
+            "repetition_penalty": sampling.repetition_penalty,
+            "chat_template_kwargs": {"enable_thinking": request.enable_thinking},
+        },
+    )
+    if sampling.seed is not None:
+        kwargs["seed"] = sampling.seed
+    if sampling.stop:
+        kwargs["stop"] = list(sampling.stop)
+    return kwargs
