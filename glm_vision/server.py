@@ -59,7 +59,7 @@ def create_app(state: AppState) -> FastAPI:
     app.include_router(build_api_router(state))
     app.add_exception_handler(404, openai_not_found)
     if state.settings.mcp:
-        from .mcp_tool import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
+        from .api.mcp import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
 
         app = mount_mcp(app, state)
     app = mount_ui(app, state)

@@ -14,10 +14,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from glm_vision.api import build_sampling
-from glm_vision.api_errors import APIError
-from glm_vision.api_messages import convert_messages
-from glm_vision.api_schemas import ChatCompletionRequest
+from glm_vision.api.options import build_sampling
+from glm_vision.api.errors import APIError
+from glm_vision.api.messages import convert_messages
+from glm_vision.api.schemas import ChatCompletionRequest
 from glm_vision.backend import EngineError
 from glm_vision.images import ImageError, load_media
 from glm_vision.server import AppState

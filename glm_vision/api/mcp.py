@@ -10,7 +10,6 @@ endpoint needs `Authorization: Bearer KEY`, as the API does.
 from __future__ import annotations
 
 import logging
-import secrets
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +20,10 @@ TOOL_NAME = "ask_about_image"
 def build_mcp_blocks(state):
     import gradio as gr
 
-    from .api_errors import APIError
-    from .api_messages import load_image_part
-    from .conversation import Message, split_output
-    from .backend import EngineError, GenerationRequest, GenerationResult, SamplingParams
+    from ..backend import EngineError, GenerationRequest, GenerationResult, SamplingParams
+    from ..conversation import Message, split_output
+    from .errors import APIError
+    from .messages import load_image_part
 
     async def ask_about_image(image: str, question: str, thinking: bool = False) -> str:
         """Ask the GLM-4.6V-Flash vision model a question about one image (a screenshot, photo, chart, diagram or document page) and get its answer.
@@ -82,39 +81,17 @@ def build_mcp_blocks(state):
     return blocks
 
 
-class _BearerGuard:
-    """Requires `Authorization: Bearer KEY` on every HTTP request to the wrapped app."""
-
-    def __init__(self, app, api_key: str) -> None:
-        self.app = app
-        self.api_key = api_key.encode()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.api_key):
-                from starlette.responses import JSONResponse
-
-                response = JSONResponse(
-                    {"error": {"message": "this server requires an API key: send 'Authorization: Bearer KEY'",
-                               "type": "authentication_error", "param": None, "code": "invalid_api_key"}},
-                    status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 def mount_mcp(app, state):
     """Mount the MCP tool at /mcp (before the UI takes /); returns the app."""
     import gradio as gr
     from starlette.routing import Mount
 
+    from .auth import BearerGuard
+
     app = gr.mount_gradio_app(app, build_mcp_blocks(state), path=MOUNT_PATH, mcp_server=True, show_error=True)
     if state.settings.api_key:
         for route in app.router.routes:
             if isinstance(route, Mount) and route.path == MOUNT_PATH:
-                route.app = _BearerGuard(route.app, state.settings.api_key)
+                route.app = BearerGuard(route.app, state.settings.api_key)
     log.info("MCP tool '%s' at %s/gradio_api/mcp/", TOOL_NAME, MOUNT_PATH)
     return app

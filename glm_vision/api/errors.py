@@ -8,7 +8,7 @@ from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .backend import EngineError, QueueFullError
+from ..backend import EngineError, QueueFullError
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -51,7 +51,7 @@ def engine_error(exc: EngineError) -> APIError:
     return APIError(exc.status, exc.message, code=exc.code, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "the request body is not valid", None

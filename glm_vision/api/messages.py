@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 from fastapi.concurrency import run_in_threadpool
 
-from .api_errors import APIError
-from .api_schemas import ChatMessage, ImagePart, TextPart
-from .conversation import Message, split_output
-from .images import ImageError, InputImage, load_media
+from .errors import APIError
+from .schemas import ChatMessage, ImagePart, TextPart
+from ..conversation import Message, split_output
+from ..images import ImageError, InputImage, load_media
 
 LOW_DETAIL_IMAGE_TOKENS = 1024
 

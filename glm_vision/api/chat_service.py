@@ -1,0 +1,142 @@
+"""POST /v1/chat/completions, in named steps: prepare the backend request, submit it, then either
+complete it (one JSON answer) or stream it (server-sent chunks)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, GenerationResult, answer_deltas_async
+from .errors import APIError, engine_error, error_body
+from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
+from .options import build_sampling
+from .responses import ChunkWriter, completion, finish_reason, sse
+from .schemas import ChatCompletion, ChatCompletionRequest
+from .tenancy import cache_scope, conversation_session
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The identity every chunk or answer of one completion carries."""
+
+    completion_id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, model: str) -> "Reply":
+        return cls("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model)
+
+
+class ChatService:
+    def __init__(self, state) -> None:
+        self.state = state
+
+    def backend(self) -> Backend:
+        """The loaded backend, or a 503 that says whether the model is loading or failed."""
+        backend = self.state.backend
+        if backend is None:
+            if self.state.load_error:
+                raise APIError(503, f"the model failed to load: {self.state.load_error}", code="model_not_loaded")
+            raise APIError(503, "the model is still loading; try again in a few seconds", code="model_loading",
+                           headers={"Retry-After": "5"})
+        return backend
+
+    async def create(self, body: ChatCompletionRequest, request: Request):
+        backend = self.backend()
+        generation = await self.prepare(body, request)
+        handle = backend.submit(generation)  # QueueFullError -> 429 with Retry-After
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
+        reply = Reply.new(backend.info.model)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return await self.stream(handle, watcher, ChunkWriter(reply.completion_id, reply.created, reply.model,
+                                                                  include_usage))
+        return await self.complete(handle, watcher, reply)
+
+    async def prepare(self, body: ChatCompletionRequest, request: Request) -> GenerationRequest:
+        settings = self.state.settings
+        sampling = build_sampling(body, settings)
+        messages, low_detail = await convert_messages(body.messages, settings)
+        scope = cache_scope(request.headers.get("authorization", ""))
+        return GenerationRequest(
+            messages=messages,
+            sampling=sampling,
+            session_id=conversation_session(scope, messages),
+            cache_scope=scope,
+            enable_thinking=body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else True,
+            max_image_tokens=LOW_DETAIL_IMAGE_TOKENS if low_detail else None,
+        )
+
+    async def complete(self, handle, watcher: asyncio.Task, reply: Reply) -> ChatCompletion:
+        try:
+            result = None
+            async for item in handle:
+                if isinstance(item, GenerationResult):
+                    result = item
+        except EngineError as exc:
+            raise engine_error(exc) from None
+        finally:
+            watcher.cancel()
+            handle.cancel()
+        return completion(result, reply.completion_id, reply.created, reply.model)
+
+    async def stream(self, handle, watcher: asyncio.Task, writer: ChunkWriter) -> StreamingResponse:
+        events = handle.__aiter__()
+        # Wait for the first event before answering 200, so that errors found while preparing the
+        # prompt (too long, out of memory) still get their own status instead of an error event.
+        try:
+            first = await events.__anext__()
+        except EngineError as exc:
+            watcher.cancel()
+            raise engine_error(exc) from None
+        except BaseException:
+            watcher.cancel()
+            handle.cancel()
+            raise
+        chunks = _chunks(first, events, handle, watcher, writer)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=STREAM_HEADERS)
+
+
+async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWriter):
+    try:
+        yield writer.delta({"role": "assistant", "content": ""})
+        async for item in answer_deltas_async(_prepend(first, events)):
+            if isinstance(item, AnswerDelta):
+                for key, text in (("reasoning_content", item.reasoning), ("content", item.answer)):
+                    if text:
+                        yield writer.delta({key: text})
+            else:
+                yield writer.delta({}, finish_reason(item))
+                if writer.include_usage:
+                    yield writer.usage(item)
+        yield sse("[DONE]")
+    except EngineError as exc:  # after the 200 has gone out: an error event, as OpenAI sends
+        yield sse(error_body(engine_error(exc).status_code, exc.message, code=exc.code))
+        yield sse("[DONE]")
+    finally:
+        watcher.cancel()
+        handle.cancel()  # no-op when finished; stops the GPU work when the client went away
+        await events.aclose()
+
+
+async def _prepend(first, events):
+    yield first
+    async for item in events:
+        yield item
+
+
+async def _cancel_on_disconnect(request: Request, handle) -> None:
+    """Cancel the generation when the client goes away (the worker stops within one decode step)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            handle.cancel()
+            return
