@@ -1,7 +1,7 @@
 """Engine benchmark against plain transformers, both measured in this one process.
 
-    python bench/bench_engine.py --tiny                 # CPU, the tiny checkpoint: compare ratios
-    python bench/bench_engine.py --config ../shared/glm-4.6v-flash-config.json   # GPU, full size, random bf16
+    python -m bench.bench_engine --tiny                 # CPU, the tiny checkpoint: compare ratios
+    python -m bench.bench_engine --config ../shared/glm-4.6v-flash-config.json   # GPU, full size, random bf16
 
 For a 1920x1080 screenshot + ~128 text tokens it prints: vision encoder time; time to first token
 cold, on a follow-up question in the same session, and in a new session of the same tenant whose
@@ -25,13 +25,12 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glm_vision.conversation import Message, conversation_images, to_template_messages  # noqa: E402
+from glm_vision.conversation import Message, conversation_images, to_template_messages
 from glm_vision.backend import GenerationRequest, SamplingParams
-from glm_vision.engine import Engine, LoadedModel  # noqa: E402
-from glm_vision.images import load_image  # noqa: E402
-from glm_vision.settings import Settings  # noqa: E402
+from glm_vision.engine import Engine, LoadedModel
+from glm_vision.images import load_image
+from glm_vision.settings import Settings
 
 QUESTION = (
     "Look at this screenshot carefully and describe every window, button, label, icon and line of text you can "
@@ -86,7 +85,7 @@ def reset_peak(device: str) -> None:
 def tiny_model(outdir: Path) -> LoadedModel:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from glm_vision.tiny import build_tiny_checkpoint
+    from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
     build_tiny_checkpoint(outdir)
     model = AutoModelForImageTextToText.from_pretrained(outdir, attn_implementation="sdpa").eval()
@@ -98,7 +97,7 @@ def full_size_model(config_path: Path, device: str) -> LoadedModel:
     """GLM-4.6V-Flash's architecture with random bf16 weights (speed equals the real weights')."""
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration
 
-    from glm_vision.tiny import build_processor, full_vocab_tokenizer
+    from glm_vision.synthetic.tiny import build_processor, full_vocab_tokenizer
 
     config = Glm4vConfig(**json.loads(config_path.read_text()))
     config._attn_implementation = "sdpa"

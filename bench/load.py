@@ -4,9 +4,9 @@ Each client sends its own 1920x1080 screenshot with a question and asks for a fi
 tokens; the tool prints time to first token p50/p95, per-stream and aggregate tokens/s, 429s and
 errors for each concurrency level.
 
-    python bench/load.py --url http://127.0.0.1:8080/v1 --streams 1,8,32        # a running server
-    python bench/load.py --tiny --streams 16                                     # in process, CPU
-    python bench/load.py --config bench/glm-4.6v-flash-config.json --streams 1,8,32,64 --queue-size 32   # in process, GPU
+    python -m bench.load --url http://127.0.0.1:8080/v1 --streams 1,8,32        # a running server
+    python -m bench.load --tiny --streams 16                                     # in process, CPU
+    python -m bench.load --config bench/glm-4.6v-flash-config.json --streams 1,8,32,64 --queue-size 32   # in process, GPU
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 QUESTION = "Describe this screenshot: every window, button and label you can see."
 
@@ -215,7 +213,7 @@ def main() -> None:
     parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="in process: the engine's")
     args = parser.parse_args()
 
-    from bench_engine import full_size_model, screenshot, tiny_model
+    from bench.bench_engine import full_size_model, screenshot, tiny_model
 
     server = engine = None
     device = "cpu"

@@ -1,8 +1,8 @@
 """Soak and load on CPU with the tiny checkpoint, over loopback (issue 8's figures).
 
-    python bench/soak.py                    # 1,000 sequential requests with images, 32 concurrent streams,
+    python -m bench.soak                    # 1,000 sequential requests with images, 32 concurrent streams,
                                             # 100 UI sessions opened and closed; prints the figures as JSON
-    python bench/soak.py --requests 300     # smaller
+    python -m bench.soak --requests 300     # smaller
 
 The CI suite (tests/test_hardening_load.py) runs the same functions at a bounded size."""
 
@@ -21,12 +21,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glm_vision.server import AppState  # noqa: E402
-from glm_vision.settings import Settings  # noqa: E402
-from tests.api_helpers import data_url, serve  # noqa: E402
-from tests.conftest import make_picture  # noqa: E402
+from glm_vision.server import AppState
+from glm_vision.settings import Settings
+from tests.api_helpers import data_url, serve
+from tests.conftest import make_picture
 
 MB = 1024 * 1024
 
@@ -145,7 +144,7 @@ def main() -> int:
     parser.add_argument("--ui-sessions", type=int, default=100)
     args = parser.parse_args()
     from glm_vision.engine import Engine
-    from glm_vision.tiny import build_tiny_checkpoint
+    from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
     model_dir = build_tiny_checkpoint(Path(tempfile.mkdtemp()), seed=0)
     settings = soak_settings(str(model_dir))

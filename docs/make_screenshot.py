@@ -1,6 +1,6 @@
 """Takes docs/screenshot.png with the browser the tests use (Chromium driven by Playwright).
 
-    python docs/make_screenshot.py
+    python -m docs.make_screenshot
 
 The UI is served with a scripted backend (the demo banner shows, and the answer text is fixed), so
 the picture shows the interface, not a model's quality.
@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright
 
-from glm_vision.server import AppState  # noqa: E402
-from glm_vision.settings import Settings  # noqa: E402
-from tests.ui_support import CHROMIUM, CHROMIUM_ARGS, ScriptedBackend, UiServer, ask, open_page, wait_turns  # noqa: E402
+from glm_vision.server import AppState
+from glm_vision.settings import Settings
+from tests.ui_support import CHROMIUM, CHROMIUM_ARGS, ScriptedBackend, UiServer, ask, open_page, wait_turns
 
 ANSWER = ["<think>There is a red circle on the left half and a blue square on the right half.</think>",
           "The circle is <|begin_of_box|>red<|end_of_box|> and sits on the **left** side; ",

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from glm_vision.settings import Settings
-from glm_vision.tiny import build_tiny_checkpoint
+from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -70,13 +70,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    import atexit
-    import os
-    import sys
+    from glm_vision.process import exit_now
 
     status = getattr(config, "_glmv_exit_status", None)
     if status is not None and not hasattr(config, "workerinput"):
-        atexit._run_exitfuncs()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        exit_now(status)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from glm_vision.batch import FIELDS
+from glm_vision.batch.results import FIELDS
 from glm_vision.server import AppState
 from tests.api_helpers import RecordingBackend, serve
 from tests.conftest import make_picture
@@ -51,6 +51,8 @@ def test_local_jsonl_with_bad_image_then_resume(folder, tmp_path, tiny_model_dir
     assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.jpg", "broken.png", "c.webp"]
     by_name = {Path(r["image"]).name: r for r in records}
     assert "bad image" in by_name["broken.png"]["error"]
+    assert by_name["broken.png"]["prompt_tokens"] is None and by_name["broken.png"]["ttft_s"] is None
+    assert {r["prompt"] for r in records} == {"What is shown?"} and len({r["run"] for r in records}) == 1
     for name in ("a.png", "b.jpg", "c.webp"):
         record = by_name[name]
         assert record["error"] == ""
@@ -76,6 +78,24 @@ def test_local_jsonl_with_bad_image_then_resume(folder, tmp_path, tiny_model_dir
     assert "resuming: 3 of 4 images" in fourth.stderr
     records = read_jsonl(out)
     assert sorted(Path(r["image"]).name for r in records) == ["a.png", "b.jpg", "broken.png", "c.webp"]
+
+
+def test_resume_refuses_a_file_of_another_question(folder, tmp_path):
+    out = tmp_path / "r.jsonl"
+    record = {name: None for name in FIELDS} | {"image": str(folder / "a.png"), "answer": "3", "error": "",
+                                                 "prompt": "How many shapes?", "run": "0123456789abcdef"}
+    out.write_text(json.dumps(record) + "\n")
+    other = run_batch("--input", str(folder), "--prompt", "What colour is the star?", "--out", str(out),
+                      "--api-base", "http://127.0.0.1:9/v1")
+    assert other.returncode == 2
+    assert "another question" in other.stderr and "How many shapes?" in other.stderr and "--overwrite" in other.stderr
+    assert read_jsonl(out) == [record]  # nothing lost
+
+
+def test_unknown_out_extension_is_refused(folder, tmp_path):
+    result = run_batch("--input", str(folder), "--prompt", "x", "--out", str(tmp_path / "r.xlsx"))
+    assert result.returncode == 2 and "unknown extension '.xlsx'" in result.stderr and ".jsonl or .csv" in result.stderr
+    assert not (tmp_path / "r.xlsx").exists()
 
 
 def read_jsonl_tolerant(path: Path) -> list[dict]:

@@ -109,7 +109,7 @@ def test_engine_with_split_k_attention_decodes_the_same_tokens():
         from glm_vision.backend import GenerationRequest, SamplingParams
         from glm_vision.engine import Engine
         from glm_vision.settings import Settings
-        from glm_vision.tiny import build_tiny_checkpoint
+        from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
         directory = Path(tempfile.mkdtemp())
         build_tiny_checkpoint(directory)

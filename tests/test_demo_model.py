@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from glm_vision.conversation import Message, split_output
-from glm_vision.demo_data import COLORS, Scene, Shape, render
+from glm_vision.synthetic.scenes import COLORS, Scene, Shape, render
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR, resolve_model
 from glm_vision.backend import GenerationRequest, SamplingParams

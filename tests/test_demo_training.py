@@ -19,7 +19,7 @@ SMALL = ["--device", "cpu", "--batch", "4", "--workers", "0", "--render-procs", 
 
 
 def train(out: Path, *extra: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train_demo_model.py"), "--out", str(out), *SMALL, *extra],
+    done = subprocess.run([sys.executable, "-m", "tools.train_demo_model", "--out", str(out), *SMALL, *extra],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -47,10 +47,9 @@ def test_split_run_with_bank_changes_resumes_and_writes_a_loadable_checkpoint(tm
 
 
 def test_banks_hold_different_scenes():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import demo_bank
-    from glm_vision.tiny import build_processor, train_tokenizer
-    from glm_vision import demo_data
+    from tools import demo_bank
+    from glm_vision.synthetic.tiny import build_processor, train_tokenizer
+    from glm_vision.synthetic import scenes as demo_data
 
     processor = build_processor(train_tokenizer(600, demo_data.corpus_text()))
     renderer = demo_bank.BankRenderer(processor.image_processor, 4, seed=0, procs=1)
@@ -60,9 +59,8 @@ def test_banks_hold_different_scenes():
 
 
 def test_token_labels_mark_the_objects_under_each_image_token():
-    sys.path.insert(0, str(ROOT / "tools"))
-    import demo_bank
-    from glm_vision import demo_data
+    from tools import demo_bank
+    from glm_vision.synthetic import scenes as demo_data
 
     scene = demo_data.Scene(width=280, height=280, background=(255, 255, 255),
                             shapes=(demo_data.Shape("star", "blue", "center", scale=0.13),

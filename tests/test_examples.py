@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from glm_vision import demo_data
+from glm_vision.synthetic import scenes as demo_data
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.settings import Settings

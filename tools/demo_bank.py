@@ -10,7 +10,7 @@ import time
 import numpy as np
 import torch
 
-from glm_vision import demo_data
+from glm_vision.synthetic import scenes as demo_data
 
 _POOL_IP = None
 

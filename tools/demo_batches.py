@@ -9,9 +9,9 @@ import random
 import numpy as np
 import torch
 
-import demo_vit_fast
-from demo_bank import ImageBank
-from glm_vision import demo_data
+from tools import demo_vit_fast
+from tools.demo_bank import ImageBank
+from glm_vision.synthetic import scenes as demo_data
 
 IGNORE = -100
 

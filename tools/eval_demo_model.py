@@ -1,8 +1,8 @@
 """Evaluate the demo model through the production engine on a held-out synthetic set.
 
-    python tools/eval_demo_model.py [--model assets/demo-model] [--n 100] [--seed 1234]
+    python -m tools.eval_demo_model [--model assets/demo-model] [--n 100] [--seed 1234]
 
-Scenes come from `glm_vision.demo_data` with a seed the training never uses (training batches are
+Scenes come from `glm_vision.synthetic.scenes` with a seed the training never uses (training batches are
 seeded "<seed>/<batch index>"; these are "eval/<seed>/..."). Each question goes through
 `Engine.generate` (greedy, feature cache and KV reuse on), half in thinking mode and half with
 thinking off, English and Chinese alternating. Prints accuracy per question type, per language,
@@ -19,15 +19,14 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from glm_vision import demo_data  # noqa: E402
-from glm_vision.conversation import Message, split_output  # noqa: E402
-from glm_vision.engine import Engine  # noqa: E402
-from glm_vision.engine.loader import DEMO_MODEL_DIR  # noqa: E402
-from glm_vision.backend import GenerationRequest, SamplingParams  # noqa: E402
-from glm_vision.images import load_image  # noqa: E402
-from glm_vision.settings import Settings  # noqa: E402
+from glm_vision.synthetic import scenes as demo_data
+from glm_vision.conversation import Message, split_output
+from glm_vision.engine import Engine
+from glm_vision.engine.loader import DEMO_MODEL_DIR
+from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.images import load_image
+from glm_vision.settings import Settings
 
 KINDS_OFFSET = {kind: i for i, kind in enumerate(demo_data.KINDS)}
 TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word": 0.80, "multi-turn": 0.90}

@@ -1,11 +1,11 @@
 """Train the bundled demo model: a small GLM-4.6V-architecture VLM, from scratch, on synthetic scenes.
 
-    python tools/train_demo_model.py --out assets/demo-model --steps 9000 --bank 20000 --bank-steps 300   # GPU: ~16 minutes on one H100
-    python tools/train_demo_model.py --out /tmp/demo --device cpu --steps 20 --batch 8 --workers 1   # smoke run
+    python -m tools.train_demo_model --out assets/demo-model --steps 9000 --bank 20000 --bank-steps 300   # GPU: ~16 minutes on one H100
+    python -m tools.train_demo_model --out /tmp/demo --device cpu --steps 20 --batch 8 --workers 1   # smoke run
 
 The model is a `Glm4vForConditionalGeneration` with GLM's special tokens and chat template, a
 byte-level BPE tokenizer trained on the question/answer vocabulary, and a preprocessor that caps
-images at `--image-tokens` LLM tokens (28x28 px each). Data come from `glm_vision.demo_data`:
+images at `--image-tokens` LLM tokens (28x28 px each). Data come from `glm_vision.synthetic.scenes`:
 conversations of 1-3 images with 1-4 questions each (English and Chinese), thinking on (an empty
 `<think></think>` block, as GLM writes it in history) or off (`/nothink`), each answer ending with
 `<|user|>` (next turn) or `<|endoftext|>`. Loss is on assistant tokens only.
@@ -46,13 +46,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import demo_vit_fast  # noqa: E402  (tools/, beside this script)
-from demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches  # noqa: E402
-from demo_batches import IGNORE, Batcher, BatchStream  # noqa: E402
-from glm_vision import demo_data  # noqa: E402
-from glm_vision.tiny import build_config, build_processor, train_tokenizer  # noqa: E402
+from tools import demo_vit_fast
+from tools.demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches
+from tools.demo_batches import IGNORE, Batcher, BatchStream
+from glm_vision.synthetic import scenes as demo_data
+from glm_vision.synthetic.tiny import build_config, build_processor, train_tokenizer
 
 PX_PER_TOKEN = 28 * 28
 

@@ -1,6 +1,6 @@
-"""Draws the web UI's example gallery from `glm_vision.demo_data` scenes the bundled demo model answers.
+"""Draws the web UI's example gallery from `glm_vision.synthetic.scenes` scenes the bundled demo model answers.
 
-    python assets/examples/make_examples.py [--model assets/demo-model]
+    python -m assets.examples.make_examples [--model assets/demo-model]
 
 For each question kind (colour, count, position, shapes, word) it walks through seeded scenes
 ("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
 
-from glm_vision import demo_data  # noqa: E402
+from glm_vision.synthetic import scenes as demo_data
 
 SIZE = (448, 336)
 KINDS = ["color", "count", "position", "shapes", "word"]

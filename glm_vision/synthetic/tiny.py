@@ -1,6 +1,6 @@
 """Write a small, seeded, random-weight checkpoint of the real GLM-4.6V architecture.
 
-    python -m glm_vision.tiny OUTDIR [--seed 0] [--layers 2] [--hidden 128]
+    python -m glm_vision.synthetic.tiny OUTDIR [--seed 0] [--layers 2] [--hidden 128]
 
 The checkpoint uses the same classes as GLM-4.6V-Flash (`Glm4vForConditionalGeneration`,
 `Glm46VProcessor`), GLM's special tokens and a chat template in GLM-4.6V's prompt format, and a
@@ -76,7 +76,7 @@ def main(): return {"x": [1, 2, 3]}  # code block | table | $x^2$ \\frac{a}{b}
 
 
 def chat_template() -> str:
-    return resources.files("glm_vision").joinpath("chat_template.jinja").read_text(encoding="utf-8")
+    return resources.files("glm_vision.synthetic").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
 def train_tokenizer(vocab_size: int = 700, extra_corpus: str = ""):

@@ -8,7 +8,7 @@ The same module generates the training data (`tools/train_demo_model.py`), the h
 set (`tools/eval_demo_model.py`, another seed) and the pictures of the end-to-end tests, and it
 checks answers (`check_answer`), so what the model was taught and what is measured cannot drift.
 Everything is drawn from a `random.Random`, so a seed gives the same scenes on every machine (the
-fonts ship in `glm_vision/demo_fonts/`; the fourth is Pillow's built-in one).
+fonts ship in `glm_vision/synthetic/fonts/`; the fourth is Pillow's built-in one).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ LIGHT_BACKGROUNDS = [(255, 255, 255), (243, 244, 246), (229, 231, 235), (253, 24
 DARK_BACKGROUNDS = [(32, 33, 36), (17, 24, 39), (45, 45, 60)]
 # width / height: portrait phone screenshots to wide desktop ones
 ASPECTS = [9 / 19.5, 9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 10, 16 / 9, 21 / 9]
-FONT_DIR = Path(__file__).resolve().parent / "demo_fonts"
+FONT_DIR = Path(__file__).resolve().parent / "fonts"
 FONT_NAMES = ["default", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf"]
 
 KINDS = ["describe", "color", "shapes", "count", "position", "word"]

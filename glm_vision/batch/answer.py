@@ -1,0 +1,68 @@
+"""One image, one question, one record."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..backend import EngineError, GenerationRequest, SamplingParams
+from ..conversation import Message, split_output
+from ..images import ImageError, load_media
+from .results import FIELDS
+
+log = logging.getLogger("glm_vision.batch")
+
+
+def make_backend(args):
+    from ..settings import Settings
+
+    if args.api_base:
+        from ..remote import RemoteBackend
+
+        settings = Settings(backend="openai", api_base=args.api_base, remote_api_key=args.api_key,
+                            remote_model=args.remote_model, queue_size=max(1, args.concurrency),
+                            max_upload_mb=args.max_upload_mb)
+        return RemoteBackend.connect(settings, wait_s=5.0)
+    from ..engine import Engine
+
+    values = {"model": args.model, "device": args.device, "max_upload_mb": args.max_upload_mb,
+              "queue_size": max(1, args.concurrency) + 1}
+    if args.max_pixels:
+        values["max_pixels"] = args.max_pixels
+    return Engine.load(Settings(**values))
+
+
+def request_for(images, work, args) -> GenerationRequest:
+    messages = [Message("system", args.system)] if args.system else []
+    messages.append(Message("user", work.prompt, images))
+    sampling = {"max_new_tokens": args.max_tokens}
+    if args.temperature is not None:
+        sampling["temperature"] = args.temperature
+    if args.seed is not None:
+        sampling["seed"] = args.seed
+    return GenerationRequest(messages, SamplingParams(**sampling), session_id="batch", cache_scope="batch",
+                             enable_thinking=not args.no_thinking)
+
+
+def answer_one(backend, path: str, work, args) -> dict:
+    """The record of one image: the answer and its numbers, or the error (numbers null) — never raises."""
+    started = time.perf_counter()
+    record = dict.fromkeys(FIELDS)
+    record.update(image=path, prompt=work.prompt, run=work.key, error="")
+    try:
+        images = load_media(path, max_bytes=int(args.max_upload_mb * 1e6))
+        result = backend.submit(request_for(images, work, args)).wait()
+        parsed = split_output(result.text)
+        usage = result.usage
+        record.update(answer=parsed.answer, reasoning=parsed.reasoning, finish_reason=result.finish_reason,
+                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                      cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4))
+    except ImageError as exc:
+        record["error"] = f"bad image: {exc}"
+    except EngineError as exc:
+        record["error"] = exc.message
+    except Exception as exc:  # noqa: BLE001 - one image must never end the run
+        log.exception("unexpected failure on %s", path)
+        record["error"] = f"{type(exc).__name__}: {exc}"
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    return record
