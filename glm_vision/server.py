@@ -1,27 +1,32 @@
-"""The one process: a FastAPI app serving /health, the /v1 API and the Gradio UI on one port.
+"""The one process: a FastAPI app serving /health, the /v1 API, /mcp and the Gradio UI on one port.
 
-The model loads in the background after the port is open; /health answers 503 until the engine
-is loaded and warm. A model that cannot load stops the server with a clear message.
+The backend loads in the background after the port is open; /health answers 503 until it is loaded
+and warm. A backend that cannot load stops the server with a clear message (exit status 3); a port
+that cannot be listened on is exit status 4.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from .backend import Backend
+from .backend import Backend, ModelLoadError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+EXIT_LOAD_FAILED, EXIT_CANNOT_LISTEN = 3, 4
+
 
 @dataclass
 class AppState:
-    """What the adapters (UI, API) share: the settings and, once loaded, the backend."""
+    """What the adapters (UI, API, MCP) share: the settings and, once loaded, the backend."""
 
     settings: Settings
     backend: Backend | None = None  # the local Engine or a RemoteBackend
@@ -33,25 +38,27 @@ class AppState:
         return self.backend is not None and self.backend.healthy
 
 
+def health_body(state: AppState) -> tuple[dict, int]:
+    backend = state.backend
+    if backend is None:
+        return {"status": "error" if state.load_error else "loading", "error": state.load_error}, 503
+    info, healthy = backend.info, backend.healthy
+    body = {"status": "ok" if healthy else "unavailable", "model": info.model, "device": info.device,
+            "demo": info.is_demo, "max_image_tokens": info.max_image_tokens}
+    return body, 200 if healthy else 503
+
+
 def create_app(state: AppState) -> FastAPI:
-    app = FastAPI(
-        title="glm-vision",
-        description="GLM-4.6V-Flash on one GPU: a web UI and an OpenAI-compatible API on one port.",
-        version="0.1.0",
-    )
+    app = FastAPI(title="glm-vision", version="0.1.0",
+                  description="GLM-4.6V-Flash on one GPU: a web UI and an OpenAI-compatible API on one port.")
     app.state.glmv = state
 
-    @app.get("/health", tags=["status"])
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["status"])
     def health():
-        """200 with the model and device once the model is loaded and warm, 503 before (or if the GPU worker died)."""
-        backend = state.backend
-        if backend is None:
-            status = "error" if state.load_error else "loading"
-            return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
-        info = backend.info
-        body = {"status": "ok" if backend.healthy else "unavailable", "model": info.model, "device": info.device,
-                "demo": info.is_demo}
-        return JSONResponse(body, status_code=200 if backend.healthy else 503)
+        """200 with the model and device once the backend is loaded and warm, 503 before (or when the GPU
+        worker died, or the remote server cannot be reached)."""
+        body, status = health_body(state)
+        return JSONResponse(body, status_code=status)
 
     from .api import build_api_router, openai_not_found  # the OpenAI-compatible /v1 routes
     from .ui import mount_ui  # the Gradio web UI at /
@@ -62,11 +69,10 @@ def create_app(state: AppState) -> FastAPI:
         from .api.mcp import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
 
         app = mount_mcp(app, state)
-    app = mount_ui(app, state)
-    return app
+    return mount_ui(app, state)
 
 
-def load_backend(settings: Settings):
+def load_backend(settings: Settings, *, warm: bool = True) -> Backend:
     if settings.backend == "openai":
         from .remote import RemoteBackend
 
@@ -74,47 +80,76 @@ def load_backend(settings: Settings):
     from .engine import Engine
 
     engine = Engine.load(settings)
-    engine.warmup()
+    if warm:
+        engine.warmup()
     return engine
+
+
+class BackendLoader(threading.Thread):
+    """Loads the backend while the server already answers (/health says "loading"); stops the server
+    with exit status 3 when it cannot load."""
+
+    def __init__(self, state: AppState, server) -> None:
+        super().__init__(name="glm-vision-load", daemon=True)
+        self.state, self.server = state, server
+        self.exit_code = 0
+
+    def run(self) -> None:
+        try:
+            self.state.backend = load_backend(self.state.settings)
+            info = self.state.backend.info
+            log.info("ready: %s on %s%s", info.model, info.device, " (demo model)" if info.is_demo else "")
+        except Exception as exc:  # noqa: BLE001 - anything that stops the model loading: say what, exit
+            detail = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            self.state.load_error = detail
+            log.error("cannot start: %s", detail)
+            self.exit_code = EXIT_LOAD_FAILED
+            self.server.should_exit = True
+        finally:
+            self.state.loaded.set()
+
+
+def _stop_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def run_server(server, settings: Settings) -> int | None:
+    """Serve until stopped; the exit status a signal or a failed start asks for, None otherwise.
+
+    uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal: our handler turns
+    it into SystemExit, so the backend is stopped and the private temp directory removed (atexit)
+    instead of the process dying on the default handler."""
+    previous = signal.signal(signal.SIGTERM, _stop_on_signal)
+    try:
+        server.run()
+    except SystemExit as exc:
+        if not server.started:
+            log.error("cannot listen on %s:%d (is another server using the port? choose one with --port)",
+                      settings.host, settings.port)
+            return EXIT_CANNOT_LISTEN
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return None
 
 
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    if settings.host not in {"127.0.0.1", "localhost", "::1"} and not settings.api_key:
-        log.warning(
-            "listening on %s without --api-key: anyone who can reach this port can use the model and read the "
-            "conversations of this server; set --api-key KEY (or GLMV_API_KEY)", settings.host,
-        )
+    if settings.host not in LOCAL_HOSTS and not settings.api_key:
+        log.warning("listening on %s without --api-key: anyone who can reach this port can use the model and read "
+                    "the conversations of this server; set --api-key KEY (or GLMV_API_KEY)", settings.host)
     state = AppState(settings)
-    app = create_app(state)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(create_app(state), host=settings.host, port=settings.port, log_level="info",
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
-    exit_code = 0
-
-    def load() -> None:
-        nonlocal exit_code
-        from .backend import ModelLoadError
-
-        try:
-            state.backend = load_backend(settings)
-            info = state.backend.info
-            log.info("ready: %s on %s%s", info.model, info.device, " (demo model)" if info.is_demo else "")
-        except ModelLoadError as exc:
-            state.load_error = str(exc)
-            log.error("cannot start: %s", exc)
-            exit_code = 3
-            server.should_exit = True
-        except Exception as exc:  # noqa: BLE001 - anything else that stops the model loading: say what, exit
-            state.load_error = f"{type(exc).__name__}: {exc}"
-            log.error("cannot start: the model failed to load: %s", state.load_error)
-            exit_code = 3
-            server.should_exit = True
-        finally:
-            state.loaded.set()
-
-    threading.Thread(target=load, name="glm-vision-load", daemon=True).start()
-    server.run()
-    if state.backend is not None:
-        state.backend.shutdown()
-    return exit_code
+    loader = BackendLoader(state, server)
+    loader.start()
+    try:
+        stopped = run_server(server, settings)
+    finally:
+        if state.backend is not None:
+            state.backend.shutdown()
+    return stopped if stopped is not None else loader.exit_code

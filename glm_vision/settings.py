@@ -115,9 +115,9 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="app.py",
+        prog=prog,
         description="glm-vision: GLM-4.6V-Flash with a web UI and an OpenAI-compatible API on one port. "
         "Every flag can also be set through the environment variable GLMV_<FLAG> (e.g. GLMV_API_KEY).",
     )
@@ -129,17 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "image":
             parser.add_argument(flag, action="append", default=None, help=help_text)
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text + f" (default {'on' if default else 'off'})")
         else:
             kind = int if isinstance(default, int) else float if isinstance(default, float) else str
             parser.add_argument(flag, type=kind, default=None, help=help_text + f" (default {default})")
     return parser
 
 
-def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None, prog: str = "app.py") -> Settings:
     """Flags win over GLMV_* variables, which win over the defaults."""
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     values: dict[str, object] = {}
     defaults = Settings()
     for f in fields(Settings):
@@ -190,6 +191,8 @@ def _validate(s: Settings) -> None:
             f"--max-pixels must be between {PIXELS_PER_IMAGE_TOKEN * 4} and "
             f"{MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN} (4 to {MAX_IMAGE_TOKENS} image tokens)"
         )
+    if s.image and s.prompt is None:
+        problems.append("--image needs --prompt (the question to answer about it); without both, the server starts")
     if s.max_batch < 0:
         problems.append("--max-batch must be 0 (auto) or positive")
     for name in ("port", "max_images_per_message", "pdf_max_pages", "pdf_dpi", "max_context_tokens",

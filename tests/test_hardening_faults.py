@@ -121,3 +121,42 @@ def test_server_with_a_missing_model_path_exits_with_a_clear_message(tmp_path):
     assert out.returncode == 3, out.stderr
     assert "cannot start" in out.stderr and "nowhere" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_port_in_use_is_its_own_exit_status():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "app.py", "--port", str(port), "--backend", "openai", "--api-base",
+                              f"http://127.0.0.1:{free_port()}/v1"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 4, out.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
+
+
+def test_sigterm_stops_the_server_and_removes_its_private_files(tmp_path, tiny_model_dir):
+    import os
+    import signal
+
+    port = free_port()
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", str(tiny_model_dir),
+                               "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _health(port) == 200, 240, "the server to be ready")
+        private = [p for p in tmp_path.iterdir() if p.name.startswith("glm-vision-")]
+        assert len(private) == 1 and private[0].is_dir()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 128 + signal.SIGTERM
+    finally:
+        server.kill()
+    assert not private[0].exists(), server.stderr.read()[-2000:]
+
+
+def _health(port: int) -> int | None:
+    try:
+        return httpx.head(f"http://127.0.0.1:{port}/health", timeout=5).status_code
+    except httpx.HTTPError:
+        return None

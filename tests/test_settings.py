@@ -30,6 +30,7 @@ def test_env_vars_and_flag_precedence():
         (["--attn", "eager"], "eager is never used"),
         (["--backend", "openai"], "--api-base"),
         (["--max-pixels", "10"], "--max-pixels"),
+        (["--image", "shot.png"], "--image needs --prompt"),
     ],
 )
 def test_invalid_values_are_refused_clearly(argv, needle, capsys):
@@ -50,3 +51,9 @@ def test_help_documents_every_flag():
         assert "GLMV_" + name.upper() in text
     out = subprocess.run([sys.executable, "app.py", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--api-key" in out.stdout
+
+
+def test_help_shows_the_default_of_boolean_flags():
+    text = " ".join(build_parser().format_help().split())
+    assert "GLMV_THINKING] (default on)" in text
+    assert "GLMV_MCP] (default off)" in text
