@@ -4,7 +4,7 @@
                                             # 100 UI sessions opened and closed; prints the figures as JSON
     python -m bench.soak --requests 300     # smaller
 
-The CI suite (tests/test_hardening_load.py) runs the same functions at a bounded size."""
+The CI suite (tests/hardening/test_hardening_load.py) runs the same functions at a bounded size."""
 
 from __future__ import annotations
 

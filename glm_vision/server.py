@@ -77,8 +77,14 @@ def load_backend(settings: Settings, *, warm: bool = True) -> Backend:
         from .remote import RemoteBackend
 
         return RemoteBackend.connect(settings)
-    from .engine import Engine
-
+    try:
+        from .engine.engine import Engine
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"the local backend needs torch and transformers ({exc}); install them with "
+            "`pip install 'glm-vision[local]'` (or requirements.txt), or front a running server with "
+            "--backend openai --api-base URL"
+        ) from None
     engine = Engine.load(settings)
     if warm:
         engine.warmup()

@@ -29,13 +29,19 @@ from .stream import Relay
 
 log = logging.getLogger(__name__)
 
+HEALTH_PROBE_EVERY_S = 5.0
+
 
 class RemoteBackend:
-    def __init__(self, settings: Settings, client, model: str) -> None:
+    def __init__(self, settings: Settings, client, model: str, upstream: dict | None = None) -> None:
         self.settings = settings
         self.client = client
         self.model = model
         self.api_base = settings.api_base or ""
+        self._info = BackendInfo(model=model, device=f"remote {self.api_base}",
+                                 is_demo=bool((upstream or {}).get("demo")),
+                                 max_image_tokens=(upstream or {}).get("max_image_tokens"))
+        self._probed_at = time.monotonic()
         self._slots = threading.BoundedSemaphore(settings.queue_size)
         self._lock = threading.Lock()
         self._in_flight: set[RemoteHandle] = set()
@@ -57,17 +63,31 @@ class RemoteBackend:
             timeout=openai.Timeout(300.0, connect=10.0),
         )
         model = pick_model(settings, list_models(client, settings, wait_s))
-        log.info("fronting %s at %s", model, settings.api_base)
-        return cls(settings, client, model)
+        upstream = upstream_health(settings)
+        log.info("fronting %s at %s%s", model, settings.api_base, " (a demo model)" if upstream.get("demo") else "")
+        return cls(settings, client, model, upstream)
 
     # ------------------------------------------------------------------ the backend contract
     @property
     def info(self) -> BackendInfo:
-        return BackendInfo(model=self.model, device=f"remote {self.api_base}")
+        return self._info
 
     @property
     def healthy(self) -> bool:
+        """Whether the upstream answers: what the last request saw, re-checked every few seconds
+        (GET /models) so /health turns 503 when the upstream goes down between requests."""
+        if time.monotonic() - self._probed_at >= HEALTH_PROBE_EVERY_S:
+            self._probed_at = time.monotonic()
+            self._healthy = self._probe()
         return self._healthy
+
+    def _probe(self) -> bool:
+        try:
+            self.client.with_options(timeout=2.0).models.list()
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure to answer means unhealthy; the reason is logged
+            log.warning("the remote server at %s does not answer: %s", self.api_base, translate_error(exc, self.api_base).message)
+            return False
 
     def submit(self, request: GenerationRequest) -> RemoteHandle:
         request.check(self.settings.max_images_per_message)
@@ -163,8 +183,21 @@ def list_models(client, settings: Settings, wait_s: float) -> list[str]:
         except openai.APIStatusError as exc:
             raise ModelLoadError(
                 f"the server at {settings.api_base} answered GET /models with HTTP {exc.status_code}: "
-                f"{error_text(exc)}" + ("; set --remote-api-key" if exc.status_code in (401, 403) else "")
+                f"{error_text(exc)}" + status_hint(exc.status_code, settings)
             ) from None
+
+
+def upstream_health(settings: Settings) -> dict:
+    """What a glm-vision upstream says about itself at /health (demo model, image token cap); {} for
+    servers that say nothing (vLLM and SGLang answer /health with an empty body)."""
+    import httpx
+
+    root = (settings.api_base or "").rstrip("/").removesuffix("/v1")
+    try:
+        body = httpx.get(root + "/health", timeout=5.0, headers={"Authorization": f"Bearer {remote_api_key(settings)}"}).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def pick_model(settings: Settings, names: list[str]) -> str:
@@ -182,3 +215,12 @@ def remote_api_key(settings: Settings) -> str:
     """The key for the remote server: --remote-api-key, else OPENAI_API_KEY, else a placeholder
     (vLLM and SGLang without --api-key accept anything)."""
     return settings.remote_api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
+
+def status_hint(status: int, settings: Settings) -> str:
+    if status in (401, 403):
+        return "; set --remote-api-key"
+    if status == 404 and not (settings.api_base or "").rstrip("/").endswith("/v1"):
+        return "; OpenAI-compatible servers serve their API under /v1: try --api-base " + \
+            (settings.api_base or "").rstrip("/") + "/v1"
+    return ""

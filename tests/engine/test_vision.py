@@ -10,7 +10,7 @@ import torch
 
 from glm_vision.engine.vision import VisionEncoder
 
-from .conftest import make_picture
+from tests.conftest import make_picture
 
 
 def _inputs(processor, sizes):

@@ -15,7 +15,7 @@ from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.settings import Settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
 make_examples = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(make_examples)

@@ -59,7 +59,7 @@ def test_stopping_one_stream_leaves_the_others_intact(settings, batch_engine):
         alone = [single.generate(r) for r in requests]
     finally:
         single.shutdown()
-    from tests.test_engine import cancel_after_deltas
+    from tests.engine.test_engine import cancel_after_deltas
 
     tokens_at_stop, restore = cancel_after_deltas(batch_engine, 5)  # a stream stopped at its 5th delta...
     try:

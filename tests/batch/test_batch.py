@@ -17,7 +17,7 @@ from glm_vision.server import AppState
 from tests.api_helpers import RecordingBackend, serve
 from tests.conftest import make_picture
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_batch(*args: str) -> subprocess.CompletedProcess:

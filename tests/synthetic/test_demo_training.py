@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--device", "cpu", "--batch", "4", "--workers", "0", "--render-procs", "1", "--bank", "12", "--bank-steps", "3",
          "--layers", "1", "--hidden", "64", "--heads", "2", "--intermediate", "128", "--vision-hidden", "48",
          "--vision-depth", "1", "--vision-heads", "1", "--image-tokens", "16", "--vocab", "600", "--log-every", "1"]

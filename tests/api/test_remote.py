@@ -15,8 +15,8 @@ from glm_vision.backend import QueueFullError
 from glm_vision.server import AppState, load_backend
 from glm_vision.settings import Settings
 from tests.api_helpers import RecordingBackend, ScriptedBackend, free_port, image_part, serve, wait_until
-from tests.test_api import THOUGHT
-from tests.test_api_errors import Gate, error_of
+from tests.api.test_api import THOUGHT
+from tests.api.test_api_errors import Gate, error_of
 from tests.conftest import make_picture
 
 GREEDY = {"temperature": 0, "extra_body": {"top_k": 0, "repetition_penalty": 1.0}}
