@@ -15,6 +15,7 @@ _ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
 }
@@ -48,7 +49,18 @@ def engine_error(exc: EngineError) -> APIError:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     elif exc.status == 503:
         headers = {"Retry-After": "5"}
-    return APIError(exc.status, exc.message, code=exc.code, headers=headers)
+    return APIError(exc.status, exc.message, code=exc.code, param=exc.param, headers=headers)
+
+
+def _bad_content_part(errors: list[dict]) -> str | None:
+    """'messages.I.content.J' when a content list holds something that is not a part object (a bare
+    string, a number): pydantic reports one error per union member, which means nothing to a client."""
+    for error in errors:
+        loc = [part for part in error.get("loc", ()) if part != "body"]
+        if len(loc) >= 5 and loc[0] == "messages" and loc[2] == "content" and str(loc[3]).startswith("list[") \
+                and error.get("type") in ("model_type", "model_attributes_type"):
+            return f"messages.{loc[1]}.content.{loc[4]}"
+    return None
 
 
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -63,6 +75,10 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
     message = first.get("msg", "invalid value")
+    part = _bad_content_part(errors)
+    if part is not None:
+        return (f"{part}: a content part must be an object such as {{\"type\": \"text\", \"text\": \"...\"}} or "
+                f"{{\"type\": \"image_url\", \"image_url\": {{\"url\": \"data:...\"}}}}"), part
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
 

@@ -27,6 +27,7 @@ class OpenAIRoute(APIRoute):
         async def guarded(request: Request):
             try:
                 check_api_key(request.headers.get("authorization", ""), settings.api_key)
+                check_content_encoding(request.headers.get("content-encoding"))
                 limit = body_limit(settings)
                 check_declared_length(request.headers.get("content-length"), limit)
                 return await handler(Request(request.scope, limited_receive(request.receive, limit)))
@@ -34,6 +35,12 @@ class OpenAIRoute(APIRoute):
                 return error_answer(exc)
 
         return guarded
+
+
+def check_content_encoding(encoding: str | None) -> None:
+    if encoding not in (None, "", "identity"):
+        raise APIError(415, f"Content-Encoding {encoding!r} is not supported; send the JSON body uncompressed",
+                       code="unsupported_content_encoding")
 
 
 def error_answer(exc: Exception):

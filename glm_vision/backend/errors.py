@@ -9,9 +9,10 @@ class EngineError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.param = param  # the request field at fault, when one is
 
 
 class ContextOverflowError(EngineError):

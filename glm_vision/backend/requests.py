@@ -12,6 +12,7 @@ DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.6
 DEFAULT_TOP_K = 2
 DEFAULT_REPETITION_PENALTY = 1.1
+SEED_RANGE = (-(2**63), 2**63 - 1)  # what OpenAI's API and torch generators take
 
 
 
@@ -27,23 +28,25 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.temperature <= 2:
-            problems.append(f"temperature must be between 0 and 2, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be 0 (off) or positive, got {self.top_k}")
-        if not 0 < self.repetition_penalty <= 10:
-            problems.append(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}")
-        if self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            problems.append(f"min_new_tokens must be between 0 and max_new_tokens, got {self.min_new_tokens}")
-        if len(self.stop) > 4 or any(not s for s in self.stop):
-            problems.append("stop takes at most 4 non-empty strings")
+        """Refuse out-of-range values; messages and `param` use the API's names (max_tokens, min_tokens)."""
+        problems = [(param, text) for param, ok, text in self._rules() if not ok]
         if problems:
-            raise EngineError("; ".join(problems))
+            raise EngineError("; ".join(text for _, text in problems), param=problems[0][0])
+
+    def _rules(self) -> list[tuple[str, bool, str]]:
+        return [
+            ("temperature", 0 <= self.temperature <= 2, f"temperature must be between 0 and 2, got {self.temperature}"),
+            ("top_p", 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
+            ("top_k", self.top_k >= 0, f"top_k must be 0 or -1 (off) or positive, got {self.top_k}"),
+            ("repetition_penalty", 0 < self.repetition_penalty <= 10,
+             f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}"),
+            ("max_tokens", self.max_new_tokens >= 1, f"max_tokens must be at least 1, got {self.max_new_tokens}"),
+            ("min_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens,
+             f"min_tokens must be between 0 and max_tokens ({self.max_new_tokens}), got {self.min_new_tokens}"),
+            ("seed", self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+             f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {self.seed}"),
+            ("stop", len(self.stop) <= 4 and all(self.stop), "stop takes at most 4 non-empty strings"),
+        ]
 
     @classmethod
     def greedy(cls, max_new_tokens: int = 256, **kwargs) -> "SamplingParams":

@@ -59,10 +59,11 @@ class GpuWorker:
                 raise EngineUnavailableError("the GPU worker is not running; the server is restarting it, try again shortly")
             # Free decode slots take requests at the next step: only the rest counts as waiting.
             if len(self._pending) >= self.queue_size + max(0, self.scheduler.room - self._admitting):
+                retry_s = max(1, len(self._pending) * 2)
                 raise QueueFullError(
                     f"the server is busy: {len(self._pending)} requests are already waiting (limit {self.queue_size}); "
-                    "try again in a few seconds",
-                    retry_after_s=max(1.0, len(self._pending) * 2.0),
+                    f"try again in {retry_s} seconds",
+                    retry_after_s=retry_s,
                 )
             self._pending.append(handle)
             self._lock.notify()

@@ -51,10 +51,16 @@ def server(settings, engine):
 # ---------------------------------------------------------------------------------- 400
 @pytest.mark.parametrize("body, expected, param", [
     ({"messages": user("hi"), "n": 2}, "n must be 1", "n"),
-    ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", None),
-    ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", None),
+    ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", "temperature"),
+    ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
+    ({"messages": user("hi"), "top_k": -5}, "top_k must be 0 or -1 (off) or positive", "top_k"),
+    ({"messages": user("hi"), "repetition_penalty": 0}, "repetition_penalty must be in (0, 10]", "repetition_penalty"),
     ({"messages": user("hi"), "max_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
-    ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", None),
+    ({"messages": user("hi"), "max_tokens": 5, "min_tokens": 9}, "min_tokens must be between 0 and max_tokens (5)",
+     "min_tokens"),
+    ({"messages": user("hi"), "seed": 2**70}, "seed must be a 64-bit integer", "seed"),
+    ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", "stop"),
+    ({"messages": user(["hi"])}, "a content part must be an object such as", "messages.0.content.0"),
     ({"messages": user("hi"), "presence_penalty": 0.5}, "use repetition_penalty", "presence_penalty"),
     ({"messages": user("hi"), "logprobs": True}, "logprobs are not supported", "logprobs"),
     ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "no tool calling", "tools"),
@@ -88,6 +94,22 @@ def test_bad_requests_are_400_with_openai_error_json(server, body, expected, par
     assert error["type"] == "invalid_request_error"
     if param is not None:
         assert error["param"] == param
+
+
+def test_no_error_names_an_internal_field(server):
+    for body in ({"messages": user("hi"), "max_tokens": 5, "min_tokens": 9}, {"messages": user("hi"), "max_tokens": 0}):
+        assert "new_tokens" not in error_of(post(server, body))["message"]
+
+
+def test_compressed_body_is_refused_with_a_clear_code(server):
+    import gzip
+
+    body = gzip.compress(json.dumps({"messages": user("hi")}).encode())
+    response = httpx.post(server.url + "/v1/chat/completions", content=body, timeout=30,
+                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert response.status_code == 415
+    error = error_of(response)
+    assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"]
 
 
 def test_malformed_json_and_wrong_content_type_are_400(server):
@@ -290,6 +312,7 @@ def test_queue_full_is_429_with_retry_after(settings, small_engine):
         assert int(busy.headers["retry-after"]) >= 1
         error = error_of(busy)
         assert error["code"] == "server_busy" and "busy" in error["message"]
+        assert f"try again in {busy.headers['retry-after']} seconds" in error["message"]
         with openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=0) as client:
             with pytest.raises(openai.RateLimitError):
                 client.chat.completions.create(model="x", messages=user("fourth"), max_tokens=1)
