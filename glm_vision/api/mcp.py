@@ -77,7 +77,9 @@ def build_mcp_blocks(state):
         question = gr.Textbox(label="question")
         thinking = gr.Checkbox(label="thinking", value=False)
         answer = gr.Textbox(label="answer")
-        gr.Button("Ask").click(ask_about_image, [image, question, thinking], answer, api_name=TOOL_NAME)
+        # queue=False: Gradio's MCP server then calls the function in process; through its queue it
+        # would call this app back over HTTP without the caller's API key and be refused.
+        gr.Button("Ask").click(ask_about_image, [image, question, thinking], answer, api_name=TOOL_NAME, queue=False)
     return blocks
 
 

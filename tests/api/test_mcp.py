@@ -92,8 +92,13 @@ def test_mcp_needs_the_api_key(settings, engine):
         async def list_tools(session):
             return await session.list_tools()
 
-        (tools,) = run(_session_call(url, {"Authorization": "Bearer mcp-key"}, [list_tools]))
+        async def ask(session):
+            return await session.call_tool("ask_about_image", {"image": png_base64(72), "question": "What is it?"})
+
+        tools, answer = run(_session_call(url, {"Authorization": "Bearer mcp-key"}, [list_tools, ask]))
         assert [t.name for t in tools.tools] == ["ask_about_image"]
+        assert not answer.isError, answer.content[0].text
+        assert answer.content[0].type == "text"
     finally:
         live.__exit__()
 
