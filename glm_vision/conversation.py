@@ -59,30 +59,30 @@ _BOX_RE = re.compile(re.escape(BOX_OPEN) + r"(.*?)(?:" + re.escape(BOX_CLOSE) + 
 
 
 def split_output(text: str) -> ParsedOutput:
-    """Split a complete model output into reasoning, answer and boxed parts."""
-    reasoning = ""
-    answer = text
-    if THINK_CLOSE in text:
-        head, _, answer = text.partition(THINK_CLOSE)
-        reasoning = head.replace(THINK_OPEN, "", 1)
-    elif text.lstrip().startswith(THINK_OPEN):  # cut off while thinking
-        reasoning, answer = text.lstrip()[len(THINK_OPEN):], ""
-    raw_answer = answer.strip()
+    """Split a complete model output into reasoning, answer and boxed parts: exactly what a
+    `StreamSplitter` gives for the same text in any chunking (one splitter, one result)."""
+    splitter = StreamSplitter(keep_boxes=True)
+    reasoning, answer = splitter.feed(text)
+    rest_reasoning, rest_answer = splitter.flush()
+    raw_answer = (answer + rest_answer).strip()
     boxed = tuple(m.strip() for m in _BOX_RE.findall(raw_answer))
     clean = raw_answer.replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
-    return ParsedOutput(reasoning=reasoning.strip(), answer=clean.strip(), boxed=boxed, raw_answer=raw_answer)
+    return ParsedOutput(reasoning=(reasoning + rest_reasoning).strip(), answer=clean.strip(), boxed=boxed,
+                        raw_answer=raw_answer)
 
 
 class StreamSplitter:
     """Incremental `split_output`: feed text deltas, get (reasoning_delta, answer_delta) pairs.
 
     Marker tags that arrive split over several deltas are held back until they are complete, so
-    no raw `<think>` or box marker ever reaches the display.
+    no raw `<think>` or box marker ever reaches the display (with `keep_boxes`, box markers are kept
+    in the text, for what is sent back to the model in later turns).
     """
 
     _MARKERS = (THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE)
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_boxes: bool = False) -> None:
+        self.keep_boxes = keep_boxes
         self._pending = ""
         self._in_reasoning = False
         self._started = False
@@ -115,7 +115,8 @@ class StreamSplitter:
                 text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
                 (reasoning if self._in_reasoning else answer).append(text)
                 break
-            (reasoning if self._in_reasoning else answer).append(self._pending[:index])
+            kept = marker if self.keep_boxes and marker in (BOX_OPEN, BOX_CLOSE) else ""
+            (reasoning if self._in_reasoning else answer).append(self._pending[:index] + kept)
             self._pending = self._pending[index + len(marker):]
             if marker in (THINK_OPEN, THINK_CLOSE):
                 self._in_reasoning = marker == THINK_OPEN
@@ -125,7 +126,8 @@ class StreamSplitter:
     def flush(self) -> tuple[str, str]:
         text, self._pending = self._pending, ""
         for marker in self._MARKERS:
-            text = text.replace(marker, "")
+            if not (self.keep_boxes and marker in (BOX_OPEN, BOX_CLOSE)):
+                text = text.replace(marker, "")
         return (text, "") if self._in_reasoning else ("", text)
 
     def _next_marker(self) -> tuple[int, str | None]:

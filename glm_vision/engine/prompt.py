@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+import secrets
+from dataclasses import dataclass, replace
 
 from transformers.models.glm46v.image_processing_glm46v import smart_resize
 
@@ -18,6 +20,9 @@ from .cache import TokenKey
 from ..conversation import Message, conversation_images, to_template_messages
 from ..images import InputImage
 from ..settings import PIXELS_PER_IMAGE_TOKEN
+
+
+LITERAL_MARK = "\ue000"  # a private-use character around the index of a literal text in the rendered template
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class PromptBuilder:
         self.temporal_patch_size = ip.temporal_patch_size
         self.min_pixels = ip.size["shortest_edge"]
         self.max_processor_pixels = ip.size["longest_edge"]
+        control = sorted(self.tokenizer.get_added_vocab(), key=len, reverse=True)
+        self._control_text = re.compile("|".join(re.escape(token) for token in control)) if control else None
 
     @property
     def max_tokens_per_image(self) -> int:
@@ -92,10 +99,35 @@ class PromptBuilder:
             enable_thinking=enable_thinking,
         )
 
+    def tokenize(self, messages: list[Message], enable_thinking: bool) -> list[int]:
+        """The rendered conversation's ids, with what users and system prompts wrote taken literally:
+        `<|image|>` or `<|assistant|>` typed by a person is text, never a control token (only the
+        template and the model's own answers produce those)."""
+        literal: dict[str, str] = {}
+        nonce = secrets.token_hex(8)  # so that no text a user writes can pose as a marker
+        marked = [self._mark_literal(message, literal, nonce) for message in messages]
+        text = self.render(marked, enable_thinking)
+        if not literal:
+            return self.tokenizer(text)["input_ids"]
+        ids: list[int] = []
+        for piece in re.split(f"({LITERAL_MARK}{nonce}\\d+{LITERAL_MARK})", text):
+            if piece in literal:
+                ids += self.tokenizer(literal[piece], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            elif piece:
+                ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _mark_literal(self, message: Message, literal: dict[str, str], nonce: str) -> Message:
+        """The message with its text swapped for a marker when that text holds control-token strings."""
+        if message.role == "assistant" or self._control_text is None or not self._control_text.search(message.text):
+            return message
+        mark = f"{LITERAL_MARK}{nonce}{len(literal)}{LITERAL_MARK}"
+        literal[mark] = message.text
+        return replace(message, text=mark)
+
     def build(self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int) -> Prompt:
         size = self.size_for(max_image_tokens)
-        text = self.render(messages, enable_thinking)
-        template_ids = self.tokenizer(text)["input_ids"]
+        template_ids = self.tokenize(messages, enable_thinking)
         images = conversation_images(messages)
         placeholders = sum(1 for t in template_ids if t == self.image_token_id)
         if placeholders != len(images):
