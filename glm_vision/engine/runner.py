@@ -155,13 +155,19 @@ class ModelRunner:
         return (seq.request.cache_scope or seq.session.id) if seq.session is not None else None
 
     # ------------------------------------------------------------------ a request's life
-    def start(self, handle, session: Session | None, slot: int) -> Sequence:
-        """Admit a request into `slot`: prompt built and checked, reusable KV loaded. No model work yet."""
+    def start(self, handle, session: Session | None, slot: int, shared=None) -> Sequence:
+        """Admit a request into `slot`: prompt built and checked, reusable KV loaded (the session's own,
+        or the longer prefix `shared(session, keys)` finds in another session of its scope). No model
+        work yet."""
         request = handle.request
         prompt = self.build_prompt(request)
         usage = Usage(prompt_tokens=len(prompt), images=len(prompt.images))
         kv = session.kv if session is not None else None
         reuse = reusable_prefix(kv.keys, prompt.keys) if kv is not None else 0
+        if session is not None and shared is not None:
+            other, length = shared(session, prompt.keys)
+            if length > reuse:
+                kv, reuse = other, length
         if session is not None:
             session.kv = None  # given back at the end; a failure mid-way must not leave a half-updated cache
         if reuse:

@@ -84,9 +84,9 @@ class Scheduler:
         """Start a request (prompt checks happen here, before any GPU work); errors go to its handle."""
         session = None
         if self.use_caches and handle.request.session_id is not None:
-            session = self.sessions.acquire(handle.request.session_id)
+            session = self.sessions.acquire(handle.request.session_id, handle.request.cache_scope)
         try:
-            seq = self.runner.start(handle, session, self._free_top_slot())
+            seq = self.runner.start(handle, session, self._free_top_slot(), shared=self.sessions.shared_prefix)
         except BaseException as exc:
             if session is not None:
                 self.sessions.release(session)

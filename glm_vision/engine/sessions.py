@@ -7,7 +7,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .cache import FeatureCache, TokenKey
+from .cache import FeatureCache, TokenKey, reusable_prefix
+
+
+# Shorter common openings ([gMASK]<sop>, a role tag) are not worth a copy; vLLM shares 16-token blocks.
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -24,6 +28,7 @@ class KVState:
 @dataclass
 class Session:
     id: str
+    scope: str | None = None  # sessions of one scope (one API key) may read each other's KV prefixes
     kv: KVState | None = None
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
@@ -43,12 +48,12 @@ class SessionStore:
         self._lock = threading.Lock()
         self.kv_evictions = 0
 
-    def acquire(self, session_id: str) -> Session:
+    def acquire(self, session_id: str, scope: str | None = None) -> Session:
         """The session (created if new), marked busy so that it is not freed while in use."""
         with self._lock:
             session = self._sessions.get(session_id)
             if session is None:
-                session = self._sessions[session_id] = Session(session_id)
+                session = self._sessions[session_id] = Session(session_id, scope)
             session.busy += 1
             session.last_used = time.monotonic()
             self._evict_sessions_over_count(keep=session)
@@ -77,6 +82,21 @@ class SessionStore:
         for session_id in idle:
             self.close(session_id)
         return idle
+
+    def shared_prefix(self, session: Session, keys: list[TokenKey]) -> tuple[KVState | None, int]:
+        """The longest KV prefix of `keys` that another session of the same scope holds (vLLM's prefix
+        cache, at the granularity of conversations): a new conversation of an API key that opens like
+        an earlier one (same system prompt and image, another question) starts from that KV."""
+        if session.scope is None:
+            return None, 0
+        with self._lock:
+            others = [s.kv for s in self._sessions.values() if s is not session and s.scope == session.scope and s.kv]
+        best: tuple[KVState | None, int] = (None, MIN_SHARED_PREFIX - 1)
+        for kv in others:
+            length = reusable_prefix(kv.keys, keys)
+            if length > best[1]:
+                best = (kv, length)
+        return best if best[0] is not None else (None, 0)
 
     def get(self, session_id: str) -> Session | None:
         with self._lock:

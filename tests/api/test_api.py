@@ -129,6 +129,24 @@ def test_same_image_in_new_conversation_hits_feature_cache(server):
         assert reply.model_extra["timings"]["image_cache_hits"] == 1
 
 
+def test_new_conversation_reuses_the_kv_prefix_it_shares_with_an_earlier_one(server):
+    picture = make_picture(14)
+    system = [{"role": "system", "content": "You are a careful screenshot reviewer. Answer in one short sentence."}]
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-e", max_retries=0) as e, \
+            openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-f", max_retries=0) as f:
+        first = e.chat.completions.create(model="x", messages=system + ask(picture, "What is it?"), max_tokens=2, **GREEDY)
+        assert first.usage.prompt_tokens_details.cached_tokens == 0
+        # Same system prompt and image, another question: a new conversation, yet only the question is new.
+        other_question = system + ask(picture, "Which colours?")
+        second = e.chat.completions.create(model="x", messages=other_question, max_tokens=4, **GREEDY)
+        shared = second.usage.prompt_tokens_details.cached_tokens
+        assert shared >= first.usage.prompt_tokens - 8 and shared < second.usage.prompt_tokens
+        # Starting from the borrowed KV changes nothing: a tenant with no cache gets the same answer.
+        cold = f.chat.completions.create(model="x", messages=other_question, max_tokens=4, **GREEDY)
+        assert cold.usage.prompt_tokens_details.cached_tokens == 0
+        assert cold.choices[0].message.content == second.choices[0].message.content
+
+
 def test_cache_scope_is_per_key(client, recorded):
     client.chat.completions.create(model="x", messages=ask(None, "scope"), max_tokens=1)
     request = recorded.handles[-1].request
