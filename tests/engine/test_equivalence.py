@@ -192,7 +192,8 @@ def test_seeded_sampling_is_reproducible(engine, pictures):
 
 
 def test_shared_scope_reuses_features_across_sessions_of_one_tenant(engine, reference, pictures):
-    """A new session of the same tenant skips the encoder for an image seen before, but not the KV."""
+    """A new session of the same tenant that opens like an earlier one (same image, another question)
+    starts from that session's KV prefix, image included: no encoder, and still the reference's answer."""
     model, processor = reference
     a = pictures[0]
     first = [Message("user", "What is this?", [a])]
@@ -201,9 +202,10 @@ def test_shared_scope_reuses_features_across_sessions_of_one_tenant(engine, refe
     result = engine.generate(
         GenerationRequest(second, SamplingParams.greedy(8), session_id="t1-chat2", cache_scope="tenant-1", capture_logits=True)
     )
-    assert result.usage.image_cache_hits == 1 and result.usage.images_encoded == 0 and result.usage.cached_tokens == 0
+    assert result.usage.images_encoded == 0 and result.usage.cached_tokens >= 16
     ref_tokens, ref_logits = reference_generate(model, processor, second, 8)
     assert list(result.token_ids) == ref_tokens
     torch.testing.assert_close(result.first_logits, ref_logits, atol=LOGITS_ATOL, rtol=1e-4)
     other = engine.generate(GenerationRequest(second, SamplingParams.greedy(2), session_id="t2-chat1", cache_scope="tenant-2"))
     assert other.usage.image_cache_hits == 0 and other.usage.images_encoded == 1  # tenants never share
+    assert other.usage.cached_tokens == 0
