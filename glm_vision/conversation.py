@@ -10,10 +10,12 @@ import re
 from dataclasses import dataclass, field
 
 from .images import InputImage
+from .tool_calls import ToolCall
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+IMAGE_ROLES = ("user", "tool")  # a tool's result may be a screenshot
 
 
 @dataclass
@@ -22,22 +24,30 @@ class Message:
     text: str = ""
     images: list[InputImage] = field(default_factory=list)
     reasoning: str = ""  # assistant only, display only
+    tool_calls: list[ToolCall] = field(default_factory=list)  # assistant only: the calls it made
+    tool_call_id: str = ""  # tool only: the call this result answers
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"unknown role {self.role!r}; use one of {', '.join(ROLES)}")
-        if self.images and self.role != "user":
-            raise ValueError("only user messages can carry images")
+        if self.images and self.role not in IMAGE_ROLES:
+            raise ValueError("only user and tool messages can carry images")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages can carry tool calls")
 
 
 def to_template_messages(messages: list[Message]) -> list[dict]:
-    """The chat-template view of a conversation: images first, then text; no reasoning."""
+    """The chat-template view of a conversation: images first, then text; no reasoning; tool calls
+    with their arguments as a mapping (what GLM's template iterates)."""
     rendered = []
     for message in messages:
-        if message.role == "user":
+        if message.role in IMAGE_ROLES:
             content = [{"type": "image"} for _ in message.images]
             content.append({"type": "text", "text": message.text})
-            rendered.append({"role": "user", "content": content})
+            rendered.append({"role": message.role, "content": content})
+        elif message.tool_calls:
+            calls = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
+            rendered.append({"role": "assistant", "content": message.text, "tool_calls": calls})
         else:
             rendered.append({"role": message.role, "content": message.text})
     return rendered

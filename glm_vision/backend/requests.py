@@ -64,13 +64,15 @@ class GenerationRequest:
     enable_thinking: bool = True
     max_image_tokens: int | None = None  # per-image budget; None: the server's --max-pixels
     capture_logits: bool = False  # return the first step's logits (equivalence tests, benchmarks)
+    tools: list[dict] = field(default_factory=list)  # OpenAI function tools, rendered by the chat template
+    tool_choice: str | dict = "auto"  # "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}}
 
     def check(self, max_images_per_message: int) -> None:
         """Refuse what no backend can serve, before it is queued."""
         if not self.messages:
             raise EngineError("the conversation is empty; send at least one user message")
-        if self.messages[-1].role != "user":
-            raise EngineError("the last message must come from the user")
+        if self.messages[-1].role not in ("user", "tool"):
+            raise EngineError("the last message must come from the user (or be a tool's result)")
         for message in self.messages:
             if len(message.images) > max_images_per_message:
                 raise EngineError(

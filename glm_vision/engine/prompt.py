@@ -91,22 +91,23 @@ class PromptBuilder:
         settings = json.dumps([size, self.patch_size, self.merge_size, self.temporal_patch_size], sort_keys=True)
         return hashlib.sha256(f"{image.digest}|{settings}".encode()).hexdigest()[:32]
 
-    def render(self, messages: list[Message], enable_thinking: bool) -> str:
+    def render(self, messages: list[Message], enable_thinking: bool, tools: list[dict] | None = None) -> str:
         return self.processor.apply_chat_template(
             to_template_messages(messages),
+            tools=tools or None,
             tokenize=False,
             add_generation_prompt=True,
             enable_thinking=enable_thinking,
         )
 
-    def tokenize(self, messages: list[Message], enable_thinking: bool) -> list[int]:
+    def tokenize(self, messages: list[Message], enable_thinking: bool, tools: list[dict] | None = None) -> list[int]:
         """The rendered conversation's ids, with what users and system prompts wrote taken literally:
         `<|image|>` or `<|assistant|>` typed by a person is text, never a control token (only the
         template and the model's own answers produce those)."""
         literal: dict[str, str] = {}
         nonce = secrets.token_hex(8)  # so that no text a user writes can pose as a marker
         marked = [self._mark_literal(message, literal, nonce) for message in messages]
-        text = self.render(marked, enable_thinking)
+        text = self.render(marked, enable_thinking, tools)
         if not literal:
             return self.tokenizer(text)["input_ids"]
         ids: list[int] = []
@@ -125,9 +126,10 @@ class PromptBuilder:
         literal[mark] = message.text
         return replace(message, text=mark)
 
-    def build(self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int) -> Prompt:
+    def build(self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int,
+              tools: list[dict] | None = None) -> Prompt:
         size = self.size_for(max_image_tokens)
-        template_ids = self.tokenize(messages, enable_thinking)
+        template_ids = self.tokenize(messages, enable_thinking, tools)
         images = conversation_images(messages)
         placeholders = sum(1 for t in template_ids if t == self.image_token_id)
         if placeholders != len(images):

@@ -82,7 +82,8 @@ class ModelRunner:
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
         prompt = self.builder.build(
-            request.messages, enable_thinking=request.enable_thinking, max_image_tokens=self.image_budget(request)
+            request.messages, enable_thinking=request.enable_thinking, max_image_tokens=self.image_budget(request),
+            tools=request.tools,
         )
         if len(prompt) >= self.max_context_tokens:
             raise ContextOverflowError(

@@ -37,9 +37,18 @@ SPECIAL_TOKENS = [
     "<|end_of_box|>",
     "<think>",
     "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+    "<tool_response>",
+    "</tool_response>",
 ]
 # Tokens the model emits inside answers; they must survive decoding (not "special").
-VISIBLE_ADDED_TOKENS = {"<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>"}
+VISIBLE_ADDED_TOKENS = {"<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>", "<tool_call>", "</tool_call>",
+                        "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>", "</tool_response>"}
 STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
 
 # GLM-4.6V-Flash's own preprocessing: 28 px per LLM token, at most 6,144 tokens per image.

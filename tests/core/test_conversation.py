@@ -8,6 +8,7 @@ import pytest
 
 from glm_vision.conversation import Message, StreamSplitter, split_output, to_template_messages
 from glm_vision.engine.prompt import PromptBuilder
+from glm_vision.tool_calls import ToolCall
 
 
 def test_split_output_separates_reasoning_answer_and_boxes():
@@ -121,6 +122,32 @@ def test_typed_control_tokens_reach_the_model_as_text_through_the_api(engine):
 
 def test_messages_reject_unknown_roles_and_images_outside_user_turns(pictures):
     with pytest.raises(ValueError, match="unknown role"):
-        Message("tool", "x")
-    with pytest.raises(ValueError, match="only user messages"):
+        Message("function", "x")
+    with pytest.raises(ValueError, match="only user and tool messages"):
         Message("assistant", "x", [pictures[0]])
+    with pytest.raises(ValueError, match="only assistant messages can carry tool calls"):
+        Message("user", "x", tool_calls=[ToolCall("f", {})])
+
+
+def test_tools_calls_and_results_render_in_glms_format(engine, pictures):
+    """The template's tools block, an assistant's call in GLM's XML (arguments from a mapping), and a
+    run of tool results after one <|observation|>, a screenshot among them as an image placeholder."""
+    builder: PromptBuilder = engine.runner.builder
+    tools = [{"type": "function", "function": {"name": "take_screenshot", "description": "Capture the screen",
+                                               "parameters": {"type": "object", "properties": {"app": {"type": "string"}}}}}]
+    call = ToolCall("take_screenshot", {"app": "mail", "zoom": 2})
+    messages = [Message("user", "What does the mail app show?"),
+                Message("assistant", "", tool_calls=[call]),
+                Message("tool", "screenshot of mail", [pictures[0]], tool_call_id=call.id),
+                Message("tool", "done", tool_call_id=call.id)]
+    text = builder.render(messages, enable_thinking=True, tools=tools)
+    assert '<|system|>\n# Tools' in text and '"name": "take_screenshot"' in text and "<tools>" in text
+    assert ("<tool_call>take_screenshot\n<arg_key>app</arg_key>\n<arg_value>mail</arg_value>\n"
+            "<arg_key>zoom</arg_key>\n<arg_value>2</arg_value>\n</tool_call>") in text
+    assert text.count("<|observation|>") == 1
+    assert ("<|observation|>\n<tool_response>\n<|begin_of_image|><|image|><|end_of_image|>screenshot of mail\n"
+            "</tool_response>\n<tool_response>\ndone\n</tool_response><|assistant|>") in text
+    prompt = builder.build(messages, enable_thinking=True, max_image_tokens=64, tools=tools)
+    assert len(prompt.images) == 1
+    tags = {builder.tokenizer.convert_tokens_to_ids(t) for t in ("<tool_call>", "<arg_key>", "<tool_response>")}
+    assert tags <= set(prompt.ids)  # the tool tags are single added tokens, as in GLM's tokenizer
