@@ -17,6 +17,7 @@ from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
 from .options import build_sampling
 from .responses import ChunkWriter, completion, finish_reason, sse
 from .schemas import ChatCompletion, ChatCompletionRequest
+from .tools import check_tool_results
 from .tenancy import cache_scope, conversation_session
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -65,6 +66,7 @@ class ChatService:
         settings = self.state.settings
         sampling = build_sampling(body, settings)
         messages, low_detail = await convert_messages(body.messages, settings)
+        check_tool_results(messages)
         scope = cache_scope(request.headers.get("authorization", ""))
         return GenerationRequest(
             messages=messages,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -13,7 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from .errors import APIError
 from .schemas import ChatMessage, ImagePart, TextPart
-from ..conversation import Message, split_output
+from ..conversation import IMAGE_ROLES, Message, split_output
+from ..tool_calls import ToolCall
 from ..images import ImageError, InputImage, load_media
 
 LOW_DETAIL_IMAGE_TOKENS = 1024
@@ -39,7 +41,7 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
             texts.append(part.text)
         elif isinstance(part, ImagePart):
             if not allow_images:
-                raise APIError(400, f"{param}: only user messages can carry images", param=param)
+                raise APIError(400, f"{param}: only user and tool messages can carry images", param=param)
             images.append((param, part))
         elif part.type in {"text", "image_url"}:
             raise APIError(400, f"{param}: a '{part.type}' part needs its '{'text' if part.type == 'text' else 'image_url'}' field",
@@ -56,37 +58,63 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
     low_detail = False
     for index, message in enumerate(messages):
         where = f"messages.{index}"
-        role = message.role
-        if role in {"tool", "function"}:
-            raise APIError(400, f"{where}: '{role}' messages are not supported (this server has no tool calling)",
-                           param=f"{where}.role")
-        if getattr(message, "tool_calls", None):
-            raise APIError(400, f"{where}: tool_calls are not supported (this server has no tool calling)",
-                           param=f"{where}.tool_calls")
-        text, parts = _text_of(message.content, where, allow_images=role == "user")
+        if message.role == "function":
+            raise APIError(400, f"{where}: 'function' messages are the old API; send 'tool' messages with a "
+                           "tool_call_id", param=f"{where}.role")
+        text, parts = _text_of(message.content, where, allow_images=message.role in IMAGE_ROLES)
         text = clean_text(text)
-        if role in {"system", "developer"}:
+        if message.role in {"system", "developer"}:
             converted.append(Message("system", text))
-        elif role == "assistant":
-            # Reasoning is never sent back to the model, whatever the client kept.
-            converted.append(Message("assistant", split_output(text).raw_answer))
+        elif message.role == "assistant":
+            converted.append(assistant_message(message, text, where))
         else:
-            images: list[InputImage] = []
-            limit = settings.max_images_per_message
-            if len(parts) > limit:  # refused before decoding any of them
-                raise APIError(400, f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
-                               "included) per message are accepted", param=f"{where}.content", code="too_many_images")
-            for param, part in parts:
-                low_detail = low_detail or part.image_url.detail == "low"
-                images.extend(await load_image_part(part.image_url.url, param, settings))
-            if len(images) > limit:
-                raise APIError(400, f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} "
-                               "are accepted", param=f"{where}.content", code="too_many_images")
-            if not text.strip() and not images:
-                raise APIError(400, f"{where}: the user message is empty; send text, an image or both",
-                               param=f"{where}.content", code="empty_message")
-            converted.append(Message("user", text, images))
+            images, low = await _images_of(parts, where, settings)
+            low_detail = low_detail or low
+            converted.append(user_or_tool_message(message, text, images, where))
     return converted, low_detail
+
+
+def assistant_message(message: ChatMessage, text: str, where: str) -> Message:
+    """Reasoning is never sent back to the model, whatever the client kept; calls keep their ids."""
+    calls = []
+    for number, call in enumerate(message.tool_calls or []):
+        param = f"{where}.tool_calls.{number}.function.arguments"
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise APIError(400, f"{param}: the arguments must be a JSON object in a string, e.g. '{{\"city\": \"Paris\"}}'",
+                           param=param)
+        calls.append(ToolCall(call.function.name, arguments, call.id))
+    return Message("assistant", split_output(text).raw_answer, tool_calls=calls)
+
+
+def user_or_tool_message(message: ChatMessage, text: str, images: list[InputImage], where: str) -> Message:
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise APIError(400, f"{where}.tool_call_id: a tool message needs the id of the call it answers",
+                           param=f"{where}.tool_call_id")
+        return Message("tool", text, images, tool_call_id=message.tool_call_id)
+    if not text.strip() and not images:
+        raise APIError(400, f"{where}: the user message is empty; send text, an image or both",
+                       param=f"{where}.content", code="empty_message")
+    return Message("user", text, images)
+
+
+async def _images_of(parts, where: str, settings) -> tuple[list[InputImage], bool]:
+    """A message's image parts decoded, within the per-message limit; and whether one asked for low detail."""
+    limit = settings.max_images_per_message
+    if len(parts) > limit:  # refused before decoding any of them
+        raise APIError(400, f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
+                       "included) per message are accepted", param=f"{where}.content", code="too_many_images")
+    images: list[InputImage] = []
+    for param, part in parts:
+        images.extend(await load_image_part(part.image_url.url, param, settings))
+    if len(images) > limit:
+        raise APIError(400, f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} "
+                       "are accepted", param=f"{where}.content", code="too_many_images")
+    return images, any(part.image_url.detail == "low" for _, part in parts)
 
 
 async def load_image_part(url: str, param: str, settings) -> list[InputImage]:

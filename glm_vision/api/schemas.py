@@ -45,11 +45,24 @@ class OtherPart(_Lenient):
 ContentPart = Annotated[Union[TextPart, ImagePart, OtherPart], Field(union_mode="left_to_right")]
 
 
+class FunctionCall(_Lenient):
+    name: str
+    arguments: str = Field(description="the arguments as a JSON object in a string")
+
+
+class ToolCallIn(_Lenient):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
     reasoning_content: str | None = Field(None, description="ignored: reasoning is never sent back to the model")
+    tool_calls: list[ToolCallIn] | None = Field(None, description="an assistant turn's function calls")
+    tool_call_id: str | None = Field(None, description="a tool result: the id of the call it answers")
 
 
 class StreamOptions(_Lenient):
