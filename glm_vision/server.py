@@ -53,12 +53,14 @@ def create_app(state: AppState) -> FastAPI:
                   description="GLM-4.6V-Flash on one GPU: a web UI and an OpenAI-compatible API on one port.")
     app.state.glmv = state
 
-    @app.api_route("/health", methods=["GET", "HEAD"], tags=["status"])
+    @app.get("/health", tags=["status"])
     def health():
         """200 with the model and device once the backend is loaded and warm, 503 before (or when the GPU
-        worker died, or the remote server cannot be reached)."""
+        worker died, or the remote server cannot be reached). HEAD works too (load balancers)."""
         body, status = health_body(state)
         return JSONResponse(body, status_code=status)
+
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     from .api import build_api_router, openai_not_found  # the OpenAI-compatible /v1 routes
     from .ui import mount_ui  # the Gradio web UI at /

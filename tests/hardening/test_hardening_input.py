@@ -137,19 +137,19 @@ REQUEST_CASES = [
     # too many images (the limit is 3 here): refused before any is decoded
     ({"messages": user([tiny_png_part()] * 4)}, "at most 3 images", "messages.0.content"),
     # parameters out of range
-    ({"messages": user("hi"), "temperature": -0.1}, "temperature must be between 0 and 2", None),
-    ({"messages": user("hi"), "temperature": 2.5}, "temperature must be between 0 and 2", None),
-    ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", None),
-    ({"messages": user("hi"), "top_p": 1.01}, "top_p must be in (0, 1]", None),
-    ({"messages": user("hi"), "top_k": -3}, "top_k", None),
-    ({"messages": user("hi"), "repetition_penalty": 0}, "repetition_penalty", None),
+    ({"messages": user("hi"), "temperature": -0.1}, "temperature must be between 0 and 2", "temperature"),
+    ({"messages": user("hi"), "temperature": 2.5}, "temperature must be between 0 and 2", "temperature"),
+    ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
+    ({"messages": user("hi"), "top_p": 1.01}, "top_p must be in (0, 1]", "top_p"),
+    ({"messages": user("hi"), "top_k": -3}, "top_k", "top_k"),
+    ({"messages": user("hi"), "repetition_penalty": 0}, "repetition_penalty", "repetition_penalty"),
     ({"messages": user("hi"), "max_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": -5}, "max_tokens must be at least 1", "max_tokens"),
     ({"messages": user("hi"), "max_completion_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 4097}, "past the context limit of 4096 tokens", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 10**30}, "past the context limit", "max_tokens"),
-    ({"messages": user("hi"), "min_tokens": 50, "max_tokens": 2}, "min_new_tokens", None),
-    ({"messages": user("hi"), "stop": [""]}, "stop takes at most 4 non-empty strings", None),
+    ({"messages": user("hi"), "min_tokens": 50, "max_tokens": 2}, "min_tokens must be between 0 and max_tokens", "min_tokens"),
+    ({"messages": user("hi"), "stop": [""]}, "stop takes at most 4 non-empty strings", "stop"),
 ]
 
 
