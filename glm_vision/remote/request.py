@@ -38,16 +38,24 @@ class ImageURLs:
         return url
 
 
-def openai_messages(messages: list[Message], urls: ImageURLs) -> list[dict]:
-    converted = []
-    for message in messages:
-        if message.role == "user" and message.images:
-            parts = [{"type": "image_url", "image_url": {"url": urls.url(image)}} for image in message.images]
-            parts.append({"type": "text", "text": message.text})
-            converted.append({"role": "user", "content": parts})
-        else:
-            converted.append({"role": message.role, "content": message.text})
+def openai_message(message: Message, urls: ImageURLs) -> dict:
+    """One message in OpenAI's shape: images as data URLs, tool calls with JSON-string arguments."""
+    content: str | list = message.text
+    if message.images:
+        content = [{"type": "image_url", "image_url": {"url": urls.url(image)}} for image in message.images]
+        content.append({"type": "text", "text": message.text})
+    converted = {"role": message.role, "content": content}
+    if message.tool_calls:
+        converted["tool_calls"] = [{"id": call.id, "type": "function",
+                                    "function": {"name": call.name, "arguments": call.arguments_json}}
+                                   for call in message.tool_calls]
+    if message.role == "tool":
+        converted["tool_call_id"] = message.tool_call_id
     return converted
+
+
+def openai_messages(messages: list[Message], urls: ImageURLs) -> list[dict]:
+    return [openai_message(message, urls) for message in messages]
 
 
 def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -> dict:
@@ -71,4 +79,7 @@ def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -
         kwargs["seed"] = sampling.seed
     if sampling.stop:
         kwargs["stop"] = list(sampling.stop)
+    if request.tools:
+        kwargs["tools"] = request.tools
+        kwargs["tool_choice"] = request.tool_choice
     return kwargs
