@@ -201,3 +201,11 @@ def test_wrong_upstream_key_fails_at_start(upstream):
 
     with pytest.raises(ModelLoadError, match="HTTP 401"):
         RemoteBackend.connect(Settings(backend="openai", api_base=upstream[0].url + "/v1", remote_api_key="bad"))
+
+
+def test_api_base_without_v1_says_so(upstream):
+    from glm_vision.remote import RemoteBackend
+
+    base = upstream[0].url
+    with pytest.raises(ModelLoadError, match=f"try --api-base {base}/v1"):
+        RemoteBackend.connect(Settings(backend="openai", api_base=base, remote_api_key="upstream-key"), wait_s=0)
