@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import logging
 
+import gradio as gr
+
+from ..backend import EngineError, GenerationRequest, GenerationResult, SamplingParams
+from ..conversation import Message, split_output
+from .errors import APIError
+from .messages import load_image_part
+
 log = logging.getLogger(__name__)
 
 MOUNT_PATH = "/mcp"
 TOOL_NAME = "ask_about_image"
 
 
-def build_mcp_blocks(state):
-    import gradio as gr
-
-    from ..backend import EngineError, GenerationRequest, GenerationResult, SamplingParams
-    from ..conversation import Message, split_output
-    from .errors import APIError
-    from .messages import load_image_part
+def tool_for(state):
+    """The MCP tool; Gradio reads its name, signature and docstring for the tool's schema."""
 
     async def ask_about_image(image: str, question: str, thinking: bool = False) -> str:
         """Ask the GLM-4.6V-Flash vision model a question about one image (a screenshot, photo, chart, diagram or document page) and get its answer.
@@ -36,56 +38,67 @@ def build_mcp_blocks(state):
         Returns:
             The model's answer, without its reasoning.
         """
-        backend = state.backend
-        if backend is None:
-            raise gr.Error("the model is still loading; try again in a few seconds")
-        if not question or not question.strip():
-            raise gr.Error("ask a question about the image")
-        source = (image or "").strip()
-        if not source:
-            raise gr.Error("send the image as a data URL or base64")
-        if not source.startswith(("data:", "http://", "https://")):
-            source = "data:application/octet-stream;base64," + source
-        settings = state.settings
-        try:
-            images = await load_image_part(source, "image", settings)
-        except APIError as exc:
-            raise gr.Error(exc.message.removeprefix("image: ")) from None
-        request = GenerationRequest(
-            [Message("user", question.strip(), images)],
-            SamplingParams(max_new_tokens=settings.max_new_tokens),
-            session_id="mcp",  # agents' calls share one session: a repeated image is not encoded again
-            cache_scope="mcp",
-            enable_thinking=bool(thinking),
-        )
-        try:
-            handle = backend.submit(request)
-            result = None
-            try:
-                async for item in handle:
-                    if isinstance(item, GenerationResult):
-                        result = item
-            finally:
-                handle.cancel()  # the MCP call was abandoned: stop the GPU work
-        except EngineError as exc:
-            raise gr.Error(exc.message) from None
-        return split_output(result.text).answer
+        return await answer(state, image, question, bool(thinking))
 
+    return ask_about_image
+
+
+async def answer(state, image: str, question: str, thinking: bool) -> str:
+    backend = state.backend
+    if backend is None:
+        raise gr.Error("the model is still loading; try again in a few seconds")
+    if not question or not question.strip():
+        raise gr.Error("ask a question about the image")
+    request = GenerationRequest(
+        [Message("user", question.strip(), await images_of(image, state.settings))],
+        SamplingParams(max_new_tokens=state.settings.max_new_tokens),
+        session_id="mcp",  # agents' calls share one session: a repeated image is not encoded again
+        cache_scope="mcp",
+        enable_thinking=thinking,
+    )
+    try:
+        return split_output((await result_of(backend.submit(request))).text).answer
+    except EngineError as exc:
+        raise gr.Error(exc.message) from None
+
+
+async def images_of(image: str, settings) -> list:
+    source = (image or "").strip()
+    if not source:
+        raise gr.Error("send the image as a data URL or base64")
+    if not source.startswith(("data:", "http://", "https://")):
+        source = "data:application/octet-stream;base64," + source
+    try:
+        return await load_image_part(source, "image", settings)
+    except APIError as exc:
+        raise gr.Error(exc.message.removeprefix("image: ")) from None
+
+
+async def result_of(handle) -> GenerationResult:
+    try:
+        async for item in handle:
+            if isinstance(item, GenerationResult):
+                return item
+    finally:
+        handle.cancel()  # the MCP call was abandoned: stop the GPU work
+    raise EngineError("the request ended without an answer")
+
+
+def build_mcp_blocks(state) -> gr.Blocks:
     with gr.Blocks(title="glm-vision MCP tool", analytics_enabled=False) as blocks:
         gr.Markdown("The `ask_about_image` MCP tool of glm-vision. Connect an MCP client to `/mcp/gradio_api/mcp/`.")
         image = gr.Textbox(label="image (data URL or base64)")
         question = gr.Textbox(label="question")
         thinking = gr.Checkbox(label="thinking", value=False)
-        answer = gr.Textbox(label="answer")
+        answer_box = gr.Textbox(label="answer")
         # queue=False: Gradio's MCP server then calls the function in process; through its queue it
         # would call this app back over HTTP without the caller's API key and be refused.
-        gr.Button("Ask").click(ask_about_image, [image, question, thinking], answer, api_name=TOOL_NAME, queue=False)
+        gr.Button("Ask").click(tool_for(state), [image, question, thinking], answer_box, api_name=TOOL_NAME, queue=False)
     return blocks
 
 
 def mount_mcp(app, state):
     """Mount the MCP tool at /mcp (before the UI takes /); returns the app."""
-    import gradio as gr
     from starlette.routing import Mount
 
     from .auth import BearerGuard
