@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 JSON_SEPARATORS = (",", ":")  # compact JSON: no runs of whitespace a model could loop in
+# xgrammar 0.2.8 writes a string with minLength/maxLength as characters `[^"\\\r\n]`, which lets raw
+# control characters into it (invalid JSON); its unbounded strings exclude them. Patched in the EBNF.
+_LOOSE_CHARS = r'[^\"\\\r\n]'
+_JSON_CHARS = r'[^\0-\x1f\"\\\r\n]'
 
 
 def _xgrammar():
@@ -70,12 +74,12 @@ class Grammars:
         """The constraint as an xgrammar `Grammar`; `InvalidSchemaError` naming what is wrong."""
         xgr = self.xgr
         try:
-            if constraint.kind == "json_object":
-                return xgr.Grammar.from_json_schema('{"type": "object"}', any_whitespace=False,
-                                                    separators=JSON_SEPARATORS)
-            if constraint.kind == "json_schema":
-                return xgr.Grammar.from_json_schema(_schema_text(constraint), any_whitespace=False,
-                                                    separators=JSON_SEPARATORS, strict_mode=True)
+            if constraint.kind in ("json_object", "json_schema"):
+                schema = _schema_text(constraint) if constraint.kind == "json_schema" else '{"type": "object"}'
+                grammar = xgr.Grammar.from_json_schema(schema, any_whitespace=False, separators=JSON_SEPARATORS,
+                                                       strict_mode=True)
+                text = str(grammar)
+                return xgr.Grammar.from_ebnf(text.replace(_LOOSE_CHARS, _JSON_CHARS)) if _LOOSE_CHARS in text else grammar
             if constraint.kind == "regex":
                 return xgr.Grammar.from_regex(constraint.spec)
             if constraint.kind == "grammar":
