@@ -175,8 +175,8 @@ def _from_response_format(body: ChatCompletionRequest) -> OutputConstraint | Non
         return OutputConstraint("json_object")
     if fmt.type == "json_schema":
         if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-            raise APIError(400, "response_format json_schema needs json_schema.schema", param="response_format.json_schema",
-                           code="invalid_schema")
+            raise APIError(400, "response_format json_schema needs json_schema.schema",
+                           param="response_format.json_schema", code="invalid_schema")
         return _schema_constraint(fmt.json_schema.schema_, "response_format.json_schema.schema", fmt.json_schema.name)
     raise APIError(400, f"response_format type {fmt.type!r} is not supported; use text, json_object or json_schema",
                    param="response_format.type")
@@ -215,7 +215,8 @@ def _schema_constraint(schema, param: str, name: str) -> OutputConstraint:
         try:
             schema = json.loads(schema)
         except json.JSONDecodeError as exc:
-            raise APIError(400, f"the JSON schema is not valid JSON: {exc}", param=param, code="invalid_schema") from None
+            message = f"the JSON schema is not valid JSON: {exc}"
+            raise APIError(400, message, param=param, code="invalid_schema") from None
     if not isinstance(schema, dict):
         raise APIError(400, "the JSON schema must be an object", param=param, code="invalid_schema")
     check_schema(schema, param)

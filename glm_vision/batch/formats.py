@@ -53,7 +53,8 @@ class AnswerFormat:
             record["parsed"] = parsed
             for path in _leaf_paths(self.schema):
                 value = _lookup(parsed, path)
-                record["json." + path] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+                nested = isinstance(value, (list, dict))
+                record["json." + path] = json.dumps(value, ensure_ascii=False) if nested else value
         elif self.choices:
             probs = choice_probabilities(logprobs or (), self.choices)
             record["choice_probs"] = probs

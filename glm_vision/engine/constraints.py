@@ -79,7 +79,9 @@ class Grammars:
                 grammar = xgr.Grammar.from_json_schema(schema, any_whitespace=False, separators=JSON_SEPARATORS,
                                                        strict_mode=True)
                 text = str(grammar)
-                return xgr.Grammar.from_ebnf(text.replace(_LOOSE_CHARS, _JSON_CHARS)) if _LOOSE_CHARS in text else grammar
+                if _LOOSE_CHARS not in text:
+                    return grammar
+                return xgr.Grammar.from_ebnf(text.replace(_LOOSE_CHARS, _JSON_CHARS))
             if constraint.kind == "regex":
                 return xgr.Grammar.from_regex(constraint.spec)
             if constraint.kind == "grammar":
@@ -98,7 +100,7 @@ class Grammars:
         except (RuntimeError, ValueError) as exc:
             raise InvalidSchemaError(_problem(constraint, exc), param=_param(constraint)) from None
 
-    def guide(self, request: GenerationRequest, compiled=None) -> "Guide | None":
+    def guide(self, request: GenerationRequest, compiled=None) -> Guide | None:
         """A fresh guide for one choice of `request` (None when nothing needs guiding)."""
         thinking = request.enable_thinking and self.vocab.think_close is not None
         budget = request.thinking_budget if thinking else None
@@ -157,8 +159,9 @@ class Guide:
             return True
         return self.budget is not None and self.reasoning_tokens >= self.budget
 
-    def fill(self, bitmask: torch.Tensor, row: int, masks: "Masks") -> None:
-        """Write row `row` of the (B, words) int32 host bitmask."""
+    def fill(self, bitmask: torch.Tensor, row: int, masks: Masks) -> bool:
+        """Write row `row` of the (B, words) int32 host bitmask; False when the grammar matcher has to
+        (left to one batched, multi-threaded fill of all such rows)."""
         if self.phase == "open":
             bitmask[row] = masks.only(self.vocab.think_open)
         elif self.phase == "reasoning":
@@ -169,7 +172,8 @@ class Guide:
         elif self.matcher.is_terminated():
             bitmask[row] = masks.stops
         else:
-            self.matcher.fill_next_token_bitmask(bitmask, row)
+            return False
+        return True
 
     def advance(self, token_id: int) -> None:
         if self.phase == "open":
@@ -227,6 +231,7 @@ class BatchGuides:
         self.vocab = vocab
         self.device = device
         self.masks = Masks(vocab)
+        self._matchers = _xgrammar().BatchGrammarMatcher()  # fills many rows' masks on several threads
         self._shifts = torch.arange(32, dtype=torch.int32, device=device)
         self._host: torch.Tensor | None = None
 
@@ -237,8 +242,13 @@ class BatchGuides:
             return None
         bitmask = self._buffer(len(guides))
         bitmask.copy_(self.masks.all.expand(len(guides), -1))
-        for i, guide in rows:
-            guide.fill(bitmask, i, self.masks)
+        grammar_rows = [(i, guide) for i, guide in rows if not guide.fill(bitmask, i, self.masks)]
+        if len(grammar_rows) == 1:
+            index, guide = grammar_rows[0]
+            guide.matcher.fill_next_token_bitmask(bitmask, index)
+        elif grammar_rows:
+            self._matchers.batch_fill_next_token_bitmask([g.matcher for _, g in grammar_rows], bitmask,
+                                                         [i for i, _ in grammar_rows])
         on_device = bitmask.to(self.device, non_blocking=True)
         bits = (on_device[:, :, None] >> self._shifts) & 1
         return TokenMask(bits.view(len(guides), -1)[:, : self.vocab.size].bool())

@@ -98,7 +98,7 @@ class OutputControls:
         already under way: the GPU keeps running the forward pass meanwhile)."""
         if all(s.guide is None for s in seqs):
             return None
-        for seq, token_id in zip(seqs, pending_ids()):
+        for seq, token_id in zip(seqs, pending_ids(), strict=False):
             if seq.guide is not None:
                 seq.guide.advance(token_id)
         return self._batch_guides("decode").mask([s.guide for s in seqs])

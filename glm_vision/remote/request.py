@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from collections import OrderedDict
-
-import json
 
 from ..backend import GenerationRequest, OutputConstraint
 from ..conversation import Message

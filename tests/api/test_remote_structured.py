@@ -40,7 +40,8 @@ def scripted_upstream(bodies: list[dict]) -> FastAPI:
             head = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "glm-upstream"}
             for index in range(body.get("n", 1)):
                 answer = ANSWERS[index % 2]
-                yield head | {"choices": [{"index": index, "delta": {"reasoning_content": "hm"}, "finish_reason": None}]}
+                thought = {"index": index, "delta": {"reasoning_content": "hm"}, "finish_reason": None}
+                yield head | {"choices": [thought]}
                 for i in range(0, len(answer), 4):
                     piece = answer[i:i + 4]
                     logprobs = {"content": [token_entry(piece, -0.25 * (index + 1))]} if body.get("logprobs") else None
@@ -73,7 +74,8 @@ def remote():
     upstream.__exit__()
 
 
-SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False}
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+          "additionalProperties": False}
 
 
 def ask(client, **kwargs):

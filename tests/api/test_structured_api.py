@@ -51,7 +51,8 @@ def chat(**fields) -> dict:
 def streamed(server, body: dict) -> tuple[dict, dict, list[dict]]:
     """(content by index, finish reason by index, every chunk) of a streamed answer."""
     content, finish, chunks = {}, {}, []
-    with httpx.stream("POST", server.url + "/v1/chat/completions", json=dict(body, stream=True), timeout=120) as response:
+    url = server.url + "/v1/chat/completions"
+    with httpx.stream("POST", url, json=dict(body, stream=True), timeout=120) as response:
         assert response.status_code == 200, response.read()
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -202,7 +203,8 @@ def test_openai_client_parse_returns_the_pydantic_object_on_the_demo_model(demo_
     with openai.OpenAI(base_url=demo_server.url + "/v1", api_key="x", max_retries=0, timeout=120) as client:
         completion = client.chat.completions.parse(
             model="demo",
-            messages=[{"role": "user", "content": [image_part(make_picture(4)), {"type": "text", "text": "What shape?"}]}],
+            messages=[{"role": "user",
+                       "content": [image_part(make_picture(4)), {"type": "text", "text": "What shape?"}]}],
             response_format=Shape, max_tokens=200, seed=1,
             extra_body={"chat_template_kwargs": {"enable_thinking": thinking}, "thinking_budget": 16},
         )

@@ -28,7 +28,7 @@ def test_logprobs_equal_log_softmax_of_the_reference_logits(engine, reference, p
         logits = model(**full).logits[0, prompt_len - 1 : -1].float()
     reference_logprobs = logits.log_softmax(-1)
     texts = engine.runner.outputs.texts
-    for step, (token, entry) in enumerate(zip(result.token_ids, result.logprobs)):
+    for step, (token, entry) in enumerate(zip(result.token_ids, result.logprobs, strict=False)):
         expected = reference_logprobs[step]
         assert math.isclose(entry.logprob, expected[token].item(), abs_tol=LOGPROB_TOLERANCE)
         assert entry.token == texts(token)[0] and bytes(entry.bytes).decode("utf-8", "replace") == entry.token

@@ -73,7 +73,8 @@ def run_all(engine, requests: list[GenerationRequest]) -> list[tuple[str, Genera
 
 
 def request(constraint, seed, *, thinking: bool, budget: int | None = None, max_tokens: int = 160, **sampling):
-    return GenerationRequest([Message("user", QUESTION)], SamplingParams(seed=seed, max_new_tokens=max_tokens, **sampling),
+    sampling_params = SamplingParams(seed=seed, max_new_tokens=max_tokens, **sampling)
+    return GenerationRequest([Message("user", QUESTION)], sampling_params,
                              constraint=constraint, enable_thinking=thinking, thinking_budget=budget)
 
 
@@ -113,7 +114,8 @@ def test_choice_and_regex_valid_for_100_seeds(wide_engine, thinking):
 def test_json_object_and_grammar(wide_engine):
     grammar = 'root ::= "(" item ("," item)* ")"\nitem ::= [0-9] | "x"'
     outputs = run_all(wide_engine, [request(OutputConstraint("json_object"), s, thinking=False) for s in range(8)]
-                      + [request(OutputConstraint("grammar", grammar), s, thinking=False, max_tokens=60) for s in range(8)])
+                      + [request(OutputConstraint("grammar", grammar), s, thinking=False, max_tokens=60)
+                         for s in range(8)])
     check_all(outputs[:8], lambda text: isinstance(json.loads(text), dict))
     check_all(outputs[8:], lambda text: re.fullmatch(r"\((?:[0-9x])(?:,[0-9x])*\)", text) is not None)
 
@@ -123,7 +125,7 @@ def test_free_rows_of_a_mixed_batch_equal_their_solo_runs(wide_engine):
     free = [request(None, s, thinking=False, max_tokens=40) for s in range(6)]
     solo = [wide_engine.generate(r).token_ids for r in free]
     mixed = [request(constraint, 100 + s, thinking=False) for s in range(6)]
-    together = run_all(wide_engine, [r for pair in zip(mixed, free) for r in pair])
+    together = run_all(wide_engine, [r for pair in zip(mixed, free, strict=False) for r in pair])
     assert [result.token_ids for _, result in together[1::2]] == solo
 
 
