@@ -148,7 +148,7 @@ REQUEST_CASES = [
     ({"messages": user("hi"), "max_completion_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 4097}, "past the context limit of 4096 tokens", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 10**30}, "past the context limit", "max_tokens"),
-    ({"messages": user("hi"), "min_tokens": 50, "max_tokens": 2}, "min_new_tokens", None),
+    ({"messages": user("hi"), "min_tokens": 50, "max_tokens": 2}, "min_tokens must be between", "min_tokens"),
     ({"messages": user("hi"), "stop": [""]}, "stop takes at most 4 non-empty strings", None),
 ]
 
