@@ -215,10 +215,12 @@ class Masks:
 
 
 class TokenMask:
-    """The allowed tokens of one batch step on the device: a (B, vocab) bool tensor (free rows all True)."""
+    """The allowed tokens of one batch step on the device: a (B, vocab) bool tensor (free rows all True);
+    `rows`: the guided rows (their guide, not min_tokens, decides when a stop id may come)."""
 
-    def __init__(self, allowed: torch.Tensor) -> None:
+    def __init__(self, allowed: torch.Tensor, rows: frozenset[int] = frozenset()) -> None:
         self.allowed = allowed
+        self.rows = rows
 
     def apply(self, scores: torch.Tensor) -> torch.Tensor:
         return scores.masked_fill(~self.allowed, float("-inf"))
@@ -251,7 +253,7 @@ class BatchGuides:
                                                          [i for i, _ in grammar_rows])
         on_device = bitmask.to(self.device, non_blocking=True)
         bits = (on_device[:, :, None] >> self._shifts) & 1
-        return TokenMask(bits.view(len(guides), -1)[:, : self.vocab.size].bool())
+        return TokenMask(bits.view(len(guides), -1)[:, : self.vocab.size].bool(), frozenset(i for i, _ in rows))
 
     def _buffer(self, batch: int) -> torch.Tensor:
         """A pinned (on CUDA) host buffer, grown as needed. A fresh one each step on CUDA would do too;

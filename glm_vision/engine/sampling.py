@@ -167,7 +167,9 @@ class BatchSampler:
         scores = logits.float()
         if mask is not None:  # before the penalty and top-k: with GLM's top_k 2 both survivors could be illegal
             scores = mask.apply(scores)
-        blocked = tuple(i for i, s in enumerate(states) if s.steps < s.params.min_new_tokens and s.stop_ids)
+        guided = mask.rows if mask is not None else ()  # a finished grammar allows only stop ids: never block them
+        blocked = tuple(i for i, s in enumerate(states)
+                        if s.steps < s.params.min_new_tokens and s.stop_ids and i not in guided)
         if blocked:
             scores = scores.reshape(-1).index_fill(0, plan.stop_index(blocked), NEG_INF).view(batch, vocab)
         for state in states:

@@ -170,3 +170,9 @@ def test_thinking_budget_is_ignored_with_thinking_off(wide_engine):
     plain = wide_engine.generate(request(None, 3, thinking=False, max_tokens=20))
     budgeted = wide_engine.generate(request(None, 3, thinking=False, budget=2, max_tokens=20))
     assert plain.token_ids == budgeted.token_ids
+
+
+def test_min_tokens_never_blocks_a_finished_constraint(wide_engine):
+    constraint = OutputConstraint("choice", choices=("yes", "no"))
+    result = wide_engine.generate(request(constraint, 2, thinking=False, max_tokens=20, min_new_tokens=10))
+    assert result.finish_reason == "stop" and result.text in ("yes", "no")
