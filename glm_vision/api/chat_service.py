@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, GenerationResult, answer_deltas_async
 from .errors import APIError, engine_error, error_body
 from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
-from .options import build_sampling
+from .options import build_answer_options, build_sampling
 from .responses import ChunkWriter, completion, finish_reason, sse
 from .schemas import ChatCompletion, ChatCompletionRequest
 from .tools import check_tool_results
@@ -65,6 +65,7 @@ class ChatService:
     async def prepare(self, body: ChatCompletionRequest, request: Request) -> GenerationRequest:
         settings = self.state.settings
         sampling = build_sampling(body, settings)
+        options = build_answer_options(body)
         messages, low_detail = await convert_messages(body.messages, settings)
         check_tool_results(messages)
         scope = cache_scope(request.headers.get("authorization", ""))
@@ -75,6 +76,9 @@ class ChatService:
             cache_scope=scope,
             enable_thinking=body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else True,
             max_image_tokens=LOW_DETAIL_IMAGE_TOKENS if low_detail else None,
+            constraint=options.constraint,
+            n=options.n,
+            thinking_budget=options.thinking_budget,
         )
 
     async def complete(self, handle, watcher: asyncio.Task, reply: Reply) -> ChatCompletion:
@@ -103,20 +107,21 @@ class ChatService:
             watcher.cancel()
             handle.cancel()
             raise
-        chunks = _chunks(first, events, handle, watcher, writer)
+        chunks = _chunks(first, events, handle, watcher, writer, handle.request.sampling.logprobs)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWriter):
+async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWriter, logprobs: bool):
     try:
-        yield writer.delta({"role": "assistant", "content": ""})
+        for index in range(handle.request.n):
+            yield writer.delta({"role": "assistant", "content": ""}, index=index)
         async for item in answer_deltas_async(_prepend(first, events)):
             if isinstance(item, AnswerDelta):
-                for key, text in (("reasoning_content", item.reasoning), ("content", item.answer)):
-                    if text:
-                        yield writer.delta({key: text})
+                for chunk in writer.answer(item, logprobs):
+                    yield chunk
             else:
-                yield writer.delta({}, finish_reason(item))
+                for choice in item.choices:
+                    yield writer.delta({}, finish_reason(choice), index=choice.index)
                 if writer.include_usage:
                     yield writer.usage(item)
         yield sse("[DONE]")

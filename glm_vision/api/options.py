@@ -1,28 +1,113 @@
-"""The request's generation options -> `SamplingParams`; options this server cannot honour are a
-400 that names them (never silently ignored)."""
+"""The request's generation options -> `SamplingParams`, the output constraint, n and the thinking
+budget. Options this server cannot honour are a 400 that names them (never silently ignored);
+fields it does not know at all are accepted (clients add their own) and logged once."""
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
+from dataclasses import dataclass
 from typing import Any
 
-from ..backend import SamplingParams
+from ..backend import MAX_CHOICES, EngineError, OutputConstraint, SamplingParams
 from .errors import APIError
 from .messages import clean_text
 from .schemas import ChatCompletionRequest
 
+log = logging.getLogger(__name__)
+
 PASSED_THROUGH = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
+
+# Fields (OpenAI's, or extensions vLLM / SGLang clients send) that would change the answer and that this
+# server does not honour: a value other than the harmless ones listed is a 400 naming the field.
+NOT_HONOURED: dict[str, tuple[tuple, str]] = {
+    "frequency_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
+    "presence_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
+    "logit_bias": (({},), "logit_bias is not supported"),
+    "tools": (([],), "this server has no tool calling"),
+    "tool_choice": (("none", "auto"), "this server has no tool calling"),
+    "functions": (([],), "this server has no tool calling"),
+    "function_call": (("none",), "this server has no tool calling"),
+    "audio": ((), "this server answers in text only"),
+    "modalities": ((["text"],), "this server answers in text only"),
+    "reasoning_effort": ((), "use chat_template_kwargs.enable_thinking or thinking_budget"),
+    "verbosity": ((), "verbosity is not supported"),
+    "web_search_options": ((), "this server does not search the web"),
+    "prediction": ((), "predicted outputs are not supported"),
+    "guided_json": ((), "use response_format or structured_outputs.json (vLLM removed guided_json in 0.12)"),
+    "guided_regex": ((), "use structured_outputs.regex (vLLM removed guided_regex in 0.12)"),
+    "guided_choice": ((), "use structured_outputs.choice (vLLM removed guided_choice in 0.12)"),
+    "guided_grammar": ((), "use structured_outputs.grammar (vLLM removed guided_grammar in 0.12)"),
+    "guided_whitespace_pattern": ((), "JSON is always written compactly here"),
+    "guided_decoding_backend": ((), "the constraint backend is fixed (xgrammar)"),
+    "structural_tag": ((), "structural tags are not supported"),
+    "min_p": ((0, 0.0), "min_p is not supported; use top_p / top_k"),
+    "typical_p": ((1, 1.0), "typical_p is not supported"),
+    "best_of": ((1,), "best_of is not supported; use n"),
+    "use_beam_search": ((False,), "beam search is not supported"),
+    "length_penalty": ((1, 1.0), "length_penalty is not supported"),
+    "ignore_eos": ((False,), "ignore_eos is not supported; use min_tokens"),
+    "bad_words": (([],), "bad_words is not supported"),
+    "allowed_token_ids": ((), "allowed_token_ids is not supported; use structured_outputs"),
+    "stop_token_ids": (([],), "stop_token_ids is not supported; use stop"),
+    "prompt_logprobs": ((0,), "prompt_logprobs are not supported"),
+    "echo": ((False,), "echo is not supported"),
+    "include_stop_str_in_output": ((False,), "include_stop_str_in_output is not supported"),
+    "skip_special_tokens": ((True,), "special tokens are always left out of the answer"),
+    "add_generation_prompt": ((True,), "the assistant turn is always opened"),
+    "continue_final_message": ((False,), "continue_final_message is not supported"),
+    "chat_template": ((), "the model's own chat template is used"),
+    "logits_processors": ((), "logits processors are not supported"),
+    "truncate_prompt_tokens": ((), "prompts are never truncated"),
+    "regex": ((), "use structured_outputs.regex"),  # SGLang's spelling
+    "ebnf": ((), "use structured_outputs.grammar"),  # SGLang's spelling
+    "json_schema": ((), "use response_format"),  # SGLang's spelling
+}
+# OpenAI fields that do not change the answer: accepted as they are.
+ACCEPTED = {"model", "messages", "stream", "stream_options", "user", "store", "metadata", "service_tier",
+            "parallel_tool_calls", "safety_identifier", "prompt_cache_key", "chat_template_kwargs", "max_tokens",
+            "max_completion_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "min_tokens", "stop",
+            "seed", "n", "logprobs", "top_logprobs", "response_format", "structured_outputs", "thinking_budget",
+            "thinking_token_budget", "request_id", "priority"}
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """What the request asks of the answer beyond sampling."""
+
+    constraint: OutputConstraint | None = None
+    n: int = 1
+    thinking_budget: int | None = None
+
+
+class _UnknownFields:
+    """Fields nobody here knows: logged once per name, never refused."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def note(self, names) -> None:
+        with self.lock:
+            fresh = sorted(set(names) - self.seen)
+            self.seen.update(fresh)
+        for name in fresh:
+            log.warning("request field %r is not known here and is ignored (logged once)", name)
+
+
+UNKNOWN_FIELDS = _UnknownFields()
 
 
 def refuse_unsupported(body: ChatCompletionRequest) -> None:
-    if body.n not in (None, 1):
-        raise APIError(400, "n must be 1: this server generates one choice per request", param="n")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name) not in (None, 0, 0.0):
-            raise APIError(400, f"{name} is not supported; use repetition_penalty (e.g. 1.1)", param=name)
-    if body.logprobs:
-        raise APIError(400, "logprobs are not supported", param="logprobs")
-    if body.tools:
-        raise APIError(400, "tools are not supported: this server has no tool calling", param="tools")
+    fields = dict(body.model_extra or {})
+    fields.update({name: getattr(body, name) for name in type(body).model_fields if name in NOT_HONOURED})
+    for name, value in fields.items():
+        if name in NOT_HONOURED and value is not None:
+            harmless, hint = NOT_HONOURED[name]
+            if value not in harmless:
+                raise APIError(400, f"{name} is not supported here: {hint}", param=name)
+    UNKNOWN_FIELDS.note(name for name in fields if name not in NOT_HONOURED and name not in ACCEPTED)
 
 
 def max_new_tokens(body: ChatCompletionRequest, settings) -> int:
@@ -47,4 +132,105 @@ def build_sampling(body: ChatCompletionRequest, settings) -> SamplingParams:
     kwargs["max_new_tokens"] = max_new_tokens(body, settings)
     if body.stop is not None:
         kwargs["stop"] = tuple(clean_text(s) for s in ((body.stop,) if isinstance(body.stop, str) else body.stop))
+    if body.logprobs:
+        kwargs["logprobs"] = True
+    if body.top_logprobs is not None:
+        if not body.logprobs and body.top_logprobs:
+            raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        kwargs["top_logprobs"] = body.top_logprobs
     return SamplingParams(**kwargs)  # raises EngineError (400) on out-of-range values
+
+
+def build_answer_options(body: ChatCompletionRequest) -> AnswerOptions:
+    n = 1 if body.n is None else body.n
+    if not 1 <= n <= MAX_CHOICES:
+        raise APIError(400, f"n must be between 1 and {MAX_CHOICES}, got {n}", param="n")
+    return AnswerOptions(constraint=build_constraint(body), n=n, thinking_budget=thinking_budget(body))
+
+
+def thinking_budget(body: ChatCompletionRequest) -> int | None:
+    ours, vllms = body.thinking_budget, body.thinking_token_budget
+    if ours is not None and vllms is not None and ours != vllms:
+        raise APIError(400, "thinking_budget and thinking_token_budget differ; send one", param="thinking_token_budget")
+    budget = ours if ours is not None else vllms
+    if budget is not None and budget < 0:
+        param = "thinking_budget" if ours is not None else "thinking_token_budget"
+        raise APIError(400, f"{param} must be 0 or more tokens, got {budget}", param=param)
+    return budget
+
+
+def build_constraint(body: ChatCompletionRequest) -> OutputConstraint | None:
+    from_format = _from_response_format(body)
+    from_extension = _from_structured_outputs(body)
+    if from_format is not None and from_extension is not None:
+        raise APIError(400, "send either response_format or structured_outputs, not both", param="structured_outputs")
+    return from_format or from_extension
+
+
+def _from_response_format(body: ChatCompletionRequest) -> OutputConstraint | None:
+    fmt = body.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return OutputConstraint("json_object")
+    if fmt.type == "json_schema":
+        if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            raise APIError(400, "response_format json_schema needs json_schema.schema",
+                           param="response_format.json_schema", code="invalid_schema")
+        return _schema_constraint(fmt.json_schema.schema_, "response_format.json_schema.schema", fmt.json_schema.name)
+    raise APIError(400, f"response_format type {fmt.type!r} is not supported; use text, json_object or json_schema",
+                   param="response_format.type")
+
+
+def _from_structured_outputs(body: ChatCompletionRequest) -> OutputConstraint | None:
+    extension = body.structured_outputs
+    if extension is None:
+        return None
+    for name in ("whitespace_pattern", "structural_tag"):
+        if getattr(extension, name) is not None:
+            raise APIError(400, f"structured_outputs.{name} is not supported here", param=f"structured_outputs.{name}")
+    given = [name for name in ("json_", "regex", "choice", "grammar") if getattr(extension, name) is not None]
+    if extension.json_object:
+        given.append("json_object")
+    if len(given) != 1:
+        raise APIError(400, "structured_outputs takes exactly one of json, regex, choice, grammar, json_object",
+                       param="structured_outputs")
+    kind = given[0]
+    try:
+        if kind == "json_":
+            return _schema_constraint(extension.json_, "structured_outputs.json", "")
+        if kind == "json_object":
+            return OutputConstraint("json_object")
+        if kind == "choice":
+            return OutputConstraint("choice", choices=tuple(extension.choice))
+        return OutputConstraint(kind, getattr(extension, kind))
+    except EngineError as exc:
+        raise APIError(400, exc.message, param=f"structured_outputs.{kind}", code="invalid_schema") from None
+
+
+def _schema_constraint(schema, param: str, name: str) -> OutputConstraint:
+    """A JSON schema, checked against its meta-schema here (torch-free, any backend): a 400
+    `invalid_schema` naming what is wrong before any GPU work."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            message = f"the JSON schema is not valid JSON: {exc}"
+            raise APIError(400, message, param=param, code="invalid_schema") from None
+    if not isinstance(schema, dict):
+        raise APIError(400, "the JSON schema must be an object", param=param, code="invalid_schema")
+    check_schema(schema, param)
+    return OutputConstraint("json_schema", json.dumps(schema), name=name or "")
+
+
+def check_schema(schema: dict, param: str) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise APIError(400, f"invalid JSON schema{' at ' + where if where else ''}: {exc.message}", param=param,
+                       code="invalid_schema") from None
+    except (jsonschema.exceptions.UndefinedTypeCheck, RecursionError, ValueError, TypeError) as exc:
+        raise APIError(400, f"invalid JSON schema: {exc}", param=param, code="invalid_schema") from None

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import json
 
-from ..backend import GenerationResult
+from ..backend import AnswerDelta, Choice, GenerationResult
 from ..conversation import split_output
 from .schemas import ChatCompletion
 
 
-def finish_reason(result: GenerationResult) -> str:
+def finish_reason(result: GenerationResult | Choice) -> str:
     return "length" if result.finish_reason == "length" else "stop"
+
+
+def logprobs_body(entries) -> dict:
+    """OpenAI's `logprobs` object of a choice or a chunk: every generated token, reasoning included."""
+    return {"content": [entry.to_openai() for entry in entries], "refusal": None}
+
+
+def choice_body(choice: Choice) -> dict:
+    parsed = split_output(choice.text)
+    message = {"role": "assistant", "content": parsed.answer, "reasoning_content": parsed.reasoning or None}
+    logprobs = logprobs_body(choice.logprobs) if choice.logprobs is not None else None
+    return {"index": choice.index, "message": message, "finish_reason": finish_reason(choice), "logprobs": logprobs}
 
 
 def usage_body(result: GenerationResult) -> dict:
@@ -35,13 +47,11 @@ def timings_body(result: GenerationResult) -> dict:
 
 
 def completion(result: GenerationResult, completion_id: str, created: int, model: str) -> ChatCompletion:
-    parsed = split_output(result.text)
-    message = {"role": "assistant", "content": parsed.answer, "reasoning_content": parsed.reasoning or None}
     return ChatCompletion.model_validate({
         "id": completion_id,
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(result)}],
+        "choices": [choice_body(choice) for choice in result.choices],
         "usage": usage_body(result),
         "timings": timings_body(result),
     })
@@ -60,11 +70,25 @@ class ChunkWriter:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self.include_usage = include_usage
 
-    def delta(self, delta: dict, finish: str | None = None) -> str:
-        payload = dict(self.head, choices=[{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}])
+    def delta(self, delta: dict, finish: str | None = None, *, index: int = 0, logprobs=None) -> str:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs_body(logprobs) if logprobs is not None else None,
+                  "finish_reason": finish}
+        payload = dict(self.head, choices=[choice])
         if self.include_usage:
             payload["usage"] = None
         return sse(payload)
+
+    def answer(self, item: AnswerDelta, logprobs: bool) -> list[str]:
+        """The chunks of one answer delta: reasoning, then content; its tokens' logprobs ride on the last."""
+        parts = [(key, text) for key, text in (("reasoning_content", item.reasoning), ("content", item.answer)) if text]
+        if logprobs and item.logprobs and not parts:
+            parts = [("content", "")]  # tokens that wrote no visible text (`</think>`): their logprobs still go out
+        chunks = []
+        for i, (key, text) in enumerate(parts):
+            last = i == len(parts) - 1
+            chunks.append(self.delta({key: text}, index=item.index,
+                                     logprobs=item.logprobs if (logprobs and last) else None))
+        return chunks
 
     def usage(self, result: GenerationResult) -> str:
         return sse(dict(self.head, choices=[], usage=usage_body(result)))

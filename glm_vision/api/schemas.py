@@ -73,6 +73,36 @@ class ChatTemplateKwargs(_Lenient):
     enable_thinking: bool = Field(True, description="false switches GLM's thinking off (answers come faster)")
 
 
+class JSONSchemaFormat(_Lenient):
+    name: str = Field("response", description="the schema's name")
+    description: str | None = None
+    schema_: dict | bool | None = Field(None, alias="schema", description="a JSON Schema the answer must validate against")
+    strict: bool | None = Field(None, description="accepted; the answer always follows the schema (constrained decoding)")
+
+
+class ResponseFormat(_Lenient):
+    """`{"type": "json_object"}`, `{"type": "json_schema", "json_schema": {...}}` or `{"type": "text"}`;
+    enforced token by token (after the reasoning when thinking is on)."""
+
+    type: str = Field(description="text, json_object or json_schema")
+    json_schema: JSONSchemaFormat | None = None
+
+
+class StructuredOutputs(_Lenient):
+    """Extension (vLLM's `structured_outputs`): exactly one of json, regex, choice, grammar, json_object."""
+
+    json_: dict | str | None = Field(None, alias="json", description="a JSON Schema (object or JSON text)")
+    regex: str | None = Field(None, description="the answer matches this regular expression")
+    choice: list[str] | None = Field(None, description="the answer is exactly one of these strings")
+    grammar: str | None = Field(None, description="an EBNF grammar (GBNF / xgrammar notation) the answer follows")
+    json_object: bool | None = Field(None, description="the answer is a JSON object")
+    disable_any_whitespace: bool | None = Field(None, description="accepted: JSON is always written compactly here")
+    disable_fallback: bool | None = None
+    disable_additional_properties: bool | None = None
+    whitespace_pattern: str | None = Field(None, description="not supported")
+    structural_tag: str | dict | None = Field(None, description="not supported")
+
+
 class ChatCompletionRequest(_Lenient):
     model: str | None = Field(None, description="any name is accepted; the response names the served model")
     messages: list[ChatMessage] = Field(min_length=1)
@@ -84,14 +114,23 @@ class ChatCompletionRequest(_Lenient):
     repetition_penalty: float | None = Field(None, description="extension: (0, 10]. Default: the model's 1.1")
     min_tokens: int | None = Field(None, description="extension (as vLLM): the answer is not ended before this many tokens")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the answer (not included)")
-    seed: int | None = Field(None, description="makes sampling reproducible on the same server")
-    n: int | None = Field(None, description="only 1 is supported")
+    seed: int | None = Field(None, description="makes sampling reproducible on the same server; choice i of n "
+                             "samples with seed + i")
+    n: int | None = Field(None, description="1 to 8 choices; the prompt is prefilled once for all of them")
     stream: bool = False
     stream_options: StreamOptions | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
     presence_penalty: float | None = Field(None, description="only 0 is supported; use repetition_penalty")
     frequency_penalty: float | None = Field(None, description="only 0 is supported; use repetition_penalty")
-    logprobs: bool | None = Field(None, description="not supported (only false)")
+    logprobs: bool | None = Field(None, description="log probability of each generated token (reasoning included), "
+                                  "from the model's raw logits: before the constraint, penalty, temperature, top-k, top-p")
+    top_logprobs: int | None = Field(None, description="0 to 20 most likely tokens at each step (needs logprobs)")
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = Field(None, description="extension (vLLM): choice, regex, grammar "
+                                                         "or json; see README")
+    thinking_budget: int | None = Field(None, description="extension: most reasoning tokens; then `</think>` is "
+                                        "written and the answer follows")
+    thinking_token_budget: int | None = Field(None, description="extension: vLLM's name for thinking_budget")
     tools: list[dict] | None = Field(None, description="not supported: GLM-4.6V-Flash is served here without tool calling")
     user: str | None = None
 
@@ -124,11 +163,26 @@ class AssistantMessage(BaseModel):
     reasoning_content: str | None = Field(None, description="the model's thinking, apart from the answer")
 
 
+class TopLogprobEntry(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprobEntry(TopLogprobEntry):
+    top_logprobs: list[TopLogprobEntry]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprobEntry] | None = None
+    refusal: list[TokenLogprobEntry] | None = None
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -151,7 +205,7 @@ class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
     finish_reason: Literal["stop", "length"] | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -1,5 +1,9 @@
 """A backend's text deltas as reasoning and answer deltas: the one loop the CLI, the API and the UI
-share to show an answer while it is written."""
+share to show an answer while it is written.
+
+Each choice (n > 1) is split on its own. Token logprobs ride on the answer delta of the text they
+wrote; those of text that shows nowhere (the `</think>` tag, a newline after it) wait for the next
+delta of their choice, so every token's logprob comes out exactly once, at the latest with `final`."""
 
 from __future__ import annotations
 
@@ -7,35 +11,52 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..conversation import StreamSplitter
-from .results import GenerationResult, TextDelta
+from .results import GenerationResult, TextDelta, TokenLogprob
 
 
 @dataclass(frozen=True)
 class AnswerDelta:
     reasoning: str
     answer: str
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    final: bool = False  # the choice's last delta (what its splitter held back), before the result
 
 
-def _split(splitter: StreamSplitter, item) -> Iterator[AnswerDelta | GenerationResult]:
-    if isinstance(item, TextDelta):
-        reasoning, answer = splitter.feed(item.text)
-    else:
-        reasoning, answer = splitter.flush()
-    if reasoning or answer:
-        yield AnswerDelta(reasoning, answer)
-    if isinstance(item, GenerationResult):
+class _Splitter:
+    """The splitters and held-back logprobs of every choice of one request."""
+
+    def __init__(self) -> None:
+        self.splitters: dict[int, StreamSplitter] = {}
+        self.held: dict[int, list[TokenLogprob]] = {}
+
+    def feed(self, item) -> Iterator[AnswerDelta | GenerationResult]:
+        if isinstance(item, TextDelta):
+            splitter = self.splitters.setdefault(item.index, StreamSplitter())
+            held = self.held.setdefault(item.index, [])
+            held.extend(item.logprobs)
+            reasoning, answer = splitter.feed(item.text)
+            if reasoning or answer:
+                self.held[item.index] = []
+                yield AnswerDelta(reasoning, answer, item.index, tuple(held))
+            return
+        for index in sorted(set(self.splitters) | set(self.held)):
+            reasoning, answer = self.splitters.get(index, StreamSplitter()).flush()
+            held = tuple(self.held.get(index, ()))
+            if reasoning or answer or held:
+                yield AnswerDelta(reasoning, answer, index, held, final=True)
         yield item
 
 
 def answer_deltas(events: Iterable) -> Iterator[AnswerDelta | GenerationResult]:
     """`AnswerDelta`s as the text arrives, then the `GenerationResult`."""
-    splitter = StreamSplitter()
+    split = _Splitter()
     for item in events:
-        yield from _split(splitter, item)
+        yield from split.feed(item)
 
 
 async def answer_deltas_async(events: AsyncIterable) -> AsyncIterator[AnswerDelta | GenerationResult]:
-    splitter = StreamSplitter()
+    split = _Splitter()
     async for item in events:
-        for out in _split(splitter, item):
+        for out in split.feed(item):
             yield out

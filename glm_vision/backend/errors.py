@@ -19,6 +19,12 @@ class ContextOverflowError(EngineError):
     code = "context_length_exceeded"
 
 
+class InvalidSchemaError(EngineError):
+    """A response format (JSON schema, regex, grammar) that cannot be compiled; found before any GPU work."""
+
+    code = "invalid_schema"
+
+
 class QueueFullError(EngineError):
     status = 429
     code = "server_busy"

@@ -58,8 +58,8 @@ class RequestHandle:
             except RuntimeError:  # the consumer's event loop is gone
                 pass
 
-    def _emit(self, text: str) -> None:
-        self._put(TextDelta(text))
+    def _emit(self, text: str, index: int = 0, logprobs: tuple = ()) -> None:
+        self._put(TextDelta(text, index, tuple(logprobs)))
 
     def _finish(self, result: GenerationResult | None, error: BaseException | None) -> None:
         if result is not None:

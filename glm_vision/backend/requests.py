@@ -13,6 +13,34 @@ DEFAULT_TOP_P = 0.6
 DEFAULT_TOP_K = 2
 DEFAULT_REPETITION_PENALTY = 1.1
 SEED_RANGE = (-(2**63), 2**63 - 1)  # what OpenAI's API and torch generators take
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+MAX_CHOICES = 8  # most choices (`n`) one request may ask for
+
+
+@dataclass(frozen=True)
+class OutputConstraint:
+    """What the answer must match, enforced token by token (constrained decoding), never by retrying.
+
+    kind: "json_object" (any JSON object), "json_schema" (`spec` is the schema as JSON text), "regex",
+    "grammar" (an EBNF grammar in xgrammar's / GBNF's notation) or "choice" (`choices`: exactly one of them).
+    With thinking on, the reasoning stays free and the constraint starts after `</think>`."""
+
+    kind: str
+    spec: str = ""
+    choices: tuple[str, ...] = ()
+    name: str = ""  # the schema's name (json_schema), for messages only
+
+    KINDS = ("json_object", "json_schema", "regex", "grammar", "choice")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise EngineError(f"unknown constraint kind {self.kind!r}; use one of {', '.join(self.KINDS)}",
+                              param="response_format")
+        if self.kind == "choice" and (not self.choices or not all(isinstance(c, str) and c for c in self.choices)):
+            raise EngineError("a choice constraint needs a non-empty list of non-empty strings",
+                              param="structured_outputs.choice")
+        if self.kind in ("json_schema", "regex", "grammar") and not self.spec:
+            raise EngineError(f"the {self.kind} constraint is empty", param="response_format")
 
 
 
@@ -26,6 +54,10 @@ class SamplingParams:
     min_new_tokens: int = 0  # stop tokens are suppressed until this many were written (benchmarks)
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Log probabilities of the chosen token (and of the `top_logprobs` most likely ones) at each step,
+    # taken from the model's raw logits: before the constraint mask, penalty, temperature, top-k, top-p.
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         """Refuse out-of-range values; messages and `param` use the API's names (max_tokens, min_tokens)."""
@@ -46,6 +78,9 @@ class SamplingParams:
             ("seed", self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
              f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {self.seed}"),
             ("stop", len(self.stop) <= 4 and all(self.stop), "stop takes at most 4 non-empty strings"),
+            ("top_logprobs", 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
+             f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}"),
+            ("top_logprobs", self.logprobs or not self.top_logprobs, "top_logprobs needs logprobs: true"),
         ]
 
     @classmethod
@@ -66,6 +101,9 @@ class GenerationRequest:
     capture_logits: bool = False  # return the first step's logits (equivalence tests, benchmarks)
     tools: list[dict] = field(default_factory=list)  # OpenAI function tools, rendered by the chat template
     tool_choice: str | dict = "auto"  # "auto" | "none" | "required" | {"type": "function", "function": {"name": ...}}
+    constraint: OutputConstraint | None = None  # what the answer must match (JSON schema, regex, ...)
+    n: int = 1  # choices: the prompt is prefilled once, choice i samples with seed + i
+    thinking_budget: int | None = None  # most reasoning tokens; then `</think>` is emitted and the answer follows
 
     def check(self, max_images_per_message: int) -> None:
         """Refuse what no backend can serve, before it is queued."""
@@ -81,3 +119,8 @@ class GenerationRequest:
                 )
         if self.max_image_tokens is not None and self.max_image_tokens < 4:
             raise EngineError("the image budget must be at least 4 tokens per image")
+        if not 1 <= self.n <= MAX_CHOICES:
+            raise EngineError(f"n must be between 1 and {MAX_CHOICES}, got {self.n}", param="n")
+        if self.thinking_budget is not None and self.thinking_budget < 0:
+            raise EngineError(f"thinking_budget must be 0 or more tokens, got {self.thinking_budget}",
+                              param="thinking_budget")

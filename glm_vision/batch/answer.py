@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..backend import EngineError, GenerationRequest, SamplingParams
+from ..backend import MAX_TOP_LOGPROBS, EngineError, GenerationRequest, SamplingParams
 from ..conversation import Message, split_output
 from ..images import ImageError, load_media
 from .results import FIELDS
@@ -40,14 +40,17 @@ def request_for(images, work, args) -> GenerationRequest:
         sampling["temperature"] = args.temperature
     if args.seed is not None:
         sampling["seed"] = args.seed
+    if work.format.choices:  # each choice's probability comes from the first answer token's alternatives
+        sampling.update(logprobs=True, top_logprobs=MAX_TOP_LOGPROBS)
     return GenerationRequest(messages, SamplingParams(**sampling), session_id="batch", cache_scope="batch",
-                             enable_thinking=not args.no_thinking)
+                             enable_thinking=not args.no_thinking, constraint=work.format.constraint,
+                             thinking_budget=args.thinking_budget)
 
 
 def answer_one(backend, path: str, work, args) -> dict:
     """The record of one image: the answer and its numbers, or the error (numbers null) — never raises."""
     started = time.perf_counter()
-    record = dict.fromkeys(FIELDS)
+    record = dict.fromkeys(FIELDS + work.format.fields() + work.format.columns())
     record.update(image=path, prompt=work.prompt, run=work.key, error="")
     try:
         images = load_media(path, max_bytes=int(args.max_upload_mb * 1e6))
@@ -57,6 +60,7 @@ def answer_one(backend, path: str, work, args) -> dict:
         record.update(answer=parsed.answer, reasoning=parsed.reasoning, finish_reason=result.finish_reason,
                       prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                       cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4))
+        work.format.fill(record, parsed.answer, result.logprobs)
     except ImageError as exc:
         record["error"] = f"bad image: {exc}"
     except EngineError as exc:

@@ -6,7 +6,9 @@
 
 Each record has the image path, the answer, the reasoning (when thinking is on), finish reason, token
 counts (null when the image failed), timing, an error (empty when it worked), the prompt and `run`, a
-digest of the prompt and the settings that shape answers. Records are written as they finish, so a
+digest of the prompt and the settings that shape answers. With --json-schema the answer is constrained to the
+schema and the parsed object is in the record (`parsed`; flattened `json.*` columns in CSV); with --choices the
+answer is one of the choices and `choice_probs` gives each choice's probability (`p_*` columns in CSV). Records are written as they finish, so a
 run that stops can be resumed with the same command: images already answered by the same run are
 skipped (`--retry-errors` redoes the ones that failed); a file written for another question or other
 settings is refused unless `--overwrite` replaces it. A bad image is recorded with its error and the run goes on. A PDF is one record
@@ -45,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length limit, thinking included (default 1024)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the model's 0.8; 0 is greedy)")
     p.add_argument("--seed", type=int, help="sampling seed, for reproducible answers")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", type=Path, metavar="FILE",
+                       help="a JSON Schema file: every answer is JSON that validates against it (constrained decoding)")
+    shape.add_argument("--choices", metavar="A,B,...",
+                       help="comma-separated answers, e.g. yes,no: the answer is exactly one of them, and each choice's "
+                       "probability (from the first answer token's logprobs) is recorded — a confidence for moderation")
+    p.add_argument("--thinking-budget", type=int, metavar="N",
+                   help="most reasoning tokens per answer; then the model is made to close its thinking and answer")
     p.add_argument("--concurrency", type=int, default=1,
                    help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

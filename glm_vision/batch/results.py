@@ -13,12 +13,14 @@ FIELDS = ["image", "answer", "reasoning", "finish_reason", "prompt_tokens", "com
           "seconds", "ttft_s", "error", "prompt", "run"]
 # What makes two runs the same run: a resumed run only skips images answered with all of these equal.
 RUN_SETTINGS = ("system", "no_thinking", "max_tokens", "temperature", "seed", "model", "api_base", "remote_model",
-                "max_pixels")
+                "max_pixels", "thinking_budget")
 
 
-def run_key(prompt: str, args) -> str:
-    """A short digest of the question and the settings that shape the answers."""
+def run_key(prompt: str, args, answer_format: str = "") -> str:
+    """A short digest of the question and the settings that shape the answers (the schema or choices too)."""
     settings = {name: getattr(args, name, None) for name in RUN_SETTINGS}
+    if answer_format:
+        settings["answer_format"] = answer_format
     text = json.dumps({"prompt": prompt, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -26,9 +28,11 @@ def run_key(prompt: str, args) -> str:
 class ResultsFile:
     """Appends one record per image, flushed at once; reads back what an earlier run wrote."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, extra_columns: list[str] | None = None) -> None:
         self.path = path
         self.fmt = fmt
+        self.columns = FIELDS + (extra_columns or [])  # CSV: the schema's flattened fields or the choices' p_*
+        self.csv_only = set(extra_columns or [])  # JSONL keeps the parsed object / the probabilities instead
 
     def read(self) -> list[dict]:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -51,12 +55,12 @@ class ResultsFile:
         temporary = self.path.with_name(self.path.name + ".tmp")
         with temporary.open("w", newline="", encoding="utf-8") as f:
             if self.fmt == "csv":
-                writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(records)
             else:
                 for record in records:
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    f.write(self._line(record))
         os.replace(temporary, self.path)
 
     def open(self):
@@ -70,7 +74,7 @@ class ResultsFile:
         if not fresh and needs_newline:
             self._file.write("\n")
         if self.fmt == "csv":
-            self._writer = csv.DictWriter(self._file, fieldnames=FIELDS, extrasaction="ignore")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
             if fresh:
                 self._writer.writeheader()
         return self
@@ -79,9 +83,13 @@ class ResultsFile:
         if self.fmt == "csv":
             self._writer.writerow(record)
         else:
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.write(self._line(record))
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def _line(self, record: dict) -> str:
+        kept = {key: value for key, value in record.items() if key not in self.csv_only}
+        return json.dumps(kept, ensure_ascii=False) + "\n"
 
     def close(self) -> None:
         self._file.close()

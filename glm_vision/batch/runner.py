@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..backend import ModelLoadError
 from .answer import answer_one, make_backend
+from .formats import AnswerFormat, FormatError, load_format
 from .inputs import IMAGE_SUFFIXES, find_images
 from .results import ResultsFile, run_key
 
@@ -26,6 +27,7 @@ class Plan:
     total: int
     prompt: str
     key: str
+    format: AnswerFormat
 
     @property
     def skipped(self) -> int:
@@ -44,6 +46,8 @@ def read_prompt(args) -> str:
         raise UsageError("the prompt is empty")
     if args.concurrency < 1 or args.max_tokens < 1:
         raise UsageError("--concurrency and --max-tokens must be at least 1")
+    if args.thinking_budget is not None and args.thinking_budget < 0:
+        raise UsageError("--thinking-budget must be 0 or more")
     return prompt
 
 
@@ -66,14 +70,18 @@ def earlier_records(results: ResultsFile, key: str, args) -> list[dict]:
 
 def plan(args) -> Plan:
     prompt = read_prompt(args)
+    try:
+        answer_format = load_format(args)
+    except FormatError as exc:
+        raise UsageError(str(exc)) from None
     images = find_images(args.input, args.recursive)
     if not images:
         raise UsageError(f"no images found in {', '.join(args.input)} ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    results = ResultsFile(args.out, results_format(args))
-    key = run_key(prompt, args)
+    results = ResultsFile(args.out, results_format(args), answer_format.columns())
+    key = run_key(prompt, args, answer_format.digest_text if answer_format.constraint else "")
     done = {os.path.abspath(r["image"]) for r in earlier_records(results, key, args)}
     todo = [path for path in images if os.path.abspath(path) not in done]
-    return Plan(results, todo, len(images), prompt, key)
+    return Plan(results, todo, len(images), prompt, key, answer_format)
 
 
 def results_format(args) -> str:

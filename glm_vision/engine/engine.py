@@ -18,7 +18,7 @@ from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
 from .slab import KVSlab, kv_geometry
-from ..backend import BackendInfo, GenerationRequest, GenerationResult
+from ..backend import BackendInfo, EngineError, GenerationRequest, GenerationResult
 from ..backend import RequestHandle
 from .worker import GpuWorker
 
@@ -98,6 +98,10 @@ class Engine:
     # ------------------------------------------------------------------ requests
     def submit(self, request: GenerationRequest) -> RequestHandle:
         request.check(self.settings.max_images_per_message)
+        if request.n > self.scheduler.max_batch:
+            raise EngineError(f"n is {request.n}; this server decodes at most {self.scheduler.max_batch} sequences "
+                              "together (--max-batch)", param="n")
+        self.runner.outputs.check(request)  # an invalid schema is a 400 here, before any GPU work
         if not self.worker.alive:
             log.error("GPU worker is not running (deaths so far: %d); restarting it", self.worker.deaths)
             self.worker.start()
@@ -141,6 +145,7 @@ class Engine:
             "feature_cache": vars(self.features.stats).copy(),
             "queued": self.worker.queued,
             "served": self.scheduler.served,
+            "prefill_tokens": self.runner.prefill_tokens,
             "running": len(self.scheduler.rows) + len(self.scheduler.prefilling),
             "peak_batch": self.scheduler.peak_batch,
             "worker_alive": self.worker.alive,

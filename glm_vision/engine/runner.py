@@ -16,6 +16,7 @@ from .cache import FeatureCache, ImageFeatures, reusable_prefix
 from .sessions import KVState, Session
 from .forward import TextForward
 from .loader import LoadedModel
+from .outputs import OutputControls
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import BatchSampler, SamplerState
 from .sequence import Sequence, SuffixImages
@@ -78,6 +79,8 @@ class ModelRunner:
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
         self.decode_sampler = BatchSampler(self.device)
+        self.outputs = OutputControls(self.tokenizer, self.vocab_size, self.stop_ids, self.device)
+        self.prefill_tokens = 0  # prompt tokens run through the model (n choices prefill once)
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
@@ -174,7 +177,7 @@ class ModelRunner:
         if reuse:
             self.slab.load(slot, kv.saved, reuse)
         usage.cached_tokens = reuse
-        return Sequence(
+        seq = Sequence(
             handle=handle,
             request=request,
             session=session,
@@ -188,6 +191,8 @@ class ModelRunner:
             usage=usage,
             cursor=reuse,
         )
+        self.outputs.prepare(seq)
+        return seq
 
     def _suffix_inputs(self, seq: Sequence) -> None:
         """Embeddings of the uncached suffix, image features scattered in, and the prompt's positions."""
@@ -215,6 +220,7 @@ class ModelRunner:
         start = seq.cursor
         end = min(len(seq.prompt), start + (limit or self.prefill_chunk_tokens))
         logits = self.forward.prefill(seq.slot, seq.embeds[start - base : end - base], seq.positions[:, start:end], start)
+        self.prefill_tokens += end - start
         seq.keys.extend(seq.prompt.keys[start:end])
         seq.cursor = end
         if not seq.prefilled:
@@ -222,7 +228,12 @@ class ModelRunner:
         seq.embeds = None
         if seq.request.capture_logits:
             seq.first_logits = logits.float().cpu()
-        seq.pending = self.prefill_sampler(logits[None], [seq.sampler])[0]
+        family = [seq, *self.outputs.fork(seq, self)]  # n choices share this prefill
+        seq.children = family[1:]
+        batch = logits[None].expand(len(family), -1)
+        tokens = self.prefill_sampler(batch, [s.sampler for s in family], self.outputs.prefill_mask(family))
+        for row, (member, noted) in enumerate(zip(family, self.outputs.note_logprobs(family, batch, tokens))):
+            member.pending, member.pending_logprobs = tokens[row], noted
         return True
 
     def accept(self, seq: Sequence, token_id: int, emit) -> bool:
@@ -238,6 +249,7 @@ class ModelRunner:
             seq.finish_reason = "stop"
             return False
         seq.generated.append(token_id)
+        self.outputs.take_token(seq, token_id)
         delta = seq.stops.feed(seq.detok.push(token_id))
         if delta:
             seq.text_parts.append(delta)
@@ -250,15 +262,21 @@ class ModelRunner:
             seq.finish_reason = "length"
         return seq.finish_reason is None
 
-    def sample(self, seqs: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
-        """The next token of every row of a decode step, (B,) on the device, in one batched call."""
-        return self.decode_sampler(logits, [seq.sampler for seq in seqs])
+    def sample(self, seqs: list[Sequence], logits: torch.Tensor, pending_ids=None) -> torch.Tensor:
+        """The next token of every row of a decode step, (B,) on the device, in one batched call.
+        `pending_ids()` reads the tokens fed this step on the host (only guided rows need them)."""
+        mask = self.outputs.decode_mask(seqs, pending_ids) if pending_ids is not None else None
+        tokens = self.decode_sampler(logits, [seq.sampler for seq in seqs], mask)
+        for seq, noted in zip(seqs, self.outputs.note_logprobs(seqs, logits, tokens)):
+            seq.sampled_logprobs = noted
+        return tokens
 
     def advance(self, seq: Sequence, token_id: int, next_token: torch.Tensor) -> None:
         """The token's KV was written by the step just run: record it; `next_token` was sampled after it."""
         seq.keys.append(token_id)
         seq.next_position += 1
         seq.pending = next_token
+        seq.pending_logprobs = seq.sampled_logprobs
 
     def finish(self, seq: Sequence, emit) -> GenerationResult:
         """Flush held-back text, give the KV back to the session, build the result."""
@@ -269,6 +287,8 @@ class ModelRunner:
             if tail:
                 seq.text_parts.append(tail)
                 emit(tail)
+        if seq.unreleased:  # tokens whose text was held back or cut by a stop string: their logprobs still go out
+            emit("")
         usage = seq.usage
         usage.completion_tokens = len(seq.generated)
         if seq.first_token_at is not None:
@@ -282,6 +302,7 @@ class ModelRunner:
             usage=usage,
             token_ids=tuple(seq.generated),
             first_logits=seq.first_logits,
+            logprobs=tuple(seq.logprobs) if seq.logprobs is not None else None,
         )
 
     def free_memory(self) -> None:

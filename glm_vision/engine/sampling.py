@@ -1,5 +1,6 @@
 """Next-token choice on the device for a whole decode batch at once, each row with its own
-SamplingParams: repetition penalty, temperature, top-k, top-p (transformers' order).
+SamplingParams: the constraint mask (constraints.py) first, then repetition penalty, temperature,
+top-k, top-p (transformers' order). A row the mask allows everything is left bit for bit as it was.
 
 The draw is `torch.multinomial`'s own one-sample algorithm (argmax of probs / Exp(1) noise) without
 its checks, which read values back to the host; nothing here does. Unseeded rows share one draw;
@@ -155,15 +156,20 @@ class BatchSampler:
         self.device = torch.device(device)
         self._plan: _Plan | None = None
 
-    def __call__(self, logits: torch.Tensor, states: list[SamplerState]) -> torch.Tensor:
-        """logits (B, vocab) -> (B,) chosen ids on the device; each state's seen set and steps move on."""
+    def __call__(self, logits: torch.Tensor, states: list[SamplerState], mask=None) -> torch.Tensor:
+        """logits (B, vocab) -> (B,) chosen ids on the device; each state's seen set and steps move on.
+        `mask` (a `constraints.TokenMask`) sets disallowed tokens to -inf before anything else."""
         batch, vocab = logits.shape
         plan = self._plan
         if plan is None or not plan.matches(states, vocab):
             plan = self._plan = _Plan(states, vocab, self.device)
         seen = self._seen(states)
         scores = logits.float()
-        blocked = tuple(i for i, s in enumerate(states) if s.steps < s.params.min_new_tokens and s.stop_ids)
+        if mask is not None:  # before the penalty and top-k: with GLM's top_k 2 both survivors could be illegal
+            scores = mask.apply(scores)
+        guided = mask.rows if mask is not None else ()  # a finished grammar allows only stop ids: never block them
+        blocked = tuple(i for i, s in enumerate(states)
+                        if s.steps < s.params.min_new_tokens and s.stop_ids and i not in guided)
         if blocked:
             scores = scores.reshape(-1).index_fill(0, plan.stop_index(blocked), NEG_INF).view(batch, vocab)
         for state in states:

@@ -66,11 +66,11 @@ class Scheduler:
 
     @property
     def room(self) -> int:
-        return self.max_batch - len(self.rows) - len(self.prefilling)
+        return self.max_batch - len(self.rows) - sum(s.request.n for s in self.prefilling)  # n choices: n rows
 
     def emit(self, seq: Sequence, text: str) -> None:
         """Where every text delta leaves the engine (tests wrap this to slow or hold the worker)."""
-        seq.handle._emit(text)
+        seq.handle._emit(text, seq.index, seq.release_logprobs())
 
     def busy_sessions(self) -> set[str]:
         return {s.request.session_id for s in self.rows + self.prefilling if s.request.session_id is not None}
@@ -106,7 +106,8 @@ class Scheduler:
             self._copy.start(tokens)
             try:
                 logits = self.runner.forward.decode(tokens, [s.next_position for s in rows], [s.length for s in rows])
-                sampled = self.runner.sample(rows, logits)  # all rows; those that finish now drop theirs
+                # all rows; those that finish now drop theirs. Guided rows read the fed tokens first.
+                sampled = self.runner.sample(rows, logits, lambda: self._copy.wait(len(rows)))
             except torch.OutOfMemoryError as exc:
                 log.error("out of GPU memory in a decode step of %d sequences: %s", len(rows), exc)
                 self._fail_all(GpuOutOfMemoryError(OOM_MESSAGE))
@@ -133,7 +134,7 @@ class Scheduler:
             seq.finish_reason = "cancelled"
             result = self.runner.finish(seq, lambda text: self.emit(seq, text))
             self._release(seq)
-            seq.handle._finish(result, None)
+            seq.handle._finish(result, None)  # no choice has started: no family yet
             return
         # While others stream, smaller chunks keep their next token from waiting on a whole prompt.
         limit = self.runner.prefill_chunk_tokens
@@ -165,6 +166,21 @@ class Scheduler:
                     slab.move(seq.slot, target, seq.length)
                 seq.slot = target
             self.rows.append(seq)
+            for child in seq.children:  # n choices: the prompt's KV copied, not prefilled again
+                self._join_child(seq, child)
+            seq.children = []
+
+    def _join_child(self, parent: Sequence, child: Sequence) -> None:
+        slab = self.runner.slab
+        target = len(self.rows)
+        holder = next((s for s in self.prefilling if s.slot == target), None)
+        if holder is not None:  # a prompt mid-prefill sits there: it moves to a free slot (admission kept n)
+            free = self._free_top_slot()
+            slab.move(target, free, holder.length)
+            holder.slot = free
+        slab.move(parent.slot, target, parent.length)
+        child.slot = target
+        self.rows.append(child)
 
     def _retire(self, seq: Sequence) -> None:
         index = self.rows.index(seq)
@@ -176,13 +192,17 @@ class Scheduler:
             self.rows[index] = last
         self._release(seq)
         self.served += 1
-        seq.handle._finish(result, None)
+        if seq.family is not None:  # one of n choices: the handle finishes with the last one
+            result = seq.family.add(seq.index, result)
+        if result is not None:
+            seq.handle._finish(result, None)
 
     def _end(self, seq: Sequence, error: BaseException, *, keep_kv: bool) -> None:
         if seq.session is not None and not keep_kv:
             seq.session.kv = None
         self._release(seq)
-        seq.handle._finish(None, error)
+        if seq.family is None or seq.family.claim_failure():
+            seq.handle._finish(None, error)
 
     def _release(self, seq: Sequence) -> None:
         if seq.session is not None:

@@ -52,6 +52,20 @@ class Sequence:
     first_token_at: float | None = None
     finish_reason: str | None = None
     first_logits: torch.Tensor | None = None
+    # structured answers (constraints.py, logprobs.py, choices.py)
+    guide: object | None = None  # the constraint / thinking-budget guide, None when unguided
+    index: int = 0  # which of the request's n choices
+    family: object | None = None  # the `Family` of an n > 1 request
+    children: list["Sequence"] = field(default_factory=list)  # choices 1..n-1, until they join the batch
+    logprobs: list | None = None  # TokenLogprob per generated token, when asked for
+    unreleased: list = field(default_factory=list)  # logprobs whose text has not been emitted yet
+    pending_logprobs: tuple | None = None  # (StepLogprobs, row) of the pending token
+    sampled_logprobs: tuple | None = None  # the same for the token sampled this step
+
+    def release_logprobs(self) -> tuple:
+        """The logprobs of the tokens whose text is being emitted now."""
+        released, self.unreleased = tuple(self.unreleased), []
+        return released
 
     @property
     def prefilled(self) -> bool:

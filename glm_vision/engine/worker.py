@@ -89,18 +89,20 @@ class GpuWorker:
         chosen = []
         busy = self.scheduler.busy_sessions()
         room = self.scheduler.room
+        rows = 0  # a request of n choices takes n rows
         for handle in list(self._pending):
             if handle.cancelled.is_set():
                 self._pending.remove(handle)
                 handle._finish(None, EngineError("the request was cancelled before it started"))
                 continue
-            if len(chosen) >= room:
+            if rows + min(handle.request.n, self.scheduler.max_batch) > room:
                 break
             session_id = handle.request.session_id
             if session_id is not None and session_id in busy:
                 continue
             self._pending.remove(handle)
             chosen.append(handle)
+            rows += handle.request.n
             if session_id is not None:
                 busy.add(session_id)
         return chosen

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import threading
 from collections import OrderedDict
 
-from ..backend import GenerationRequest
+from ..backend import GenerationRequest, OutputConstraint
 from ..conversation import Message
 from ..images import InputImage
 
@@ -59,7 +60,8 @@ def openai_messages(messages: list[Message], urls: ImageURLs) -> list[dict]:
 
 
 def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -> dict:
-    """A streamed call; top_k, repetition_penalty and thinking go in vLLM's / SGLang's extension fields."""
+    """A streamed call; top_k, repetition_penalty, thinking, its budget and the choice / regex / grammar
+    constraints go in vLLM's extension fields (SGLang reads the same names or ignores them)."""
     sampling = request.sampling
     kwargs = dict(
         model=model,
@@ -79,7 +81,28 @@ def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -
         kwargs["seed"] = sampling.seed
     if sampling.stop:
         kwargs["stop"] = list(sampling.stop)
+    if sampling.logprobs:
+        kwargs["logprobs"] = True
+        kwargs["top_logprobs"] = sampling.top_logprobs
+    if request.n != 1:
+        kwargs["n"] = request.n
+    if request.thinking_budget is not None:
+        kwargs["extra_body"]["thinking_token_budget"] = request.thinking_budget
+    if request.constraint is not None:
+        kwargs.update(constraint_kwargs(request.constraint, kwargs["extra_body"]))
     if request.tools:
         kwargs["tools"] = request.tools
         kwargs["tool_choice"] = request.tool_choice
     return kwargs
+
+
+def constraint_kwargs(constraint: OutputConstraint, extra_body: dict) -> dict:
+    """JSON as OpenAI's response_format; choice, regex and grammar as vLLM's `structured_outputs`."""
+    if constraint.kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if constraint.kind == "json_schema":
+        schema = {"name": constraint.name or "response", "schema": json.loads(constraint.spec), "strict": True}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    value = list(constraint.choices) if constraint.kind == "choice" else constraint.spec
+    extra_body["structured_outputs"] = {constraint.kind: value}
+    return {}

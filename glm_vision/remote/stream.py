@@ -1,16 +1,26 @@
-"""The upstream's streamed chunks relayed to a handle as text deltas.
+"""The upstream's streamed chunks relayed to a handle as text deltas, choice by choice.
 
 Reasoning that the upstream returns apart (`reasoning_content`, or `reasoning` in newer vLLM) is
 put back between `<think>` and `</think>` in the text, so the thinking split downstream is the same
-as for the local model; servers that return the raw `<think>` text work as well.
+as for the local model; servers that return the raw `<think>` text work as well. Token logprobs
+(`choices[i].logprobs.content`) and the choice index (n > 1) are passed on unchanged.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
-from ..backend import GenerationResult, RequestHandle, Usage
+from ..backend import Choice, GenerationResult, RequestHandle, TokenLogprob, Usage
 from ..conversation import THINK_CLOSE, THINK_OPEN
+
+
+@dataclass
+class _ChoiceState:
+    parts: list[str] = field(default_factory=list)
+    finish_reason: str = "stop"
+    in_reasoning: bool = False
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Relay:
@@ -20,17 +30,17 @@ class Relay:
         self.handle = handle
         self.started = time.perf_counter()
         self.usage = Usage(images=sum(len(m.images) for m in handle.request.messages))
-        self.parts: list[str] = []
-        self.finish_reason = "stop"
+        wants_logprobs = handle.request.sampling.logprobs
+        self.choices = [_ChoiceState(logprobs=[] if wants_logprobs else None) for _ in range(handle.request.n)]
         self.first_at: float | None = None
-        self.in_reasoning = False
+        self.chunks = 0
 
-    def emit(self, text: str) -> None:
+    def emit(self, index: int, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> None:
         if self.first_at is None:
             self.first_at = time.perf_counter()
             self.usage.ttft_s = self.first_at - self.started
-        self.parts.append(text)
-        self.handle._emit(text)
+        self.choices[index].parts.append(text)
+        self.handle._emit(text, index, logprobs)
 
     def read(self, stream) -> None:
         for chunk in stream:
@@ -39,11 +49,16 @@ class Relay:
             if chunk.usage is not None:
                 self.take_usage(chunk.usage)
             for choice in chunk.choices:
-                self.take_delta(choice.delta)
+                index = choice.index or 0
+                if not 0 <= index < len(self.choices):
+                    continue  # more choices than asked for: not ours to report
+                self.chunks += 1
+                self.take_delta(index, choice.delta, _logprobs(choice))
                 if choice.finish_reason:
-                    self.finish_reason = "length" if choice.finish_reason == "length" else "stop"
-        if self.in_reasoning and self.finish_reason == "stop":
-            self.emit(THINK_CLOSE)
+                    self.choices[index].finish_reason = "length" if choice.finish_reason == "length" else "stop"
+        for index, state in enumerate(self.choices):
+            if state.in_reasoning and state.finish_reason == "stop":
+                self.emit(index, THINK_CLOSE)
 
     def take_usage(self, usage) -> None:
         self.usage.prompt_tokens = usage.prompt_tokens or 0
@@ -51,25 +66,41 @@ class Relay:
         details = usage.prompt_tokens_details
         self.usage.cached_tokens = (details.cached_tokens or 0) if details is not None else 0
 
-    def take_delta(self, delta) -> None:
-        extra = delta.model_extra or {}
+    def take_delta(self, index: int, delta, logprobs: tuple[TokenLogprob, ...]) -> None:
+        state = self.choices[index]
+        if state.logprobs is not None:
+            state.logprobs.extend(logprobs)
+        pieces = []
+        extra = (delta.model_extra or {}) if delta is not None else {}
         reasoning = extra.get("reasoning_content") or extra.get("reasoning")
         if reasoning:
-            if not self.in_reasoning:
-                self.emit(THINK_OPEN)
-                self.in_reasoning = True
-            self.emit(reasoning)
-        if delta.content:
-            if self.in_reasoning:
-                self.emit(THINK_CLOSE + "\n")
-                self.in_reasoning = False
-            self.emit(delta.content)
+            if not state.in_reasoning:
+                pieces.append(THINK_OPEN)
+                state.in_reasoning = True
+            pieces.append(reasoning)
+        if delta is not None and delta.content:
+            if state.in_reasoning:
+                pieces.append(THINK_CLOSE + "\n")
+                state.in_reasoning = False
+            pieces.append(delta.content)
+        if pieces or logprobs:
+            self.emit(index, "".join(pieces), logprobs)
 
     def result(self) -> GenerationResult:
         """What was written so far: the whole answer, or the part before a cancel."""
-        finish = "cancelled" if self.handle.cancelled.is_set() else self.finish_reason
+        cancelled = self.handle.cancelled.is_set()
         if self.first_at is not None:
             self.usage.decode_s = time.perf_counter() - self.first_at
         if not self.usage.completion_tokens:
-            self.usage.completion_tokens = len(self.parts)  # a server that sent no usage: count the chunks
-        return GenerationResult(text="".join(self.parts), finish_reason=finish, usage=self.usage, token_ids=())
+            self.usage.completion_tokens = self.chunks  # a server that sent no usage: count the chunks
+        choices = [Choice(i, "".join(s.parts), "cancelled" if cancelled else s.finish_reason, (),
+                          tuple(s.logprobs) if s.logprobs is not None else None) for i, s in enumerate(self.choices)]
+        first = choices[0]
+        return GenerationResult(text=first.text, finish_reason=first.finish_reason, usage=self.usage, token_ids=(),
+                                logprobs=first.logprobs, extra_choices=tuple(choices[1:]))
+
+
+def _logprobs(choice) -> tuple[TokenLogprob, ...]:
+    logprobs = getattr(choice, "logprobs", None)
+    content = getattr(logprobs, "content", None) if logprobs is not None else None
+    return tuple(TokenLogprob.from_openai(entry) for entry in content or ())

@@ -50,7 +50,7 @@ def server(settings, engine):
 
 # ---------------------------------------------------------------------------------- 400
 @pytest.mark.parametrize("body, expected, param", [
-    ({"messages": user("hi"), "n": 2}, "n must be 1", "n"),
+    ({"messages": user("hi"), "n": 9}, "n must be between 1 and 8", "n"),
     ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", "temperature"),
     ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
     ({"messages": user("hi"), "top_k": -5}, "top_k must be 0 or -1 (off) or positive", "top_k"),
@@ -62,7 +62,8 @@ def server(settings, engine):
     ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", "stop"),
     ({"messages": user(["hi"])}, "a content part must be an object such as", "messages.0.content.0"),
     ({"messages": user("hi"), "presence_penalty": 0.5}, "use repetition_penalty", "presence_penalty"),
-    ({"messages": user("hi"), "logprobs": True}, "logprobs are not supported", "logprobs"),
+    ({"messages": user("hi"), "logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20",
+     "top_logprobs"),
     ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}]}, "no tool calling", "tools"),
     ({"messages": []}, "messages", "messages"),
     ({}, "messages: Field required", "messages"),
@@ -152,8 +153,8 @@ def test_context_overflow_is_400_stream_or_not(server):
 def test_openai_client_raises_bad_request(server):
     with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as caught:
-            client.chat.completions.create(model="x", messages=user("hi"), n=3)
-    assert caught.value.status_code == 400 and "n must be 1" in caught.value.message
+            client.chat.completions.create(model="x", messages=user("hi"), n=12)
+    assert caught.value.status_code == 400 and "n must be between 1 and 8" in caught.value.message
 
 
 def test_unknown_endpoint_is_404_json(server):

@@ -24,7 +24,7 @@ BLOCKER = textwrap.dedent("""
 
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"torch", "torchvision", "transformers"}:
+            if name.split(".")[0] in {"torch", "torchvision", "transformers", "xgrammar"}:
                 print(f"BLOCKED import of {name}", file=sys.stderr, flush=True)
                 raise ImportError(f"{name} is not installed in a remote-only setup")
             return None

@@ -154,3 +154,77 @@ def test_unreachable_server_exits_3(folder, tmp_path):
     result = run_batch("--input", str(folder), "--prompt", "x", "--out", str(tmp_path / "r.jsonl"),
                        "--api-base", f"http://127.0.0.1:{free_port()}/v1")
     assert result.returncode == 3 and "cannot reach" in result.stderr
+
+
+# ---------------------------------------------------------------------------------- answers a program reads
+SCHEMA = {"type": "object", "properties": {
+    "shape": {"enum": ["circle", "square"]},
+    "where": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["x"], "additionalProperties": False},
+    "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
+    "required": ["shape", "where", "tags"], "additionalProperties": False}
+
+
+def test_json_schema_records_carry_the_parsed_object_and_csv_flattens_it(folder, tmp_path, tiny_model_dir):
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps(SCHEMA))
+    common = ["--input", str(folder / "*.png"), "--input", str(folder / "*.jpg"), "--prompt", "Describe",
+              "--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "80", "--json-schema", str(schema),
+              "--no-thinking"]
+    out = tmp_path / "r.jsonl"
+    assert run_batch(*common, "--out", str(out)).returncode == 0
+    records = [r for r in read_jsonl(out) if not r["error"]]
+    assert len(records) == 2
+    for record in records:
+        assert record["finish_reason"] == "stop" and record["parsed"] == json.loads(record["answer"])
+        assert record["parsed"]["shape"] in ("circle", "square") and "json.shape" not in record
+    table = tmp_path / "r.csv"
+    assert run_batch(*common, "--out", str(table)).returncode == 0
+    with table.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not r["error"]]
+    assert list(rows[0])[-3:] == ["json.shape", "json.where.x", "json.tags"]
+    for row in rows:
+        parsed = json.loads(row["answer"])
+        assert row["json.shape"] == parsed["shape"] and int(row["json.where.x"]) == parsed["where"]["x"]
+        assert json.loads(row["json.tags"]) == parsed["tags"]
+
+
+def test_choices_with_probabilities_and_thinking_budget(folder, tmp_path, tiny_model_dir, settings, engine):
+    out = tmp_path / "m.csv"
+    server = serve(AppState(settings, backend=engine))  # through --api-base: logprobs come back over the API
+    try:
+        done = run_batch("--input", str(folder / "*.png"), "--prompt", "Is it safe?", "--out", str(out),
+                         "--api-base", server.url + "/v1", "--choices", "yes,no", "--thinking-budget", "3",
+                         "--max-tokens", "30")
+    finally:
+        server.__exit__()
+    assert done.returncode == 0, done.stderr
+    with out.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not r["error"]]
+    assert rows
+    for row in rows:
+        assert row["answer"] in ("yes", "no") and row["finish_reason"] == "stop"
+        assert abs(float(row["p_yes"]) + float(row["p_no"]) - 1) < 1e-4
+        assert 0 < len(row["reasoning"]) and len(row["reasoning"]) <= 3 * 8  # at most 3 tokens of reasoning
+
+
+def test_bad_schema_or_choices_are_usage_errors(folder, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"type": 7}')
+    for extra in (["--json-schema", str(bad)], ["--choices", "yes"], ["--choices", "a,,b"]):
+        done = run_batch("--input", str(folder), "--prompt", "x", "--out", str(tmp_path / "o.jsonl"), *extra)
+        assert done.returncode == 2 and "error:" in done.stderr
+
+
+def test_choice_probabilities_from_the_first_answer_token():
+    from glm_vision.backend import TokenLogprob, TopLogprob
+    from glm_vision.batch.formats import choice_probabilities
+
+    think = TokenLogprob("</think>", -0.1)
+    newline = TokenLogprob("\n", -0.2)
+    first = TokenLogprob("y", -0.5, top=(TopLogprob("y", -0.5), TopLogprob("n", -1.5), TopLogprob("maybe", -0.1)))
+    probs = choice_probabilities([TokenLogprob("hm", -1), think, newline, first, TokenLogprob("es", 0)], ("yes", "no"))
+    import math
+
+    assert probs["yes"] == pytest.approx(math.exp(-0.5) / (math.exp(-0.5) + math.exp(-1.5)))
+    assert choice_probabilities([], ("yes", "no")) is None
