@@ -53,6 +53,14 @@ class ParsedCalls:
     cut_off: bool  # a call was still open when the text ended (max_tokens): it is not in `calls`
 
 
+def call_text(name: str, arguments: dict) -> str:
+    """A call written as GLM writes it (what an upstream's structured call is turned back into)."""
+    pairs = "".join(f"{KEY_OPEN}{key}{KEY_CLOSE}\n{VALUE_OPEN}"
+                    f"{value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}{VALUE_CLOSE}\n"
+                    for key, value in arguments.items())
+    return f"{CALL_OPEN}{name}\n{pairs}{CALL_CLOSE}"
+
+
 def parameter_types(tools: list[dict] | None) -> dict[str, dict[str, str]]:
     """{function name: {parameter: JSON Schema type}} from OpenAI `tools`."""
     types: dict[str, dict[str, str]] = {}

@@ -15,9 +15,9 @@ from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, Gene
 from .errors import APIError, engine_error, error_body
 from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
 from .options import build_answer_options, build_sampling
-from .responses import ChunkWriter, completion, finish_reason, sse
+from .responses import ChunkWriter, completion, sse
 from .schemas import ChatCompletion, ChatCompletionRequest
-from .tools import check_tool_results
+from .tools import ToolPlan, check_tool_results, plan_tools
 from .tenancy import cache_scope, conversation_session
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -52,20 +52,24 @@ class ChatService:
 
     async def create(self, body: ChatCompletionRequest, request: Request):
         backend = self.backend()
-        generation = await self.prepare(body, request)
+        plan = plan_tools(body)
+        generation = await self.prepare(body, request, plan)
         handle = backend.submit(generation)  # QueueFullError -> 429 with Retry-After
         watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
         reply = Reply.new(backend.info.model)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return await self.stream(handle, watcher, ChunkWriter(reply.completion_id, reply.created, reply.model,
-                                                                  include_usage))
-        return await self.complete(handle, watcher, reply)
+            writer = ChunkWriter(reply.completion_id, reply.created, reply.model, include_usage, plan)
+            return await self.stream(handle, watcher, writer)
+        return await self.complete(handle, watcher, reply, plan)
 
-    async def prepare(self, body: ChatCompletionRequest, request: Request) -> GenerationRequest:
+    async def prepare(self, body: ChatCompletionRequest, request: Request, plan: ToolPlan) -> GenerationRequest:
         settings = self.state.settings
         sampling = build_sampling(body, settings)
         options = build_answer_options(body)
+        if options.constraint is not None and plan.constraint() is not None:
+            raise APIError(400, "a required or named tool_choice cannot be combined with response_format or "
+                           "structured_outputs", param="tool_choice")
         messages, low_detail = await convert_messages(body.messages, settings)
         check_tool_results(messages)
         scope = cache_scope(request.headers.get("authorization", ""))
@@ -76,12 +80,14 @@ class ChatService:
             cache_scope=scope,
             enable_thinking=body.chat_template_kwargs.enable_thinking if body.chat_template_kwargs else True,
             max_image_tokens=LOW_DETAIL_IMAGE_TOKENS if low_detail else None,
-            constraint=options.constraint,
+            constraint=options.constraint or plan.constraint(),
             n=options.n,
             thinking_budget=options.thinking_budget,
+            tools=plan.tools,
+            tool_choice=plan.choice,
         )
 
-    async def complete(self, handle, watcher: asyncio.Task, reply: Reply) -> ChatCompletion:
+    async def complete(self, handle, watcher: asyncio.Task, reply: Reply, plan: ToolPlan) -> ChatCompletion:
         try:
             result = None
             async for item in handle:
@@ -92,7 +98,7 @@ class ChatService:
         finally:
             watcher.cancel()
             handle.cancel()
-        return completion(result, reply.completion_id, reply.created, reply.model)
+        return completion(result, reply.completion_id, reply.created, reply.model, plan)
 
     async def stream(self, handle, watcher: asyncio.Task, writer: ChunkWriter) -> StreamingResponse:
         events = handle.__aiter__()
@@ -121,7 +127,8 @@ async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWri
                     yield chunk
             else:
                 for choice in item.choices:
-                    yield writer.delta({}, finish_reason(choice), index=choice.index)
+                    for chunk in writer.finish(choice):
+                        yield chunk
                 if writer.include_usage:
                     yield writer.usage(item)
         yield sse("[DONE]")

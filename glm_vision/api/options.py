@@ -25,10 +25,8 @@ NOT_HONOURED: dict[str, tuple[tuple, str]] = {
     "frequency_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
     "presence_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
     "logit_bias": (({},), "logit_bias is not supported"),
-    "tools": (([],), "this server has no tool calling"),
-    "tool_choice": (("none", "auto"), "this server has no tool calling"),
-    "functions": (([],), "this server has no tool calling"),
-    "function_call": (("none",), "this server has no tool calling"),
+    "functions": (([],), "functions is OpenAI's old API; send tools (and tool_choice)"),
+    "function_call": (("none",), "function_call is OpenAI's old API; send tools and tool_choice"),
     "audio": ((), "this server answers in text only"),
     "modalities": ((["text"],), "this server answers in text only"),
     "reasoning_effort": ((), "use chat_template_kwargs.enable_thinking or thinking_budget"),
@@ -69,6 +67,7 @@ ACCEPTED = {"model", "messages", "stream", "stream_options", "user", "store", "m
             "parallel_tool_calls", "safety_identifier", "prompt_cache_key", "chat_template_kwargs", "max_tokens",
             "max_completion_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "min_tokens", "stop",
             "seed", "n", "logprobs", "top_logprobs", "response_format", "structured_outputs", "thinking_budget",
+            "tools", "tool_choice",
             "thinking_token_budget", "request_id", "priority"}
 
 

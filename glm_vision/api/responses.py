@@ -7,6 +7,10 @@ import json
 from ..backend import AnswerDelta, Choice, GenerationResult
 from ..conversation import split_output
 from .schemas import ChatCompletion
+from .tool_stream import ToolDeltas
+from .tools import ToolPlan, answer_with_calls
+
+NO_TOOLS = ToolPlan(tools=[], choice="none", parallel=True)
 
 
 def finish_reason(result: GenerationResult | Choice) -> str:
@@ -18,11 +22,12 @@ def logprobs_body(entries) -> dict:
     return {"content": [entry.to_openai() for entry in entries], "refusal": None}
 
 
-def choice_body(choice: Choice) -> dict:
+def choice_body(choice: Choice, plan: ToolPlan) -> dict:
     parsed = split_output(choice.text)
-    message = {"role": "assistant", "content": parsed.answer, "reasoning_content": parsed.reasoning or None}
+    fields, finish = answer_with_calls(parsed.answer, finish_reason(choice), plan)
+    message = {"role": "assistant", **fields, "reasoning_content": parsed.reasoning or None}
     logprobs = logprobs_body(choice.logprobs) if choice.logprobs is not None else None
-    return {"index": choice.index, "message": message, "finish_reason": finish_reason(choice), "logprobs": logprobs}
+    return {"index": choice.index, "message": message, "finish_reason": finish, "logprobs": logprobs}
 
 
 def usage_body(result: GenerationResult) -> dict:
@@ -46,12 +51,13 @@ def timings_body(result: GenerationResult) -> dict:
     }
 
 
-def completion(result: GenerationResult, completion_id: str, created: int, model: str) -> ChatCompletion:
+def completion(result: GenerationResult, completion_id: str, created: int, model: str,
+               plan: ToolPlan = NO_TOOLS) -> ChatCompletion:
     return ChatCompletion.model_validate({
         "id": completion_id,
         "created": created,
         "model": model,
-        "choices": [choice_body(choice) for choice in result.choices],
+        "choices": [choice_body(choice, plan) for choice in result.choices],
         "usage": usage_body(result),
         "timings": timings_body(result),
     })
@@ -66,9 +72,27 @@ def sse(payload: dict | str) -> str:
 class ChunkWriter:
     """The chat.completion.chunk events of one streamed answer."""
 
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool,
+                 plan: ToolPlan = NO_TOOLS) -> None:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self.include_usage = include_usage
+        self.plan = plan
+        self.tool_deltas: dict[int, ToolDeltas] = {}
+
+    def answer_deltas(self, item: AnswerDelta) -> list[dict]:
+        """The answer text of a delta as OpenAI delta fields (tool calls parsed out when there are tools)."""
+        if not self.plan.active:
+            return [{"content": item.answer}] if item.answer else []
+        return self.tool_deltas.setdefault(item.index, ToolDeltas(self.plan)).feed(item.answer)
+
+    def finish(self, choice: Choice) -> list[str]:
+        """A choice's last chunks: text its tool parser held back, then the finish reason."""
+        finish = finish_reason(choice)
+        tools = self.tool_deltas.get(choice.index)
+        if tools is None:
+            return [self.delta({}, finish, index=choice.index)]
+        chunks = [self.delta(part, index=choice.index) for part in tools.flush()]
+        return chunks + [self.delta({}, tools.finish_reason(finish), index=choice.index)]
 
     def delta(self, delta: dict, finish: str | None = None, *, index: int = 0, logprobs=None) -> str:
         choice = {"index": index, "delta": delta, "logprobs": logprobs_body(logprobs) if logprobs is not None else None,
@@ -80,14 +104,13 @@ class ChunkWriter:
 
     def answer(self, item: AnswerDelta, logprobs: bool) -> list[str]:
         """The chunks of one answer delta: reasoning, then content; its tokens' logprobs ride on the last."""
-        parts = [(key, text) for key, text in (("reasoning_content", item.reasoning), ("content", item.answer)) if text]
+        parts = ([{"reasoning_content": item.reasoning}] if item.reasoning else []) + self.answer_deltas(item)
         if logprobs and item.logprobs and not parts:
-            parts = [("content", "")]  # tokens that wrote no visible text (`</think>`): their logprobs still go out
+            parts = [{"content": ""}]  # tokens that wrote no visible text (`</think>`): their logprobs still go out
         chunks = []
-        for i, (key, text) in enumerate(parts):
+        for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            chunks.append(self.delta({key: text}, index=item.index,
-                                     logprobs=item.logprobs if (logprobs and last) else None))
+            chunks.append(self.delta(part, index=item.index, logprobs=item.logprobs if (logprobs and last) else None))
         return chunks
 
     def usage(self, result: GenerationResult) -> str:

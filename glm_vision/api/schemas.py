@@ -131,7 +131,12 @@ class ChatCompletionRequest(_Lenient):
     thinking_budget: int | None = Field(None, description="extension: most reasoning tokens; then `</think>` is "
                                         "written and the answer follows")
     thinking_token_budget: int | None = Field(None, description="extension: vLLM's name for thinking_budget")
-    tools: list[dict] | None = Field(None, description="not supported: GLM-4.6V-Flash is served here without tool calling")
+    tools: list[dict] | None = Field(None, description="OpenAI function tools; the model calls them in GLM's native "
+                                     "format, returned as `message.tool_calls`")
+    tool_choice: str | dict | None = Field(None, description="auto (default with tools), none, required, or "
+                                           '{"type": "function", "function": {"name": NAME}}; required and a named '
+                                           "function are enforced by constrained decoding (exactly one call)")
+    parallel_tool_calls: bool | None = Field(None, description="false: only the first call of an answer is returned")
     user: str | None = None
 
 
@@ -157,10 +162,23 @@ class Timings(BaseModel):
     image_cache_hits: int = Field(description="images whose visual features came from the cache")
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str = Field(description="a JSON object in a string, typed by the tool's parameter schema")
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = Field(None, description="the model's thinking, apart from the answer")
+    tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=lambda calls: calls is None,
+                                                 description="the answer's function calls (only when there are some)")
 
 
 class TopLogprobEntry(BaseModel):
@@ -181,7 +199,7 @@ class ChoiceLogprobs(BaseModel):
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: ChoiceLogprobs | None = None
 
 
@@ -195,16 +213,29 @@ class ChatCompletion(BaseModel):
     timings: Timings | None = None
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
     logprobs: ChoiceLogprobs | None = None
 
 

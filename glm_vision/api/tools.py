@@ -1,10 +1,15 @@
-"""The request's function tools checked before any GPU work: each problem is a 400 naming its field."""
+"""The request's function tools: checked before any GPU work (each problem a 400 naming its field),
+planned (rendered, enforced or left out), and the answer's calls read back into OpenAI's shape."""
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 
+from ..backend import OutputConstraint
 from ..conversation import Message
+from ..tool_calls import ToolCall, parse_tool_calls
 from .errors import APIError
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -72,3 +77,48 @@ def check_tool_results(messages: list[Message]) -> None:
         if message.role == "tool" and message.tool_call_id not in called:
             raise APIError(400, f"messages.{index}.tool_call_id: {message.tool_call_id!r} matches no tool call of an "
                            "earlier assistant message", param=f"messages.{index}.tool_call_id")
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    """What the request's tools mean for this answer."""
+
+    tools: list[dict]  # rendered into the prompt (none when tool_choice is "none")
+    choice: str | dict
+    parallel: bool  # false: only the first call of an answer is returned
+
+    @property
+    def active(self) -> bool:
+        return bool(self.tools)
+
+    def constraint(self) -> OutputConstraint | None:
+        """'required' and a named function are enforced: exactly one call, with schema-valid arguments."""
+        if self.choice == "required":
+            return OutputConstraint("tool_call", json.dumps(self.tools))
+        if isinstance(self.choice, dict):
+            name = self.choice["function"]["name"]
+            return OutputConstraint("tool_call", json.dumps([t for t in self.tools if t["function"]["name"] == name]))
+        return None
+
+
+def plan_tools(body) -> ToolPlan:
+    tools = check_tools(body.tools)
+    choice = check_tool_choice(body.tool_choice, tools)
+    return ToolPlan(tools=tools if choice != "none" else [], choice=choice, parallel=body.parallel_tool_calls is not False)
+
+
+def answer_with_calls(answer: str, finish: str, plan: ToolPlan) -> tuple[dict, str]:
+    """The message fields of an answer that may hold calls, and its finish reason ('tool_calls' when it
+    called, 'length' when max_tokens cut a call off)."""
+    if not plan.active:
+        return {"content": answer}, finish
+    parsed = parse_tool_calls(answer, plan.tools)
+    calls = parsed.calls if plan.parallel else parsed.calls[:1]
+    if not calls:
+        return {"content": parsed.content}, "length" if parsed.cut_off else finish
+    fields = {"content": parsed.content.strip() or None, "tool_calls": [call_body(call) for call in calls]}
+    return fields, "tool_calls" if finish == "stop" else finish
+
+
+def call_body(call: ToolCall) -> dict:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}

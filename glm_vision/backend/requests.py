@@ -22,7 +22,8 @@ class OutputConstraint:
     """What the answer must match, enforced token by token (constrained decoding), never by retrying.
 
     kind: "json_object" (any JSON object), "json_schema" (`spec` is the schema as JSON text), "regex",
-    "grammar" (an EBNF grammar in xgrammar's / GBNF's notation) or "choice" (`choices`: exactly one of them).
+    "grammar" (an EBNF grammar in xgrammar's / GBNF's notation), "choice" (`choices`: exactly one of them)
+    or "tool_call" (`spec`: the OpenAI tools, as JSON text, of which exactly one must be called).
     With thinking on, the reasoning stays free and the constraint starts after `</think>`."""
 
     kind: str
@@ -30,7 +31,7 @@ class OutputConstraint:
     choices: tuple[str, ...] = ()
     name: str = ""  # the schema's name (json_schema), for messages only
 
-    KINDS = ("json_object", "json_schema", "regex", "grammar", "choice")
+    KINDS = ("json_object", "json_schema", "regex", "grammar", "choice", "tool_call")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -39,7 +40,7 @@ class OutputConstraint:
         if self.kind == "choice" and (not self.choices or not all(isinstance(c, str) and c for c in self.choices)):
             raise EngineError("a choice constraint needs a non-empty list of non-empty strings",
                               param="structured_outputs.choice")
-        if self.kind in ("json_schema", "regex", "grammar") and not self.spec:
+        if self.kind in ("json_schema", "regex", "grammar", "tool_call") and not self.spec:
             raise EngineError(f"the {self.kind} constraint is empty", param="response_format")
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from ..backend import EngineError, GenerationRequest, InvalidSchemaError, OutputConstraint
+from ..tool_calls import TOOL_TAGS
+from .tool_grammar import tool_call_grammar
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,9 @@ class Grammars:
         added = set(tokenizer.added_tokens_decoder)
         # Added tokens (chat markers, <think>, image slots) never belong inside a constrained answer:
         # an empty text makes xgrammar treat them as special, allowed nowhere; stop ids end an answer.
-        texts = [b"" if i in added else text for i, text in enumerate(base.decoded_vocab)]
-        self.info = xgr.TokenizerInfo(texts, xgr.VocabType.RAW, vocab_size=vocab_size,
-                                      stop_token_ids=sorted(stop_ids))
-        self.compiler = xgr.GrammarCompiler(self.info, cache_enabled=True)
+        self.compiler = _compiler(xgr, base, added, vocab_size, stop_ids)
+        # A forced function call is written with the tool-call tags: they keep their text there only.
+        self.tool_compiler = _compiler(xgr, base, added - _tool_tag_ids(tokenizer), vocab_size, stop_ids)
         ids = {token: tokenizer.convert_tokens_to_ids(token) for token in (THINK_OPEN, THINK_CLOSE)}
         known = {t: i for t, i in ids.items() if isinstance(i, int) and i != tokenizer.unk_token_id and i in added}
         self.vocab = Vocabulary(vocab_size, tuple(sorted(stop_ids)), known.get(THINK_OPEN), known.get(THINK_CLOSE))
@@ -86,6 +87,8 @@ class Grammars:
                 return xgr.Grammar.from_regex(constraint.spec)
             if constraint.kind == "grammar":
                 return xgr.Grammar.from_ebnf(constraint.spec)
+            if constraint.kind == "tool_call":
+                return tool_call_grammar(xgr, json.loads(constraint.spec))
             return xgr.Grammar.from_regex("|".join(f"({re.escape(choice)})" for choice in constraint.choices))
         except (RuntimeError, ValueError, TypeError) as exc:
             raise InvalidSchemaError(_problem(constraint, exc), param=_param(constraint)) from None
@@ -95,8 +98,9 @@ class Grammars:
         grammar = self.grammar(constraint)
         if after_thinking:
             grammar = self.xgr.Grammar.concat(self.xgr.Grammar.from_regex(r"\n?"), grammar)
+        compiler = self.tool_compiler if constraint.kind == "tool_call" else self.compiler
         try:
-            return self.compiler.compile_grammar(grammar)
+            return compiler.compile_grammar(grammar)
         except (RuntimeError, ValueError) as exc:
             raise InvalidSchemaError(_problem(constraint, exc), param=_param(constraint)) from None
 
@@ -113,6 +117,17 @@ class Grammars:
         return Guide(self.vocab, matcher, thinking=thinking, budget=budget)
 
 
+def _compiler(xgr, base, masked: set[int], vocab_size: int, stop_ids):
+    texts = [b"" if i in masked else text for i, text in enumerate(base.decoded_vocab)]
+    info = xgr.TokenizerInfo(texts, xgr.VocabType.RAW, vocab_size=vocab_size, stop_token_ids=sorted(stop_ids))
+    return xgr.GrammarCompiler(info, cache_enabled=True)
+
+
+def _tool_tag_ids(tokenizer) -> set[int]:
+    ids = {tokenizer.convert_tokens_to_ids(tag) for tag in TOOL_TAGS}
+    return {i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id}
+
+
 def _schema_text(constraint: OutputConstraint) -> str:
     try:
         schema = json.loads(constraint.spec)
@@ -125,7 +140,8 @@ def _schema_text(constraint: OutputConstraint) -> str:
 
 def _param(constraint: OutputConstraint) -> str:
     return {"json_schema": "response_format.json_schema.schema", "regex": "structured_outputs.regex",
-            "grammar": "structured_outputs.grammar", "choice": "structured_outputs.choice"}.get(
+            "grammar": "structured_outputs.grammar", "choice": "structured_outputs.choice",
+            "tool_call": "tool_choice"}.get(
         constraint.kind, "response_format")
 
 

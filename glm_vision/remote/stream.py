@@ -8,11 +8,13 @@ as for the local model; servers that return the raw `<think>` text work as well.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
 from ..backend import Choice, GenerationResult, RequestHandle, TokenLogprob, Usage
 from ..conversation import THINK_CLOSE, THINK_OPEN
+from ..tool_calls import call_text
 
 
 @dataclass
@@ -21,6 +23,7 @@ class _ChoiceState:
     finish_reason: str = "stop"
     in_reasoning: bool = False
     logprobs: list[TokenLogprob] | None = None
+    calls: dict[int, list] = field(default_factory=dict)  # call index -> [name, argument fragments]
 
 
 class Relay:
@@ -55,8 +58,11 @@ class Relay:
                 self.chunks += 1
                 self.take_delta(index, choice.delta, _logprobs(choice))
                 if choice.finish_reason:
+                    self.emit_calls(index)
                     self.choices[index].finish_reason = "length" if choice.finish_reason == "length" else "stop"
         for index, state in enumerate(self.choices):
+            if state.calls:
+                self.emit_calls(index)  # a stream that ended without a finish reason
             if state.in_reasoning and state.finish_reason == "stop":
                 self.emit(index, THINK_CLOSE)
 
@@ -85,6 +91,28 @@ class Relay:
             pieces.append(delta.content)
         if pieces or logprobs:
             self.emit(index, "".join(pieces), logprobs)
+        for call in (delta.tool_calls or []) if delta is not None else []:
+            entry = state.calls.setdefault(call.index or 0, [None, []])
+            if call.function is not None and call.function.name:
+                entry[0] = call.function.name
+            if call.function is not None and call.function.arguments:
+                entry[1].append(call.function.arguments)
+
+    def emit_calls(self, index: int) -> None:
+        """The upstream's structured calls (vLLM's / SGLang's glm45 parser), written back in GLM's
+        format, so the answer is read the same way as the local model's."""
+        state = self.choices[index]
+        if state.in_reasoning and state.calls:
+            self.emit(index, THINK_CLOSE + "\n")
+            state.in_reasoning = False
+        for number in sorted(state.calls):
+            name, fragments = state.calls[number]
+            try:
+                arguments = json.loads("".join(fragments) or "{}")
+            except ValueError:
+                arguments = {}
+            self.emit(index, call_text(name or "", arguments if isinstance(arguments, dict) else {}))
+        state.calls.clear()
 
     def result(self) -> GenerationResult:
         """What was written so far: the whole answer, or the part before a cancel."""
