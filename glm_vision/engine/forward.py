@@ -6,6 +6,11 @@ a CUDA graph per (batch size, KV-length bucket) and replayed per token; the elem
 around the matrix products (RMSNorm, rotary, SiLU) is fused by torch.compile. On the CPU the same
 functions run eagerly, which is how CI checks them against transformers.
 
+A step that prefills also carries the decoding rows (vLLM's chunked prefill): the prompt chunks of
+several sequences and one token of every decoding row go through each weight matrix together, each
+attending only to its own slot, so while prompts are prefilled the running streams' tokens cost
+almost nothing (a prefill step is bound by arithmetic, a decode step by reading the weights).
+
 The math is Glm4vTextDecoderLayer's: input norm, fused QKV, partial interleaved rotary (M-RoPE:
 for a text token its three positions are equal), grouped-query attention, o_proj,
 post-attention norm, residual, norm, SwiGLU MLP, post-MLP norm, residual.
@@ -15,11 +20,14 @@ from __future__ import annotations
 
 import logging
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .slab import KVSlab
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +55,19 @@ def _qkv_projection(x, w_qkv, b_qkv, n_heads: int, n_kv: int, head_dim: int):
     return q.view(-1, n_heads, head_dim), k.view(-1, n_kv, head_dim), v.view(-1, n_kv, head_dim)
 
 
-def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
-    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
-    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
+def _rotary(q, k, cos, sin):
+    """q (N, heads, d) and k (N, kv_heads, d) rotated on their first `rot` dimensions by cos/sin (N, rot)."""
     rot = cos.shape[-1]
     cos, sin = cos[:, None, :], sin[:, None, :]
     q = torch.cat([q[..., :rot] * cos + _rotate_half_interleaved(q[..., :rot]) * sin, q[..., rot:]], dim=-1)
     k = torch.cat([k[..., :rot] * cos + _rotate_half_interleaved(k[..., :rot]) * sin, k[..., rot:]], dim=-1)
+    return q, k
+
+
+def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
+    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
+    q, k = _rotary(q, k, cos, sin)
     return q, k, v
 
 
@@ -115,7 +129,7 @@ def fuse_qkv(model) -> None:
     memory is duplicated."""
     for layer in model.model.language_model.layers:
         attn = layer.self_attn
-        if hasattr(attn, "qkv_weight"):
+        if _fused(attn):
             continue
         weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()
         bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).contiguous()
@@ -124,6 +138,42 @@ def fuse_qkv(model) -> None:
             proj.weight = torch.nn.Parameter(w, requires_grad=False)
             proj.bias = torch.nn.Parameter(b, requires_grad=False)
         attn.qkv_weight, attn.qkv_bias = weight, bias
+
+
+def _fused(attn) -> bool:
+    """Whether q_proj is still a view into the fused matrix: casting the model (`model.float()`) gives
+    every parameter new storage and leaves the fused matrix behind in the old dtype."""
+    weight = getattr(attn, "qkv_weight", None)
+    q = attn.q_proj.weight
+    return weight is not None and q.dtype == weight.dtype and q.device == weight.device and q.data_ptr() == weight.data_ptr()
+
+
+@dataclass
+class Chunk:
+    """A piece of one prompt for a step: `embeds` (T, hidden) at slab positions [start, start+T) of
+    `slot`, with their (3, T) M-RoPE `positions`; `last`: the prompt ends here (its logits are wanted)."""
+
+    slot: int
+    start: int
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    last: bool
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+@dataclass
+class DecodeRows:
+    """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
+    KV written at `lengths` (host lists)."""
+
+    tokens: torch.Tensor
+    positions: list[int]
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 class TextForward:
@@ -158,11 +208,12 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm, self.project = _rms_norm, _qkv_projection
+        self.norm, self.project, self.rotate = _rms_norm, _qkv_projection, _rotary
         if compile_math:
             self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
+            self.rotate = torch.compile(_rotary, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
@@ -192,22 +243,75 @@ class TextForward:
         cos, sin = self.rotary(dummy, position_ids.to(self.device)[:, None, :])
         return cos[0], sin[0]
 
-    def prefill(self, slot: int, embeds: torch.Tensor, position_ids: torch.Tensor, start: int) -> torch.Tensor:
-        """Run `embeds` (T, hidden) at slab positions [start, start+T) of `slot`; the last token's logits."""
-        T = embeds.shape[0]
-        end = start + T
-        cos, sin = self.rope(position_ids)
-        h = embeds.to(self.dtype)
-        causal = None
-        if start > 0:  # queries see the cached prefix and the chunk causally
-            causal = self.arange[:end][None, :] <= (start + self.arange[:T])[:, None]
+    def prefill(self, chunks: list[Chunk], rows: DecodeRows | None = None):
+        """Run prompt chunks (of any sequences, each in its own slot) and, riding along, one decode
+        token for each of `rows`, in one pass through the layers. Returns (the logits of each chunk
+        that ends its prompt, in order, (n, vocab); the rows' logits (B, vocab) or None)."""
+        batch = len(rows) if rows is not None else 0
+        parts = [self._row_inputs(rows)] if batch else []
+        parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
+        h, cos, sin = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
+        masks = [None if c.start == 0 else  # queries see the cached prefix and the chunk causally
+                 self.arange[: c.start + len(c)][None, :] <= (c.start + self.arange[: len(c)])[:, None] for c in chunks]
+        lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
+        bucket = self.bucket(max(rows.lengths)) if batch else 0
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
+            attn = self._mixed_attention(i, layer, x, cos, sin, batch, lengths, bucket, chunks, masks)
+            h, x = self._mlp(i, layer, h, attn)
+        ends, offset = [], batch
+        for c in chunks:
+            offset += len(c)
+            if c.last:
+                ends.append(x[offset - 1 : offset])
+        picked = ([x[:batch]] if batch else []) + ends
+        if not picked:  # mid-prompt chunks only: no logits wanted
+            return None, None
+        logits = self.final(torch.cat(picked) if len(picked) > 1 else picked[0], self.lm_head)
+        return (logits[batch:] if ends else None), (logits[:batch] if batch else None)
+
+    def _row_inputs(self, rows: DecodeRows):
+        """Embeddings and rotary cos/sin of the decode rows' tokens (text tokens: one position each)."""
+        positions = to_device(rows.positions, torch.long, self.device)
+        return (F.embedding(rows.tokens, self.embed), *self._text_rope(positions))
+
+    def _text_rope(self, positions: torch.Tensor):
+        freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
+        return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
+
+    def _mixed_attention(self, i: int, layer, x, cos, sin, batch: int, lengths, bucket: int, chunks, masks):
+        """Layer i's attention for a prefill step: rows [0, batch) decode over their slots, then each
+        chunk attends causally over its own slot. -> (N, heads x head_dim)."""
+        attn_mod = layer.self_attn
+        if self.split_k_attention is not None and batch:  # the Triton kernels rotate the rows' q and k themselves
+            q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+            row_q, row_k = q[:batch], k[:batch]
+            q_rest, k_rest = self.rotate(q[batch:], k[batch:], cos[batch:], sin[batch:])
+        else:
             q, k, v = self._qkv(layer, x, cos, sin)
-            keys, values = self.slab.write_chunk(i, slot, start, k, v)  # (kv, end, d) views
-            attn = prefill_attention(q.transpose(0, 1), keys, values, causal, self.scale, planless=self.planless)
-            h, x = self._mlp(i, layer, h, attn.transpose(0, 1).reshape(T, self.n_heads * self.head_dim))
-        return self.final(x[-1:], self.lm_head)[0]
+            row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
+        outs = [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])] if batch else []
+        offset = 0
+        for chunk, mask in zip(chunks, masks):
+            span = slice(offset, offset + len(chunk))
+            offset += len(chunk)
+            keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, k_rest[span], v[batch:][span])
+            out = prefill_attention(q_rest[span].transpose(0, 1), keys, values, mask, self.scale, planless=self.planless)
+            outs.append(out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
+        """The decode rows' attention in layer i (their new key and value written first): (B, heads x head_dim)."""
+        batch = q.shape[0]
+        q = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
+        if self.split_k_attention is not None:
+            self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
+            attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
+        else:
+            keys, values = self.slab.write_tokens(i, self.rows[:batch], lengths, k, v, bucket)
+            valid = self.arange[:bucket][None, :] <= lengths[:, None]
+            attn = self.attend(q, keys, values, valid, self.scale)
+        return attn.reshape(batch, self.n_heads * self.head_dim)
 
     def _qkv(self, layer, x, cos, sin):
         attn_mod = layer.self_attn
@@ -225,8 +329,7 @@ class TextForward:
     def _decode(self, batch: int, bucket: int) -> None:
         tokens, positions, lengths = self.tokens[:batch], self.positions[:batch], self.lengths[:batch]
         h = F.embedding(tokens, self.embed)  # (B, hidden)
-        freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
-        cos, sin = freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
+        cos, sin = self._text_rope(positions)
         valid = None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
