@@ -124,7 +124,8 @@ class Engine:
 
     def warmup(self) -> None:
         """Capture the decode graphs, then serve throwaway requests of different prompt lengths, one
-        with an image, so that compilation for new shapes and the encoder's first-call setup happen
+        with an image, and one prompt prefilled while another request decodes (a pass that carries
+        decode rows), so that compilation for new shapes and the encoder's first-call setup happen
         here and not in a user's first request."""
         from PIL import Image
 
@@ -138,6 +139,12 @@ class Engine:
         picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
         for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
+        if self.runner.slab.slots > 1:
+            streaming = self.submit(GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(24, min_new_tokens=24)))
+            first = next(iter(streaming))  # decoding now: the next prompt's passes carry it
+            self.generate(GenerationRequest([Message("user", "What is this? " * 40, [picture])], SamplingParams.greedy(2)))
+            if not isinstance(first, GenerationResult):
+                streaming.wait()
         log.info("engine warm in %.1f s", time.perf_counter() - started)
         self.ready = True
 
