@@ -277,6 +277,8 @@ def main() -> None:
     parser.add_argument("--steady", default="", help="in process: steady-state decode levels, comma-separated stream counts")
     parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
     parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
+    parser.add_argument("--steady-attention", default="", help="decode attentions for the steady state, comma-separated "
+                        "(default: those of --decode-attention); an engine of its own for one not in --decode-attention")
     args = parser.parse_args()
 
     if args.levels:
@@ -313,7 +315,9 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     else:
         urls = [data_url(screenshot(seed)) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
     rows, steady = [], []
-    for attention in args.decode_attention.split(","):
+    level_attentions = args.decode_attention.split(",")
+    steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
+    for attention in dict.fromkeys(level_attentions + steady_attentions):
         settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
                             max_context_tokens=args.max_context, decode_attention=attention)
         engine = Engine(settings, loaded)
@@ -326,7 +330,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
         policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
         extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
         try:
-            for index, policy in enumerate(policies):
+            for index, policy in enumerate(policies if attention in level_attentions else []):
                 if hasattr(engine.scheduler, "policy"):
                     engine.scheduler.policy = policy
                 for streams, tokens in levels:
@@ -343,7 +347,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
                         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
                     rows.append(result)
                     print(json.dumps(result), flush=True)
-            for streams in [int(n) for n in args.steady.split(",") if n]:
+            for streams in [int(n) for n in args.steady.split(",") if n and attention in steady_attentions]:
                 result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
                 result.update(attention=attention)
                 steady.append(result)
