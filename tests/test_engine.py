@@ -311,8 +311,9 @@ def test_sampler_follows_top_k_and_top_p():
 
 def test_planless_prefill_attention_equals_grouped_sdpa():
     """The GPU's prefill attention (flash / memory-efficient backends, key and value heads copied per
-    query head under a prefix mask) computes what grouped-query SDPA does, with and without a prefix."""
-    from glm_vision.engine.forward import prefill_attention
+    query head under a prefix mask; or the lower-right causal bias) computes what grouped-query SDPA
+    with an explicit mask does, with and without a prefix."""
+    from glm_vision.engine.forward import lower_right_works, prefill_attention
 
     g = torch.Generator().manual_seed(0)
     heads, kv, d, T, start = 8, 2, 16, 5, 7
@@ -320,11 +321,16 @@ def test_planless_prefill_attention_equals_grouped_sdpa():
     q = torch.randn(heads, T, d, generator=g)
     keys, values = torch.randn(kv, end, d, generator=g), torch.randn(kv, end, d, generator=g)
     causal = torch.arange(end)[None, :] <= (start + torch.arange(T))[:, None]
-    for mask, k, v in ((causal, keys, values), (None, keys[:, :T], values[:, :T])):
-        grouped = prefill_attention(q, k, v, mask, 0.25, planless=False)
-        planless = prefill_attention(q, k, v, mask, 0.25, planless=True)
-        assert planless.shape == (heads, T, d)
-        torch.testing.assert_close(planless, grouped, rtol=1e-5, atol=1e-5)
+    explicit = torch.nn.functional.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
+                                                                scale=0.25, enable_gqa=True)[0]
+    for first, k, v in ((start, keys, values), (0, keys[:, :T], values[:, :T])):
+        grouped = prefill_attention(q, k, v, first, 0.25, planless=False)
+        for lower_right in (False, True):
+            planless = prefill_attention(q, k, v, first, 0.25, planless=True, lower_right=lower_right)
+            assert planless.shape == (heads, T, d)
+            torch.testing.assert_close(planless, grouped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prefill_attention(q, keys, values, start, 0.25, planless=False), explicit)
+    assert lower_right_works(torch.device("cpu"), torch.float32)
     # the copies pair query head h with key head h // (heads // kv): a wrong pairing is caught
-    swapped = prefill_attention(q, keys.flip(0), values.flip(0), causal, 0.25, planless=True)
-    assert not torch.allclose(swapped, prefill_attention(q, keys, values, causal, 0.25, planless=False), atol=1e-3)
+    swapped = prefill_attention(q, keys.flip(0), values.flip(0), start, 0.25, planless=True)
+    assert not torch.allclose(swapped, prefill_attention(q, keys, values, start, 0.25, planless=False), atol=1e-3)

@@ -87,7 +87,7 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
         alone = [single.generate(r).token_ids for r in _requests(pictures)]
     finally:
         single.shutdown()
-    engine = Engine.load(replace(settings, max_batch=4, prefill_chunk_tokens=48))
+    engine = Engine.load(replace(settings, max_batch=5, prefill_chunk_tokens=128))
     engine.scheduler.policy = policy
     runner = engine.runner
     steps, encoder_calls = [], []
@@ -115,8 +115,10 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
     assert any(len(chunks) >= 2 and rows >= 1 for chunks, rows, _ in steps)  # prompts batched, rows riding along
     for chunks, rows, budget in steps:
         assert rows + sum(chunks) <= budget
-    if policy == DECODE_FIRST:
-        assert max(rows + sum(chunks) for chunks, rows, _ in steps if rows) <= 256
+    assert {budget for _, rows, budget in steps if rows} == {128}  # decode-first: a quarter, but never under 256
+    engine.runner.prefill_chunk_tokens = 2048
+    assert engine.scheduler.step_budget(False) == 2048
+    assert engine.scheduler.step_budget(True) == (512 if policy == DECODE_FIRST else 2048)
 
 
 def test_a_picture_two_waiting_requests_of_one_scope_need_is_encoded_once(settings):

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from .slab import KVSlab
 from .transfer import to_device
@@ -94,15 +95,27 @@ def _attend(q, keys, values, valid, scale: float):
 # the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape: the
 # likeliest cause of a +23 ms follow-up TTFT on the H100 (bench/RESULTS.md). Flash and memory-efficient
 # attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder keeps the default:
-# picture sizes repeat.) The per-head key/value copies cost end x heads x head_dim x 4 bytes a layer,
-# freed at once (137 MB with 8k tokens of history).
+# picture sizes repeat.) A chunk after a cached prefix is causal aligned to the lower right (its query
+# i is the prefix's length + i): flash attention's own causal mask when the queries are fewer than the
+# keys, grouped heads included (`lower_right`, checked on the device at start); otherwise an explicit
+# mask through memory-efficient attention, which takes a mask but not grouped heads, so key/value heads
+# are copied per query head (end x heads x head_dim x 4 bytes a layer, freed at once).
 _CAUSAL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 _MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
-def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) -> torch.Tensor:
-    """q (heads, T, d) over keys/values (kv_heads, end, d); `causal` None (the chunk starts the
-    sequence: plain causal) or the (T, end) mask of a chunk after a cached prefix. -> (heads, T, d)."""
+def prefill_attention(q, keys, values, start: int, scale: float, *, planless: bool, lower_right: bool = False) -> torch.Tensor:
+    """q (heads, T, d) of the chunk at [start, start+T) over keys/values (kv_heads, start+T, d), causally
+    (a chunk that starts the sequence: plain causal; after a cached prefix, query i sees keys
+    [0, start+i]). -> (heads, T, d)."""
+    T, end = q.shape[1], keys.shape[1]
+    if start and lower_right:
+        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal_lower_right(T, end),
+                                              scale=scale, enable_gqa=True)[0]
+    causal = None
+    if start:
+        arange = torch.arange(end, device=q.device)
+        causal = arange[None, :] <= (start + arange[:T])[:, None]
     if not planless:
         return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
                                               is_causal=causal is None, scale=scale, enable_gqa=True)[0]
@@ -110,12 +123,23 @@ def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) 
         with sdpa_kernel(_CAUSAL_BACKENDS, set_priority=True):
             return F.scaled_dot_product_attention(q[None], keys[None], values[None], is_causal=True, scale=scale,
                                                   enable_gqa=True)[0]
-    # Memory-efficient attention takes a mask but not grouped heads (it would fall back to math):
-    # give each query head its own copy of its key/value head.
     group = q.shape[0] // keys.shape[0]
     keys, values = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
     with sdpa_kernel(_MASKED_BACKENDS, set_priority=True):
         return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal, scale=scale)[0]
+
+
+def lower_right_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this device runs lower-right causal attention with grouped heads (and gets it right)."""
+    try:
+        generator = torch.Generator(device=device).manual_seed(0)
+        q = torch.randn(4, 8, 64, device=device, dtype=dtype, generator=generator)
+        k, v = (torch.randn(2, 24, 64, device=device, dtype=dtype, generator=generator) for _ in range(2))
+        got = prefill_attention(q, k, v, 16, 0.125, planless=True, lower_right=True)
+        expected = prefill_attention(q, k, v, 16, 0.125, planless=False)
+        return bool(torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=2e-2))
+    except RuntimeError:
+        return False
 
 
 def _final(x, lm_head):
@@ -219,7 +243,11 @@ class TextForward:
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
+        self.lower_right = self.planless and lower_right_works(self.device, self.dtype)
         self.split_k_attention = self.write_kv = None
+        if decode_attention == "auto":  # the split-K kernels where Triton runs: faster at every batch size measured
+            decode_attention = "triton" if self.device.type == "cuda" else "compiled"
+        self.decode_attention = decode_attention
         if decode_attention == "triton":
             from .decode_attention import decode_attention as split_k_attention
             from .decode_attention import write_kv
@@ -251,13 +279,11 @@ class TextForward:
         parts = [self._row_inputs(rows)] if batch else []
         parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
         h, cos, sin = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
-        masks = [None if c.start == 0 else  # queries see the cached prefix and the chunk causally
-                 self.arange[: c.start + len(c)][None, :] <= (c.start + self.arange[: len(c)])[:, None] for c in chunks]
         lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
         bucket = self.bucket(max(rows.lengths)) if batch else 0
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
-            attn = self._mixed_attention(i, layer, x, cos, sin, batch, lengths, bucket, chunks, masks)
+            attn = self._mixed_attention(i, layer, x, cos, sin, batch, lengths, bucket, chunks)
             h, x = self._mlp(i, layer, h, attn)
         ends, offset = [], batch
         for c in chunks:
@@ -279,7 +305,7 @@ class TextForward:
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
 
-    def _mixed_attention(self, i: int, layer, x, cos, sin, batch: int, lengths, bucket: int, chunks, masks):
+    def _mixed_attention(self, i: int, layer, x, cos, sin, batch: int, lengths, bucket: int, chunks):
         """Layer i's attention for a prefill step: rows [0, batch) decode over their slots, then each
         chunk attends causally over its own slot. -> (N, heads x head_dim)."""
         attn_mod = layer.self_attn
@@ -292,11 +318,12 @@ class TextForward:
             row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
         outs = [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])] if batch else []
         offset = 0
-        for chunk, mask in zip(chunks, masks):
+        for chunk in chunks:
             span = slice(offset, offset + len(chunk))
             offset += len(chunk)
             keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, k_rest[span], v[batch:][span])
-            out = prefill_attention(q_rest[span].transpose(0, 1), keys, values, mask, self.scale, planless=self.planless)
+            out = prefill_attention(q_rest[span].transpose(0, 1), keys, values, chunk.start, self.scale,
+                                    planless=self.planless, lower_right=self.lower_right)
             outs.append(out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 

@@ -124,7 +124,7 @@ class Scheduler:
         """Tokens a step may take: decode rows, prompt chunks and encoder work of equal arithmetic."""
         budget = self.runner.prefill_chunk_tokens
         if streaming and self.policy == DECODE_FIRST:
-            budget = max(256, budget // 4)
+            budget = min(budget, max(256, budget // 4))
         return budget
 
     @torch.inference_mode()
@@ -133,12 +133,13 @@ class Scheduler:
         sampled = tokens = None
         self.peak_batch = max(self.peak_batch, len(rows))
         self._look_up_new()
-        left = self.step_budget(bool(rows)) - len(rows)
+        budget = self.step_budget(bool(rows))
+        left = budget - len(rows)
         # the oldest request waiting for its first token is served first: its pictures or its prompt
         encoder_first = self._encoder_is_oldest()
         if encoder_first:
             left = int(left - self._encode(left, at_least_one=True))
-        chunks = self._take_chunks(left)
+        chunks = self._take_chunks(left, budget)
         left -= sum(len(chunk) for _, chunk in chunks)
         if rows:
             # Same rows as last step: their pending tokens are exactly last step's sampled tensor.
@@ -203,13 +204,17 @@ class Scheduler:
                 self.runner.lookup_images(seq)
                 seq.images.checked = self._batches_done
 
-    def _take_chunks(self, left: int) -> list:
-        """Prompt chunks for this step, oldest request first, `left` tokens in all."""
+    def _take_chunks(self, left: int, budget: int) -> list:
+        """Prompt chunks for this step, oldest request first, `left` tokens in all. A prompt does not
+        start on a scrap of a step (less than a quarter of the budget, unless it fits): it would split
+        into an extra small pass, and its later chunks attend after a prefix (a slower kernel)."""
         chunks = []
         for seq in list(self.prefilling):
             if left <= 0:
                 break
             if not seq.ready_for_text:
+                continue
+            if seq.embeds is None and left < min(len(seq.prompt) - seq.cursor, budget // 4):
                 continue
             try:
                 chunk = self.runner.prefill_chunk(seq, left)
