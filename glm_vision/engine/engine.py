@@ -140,9 +140,11 @@ class Engine:
         for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
         if self.runner.slab.slots > 1:
-            streaming = self.submit(GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(24, min_new_tokens=24)))
-            first = next(iter(streaming))  # decoding now: the next prompt's passes carry it
-            self.generate(GenerationRequest([Message("user", "What is this? " * 40, [picture])], SamplingParams.greedy(2)))
+            streaming = self.submit(GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(32, min_new_tokens=32)))
+            first = next(iter(streaming))  # decoding now: the next prompts' passes carry it
+            for repeat in (40, 60):  # two lengths: compiled pieces first seen here become shape-generic now
+                self.generate(GenerationRequest([Message("user", "What is this? " * repeat, [picture])],
+                                                SamplingParams.greedy(2)))
             if not isinstance(first, GenerationResult):
                 streaming.wait()
         log.info("engine warm in %.1f s", time.perf_counter() - started)

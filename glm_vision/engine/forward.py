@@ -237,7 +237,7 @@ class TextForward:
             self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
-            self.rotate = torch.compile(_rotary, fullgraph=True)
+            self.rotate = torch.compile(_rotary, fullgraph=True, dynamic=True)  # only prefill passes: any length
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
