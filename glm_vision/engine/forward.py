@@ -237,7 +237,7 @@ class TextForward:
             self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
-            self.rotate = torch.compile(_rotary, fullgraph=True, dynamic=True)  # only prefill passes: any length
+            self.rotate = torch.compile(_rotary, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
@@ -278,7 +278,9 @@ class TextForward:
         batch = len(rows) if rows is not None else 0
         parts = [self._row_inputs(rows)] if batch else []
         parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
-        h, cos, sin = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
+        # always new tensors: a chunk's embeddings are a view at a varying offset, which compiled code
+        # would compile again for
+        h, cos, sin = (torch.cat(t) for t in zip(*parts))
         lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
         bucket = self.bucket(max(rows.lengths)) if batch else 0
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
@@ -312,7 +314,9 @@ class TextForward:
         if self.split_k_attention is not None and batch:  # the Triton kernels rotate the rows' q and k themselves
             q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
             row_q, row_k = q[:batch], k[:batch]
-            q_rest, k_rest = self.rotate(q[batch:], k[batch:], cos[batch:], sin[batch:])
+            # all rows rotated, the chunks' kept: a compiled function fed views at a varying offset
+            # (q[batch:]) compiles again for each new offset, seconds each (seen on the H200)
+            q_rest, k_rest = (t[batch:] for t in self.rotate(q, k, cos, sin))
         else:
             q, k, v = self._qkv(layer, x, cos, sin)
             row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
