@@ -9,7 +9,9 @@ ahead of it. The grids are known on the host before any pixel is, so the packing
 layers split by the host copy of the lengths.
 
 An `EncodeJob` runs the tower a few layers at a time, so that the scheduler can spread a large
-picture's encoder work over several steps while other streams decode.
+picture's encoder work over several steps while other streams decode. One job takes the pictures of
+several requests (the scheduler batches those waiting for the encoder); each picture attends only
+to its own patches, as in transformers.
 """
 
 from __future__ import annotations
