@@ -111,11 +111,14 @@ def full_size_model(config_path: Path, device: str) -> LoadedModel:
 
 
 # ---------------------------------------------------------------------------- measurements
-def reference_inputs(loaded: LoadedModel, messages, device):
+def reference_inputs(loaded: LoadedModel, messages, device, *, preprocess_on_device: bool = False):
+    """The processor's inputs for `generate`; pictures resized on the CPU (transformers' default) or,
+    like the engine does, on `device` (CUDA resizes uint8 pictures through float32: +-1 level apart)."""
     processor = loaded.processor
     text = processor.apply_chat_template(to_template_messages(messages), tokenize=False, add_generation_prompt=True)
     images = [img.image for img in conversation_images(messages)] or None
-    return processor(text=[text], images=images, return_tensors="pt").to(device)
+    kwargs = {"device": device} if preprocess_on_device and images else {}
+    return processor(text=[text], images=images, return_tensors="pt", **kwargs).to(device)
 
 
 @torch.inference_mode()
@@ -201,16 +204,22 @@ def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> t
     return peak_gib(device), prompt_len
 
 
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
 @torch.inference_mode()
 def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
-    """Greedy tokens and first-step logits of the engine vs generate over a 3-turn conversation."""
+    """Greedy tokens and first-step logits of the engine vs generate over a 3-turn conversation; the
+    logits also against generate's forward fed pictures resized on the device as the engine resizes
+    them, and on a text-only prompt (where no picture is resized at all)."""
     model = loaded.model
     turns = [
         Message("user", "Describe both screenshots.", pictures[:2]),
         Message("user", "Look at the first one again.", [pictures[0]]),
         Message("user", "And this one?", [pictures[2]]),
     ]
-    history, equal, compared, max_rel = [], 0, 0, 0.0
+    history, equal, compared, max_rel, max_rel_device = [], 0, 0, 0.0, 0.0
     first_divergence = None
     for turn in turns:
         history.append(turn)
@@ -219,8 +228,9 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
         )
         inputs = reference_inputs(loaded, history, device)
         ref_logits = model(**inputs).logits[0, -1].float().cpu()
-        rel = ((result.first_logits - ref_logits).norm() / ref_logits.norm()).item()
-        max_rel = max(max_rel, rel)
+        max_rel = max(max_rel, relative(result.first_logits, ref_logits))
+        same_pixels = reference_inputs(loaded, history, device, preprocess_on_device=True)
+        max_rel_device = max(max_rel_device, relative(result.first_logits, model(**same_pixels).logits[0, -1].float().cpu()))
         out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens_per_turn, repetition_penalty=1.0)
         ref = out[0, inputs["input_ids"].shape[1]:].tolist()
         mine = list(result.token_ids)
@@ -232,8 +242,13 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
         compared += min(len(mine), len(ref))
         history.append(Message("assistant", result.text))
     engine.close_session("agree")
+    text_only = [Message("user", QUESTION * 8)]
+    mine = engine.generate(GenerationRequest(text_only, SamplingParams.greedy(1), capture_logits=True)).first_logits
+    theirs = model(**reference_inputs(loaded, text_only, device)).logits[0, -1].float().cpu()
     return {"tokens_equal": equal, "tokens_compared": compared, "first_divergence": first_divergence,
-            "max_first_logits_rel_err": max_rel, **reference_noise(loaded, turns[:1], device, tokens_per_turn)}
+            "max_first_logits_rel_err": max_rel, "max_first_logits_rel_err_pixels_resized_on_device": max_rel_device,
+            "text_only_first_logits_rel_err": relative(mine, theirs),
+            **reference_noise(loaded, turns[:1], device, tokens_per_turn)}
 
 
 def float32_agreement(settings, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
@@ -242,7 +257,8 @@ def float32_agreement(settings, loaded: LoadedModel, pictures, device: str, toke
     steps (see `reference_noise`); in float32 the fast path must follow generate token for token."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    loaded.model.float()
+    torch.set_float32_matmul_precision("highest")
+    loaded.model.float()  # the engine fuses q/k/v again: the fused matrix made in bf16 is left behind by the cast
     fp32 = replace(loaded, dtype="float32")
     engine = Engine(replace(settings, dtype="float32"), fp32)
     try:
@@ -422,6 +438,9 @@ def main() -> None:
             print(f"{label}: reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
                   f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
                   f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal")
+            print(f"{label}: first-step logits relative error with generate fed the pictures resized on the device as the "
+                  f"engine does: {a['max_first_logits_rel_err_pixels_resized_on_device']:.2e}; text-only prompt: "
+                  f"{a['text_only_first_logits_rel_err']:.2e}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -7,6 +7,13 @@ errors for each concurrency level.
     python -m bench.load --url http://127.0.0.1:8080/v1 --streams 1,8,32        # a running server
     python -m bench.load --tiny --streams 16                                     # in process, CPU
     python -m bench.load --config bench/glm-4.6v-flash-config.json --streams 1,8,32,64 --queue-size 32   # in process, GPU
+
+Steady state (`--steady 1,8,32`, in process only): N text-only requests of about `--steady-prompt`
+tokens decoding together; tokens are counted only in the window after the last prompt's first token
+and before the first stream ends, so the decode step is measured apart from prefill and scheduling.
+`--decode-attention compiled,triton` and `--policy prefill-first,decode-first` measure every
+combination in one process (one model; an engine per decode attention; the policy switched between
+levels).
 """
 
 from __future__ import annotations
@@ -164,6 +171,54 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
                      time.perf_counter() - started)
 
 
+def filler_prompt(tokenizer, index: int, tokens: int) -> str:
+    """A distinct text of about `tokens` tokens (no two streams share a prefix beyond the template)."""
+    sentence = f"Document {index} describes window {index} of the desktop, its buttons, labels and icons. "
+    per = len(tokenizer(sentence)["input_ids"])
+    return f"Stream {index}. " + sentence * max(1, tokens // per)
+
+
+def steady_level(engine, streams: int, prompt_tokens: int, tokens: int) -> dict:
+    """`streams` text-only requests decoding together; the decode rate in the window where all of them
+    decode: after the last one's first token, until the first one's last (the engine's per-token
+    bookkeeping is timed on its own thread)."""
+    from glm_vision.conversation import Message
+    from glm_vision.backend import GenerationRequest, SamplingParams
+
+    runner = engine.runner
+    seen: list[tuple[float, int]] = []
+    original = runner.accept
+
+    def accept(seq, token_id, emit):
+        seen.append((time.perf_counter(), id(seq)))
+        return original(seq, token_id, emit)
+
+    runner.accept = accept
+    try:
+        requests = [GenerationRequest([Message("user", filler_prompt(runner.tokenizer, i, prompt_tokens))],
+                                      SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)) for i in range(streams)]
+        handles = [engine.submit(r) for r in requests]
+        results = [h.wait() for h in handles]
+    finally:
+        runner.accept = original
+    first, last = {}, {}
+    for at, seq in seen:
+        first.setdefault(seq, at)
+        last[seq] = at
+    start, end = max(first.values()), min(last.values())
+    window = sum(1 for at, _ in seen if start < at <= end)
+    span = end - start
+    return {
+        "steady_streams": streams,
+        "prompt_tokens": statistics.median(r.usage.prompt_tokens for r in results),
+        "window_s": span,
+        "window_tokens": window,
+        "step_ms": 1000 * span / (window / streams) if window else None,
+        "aggregate_tok_s": window / span if span > 0 else None,
+        "per_stream_tok_s": window / streams / span if span > 0 else None,
+    }
+
+
 class InProcessServer:
     """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
 
@@ -203,81 +258,127 @@ def main() -> None:
     parser.add_argument("--api-key", default="none")
     parser.add_argument("--tiny", action="store_true", help="in process: the tiny checkpoint on the CPU")
     parser.add_argument("--config", type=Path, help="in process: full-size random model from this config (GPU)")
-    parser.add_argument("--streams", default="1,8", help="comma-separated concurrency levels")
+    parser.add_argument("--streams", default="1,8", help="comma-separated concurrency levels ('' for none)")
     parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--levels", help="comma-separated STREAMSxTOKENS levels (instead of --streams/--tokens)")
     parser.add_argument("--queue-size", type=int, default=32)
     parser.add_argument("--max-batch", type=int, default=0)
     parser.add_argument("--max-context", type=int, default=8192)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
-    parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="in process: the engine's")
+    parser.add_argument("--decode-attention", default="compiled",
+                        help="in process: the engine's, or a comma-separated list (an engine each)")
+    parser.add_argument("--policy", default="", help="in process: scheduler policies to measure in turn, comma-separated "
+                        "(prefill-first, decode-first; default: the engine's own)")
+    parser.add_argument("--policy-levels", default="", help="levels (STREAMSxTOKENS) measured under the extra policies; "
+                        "default all")
+    parser.add_argument("--steady", default="", help="in process: steady-state decode levels, comma-separated stream counts")
+    parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
+    parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
+    parser.add_argument("--steady-attention", default="", help="decode attentions for the steady state, comma-separated "
+                        "(default: those of --decode-attention); an engine of its own for one not in --decode-attention")
     args = parser.parse_args()
 
-    from bench.bench_engine import full_size_model, screenshot, tiny_model
-
-    server = engine = None
-    device = "cpu"
-    if not args.url:
-        import torch
-
-        from glm_vision.engine import Engine
-        from glm_vision.settings import Settings
-
-        device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
-        loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
-        settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
-                            max_context_tokens=args.max_context, decode_attention=args.decode_attention)
-        engine = Engine(settings, loaded)
-        started = time.perf_counter()
-        engine.warmup()
-        print(f"engine ready: {engine.runner.slab.slots} decode slots of {args.max_context} tokens, "
-              f"warm-up {time.perf_counter() - started:.1f} s", flush=True)
-        if not args.direct:
-            server = InProcessServer(engine, replace(settings))
-            base_url = server.url
+    if args.levels:
+        levels = [tuple(int(x) for x in level.split("x")) for level in args.levels.split(",")]
     else:
-        base_url = args.url
-    levels = [int(n) for n in args.streams.split(",")]
+        levels = [(int(n), args.tokens) for n in args.streams.split(",") if n]
+    from bench.bench_engine import screenshot
+
+    if args.url:
+        urls = [data_url(screenshot(seed)) for seed in range(min(max(n for n, _ in levels), 64))]
+        rows = [asyncio.run(run_level(args.url, args.api_key, n, t, urls)) for n, t in levels]
+        report(rows, [])
+    else:
+        rows, steady = in_process(args, levels)
+        report(rows, steady)
+        if args.json:
+            args.json.write_text(json.dumps({"levels": rows, "steady": steady}, indent=2))
+
+
+def in_process(args, levels) -> tuple[list[dict], list[dict]]:
+    """Every (decode attention, policy) combination on one in-process model."""
+    import torch
+
+    from bench.bench_engine import full_size_model, screenshot, tiny_model
+    from glm_vision.engine import Engine
+    from glm_vision.settings import Settings
+
+    device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
+    loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
     if args.direct:
         from glm_vision.images import load_image
 
-        images = [load_image(screenshot(seed)) for seed in range(min(max(levels), 64))]
+        images = [load_image(screenshot(seed)) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
     else:
-        urls = [data_url(screenshot(seed)) for seed in range(min(max(levels), 64))]
-    rows = []
-    try:
-        for streams in levels:
-            if device == "cuda":
-                import torch
-
-                torch.cuda.reset_peak_memory_stats()
-            if args.direct:
-                result = run_level_direct(engine, streams, args.tokens, images)
-            else:
-                result = asyncio.run(run_level(base_url, args.api_key, streams, args.tokens, urls))
-            if device == "cuda":
-                import torch
-
-                result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            rows.append(result)
-            print(json.dumps(result), flush=True)
-    finally:
-        if server is not None:
-            server.close()
-        if engine is not None:
+        urls = [data_url(screenshot(seed)) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
+    rows, steady = [], []
+    level_attentions = args.decode_attention.split(",")
+    steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
+    for attention in dict.fromkeys(level_attentions + steady_attentions):
+        settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
+                            max_context_tokens=args.max_context, decode_attention=attention)
+        engine = Engine(settings, loaded)
+        started = time.perf_counter()
+        engine.warmup()
+        own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
+        print(f"engine ready ({attention} decode attention, policy {own}): {engine.runner.slab.slots} decode slots of "
+              f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s", flush=True)
+        server = None if args.direct else InProcessServer(engine, replace(settings))
+        policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
+        extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
+        try:
+            for index, policy in enumerate(policies if attention in level_attentions else []):
+                if hasattr(engine.scheduler, "policy"):
+                    engine.scheduler.policy = policy
+                for streams, tokens in levels:
+                    if index and extra and (streams, tokens) not in extra:
+                        continue
+                    if device == "cuda":
+                        torch.cuda.reset_peak_memory_stats()
+                    if args.direct:
+                        result = run_level_direct(engine, streams, tokens, images)
+                    else:
+                        result = asyncio.run(run_level(server.url, args.api_key, streams, tokens, urls))
+                    result.update(tokens=tokens, attention=attention, policy=policy)
+                    if device == "cuda":
+                        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                    rows.append(result)
+                    print(json.dumps(result), flush=True)
+            for streams in [int(n) for n in args.steady.split(",") if n and attention in steady_attentions]:
+                result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
+                result.update(attention=attention)
+                steady.append(result)
+                print(json.dumps(result), flush=True)
+        finally:
+            if server is not None:
+                server.close()
             engine.shutdown()
+    return rows, steady
+
+
+def report(rows: list[dict], steady: list[dict]) -> None:
     print()
-    print("| streams | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | per-stream tok/s (median / min) | "
-          "aggregate tok/s (wall / decode span) | peak GPU memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    if rows:
+        print("| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
+              "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['streams']} | {r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
+        print(f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
+              f"{r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
               f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
               f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
               f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
               f"{fmt(r.get('peak_gib'), ' GiB', 2)} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    if steady:
+        print()
+        print("| decode attention | streams decoding | prompt tokens | decode step | aggregate tok/s | per stream tok/s | "
+              "window |")
+        print("|---|---|---|---|---|---|---|")
+    for r in steady:
+        print(f"| {r['attention']} | {r['steady_streams']} | {r['prompt_tokens']:.0f} | {fmt(r['step_ms'], ' ms', 2)} | "
+              f"{fmt(r['aggregate_tok_s'])} | {fmt(r['per_stream_tok_s'])} | {r['window_tokens']} tokens in "
+              f"{r['window_s']:.2f} s |")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ class Settings:
     max_batch: int = 0
     prefill_chunk_tokens: int = 2048
     compile: str = "auto"
-    decode_attention: str = "compiled"
+    decode_attention: str = "auto"
     allow_remote_images: bool = False
     remote_image_hosts: str = ""
     remote_image_max_mb: float = 10.0
@@ -90,7 +90,8 @@ _HELP = {
     "max_batch": "most requests decoded together (0: as many as free GPU memory holds at full context, up to 32; 4 on CPU)",
     "prefill_chunk_tokens": "prompt tokens prefilled per step while other streams decode",
     "compile": "auto | on | off: the compiled decode step (CUDA only)",
-    "decode_attention": "compiled | triton: the decode step's attention as three compiled kernels, or two Triton split-K kernels",
+    "decode_attention": "auto | compiled | triton: the decode step's attention as two Triton split-K kernels (auto: "
+    "on CUDA) or three compiled kernels (auto: elsewhere)",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
     "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
     "remote_image_max_mb": "largest remote image fetched",
@@ -182,8 +183,8 @@ def _validate(s: Settings) -> None:
         problems.append(f"--backend must be local or openai, not {s.backend!r}")
     if s.backend == "openai" and not s.api_base:
         problems.append("--backend openai needs --api-base URL")
-    if s.decode_attention not in {"compiled", "triton"}:
-        problems.append(f"--decode-attention must be compiled or triton, not {s.decode_attention!r}")
+    if s.decode_attention not in {"auto", "compiled", "triton"}:
+        problems.append(f"--decode-attention must be auto, compiled or triton, not {s.decode_attention!r}")
     if s.compile not in {"auto", "on", "off"}:
         problems.append(f"--compile must be auto, on or off, not {s.compile!r}")
     if not PIXELS_PER_IMAGE_TOKEN * 4 <= s.max_pixels <= MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN:

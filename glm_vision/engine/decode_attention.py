@@ -40,7 +40,7 @@ def _split_kernel(Q, K, V, LENGTHS, COS, SIN, PART_O, PART_M, PART_L,
                   sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b,
                   so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s,
                   scale, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr,
-                  SPLIT_N: tl.constexpr, BLOCK: tl.constexpr):
+                  SPLIT_N: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
@@ -62,14 +62,14 @@ def _split_kernel(Q, K, V, LENGTHS, COS, SIN, PART_O, PART_M, PART_L,
             valid = offs_n <= length
             k = tl.load(K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0)
             v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-            scores = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
             p = tl.exp(scores - m_safe[:, None])
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m_i = m_new
     keep = offs_g < G
     tl.store(PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None])
@@ -126,6 +126,7 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         part_o.stride(0), part_o.stride(1), part_o.stride(2), part_o.stride(3),
         part_m.stride(0), part_m.stride(1), part_m.stride(2),
         scale, G=group, G_PAD=group_pad, D=dim, ROT=rot, SPLIT_N=SPLIT, BLOCK=BLOCK_N,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
     )
     _merge_kernel[(batch, kv)](
         part_o, part_m, part_l, out,

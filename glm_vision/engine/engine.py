@@ -116,7 +116,8 @@ class Engine:
 
     def warmup(self) -> None:
         """Capture the decode graphs, then serve throwaway requests of different prompt lengths, one
-        with an image, so that compilation for new shapes and the encoder's first-call setup happen
+        with an image, and one prompt prefilled while another request decodes (a pass that carries
+        decode rows), so that compilation for new shapes and the encoder's first-call setup happen
         here and not in a user's first request."""
         from PIL import Image
 
@@ -130,6 +131,14 @@ class Engine:
         picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
         for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
+        if self.runner.slab.slots > 1:
+            streaming = self.submit(GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(32, min_new_tokens=32)))
+            first = next(iter(streaming))  # decoding now: the next prompts' passes carry it
+            for repeat in (40, 60):  # two lengths: compiled pieces first seen here become shape-generic now
+                self.generate(GenerationRequest([Message("user", "What is this? " * repeat, [picture])],
+                                                SamplingParams.greedy(2)))
+            if not isinstance(first, GenerationResult):
+                streaming.wait()
         log.info("engine warm in %.1f s", time.perf_counter() - started)
         self.ready = True
 

@@ -6,6 +6,11 @@ a CUDA graph per (batch size, KV-length bucket) and replayed per token; the elem
 around the matrix products (RMSNorm, rotary, SiLU) is fused by torch.compile. On the CPU the same
 functions run eagerly, which is how CI checks them against transformers.
 
+A step that prefills also carries the decoding rows (vLLM's chunked prefill): the prompt chunks of
+several sequences and one token of every decoding row go through each weight matrix together, each
+attending only to its own slot, so while prompts are prefilled the running streams' tokens cost
+almost nothing (a prefill step is bound by arithmetic, a decode step by reading the weights).
+
 The math is Glm4vTextDecoderLayer's: input norm, fused QKV, partial interleaved rotary (M-RoPE:
 for a text token its three positions are equal), grouped-query attention, o_proj,
 post-attention norm, residual, norm, SwiGLU MLP, post-MLP norm, residual.
@@ -15,11 +20,15 @@ from __future__ import annotations
 
 import logging
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from .slab import KVSlab, attention_head_dim
+from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +56,19 @@ def _qkv_projection(x, w_qkv, b_qkv, n_heads: int, n_kv: int, head_dim: int):
     return q.view(-1, n_heads, head_dim), k.view(-1, n_kv, head_dim), v.view(-1, n_kv, head_dim)
 
 
-def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
-    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
-    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
+def _rotary(q, k, cos, sin):
+    """q (N, heads, d) and k (N, kv_heads, d) rotated on their first `rot` dimensions by cos/sin (N, rot)."""
     rot = cos.shape[-1]
     cos, sin = cos[:, None, :], sin[:, None, :]
     q = torch.cat([q[..., :rot] * cos + _rotate_half_interleaved(q[..., :rot]) * sin, q[..., rot:]], dim=-1)
     k = torch.cat([k[..., :rot] * cos + _rotate_half_interleaved(k[..., :rot]) * sin, k[..., rot:]], dim=-1)
+    return q, k
+
+
+def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
+    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
+    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
+    q, k = _rotary(q, k, cos, sin)
     return q, k, v
 
 
@@ -80,15 +95,27 @@ def _attend(q, keys, values, valid, scale: float):
 # the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape: the
 # likeliest cause of a +23 ms follow-up TTFT on the H100 (bench/RESULTS.md). Flash and memory-efficient
 # attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder keeps the default:
-# picture sizes repeat.) The per-head key/value copies cost end x heads x head_dim x 4 bytes a layer,
-# freed at once (137 MB with 8k tokens of history).
+# picture sizes repeat.) A chunk after a cached prefix is causal aligned to the lower right (its query
+# i is the prefix's length + i): flash attention's own causal mask when the queries are fewer than the
+# keys, grouped heads included (`lower_right`, checked on the device at start); otherwise an explicit
+# mask through memory-efficient attention, which takes a mask but not grouped heads, so key/value heads
+# are copied per query head (end x heads x head_dim x 4 bytes a layer, freed at once).
 _CAUSAL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 _MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
-def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) -> torch.Tensor:
-    """q (heads, T, d) over keys/values (kv_heads, end, d); `causal` None (the chunk starts the
-    sequence: plain causal) or the (T, end) mask of a chunk after a cached prefix. -> (heads, T, d)."""
+def prefill_attention(q, keys, values, start: int, scale: float, *, planless: bool, lower_right: bool = False) -> torch.Tensor:
+    """q (heads, T, d) of the chunk at [start, start+T) over keys/values (kv_heads, start+T, d), causally
+    (a chunk that starts the sequence: plain causal; after a cached prefix, query i sees keys
+    [0, start+i]). -> (heads, T, d)."""
+    T, end = q.shape[1], keys.shape[1]
+    if start and lower_right:
+        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal_lower_right(T, end),
+                                              scale=scale, enable_gqa=True)[0]
+    causal = None
+    if start:
+        arange = torch.arange(end, device=q.device)
+        causal = arange[None, :] <= (start + arange[:T])[:, None]
     if not planless:
         return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
                                               is_causal=causal is None, scale=scale, enable_gqa=True)[0]
@@ -96,12 +123,23 @@ def prefill_attention(q, keys, values, causal, scale: float, *, planless: bool) 
         with sdpa_kernel(_CAUSAL_BACKENDS, set_priority=True):
             return F.scaled_dot_product_attention(q[None], keys[None], values[None], is_causal=True, scale=scale,
                                                   enable_gqa=True)[0]
-    # Memory-efficient attention takes a mask but not grouped heads (it would fall back to math):
-    # give each query head its own copy of its key/value head.
     group = q.shape[0] // keys.shape[0]
     keys, values = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
     with sdpa_kernel(_MASKED_BACKENDS, set_priority=True):
         return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal, scale=scale)[0]
+
+
+def lower_right_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether this device runs lower-right causal attention with grouped heads (and gets it right)."""
+    try:
+        generator = torch.Generator(device=device).manual_seed(0)
+        q = torch.randn(4, 8, 64, device=device, dtype=dtype, generator=generator)
+        k, v = (torch.randn(2, 24, 64, device=device, dtype=dtype, generator=generator) for _ in range(2))
+        got = prefill_attention(q, k, v, 16, 0.125, planless=True, lower_right=True)
+        expected = prefill_attention(q, k, v, 16, 0.125, planless=False)
+        return bool(torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=2e-2))
+    except RuntimeError:
+        return False
 
 
 def _final(x, lm_head):
@@ -115,7 +153,7 @@ def fuse_qkv(model) -> None:
     memory is duplicated."""
     for layer in model.model.language_model.layers:
         attn = layer.self_attn
-        if hasattr(attn, "qkv_weight"):
+        if _fused(attn):
             continue
         weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()
         bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).contiguous()
@@ -124,6 +162,42 @@ def fuse_qkv(model) -> None:
             proj.weight = torch.nn.Parameter(w, requires_grad=False)
             proj.bias = torch.nn.Parameter(b, requires_grad=False)
         attn.qkv_weight, attn.qkv_bias = weight, bias
+
+
+def _fused(attn) -> bool:
+    """Whether q_proj is still a view into the fused matrix: casting the model (`model.float()`) gives
+    every parameter new storage and leaves the fused matrix behind in the old dtype."""
+    weight = getattr(attn, "qkv_weight", None)
+    q = attn.q_proj.weight
+    return weight is not None and q.dtype == weight.dtype and q.device == weight.device and q.data_ptr() == weight.data_ptr()
+
+
+@dataclass
+class Chunk:
+    """A piece of one prompt for a step: `embeds` (T, hidden) at slab positions [start, start+T) of
+    `slot`, with their (3, T) M-RoPE `positions`; `last`: the prompt ends here (its logits are wanted)."""
+
+    slot: int
+    start: int
+    embeds: torch.Tensor
+    positions: torch.Tensor
+    last: bool
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+@dataclass
+class DecodeRows:
+    """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
+    KV written at `lengths` (host lists)."""
+
+    tokens: torch.Tensor
+    positions: list[int]
+    lengths: list[int]
+
+    def __len__(self) -> int:
+        return len(self.positions)
 
 
 class TextForward:
@@ -158,17 +232,22 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm, self.project = _rms_norm, _qkv_projection
+        self.norm, self.project, self.rotate = _rms_norm, _qkv_projection, _rotary
         if compile_math:
             self.norm = torch.compile(_rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
+            self.rotate = torch.compile(_rotary, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
+        self.lower_right = self.planless and lower_right_works(self.device, self.dtype)
         self.split_k_attention = self.write_kv = None
+        if decode_attention == "auto":  # the split-K kernels where Triton runs: faster at every batch size measured
+            decode_attention = "triton" if self.device.type == "cuda" else "compiled"
+        self.decode_attention = decode_attention
         if decode_attention == "triton":
             from .decode_attention import decode_attention as split_k_attention
             from .decode_attention import write_kv
@@ -192,22 +271,78 @@ class TextForward:
         cos, sin = self.rotary(dummy, position_ids.to(self.device)[:, None, :])
         return cos[0], sin[0]
 
-    def prefill(self, slot: int, embeds: torch.Tensor, position_ids: torch.Tensor, start: int) -> torch.Tensor:
-        """Run `embeds` (T, hidden) at slab positions [start, start+T) of `slot`; the last token's logits."""
-        T = embeds.shape[0]
-        end = start + T
-        cos, sin = self.rope(position_ids)
-        h = embeds.to(self.dtype)
-        causal = None
-        if start > 0:  # queries see the cached prefix and the chunk causally
-            causal = self.arange[:end][None, :] <= (start + self.arange[:T])[:, None]
+    def prefill(self, chunks: list[Chunk], rows: DecodeRows | None = None):
+        """Run prompt chunks (of any sequences, each in its own slot) and, riding along, one decode
+        token for each of `rows`, in one pass through the layers. Returns (the logits of each chunk
+        that ends its prompt, in order, (n, vocab); the rows' logits (B, vocab) or None)."""
+        batch = len(rows) if rows is not None else 0
+        parts = [self._row_inputs(rows)] if batch else []
+        parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
+        # always new tensors: a chunk's embeddings are a view at a varying offset, which compiled code
+        # would compile again for
+        h, cos, sin = (torch.cat(t) for t in zip(*parts))
+        lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
+        bucket = self.bucket(max(rows.lengths)) if batch else 0
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
+            attn = self._mixed_attention(i, layer, x, cos, sin, batch, lengths, bucket, chunks)
+            h, x = self._mlp(i, layer, h, attn)
+        ends, offset = [], batch
+        for c in chunks:
+            offset += len(c)
+            if c.last:
+                ends.append(x[offset - 1 : offset])
+        picked = ([x[:batch]] if batch else []) + ends
+        if not picked:  # mid-prompt chunks only: no logits wanted
+            return None, None
+        logits = self.final(torch.cat(picked) if len(picked) > 1 else picked[0], self.lm_head)
+        return (logits[batch:] if ends else None), (logits[:batch] if batch else None)
+
+    def _row_inputs(self, rows: DecodeRows):
+        """Embeddings and rotary cos/sin of the decode rows' tokens (text tokens: one position each)."""
+        positions = to_device(rows.positions, torch.long, self.device)
+        return (F.embedding(rows.tokens, self.embed), *self._text_rope(positions))
+
+    def _text_rope(self, positions: torch.Tensor):
+        freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
+        return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
+
+    def _mixed_attention(self, i: int, layer, x, cos, sin, batch: int, lengths, bucket: int, chunks):
+        """Layer i's attention for a prefill step: rows [0, batch) decode over their slots, then each
+        chunk attends causally over its own slot. -> (N, heads x head_dim)."""
+        attn_mod = layer.self_attn
+        if self.split_k_attention is not None and batch:  # the Triton kernels rotate the rows' q and k themselves
+            q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+            row_q, row_k = q[:batch], k[:batch]
+            # all rows rotated, the chunks' kept: a compiled function fed views at a varying offset
+            # (q[batch:]) compiles again for each new offset, seconds each (seen on the H200)
+            q_rest, k_rest = (t[batch:] for t in self.rotate(q, k, cos, sin))
+        else:
             q, k, v = self._qkv(layer, x, cos, sin)
-            keys, values = self.slab.write_chunk(i, slot, start, k, v)  # (kv, end, d) views
-            attn = prefill_attention(q.transpose(0, 1), keys, values, causal, self.scale, planless=self.planless)
-            h, x = self._mlp(i, layer, h, attn.transpose(0, 1).reshape(T, self.n_heads * self.head_dim))
-        return self.final(x[-1:], self.lm_head)[0]
+            row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
+        outs = [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])] if batch else []
+        offset = 0
+        for chunk in chunks:
+            span = slice(offset, offset + len(chunk))
+            offset += len(chunk)
+            keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, k_rest[span], v[batch:][span])
+            out = prefill_attention(q_rest[span].transpose(0, 1), keys, values, chunk.start, self.scale,
+                                    planless=self.planless, lower_right=self.lower_right)
+            outs.append(out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim))
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
+        """The decode rows' attention in layer i (their new key and value written first): (B, heads x head_dim)."""
+        batch = q.shape[0]
+        q = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
+        if self.split_k_attention is not None:
+            self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
+            attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
+        else:
+            keys, values = self.slab.write_tokens(i, self.rows[:batch], lengths, k, v, bucket)
+            valid = self.arange[:bucket][None, :] <= lengths[:, None]
+            attn = self.attend(q, keys, values, valid, self.scale)
+        return attn.reshape(batch, self.n_heads * self.head_dim)
 
     def _qkv(self, layer, x, cos, sin):
         attn_mod = layer.self_attn
@@ -225,8 +360,7 @@ class TextForward:
     def _decode(self, batch: int, bucket: int) -> None:
         tokens, positions, lengths = self.tokens[:batch], self.positions[:batch], self.lengths[:batch]
         h = F.embedding(tokens, self.embed)  # (B, hidden)
-        freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
-        cos, sin = freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
+        cos, sin = self._text_rope(positions)
         valid = None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]

@@ -17,11 +17,15 @@ from dataclasses import dataclass, replace
 from transformers.models.glm46v.image_processing_glm46v import smart_resize
 
 from .cache import TokenKey
-from ..conversation import Message, conversation_images, to_template_messages
+from ..conversation import BOX_CLOSE, BOX_OPEN, THINK_CLOSE, THINK_OPEN, Message, conversation_images, to_template_messages
+from ..tool_calls import TOOL_TAGS
 from ..images import InputImage
 from ..settings import PIXELS_PER_IMAGE_TOKEN
 
 
+# What the model writes in its answers as control tokens; kept as such when an answer is sent back.
+ANSWER_TOKENS = (BOX_OPEN, BOX_CLOSE, THINK_OPEN, THINK_CLOSE, *TOOL_TAGS)
+ANSWER_TOKEN_TEXT = re.compile("(" + "|".join(re.escape(token) for token in ANSWER_TOKENS) + ")")
 LITERAL_MARK = "\ue000"  # a private-use character around the index of a literal text in the rendered template
 
 
@@ -104,7 +108,7 @@ class PromptBuilder:
         """The rendered conversation's ids, with what users and system prompts wrote taken literally:
         `<|image|>` or `<|assistant|>` typed by a person is text, never a control token (only the
         template and the model's own answers produce those)."""
-        literal: dict[str, str] = {}
+        literal: dict[str, tuple[str, bool]] = {}
         nonce = secrets.token_hex(8)  # so that no text a user writes can pose as a marker
         marked = [self._mark_literal(message, literal, nonce) for message in messages]
         text = self.render(marked, enable_thinking, tools)
@@ -113,17 +117,31 @@ class PromptBuilder:
         ids: list[int] = []
         for piece in re.split(f"({LITERAL_MARK}{nonce}\\d+{LITERAL_MARK})", text):
             if piece in literal:
-                ids += self.tokenizer(literal[piece], add_special_tokens=False, split_special_tokens=True)["input_ids"]
+                ids += self._literal_ids(*literal[piece])
             elif piece:
                 ids += self.tokenizer(piece, add_special_tokens=False)["input_ids"]
         return ids
 
-    def _mark_literal(self, message: Message, literal: dict[str, str], nonce: str) -> Message:
-        """The message with its text swapped for a marker when that text holds control-token strings."""
-        if message.role == "assistant" or self._control_text is None or not self._control_text.search(message.text):
+    def _literal_ids(self, text: str, answer_tokens: bool) -> list[int]:
+        """Text taken literally; in the model's own answers, its answer markers stay control tokens."""
+        pieces = ANSWER_TOKEN_TEXT.split(text) if answer_tokens else [text]
+        ids: list[int] = []
+        for piece in filter(None, pieces):
+            kept = answer_tokens and piece in ANSWER_TOKENS
+            ids += self.tokenizer(piece, add_special_tokens=False, split_special_tokens=not kept)["input_ids"]
+        return ids
+
+    def _mark_literal(self, message: Message, literal: dict[str, tuple[str, bool]], nonce: str) -> Message:
+        """The message with its text swapped for a marker when that text holds control-token strings
+        (in an assistant's answer: any but the markers answers are made of)."""
+        if self._control_text is None:
+            return message
+        answer = message.role == "assistant"
+        found = {m.group(0) for m in self._control_text.finditer(message.text)}
+        if not found or (answer and found <= set(ANSWER_TOKENS)):
             return message
         mark = f"{LITERAL_MARK}{nonce}{len(literal)}{LITERAL_MARK}"
-        literal[mark] = message.text
+        literal[mark] = (message.text, answer)
         return replace(message, text=mark)
 
     def build(self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int,

@@ -12,18 +12,18 @@ import time
 import numpy as np
 import torch
 
+from ..backend import ContextOverflowError, GenerationRequest, GenerationResult, Usage
 from .cache import FeatureCache, ImageFeatures, reusable_prefix
-from .sessions import KVState, Session
-from .forward import TextForward
+from .forward import Chunk, DecodeRows, TextForward
 from .loader import LoadedModel
-from .outputs import OutputControls
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import BatchSampler, SamplerState
+from .outputs import OutputControls
 from .sequence import Sequence, SuffixImages
+from .sessions import KVState, Session
 from .slab import KVSlab, kv_geometry
 from .textstream import IncrementalDetokenizer, StopStrings
 from .transfer import to_device
-from ..backend import ContextOverflowError, GenerationRequest, GenerationResult, Usage
 from .vision import EncodeJob, VisionEncoder
 
 
@@ -108,51 +108,83 @@ class ModelRunner:
         return position_ids
 
     # ------------------------------------------------------------------ vision
-    def encode_images(self, images: list[PromptImage], size: dict[str, int]) -> EncodeJob:
-        """Preprocess `images` on the device and start their encoder call (run by `EncodeJob.advance`)."""
-        # the pictures go to the device from pinned memory: the processor's own copy would wait for the GPU
-        pixels = [to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
-                  for img in images]
-        inputs = self.builder.image_processor(images=pixels, size=size, return_tensors="pt", device=self.device,
-                                             input_data_format="channels_first")
-        grids = [tuple(grid) for grid in inputs["image_grid_thw"].tolist()]  # built on the host: no sync
-        for img, grid in zip(images, grids):
-            if grid != img.grid_thw:
-                raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
-        return self.vision.start(inputs["pixel_values"], grids)  # already on the device
-
-    def _gather_images(self, seq: Sequence) -> SuffixImages:
-        """The suffix's image features from the cache where possible; one encoder call started for the rest."""
+    def lookup_images(self, seq: Sequence) -> bool:
+        """Take the suffix's image features from the cache: all of them the first time, those still
+        missing later (another request of the scope may have encoded them since). True when none is
+        missing, so the text prefill can start."""
         scope = self._scope(seq)
-        work = SuffixImages()
-        for img in (img for img in seq.prompt.images if img.start >= seq.cursor):
+        if seq.images is None:
+            seq.images = SuffixImages(missing=[img for img in seq.prompt.images if img.start >= seq.cursor])
+        work = seq.images
+        still = []
+        for img in work.missing:
             cached = self.features.get(scope, img.key) if scope is not None else None
             if cached is not None and cached.grid_thw == img.grid_thw:
                 work.found[img.start] = cached.embeds
                 seq.usage.image_cache_hits += 1
             else:
-                work.missing.append(img)
-        for img in work.missing:
+                still.append(img)
+        work.missing = still
+        work.unique = {}
+        for img in still:
             work.unique.setdefault(img.key, img)
-        if work.unique:
-            size = self.builder.size_for(self.image_budget(seq.request))
-            work.job = self.encode_images(list(work.unique.values()), size)
-        return work
+        return not still
 
-    def _encode_some(self, seq: Sequence, limit: int | None) -> None:
-        """Advance the encoder by about the work of a `limit`-token text chunk (all of it without a limit)."""
-        work = seq.images
-        work.job.advance(None if limit is None else work.job.blocks_for(2 * limit * self.text_weights))
-        if not work.job.done:
-            return
-        scope = self._scope(seq)
-        encoded = dict(zip(work.unique, work.job.features))
-        seq.usage.images_encoded += len(encoded)
-        for key, embeds in encoded.items():
-            if scope is not None:
-                self.features.put(scope, key, ImageFeatures(embeds=embeds, grid_thw=work.unique[key].grid_thw))
-        for img in work.missing:
-            work.found[img.start] = encoded[img.key]
+    def encode_images(self, seqs: list[Sequence]) -> EncodeJob:
+        """Preprocess the missing pictures of `seqs` on the device and start one encoder call for all of
+        them (run by `EncodeJob.advance`; each picture attends only to its own patches). A picture two of
+        them need in one cache scope is encoded once."""
+        index: dict[tuple, int] = {}
+        pixels, grids = [], []
+        for seq in seqs:
+            scope = self._scope(seq)
+            size = self.builder.size_for(self.image_budget(seq.request))
+            seq.images.index = {}
+            for key, img in seq.images.unique.items():
+                ident = (scope, key) if scope is not None else (id(seq), key)
+                if ident not in index:
+                    index[ident] = len(grids)
+                    picture, grid = self._preprocess(img, size)
+                    pixels.append(picture)
+                    grids.append(grid)
+                seq.images.index[key] = index[ident]
+        job = self.vision.start(torch.cat(pixels) if len(pixels) > 1 else pixels[0], grids)
+        for seq in seqs:
+            seq.images.job = job
+        return job
+
+    def _preprocess(self, img: PromptImage, size: dict[str, int]):
+        """One picture's patches on the device and its grid (checked against the prompt's)."""
+        # the picture goes to the device from pinned memory: the processor's own copy would wait for the GPU
+        pixels = to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
+        inputs = self.builder.image_processor(images=[pixels], size=size, return_tensors="pt", device=self.device,
+                                             input_data_format="channels_first")
+        grid = tuple(inputs["image_grid_thw"].tolist()[0])  # built on the host: no sync
+        if grid != img.grid_thw:
+            raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
+        return inputs["pixel_values"], grid  # already on the device
+
+    def encode_some(self, job: EncodeJob, seqs: list[Sequence], blocks: int | None = None) -> bool:
+        """Run the next `blocks` layers of a batch's encoder call (all that are left with None); once
+        done, each sequence's features go to the cache and its prompt. True when done."""
+        job.advance(blocks)
+        if not job.done:
+            return False
+        for seq in seqs:
+            scope, work = self._scope(seq), seq.images
+            encoded = {key: job.features[i] for key, i in work.index.items()}
+            seq.usage.images_encoded += len(encoded)
+            for key, embeds in encoded.items():
+                if scope is not None:
+                    self.features.put(scope, key, ImageFeatures(embeds=embeds, grid_thw=work.unique[key].grid_thw))
+            for img in work.missing:
+                work.found[img.start] = encoded[img.key]
+            work.missing = []
+        return True
+
+    def token_cost(self, job: EncodeJob) -> float:
+        """One encoder layer of `job` in prompt tokens of equal arithmetic."""
+        return job.block_flops / (2 * self.text_weights)
 
     @staticmethod
     def _scope(seq: Sequence) -> str | None:
@@ -206,25 +238,32 @@ class ModelRunner:
         seq.next_position = int(positions.max()) + 1
         seq.positions = to_device(positions, None, self.device)
 
-    def prefill_chunk(self, seq: Sequence, limit: int | None = None) -> bool:
-        """Prefill the next chunk (at most `limit` tokens) of the suffix; True once the prompt is done
-        and the first token sampled."""
+    def prefill_chunk(self, seq: Sequence, limit: int) -> Chunk:
+        """The next chunk (at most `limit` tokens) of a sequence whose images are all encoded, taken
+        for this step: its keys count as written from here on."""
         if seq.embeds is None:
-            if seq.images is None:
-                seq.images = self._gather_images(seq)
-            if seq.images.job is not None and not seq.images.job.done:
-                self._encode_some(seq, limit)
-                return False  # a call runs encoder layers or a text chunk, so each stays within `limit`
             self._suffix_inputs(seq)
         base = len(seq.prompt) - seq.embeds.shape[0]
         start = seq.cursor
-        end = min(len(seq.prompt), start + (limit or self.prefill_chunk_tokens))
-        logits = self.forward.prefill(seq.slot, seq.embeds[start - base : end - base], seq.positions[:, start:end], start)
+        end = min(len(seq.prompt), start + limit)
         self.prefill_tokens += end - start
         seq.keys.extend(seq.prompt.keys[start:end])
         seq.cursor = end
-        if not seq.prefilled:
-            return False
+        return Chunk(slot=seq.slot, start=start, embeds=seq.embeds[start - base : end - base],
+                     positions=seq.positions[:, start:end], last=seq.prefilled)
+
+    def prefill(self, chunks: list[tuple[Sequence, Chunk]], rows: list[Sequence] = (), tokens: torch.Tensor | None = None):
+        """One pass over prompt chunks and, riding along, the decode `rows` (their `tokens`); the
+        sequences whose prompt ended have their first token sampled (`pending`). The rows' logits or None."""
+        decode = DecodeRows(tokens, [s.next_position for s in rows], [s.length for s in rows]) if rows else None
+        ends, row_logits = self.forward.prefill([chunk for _, chunk in chunks], decode)
+        done = [seq for seq, chunk in chunks if chunk.last]
+        for seq, logits in zip(done, ends if done else ()):
+            self._first_token(seq, logits)
+        return row_logits
+
+    def _first_token(self, seq: Sequence, logits: torch.Tensor) -> None:
+        """A prompt is done: sample its first token (and that of each of its n choices, which copy its KV)."""
         seq.embeds = None
         if seq.request.capture_logits:
             seq.first_logits = logits.float().cpu()
@@ -234,7 +273,6 @@ class ModelRunner:
         tokens = self.prefill_sampler(batch, [s.sampler for s in family], self.outputs.prefill_mask(family))
         for row, (member, noted) in enumerate(zip(family, self.outputs.note_logprobs(family, batch, tokens))):
             member.pending, member.pending_logprobs = tokens[row], noted
-        return True
 
     def accept(self, seq: Sequence, token_id: int, emit) -> bool:
         """Take one generated token (read on the host); False when the sequence has finished."""

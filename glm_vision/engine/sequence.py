@@ -20,9 +20,11 @@ class SuffixImages:
     """The image features a prompt's uncached suffix needs, while its encoder call runs."""
 
     found: dict[int, torch.Tensor] = field(default_factory=dict)  # by the image's start index
-    missing: list = field(default_factory=list)  # PromptImages not in the cache
+    missing: list = field(default_factory=list)  # PromptImages not in the cache (nor encoded yet)
     unique: dict = field(default_factory=dict)  # one PromptImage per image key among the missing
-    job: object | None = None  # the EncodeJob for `unique`, None when all were cached
+    job: object | None = None  # the EncodeJob (shared with the other requests of its batch) once started
+    index: dict = field(default_factory=dict)  # image key -> its picture's place in the job's features
+    checked: int = 0  # the scheduler's count of finished encoder calls when the cache was last looked at
 
 
 @dataclass(eq=False)
@@ -70,6 +72,16 @@ class Sequence:
     @property
     def prefilled(self) -> bool:
         return self.cursor >= len(self.prompt)
+
+    @property
+    def waiting_for_encoder(self) -> bool:
+        """Pictures missing from the cache and no encoder call started for them yet."""
+        return self.images is not None and bool(self.images.missing) and self.images.job is None
+
+    @property
+    def ready_for_text(self) -> bool:
+        """All the suffix's image features are at hand and prompt tokens are left to prefill."""
+        return self.images is not None and not self.images.missing and not self.prefilled
 
     @property
     def length(self) -> int:

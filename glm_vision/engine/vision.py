@@ -9,7 +9,9 @@ ahead of it. The grids are known on the host before any pixel is, so the packing
 layers split by the host copy of the lengths.
 
 An `EncodeJob` runs the tower a few layers at a time, so that the scheduler can spread a large
-picture's encoder work over several steps while other streams decode.
+picture's encoder work over several steps while other streams decode. One job takes the pictures of
+several requests (the scheduler batches those waiting for the encoder); each picture attends only
+to its own patches, as in transformers.
 """
 
 from __future__ import annotations
@@ -105,11 +107,19 @@ class EncodeJob:
     def done(self) -> bool:
         return self.features is not None
 
+    @property
+    def block_flops(self) -> float:
+        """One layer's arithmetic: every patch multiplied by the layer's weights, and attention over
+        its own picture's patches."""
+        return 2 * self.patches * self.encoder.block_weights + 4 * int((self._lengths**2).sum()) * self.encoder.hidden
+
+    @property
+    def blocks_left(self) -> int:
+        return len(self.encoder.visual.blocks) - self.next_block
+
     def blocks_for(self, flops: float) -> int:
-        """How many layers cost about `flops` (at least one): each multiplies every patch by the
-        layer's weights and attends over its own picture's patches."""
-        per_block = 2 * self.patches * self.encoder.block_weights + 4 * int((self._lengths**2).sum()) * self.encoder.hidden
-        return max(1, int(flops // per_block))
+        """How many layers cost about `flops` (at least one)."""
+        return max(1, int(flops // self.block_flops))
 
     def advance(self, blocks: int | None = None) -> bool:
         """Run the next `blocks` layers (None: all that are left); True once the features are ready."""

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.reference import history_text
 from glm_vision.conversation import Message
 from glm_vision.backend import GenerationRequest, SamplingParams, TextDelta
 from glm_vision.engine import Engine
@@ -83,7 +84,7 @@ def test_a_session_turn_waits_for_its_previous_turn(batch_engine):
     first = [Message("user", "What is this?", [pic])]
     h1 = batch_engine.submit(GenerationRequest(first, SamplingParams.greedy(40), session_id="serial"))
     r1 = h1.wait()
-    second = first + [Message("assistant", r1.text), Message("user", "More.")]
+    second = first + [Message("assistant", history_text(r1.text)), Message("user", "More.")]
     h2 = batch_engine.submit(GenerationRequest(second, SamplingParams.greedy(10), session_id="serial"))
     h3 = batch_engine.submit(GenerationRequest(second, SamplingParams.greedy(10), session_id="serial"))
     r2, r3 = h2.wait(), h3.wait()

@@ -117,13 +117,17 @@ def test_engine_with_split_k_attention_decodes_the_same_tokens():
         requests = [GenerationRequest([Message("user", text)], SamplingParams.greedy(24, min_new_tokens=24))
                     for text in ("hello", "what is in the picture?", "a longer question about colours and shapes")]
         answers = {}
-        for mode in ("compiled", "triton"):
-            engine = Engine.load(replace(base, decode_attention=mode))
+        # 8-token prefill budgets: rows decode in the same passes as the later prompts' chunks
+        for mode, budget in (("compiled", 2048), ("triton", 2048), ("compiled", 8), ("triton", 8)):
+            engine = Engine.load(replace(base, decode_attention=mode, prefill_chunk_tokens=budget))
+            prefill, mixed = engine.runner.prefill, []
+            engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             handles = [engine.submit(r) for r in requests]  # decoded together, different lengths
-            answers[mode] = [h.wait().token_ids for h in handles]
+            answers[mode, budget] = [h.wait().token_ids for h in handles]
             engine.shutdown()
-        assert answers["compiled"] == answers["triton"], answers
-        assert all(len(t) == 24 for t in answers["triton"])
+            assert budget > 8 or max(mixed) > 0
+        assert len(set(map(tuple, answers.values()))) == 1, answers
+        assert all(len(t) == 24 for t in answers["triton", 8])
         print("engine ok")
     """)
     assert "engine ok" in out

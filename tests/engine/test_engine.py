@@ -55,11 +55,12 @@ def cancel_after_deltas(engine, count: int):
 
 def test_stop_halts_generation_within_a_step(engine, pictures):
     messages = [Message("user", "Describe.", [pictures[1]])]
-    full = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
-    assert full.finish_reason == "length" and full.usage.completion_tokens == 300  # runs long when not stopped
+    long = SamplingParams.greedy(300, min_new_tokens=300)  # stop ids held back: it runs long unless stopped
+    full = engine.generate(GenerationRequest(messages, long))
+    assert full.finish_reason == "length" and full.usage.completion_tokens == 300
     tokens_at_stop, restore = cancel_after_deltas(engine, 3)
     try:
-        result = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
+        result = engine.generate(GenerationRequest(messages, long))
     finally:
         restore()
     assert result.finish_reason == "cancelled"
@@ -246,14 +247,14 @@ def test_sessions_idle_timeout_count_limit_and_kv_budget():
 
 def test_evicted_kv_is_recomputed_correctly(settings, reference, pictures):
     """After its KV was evicted for the budget, a session's next turn recomputes and stays correct."""
-    from tests.reference import reference_generate
+    from tests.reference import reference_generate, history_text
 
     model, processor = reference
     engine = Engine.load(replace(settings, kv_cache_mb=0))  # every KV is over budget: always evicted
     try:
         history = [Message("user", "What is this?", [pictures[0]])]
         first = engine.generate(GenerationRequest(history, SamplingParams.greedy(8), session_id="tight"))
-        history += [Message("assistant", first.text), Message("user", "Again?", [pictures[1]])]
+        history += [Message("assistant", history_text(first.text)), Message("user", "Again?", [pictures[1]])]
         second = engine.generate(GenerationRequest(history, SamplingParams.greedy(8), session_id="tight"))
         assert second.usage.cached_tokens == 0
         assert list(second.token_ids) == reference_generate(model, processor, history, 8)[0]
@@ -261,12 +262,17 @@ def test_evicted_kv_is_recomputed_correctly(settings, reference, pictures):
         engine.shutdown()
 
 
-def test_min_new_tokens_suppresses_stop_tokens(engine):
-    messages = [Message("user", "go")]  # the tiny model stops on its own after a few dozen tokens
-    natural = engine.generate(GenerationRequest(messages, SamplingParams.greedy(200)))
-    assert natural.finish_reason == "stop" and natural.usage.completion_tokens < 150
-    forced = engine.generate(GenerationRequest(messages, SamplingParams.greedy(150, min_new_tokens=150)))
-    assert forced.finish_reason == "length" and forced.usage.completion_tokens == 150
+def test_min_new_tokens_suppresses_stop_tokens(engine, pictures):
+    # A conversation on which the random tiny model stops by itself (which one depends on the random
+    # weights): greedy, so the forced run must repeat it and then go on past the stop.
+    candidates = [[Message("user", "Describe.", [picture])] for picture in pictures] + [[Message("user", "1 2 3")]]
+    for messages in candidates:
+        natural = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300)))
+        if natural.finish_reason == "stop":
+            break
+    assert natural.finish_reason == "stop" and natural.usage.completion_tokens < 300
+    forced = engine.generate(GenerationRequest(messages, SamplingParams.greedy(300, min_new_tokens=300)))
+    assert forced.finish_reason == "length" and forced.usage.completion_tokens == 300
     assert forced.token_ids[: natural.usage.completion_tokens] == natural.token_ids
 
 
@@ -302,8 +308,9 @@ def test_sampler_follows_top_k_and_top_p():
 
 def test_planless_prefill_attention_equals_grouped_sdpa():
     """The GPU's prefill attention (flash / memory-efficient backends, key and value heads copied per
-    query head under a prefix mask) computes what grouped-query SDPA does, with and without a prefix."""
-    from glm_vision.engine.forward import prefill_attention
+    query head under a prefix mask; or the lower-right causal bias) computes what grouped-query SDPA
+    with an explicit mask does, with and without a prefix."""
+    from glm_vision.engine.forward import lower_right_works, prefill_attention
 
     g = torch.Generator().manual_seed(0)
     heads, kv, d, T, start = 8, 2, 16, 5, 7
@@ -311,11 +318,16 @@ def test_planless_prefill_attention_equals_grouped_sdpa():
     q = torch.randn(heads, T, d, generator=g)
     keys, values = torch.randn(kv, end, d, generator=g), torch.randn(kv, end, d, generator=g)
     causal = torch.arange(end)[None, :] <= (start + torch.arange(T))[:, None]
-    for mask, k, v in ((causal, keys, values), (None, keys[:, :T], values[:, :T])):
-        grouped = prefill_attention(q, k, v, mask, 0.25, planless=False)
-        planless = prefill_attention(q, k, v, mask, 0.25, planless=True)
-        assert planless.shape == (heads, T, d)
-        torch.testing.assert_close(planless, grouped, rtol=1e-5, atol=1e-5)
+    explicit = torch.nn.functional.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
+                                                                scale=0.25, enable_gqa=True)[0]
+    for first, k, v in ((start, keys, values), (0, keys[:, :T], values[:, :T])):
+        grouped = prefill_attention(q, k, v, first, 0.25, planless=False)
+        for lower_right in (False, True):
+            planless = prefill_attention(q, k, v, first, 0.25, planless=True, lower_right=lower_right)
+            assert planless.shape == (heads, T, d)
+            torch.testing.assert_close(planless, grouped, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(prefill_attention(q, keys, values, start, 0.25, planless=False), explicit)
+    assert lower_right_works(torch.device("cpu"), torch.float32)
     # the copies pair query head h with key head h // (heads // kv): a wrong pairing is caught
-    swapped = prefill_attention(q, keys.flip(0), values.flip(0), causal, 0.25, planless=True)
-    assert not torch.allclose(swapped, prefill_attention(q, keys, values, causal, 0.25, planless=False), atol=1e-3)
+    swapped = prefill_attention(q, keys.flip(0), values.flip(0), start, 0.25, planless=True)
+    assert not torch.allclose(swapped, prefill_attention(q, keys, values, start, 0.25, planless=False), atol=1e-3)

@@ -10,7 +10,7 @@ import torch
 from glm_vision.conversation import Message
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.engine import Engine
-from tests.reference import reference_generate
+from tests.reference import reference_generate, history_text
 
 NEW_TOKENS = 24
 LOGITS_ATOL = 1e-4
@@ -28,7 +28,7 @@ def three_turns(pictures):
 
 
 def run_conversation(engine: Engine, model, processor, user_turns, *, session_id: str | None, before_turn=None,
-                     new_tokens: int = NEW_TOKENS):
+                     new_tokens: int = NEW_TOKENS, min_tokens: int = 0):
     """Run each turn through the engine and the reference; return per-turn (engine, reference) pairs."""
     history: list[Message] = []
     turns = []
@@ -37,12 +37,13 @@ def run_conversation(engine: Engine, model, processor, user_turns, *, session_id
         if before_turn is not None:
             before_turn(index)
         request = GenerationRequest(
-            list(history), SamplingParams.greedy(new_tokens), session_id=session_id, capture_logits=True
+            list(history), SamplingParams.greedy(new_tokens, min_new_tokens=min_tokens), session_id=session_id,
+            capture_logits=True,
         )
         result = engine.generate(request)
-        ref_tokens, ref_logits = reference_generate(model, processor, history, new_tokens)
+        ref_tokens, ref_logits = reference_generate(model, processor, history, new_tokens, min_new_tokens=min_tokens)
         turns.append((result, ref_tokens, ref_logits))
-        history.append(Message("assistant", result.text))
+        history.append(Message("assistant", history_text(result.text)))
     return turns
 
 
@@ -79,7 +80,9 @@ def slab_engine(settings):
 
 def test_chunked_prefill_and_decode_match_generate_for_hundreds_of_tokens(slab_engine, reference, pictures):
     model, processor = reference
-    turns = run_conversation(slab_engine, model, processor, three_turns(pictures), session_id="slab", new_tokens=100)
+    # min_tokens (HF's min_new_tokens in the reference) keeps the random model from stopping early
+    turns = run_conversation(slab_engine, model, processor, three_turns(pictures), session_id="slab", new_tokens=100,
+                             min_tokens=90)
     assert_equivalent(turns)
     assert sum(r.usage.completion_tokens for r, *_ in turns) >= 256
     assert turns[2][0].usage.cached_tokens > 0
@@ -138,10 +141,10 @@ def test_edit_and_retry_reuse_prefix_and_stay_correct(engine, reference, picture
     a, b, c = pictures
     first = [Message("user", "What is shown?", [a])]
     r1 = engine.generate(GenerationRequest(first, SamplingParams.greedy(NEW_TOKENS), session_id=session_id))
-    conversation = first + [Message("assistant", r1.text), Message("user", "Compare with this.", [b])]
+    conversation = first + [Message("assistant", history_text(r1.text)), Message("user", "Compare with this.", [b])]
     engine.generate(GenerationRequest(conversation, SamplingParams.greedy(NEW_TOKENS), session_id=session_id))
     # Edit turn 2: a different image and text. Only turn 1 can be reused.
-    edited = first + [Message("assistant", r1.text), Message("user", "Compare with that.", [c])]
+    edited = first + [Message("assistant", history_text(r1.text)), Message("user", "Compare with that.", [c])]
     result = engine.generate(
         GenerationRequest(edited, SamplingParams.greedy(NEW_TOKENS), session_id=session_id, capture_logits=True)
     )

@@ -99,8 +99,13 @@ def test_cold_request_waits_for_nothing_until_its_first_token(reference, picture
         request = GenerationRequest([Message("user", "What is in these two pictures?", pictures[:2])], sampling=sampling)
         handle = type("Handle", (), {"request": request})()
         seq = runner.start(handle, None, slot=0)
-        chunks = 1
-        while not runner.prefill_chunk(seq):
+        assert not runner.lookup_images(seq)
+        job = runner.encode_images([seq])
+        while not runner.encode_some(job, [seq], 1):
+            pass
+        chunks = 0
+        while not seq.prefilled:
+            runner.prefill([(seq, runner.prefill_chunk(seq, 16))])
             chunks += 1
         assert chunks > 2 and seq.pending.device.type == "meta" and seq.usage.images_encoded == 2
         with pytest.raises((RuntimeError, NotImplementedError)):
@@ -144,13 +149,13 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
         runner = engine.runner
         runner.text_weights = 1  # size every encoder share to its minimum, one layer per step
         calls = []
-        original = runner._encode_some
+        original = runner.encode_some
 
-        def counting(seq, limit):
-            calls.append((seq.request.messages[-1].text, len(engine.scheduler.rows)))
-            return original(seq, limit)
+        def counting(job, seqs, blocks):
+            calls.append(([seq.request.messages[-1].text for seq in seqs], blocks, len(engine.scheduler.rows)))
+            return original(job, seqs, blocks)
 
-        runner._encode_some = counting
+        runner.encode_some = counting
         first = GenerationRequest([Message("user", "Describe it.", [load_image(make_picture(41))])], SamplingParams.greedy(40, min_new_tokens=40))
         second = GenerationRequest([Message("user", "And this?", [load_image(make_picture(42, (224, 168)))])],
                                    SamplingParams.greedy(12))
@@ -161,7 +166,7 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
         joined = engine.submit(second)
         results = [running.wait(), joined.wait()]
         assert [r.token_ids for r in results] == solo
-        during = [rows for text, rows in calls if text == "And this?"]
-        assert len(during) == len(runner.model.model.visual.blocks) and all(rows == 1 for rows in during)
+        during = [(blocks, rows) for texts, blocks, rows in calls if texts == ["And this?"]]
+        assert during == [(1, 1)] * len(runner.model.model.visual.blocks)
     finally:
         engine.shutdown()

@@ -1,0 +1,73 @@
+"""The vision encoder alone: one call for 1, 2 or 4 pictures, time per picture (GPU, CUDA events).
+
+    python -m bench.bench_encoder --config bench/glm-4.6v-flash-config.json
+
+GLM-4.6V-Flash's vision tower with random bf16 weights, 1920x1080 screenshots (10,764 patches each),
+preprocessed on the device and encoded by the engine's `VisionEncoder` (attention within each
+picture): does batching pictures across requests buy anything at this size?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+
+from bench.bench_engine import screenshot
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--depth", type=int, help="fewer layers (a smoke test on the CPU)")
+    args = parser.parse_args()
+    from transformers import Glm4vConfig
+    from transformers.models.glm4v.modeling_glm4v import Glm4vVisionModel
+
+    from glm_vision.engine.vision import VisionEncoder
+    from glm_vision.tiny import build_processor, full_vocab_tokenizer
+
+    config = Glm4vConfig(**json.loads(args.config.read_text()))
+    config.vision_config._attn_implementation = "sdpa"
+    if args.depth:
+        config.vision_config.depth = args.depth
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    with device:
+        visual = Glm4vVisionModel._from_config(config.vision_config, dtype=torch.bfloat16).eval()
+    encoder = VisionEncoder(SimpleNamespace(model=SimpleNamespace(visual=visual)))
+    processor = build_processor(full_vocab_tokenizer()).image_processor
+    batches = [int(b) for b in args.batches.split(",")]
+    pictures = [torch.from_numpy(np.ascontiguousarray(np.asarray(screenshot(seed)).transpose(2, 0, 1)))
+                for seed in range(max(batches))]
+    pictures = [p.to(device) for p in pictures]
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
+    print("| pictures per call | patches | ms per call (median) | ms per picture |")
+    print("|---|---|---|---|")
+    with torch.inference_mode():
+        for batch in batches:
+            inputs = processor(images=pictures[:batch], return_tensors="pt", device=device, input_data_format="channels_first")
+            grids = [tuple(g) for g in inputs["image_grid_thw"].tolist()]
+            times = []
+            for _ in range(args.repeat + 1):
+                job = encoder.start(inputs["pixel_values"], grids)
+                job.advance()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # reading CUDA events before the GPU has passed them raises
+                times.append(1000 * job.seconds())
+            ms = statistics.median(times[1:])
+            print(f"| {batch} | {sum(t * h * w for t, h, w in grids)} | {ms:.1f} | {ms / batch:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Prefill steps that batch: decode rows riding along with prompt chunks in one pass, several
+prompts' chunks in one pass under a per-step token budget, and one vision-encoder call for the
+pictures of several waiting requests. Each must compute exactly what the separate passes do."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from glm_vision.conversation import Message
+from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.engine import Engine
+from glm_vision.engine.forward import Chunk, DecodeRows, fuse_qkv
+from glm_vision.engine.scheduler import DECODE_FIRST, PREFILL_FIRST
+from glm_vision.images import load_image
+from tests.conftest import make_picture
+
+
+@pytest.fixture(scope="module")
+def idle_engine(settings):
+    engine = Engine.load(replace(settings, max_batch=4))
+    yield engine
+    engine.shutdown()
+
+
+def _text_chunk(forward, ids: list[int], slot: int, start: int, end: int, last: bool) -> Chunk:
+    embeds = forward.embed_tokens(torch.tensor(ids[start:end]))
+    positions = torch.arange(start, end)[None, :].expand(3, -1)  # text tokens: (p, p, p)
+    return Chunk(slot=slot, start=start, embeds=embeds, positions=positions, last=last)
+
+
+@torch.inference_mode()
+def test_a_prefill_pass_carrying_decode_rows_equals_the_separate_passes(idle_engine):
+    """Rows decoding in slots 0 and 1 ride along with two prompts' chunks in slots 2 and 3 (one after a
+    cached prefix): the rows' logits equal a plain decode step's, each chunk's last logits equal its
+    prompt prefilled alone."""
+    forward = idle_engine.runner.forward
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(10, 200, (n,), generator=generator).tolist() for n in (20, 13, 30)]
+    # rows 0 and 1: prompts of 20 and 13 tokens prefilled alone
+    for slot in (0, 1):
+        forward.prefill([_text_chunk(forward, prompts[slot], slot, 0, len(prompts[slot]), True)])
+    rows = DecodeRows(torch.tensor([7, 9]), positions=[20, 13], lengths=[20, 13])
+    decoded = forward.decode(rows.tokens, rows.positions, rows.lengths).clone()
+    # prompt 3 in slot 2 alone, whole and in two chunks
+    whole, _ = forward.prefill([_text_chunk(forward, prompts[2], 2, 0, 30, True)])
+    first, none = forward.prefill([_text_chunk(forward, prompts[2], 2, 0, 12, False)])
+    assert first is None and none is None  # a mid-prompt chunk wants no logits
+    # the rest of prompt 3 (after its cached prefix) and prompt 2 again in slot 3, with the rows riding along
+    ends, row_logits = forward.prefill([_text_chunk(forward, prompts[2], 2, 12, 30, True),
+                                        _text_chunk(forward, prompts[1], 3, 0, 13, True)], rows)
+    # float32 rounding only: the matrix products see more rows, the chunk sees its prefix from the slab
+    assert _relative(row_logits, decoded) < 1e-5
+    assert _relative(ends[0], whole[0]) < 1e-5
+    alone, _ = forward.prefill([_text_chunk(forward, prompts[1], 3, 0, 13, True)])
+    assert _relative(ends[1], alone[0]) < 1e-5
+    assert row_logits.argmax(-1).tolist() == decoded.argmax(-1).tolist()
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def _requests(pictures):
+    return [
+        GenerationRequest([Message("user", "Describe it.", [pictures[0]])], SamplingParams.greedy(30)),
+        GenerationRequest([Message("user", "What colour is the largest shape? " * 3, [pictures[1]])],
+                          SamplingParams.greedy(20)),
+        GenerationRequest([Message("user", "Two pictures.", pictures[2:4])], SamplingParams.greedy(25)),
+        GenerationRequest([Message("user", "no picture here")], SamplingParams.greedy(15)),
+    ]
+
+
+def _submit_together(engine, requests):
+    """Queued while the worker cannot take any, so that one step admits them all."""
+    with engine.worker._lock:
+        return [engine.submit(r) for r in requests]
+
+
+@pytest.mark.parametrize("policy", [PREFILL_FIRST, DECODE_FIRST])
+def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alone(settings, policy):
+    pictures = [load_image(make_picture(60 + i, size)) for i, size in
+                enumerate([(168, 112), (112, 196), (140, 140), (196, 112)])]
+    single = Engine.load(replace(settings, max_batch=1))
+    try:
+        alone = [single.generate(r).token_ids for r in _requests(pictures)]
+    finally:
+        single.shutdown()
+    engine = Engine.load(replace(settings, max_batch=5, prefill_chunk_tokens=128))
+    engine.scheduler.policy = policy
+    runner = engine.runner
+    steps, encoder_calls = [], []
+    prefill, encode_images = runner.prefill, runner.encode_images
+
+    def recording_prefill(chunks, rows=(), tokens=None):
+        steps.append(([len(c) for _, c in chunks], len(rows), engine.scheduler.step_budget(bool(rows))))
+        return prefill(chunks, rows, tokens)
+
+    def recording_encode(seqs):
+        encoder_calls.append(len(seqs))
+        return encode_images(seqs)
+
+    runner.prefill, runner.encode_images = recording_prefill, recording_encode
+    try:
+        streaming = engine.submit(GenerationRequest([Message("user", "a long answer please")],
+                                                    SamplingParams.greedy(150, min_new_tokens=150)))
+        next(iter(streaming))  # it decodes while the others are prefilled
+        together = [h.wait().token_ids for h in _submit_together(engine, _requests(pictures))]
+        assert streaming.wait().usage.completion_tokens == 150
+    finally:
+        engine.shutdown()
+    assert together == alone
+    assert encoder_calls[-1] == 3  # the three requests with pictures: one encoder call
+    assert any(len(chunks) >= 2 and rows >= 1 for chunks, rows, _ in steps)  # prompts batched, rows riding along
+    for chunks, rows, budget in steps:
+        assert rows + sum(chunks) <= budget
+    assert {budget for _, rows, budget in steps if rows} == {128}  # decode-first: a quarter, but never under 256
+    engine.runner.prefill_chunk_tokens = 2048
+    assert engine.scheduler.step_budget(False) == 2048
+    assert engine.scheduler.step_budget(True) == (512 if policy == DECODE_FIRST else 2048)
+
+
+def test_a_picture_two_waiting_requests_of_one_scope_need_is_encoded_once(settings):
+    picture = load_image(make_picture(77, (224, 168)))
+    requests = [GenerationRequest([Message("user", question, [picture])], SamplingParams.greedy(12),
+                                  session_id=f"s{i}", cache_scope="tenant")
+                for i, question in enumerate(["What is it?", "Which colours?"])]
+    engine = Engine.load(replace(settings, max_batch=2))
+    try:
+        preprocessed = []
+        original = engine.runner._preprocess
+        engine.runner._preprocess = lambda img, size: (preprocessed.append(img.key), original(img, size))[1]
+        together = [h.wait() for h in _submit_together(engine, requests)]
+        assert len(preprocessed) == 1
+        engine.features.drop_scope("tenant")
+        for session in ("s0", "s1"):
+            engine.close_session(session)
+        alone = [engine.generate(r) for r in requests]  # one after the other: the second finds it cached
+        assert len(preprocessed) == 2
+    finally:
+        engine.shutdown()
+    assert [r.token_ids for r in together] == [r.token_ids for r in alone]
+
+
+def test_fused_qkv_follows_a_dtype_cast(reference):
+    """`model.float()` gives q/k/v new storage: fusing again must make a float32 matrix of them
+    (the --float32-agreement benchmark crashed on a stale bfloat16 one)."""
+    import copy
+
+    model = copy.deepcopy(reference[0]).to(torch.bfloat16)
+    fuse_qkv(model)
+    attn = model.model.language_model.layers[0].self_attn
+    assert attn.qkv_weight.dtype == torch.bfloat16 and attn.q_proj.weight.data_ptr() == attn.qkv_weight.data_ptr()
+    model.float()
+    assert attn.qkv_weight.dtype == torch.bfloat16  # left behind by the cast
+    fuse_qkv(model)
+    assert attn.qkv_weight.dtype == torch.float32 and attn.q_proj.weight.data_ptr() == attn.qkv_weight.data_ptr()
+    expected = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+    torch.testing.assert_close(attn.qkv_weight, expected, rtol=0, atol=0)
