@@ -134,7 +134,8 @@ def test_disconnect_at_the_front_cancels_upstream(settings):
     upstream = serve(AppState(settings, backend=recorded))
     proxy, backend = front(upstream.url)
     try:
-        body = {"messages": [{"role": "user", "content": "hello"}], "stream": True, "max_tokens": 400, "temperature": 0}
+        body = {"messages": [{"role": "user", "content": "hello"}], "stream": True, "max_tokens": 400, "min_tokens": 400,
+                "temperature": 0}  # min_tokens: the random model writes on until it is cancelled
         with httpx.Client(timeout=60) as http:
             with http.stream("POST", proxy.url + "/v1/chat/completions", json=body) as response:
                 assert response.status_code == 200
