@@ -206,6 +206,10 @@ class _Document:
             if key and key.group(1) not in BOX_KEYS + POINT_KEYS:
                 return  # a JSON value of another key ("size": [10, 20])
         numbers_text = next(g for g in match.groups() if g is not None)
+        while start > 0 and end < len(self.text) and _BRACKETS.get(self.text[start - 1]) == self.text[end]:
+            if self.text[start - 1] != "[" and not in_region:
+                break
+            start, end = start - 1, end + 1  # [[x1,y1,x2,y2]]: the whole of it is the box's text
         item = self._make(_numbers(numbers_text), start, end)
         if item:
             found.append((start, end, [item]))
@@ -246,10 +250,10 @@ class _Document:
     def _line_label(self, start: int) -> str:
         """`Submit button: [..]` or `- **猫**：[..]` -> the words before the colon on the same line."""
         line_start = self.text.rfind("\n", 0, start) + 1
-        before = self.text[line_start:start].replace("*", "").replace("`", "").rstrip()
+        before = self.text[line_start:start].replace("*", "").replace("`", "").rstrip().rstrip("[(<{（【").rstrip()
         if not before.endswith((":", "：")):
             return ""
-        words = _LIST_MARK.sub("", before[:-1]).strip()
+        words = _LIST_MARK.sub("", _MENTION.sub("", before[:-1])).strip(" ,，;；-—")
         return words if 0 < len(words) <= 60 else ""
 
     def _mentioned_image(self, start: int) -> int | None:
