@@ -27,7 +27,8 @@ def tag(annotation: Annotation) -> str:
     return f"{annotation.number} {annotation.label}".strip()
 
 
-def draw_annotations(image: Image.Image, annotations: Sequence[Annotation], *, image_index: int | None = None) -> Image.Image:
+def draw_annotations(image: Image.Image, annotations: Sequence[Annotation], *,
+                     image_index: int | None = None) -> Image.Image:
     """A copy of `image` (RGB) with the annotations drawn on it, at their pixel coordinates; with
     `image_index`, only the annotations of that image. `image` must be the original the pixels refer
     to (its size is checked: annotations of another size are scaled to this one)."""
@@ -70,7 +71,8 @@ def _fit(annotation: Annotation, width: int, height: int) -> tuple[int, ...]:
     return tuple(round(v * (sx if i % 2 == 0 else sy)) for i, v in enumerate(annotation.pixels))
 
 
-def _label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], fill: str, font, width: int, height: int) -> None:
+def _label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], fill: str, font,
+           width: int, height: int) -> None:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 6, bottom - top + 4
     x = min(max(0, anchor[0]), max(0, width - w))

@@ -27,6 +27,7 @@ Spans and texts refer to the answer as displayed: `split_output(text).answer`, b
 from __future__ import annotations
 
 import ast
+import bisect
 import json
 import math
 import re
@@ -153,7 +154,7 @@ _BARE_REGION = re.compile(rf"\s*({_NUMS})\s*")
 _NUMBER = re.compile(_NUM)
 _QUOTED_KEY_BEFORE = re.compile(r"""["'](\w+)["']\s*:\s*$""")
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
-_INLINE_CODE = re.compile(r"`[^`\n]+`|\$\$.+?\$\$|\$[^$\n]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.S)
+_INLINE_CODE = re.compile(r"`[^`\n]+`|\$\$[^$]{1,4000}\$\$|\$[^$\n]+\$|\\\([^\n]{1,500}?\\\)|\\\[[^$]{1,4000}?\\\]")
 _MENTION = re.compile(r"(?i)\b(?:image|picture|pic|img|screenshot|photo|page)\s*(?:#|no\.?)?\s*(\d{1,3})\b"
                       r"|(?:图片|图|截图)\s*(\d{1,3})|第\s*(\d{1,3})\s*(?:张|页|幅)")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d+[.)、]|#+)?\s*")
@@ -163,46 +164,70 @@ def find_groundings(answer: str) -> list[Grounding]:
     """Every box and point of an answer (the raw answer: box markers kept, reasoning left out, e.g.
     `split_output(text).raw_answer`), in order. Spans refer to the answer with the markers removed
     and stripped, i.e. `split_output(text).answer`."""
+    return _parse(answer)
+
+
+def _parse(raw: str, *, strip: bool = True, offset: int = 0, carried_ref: int | None = None) -> list[Grounding]:
     try:
-        return _Document(answer).groundings()
+        return _Document(raw, strip, offset, carried_ref).groundings()
     except Exception:  # noqa: BLE001 - an unreadable answer has no boxes; it must never fail a request
         return []
 
 
+class _Spans:
+    """Sorted, non-overlapping spans; `position in spans` by bisection."""
+
+    def __init__(self, spans) -> None:
+        self.spans = sorted(spans)
+        self.starts = [start for start, _ in self.spans]
+
+    def __contains__(self, position: int) -> bool:
+        i = bisect.bisect_right(self.starts, position) - 1
+        return i >= 0 and position < self.spans[i][1]
+
+    def __iter__(self):
+        return iter(self.spans)
+
+
 class _Document:
-    def __init__(self, raw: str) -> None:
-        self.text, self.regions = _unbox(raw)
-        self.code = _code_spans(self.text)
+    def __init__(self, raw: str, strip: bool = True, offset: int = 0, carried_ref: int | None = None) -> None:
+        self.text, regions = _unbox(raw, strip)
+        self.regions = _Spans(regions)
+        self.code = _Spans(_code_spans(self.text))
+        self.offset, self.carried_ref = offset, carried_ref
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
+        self.mentions = [(m.start(), _mention_number(m)) for m in _MENTION.finditer(self.text)]
+        self.heads = _line_mentions(self.text, self.line_starts)
 
     def groundings(self) -> list[Grounding]:
         found: list[tuple[int, int, list[Grounding]]] = []
-        taken: list[tuple[int, int]] = []
+        objects = []
         for start, end in _keyed_objects(self.text):
             items = self._from_object(start, end)
             if items:
                 found.append((start, end, items))
-                taken.append((start, end))
+                objects.append((start, end))
+        taken = _Spans(objects)
         for match in _ANY_GROUP.finditer(self.text):
             self._group(match, taken, found)
         for start, end in self.regions:  # a region that is just numbers: <|begin_of_box|>1,2,3,4<|end_of_box|>
-            body = self.text[start:end]
-            bare = _BARE_REGION.fullmatch(body)
-            if bare and not _inside(start, taken):
-                item = self._make(_numbers(bare.group(1)), start + bare.start(1), start + bare.end(1))
+            bare = _BARE_REGION.fullmatch(self.text, start, end)
+            if bare and start not in taken:
+                item = self._make(_numbers(bare.group(1)), bare.start(1), bare.end(1))
                 if item:
                     found.append((start, end, [item]))
         found.sort(key=lambda entry: entry[0])
         return [item for _, _, items in found for item in items]
 
-    def _group(self, match: re.Match, taken: list, found: list) -> None:
+    def _group(self, match: re.Match, taken: _Spans, found: list) -> None:
         start, end = match.span()
-        if _inside(start, taken):
+        if start in taken:
             return
-        in_region = _inside(start, self.regions)
+        in_region = start in self.regions
         if not in_region:
-            if _inside(start, self.code) or not _PROSE_GROUP.fullmatch(match.group(0)):
+            if start in self.code or not _PROSE_GROUP.fullmatch(match.group(0)):
                 return
-            key = _QUOTED_KEY_BEFORE.search(self.text[max(0, start - 40):start])
+            key = _QUOTED_KEY_BEFORE.search(self.text, max(0, start - 40), start)
             if key and key.group(1) not in BOX_KEYS + POINT_KEYS:
                 return  # a JSON value of another key ("size": [10, 20])
         numbers_text = next(g for g in match.groups() if g is not None)
@@ -227,7 +252,8 @@ class _Document:
             label = self._line_label(start)
         if image_ref is None:
             image_ref = self._mentioned_image(start)
-        return Grounding(kind, tuple(coords), label, (start, end), self.text[start:end], image_ref)
+        span = (start + self.offset, end + self.offset)
+        return Grounding(kind, tuple(coords), label, span, self.text[start:end], image_ref)
 
     # ---------------------------------------------------------------------------------- JSON objects
     def _from_object(self, start: int, end: int) -> list[Grounding]:
@@ -247,38 +273,49 @@ class _Document:
         return items
 
     # ---------------------------------------------------------------------------------- context
+    def _line_start(self, position: int) -> int:
+        return self.line_starts[bisect.bisect_right(self.line_starts, position) - 1]
+
     def _line_label(self, start: int) -> str:
-        """`Submit button: [..]` or `- **猫**：[..]` -> the words before the colon on the same line."""
-        line_start = self.text.rfind("\n", 0, start) + 1
-        before = self.text[line_start:start].replace("*", "").replace("`", "").rstrip().rstrip("[(<{（【").rstrip()
+        """`Submit button: [..]` or `- **猫**：[..]` -> the words before the colon, back to the start of
+        the line, the end of a sentence or the previous box."""
+        before = self.text[max(self._line_start(start), start - 200):start]
+        before = before.replace("*", "").replace("`", "").rstrip().rstrip("[(<{（【").rstrip()
         if not before.endswith((":", "：")):
             return ""
-        words = _LIST_MARK.sub("", _MENTION.sub("", before[:-1])).strip(" ,，;；-—")
+        words = re.split(r"[\])}>）】.;。；!?！？]", before[:-1])[-1]
+        words = _LIST_MARK.sub("", _MENTION.sub("", words)).strip(" ,，;；-—")
         return words if 0 < len(words) <= 60 else ""
 
     def _mentioned_image(self, start: int) -> int | None:
         """The image the answer names for a position: the last mention before it on its line, else
         the last line that starts with a mention ("Image 2:", "### Page 2", "**图2**")."""
-        line_start = self.text.rfind("\n", 0, start) + 1
-        same_line = list(_MENTION.finditer(self.text, line_start, start))
-        if same_line:
-            return _mention_number(same_line[-1])
-        position = line_start
-        while position > 0:
-            previous = self.text.rfind("\n", 0, position - 1) + 1
-            line = self.text[previous:position - 1]
-            lead = _MENTION.match(_LIST_MARK.sub("", line.replace("*", "")))
-            if lead:
-                return _mention_number(lead)
-            position = previous
-        return None
+        line_start = self._line_start(start)
+        i = bisect.bisect_left(self.mentions, (start, -1)) - 1
+        if i >= 0 and self.mentions[i][0] >= line_start:
+            return self.mentions[i][1]
+        i = bisect.bisect_left(self.heads, (line_start, -1)) - 1
+        return self.heads[i][1] if i >= 0 else self.carried_ref
+
+
+def _line_mentions(text: str, line_starts: list[int]) -> list[tuple[int, int]]:
+    """(line start, number) of each line that starts with an image mention."""
+    heads = []
+    for i, start in enumerate(line_starts):
+        end = line_starts[i + 1] - 1 if i + 1 < len(line_starts) else len(text)
+        if end - start > 300:
+            continue
+        lead = _MENTION.match(_LIST_MARK.sub("", text[start:end].replace("*", "")))
+        if lead:
+            heads.append((start, _mention_number(lead)))
+    return heads
 
 
 def _mention_number(match: re.Match) -> int:
     return int(next(g for g in match.groups() if g is not None))
 
 
-def _unbox(raw: str) -> tuple[str, list[tuple[int, int]]]:
+def _unbox(raw: str, strip: bool = True) -> tuple[str, list[tuple[int, int]]]:
     """The answer without box markers (stripped, as `split_output` gives it) and the spans that were
     inside markers (an unclosed marker runs to the end)."""
     parts, regions, position, length, open_at = [], [], 0, 0, None
@@ -306,6 +343,8 @@ def _unbox(raw: str) -> tuple[str, list[tuple[int, int]]]:
             regions.append((open_at, length))
             open_at = None
     text = "".join(parts)
+    if not strip:
+        return text, [(s, e) for s, e in regions if e > s]
     lead = len(text) - len(text.lstrip())
     text = text.strip()
     regions = [(max(0, s - lead), min(len(text), e - lead)) for s, e in regions]
@@ -313,27 +352,33 @@ def _unbox(raw: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def _code_spans(text: str) -> list[tuple[int, int]]:
-    """Fenced blocks (an unclosed fence runs to the end), inline code and math."""
+    """Fenced blocks (an unclosed fence runs to the end), inline code and math; merged, in order."""
     spans, fences = [], list(_FENCE.finditer(text))
     for i in range(0, len(fences), 2):
         end = fences[i + 1].end() if i + 1 < len(fences) else len(text)
         spans.append((fences[i].start(), end))
-    for match in _INLINE_CODE.finditer(text):
-        if not _inside(match.start(), spans):
-            spans.append(match.span())
-    return spans
+    fenced = _Spans(spans)
+    spans += [m.span() for m in _INLINE_CODE.finditer(text) if m.start() not in fenced]
+    return _non_overlapping(spans)
 
 
-def _inside(position: int, spans: Sequence[tuple[int, int]]) -> bool:
-    return any(start <= position < end for start, end in spans)
+def _non_overlapping(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _keyed_objects(text: str) -> list[tuple[int, int]]:
     """Spans of the innermost `{...}` objects (balanced, quote-aware) that have a grounding key."""
     keys = BOX_KEYS + POINT_KEYS
-    if not any(key in text for key in keys):
+    positions = sorted(m.start() for m in re.finditer("|".join(keys), text))
+    if not positions:
         return []
-    spans, stack, quote, escaped = [], [], None, False
+    spans, stack, quote, escaped = [], [], None, False  # stack: [start, holds a keyed object]
     for i, ch in enumerate(text):
         if quote:
             if escaped:
@@ -346,14 +391,16 @@ def _keyed_objects(text: str) -> list[tuple[int, int]]:
         if ch == '"' and stack:
             quote = ch
         elif ch == "{":
-            stack.append(i)
+            stack.append([i, False])
         elif ch == "}" and stack:
-            start = stack.pop()
-            body = text[start:i + 1]
-            if any(key in body for key in keys):
-                spans.append((start, i + 1))
-    # innermost only: an object holding another keyed object is not itself a grounding
-    return sorted(s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans))
+            start, holds = stack.pop()
+            k = bisect.bisect_left(positions, start)
+            keyed = holds or (k < len(positions) and positions[k] < i)
+            if keyed and not holds:
+                spans.append((start, i + 1))  # innermost: an object holding a keyed one is not itself a grounding
+            if keyed and stack:
+                stack[-1][1] = True
+    return sorted(spans)
 
 
 def _lenient_object(body: str) -> dict:
@@ -405,43 +452,74 @@ def _int(value) -> int | None:
 class GroundingStream:
     """Groundings as the model output streams in: feed the generated text (reasoning and box markers
     included, as the backend emits it), get each box or point once its line is complete. `flush()` at
-    the end gives the rest; all of them together equal `find_groundings` of the whole answer."""
+    the end gives the rest; all of them together equal `find_groundings` of the whole answer.
+
+    Linear in the answer's length: text before the last complete line outside any bracket, box
+    marker or code fence is never read again (what it leaves for later, the last "Image N:" line, is
+    carried over)."""
 
     _CLOSERS = set("])}>）】") | {BOX_CLOSE[-1]}
 
     def __init__(self) -> None:
         self._splitter = StreamSplitter(keep_boxes=True)
         self._answer = ""
-        self._settled = 0  # the answer text up to here can no longer change its groundings
+        self._settled = 0  # the answer up to here can no longer change its groundings
         self._scanned = 0
         self._depth = 0
         self._in_box = False
+        self._base = 0  # the segment still parsed again starts here (a line start) ...
+        self._base_clean = 0  # ... which is here in the displayed answer
+        self._carried_ref: int | None = None  # the last "Image N" line before the segment
+        self._segment_seen = 0  # groundings of the segment already given out
         self.groundings: list[Grounding] = []
 
     def feed(self, delta: str) -> list[Grounding]:
         _, answer = self._splitter.feed(delta)
-        return self._advance(answer)
-
-    def flush(self) -> list[Grounding]:
-        _, answer = self._splitter.flush()
-        self._answer += answer
-        return self._emit(find_groundings(self._answer))
-
-    def _advance(self, answer: str) -> list[Grounding]:
         self._answer += answer
         settled = self._settle()
         if settled <= self._settled:
             return []
         fresh = self._answer[self._settled:settled]
         self._settled = settled
-        if not (any(ch.isdigit() for ch in fresh) and any(ch in self._CLOSERS for ch in fresh)):
-            return []
-        return self._emit(find_groundings(self._answer[:settled]))
+        found = []
+        if any(ch.isdigit() for ch in fresh) and any(ch in self._CLOSERS for ch in fresh):
+            found = self._emit(settled)
+        self._rebase(settled)
+        return found
 
-    def _emit(self, everything: list[Grounding]) -> list[Grounding]:
-        fresh = everything[len(self.groundings):]
+    def flush(self) -> list[Grounding]:
+        _, answer = self._splitter.flush()
+        self._answer += answer
+        return self._emit(len(self._answer))
+
+    def _emit(self, end: int) -> list[Grounding]:
+        segment = self._answer[self._base:end]
+        if self._base == 0:
+            items = _parse(segment)
+        else:
+            items = _parse(segment, strip=False, offset=self._base_clean, carried_ref=self._carried_ref)
+        fresh = items[self._segment_seen:]
+        self._segment_seen = len(items)
         self.groundings.extend(fresh)
         return fresh
+
+    def _rebase(self, settled: int) -> None:
+        """Start the next segment at `settled` when nothing before it can matter any more."""
+        clean, _ = _unbox(self._answer[self._base:settled], strip=False)
+        toggles = sum(1 for _ in _FENCE.finditer(clean))
+        if toggles % 2:
+            return  # inside a code fence: its end decides what is code
+        if self._base == 0:
+            if not clean.strip():
+                return
+            self._base_clean = len(clean.strip()) + len(clean) - len(clean.rstrip())
+        else:
+            self._base_clean += len(clean)
+        starts = [0] + [m.end() for m in re.finditer("\n", clean)]
+        heads = _line_mentions(clean, starts)
+        if heads:
+            self._carried_ref = heads[-1][1]
+        self._base, self._segment_seen = settled, 0
 
     def _settle(self) -> int:
         """The end of the last complete line with no bracket or box marker left open."""

@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from ..backend import MAX_TOP_LOGPROBS, EngineError, GenerationRequest, SamplingParams
 from ..annotate import draw_annotations
+from ..backend import MAX_TOP_LOGPROBS, EngineError, GenerationRequest, SamplingParams
 from ..conversation import Message, split_output
 from ..grounding import annotate_answer
 from ..images import ImageError, load_media

@@ -10,8 +10,15 @@ from PIL import Image
 
 from glm_vision.annotate import colour, draw_annotations
 from glm_vision.conversation import Message, split_output
-from glm_vision.grounding import (GroundingStream, ImageSlot, annotate_answer, find_groundings, reply_images, resolve,
-                                  to_pixels)
+from glm_vision.grounding import (
+    GroundingStream,
+    ImageSlot,
+    annotate_answer,
+    find_groundings,
+    reply_images,
+    resolve,
+    to_pixels,
+)
 from glm_vision.images import load_image
 
 B, E = "<|begin_of_box|>", "<|end_of_box|>"
@@ -171,7 +178,8 @@ def test_resolve_uses_the_original_size():
 # ---------------------------------------------------------------------------------- streaming
 STREAMED = ("<think>I look for [[1,2,3,4]] first.</think>\nImage 1, the OK button: " + B + "[[100,200,300,400]]" + E
             + "\n```json\n[\n  {\"label\": \"close\", \"bbox_2d\": [900, 20, 980, 80]},\n  {\"label\": \"tap\", "
-            "\"point_2d\": [505, 955]}\n]\n```\nAnd here " + B + "(10,20,30,40)" + E + " too.")
+            "\"point_2d\": [505, 955]}\n]\n```\nAnd here " + B + "(10,20,30,40)" + E + " too.\n\n**Image 2**\n\n"
+            "- A: [[1,2,3,4]]\n```python\nxs = [1, 2, 3, 4]\n```\nB: [5, 6]\n")
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 7, 50, len(STREAMED)])
@@ -183,8 +191,9 @@ def test_stream_equals_complete_parse_in_any_chunking(chunk):
     seen.extend(stream.flush())
     complete = find_groundings(split_output(STREAMED).raw_answer)
     assert seen == complete == stream.groundings
-    assert [(g.kind, g.label) for g in complete] == [("box", "the OK button"), ("box", "close"), ("point", "tap"),
-                                                     ("box", "")]
+    assert [(g.kind, g.label, g.image_ref) for g in complete] == [
+        ("box", "the OK button", 1), ("box", "close", 1), ("point", "tap", 1), ("box", "", 1), ("box", "A", 2),
+        ("point", "B", 2)]
 
 
 def test_stream_reports_a_box_once_its_line_is_complete():
