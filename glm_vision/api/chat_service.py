@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, GenerationResult, answer_deltas_async
+from ..grounding import reply_images
 from .errors import APIError, engine_error, error_body
 from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
 from .options import build_answer_options, build_sampling
@@ -59,7 +60,8 @@ class ChatService:
         reply = Reply.new(backend.info.model)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            writer = ChunkWriter(reply.completion_id, reply.created, reply.model, include_usage, plan)
+            writer = ChunkWriter(reply.completion_id, reply.created, reply.model, include_usage, plan,
+                                 reply_images(generation.messages))
             return await self.stream(handle, watcher, writer)
         return await self.complete(handle, watcher, reply, plan)
 
@@ -98,7 +100,9 @@ class ChatService:
         finally:
             watcher.cancel()
             handle.cancel()
-        return completion(result, reply.completion_id, reply.created, reply.model, plan)
+        # the boxes are on the image the question is about: the last image of the turn answered
+        return completion(result, reply.completion_id, reply.created, reply.model, plan,
+                          reply_images(handle.request.messages))
 
     async def stream(self, handle, watcher: asyncio.Task, writer: ChunkWriter) -> StreamingResponse:
         events = handle.__aiter__()

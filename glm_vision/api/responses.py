@@ -6,6 +6,8 @@ import json
 
 from ..backend import AnswerDelta, Choice, GenerationResult
 from ..conversation import split_output
+from ..grounding import ImageSlot, find_groundings, resolve
+from ..tool_calls import parse_tool_calls
 from .schemas import ChatCompletion
 from .tool_stream import ToolDeltas
 from .tools import ToolPlan, answer_with_calls
@@ -22,10 +24,22 @@ def logprobs_body(entries) -> dict:
     return {"content": [entry.to_openai() for entry in entries], "refusal": None}
 
 
-def choice_body(choice: Choice, plan: ToolPlan) -> dict:
+def grounding_body(choice: Choice, plan: ToolPlan, images: list[ImageSlot]) -> list[dict]:
+    """The `grounding` extension of a choice: its boxes and points on the images they are about, in
+    pixels; spans in the message's `content` (the answer without its tool calls)."""
+    if not images:
+        return []
+    answer = split_output(choice.text).raw_answer  # box markers kept: they say what is a box
+    if plan.active:
+        answer = parse_tool_calls(answer, plan.tools).content
+    return [annotation.to_json() for annotation in resolve(find_groundings(answer), images)]
+
+
+def choice_body(choice: Choice, plan: ToolPlan, images: list[ImageSlot] | None = None) -> dict:
     parsed = split_output(choice.text)
     fields, finish = answer_with_calls(parsed.answer, finish_reason(choice), plan)
-    message = {"role": "assistant", **fields, "reasoning_content": parsed.reasoning or None}
+    message = {"role": "assistant", **fields, "reasoning_content": parsed.reasoning or None,
+               "grounding": grounding_body(choice, plan, images or []) or None}
     logprobs = logprobs_body(choice.logprobs) if choice.logprobs is not None else None
     return {"index": choice.index, "message": message, "finish_reason": finish, "logprobs": logprobs}
 
@@ -52,12 +66,12 @@ def timings_body(result: GenerationResult) -> dict:
 
 
 def completion(result: GenerationResult, completion_id: str, created: int, model: str,
-               plan: ToolPlan = NO_TOOLS) -> ChatCompletion:
+               plan: ToolPlan = NO_TOOLS, images: list[ImageSlot] | None = None) -> ChatCompletion:
     return ChatCompletion.model_validate({
         "id": completion_id,
         "created": created,
         "model": model,
-        "choices": [choice_body(choice, plan) for choice in result.choices],
+        "choices": [choice_body(choice, plan, images) for choice in result.choices],
         "usage": usage_body(result),
         "timings": timings_body(result),
     })
@@ -73,10 +87,11 @@ class ChunkWriter:
     """The chat.completion.chunk events of one streamed answer."""
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool,
-                 plan: ToolPlan = NO_TOOLS) -> None:
+                 plan: ToolPlan = NO_TOOLS, images: list[ImageSlot] | None = None) -> None:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self.include_usage = include_usage
         self.plan = plan
+        self.images = images or []  # what the answer's boxes can be on (grounding extension)
         self.tool_deltas: dict[int, ToolDeltas] = {}
 
     def answer_deltas(self, item: AnswerDelta) -> list[dict]:
@@ -86,13 +101,16 @@ class ChunkWriter:
         return self.tool_deltas.setdefault(item.index, ToolDeltas(self.plan)).feed(item.answer)
 
     def finish(self, choice: Choice) -> list[str]:
-        """A choice's last chunks: text its tool parser held back, then the finish reason."""
+        """A choice's last chunks: text its tool parser held back, then the finish reason (with the
+        choice's `grounding`, once, when it has boxes or points)."""
         finish = finish_reason(choice)
+        grounding = grounding_body(choice, self.plan, self.images)
+        last = {"grounding": grounding} if grounding else {}
         tools = self.tool_deltas.get(choice.index)
         if tools is None:
-            return [self.delta({}, finish, index=choice.index)]
+            return [self.delta(last, finish, index=choice.index)]
         chunks = [self.delta(part, index=choice.index) for part in tools.flush()]
-        return chunks + [self.delta({}, tools.finish_reason(finish), index=choice.index)]
+        return chunks + [self.delta(last, tools.finish_reason(finish), index=choice.index)]
 
     def delta(self, delta: dict, finish: str | None = None, *, index: int = 0, logprobs=None) -> str:
         choice = {"index": index, "delta": delta, "logprobs": logprobs_body(logprobs) if logprobs is not None else None,

@@ -173,12 +173,34 @@ class ToolCallOut(BaseModel):
     function: FunctionCallOut
 
 
+class GroundingItem(BaseModel):
+    """Extension: a box or point the answer gives (GLM writes them in thousandths of the image)."""
+
+    type: Literal["box", "point"]
+    label: str = Field(description="the JSON `label` GLM wrote, or the words before `:` on its line; may be empty")
+    image_index: int = Field(description="the image it is on: 0-based position among all images of the request's "
+                             "messages, in order (a PDF counts one image per page)")
+    coords: list[int | float] = Field(description="as the model wrote them, 0-1000 of the width (x) and height (y), "
+                                      "clamped: [x1, y1, x2, y2] for a box, [x, y] for a point")
+    pixels: list[int] = Field(description="the same in pixels of the original image (as sent, after EXIF rotation): "
+                              "box edges in [0, width] x [0, height], a point in [0, width-1] x [0, height-1]")
+    image_size: list[int] = Field(description="[width, height] of that image in pixels")
+    span: list[int] = Field(description="[start, end) of its text in `content`")
+    text: str = Field(description="the text of `content` at `span`")
+
+
+GROUNDING_DESCRIPTION = ("extension: the boxes and points of the answer, with pixel coordinates of the image they are "
+                         "on (only when there are some; in a stream, once, in each choice's final chunk)")
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = Field(None, description="the model's thinking, apart from the answer")
     tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=lambda calls: calls is None,
                                                  description="the answer's function calls (only when there are some)")
+    grounding: list[GroundingItem] | None = Field(None, exclude_if=lambda items: not items,
+                                                  description=GROUNDING_DESCRIPTION)
 
 
 class TopLogprobEntry(BaseModel):
@@ -230,6 +252,8 @@ class Delta(BaseModel):
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
+    grounding: list[GroundingItem] | None = Field(None, exclude_if=lambda items: not items,
+                                                  description=GROUNDING_DESCRIPTION)
 
 
 class ChunkChoice(BaseModel):

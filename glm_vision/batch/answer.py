@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
+from ..annotate import draw_annotations
 from ..backend import MAX_TOP_LOGPROBS, EngineError, GenerationRequest, SamplingParams
 from ..conversation import Message, split_output
+from ..grounding import annotate_answer
 from ..images import ImageError, load_media
 from .results import FIELDS
 
@@ -54,13 +58,18 @@ def answer_one(backend, path: str, work, args) -> dict:
     record.update(image=path, prompt=work.prompt, run=work.key, error="")
     try:
         images = load_media(path, max_bytes=int(args.max_upload_mb * 1e6))
-        result = backend.submit(request_for(images, work, args)).wait()
+        request = request_for(images, work, args)
+        result = backend.submit(request).wait()
         parsed = split_output(result.text)
+        annotations = annotate_answer(result.text, request.messages)
         usage = result.usage
-        record.update(answer=parsed.answer, reasoning=parsed.reasoning, finish_reason=result.finish_reason,
+        record.update(answer=parsed.answer, grounding=[a.to_json() for a in annotations],
+                      reasoning=parsed.reasoning, finish_reason=result.finish_reason,
                       prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                       cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4))
         work.format.fill(record, parsed.answer, result.logprobs)
+        if getattr(args, "annotate", None):
+            write_annotated(images, annotations, annotated_path(args.annotate, path, getattr(work, "root", "")))
     except ImageError as exc:
         record["error"] = f"bad image: {exc}"
     except EngineError as exc:
@@ -70,3 +79,23 @@ def answer_one(backend, path: str, work, args) -> dict:
         record["error"] = f"{type(exc).__name__}: {exc}"
     record["seconds"] = round(time.perf_counter() - started, 4)
     return record
+
+
+def annotated_path(folder: Path, path: str, root: str) -> Path:
+    """Where `--annotate` writes an input's drawing: its path below the inputs' common folder, as PNG
+    (`shots/a.png` -> `DIR/a.png`, `shots/b.jpg` -> `DIR/b.jpg.png`, a PDF's pages `doc.pdf.p1.png`...)."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root)) if root else os.path.basename(path)
+    if relative.startswith(".."):
+        relative = os.path.basename(path)
+    return Path(folder) / relative
+
+
+def write_annotated(images, annotations, target: Path) -> None:
+    """Each image of an input with its boxes and points drawn (an image without any is written as is)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        if len(images) > 1:
+            name = f"{target.name}.p{index + 1}.png"
+        else:
+            name = target.name if target.suffix.lower() == ".png" else target.name + ".png"
+        draw_annotations(image.image, annotations, image_index=index).save(target.with_name(name))

@@ -8,7 +8,9 @@ Each record has the image path, the answer, the reasoning (when thinking is on),
 counts (null when the image failed), timing, an error (empty when it worked), the prompt and `run`, a
 digest of the prompt and the settings that shape answers. With --json-schema the answer is constrained to the
 schema and the parsed object is in the record (`parsed`; flattened `json.*` columns in CSV); with --choices the
-answer is one of the choices and `choice_probs` gives each choice's probability (`p_*` columns in CSV). Records are written as they finish, so a
+answer is one of the choices and `choice_probs` gives each choice's probability (`p_*` columns in CSV). `grounding`
+lists the answer's boxes and points (GLM writes 0-1000) with pixel coordinates of the image (JSON text in CSV);
+--annotate DIR draws them on a copy of each image. Records are written as they finish, so a
 run that stops can be resumed with the same command: images already answered by the same run are
 skipped (`--retry-errors` redoes the ones that failed); a file written for another question or other
 settings is refused unless `--overwrite` replaces it. A bad image is recorded with its error and the run goes on. A PDF is one record
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "probability (from the first answer token's logprobs) is recorded — a confidence for moderation")
     p.add_argument("--thinking-budget", type=int, metavar="N",
                    help="most reasoning tokens per answer; then the model is made to close its thinking and answer")
+    p.add_argument("--annotate", type=Path, metavar="DIR",
+                   help="write each answered image to DIR with the answer's boxes and points drawn (numbered, labelled; "
+                   "paths mirror the inputs', as PNG); every record has them in 'grounding' with pixel coordinates")
     p.add_argument("--concurrency", type=int, default=1,
                    help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-FIELDS = ["image", "answer", "reasoning", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
+FIELDS = ["image", "answer", "grounding", "reasoning", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
           "seconds", "ttft_s", "error", "prompt", "run"]
 # What makes two runs the same run: a resumed run only skips images answered with all of these equal.
 RUN_SETTINGS = ("system", "no_thinking", "max_tokens", "temperature", "seed", "model", "api_base", "remote_model",
@@ -23,6 +23,12 @@ def run_key(prompt: str, args, answer_format: str = "") -> str:
         settings["answer_format"] = answer_format
     text = json.dumps({"prompt": prompt, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def csv_row(record: dict) -> dict:
+    """Lists and objects (the `grounding` list) as JSON text in their CSV cell."""
+    return {key: json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+            for key, value in record.items()}
 
 
 class ResultsFile:
@@ -57,7 +63,7 @@ class ResultsFile:
             if self.fmt == "csv":
                 writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows(records)
+                writer.writerows(csv_row(record) for record in records)
             else:
                 for record in records:
                     f.write(self._line(record))
@@ -74,14 +80,20 @@ class ResultsFile:
         if not fresh and needs_newline:
             self._file.write("\n")
         if self.fmt == "csv":
-            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+            # a resumed file keeps its own header (one written before a column was added stays aligned)
+            columns = self.columns if fresh else (self._header() or self.columns)
+            self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="ignore")
             if fresh:
                 self._writer.writeheader()
         return self
 
+    def _header(self) -> list[str]:
+        with self.path.open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+
     def write(self, record: dict) -> None:
         if self.fmt == "csv":
-            self._writer.writerow(record)
+            self._writer.writerow(csv_row(record))
         else:
             self._file.write(self._line(record))
         self._file.flush()

@@ -28,6 +28,7 @@ class Plan:
     prompt: str
     key: str
     format: AnswerFormat
+    root: str = ""  # the inputs' common folder: --annotate mirrors the paths below it
 
     @property
     def skipped(self) -> int:
@@ -48,6 +49,8 @@ def read_prompt(args) -> str:
         raise UsageError("--concurrency and --max-tokens must be at least 1")
     if args.thinking_budget is not None and args.thinking_budget < 0:
         raise UsageError("--thinking-budget must be 0 or more")
+    if getattr(args, "annotate", None) is not None and args.annotate.exists() and not args.annotate.is_dir():
+        raise UsageError(f"--annotate {args.annotate} is a file; give a folder")
     return prompt
 
 
@@ -81,7 +84,8 @@ def plan(args) -> Plan:
     key = run_key(prompt, args, answer_format.digest_text if answer_format.constraint else "")
     done = {os.path.abspath(r["image"]) for r in earlier_records(results, key, args)}
     todo = [path for path in images if os.path.abspath(path) not in done]
-    return Plan(results, todo, len(images), prompt, key, answer_format)
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in images])
+    return Plan(results, todo, len(images), prompt, key, answer_format, root)
 
 
 def results_format(args) -> str:
