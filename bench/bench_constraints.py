@@ -27,12 +27,20 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "title": {"type": "string", "maxLength": 40},
-        "rows": {"type": "array", "minItems": 500, "items": {
-            "type": "object",
-            "properties": {"label": {"type": "string", "maxLength": 16},
-                           "value": {"type": "number", "minimum": 0, "maximum": 1000},
-                           "unit": {"enum": ["kg", "m", "s", "%"]}},
-            "required": ["label", "value", "unit"], "additionalProperties": False}},
+        "rows": {
+            "type": "array",
+            "minItems": 500,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "label": {"type": "string", "maxLength": 16},
+                    "value": {"type": "number", "minimum": 0, "maximum": 1000},
+                    "unit": {"enum": ["kg", "m", "s", "%"]},
+                },
+                "required": ["label", "value", "unit"],
+                "additionalProperties": False,
+            },
+        },
     },
     "required": ["title", "rows"],
     "additionalProperties": False,
@@ -42,10 +50,15 @@ QUESTION = "Extract the table in this document as JSON: a title and every row wi
 
 def requests(batch: int, tokens: int, constrained: bool, thinking: bool) -> list[GenerationRequest]:
     constraint = OutputConstraint("json_schema", json.dumps(SCHEMA)) if constrained else None
-    return [GenerationRequest([Message("user", QUESTION)],
-                              SamplingParams(seed=i, max_new_tokens=tokens, min_new_tokens=tokens),
-                              constraint=constraint, enable_thinking=thinking)
-            for i in range(batch)]
+    return [
+        GenerationRequest(
+            [Message("user", QUESTION)],
+            SamplingParams(seed=i, max_new_tokens=tokens, min_new_tokens=tokens),
+            constraint=constraint,
+            enable_thinking=thinking,
+        )
+        for i in range(batch)
+    ]
 
 
 def decode_rate(engine, batch: int, tokens: int, constrained: bool) -> float:
@@ -100,8 +113,10 @@ def main(argv: list[str] | None = None) -> None:
             guided.append(decode_rate(engine, batch, args.tokens, True))
         f, g = statistics.median(free), statistics.median(guided)
         print(f"| {batch} | {f:,.1f} | {g:,.1f} | {g / f:.3f} | {100 * (1 - g / f):.1f} % |", flush=True)
-    print(f"({engine.loaded.device}, {args.tokens} tokens per request, median of {args.repeats}; "
-          f"{time.perf_counter() - started:.0f} s)")
+    print(
+        f"({engine.loaded.device}, {args.tokens} tokens per request, median of {args.repeats}; "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
     engine.shutdown()
 
 

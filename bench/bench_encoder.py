@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
-
 
 from bench.bench_engine import screenshot
 
@@ -48,15 +46,19 @@ def main() -> None:
     encoder = VisionEncoder(SimpleNamespace(model=SimpleNamespace(visual=visual)))
     processor = build_processor(full_vocab_tokenizer()).image_processor
     batches = [int(b) for b in args.batches.split(",")]
-    pictures = [torch.from_numpy(np.ascontiguousarray(np.asarray(screenshot(seed)).transpose(2, 0, 1)))
-                for seed in range(max(batches))]
+    pictures = [
+        torch.from_numpy(np.ascontiguousarray(np.asarray(screenshot(seed)).transpose(2, 0, 1)))
+        for seed in range(max(batches))
+    ]
     pictures = [p.to(device) for p in pictures]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     print("| pictures per call | patches | ms per call (median) | ms per picture |")
     print("|---|---|---|---|")
     with torch.inference_mode():
         for batch in batches:
-            inputs = processor(images=pictures[:batch], return_tensors="pt", device=device, input_data_format="channels_first")
+            inputs = processor(
+                images=pictures[:batch], return_tensors="pt", device=device, input_data_format="channels_first"
+            )
             grids = [tuple(g) for g in inputs["image_grid_thw"].tolist()]
             times = []
             for _ in range(args.repeat + 1):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -25,9 +24,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-
-from glm_vision.conversation import Message, conversation_images, to_template_messages
 from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.conversation import Message, conversation_images, to_template_messages
 from glm_vision.engine import Engine, LoadedModel
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
@@ -136,8 +134,9 @@ def baseline(loaded: LoadedModel, messages, device: str, decode_tokens: int) -> 
     ttft = timed(first_token, device)
     prefill = timed(lambda: model.generate(**inputs, do_sample=False, max_new_tokens=1, repetition_penalty=1.0), device)
     started = time.perf_counter()
-    out = model.generate(**inputs, do_sample=False, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens,
-                         repetition_penalty=1.0)
+    out = model.generate(
+        **inputs, do_sample=False, max_new_tokens=decode_tokens, min_new_tokens=decode_tokens, repetition_penalty=1.0
+    )
     sync(device)
     total = time.perf_counter() - started
     new = out.shape[1] - inputs["input_ids"].shape[1]
@@ -160,8 +159,10 @@ def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_t
         first = [Message("user", QUESTION, [picture])]
         cold = engine.generate(GenerationRequest(first, greedy, session_id=f"{tag}-{i}-a", cache_scope=scope))
         ttfts.append(cold.usage.ttft_s)
-        history = first + [Message("assistant", "It shows a desktop with several windows and buttons."),
-                           Message("user", "What does the largest button say?")]
+        history = first + [
+            Message("assistant", "It shows a desktop with several windows and buttons."),
+            Message("user", "What does the largest button say?"),
+        ]
         fu = engine.generate(GenerationRequest(history, greedy, session_id=f"{tag}-{i}-a", cache_scope=scope))
         follow.append(fu.usage.ttft_s)
         again = [Message("user", "Which colours dominate?", [picture])]
@@ -224,17 +225,21 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
     for turn in turns:
         history.append(turn)
         result = engine.generate(
-            GenerationRequest(list(history), SamplingParams.greedy(tokens_per_turn), session_id="agree", capture_logits=True)
+            GenerationRequest(
+                list(history), SamplingParams.greedy(tokens_per_turn), session_id="agree", capture_logits=True
+            )
         )
         inputs = reference_inputs(loaded, history, device)
         ref_logits = model(**inputs).logits[0, -1].float().cpu()
         max_rel = max(max_rel, relative(result.first_logits, ref_logits))
         same_pixels = reference_inputs(loaded, history, device, preprocess_on_device=True)
-        max_rel_device = max(max_rel_device, relative(result.first_logits, model(**same_pixels).logits[0, -1].float().cpu()))
+        max_rel_device = max(
+            max_rel_device, relative(result.first_logits, model(**same_pixels).logits[0, -1].float().cpu())
+        )
         out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens_per_turn, repetition_penalty=1.0)
-        ref = out[0, inputs["input_ids"].shape[1]:].tolist()
+        ref = out[0, inputs["input_ids"].shape[1] :].tolist()
         mine = list(result.token_ids)
-        for i, (x, y) in enumerate(zip(mine, ref)):
+        for i, (x, y) in enumerate(zip(mine, ref, strict=False)):
             if x != y:
                 first_divergence = first_divergence or (len(history) // 2 + 1, i)
                 break
@@ -245,10 +250,15 @@ def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens
     text_only = [Message("user", QUESTION * 8)]
     mine = engine.generate(GenerationRequest(text_only, SamplingParams.greedy(1), capture_logits=True)).first_logits
     theirs = model(**reference_inputs(loaded, text_only, device)).logits[0, -1].float().cpu()
-    return {"tokens_equal": equal, "tokens_compared": compared, "first_divergence": first_divergence,
-            "max_first_logits_rel_err": max_rel, "max_first_logits_rel_err_pixels_resized_on_device": max_rel_device,
-            "text_only_first_logits_rel_err": relative(mine, theirs),
-            **reference_noise(loaded, turns[:1], device, tokens_per_turn)}
+    return {
+        "tokens_equal": equal,
+        "tokens_compared": compared,
+        "first_divergence": first_divergence,
+        "max_first_logits_rel_err": max_rel,
+        "max_first_logits_rel_err_pixels_resized_on_device": max_rel_device,
+        "text_only_first_logits_rel_err": relative(mine, theirs),
+        **reference_noise(loaded, turns[:1], device, tokens_per_turn),
+    }
 
 
 def float32_agreement(settings, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
@@ -281,12 +291,14 @@ def reference_noise(loaded: LoadedModel, messages, device: str, tokens: int) -> 
         model.set_attn_implementation(attn)
         logits = model(**inputs).logits[0, -1].float().cpu()
         out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens, repetition_penalty=1.0)
-        runs[attn] = (logits, out[0, inputs["input_ids"].shape[1]:].tolist())
+        runs[attn] = (logits, out[0, inputs["input_ids"].shape[1] :].tolist())
     model.set_attn_implementation("sdpa")
     (la, ta), (lb, tb) = runs["sdpa"], runs["eager"]
-    same = next((i for i, (x, y) in enumerate(zip(ta, tb)) if x != y), min(len(ta), len(tb)))
-    return {"reference_sdpa_vs_eager_logits_rel_err": ((la - lb).norm() / la.norm()).item(),
-            "reference_sdpa_vs_eager_tokens_equal_before_divergence": same}
+    same = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
+    return {
+        "reference_sdpa_vs_eager_logits_rel_err": ((la - lb).norm() / la.norm()).item(),
+        "reference_sdpa_vs_eager_tokens_equal_before_divergence": same,
+    }
 
 
 def profile_decode(engine: Engine, picture) -> None:
@@ -364,13 +376,24 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=16384)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of 32 decode steps")
-    parser.add_argument("--fast-only", action="store_true", help="skip the baseline, the eager engine and the agreement run")
-    parser.add_argument("--decode-attention", default="compiled", choices=["compiled", "triton"], help="the fast engine's")
-    parser.add_argument("--also-decode-attention", action="append", choices=["compiled", "triton"],
-                        help="measure the fast engine again with this decode attention (a column each)")
-    parser.add_argument("--float32-agreement", action="store_true",
-                        help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
-                             "and first-step logits with generate there, where rounding does not flip near-tied argmaxes")
+    parser.add_argument(
+        "--fast-only", action="store_true", help="skip the baseline, the eager engine and the agreement run"
+    )
+    parser.add_argument(
+        "--decode-attention", default="compiled", choices=["compiled", "triton"], help="the fast engine's"
+    )
+    parser.add_argument(
+        "--also-decode-attention",
+        action="append",
+        choices=["compiled", "triton"],
+        help="measure the fast engine again with this decode attention (a column each)",
+    )
+    parser.add_argument(
+        "--float32-agreement",
+        action="store_true",
+        help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
+        "and first-step logits with generate there, where rounding does not flip near-tied argmaxes",
+    )
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     if args.tiny:
@@ -381,9 +404,12 @@ def main() -> None:
     pictures = [load_image(screenshot(seed)) for seed in (1, 2, 3)]
     question = [Message("user", QUESTION, [pictures[0]])]
     # One decode slot: the single-stream numbers (the batching benchmark is bench/load.py).
-    settings = Settings(model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off",
-                        max_batch=1)
-    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True)
+    settings = Settings(
+        model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off", max_batch=1
+    )
+    print(
+        f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True
+    )
 
     columns: dict[str, dict] = {}
     results = {"columns": columns}
@@ -401,7 +427,9 @@ def main() -> None:
         print(f"fast path warm-up: {results['warmup_s']:.1f} s", flush=True)
         columns["engine fast"] = engine_numbers(fast, pictures[0], pictures[1], device, args.decode_tokens, "fast")
         print("engine fast:", columns["engine fast"], flush=True)
-        results["history_peak_gib"], results["history_tokens"] = history_peak(fast, pictures[0], device, args.history_tokens)
+        results["history_peak_gib"], results["history_tokens"] = history_peak(
+            fast, pictures[0], device, args.history_tokens
+        )
         print("history peak:", results["history_peak_gib"], results["history_tokens"], flush=True)
         if not args.fast_only:
             results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
@@ -416,7 +444,9 @@ def main() -> None:
             print(f"{name}:", columns[name], flush=True)
             other.shutdown()
         if args.float32_agreement:
-            results["agreement_float32"] = float32_agreement(fast_settings, loaded, pictures, device, args.agreement_tokens)
+            results["agreement_float32"] = float32_agreement(
+                fast_settings, loaded, pictures, device, args.agreement_tokens
+            )
     except Exception:  # noqa: BLE001 - keep the columns measured so far
         import traceback
 
@@ -427,20 +457,28 @@ def main() -> None:
     if "warmup_s" in results:
         print(f"warm-up (compile + graph capture): {results['warmup_s']:.1f} s")
     if results.get("history_peak_gib") is not None:
-        print(f"peak memory, one 1080p session with {results['history_tokens']} tokens of history: "
-              f"{results['history_peak_gib']:.2f} GiB")
+        print(
+            f"peak memory, one 1080p session with {results['history_tokens']} tokens of history: "
+            f"{results['history_peak_gib']:.2f} GiB"
+        )
     for key, label in (("agreement", loaded.dtype), ("agreement_float32", "float32")):
         a = results.get(key)
         if a:
-            print(f"{label}: greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens "
-                  f"equal (first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
-                  f"{a['max_first_logits_rel_err']:.2e}")
-            print(f"{label}: reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
-                  f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
-                  f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal")
-            print(f"{label}: first-step logits relative error with generate fed the pictures resized on the device as the "
-                  f"engine does: {a['max_first_logits_rel_err_pixels_resized_on_device']:.2e}; text-only prompt: "
-                  f"{a['text_only_first_logits_rel_err']:.2e}")
+            print(
+                f"{label}: greedy agreement with generate over 3 turns: {a['tokens_equal']}/{a['tokens_compared']} tokens "
+                f"equal (first divergence turn/token: {a['first_divergence']}); first-step logits max relative error "
+                f"{a['max_first_logits_rel_err']:.2e}"
+            )
+            print(
+                f"{label}: reference noise floor, transformers SDPA vs eager attention on turn 1: logits relative error "
+                f"{a['reference_sdpa_vs_eager_logits_rel_err']:.2e}, first "
+                f"{a['reference_sdpa_vs_eager_tokens_equal_before_divergence']} greedy tokens equal"
+            )
+            print(
+                f"{label}: first-step logits relative error with generate fed the pictures resized on the device as the "
+                f"engine does: {a['max_first_logits_rel_err_pixels_resized_on_device']:.2e}; text-only prompt: "
+                f"{a['text_only_first_logits_rel_err']:.2e}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -24,13 +24,11 @@ import base64
 import io
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
 
 QUESTION = "Describe this screenshot: every window, button and label you can see."
 
@@ -64,10 +62,15 @@ async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
     try:
         stream = await client.chat.completions.create(
             model="glm-vision",
-            messages=[{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": url}},
-                {"type": "text", "text": f"{QUESTION} (client {index})"},
-            ]}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {"type": "text", "text": f"{QUESTION} (client {index})"},
+                    ],
+                }
+            ],
             max_tokens=tokens,
             stream=True,
             stream_options={"include_usage": True},
@@ -94,8 +97,13 @@ async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls
     import openai
 
     limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
-    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600,
-                                  http_client=httpx.AsyncClient(limits=limits, timeout=600)) as client:
+    async with openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        max_retries=0,
+        timeout=600,
+        http_client=httpx.AsyncClient(limits=limits, timeout=600),
+    ) as client:
         started = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
         wall = time.perf_counter() - started
@@ -111,7 +119,9 @@ def summarize(results: list[StreamResult], streams: int, tokens: int, wall: floa
         "completed": len(done),
         "rejected_429": sum(1 for r in results if r.status == 429),
         "errors_5xx": sum(1 for r in results if r.status is not None and r.status >= 500),
-        "other_errors": sum(1 for r in results if not r.ok and (r.status is None or r.status < 500) and r.status != 429),
+        "other_errors": sum(
+            1 for r in results if not r.ok and (r.status is None or r.status < 500) and r.status != 429
+        ),
         "tokens_short": sum(1 for r in done if r.tokens != tokens),
         "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
         "ttft_p95_s": ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))] if ttfts else None,
@@ -136,8 +146,8 @@ def _decode_throughput(done: list[StreamResult]) -> float | None:
 
 def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
     """The same measurement straight on the engine (no HTTP): for machines without the web stack."""
-    from glm_vision.conversation import Message
     from glm_vision.backend import EngineError, GenerationRequest, QueueFullError, SamplingParams, TextDelta
+    from glm_vision.conversation import Message
 
     results: list[StreamResult] = [None] * streams
 
@@ -154,8 +164,14 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
                 if isinstance(item, TextDelta) and first is None:
                     first = time.perf_counter()
             end = time.perf_counter()
-            results[index] = StreamResult(True, 200, (first or end) - started, handle.result.usage.completion_tokens,
-                                          first_at=first or end, end_at=end)
+            results[index] = StreamResult(
+                True,
+                200,
+                (first or end) - started,
+                handle.result.usage.completion_tokens,
+                first_at=first or end,
+                end_at=end,
+            )
         except QueueFullError as exc:
             results[index] = StreamResult(False, 429, error=exc.message)
         except EngineError as exc:
@@ -167,8 +183,12 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
         thread.start()
     for thread in threads:
         thread.join(600)
-    return summarize([r or StreamResult(False, None, error="no result") for r in results], streams, tokens,
-                     time.perf_counter() - started)
+    return summarize(
+        [r or StreamResult(False, None, error="no result") for r in results],
+        streams,
+        tokens,
+        time.perf_counter() - started,
+    )
 
 
 def filler_prompt(tokenizer, index: int, tokens: int) -> str:
@@ -182,8 +202,8 @@ def steady_level(engine, streams: int, prompt_tokens: int, tokens: int) -> dict:
     """`streams` text-only requests decoding together; the decode rate in the window where all of them
     decode: after the last one's first token, until the first one's last (the engine's per-token
     bookkeeping is timed on its own thread)."""
-    from glm_vision.conversation import Message
     from glm_vision.backend import GenerationRequest, SamplingParams
+    from glm_vision.conversation import Message
 
     runner = engine.runner
     seen: list[tuple[float, int]] = []
@@ -195,8 +215,13 @@ def steady_level(engine, streams: int, prompt_tokens: int, tokens: int) -> dict:
 
     runner.accept = accept
     try:
-        requests = [GenerationRequest([Message("user", filler_prompt(runner.tokenizer, i, prompt_tokens))],
-                                      SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)) for i in range(streams)]
+        requests = [
+            GenerationRequest(
+                [Message("user", filler_prompt(runner.tokenizer, i, prompt_tokens))],
+                SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens),
+            )
+            for i in range(streams)
+        ]
         handles = [engine.submit(r) for r in requests]
         results = [h.wait() for h in handles]
     finally:
@@ -266,17 +291,31 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=8192)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
-    parser.add_argument("--decode-attention", default="compiled",
-                        help="in process: the engine's, or a comma-separated list (an engine each)")
-    parser.add_argument("--policy", default="", help="in process: scheduler policies to measure in turn, comma-separated "
-                        "(prefill-first, decode-first; default: the engine's own)")
-    parser.add_argument("--policy-levels", default="", help="levels (STREAMSxTOKENS) measured under the extra policies; "
-                        "default all")
-    parser.add_argument("--steady", default="", help="in process: steady-state decode levels, comma-separated stream counts")
+    parser.add_argument(
+        "--decode-attention",
+        default="compiled",
+        help="in process: the engine's, or a comma-separated list (an engine each)",
+    )
+    parser.add_argument(
+        "--policy",
+        default="",
+        help="in process: scheduler policies to measure in turn, comma-separated "
+        "(prefill-first, decode-first; default: the engine's own)",
+    )
+    parser.add_argument(
+        "--policy-levels", default="", help="levels (STREAMSxTOKENS) measured under the extra policies; default all"
+    )
+    parser.add_argument(
+        "--steady", default="", help="in process: steady-state decode levels, comma-separated stream counts"
+    )
     parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
     parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
-    parser.add_argument("--steady-attention", default="", help="decode attentions for the steady state, comma-separated "
-                        "(default: those of --decode-attention); an engine of its own for one not in --decode-attention")
+    parser.add_argument(
+        "--steady-attention",
+        default="",
+        help="decode attentions for the steady state, comma-separated "
+        "(default: those of --decode-attention); an engine of its own for one not in --decode-attention",
+    )
     args = parser.parse_args()
 
     if args.levels:
@@ -316,14 +355,23 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     level_attentions = args.decode_attention.split(",")
     steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
     for attention in dict.fromkeys(level_attentions + steady_attentions):
-        settings = Settings(model="(in memory)", device=device, queue_size=args.queue_size, max_batch=args.max_batch,
-                            max_context_tokens=args.max_context, decode_attention=attention)
+        settings = Settings(
+            model="(in memory)",
+            device=device,
+            queue_size=args.queue_size,
+            max_batch=args.max_batch,
+            max_context_tokens=args.max_context,
+            decode_attention=attention,
+        )
         engine = Engine(settings, loaded)
         started = time.perf_counter()
         engine.warmup()
         own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
-        print(f"engine ready ({attention} decode attention, policy {own}): {engine.runner.slab.slots} decode slots of "
-              f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"engine ready ({attention} decode attention, policy {own}): {engine.runner.slab.slots} decode slots of "
+            f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         server = None if args.direct else InProcessServer(engine, replace(settings))
         policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
         extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
@@ -360,25 +408,33 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
 def report(rows: list[dict], steady: list[dict]) -> None:
     print()
     if rows:
-        print("| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
-              "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory |")
+        print(
+            "| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
+            "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
-              f"{r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
-              f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
-              f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
-              f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
-              f"{fmt(r.get('peak_gib'), ' GiB', 2)} |")
+        print(
+            f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
+            f"{r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
+            f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
+            f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
+            f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
+            f"{fmt(r.get('peak_gib'), ' GiB', 2)} |"
+        )
     if steady:
         print()
-        print("| decode attention | streams decoding | prompt tokens | decode step | aggregate tok/s | per stream tok/s | "
-              "window |")
+        print(
+            "| decode attention | streams decoding | prompt tokens | decode step | aggregate tok/s | per stream tok/s | "
+            "window |"
+        )
         print("|---|---|---|---|---|---|---|")
     for r in steady:
-        print(f"| {r['attention']} | {r['steady_streams']} | {r['prompt_tokens']:.0f} | {fmt(r['step_ms'], ' ms', 2)} | "
-              f"{fmt(r['aggregate_tok_s'])} | {fmt(r['per_stream_tok_s'])} | {r['window_tokens']} tokens in "
-              f"{r['window_s']:.2f} s |")
+        print(
+            f"| {r['attention']} | {r['steady_streams']} | {r['prompt_tokens']:.0f} | {fmt(r['step_ms'], ' ms', 2)} | "
+            f"{fmt(r['aggregate_tok_s'])} | {fmt(r['per_stream_tok_s'])} | {r['window_tokens']} tokens in "
+            f"{r['window_s']:.2f} s |"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
 from tests.api_helpers import data_url, serve
@@ -37,8 +36,16 @@ def rss() -> int:
 
 def soak_settings(model_dir: str) -> Settings:
     """Small cache budgets, so that eviction is exercised within a few hundred requests."""
-    return Settings(model=model_dir, device="cpu", max_context_tokens=1024, max_new_tokens=4, vision_cache_mb=1,
-                    kv_cache_mb=2, max_sessions=8, queue_size=8)
+    return Settings(
+        model=model_dir,
+        device="cpu",
+        max_context_tokens=1024,
+        max_new_tokens=4,
+        vision_cache_mb=1,
+        kv_cache_mb=2,
+        max_sessions=8,
+        queue_size=8,
+    )
 
 
 def sequential(url: str, engine, count: int, warmup: int, images: int = 48) -> dict:
@@ -53,22 +60,40 @@ def sequential(url: str, engine, count: int, warmup: int, images: int = 48) -> d
         for index in range(count):
             if index == warmup:
                 base = rss()
-            messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": pictures[index % images]}},
-                                                     {"type": "text", "text": f"question {index % 7}"}]}]
+            messages = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": pictures[index % images]}},
+                        {"type": "text", "text": f"question {index % 7}"},
+                    ],
+                }
+            ]
             if index % 2:
                 messages += [{"role": "assistant", "content": "an answer"}, {"role": "user", "content": "and then?"}]
-            response = client.post(url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 1 + index % 4},
-                                   headers={"Authorization": f"Bearer tenant-{index % 3}"})
+            response = client.post(
+                url + "/v1/chat/completions",
+                json={"messages": messages, "max_tokens": 1 + index % 4},
+                headers={"Authorization": f"Bearer tenant-{index % 3}"},
+            )
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
             peak_features = max(peak_features, engine.features.bytes_used)
             peak_kv = max(peak_kv, engine.sessions.kv_bytes)
     end = rss()
-    return {"requests": count, "statuses": statuses, "seconds": round(time.perf_counter() - started, 1),
-            "rss_after_warmup_mb": round(base / MB, 1), "rss_end_mb": round(end / MB, 1),
-            "rss_growth_pct": round(100 * (end - base) / base, 2),
-            "feature_cache_peak_bytes": peak_features, "feature_cache_budget_bytes": engine.features.budget_bytes,
-            "kv_peak_bytes": peak_kv, "kv_budget_bytes": engine.sessions.kv_budget_bytes,
-            "sessions_end": len(engine.sessions), "max_sessions": engine.settings.max_sessions}
+    return {
+        "requests": count,
+        "statuses": statuses,
+        "seconds": round(time.perf_counter() - started, 1),
+        "rss_after_warmup_mb": round(base / MB, 1),
+        "rss_end_mb": round(end / MB, 1),
+        "rss_growth_pct": round(100 * (end - base) / base, 2),
+        "feature_cache_peak_bytes": peak_features,
+        "feature_cache_budget_bytes": engine.features.budget_bytes,
+        "kv_peak_bytes": peak_kv,
+        "kv_budget_bytes": engine.sessions.kv_budget_bytes,
+        "sessions_end": len(engine.sessions),
+        "max_sessions": engine.settings.max_sessions,
+    }
 
 
 def concurrent_streams(url: str, streams: int = 32) -> dict:
@@ -79,9 +104,19 @@ def concurrent_streams(url: str, streams: int = 32) -> dict:
     picture = data_url(make_picture(5, (56, 56)))
 
     def one(index: int) -> None:
-        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": picture}},
-                                                          {"type": "text", "text": f"stream {index}"}]}],
-                "max_tokens": 8, "stream": True}
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": picture}},
+                        {"type": "text", "text": f"stream {index}"},
+                    ],
+                }
+            ],
+            "max_tokens": 8,
+            "stream": True,
+        }
         barrier.wait(60)
         done = False
         try:
@@ -105,9 +140,14 @@ def concurrent_streams(url: str, streams: int = 32) -> dict:
     statuses: dict[int, int] = {}
     for status, _ in results:
         statuses[status] = statuses.get(status, 0) + 1
-    return {"streams": streams, "statuses": statuses, "completed": sum(1 for s, d in results if s == 200 and d),
-            "refused_429": statuses.get(429, 0), "5xx": sum(n for s, n in statuses.items() if s >= 500),
-            "finished_threads": len(results)}
+    return {
+        "streams": streams,
+        "statuses": statuses,
+        "completed": sum(1 for s, d in results if s == 200 and d),
+        "refused_429": statuses.get(429, 0),
+        "5xx": sum(n for s, n in statuses.items() if s >= 500),
+        "finished_threads": len(results),
+    }
 
 
 def ui_sessions(state, engine, count: int = 100) -> dict:
@@ -130,10 +170,18 @@ def ui_sessions(state, engine, count: int = 100) -> dict:
     left = {s for s in engine.sessions._sessions if s.startswith("ui-")} - base_sessions
     ui_scope_bytes = sum(engine.features.scope_bytes(s) for s in left)
     end = rss()
-    return {"sessions": count, "errors": errors, "ui_sessions_left": len(left), "ui_feature_bytes_left": ui_scope_bytes,
-            "running_left": len(h.runs), "tracked_files_left": len(h.files), "peak_sessions": peak_sessions,
-            "rss_before_mb": round(base_rss / MB, 1), "rss_after_mb": round(end / MB, 1),
-            "rss_growth_pct": round(100 * (end - base_rss) / base_rss, 2)}
+    return {
+        "sessions": count,
+        "errors": errors,
+        "ui_sessions_left": len(left),
+        "ui_feature_bytes_left": ui_scope_bytes,
+        "running_left": len(h.runs),
+        "tracked_files_left": len(h.files),
+        "peak_sessions": peak_sessions,
+        "rss_before_mb": round(base_rss / MB, 1),
+        "rss_after_mb": round(end / MB, 1),
+        "rss_growth_pct": round(100 * (end - base_rss) / base_rss, 2),
+    }
 
 
 def main() -> int:
@@ -152,10 +200,13 @@ def main() -> int:
     engine.warmup()
     live = serve(AppState(settings, backend=engine))
     try:
-        figures = {"sequential": sequential(live.url, engine, args.requests, args.warmup),
-                   "concurrent": concurrent_streams(live.url, args.streams),
-                   "ui_sessions": ui_sessions(AppState(replace(settings, max_new_tokens=2), backend=engine), engine,
-                                              args.ui_sessions)}
+        figures = {
+            "sequential": sequential(live.url, engine, args.requests, args.warmup),
+            "concurrent": concurrent_streams(live.url, args.streams),
+            "ui_sessions": ui_sessions(
+                AppState(replace(settings, max_new_tokens=2), backend=engine), engine, args.ui_sessions
+            ),
+        }
     finally:
         live.__exit__()
         engine.shutdown()

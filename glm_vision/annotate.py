@@ -12,8 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .grounding import POINT, Annotation
 
 # Distinct on light and dark screenshots (Okabe-Ito and Tableau colours); annotation n gets COLOURS[(n-1) % len].
-COLOURS = ("#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#00A3A3", "#F032E6", "#9A6324",
-           "#808000", "#000075")
+COLOURS = ("#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#00A3A3", "#F032E6", "#9A6324", "#808000", "#000075")
 FONT_FILE = Path(__file__).resolve().parent / "synthetic" / "fonts" / "DejaVuSansMono-Bold.ttf"
 
 
@@ -27,8 +26,9 @@ def tag(annotation: Annotation) -> str:
     return f"{annotation.number} {annotation.label}".strip()
 
 
-def draw_annotations(image: Image.Image, annotations: Sequence[Annotation], *,
-                     image_index: int | None = None) -> Image.Image:
+def draw_annotations(
+    image: Image.Image, annotations: Sequence[Annotation], *, image_index: int | None = None
+) -> Image.Image:
     """A copy of `image` (RGB) with the annotations drawn on it, at their pixel coordinates; with
     `image_index`, only the annotations of that image. `image` must be the original the pixels refer
     to (its size is checked: annotations of another size are scaled to this one)."""
@@ -60,8 +60,11 @@ def draw_annotations(image: Image.Image, annotations: Sequence[Annotation], *,
 
 def annotated_images(images: Sequence[Image.Image], annotations: Sequence[Annotation]) -> dict[int, Image.Image]:
     """{image_index: annotated copy} for each image (of a conversation's images, in order) that has annotations."""
-    return {index: draw_annotations(images[index], annotations, image_index=index)
-            for index in sorted({a.image_index for a in annotations}) if 0 <= index < len(images)}
+    return {
+        index: draw_annotations(images[index], annotations, image_index=index)
+        for index in sorted({a.image_index for a in annotations})
+        if 0 <= index < len(images)
+    }
 
 
 def _fit(annotation: Annotation, width: int, height: int) -> tuple[int, ...]:
@@ -71,8 +74,9 @@ def _fit(annotation: Annotation, width: int, height: int) -> tuple[int, ...]:
     return tuple(round(v * (sx if i % 2 == 0 else sy)) for i, v in enumerate(annotation.pixels))
 
 
-def _label(draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], fill: str, font,
-           width: int, height: int) -> None:
+def _label(
+    draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], fill: str, font, width: int, height: int
+) -> None:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 6, bottom - top + 4
     x = min(max(0, anchor[0]), max(0, width - w))

@@ -23,8 +23,13 @@ log = logging.getLogger("glm_vision")
 
 
 def read_images(settings: Settings) -> list:
-    return [page for path in settings.image for page in load_media(
-        path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi)]
+    return [
+        page
+        for path in settings.image
+        for page in load_media(
+            path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
+        )
+    ]
 
 
 def print_answer(handle) -> None:
@@ -34,8 +39,13 @@ def print_answer(handle) -> None:
         if not isinstance(item, AnswerDelta):
             print()
             usage = item.usage
-            log.info("%d prompt tokens, %d new tokens, first token after %.0f ms, %.1f tokens/s",
-                     usage.prompt_tokens, usage.completion_tokens, usage.ttft_s * 1000, usage.decode_tokens_per_s)
+            log.info(
+                "%d prompt tokens, %d new tokens, first token after %.0f ms, %.1f tokens/s",
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.ttft_s * 1000,
+                usage.decode_tokens_per_s,
+            )
             continue
         if item.reasoning and not thinking_shown:
             print("[thinking] ", end="", file=sys.stderr)
@@ -54,9 +64,11 @@ def answer_once(settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     backend = load_backend(settings, warm=False)
-    request = GenerationRequest([Message("user", settings.prompt or "", images)],
-                                SamplingParams(max_new_tokens=settings.max_new_tokens),
-                                enable_thinking=settings.thinking)
+    request = GenerationRequest(
+        [Message("user", settings.prompt or "", images)],
+        SamplingParams(max_new_tokens=settings.max_new_tokens),
+        enable_thinking=settings.thinking,
+    )
     try:
         print_answer(backend.submit(request))
     except EngineError as exc:

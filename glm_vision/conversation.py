@@ -46,7 +46,9 @@ def to_template_messages(messages: list[Message]) -> list[dict]:
             content.append({"type": "text", "text": message.text})
             rendered.append({"role": message.role, "content": content})
         elif message.tool_calls:
-            calls = [{"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls]
+            calls = [
+                {"type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in message.tool_calls
+            ]
             rendered.append({"role": "assistant", "content": message.text, "tool_calls": calls})
         else:
             rendered.append({"role": message.role, "content": message.text})
@@ -77,8 +79,9 @@ def split_output(text: str) -> ParsedOutput:
     raw_answer = (answer + rest_answer).strip()
     boxed = tuple(m.strip() for m in _BOX_RE.findall(raw_answer))
     clean = raw_answer.replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
-    return ParsedOutput(reasoning=(reasoning + rest_reasoning).strip(), answer=clean.strip(), boxed=boxed,
-                        raw_answer=raw_answer)
+    return ParsedOutput(
+        reasoning=(reasoning + rest_reasoning).strip(), answer=clean.strip(), boxed=boxed, raw_answer=raw_answer
+    )
 
 
 class StreamSplitter:
@@ -111,7 +114,7 @@ class StreamSplitter:
                 self._started = True
                 if stripped.startswith(THINK_OPEN):
                     self._in_reasoning = self._at_section_start = True
-                    self._pending = stripped[len(THINK_OPEN):]
+                    self._pending = stripped[len(THINK_OPEN) :]
                     continue
             if self._at_section_start:
                 # the newline after a tag often arrives as a delta of its own
@@ -122,12 +125,15 @@ class StreamSplitter:
             index, marker = self._next_marker()
             if marker is None:
                 keep = self._partial_marker_suffix()
-                text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+                text, self._pending = (
+                    self._pending[: len(self._pending) - keep],
+                    self._pending[len(self._pending) - keep :],
+                )
                 (reasoning if self._in_reasoning else answer).append(text)
                 break
             kept = marker if self.keep_boxes and marker in (BOX_OPEN, BOX_CLOSE) else ""
             (reasoning if self._in_reasoning else answer).append(self._pending[:index] + kept)
-            self._pending = self._pending[index + len(marker):]
+            self._pending = self._pending[index + len(marker) :]
             if marker in (THINK_OPEN, THINK_CLOSE):
                 self._in_reasoning = marker == THINK_OPEN
                 self._at_section_start = True

@@ -81,9 +81,16 @@ class Annotation:
 
     def to_json(self) -> dict:
         """The API / batch shape (see README, "Grounding")."""
-        return {"type": self.kind, "label": self.label, "image_index": self.image_index,
-                "coords": [_plain(v) for v in self.coords], "pixels": list(self.pixels),
-                "image_size": list(self.image_size), "span": list(self.span), "text": self.text}
+        return {
+            "type": self.kind,
+            "label": self.label,
+            "image_index": self.image_index,
+            "coords": [_plain(v) for v in self.coords],
+            "pixels": list(self.pixels),
+            "image_size": list(self.image_size),
+            "span": list(self.span),
+            "text": self.text,
+        }
 
 
 # ------------------------------------------------------------------------------------------ pixels
@@ -130,10 +137,19 @@ def resolve(groundings: Sequence[Grounding], slots: Sequence[ImageSlot]) -> list
     for number, grounding in enumerate(groundings, start=1):
         ref = grounding.image_ref
         slot = slots[ref - 1] if ref is not None and 1 <= ref <= len(slots) else slots[-1]
-        annotations.append(Annotation(
-            number=number, kind=grounding.kind, label=grounding.label, image_index=slot.index,
-            coords=grounding.coords, pixels=to_pixels(grounding.kind, grounding.coords, slot.width, slot.height),
-            image_size=(slot.width, slot.height), span=grounding.span, text=grounding.text))
+        annotations.append(
+            Annotation(
+                number=number,
+                kind=grounding.kind,
+                label=grounding.label,
+                image_index=slot.index,
+                coords=grounding.coords,
+                pixels=to_pixels(grounding.kind, grounding.coords, slot.width, slot.height),
+                image_size=(slot.width, slot.height),
+                span=grounding.span,
+                text=grounding.text,
+            )
+        )
     return annotations
 
 
@@ -155,8 +171,10 @@ _NUMBER = re.compile(_NUM)
 _QUOTED_KEY_BEFORE = re.compile(r"""["'](\w+)["']\s*:\s*$""")
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _INLINE_CODE = re.compile(r"`[^`\n]+`|\$\$[^$]{1,4000}\$\$|\$[^$\n]+\$|\\\([^\n]{1,500}?\\\)|\\\[[^$]{1,4000}?\\\]")
-_MENTION = re.compile(r"(?i)\b(?:image|picture|pic|img|screenshot|photo|page)\s*(?:#|no\.?)?\s*(\d{1,3})\b"
-                      r"|(?:图片|图|截图)\s*(\d{1,3})|第\s*(\d{1,3})\s*(?:张|页|幅)")
+_MENTION = re.compile(
+    r"(?i)\b(?:image|picture|pic|img|screenshot|photo|page)\s*(?:#|no\.?)?\s*(\d{1,3})\b"
+    r"|(?:图片|图|截图)\s*(\d{1,3})|第\s*(\d{1,3})\s*(?:张|页|幅)"
+)
 _LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d+[.)、]|#+)?\s*")
 
 
@@ -239,8 +257,9 @@ class _Document:
         if item:
             found.append((start, end, [item]))
 
-    def _make(self, numbers: list[float], start: int, end: int, label: str | None = None,
-              image_ref: int | None = None) -> Grounding | None:
+    def _make(
+        self, numbers: list[float], start: int, end: int, label: str | None = None, image_ref: int | None = None
+    ) -> Grounding | None:
         if len(numbers) not in (2, 4) or not all(math.isfinite(n) for n in numbers):
             return None
         kind = BOX if len(numbers) == 4 else POINT
@@ -279,7 +298,7 @@ class _Document:
     def _line_label(self, start: int) -> str:
         """`Submit button: [..]` or `- **猫**：[..]` -> the words before the colon, back to the start of
         the line, the end of a sentence or the previous box."""
-        before = self.text[max(self._line_start(start), start - 200):start]
+        before = self.text[max(self._line_start(start), start - 200) : start]
         before = before.replace("*", "").replace("`", "").rstrip().rstrip("[(<{（【").rstrip()
         if not before.endswith((":", "：")):
             return ""
@@ -479,7 +498,7 @@ class GroundingStream:
         settled = self._settle()
         if settled <= self._settled:
             return []
-        fresh = self._answer[self._settled:settled]
+        fresh = self._answer[self._settled : settled]
         self._settled = settled
         found = []
         if any(ch.isdigit() for ch in fresh) and any(ch in self._CLOSERS for ch in fresh):
@@ -493,19 +512,19 @@ class GroundingStream:
         return self._emit(len(self._answer))
 
     def _emit(self, end: int) -> list[Grounding]:
-        segment = self._answer[self._base:end]
+        segment = self._answer[self._base : end]
         if self._base == 0:
             items = _parse(segment)
         else:
             items = _parse(segment, strip=False, offset=self._base_clean, carried_ref=self._carried_ref)
-        fresh = items[self._segment_seen:]
+        fresh = items[self._segment_seen :]
         self._segment_seen = len(items)
         self.groundings.extend(fresh)
         return fresh
 
     def _rebase(self, settled: int) -> None:
         """Start the next segment at `settled` when nothing before it can matter any more."""
-        clean, _ = _unbox(self._answer[self._base:settled], strip=False)
+        clean, _ = _unbox(self._answer[self._base : settled], strip=False)
         toggles = sum(1 for _ in _FENCE.finditer(clean))
         if toggles % 2:
             return  # inside a code fence: its end decides what is code

@@ -89,7 +89,9 @@ def normalise(image: Image.Image, *, max_decoded_pixels: int = DEFAULT_MAX_DECOD
         rgb = _to_rgb(image)
         rgb.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"the image data is damaged or truncated ({exc}); send a complete {ALLOWED_DESCRIPTION} file") from None
+        raise ImageError(
+            f"the image data is damaged or truncated ({exc}); send a complete {ALLOWED_DESCRIPTION} file"
+        ) from None
     width, height = rgb.size
     if width < 1 or height < 1:
         raise ImageError("the image is empty (0 pixels)")
@@ -163,19 +165,26 @@ def _decode_image_bytes(data: bytes, *, max_decoded_pixels: int) -> InputImage:
                 # A multi-page TIFF is a document: say which page is used, not "animated".
                 opened.seek(0)
                 result = normalise(_first_tiff_page(opened), max_decoded_pixels=max_decoded_pixels)
-                return InputImage(result.image, result.digest, (f"TIFF with {opened.n_frames} pages: only the first page is used",))
+                return InputImage(
+                    result.image, result.digest, (f"TIFF with {opened.n_frames} pages: only the first page is used",)
+                )
             return normalise(opened, max_decoded_pixels=max_decoded_pixels)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"the image declares too many pixels ({exc}); at most {max_decoded_pixels:,} are accepted") from None
+        raise ImageError(
+            f"the image declares too many pixels ({exc}); at most {max_decoded_pixels:,} are accepted"
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(f"the file is not a readable image; send {ALLOWED_DESCRIPTION}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"the image data is damaged or truncated ({exc}); send a complete {ALLOWED_DESCRIPTION} file") from None
+        raise ImageError(
+            f"the image data is damaged or truncated ({exc}); send a complete {ALLOWED_DESCRIPTION} file"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - damaged files make Pillow's decoders raise TypeError, KeyError, ...
-        raise ImageError(f"the image data is damaged ({type(exc).__name__}: {exc}); send a complete "
-                         f"{ALLOWED_DESCRIPTION} file") from None
+        raise ImageError(
+            f"the image data is damaged ({type(exc).__name__}: {exc}); send a complete {ALLOWED_DESCRIPTION} file"
+        ) from None
 
 
 def _first_tiff_page(opened: Image.Image) -> Image.Image:
@@ -184,7 +193,9 @@ def _first_tiff_page(opened: Image.Image) -> Image.Image:
     return page
 
 
-def render_pdf(data: bytes, *, max_pages: int, dpi: int, max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS) -> list[InputImage]:
+def render_pdf(
+    data: bytes, *, max_pages: int, dpi: int, max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS
+) -> list[InputImage]:
     """Every page of a PDF as an image; refuses encrypted, damaged and over-long documents."""
     import pypdfium2 as pdfium
 

@@ -43,14 +43,22 @@ def health_body(state: AppState) -> tuple[dict, int]:
     if backend is None:
         return {"status": "error" if state.load_error else "loading", "error": state.load_error}, 503
     info, healthy = backend.info, backend.healthy
-    body = {"status": "ok" if healthy else "unavailable", "model": info.model, "device": info.device,
-            "demo": info.is_demo, "max_image_tokens": info.max_image_tokens}
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "model": info.model,
+        "device": info.device,
+        "demo": info.is_demo,
+        "max_image_tokens": info.max_image_tokens,
+    }
     return body, 200 if healthy else 503
 
 
 def create_app(state: AppState) -> FastAPI:
-    app = FastAPI(title="glm-vision", version="0.1.0",
-                  description="GLM-4.6V-Flash on one GPU: a web UI and an OpenAI-compatible API on one port.")
+    app = FastAPI(
+        title="glm-vision",
+        version="0.1.0",
+        description="GLM-4.6V-Flash on one GPU: a web UI and an OpenAI-compatible API on one port.",
+    )
     app.state.glmv = state
 
     @app.get("/health", tags=["status"])
@@ -132,8 +140,11 @@ def run_server(server, settings: Settings) -> int | None:
         server.run()
     except SystemExit as exc:
         if not server.started:
-            log.error("cannot listen on %s:%d (is another server using the port? choose one with --port)",
-                      settings.host, settings.port)
+            log.error(
+                "cannot listen on %s:%d (is another server using the port? choose one with --port)",
+                settings.host,
+                settings.port,
+            )
             return EXIT_CANNOT_LISTEN
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
@@ -147,11 +158,15 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     if settings.host not in LOCAL_HOSTS and not settings.api_key:
-        log.warning("listening on %s without --api-key: anyone who can reach this port can use the model and read "
-                    "the conversations of this server; set --api-key KEY (or GLMV_API_KEY)", settings.host)
+        log.warning(
+            "listening on %s without --api-key: anyone who can reach this port can use the model and read "
+            "the conversations of this server; set --api-key KEY (or GLMV_API_KEY)",
+            settings.host,
+        )
     state = AppState(settings)
-    config = uvicorn.Config(create_app(state), host=settings.host, port=settings.port, log_level="info",
-                            timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        create_app(state), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
+    )
     server = uvicorn.Server(config)
     loader = BackendLoader(state, server)
     loader.start()

@@ -130,15 +130,21 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
         if f.name == "image":
             parser.add_argument(flag, action="append", default=None, help=help_text)
         elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text + f" (default {'on' if default else 'off'})")
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text + f" (default {'on' if default else 'off'})",
+            )
         else:
             kind = int if isinstance(default, int) else float if isinstance(default, float) else str
             parser.add_argument(flag, type=kind, default=None, help=help_text + f" (default {default})")
     return parser
 
 
-def load_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None, prog: str = "app.py") -> Settings:
+def load_settings(
+    argv: list[str] | None = None, environ: dict[str, str] | None = None, prog: str = "app.py"
+) -> Settings:
     """Flags win over GLMV_* variables, which win over the defaults."""
     environ = os.environ if environ is None else environ
     args = build_parser(prog).parse_args(argv)
@@ -196,8 +202,17 @@ def _validate(s: Settings) -> None:
         problems.append("--image needs --prompt (the question to answer about it); without both, the server starts")
     if s.max_batch < 0:
         problems.append("--max-batch must be 0 (auto) or positive")
-    for name in ("port", "max_images_per_message", "pdf_max_pages", "pdf_dpi", "max_context_tokens",
-                 "max_new_tokens", "max_sessions", "queue_size", "prefill_chunk_tokens"):
+    for name in (
+        "port",
+        "max_images_per_message",
+        "pdf_max_pages",
+        "pdf_dpi",
+        "max_context_tokens",
+        "max_new_tokens",
+        "max_sessions",
+        "queue_size",
+        "prefill_chunk_tokens",
+    ):
         if getattr(s, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")
     if problems:

@@ -26,8 +26,16 @@ KEY_OPEN, KEY_CLOSE = "<arg_key>", "</arg_key>"
 VALUE_OPEN, VALUE_CLOSE = "<arg_value>", "</arg_value>"
 TOOL_TAGS = (CALL_OPEN, CALL_CLOSE, KEY_OPEN, KEY_CLOSE, VALUE_OPEN, VALUE_CLOSE)
 
-_ARGUMENT = re.compile(re.escape(KEY_OPEN) + r"(.*?)" + re.escape(KEY_CLOSE) + r"\s*" + re.escape(VALUE_OPEN)
-                       + r"(.*?)" + re.escape(VALUE_CLOSE), re.S)
+_ARGUMENT = re.compile(
+    re.escape(KEY_OPEN)
+    + r"(.*?)"
+    + re.escape(KEY_CLOSE)
+    + r"\s*"
+    + re.escape(VALUE_OPEN)
+    + r"(.*?)"
+    + re.escape(VALUE_CLOSE),
+    re.S,
+)
 
 
 def new_call_id() -> str:
@@ -55,9 +63,11 @@ class ParsedCalls:
 
 def call_text(name: str, arguments: dict) -> str:
     """A call written as GLM writes it (what an upstream's structured call is turned back into)."""
-    pairs = "".join(f"{KEY_OPEN}{key}{KEY_CLOSE}\n{VALUE_OPEN}"
-                    f"{value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}{VALUE_CLOSE}\n"
-                    for key, value in arguments.items())
+    pairs = "".join(
+        f"{KEY_OPEN}{key}{KEY_CLOSE}\n{VALUE_OPEN}"
+        f"{value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}{VALUE_CLOSE}\n"
+        for key, value in arguments.items()
+    )
     return f"{CALL_OPEN}{name}\n{pairs}{CALL_CLOSE}"
 
 
@@ -67,8 +77,9 @@ def parameter_types(tools: list[dict] | None) -> dict[str, dict[str, str]]:
     for tool in tools or []:
         function = tool.get("function") or {}
         properties = (function.get("parameters") or {}).get("properties") or {}
-        types[function.get("name", "")] = {key: spec.get("type", "") for key, spec in properties.items()
-                                           if isinstance(spec, dict)}
+        types[function.get("name", "")] = {
+            key: spec.get("type", "") for key, spec in properties.items() if isinstance(spec, dict)
+        }
     return types
 
 
@@ -90,8 +101,9 @@ def parse_call_body(body: str, types: dict[str, dict[str, str]]) -> ToolCall:
         name, _, tail = name.partition(KEY_OPEN)
         name, rest = name.strip(), KEY_OPEN + tail + "\n" + rest
     schema = types.get(name, {})
-    arguments = {key.strip(): typed_value(value.strip("\n"), schema.get(key.strip()))
-                 for key, value in _ARGUMENT.findall(rest)}
+    arguments = {
+        key.strip(): typed_value(value.strip("\n"), schema.get(key.strip())) for key, value in _ARGUMENT.findall(rest)
+    }
     return ToolCall(name=name, arguments=arguments)
 
 
@@ -169,13 +181,13 @@ class ToolCallStream:
         index = self._pending.find(CALL_OPEN)
         if index == -1:
             keep = _partial_suffix(self._pending, CALL_OPEN)
-            text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
+            text, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep :]
             if text:
                 yield ContentDelta(text)
             return False
         if index:
             yield ContentDelta(self._pending[:index])
-        self._pending = self._pending[index + len(CALL_OPEN):]
+        self._pending = self._pending[index + len(CALL_OPEN) :]
         self._call = _OpenCall(self._count)
         self._count += 1
         return True
@@ -190,15 +202,18 @@ class ToolCallStream:
             return (yield from self._read_argument(call, value_end))
         if close == -1:
             return False
-        self._pending = self._pending[close + len(CALL_CLOSE):].removeprefix("\n")
+        self._pending = self._pending[close + len(CALL_CLOSE) :].removeprefix("\n")
         yield ArgumentsDelta(call.index, "{}" if not call.arguments else "}")
         yield CallEnd(call.index, ToolCall(call.name, dict(call.arguments), call.id))
         self._call = None
         return True
 
-    def _read_name(self, call: "_OpenCall") -> Iterator[ToolEvent]:
-        ends = [i for i in (self._pending.find("\n"), self._pending.find(KEY_OPEN), self._pending.find(CALL_CLOSE))
-                if i != -1]
+    def _read_name(self, call: _OpenCall) -> Iterator[ToolEvent]:
+        ends = [
+            i
+            for i in (self._pending.find("\n"), self._pending.find(KEY_OPEN), self._pending.find(CALL_CLOSE))
+            if i != -1
+        ]
         if not ends:
             return False
         end = min(ends)
@@ -207,9 +222,9 @@ class ToolCallStream:
         yield CallStart(call.index, call.id, call.name)
         return True
 
-    def _read_argument(self, call: "_OpenCall", value_end: int) -> Iterator[ToolEvent]:
+    def _read_argument(self, call: _OpenCall, value_end: int) -> Iterator[ToolEvent]:
         found = _ARGUMENT.search(self._pending[: value_end + len(VALUE_CLOSE)])
-        self._pending = self._pending[value_end + len(VALUE_CLOSE):]
+        self._pending = self._pending[value_end + len(VALUE_CLOSE) :]
         if found is None:  # a value without its key: nothing to report
             return True
         key = found.group(1).strip()

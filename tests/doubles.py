@@ -16,9 +16,18 @@ class ScriptedBackend:
     list of deltas), honouring stop strings, max_new_tokens (one delta = one token) and cancel; with
     `error`, raises it after the deltas."""
 
-    def __init__(self, answer: str | list[str], *, chunk: int = 3, error: BaseException | None = None,
-                 prompt_tokens: int = 11, cached_tokens: int = 4, model: str = "scripted-glm",
-                 is_demo: bool = False, queue_size: int = 8) -> None:
+    def __init__(
+        self,
+        answer: str | list[str],
+        *,
+        chunk: int = 3,
+        error: BaseException | None = None,
+        prompt_tokens: int = 11,
+        cached_tokens: int = 4,
+        model: str = "scripted-glm",
+        is_demo: bool = False,
+        queue_size: int = 8,
+    ) -> None:
         self.answer = answer
         self.chunk = chunk
         self.error = error
@@ -39,14 +48,14 @@ class ScriptedBackend:
             index = text.find(stop)
             if index != -1:
                 text = text[:index]
-        return [text[i:i + self.chunk] for i in range(0, len(text), self.chunk)]
+        return [text[i : i + self.chunk] for i in range(0, len(text), self.chunk)]
 
     def _run(self, request: GenerationRequest, cancel, emit) -> GenerationResult:
         self.requests.append(request)
         pieces = self._pieces(request)
         finish = "stop"
         if len(pieces) > request.sampling.max_new_tokens:
-            pieces, finish = pieces[:request.sampling.max_new_tokens], "length"
+            pieces, finish = pieces[: request.sampling.max_new_tokens], "length"
         written = []
         for piece in pieces:
             if cancel.is_set():
@@ -56,9 +65,12 @@ class ScriptedBackend:
             written.append(piece)
         if self.error is not None:
             raise self.error
-        usage = Usage(prompt_tokens=self.prompt_tokens, cached_tokens=self.cached_tokens, completion_tokens=len(written))
-        return GenerationResult(text="".join(written), finish_reason=finish, usage=usage,
-                                token_ids=tuple(range(len(written))))
+        usage = Usage(
+            prompt_tokens=self.prompt_tokens, cached_tokens=self.cached_tokens, completion_tokens=len(written)
+        )
+        return GenerationResult(
+            text="".join(written), finish_reason=finish, usage=usage, token_ids=tuple(range(len(written)))
+        )
 
     def submit(self, request: GenerationRequest):
         return self.worker.submit(request)

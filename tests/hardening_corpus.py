@@ -93,8 +93,14 @@ def encrypted_pdf() -> bytes:
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     for offset in offsets:
         out += f"{offset:010d} 00000 n \n".encode()
-    out += (b"trailer\n<< /Size 5 /Root 1 0 R /Encrypt 4 0 R /ID [<" + b"ab" * 16 + b"> <" + b"ab" * 16 + b">] >>\n"
-            + f"startxref\n{xref}\n%%EOF\n".encode())
+    out += (
+        b"trailer\n<< /Size 5 /Root 1 0 R /Encrypt 4 0 R /ID [<"
+        + b"ab" * 16
+        + b"> <"
+        + b"ab" * 16
+        + b">] >>\n"
+        + f"startxref\n{xref}\n%%EOF\n".encode()
+    )
     return bytes(out)
 
 
@@ -106,7 +112,7 @@ def corpus(*, max_upload_bytes: int, max_pixels: int, pdf_max_pages: int) -> lis
     """Every file case of issue 8, sized for a server with these limits."""
     picture = make_picture(3, (96, 72))
     png, jpeg = encode(picture, "PNG"), encode(picture, "JPEG", quality=90)
-    side = int(max_pixels ** 0.5) + 64  # just over the pixel limit, a real (compressible) image
+    side = int(max_pixels**0.5) + 64  # just over the pixel limit, a real (compressible) image
     palette = Image.new("P", (40, 30), 1)
     palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     grey16 = Image.fromarray((np.arange(40 * 30, dtype=np.uint16).reshape(30, 40) * 50), mode="I;16")
@@ -116,10 +122,21 @@ def corpus(*, max_upload_bytes: int, max_pixels: int, pdf_max_pages: int) -> lis
         Case("truncated JPEG", "cut.jpg", jpeg[: len(jpeg) // 2], False, "damaged or truncated"),
         Case("truncated PNG", "cut.png", png[: len(png) // 2], False, "damaged or truncated"),
         Case("decompression bomb", "bomb.png", decompression_bomb(), False, "pixels"),
-        Case("over the pixel limit", "huge.png", encode(Image.new("L", (side, side), 128), "PNG"), False,
-             f"at most {max_pixels:,} pixels"),
-        Case("over the upload limit", "big.bmp", b"BM" + noise(max_upload_bytes + 1000), False,
-             f"up to {max_upload_bytes / 1e6:.1f} MB", status=413),
+        Case(
+            "over the pixel limit",
+            "huge.png",
+            encode(Image.new("L", (side, side), 128), "PNG"),
+            False,
+            f"at most {max_pixels:,} pixels",
+        ),
+        Case(
+            "over the upload limit",
+            "big.bmp",
+            b"BM" + noise(max_upload_bytes + 1000),
+            False,
+            f"up to {max_upload_bytes / 1e6:.1f} MB",
+            status=413,
+        ),
         Case("1x4000", "line.png", encode(Image.new("RGB", (1, 4000), (9, 9, 9)), "PNG"), False, "at most 200:1"),
         Case("201:1", "strip.png", encode(Image.new("RGB", (402, 2), (9, 9, 9)), "PNG"), False, "at most 200:1"),
         Case("200:1", "wide.png", encode(Image.new("RGB", (400, 2), (9, 9, 9)), "PNG"), True),
@@ -136,13 +153,28 @@ def corpus(*, max_upload_bytes: int, max_pixels: int, pdf_max_pages: int) -> lis
         Case("WebP", "photo.webp", encode(picture, "WEBP"), True),
         Case("BMP", "shot.bmp", encode(picture, "BMP"), True),
         Case("multi-page TIFF", "scan.tif", multipage_tiff(), True, "only the first page is used"),
-        Case("SVG renamed .png", "vector.png",
-             b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'><script>alert(1)</script></svg>", False,
-             "not a readable image"),
-        Case("HTML renamed .jpg", "page.jpg", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>",
-             False, "not a readable image"),
+        Case(
+            "SVG renamed .png",
+            "vector.png",
+            b"<svg xmlns='http://www.w3.org/2000/svg' width='10' height='10'><script>alert(1)</script></svg>",
+            False,
+            "not a readable image",
+        ),
+        Case(
+            "HTML renamed .jpg",
+            "page.jpg",
+            b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>",
+            False,
+            "not a readable image",
+        ),
         Case("encrypted PDF", "locked.pdf", encrypted_pdf(), False, "encrypted"),
-        Case("corrupt PDF", "broken.pdf", b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\n" + noise(500), False, "PDF is damaged"),
+        Case(
+            "corrupt PDF",
+            "broken.pdf",
+            b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\n" + noise(500),
+            False,
+            "PDF is damaged",
+        ),
         Case("PDF over the page limit", "long.pdf", pdf(pdf_max_pages + 1), False, f"at most {pdf_max_pages} pages"),
         Case("PDF within the page limit", "short.pdf", pdf(2), True, "PDF page 1 of 2"),
     ]

@@ -29,16 +29,28 @@ def reference_inputs(processor, messages: list[Message], enable_thinking: bool =
 
 
 @torch.inference_mode()
-def reference_generate(model, processor, messages: list[Message], max_new_tokens: int, enable_thinking: bool = True,
-                       min_new_tokens: int = 0):
+def reference_generate(
+    model,
+    processor,
+    messages: list[Message],
+    max_new_tokens: int,
+    enable_thinking: bool = True,
+    min_new_tokens: int = 0,
+):
     """(greedy new token ids without the stop token, first-step logits)."""
     inputs = reference_inputs(processor, messages, enable_thinking)
     first_logits = model(**inputs).logits[0, -1].float()
     out = model.generate(
-        **inputs, do_sample=False, max_new_tokens=max_new_tokens, repetition_penalty=1.0, top_k=None, top_p=None,
-        temperature=None, min_new_tokens=min_new_tokens or None,
+        **inputs,
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        repetition_penalty=1.0,
+        top_k=None,
+        top_p=None,
+        temperature=None,
+        min_new_tokens=min_new_tokens or None,
     )
-    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
     stops = set(model.generation_config.eos_token_id)
     for i, token in enumerate(new):
         if token in stops:

@@ -28,13 +28,16 @@ _COLOR_INDEX = {c[0]: i + 1 for i, c in enumerate(demo_data.COLORS)}
 COVER = 0.15  # an object labels a token's cell when it covers this share of it
 
 
+def _label_value(shape) -> int:
+    return _SHAPE_INDEX[shape.kind] * 16 + _COLOR_INDEX[shape.color]
+
+
 def token_labels(scene: demo_data.Scene, grid: tuple[int, int], merge: int = 2, patch: int = 14) -> np.ndarray:
     """(tokens, 2) uint8: per LLM image token (row-major over the merged grid), the class of the
     object covering its cell (0 background, 1-5 shapes, 6 word) and the shape's colour (0 none): the
     targets of the demo model's auxiliary encoder loss."""
     gh, gw = grid
-    value = lambda s: _SHAPE_INDEX[s.kind] * 16 + _COLOR_INDEX[s.color]  # noqa: E731
-    layout = demo_data.render_labels(scene, value, (SHAPE_CLASSES - 1) * 16)
+    layout = demo_data.render_labels(scene, _label_value, (SHAPE_CLASSES - 1) * 16)
     layout = np.asarray(layout.resize((gw * patch, gh * patch), resample=0))  # nearest: labels stay labels
     cell = merge * patch
     cells = layout.reshape(gh // merge, cell, gw // merge, cell).transpose(0, 2, 1, 3).reshape(-1, cell * cell)
@@ -109,8 +112,11 @@ class BankRenderer:
             started, pending = self.pending.pop(k)
             results = pending.get()
         bank = ImageBank(results, time.time() - started)
-        print(f"image bank {k}: {self.n} pictures, {len(bank.rows)} patch rows, {bank.rows.nbytes / 1e9:.2f} GB uint8, "
-              f"ready {bank.seconds:.1f}s after it was asked for ({self.procs} processes)", flush=True)
+        print(
+            f"image bank {k}: {self.n} pictures, {len(bank.rows)} patch rows, {bank.rows.nbytes / 1e9:.2f} GB uint8, "
+            f"ready {bank.seconds:.1f}s after it was asked for ({self.procs} processes)",
+            flush=True,
+        )
         return bank
 
     def close(self) -> None:

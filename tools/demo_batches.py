@@ -9,9 +9,9 @@ import random
 import numpy as np
 import torch
 
+from glm_vision.synthetic import scenes as demo_data
 from tools import demo_vit_fast
 from tools.demo_bank import ImageBank
-from glm_vision.synthetic import scenes as demo_data
 
 IGNORE = -100
 
@@ -29,7 +29,9 @@ def template_messages(conv: demo_data.Conversation) -> tuple[list[dict], list]:
     return messages, images
 
 
-def mrope_positions(ids: np.ndarray, grids: list[tuple[int, int, int]], image_token_id: int, merge: int = 2) -> np.ndarray:
+def mrope_positions(
+    ids: np.ndarray, grids: list[tuple[int, int, int]], image_token_id: int, merge: int = 2
+) -> np.ndarray:
     """(3, len) M-RoPE positions, as `Glm4vModel.get_rope_index` computes them (checked in the smoke run)."""
     out = np.zeros((3, len(ids)), dtype=np.int64)
     p, i, g = 0, 0, 0
@@ -80,7 +82,9 @@ class Batcher:
         conv = demo_data.random_conversation(rng, images=images, zh_share=0.4, new_scene=self._pick)
         messages, images = template_messages(conv)
         thinking = rng.random() < 0.5
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=False, enable_thinking=thinking)
+        text = self.processor.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False, enable_thinking=thinking
+        )
         ids = self.tokenizer(text + "<|endoftext|>")["input_ids"]
         return ids, images
 
@@ -95,11 +99,22 @@ class Batcher:
         if all_images:
             grid_list = [(1, int(self.bank.grids[j, 0]), int(self.bank.grids[j, 1])) for j in all_images]
             grids = torch.tensor(grid_list, dtype=torch.long)
-            rows = torch.from_numpy(np.concatenate(
-                [np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2]) for j, g in zip(all_images, grid_list)]))
-            token_labels = torch.from_numpy(np.concatenate(
-                [self.bank.labels[self.bank.label_offsets[j]: self.bank.label_offsets[j] + g[1] * g[2] // 4]
-                 for j, g in zip(all_images, grid_list)]).astype(np.int64))
+            rows = torch.from_numpy(
+                np.concatenate(
+                    [
+                        np.arange(self.bank.offsets[j], self.bank.offsets[j] + g[1] * g[2])
+                        for j, g in zip(all_images, grid_list, strict=False)
+                    ]
+                )
+            )
+            token_labels = torch.from_numpy(
+                np.concatenate(
+                    [
+                        self.bank.labels[self.bank.label_offsets[j] : self.bank.label_offsets[j] + g[1] * g[2] // 4]
+                        for j, g in zip(all_images, grid_list, strict=False)
+                    ]
+                ).astype(np.int64)
+            )
         else:
             rows, grids, grid_list, token_labels = None, None, [], None
         layout = demo_vit_fast.vision_layout(grid_list) if grid_list else None
@@ -144,7 +159,9 @@ class Batcher:
             "patch_rows": rows,
             "image_grid_thw": grids,
             "token_labels": token_labels,
-            "layout": None if layout is None else {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in layout.items()},
+            "layout": None
+            if layout is None
+            else {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in layout.items()},
         }
 
 

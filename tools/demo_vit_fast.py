@@ -27,7 +27,7 @@ def vision_layout(grid_list: list[tuple[int, int, int]], merge: int = 2) -> dict
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     slot = np.arange(longest)[None, :]
     pad_index = np.where(slot < lengths[:, None], starts[:, None] + slot, total)  # `total`: a zero row appended
-    valid = (slot < lengths[:, None])
+    valid = slot < lengths[:, None]
     return {
         "vision_positions": np.concatenate([_patch_positions(h, w, merge) for _, h, w in grid_list]),
         "pad_index": pad_index.reshape(-1),
@@ -47,7 +47,12 @@ def _patch_positions(h: int, w: int, merge: int) -> np.ndarray:
         rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         shape = (h // merge, merge, w // merge, merge)
         _PATCH_POSITIONS[key] = np.stack(
-            [rows.reshape(shape).transpose(0, 2, 1, 3).reshape(-1), cols.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)], -1)
+            [
+                rows.reshape(shape).transpose(0, 2, 1, 3).reshape(-1),
+                cols.reshape(shape).transpose(0, 2, 1, 3).reshape(-1),
+            ],
+            -1,
+        )
     return _PATCH_POSITIONS[key]
 
 
@@ -94,15 +99,20 @@ def matrix_position_embeddings(self, embeddings, lengths, image_shapes, h_coords
     weight = self.position_embedding.weight
     rows, side = weight.shape[0], int(weight.shape[0] ** 0.5)
     mats, start = [], 0
-    for n, grid in zip(lengths.tolist(), image_shapes.tolist()):
+    for n, grid in zip(lengths.tolist(), image_shapes.tolist(), strict=False):
         key = tuple(grid)
         mat = _POSITION_MATRICES.get(key)
         if mat is None:
             basis = torch.eye(rows, device=weight.device).view(1, rows, side, side)
             hc, wc = h_coords[start : start + n].float(), w_coords[start : start + n].float()
             where = torch.stack((((wc + 0.5) / grid[2]) * 2 - 1, ((hc + 0.5) / grid[1]) * 2 - 1), dim=-1)
-            sampled = F.grid_sample(basis, where[None, :, None, :], mode=self.interpolated_method,
-                                    align_corners=False, padding_mode="border")
+            sampled = F.grid_sample(
+                basis,
+                where[None, :, None, :],
+                mode=self.interpolated_method,
+                align_corners=False,
+                padding_mode="border",
+            )
             mat = _POSITION_MATRICES[key] = sampled[0, :, :, 0].T.contiguous()
         mats.append(mat)
         start += n
@@ -140,7 +150,15 @@ def check(model, device) -> None:
     lengths = grids.prod(-1)
     h, w = positions[:, 0].to(device), positions[:, 1].to(device)
     x = torch.randn(int(lengths.sum()), visual.embeddings.embed_dim, device=device)
-    diff = (visual.embeddings(x, lengths, grids, h, w) - matrix_position_embeddings(visual.embeddings, x, lengths, grids, h, w)).abs().max().item()
+    diff = (
+        (
+            visual.embeddings(x, lengths, grids, h, w)
+            - matrix_position_embeddings(visual.embeddings, x, lengths, grids, h, w)
+        )
+        .abs()
+        .max()
+        .item()
+    )
     print(f"matrix position embeddings vs grid_sample: max abs diff {diff:.2e}", flush=True)
     assert diff < tol
 
@@ -149,7 +167,15 @@ def check(model, device) -> None:
     cos_sin = visual.rotary_pos_emb(x, positions.to(device))
     cu = F.pad(lengths.cumsum(0), (1, 0)).int()
     use_layout(layout, device)
-    diff = (attn(x, cu_seqlens=cu, position_embeddings=cos_sin) - padded_vision_attention(attn, x, cu, position_embeddings=cos_sin)).abs().max().item()
+    diff = (
+        (
+            attn(x, cu_seqlens=cu, position_embeddings=cos_sin)
+            - padded_vision_attention(attn, x, cu, position_embeddings=cos_sin)
+        )
+        .abs()
+        .max()
+        .item()
+    )
     print(f"padded vision attention vs per-picture: max abs diff {diff:.2e}", flush=True)
     assert diff < tol
 

@@ -19,14 +19,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-
-from glm_vision.synthetic import scenes as demo_data
+from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message, split_output
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
-from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
+from glm_vision.synthetic import scenes as demo_data
 
 KINDS_OFFSET = {kind: i for i, kind in enumerate(demo_data.KINDS)}
 TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word": 0.80, "multi-turn": 0.90}
@@ -35,13 +34,17 @@ TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word
 def ask(engine, history: list[Message], question: str, image, session: str, thinking: bool, max_new: int = 64) -> str:
     images = [load_image(image)] if image is not None else []
     history.append(Message("user", question, images))
-    result = engine.generate(GenerationRequest(list(history), SamplingParams.greedy(max_new), session_id=session, enable_thinking=thinking))
+    result = engine.generate(
+        GenerationRequest(list(history), SamplingParams.greedy(max_new), session_id=session, enable_thinking=thinking)
+    )
     answer = split_output(result.text).raw_answer
     history.append(Message("assistant", answer))
     return answer
 
 
-def single_image(engine, n: int, seed: int, tally, failures, kinds=demo_data.KINDS, bank_seed: int | None = None) -> None:
+def single_image(
+    engine, n: int, seed: int, tally, failures, kinds=demo_data.KINDS, bank_seed: int | None = None
+) -> None:
     for kind in kinds:
         rng = random.Random(f"eval/{seed}/{kind}")
         for i in range(n):
@@ -57,7 +60,9 @@ def single_image(engine, n: int, seed: int, tally, failures, kinds=demo_data.KIN
             qa = demo_data.ask(scene, kind, lang, rng)
             if kind in ("color", "position") and qa.target == "-":
                 continue
-            answer = ask(engine, [], qa.question, demo_data.render(scene), f"eval-{kind}-{i}", thinking=(i // 2) % 2 == 0)
+            answer = ask(
+                engine, [], qa.question, demo_data.render(scene), f"eval-{kind}-{i}", thinking=(i // 2) % 2 == 0
+            )
             ok = demo_data.check_answer(qa, answer)
             tally[kind].append(ok)
             tally[f"{kind}/{lang}"].append(ok)
@@ -80,12 +85,22 @@ def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
             scene = scenes[index]
             kind = rng.choice(kinds if scene.word else kinds[:-1])
             qa = demo_data.ask(scene, kind, "zh" if rng.random() < 0.3 else "en", rng)
-            answer = ask(engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking)
+            answer = ask(
+                engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking
+            )
             ok = demo_data.check_answer(qa, answer)
             tally["multi-turn"].append(ok)
             all_ok &= ok
             if not ok:
-                failures.append({"kind": "multi-turn", "turn": len(history) // 2, "q": qa.question, "want": qa.answer, "got": answer})
+                failures.append(
+                    {
+                        "kind": "multi-turn",
+                        "turn": len(history) // 2,
+                        "q": qa.question,
+                        "want": qa.answer,
+                        "got": answer,
+                    }
+                )
         tally["multi-turn/whole conversation"].append(all_ok)
 
 
@@ -98,8 +113,12 @@ def main(argv=None) -> int:
     p.add_argument("--show-failures", type=int, default=10)
     p.add_argument("--kinds", default=",".join(demo_data.KINDS), help="single-image question kinds to ask")
     p.add_argument("--multi-turn", type=int, default=1, help="0: skip the multi-turn conversations")
-    p.add_argument("--training-bank-seed", type=int, help="ask about scenes of the training run's first bank "
-                                                          "(its --seed) instead of held-out ones: memorisation vs learning")
+    p.add_argument(
+        "--training-bank-seed",
+        type=int,
+        help="ask about scenes of the training run's first bank "
+        "(its --seed) instead of held-out ones: memorisation vs learning",
+    )
     args = p.parse_args(argv)
 
     started = time.time()

@@ -39,19 +39,17 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-
+from glm_vision.synthetic import scenes as demo_data
+from glm_vision.synthetic.tiny import build_config, build_processor, train_tokenizer
 from tools import demo_vit_fast
 from tools.demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches
 from tools.demo_batches import IGNORE, Batcher, BatchStream
-from glm_vision.synthetic import scenes as demo_data
-from glm_vision.synthetic.tiny import build_config, build_processor, train_tokenizer
 
 PX_PER_TOKEN = 28 * 28
 
@@ -61,7 +59,10 @@ def make_processor(image_tokens: int, vocab_size: int):
     processor = build_processor(train_tokenizer(vocab_size, demo_data.corpus_text()))
     ip = processor.image_processor
     # the processor's pixel counts include the temporal factor (2): `longest_edge` = tokens x 784 x 2
-    ip.size = {"shortest_edge": ip.size["shortest_edge"], "longest_edge": image_tokens * PX_PER_TOKEN * ip.temporal_patch_size}
+    ip.size = {
+        "shortest_edge": ip.size["shortest_edge"],
+        "longest_edge": image_tokens * PX_PER_TOKEN * ip.temporal_patch_size,
+    }
     return processor
 
 
@@ -70,14 +71,26 @@ def build_model(processor, args):
     from transformers import GenerationConfig, Glm4vForConditionalGeneration
 
     config = build_config(
-        processor.tokenizer, layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
-        vision_hidden=args.vision_hidden, vision_depth=args.vision_depth, vision_heads=args.vision_heads, init_std=0.02,
+        processor.tokenizer,
+        layers=args.layers,
+        hidden=args.hidden,
+        heads=args.heads,
+        intermediate=args.intermediate,
+        vision_hidden=args.vision_hidden,
+        vision_depth=args.vision_depth,
+        vision_heads=args.vision_heads,
+        init_std=0.02,
     )
     torch.manual_seed(args.seed)
     model = Glm4vForConditionalGeneration(config)
     model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id, pad_token_id=config.text_config.pad_token_id,
-        do_sample=True, temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1,
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.6,
+        top_k=2,
+        repetition_penalty=1.1,
     )
     return model
 
@@ -98,11 +111,15 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor, aux_head
             grids = batch["image_grid_thw"].to(device)
             layout = batch["layout"]
             demo_vit_fast.use_layout(layout, device)
-            feats = inner.visual(pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)).pooler_output
+            feats = inner.visual(
+                pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)
+            ).pooler_output
             if aux_head is not None:
                 targets = batch["token_labels"].to(device, non_blocking=True)
                 scores = aux_head(feats.float()).float()
-                aux = F.cross_entropy(scores[:, :SHAPE_CLASSES], targets[:, 0]) + F.cross_entropy(scores[:, SHAPE_CLASSES:], targets[:, 1])
+                aux = F.cross_entropy(scores[:, :SHAPE_CLASSES], targets[:, 0]) + F.cross_entropy(
+                    scores[:, SHAPE_CLASSES:], targets[:, 1]
+                )
             mask = (ids == model.config.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
@@ -124,9 +141,15 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    p.add_argument("--bank", type=int, default=48000, help="pictures per bank; conversations draw from the current bank")
-    p.add_argument("--bank-steps", type=int, default=0,
-                   help="steps per bank: a new bank (new scenes) every this many steps, rendered in the background; 0: one bank")
+    p.add_argument(
+        "--bank", type=int, default=48000, help="pictures per bank; conversations draw from the current bank"
+    )
+    p.add_argument(
+        "--bank-steps",
+        type=int,
+        default=0,
+        help="steps per bank: a new bank (new scenes) every this many steps, rendered in the background; 0: one bank",
+    )
     p.add_argument("--render-procs", type=int, default=os.cpu_count() or 1, help="processes that render the banks")
     p.add_argument("--image-tokens", type=int, default=100, help="most LLM tokens per image (28x28 px each)")
     p.add_argument("--vocab", type=int, default=1000)
@@ -137,18 +160,34 @@ def main(argv=None) -> None:
     p.add_argument("--vision-hidden", type=int, default=192)
     p.add_argument("--vision-depth", type=int, default=4)
     p.add_argument("--vision-heads", type=int, default=3)
-    p.add_argument("--deadline-s", type=float, default=0, help="stop early (and save) this long after the start; 0: never")
-    p.add_argument("--state", help="training state file: written when the run stops, and resumed from if it exists "
-                                   "(a long run split over several commands; needs a fixed --steps)")
+    p.add_argument(
+        "--deadline-s", type=float, default=0, help="stop early (and save) this long after the start; 0: never"
+    )
+    p.add_argument(
+        "--state",
+        help="training state file: written when the run stops, and resumed from if it exists "
+        "(a long run split over several commands; needs a fixed --steps)",
+    )
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--linear-patch-embed", type=int, default=1, help="1: patch embedding as a matmul instead of Conv3d")
-    p.add_argument("--check-positions", action="store_true", help="first check the training-only ViT replacements and the M-RoPE positions against transformers' own")
+    p.add_argument(
+        "--check-positions",
+        action="store_true",
+        help="first check the training-only ViT replacements and the M-RoPE positions against transformers' own",
+    )
     p.add_argument("--profile", action="store_true", help="profile steps 20-24, print the top ops, and stop")
-    p.add_argument("--aux-weight", type=float, default=0.0,
-                   help="weight of the auxiliary loss: each image token's object class and colour, read by a linear "
-                        "head (dropped when saving) from the features the LLM receives; 0: off")
-    p.add_argument("--init-from", help="start from this checkpoint (model and processor) instead of random weights; "
-                                       "the architecture and --image-tokens options are then the checkpoint's")
+    p.add_argument(
+        "--aux-weight",
+        type=float,
+        default=0.0,
+        help="weight of the auxiliary loss: each image token's object class and colour, read by a linear "
+        "head (dropped when saving) from the features the LLM receives; 0: off",
+    )
+    p.add_argument(
+        "--init-from",
+        help="start from this checkpoint (model and processor) instead of random weights; "
+        "the architecture and --image-tokens options are then the checkpoint's",
+    )
     args = p.parse_args(argv)
 
     started = time.time()
@@ -191,7 +230,10 @@ def main(argv=None) -> None:
     demo_vit_fast.install(linear_patch=bool(args.linear_patch_embed))
     n_params = sum(p.numel() for p in model.parameters())
     n_vision = sum(p.numel() for p in model.model.visual.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters ({n_vision / 1e6:.2f}M vision), vocab {len(processor.tokenizer)}", flush=True)
+    print(
+        f"model: {n_params / 1e6:.2f}M parameters ({n_vision / 1e6:.2f}M vision), vocab {len(processor.tokenizer)}",
+        flush=True,
+    )
 
     if args.check_positions:
         b = Batcher(processor, args.batch, args.seed, bank).make(10**6)
@@ -212,7 +254,10 @@ def main(argv=None) -> None:
     fused = device.type == "cuda"
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.98), eps=1e-8, fused=fused,
+        lr=args.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
+        fused=fused,
     )
     train_s_before = 0.0
     if saved:
@@ -234,8 +279,11 @@ def main(argv=None) -> None:
             current.rows = None  # the workers need only the scenes, offsets and grids
             lo, hi = max(first_step, k * bank_steps), min(stop, (k + 1) * bank_steps)
             loader = torch.utils.data.DataLoader(
-                BatchStream(Batcher(processor, args.batch, args.seed, current), lo, hi), batch_size=None,
-                num_workers=args.workers, pin_memory=fused, prefetch_factor=4 if args.workers else None,
+                BatchStream(Batcher(processor, args.batch, args.seed, current), lo, hi),
+                batch_size=None,
+                num_workers=args.workers,
+                pin_memory=fused,
+                prefetch_factor=4 if args.workers else None,
             )
             for batch in loader:
                 yield batch, rows
@@ -276,7 +324,9 @@ def main(argv=None) -> None:
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
         if args.profile and step == 20:
-            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+            profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            )
             profiler.__enter__()
             t_prof = time.time()
         loss = loss_fn(model, batch, device, autocast, bank_rows, processor.image_processor, aux_head, args.aux_weight)
@@ -289,7 +339,12 @@ def main(argv=None) -> None:
             profiler.__exit__(None, None, None)
             print(f"5 profiled steps: {time.time() - t_prof:.2f}s wall", flush=True)
             keys = profiler.key_averages()
-            print(keys.table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=25), flush=True)
+            print(
+                keys.table(
+                    sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total", row_limit=25
+                ),
+                flush=True,
+            )
             print(keys.table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
             return
         running += loss.item() if (step % 10 == 0 or step < 20) else 0.0
@@ -304,21 +359,34 @@ def main(argv=None) -> None:
                 print(f"speed {rate:.2f} steps/s -> --steps {total}", flush=True)
         if step % args.log_every == 0:
             span = time.time() - t_window
-            print(f"step {step}/{total or '?'} loss {running / max(1, count):.4f} lr {lr_at(step):.2e} "
-                  f"{time.time() - t0:.0f}s | {args.log_every / span if step else 0:.2f} steps/s, "
-                  f"data wait {wait_window / max(span, 1e-9):.0%}", flush=True)
+            print(
+                f"step {step}/{total or '?'} loss {running / max(1, count):.4f} lr {lr_at(step):.2e} "
+                f"{time.time() - t0:.0f}s | {args.log_every / span if step else 0:.2f} steps/s, "
+                f"data wait {wait_window / max(span, 1e-9):.0%}",
+                flush=True,
+            )
             running, count = 0.0, 0
             wait_window, t_window = 0.0, time.time()
         step += 1
     steps_done = step
     session_s = time.time() - t0
     train_s = session_s + train_s_before
-    print(f"trained steps {first_step}-{steps_done} of {total} in {session_s:.0f}s "
-          f"({(steps_done - first_step) / session_s:.2f} steps/s, waiting for data {wait:.0f}s)", flush=True)
+    print(
+        f"trained steps {first_step}-{steps_done} of {total} in {session_s:.0f}s "
+        f"({(steps_done - first_step) / session_s:.2f} steps/s, waiting for data {wait:.0f}s)",
+        flush=True,
+    )
     if args.state:
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": steps_done,
-                    "train_seconds": train_s, "aux_head": aux_head.state_dict() if aux_head is not None else None},
-                   args.state)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": steps_done,
+                "train_seconds": train_s,
+                "aux_head": aux_head.state_dict() if aux_head is not None else None,
+            },
+            args.state,
+        )
         print(f"saved the training state at step {steps_done} to {args.state}", flush=True)
 
     out = Path(args.out)
@@ -327,16 +395,25 @@ def main(argv=None) -> None:
     model.to(torch.bfloat16).save_pretrained(out)
     processor.save_pretrained(out)
     record = {k: v for k, v in vars(args).items() if k != "out"}
-    record.update(steps=steps_done, train_seconds=round(train_s), total_seconds=round(time.time() - started),
-                  device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                  parameters=n_params, torch=torch.__version__,
-                  bank_render_seconds=round(bank.seconds, 1), data_wait_seconds=round(wait, 1))
+    record.update(
+        steps=steps_done,
+        train_seconds=round(train_s),
+        total_seconds=round(time.time() - started),
+        device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        parameters=n_params,
+        torch=torch.__version__,
+        bank_render_seconds=round(bank.seconds, 1),
+        data_wait_seconds=round(wait, 1),
+    )
     renderer.close()
     import transformers
 
     record["transformers"] = transformers.__version__
     (out / "training_args.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}: " + ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(out.iterdir())), flush=True)
+    print(
+        f"wrote {out}: " + ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(out.iterdir())),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

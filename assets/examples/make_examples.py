@@ -16,16 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
 
 from glm_vision.synthetic import scenes as demo_data
 
+HERE = Path(__file__).resolve().parent
+
 SIZE = (448, 336)
 KINDS = ["color", "count", "position", "shapes", "word"]
-FILES = {"color": "shapes.png", "count": "count.png", "position": "position.png", "shapes": "which.png", "word": "word.png"}
+FILES = {
+    "color": "shapes.png",
+    "count": "count.png",
+    "position": "position.png",
+    "shapes": "which.png",
+    "word": "word.png",
+}
 
 
 def scene_for(kind: str, i: int) -> demo_data.Scene:
@@ -42,21 +47,33 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
         named = subject if lang == "en" else demo_data.SHAPE_ZH[subject]
         question = forms[kind][0].format(s=named, c="")
         answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in ("color", "position") else "")
-        out.append(demo_data.QA(kind=kind, lang=lang, question=question, answer=answer, target=target,
-                                subject=subject if kind in ("color", "position") else ""))
+        out.append(
+            demo_data.QA(
+                kind=kind,
+                lang=lang,
+                question=question,
+                answer=answer,
+                target=target,
+                subject=subject if kind in ("color", "position") else "",
+            )
+        )
     return out[0], out[1]
 
 
 def answers_ok(engine, image, qas) -> bool:
-    from glm_vision.conversation import Message, split_output
     from glm_vision.backend import GenerationRequest, SamplingParams
+    from glm_vision.conversation import Message, split_output
     from glm_vision.images import load_image
 
     picture = load_image(image)
     for qa in qas:
         for thinking in (False, True):
-            request = GenerationRequest([Message("user", qa.question, [picture])], SamplingParams.greedy(64),
-                                        session_id="gallery", enable_thinking=thinking)
+            request = GenerationRequest(
+                [Message("user", qa.question, [picture])],
+                SamplingParams.greedy(64),
+                session_id="gallery",
+                enable_thinking=thinking,
+            )
             if not demo_data.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
                 return False
     return True
@@ -81,8 +98,15 @@ def main(argv=None) -> None:
                 image = demo_data.render(scene)
                 if answers_ok(engine, image, (en, zh)):
                     image.save(HERE / FILES[kind])
-                    items.append({"image": FILES[kind], "question": en.question, "question_zh": zh.question,
-                                  "kind": kind, "scene": f"gallery/{kind}/{i}"})
+                    items.append(
+                        {
+                            "image": FILES[kind],
+                            "question": en.question,
+                            "question_zh": zh.question,
+                            "kind": kind,
+                            "scene": f"gallery/{kind}/{i}",
+                        }
+                    )
                     print(f"{kind}: scene {i}: {en.question} -> {en.answer}")
                     break
             else:

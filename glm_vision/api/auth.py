@@ -27,8 +27,12 @@ def check_api_key(authorization: str, api_key: str | None) -> None:
         return
     presented = parse_bearer(authorization)
     if presented is None:
-        raise APIError(401, "this server requires an API key: send the header 'Authorization: Bearer KEY'",
-                       code="invalid_api_key", headers=AUTH_HEADERS)
+        raise APIError(
+            401,
+            "this server requires an API key: send the header 'Authorization: Bearer KEY'",
+            code="invalid_api_key",
+            headers=AUTH_HEADERS,
+        )
     if not key_matches(presented, api_key):
         raise APIError(401, "incorrect API key provided", code="invalid_api_key", headers=AUTH_HEADERS)
 
@@ -49,4 +53,3 @@ class BearerGuard:
                 await exc.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-

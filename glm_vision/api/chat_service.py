@@ -18,8 +18,8 @@ from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
 from .options import build_answer_options, build_sampling
 from .responses import ChunkWriter, completion, sse
 from .schemas import ChatCompletion, ChatCompletionRequest
-from .tools import ToolPlan, check_tool_results, plan_tools
 from .tenancy import cache_scope, conversation_session
+from .tools import ToolPlan, check_tool_results, plan_tools
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -33,7 +33,7 @@ class Reply:
     model: str
 
     @classmethod
-    def new(cls, model: str) -> "Reply":
+    def new(cls, model: str) -> Reply:
         return cls("chatcmpl-" + uuid.uuid4().hex, int(time.time()), model)
 
 
@@ -47,8 +47,12 @@ class ChatService:
         if backend is None:
             if self.state.load_error:
                 raise APIError(503, f"the model failed to load: {self.state.load_error}", code="model_not_loaded")
-            raise APIError(503, "the model is still loading; try again in a few seconds", code="model_loading",
-                           headers={"Retry-After": "5"})
+            raise APIError(
+                503,
+                "the model is still loading; try again in a few seconds",
+                code="model_loading",
+                headers={"Retry-After": "5"},
+            )
         return backend
 
     async def create(self, body: ChatCompletionRequest, request: Request):
@@ -60,8 +64,9 @@ class ChatService:
         reply = Reply.new(backend.info.model)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            writer = ChunkWriter(reply.completion_id, reply.created, reply.model, include_usage, plan,
-                                 reply_images(generation.messages))
+            writer = ChunkWriter(
+                reply.completion_id, reply.created, reply.model, include_usage, plan, reply_images(generation.messages)
+            )
             return await self.stream(handle, watcher, writer)
         return await self.complete(handle, watcher, reply, plan)
 
@@ -70,8 +75,11 @@ class ChatService:
         sampling = build_sampling(body, settings)
         options = build_answer_options(body)
         if options.constraint is not None and plan.constraint() is not None:
-            raise APIError(400, "a required or named tool_choice cannot be combined with response_format or "
-                           "structured_outputs", param="tool_choice")
+            raise APIError(
+                400,
+                "a required or named tool_choice cannot be combined with response_format or structured_outputs",
+                param="tool_choice",
+            )
         messages, low_detail = await convert_messages(body.messages, settings)
         check_tool_results(messages)
         scope = cache_scope(request.headers.get("authorization", ""))
@@ -101,8 +109,9 @@ class ChatService:
             watcher.cancel()
             handle.cancel()
         # the boxes are on the image the question is about: the last image of the turn answered
-        return completion(result, reply.completion_id, reply.created, reply.model, plan,
-                          reply_images(handle.request.messages))
+        return completion(
+            result, reply.completion_id, reply.created, reply.model, plan, reply_images(handle.request.messages)
+        )
 
     async def stream(self, handle, watcher: asyncio.Task, writer: ChunkWriter) -> StreamingResponse:
         events = handle.__aiter__()

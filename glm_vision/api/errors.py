@@ -21,12 +21,18 @@ _ERROR_TYPES = {
 }
 
 
-
 class APIError(HTTPException):
     """An error answered as OpenAI's error JSON."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status_code=status, detail=message, headers=headers)
         self.message, self.code, self.param = message, code, param
 
@@ -35,11 +41,19 @@ class APIError(HTTPException):
 
 
 def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}}
+    return {
+        "error": {"message": message, "type": _ERROR_TYPES.get(status, "server_error"), "param": param, "code": code}
+    }
 
 
-def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, code=code, param=param), status_code=status, headers=headers)
 
 
@@ -57,8 +71,13 @@ def _bad_content_part(errors: list[dict]) -> str | None:
     string, a number): pydantic reports one error per union member, which means nothing to a client."""
     for error in errors:
         loc = [part for part in error.get("loc", ()) if part != "body"]
-        if len(loc) >= 5 and loc[0] == "messages" and loc[2] == "content" and str(loc[3]).startswith("list[") \
-                and error.get("type") in ("model_type", "model_attributes_type"):
+        if (
+            len(loc) >= 5
+            and loc[0] == "messages"
+            and loc[2] == "content"
+            and str(loc[3]).startswith("list[")
+            and error.get("type") in ("model_type", "model_attributes_type")
+        ):
             return f"messages.{loc[1]}.content.{loc[4]}"
     return None
 
@@ -77,9 +96,9 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     message = first.get("msg", "invalid value")
     part = _bad_content_part(errors)
     if part is not None:
-        return (f"{part}: a content part must be an object such as {{\"type\": \"text\", \"text\": \"...\"}} or "
-                f"{{\"type\": \"image_url\", \"image_url\": {{\"url\": \"data:...\"}}}}"), part
+        return (
+            f'{part}: a content part must be an object such as {{"type": "text", "text": "..."}} or '
+            f'{{"type": "image_url", "image_url": {{"url": "data:..."}}}}'
+        ), part
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param
-
-

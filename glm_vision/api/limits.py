@@ -15,8 +15,11 @@ def body_limit(settings) -> int:
 
 def check_declared_length(content_length: str | None, limit: int) -> None:
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-        raise APIError(413, f"the request body is {int(content_length) / 1e6:.1f} MB; at most {limit / 1e6:.1f} MB "
-                       "are accepted", code="request_too_large")
+        raise APIError(
+            413,
+            f"the request body is {int(content_length) / 1e6:.1f} MB; at most {limit / 1e6:.1f} MB are accepted",
+            code="request_too_large",
+        )
 
 
 def limited_receive(receive, limit: int):

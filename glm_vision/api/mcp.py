@@ -93,7 +93,9 @@ def build_mcp_blocks(state) -> gr.Blocks:
         answer_box = gr.Textbox(label="answer")
         # queue=False: Gradio's MCP server then calls the function in process; through its queue it
         # would call this app back over HTTP without the caller's API key and be refused.
-        gr.Button("Ask").click(tool_for(state), [image, question, thinking], answer_box, api_name=TOOL_NAME, queue=False)
+        gr.Button("Ask").click(
+            tool_for(state), [image, question, thinking], answer_box, api_name=TOOL_NAME, queue=False
+        )
     return blocks
 
 

@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 
 from fastapi.concurrency import run_in_threadpool
 
+from ..conversation import IMAGE_ROLES, Message, split_output
+from ..images import ImageError, InputImage, load_media
+from ..tool_calls import ToolCall
 from .errors import APIError
 from .schemas import ChatMessage, ImagePart, TextPart
-from ..conversation import IMAGE_ROLES, Message, split_output
-from ..tool_calls import ToolCall
-from ..images import ImageError, InputImage, load_media
 
 LOW_DETAIL_IMAGE_TOKENS = 1024
 
@@ -44,11 +44,17 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
                 raise APIError(400, f"{param}: only user and tool messages can carry images", param=param)
             images.append((param, part))
         elif part.type in {"text", "image_url"}:
-            raise APIError(400, f"{param}: a '{part.type}' part needs its '{'text' if part.type == 'text' else 'image_url'}' field",
-                           param=param)
+            raise APIError(
+                400,
+                f"{param}: a '{part.type}' part needs its '{'text' if part.type == 'text' else 'image_url'}' field",
+                param=param,
+            )
         else:
-            raise APIError(400, f"{param}: content parts of type '{part.type}' are not supported; "
-                           "send 'text' and 'image_url' parts", param=param)
+            raise APIError(
+                400,
+                f"{param}: content parts of type '{part.type}' are not supported; send 'text' and 'image_url' parts",
+                param=param,
+            )
     return "\n".join(texts), images
 
 
@@ -59,8 +65,11 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
     for index, message in enumerate(messages):
         where = f"messages.{index}"
         if message.role == "function":
-            raise APIError(400, f"{where}: 'function' messages are the old API; send 'tool' messages with a "
-                           "tool_call_id", param=f"{where}.role")
+            raise APIError(
+                400,
+                f"{where}: 'function' messages are the old API; send 'tool' messages with a tool_call_id",
+                param=f"{where}.role",
+            )
         text, parts = _text_of(message.content, where, allow_images=message.role in IMAGE_ROLES)
         text = clean_text(text)
         if message.role in {"system", "developer"}:
@@ -84,8 +93,11 @@ def assistant_message(message: ChatMessage, text: str, where: str) -> Message:
         except ValueError:
             arguments = None
         if not isinstance(arguments, dict):
-            raise APIError(400, f"{param}: the arguments must be a JSON object in a string, e.g. '{{\"city\": \"Paris\"}}'",
-                           param=param)
+            raise APIError(
+                400,
+                f'{param}: the arguments must be a JSON object in a string, e.g. \'{{"city": "Paris"}}\'',
+                param=param,
+            )
         calls.append(ToolCall(call.function.name, arguments, call.id))
     return Message("assistant", split_output(text).raw_answer, tool_calls=calls)
 
@@ -93,12 +105,19 @@ def assistant_message(message: ChatMessage, text: str, where: str) -> Message:
 def user_or_tool_message(message: ChatMessage, text: str, images: list[InputImage], where: str) -> Message:
     if message.role == "tool":
         if not message.tool_call_id:
-            raise APIError(400, f"{where}.tool_call_id: a tool message needs the id of the call it answers",
-                           param=f"{where}.tool_call_id")
+            raise APIError(
+                400,
+                f"{where}.tool_call_id: a tool message needs the id of the call it answers",
+                param=f"{where}.tool_call_id",
+            )
         return Message("tool", text, images, tool_call_id=message.tool_call_id)
     if not text.strip() and not images:
-        raise APIError(400, f"{where}: the user message is empty; send text, an image or both",
-                       param=f"{where}.content", code="empty_message")
+        raise APIError(
+            400,
+            f"{where}: the user message is empty; send text, an image or both",
+            param=f"{where}.content",
+            code="empty_message",
+        )
     return Message("user", text, images)
 
 
@@ -106,14 +125,23 @@ async def _images_of(parts, where: str, settings) -> tuple[list[InputImage], boo
     """A message's image parts decoded, within the per-message limit; and whether one asked for low detail."""
     limit = settings.max_images_per_message
     if len(parts) > limit:  # refused before decoding any of them
-        raise APIError(400, f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
-                       "included) per message are accepted", param=f"{where}.content", code="too_many_images")
+        raise APIError(
+            400,
+            f"{where}: {len(parts)} images in one message; at most {limit} images (PDF pages "
+            "included) per message are accepted",
+            param=f"{where}.content",
+            code="too_many_images",
+        )
     images: list[InputImage] = []
     for param, part in parts:
         images.extend(await load_image_part(part.image_url.url, param, settings))
     if len(images) > limit:
-        raise APIError(400, f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} "
-                       "are accepted", param=f"{where}.content", code="too_many_images")
+        raise APIError(
+            400,
+            f"{where}: {len(images)} images in one message (PDF pages included); at most {limit} are accepted",
+            param=f"{where}.content",
+            code="too_many_images",
+        )
     return images, any(part.image_url.detail == "low" for _, part in parts)
 
 
@@ -124,8 +152,12 @@ async def load_image_part(url: str, param: str, settings) -> list[InputImage]:
     elif url.startswith(("http://", "https://")):
         data = await fetch_remote_image(url, param, settings)
     else:
-        raise APIError(400, f"{param}: image URLs must be data: URLs (data:image/png;base64,...) or http(s) URLs",
-                       param=param, code="invalid_image_url")
+        raise APIError(
+            400,
+            f"{param}: image URLs must be data: URLs (data:image/png;base64,...) or http(s) URLs",
+            param=param,
+            code="invalid_image_url",
+        )
     try:
         return await run_in_threadpool(
             load_media, data, max_bytes=None, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
@@ -137,25 +169,41 @@ async def load_image_part(url: str, param: str, settings) -> list[InputImage]:
 def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
     header, comma, payload = url.partition(",")
     if not comma:
-        raise APIError(400, f"{param}: malformed data: URL (no comma before the data)", param=param, code="invalid_image_url")
+        raise APIError(
+            400, f"{param}: malformed data: URL (no comma before the data)", param=param, code="invalid_image_url"
+        )
     if not header.endswith(";base64"):
-        raise APIError(400, f"{param}: data: URLs must be base64-encoded (data:image/png;base64,...)", param=param,
-                       code="invalid_image_url")
+        raise APIError(
+            400,
+            f"{param}: data: URLs must be base64-encoded (data:image/png;base64,...)",
+            param=param,
+            code="invalid_image_url",
+        )
     payload = payload.strip()
     estimated = len(payload) * 3 // 4
     if estimated > max_bytes + 3:
-        raise APIError(413, f"{param}: the image is {estimated / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are "
-                       "accepted", param=param, code="image_too_large")
+        raise APIError(
+            413,
+            f"{param}: the image is {estimated / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are accepted",
+            param=param,
+            code="image_too_large",
+        )
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         try:  # tolerate URL-safe alphabets and missing padding
             data = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
         except (binascii.Error, ValueError):
-            raise APIError(400, f"{param}: the data: URL is not valid base64", param=param, code="invalid_image_url") from None
+            raise APIError(
+                400, f"{param}: the data: URL is not valid base64", param=param, code="invalid_image_url"
+            ) from None
     if len(data) > max_bytes:
-        raise APIError(413, f"{param}: the image is {len(data) / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are "
-                       "accepted", param=param, code="image_too_large")
+        raise APIError(
+            413,
+            f"{param}: the image is {len(data) / 1e6:.1f} MB; images up to {max_bytes / 1e6:.1f} MB are accepted",
+            param=param,
+            code="image_too_large",
+        )
     return data
 
 
@@ -170,17 +218,26 @@ def _host_allowed(host: str, allowlist: list[str]) -> bool:
 
 async def fetch_remote_image(url: str, param: str, settings) -> bytes:
     if not settings.allow_remote_images:
-        raise APIError(400, f"{param}: remote image URLs are disabled on this server; send the image inline as a "
-                       "base64 data: URL (data:image/png;base64,...), or start the server with --allow-remote-images "
-                       "--remote-image-hosts HOST[,HOST]", param=param, code="remote_images_disabled")
+        raise APIError(
+            400,
+            f"{param}: remote image URLs are disabled on this server; send the image inline as a "
+            "base64 data: URL (data:image/png;base64,...), or start the server with --allow-remote-images "
+            "--remote-image-hosts HOST[,HOST]",
+            param=param,
+            code="remote_images_disabled",
+        )
     import httpx
 
     host = (urlsplit(url).hostname or "").lower()
     allowlist = [h.strip().lower() for h in settings.remote_image_hosts.split(",") if h.strip()]
     if not _host_allowed(host, allowlist):
         listed = ", ".join(allowlist) or "none (set --remote-image-hosts)"
-        raise APIError(400, f"{param}: images from host '{host}' are not allowed; allowed hosts: {listed}",
-                       param=param, code="remote_host_not_allowed")
+        raise APIError(
+            400,
+            f"{param}: images from host '{host}' are not allowed; allowed hosts: {listed}",
+            param=param,
+            code="remote_host_not_allowed",
+        )
     limit = int(settings.remote_image_max_mb * 1e6)
     timeout = settings.remote_image_timeout_s
 
@@ -188,29 +245,48 @@ async def fetch_remote_image(url: str, param: str, settings) -> bytes:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise APIError(400, f"{param}: fetching the image failed: HTTP {response.status_code} from {host}"
-                                   + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
-                                   param=param, code="remote_image_failed")
+                    raise APIError(
+                        400,
+                        f"{param}: fetching the image failed: HTTP {response.status_code} from {host}"
+                        + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
+                        param=param,
+                        code="remote_image_failed",
+                    )
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > limit:
-                    raise APIError(400, f"{param}: the remote image is {int(declared) / 1e6:.1f} MB; at most "
-                                   f"{limit / 1e6:.1f} MB are fetched", param=param, code="image_too_large")
+                    raise APIError(
+                        400,
+                        f"{param}: the remote image is {int(declared) / 1e6:.1f} MB; at most "
+                        f"{limit / 1e6:.1f} MB are fetched",
+                        param=param,
+                        code="image_too_large",
+                    )
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
-                        raise APIError(400, f"{param}: the remote image is larger than {limit / 1e6:.1f} MB",
-                                       param=param, code="image_too_large")
+                        raise APIError(
+                            400,
+                            f"{param}: the remote image is larger than {limit / 1e6:.1f} MB",
+                            param=param,
+                            code="image_too_large",
+                        )
                     chunks.append(chunk)
                 return b"".join(chunks)
 
     try:
         return await asyncio.wait_for(fetch(), timeout)
-    except (asyncio.TimeoutError, httpx.TimeoutException):
-        raise APIError(400, f"{param}: fetching the image from {host} took longer than {timeout:g} s", param=param,
-                       code="remote_image_failed") from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise APIError(
+            400,
+            f"{param}: fetching the image from {host} took longer than {timeout:g} s",
+            param=param,
+            code="remote_image_failed",
+        ) from None
     except httpx.HTTPError as exc:
-        raise APIError(400, f"{param}: fetching the image from {host} failed: {type(exc).__name__}", param=param,
-                       code="remote_image_failed") from None
-
-
+        raise APIError(
+            400,
+            f"{param}: fetching the image from {host} failed: {type(exc).__name__}",
+            param=param,
+            code="remote_image_failed",
+        ) from None

@@ -63,12 +63,40 @@ NOT_HONOURED: dict[str, tuple[tuple, str]] = {
     "json_schema": ((), "use response_format"),  # SGLang's spelling
 }
 # OpenAI fields that do not change the answer: accepted as they are.
-ACCEPTED = {"model", "messages", "stream", "stream_options", "user", "store", "metadata", "service_tier",
-            "parallel_tool_calls", "safety_identifier", "prompt_cache_key", "chat_template_kwargs", "max_tokens",
-            "max_completion_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "min_tokens", "stop",
-            "seed", "n", "logprobs", "top_logprobs", "response_format", "structured_outputs", "thinking_budget",
-            "tools", "tool_choice",
-            "thinking_token_budget", "request_id", "priority"}
+ACCEPTED = {
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "user",
+    "store",
+    "metadata",
+    "service_tier",
+    "parallel_tool_calls",
+    "safety_identifier",
+    "prompt_cache_key",
+    "chat_template_kwargs",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "min_tokens",
+    "stop",
+    "seed",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
+    "structured_outputs",
+    "thinking_budget",
+    "tools",
+    "tool_choice",
+    "thinking_token_budget",
+    "request_id",
+    "priority",
+}
 
 
 @dataclass(frozen=True)
@@ -116,8 +144,13 @@ def max_new_tokens(body: ChatCompletionRequest, settings) -> int:
     if max_new < 1:
         raise APIError(400, f"max_tokens must be at least 1, got {max_new}", param="max_tokens")
     if max_new > settings.max_context_tokens:
-        raise APIError(400, f"max_tokens is {max_new}, past the context limit of {settings.max_context_tokens} tokens "
-                       "(prompt and answer together)", param="max_tokens", code="context_length_exceeded")
+        raise APIError(
+            400,
+            f"max_tokens is {max_new}, past the context limit of {settings.max_context_tokens} tokens "
+            "(prompt and answer together)",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
     return max_new
 
 
@@ -174,11 +207,18 @@ def _from_response_format(body: ChatCompletionRequest) -> OutputConstraint | Non
         return OutputConstraint("json_object")
     if fmt.type == "json_schema":
         if fmt.json_schema is None or fmt.json_schema.schema_ is None:
-            raise APIError(400, "response_format json_schema needs json_schema.schema",
-                           param="response_format.json_schema", code="invalid_schema")
+            raise APIError(
+                400,
+                "response_format json_schema needs json_schema.schema",
+                param="response_format.json_schema",
+                code="invalid_schema",
+            )
         return _schema_constraint(fmt.json_schema.schema_, "response_format.json_schema.schema", fmt.json_schema.name)
-    raise APIError(400, f"response_format type {fmt.type!r} is not supported; use text, json_object or json_schema",
-                   param="response_format.type")
+    raise APIError(
+        400,
+        f"response_format type {fmt.type!r} is not supported; use text, json_object or json_schema",
+        param="response_format.type",
+    )
 
 
 def _from_structured_outputs(body: ChatCompletionRequest) -> OutputConstraint | None:
@@ -192,8 +232,11 @@ def _from_structured_outputs(body: ChatCompletionRequest) -> OutputConstraint | 
     if extension.json_object:
         given.append("json_object")
     if len(given) != 1:
-        raise APIError(400, "structured_outputs takes exactly one of json, regex, choice, grammar, json_object",
-                       param="structured_outputs")
+        raise APIError(
+            400,
+            "structured_outputs takes exactly one of json, regex, choice, grammar, json_object",
+            param="structured_outputs",
+        )
     kind = given[0]
     try:
         if kind == "json_":
@@ -229,7 +272,11 @@ def check_schema(schema: dict, param: str) -> None:
         jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
-        raise APIError(400, f"invalid JSON schema{' at ' + where if where else ''}: {exc.message}", param=param,
-                       code="invalid_schema") from None
+        raise APIError(
+            400,
+            f"invalid JSON schema{' at ' + where if where else ''}: {exc.message}",
+            param=param,
+            code="invalid_schema",
+        ) from None
     except (jsonschema.exceptions.UndefinedTypeCheck, RecursionError, ValueError, TypeError) as exc:
         raise APIError(400, f"invalid JSON schema: {exc}", param=param, code="invalid_schema") from None

@@ -38,8 +38,12 @@ def grounding_body(choice: Choice, plan: ToolPlan, images: list[ImageSlot]) -> l
 def choice_body(choice: Choice, plan: ToolPlan, images: list[ImageSlot] | None = None) -> dict:
     parsed = split_output(choice.text)
     fields, finish = answer_with_calls(parsed.answer, finish_reason(choice), plan)
-    message = {"role": "assistant", **fields, "reasoning_content": parsed.reasoning or None,
-               "grounding": grounding_body(choice, plan, images or []) or None}
+    message = {
+        "role": "assistant",
+        **fields,
+        "reasoning_content": parsed.reasoning or None,
+        "grounding": grounding_body(choice, plan, images or []) or None,
+    }
     logprobs = logprobs_body(choice.logprobs) if choice.logprobs is not None else None
     return {"index": choice.index, "message": message, "finish_reason": finish, "logprobs": logprobs}
 
@@ -65,16 +69,24 @@ def timings_body(result: GenerationResult) -> dict:
     }
 
 
-def completion(result: GenerationResult, completion_id: str, created: int, model: str,
-               plan: ToolPlan = NO_TOOLS, images: list[ImageSlot] | None = None) -> ChatCompletion:
-    return ChatCompletion.model_validate({
-        "id": completion_id,
-        "created": created,
-        "model": model,
-        "choices": [choice_body(choice, plan, images) for choice in result.choices],
-        "usage": usage_body(result),
-        "timings": timings_body(result),
-    })
+def completion(
+    result: GenerationResult,
+    completion_id: str,
+    created: int,
+    model: str,
+    plan: ToolPlan = NO_TOOLS,
+    images: list[ImageSlot] | None = None,
+) -> ChatCompletion:
+    return ChatCompletion.model_validate(
+        {
+            "id": completion_id,
+            "created": created,
+            "model": model,
+            "choices": [choice_body(choice, plan, images) for choice in result.choices],
+            "usage": usage_body(result),
+            "timings": timings_body(result),
+        }
+    )
 
 
 def sse(payload: dict | str) -> str:
@@ -86,8 +98,15 @@ def sse(payload: dict | str) -> str:
 class ChunkWriter:
     """The chat.completion.chunk events of one streamed answer."""
 
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool,
-                 plan: ToolPlan = NO_TOOLS, images: list[ImageSlot] | None = None) -> None:
+    def __init__(
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        include_usage: bool,
+        plan: ToolPlan = NO_TOOLS,
+        images: list[ImageSlot] | None = None,
+    ) -> None:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self.include_usage = include_usage
         self.plan = plan
@@ -113,8 +132,12 @@ class ChunkWriter:
         return chunks + [self.delta(last, tools.finish_reason(finish), index=choice.index)]
 
     def delta(self, delta: dict, finish: str | None = None, *, index: int = 0, logprobs=None) -> str:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs_body(logprobs) if logprobs is not None else None,
-                  "finish_reason": finish}
+        choice = {
+            "index": index,
+            "delta": delta,
+            "logprobs": logprobs_body(logprobs) if logprobs is not None else None,
+            "finish_reason": finish,
+        }
         payload = dict(self.head, choices=[choice])
         if self.include_usage:
             payload["usage"] = None

@@ -39,8 +39,11 @@ class OpenAIRoute(APIRoute):
 
 def check_content_encoding(encoding: str | None) -> None:
     if encoding not in (None, "", "identity"):
-        raise APIError(415, f"Content-Encoding {encoding!r} is not supported; send the JSON body uncompressed",
-                       code="unsupported_content_encoding")
+        raise APIError(
+            415,
+            f"Content-Encoding {encoding!r} is not supported; send the JSON body uncompressed",
+            code="unsupported_content_encoding",
+        )
 
 
 def error_answer(exc: Exception):

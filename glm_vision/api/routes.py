@@ -19,9 +19,13 @@ from .openapi import inline_schema
 from .route import route_class_for
 from .schemas import ERROR_RESPONSES, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList
 
-STREAM_RESPONSE = {200: {"content": {"text/event-stream": {"schema": inline_schema(ChatCompletionChunk)}},
-                         "description": "a chat.completion, or with stream=true server-sent chat.completion.chunk "
-                         "events ending with `data: [DONE]`"}}
+STREAM_RESPONSE = {
+    200: {
+        "content": {"text/event-stream": {"schema": inline_schema(ChatCompletionChunk)}},
+        "description": "a chat.completion, or with stream=true server-sent chat.completion.chunk "
+        "events ending with `data: [DONE]`",
+    }
+}
 
 
 def build_api_router(state) -> APIRouter:
@@ -38,12 +42,21 @@ def build_api_router(state) -> APIRouter:
     def get_model(model_id: str):
         name = chat.backend().info.model
         if model_id != name:
-            raise APIError(404, f"the model '{model_id}' does not exist; this server serves '{name}'",
-                           code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"the model '{model_id}' does not exist; this server serves '{name}'",
+                code="model_not_found",
+                param="model",
+            )
         return Model(id=name, created=created)
 
-    @router.post("/v1/chat/completions", response_model=ChatCompletion, tags=["openai"],
-                 summary="Create a chat completion", responses=STREAM_RESPONSE)
+    @router.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletion,
+        tags=["openai"],
+        summary="Create a chat completion",
+        responses=STREAM_RESPONSE,
+    )
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         """OpenAI Chat Completions with images (`image_url` parts), thinking split into `reasoning_content`,
         and the extensions `top_k`, `repetition_penalty` and `chat_template_kwargs.enable_thinking`."""
@@ -51,8 +64,12 @@ def build_api_router(state) -> APIRouter:
 
     @router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
     def unknown_endpoint(path: str, request: Request):
-        raise APIError(404, f"unknown endpoint {request.method} /v1/{path}; this server offers POST /v1/chat/completions "
-                       "and GET /v1/models", code="unknown_url")
+        raise APIError(
+            404,
+            f"unknown endpoint {request.method} /v1/{path}; this server offers POST /v1/chat/completions "
+            "and GET /v1/models",
+            code="unknown_url",
+        )
 
     return router
 

@@ -20,10 +20,13 @@ class _Lenient(BaseModel):
 
 # ---------------------------------------------------------------------------------- request
 class ImageURL(_Lenient):
-    url: str = Field(description="a `data:image/...;base64,...` URL (JPEG, PNG, WebP, GIF; PDFs as "
-                     "`data:application/pdf;base64,...`), or an http(s) URL when the server allows remote images")
+    url: str = Field(
+        description="a `data:image/...;base64,...` URL (JPEG, PNG, WebP, GIF; PDFs as "
+        "`data:application/pdf;base64,...`), or an http(s) URL when the server allows remote images"
+    )
     detail: Literal["auto", "low", "high"] | None = Field(
-        None, description="`low` caps the image at 1,024 visual tokens; `auto`/`high` use the server's budget")
+        None, description="`low` caps the image at 1,024 visual tokens; `auto`/`high` use the server's budget"
+    )
 
 
 class TextPart(_Lenient):
@@ -76,8 +79,12 @@ class ChatTemplateKwargs(_Lenient):
 class JSONSchemaFormat(_Lenient):
     name: str = Field("response", description="the schema's name")
     description: str | None = None
-    schema_: dict | bool | None = Field(None, alias="schema", description="a JSON Schema the answer must validate against")
-    strict: bool | None = Field(None, description="accepted; the answer always follows the schema (constrained decoding)")
+    schema_: dict | bool | None = Field(
+        None, alias="schema", description="a JSON Schema the answer must validate against"
+    )
+    strict: bool | None = Field(
+        None, description="accepted; the answer always follows the schema (constrained decoding)"
+    )
 
 
 class ResponseFormat(_Lenient):
@@ -112,30 +119,44 @@ class ChatCompletionRequest(_Lenient):
     top_p: float | None = Field(None, description="(0, 1]. Default: the model's 0.6")
     top_k: int | None = Field(None, description="extension: 0 or -1 is off. Default: the model's 2")
     repetition_penalty: float | None = Field(None, description="extension: (0, 10]. Default: the model's 1.1")
-    min_tokens: int | None = Field(None, description="extension (as vLLM): the answer is not ended before this many tokens")
+    min_tokens: int | None = Field(
+        None, description="extension (as vLLM): the answer is not ended before this many tokens"
+    )
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end the answer (not included)")
-    seed: int | None = Field(None, description="makes sampling reproducible on the same server; choice i of n "
-                             "samples with seed + i")
+    seed: int | None = Field(
+        None, description="makes sampling reproducible on the same server; choice i of n samples with seed + i"
+    )
     n: int | None = Field(None, description="1 to 8 choices; the prompt is prefilled once for all of them")
     stream: bool = False
     stream_options: StreamOptions | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
     presence_penalty: float | None = Field(None, description="only 0 is supported; use repetition_penalty")
     frequency_penalty: float | None = Field(None, description="only 0 is supported; use repetition_penalty")
-    logprobs: bool | None = Field(None, description="log probability of each generated token (reasoning included), "
-                                  "from the model's raw logits: before the constraint, penalty, temperature, top-k, top-p")
+    logprobs: bool | None = Field(
+        None,
+        description="log probability of each generated token (reasoning included), "
+        "from the model's raw logits: before the constraint, penalty, temperature, top-k, top-p",
+    )
     top_logprobs: int | None = Field(None, description="0 to 20 most likely tokens at each step (needs logprobs)")
     response_format: ResponseFormat | None = None
-    structured_outputs: StructuredOutputs | None = Field(None, description="extension (vLLM): choice, regex, grammar "
-                                                         "or json; see README")
-    thinking_budget: int | None = Field(None, description="extension: most reasoning tokens; then `</think>` is "
-                                        "written and the answer follows")
+    structured_outputs: StructuredOutputs | None = Field(
+        None, description="extension (vLLM): choice, regex, grammar or json; see README"
+    )
+    thinking_budget: int | None = Field(
+        None, description="extension: most reasoning tokens; then `</think>` is written and the answer follows"
+    )
     thinking_token_budget: int | None = Field(None, description="extension: vLLM's name for thinking_budget")
-    tools: list[dict] | None = Field(None, description="OpenAI function tools; the model calls them in GLM's native "
-                                     "format, returned as `message.tool_calls`")
-    tool_choice: str | dict | None = Field(None, description="auto (default with tools), none, required, or "
-                                           '{"type": "function", "function": {"name": NAME}}; required and a named '
-                                           "function are enforced by constrained decoding (exactly one call)")
+    tools: list[dict] | None = Field(
+        None,
+        description="OpenAI function tools; the model calls them in GLM's native "
+        "format, returned as `message.tool_calls`",
+    )
+    tool_choice: str | dict | None = Field(
+        None,
+        description="auto (default with tools), none, required, or "
+        '{"type": "function", "function": {"name": NAME}}; required and a named '
+        "function are enforced by constrained decoding (exactly one call)",
+    )
     parallel_tool_calls: bool | None = Field(None, description="false: only the first call of an answer is returned")
     user: str | None = None
 
@@ -178,29 +199,41 @@ class GroundingItem(BaseModel):
 
     type: Literal["box", "point"]
     label: str = Field(description="the JSON `label` GLM wrote, or the words before `:` on its line; may be empty")
-    image_index: int = Field(description="the image it is on: 0-based position among all images of the request's "
-                             "messages, in order (a PDF counts one image per page)")
-    coords: list[int | float] = Field(description="as the model wrote them, 0-1000 of the width (x) and height (y), "
-                                      "clamped: [x1, y1, x2, y2] for a box, [x, y] for a point")
-    pixels: list[int] = Field(description="the same in pixels of the original image (as sent, after EXIF rotation): "
-                              "box edges in [0, width] x [0, height], a point in [0, width-1] x [0, height-1]")
+    image_index: int = Field(
+        description="the image it is on: 0-based position among all images of the request's "
+        "messages, in order (a PDF counts one image per page)"
+    )
+    coords: list[int | float] = Field(
+        description="as the model wrote them, 0-1000 of the width (x) and height (y), "
+        "clamped: [x1, y1, x2, y2] for a box, [x, y] for a point"
+    )
+    pixels: list[int] = Field(
+        description="the same in pixels of the original image (as sent, after EXIF rotation): "
+        "box edges in [0, width] x [0, height], a point in [0, width-1] x [0, height-1]"
+    )
     image_size: list[int] = Field(description="[width, height] of that image in pixels")
     span: list[int] = Field(description="[start, end) of its text in `content`")
     text: str = Field(description="the text of `content` at `span`")
 
 
-GROUNDING_DESCRIPTION = ("extension: the boxes and points of the answer, with pixel coordinates of the image they are "
-                         "on (only when there are some; in a stream, once, in each choice's final chunk)")
+GROUNDING_DESCRIPTION = (
+    "extension: the boxes and points of the answer, with pixel coordinates of the image they are "
+    "on (only when there are some; in a stream, once, in each choice's final chunk)"
+)
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     reasoning_content: str | None = Field(None, description="the model's thinking, apart from the answer")
-    tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=lambda calls: calls is None,
-                                                 description="the answer's function calls (only when there are some)")
-    grounding: list[GroundingItem] | None = Field(None, exclude_if=lambda items: not items,
-                                                  description=GROUNDING_DESCRIPTION)
+    tool_calls: list[ToolCallOut] | None = Field(
+        None,
+        exclude_if=lambda calls: calls is None,
+        description="the answer's function calls (only when there are some)",
+    )
+    grounding: list[GroundingItem] | None = Field(
+        None, exclude_if=lambda items: not items, description=GROUNDING_DESCRIPTION
+    )
 
 
 class TopLogprobEntry(BaseModel):
@@ -252,8 +285,9 @@ class Delta(BaseModel):
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
-    grounding: list[GroundingItem] | None = Field(None, exclude_if=lambda items: not items,
-                                                  description=GROUNDING_DESCRIPTION)
+    grounding: list[GroundingItem] | None = Field(
+        None, exclude_if=lambda items: not items, description=GROUNDING_DESCRIPTION
+    )
 
 
 class ChunkChoice(BaseModel):

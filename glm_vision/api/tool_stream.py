@@ -31,8 +31,18 @@ class ToolDeltas:
             elif event.index > 0 and not self.plan.parallel:
                 continue  # parallel_tool_calls false: only the first call
             elif isinstance(event, CallStart):
-                deltas.append({"tool_calls": [{"index": event.index, "id": event.id, "type": "function",
-                                               "function": {"name": event.name, "arguments": ""}}]})
+                deltas.append(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": event.index,
+                                "id": event.id,
+                                "type": "function",
+                                "function": {"name": event.name, "arguments": ""},
+                            }
+                        ]
+                    }
+                )
             elif isinstance(event, ArgumentsDelta):
                 deltas.append({"tool_calls": [{"index": event.index, "function": {"arguments": event.fragment}}]})
             elif isinstance(event, CallEnd):

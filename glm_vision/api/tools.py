@@ -20,14 +20,20 @@ def check_tools(tools: list | None) -> list[dict]:
     """OpenAI function tools, each with a usable name and a JSON Schema object for its parameters."""
     for index, tool in enumerate(tools or []):
         where = f"tools.{index}"
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function" \
-                or not isinstance(tool.get("function"), dict):
-            raise APIError(400, f"{where}: each tool must be {{\"type\": \"function\", \"function\": {{...}}}}", param=where)
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(tool.get("function"), dict)
+        ):
+            raise APIError(400, f'{where}: each tool must be {{"type": "function", "function": {{...}}}}', param=where)
         function = tool["function"]
         name = function.get("name")
         if not isinstance(name, str) or not TOOL_NAME.match(name):
-            raise APIError(400, f"{where}.function.name: a tool needs a name of 1 to 64 letters, digits, '_', '-' or '.'",
-                           param=f"{where}.function.name")
+            raise APIError(
+                400,
+                f"{where}.function.name: a tool needs a name of 1 to 64 letters, digits, '_', '-' or '.'",
+                param=f"{where}.function.name",
+            )
         check_parameters(function.get("parameters"), f"{where}.function.parameters")
     names = [tool["function"]["name"] for tool in tools or []]
     if len(set(names)) != len(names):
@@ -39,15 +45,27 @@ def check_parameters(schema, where: str) -> None:
     if schema is None:
         return
     if not isinstance(schema, dict):
-        raise APIError(400, f"{where}: parameters must be a JSON Schema object, e.g. "
-                       '{"type": "object", "properties": {...}}', param=where, code="invalid_schema")
+        raise APIError(
+            400,
+            f'{where}: parameters must be a JSON Schema object, e.g. {{"type": "object", "properties": {{...}}}}',
+            param=where,
+            code="invalid_schema",
+        )
     if schema.get("type", "object") != "object" or not isinstance(schema.get("properties", {}), dict):
-        raise APIError(400, f"{where}: parameters must be a JSON Schema of type 'object' with 'properties' as a "
-                       "mapping", param=where, code="invalid_schema")
+        raise APIError(
+            400,
+            f"{where}: parameters must be a JSON Schema of type 'object' with 'properties' as a mapping",
+            param=where,
+            code="invalid_schema",
+        )
     for key, spec in schema.get("properties", {}).items():
         if not isinstance(spec, dict):
-            raise APIError(400, f"{where}.properties.{key}: each property must be a JSON Schema (an object)",
-                           param=f"{where}.properties.{key}", code="invalid_schema")
+            raise APIError(
+                400,
+                f"{where}.properties.{key}: each property must be a JSON Schema (an object)",
+                param=f"{where}.properties.{key}",
+                code="invalid_schema",
+            )
 
 
 def check_tool_choice(choice, tools: list[dict]) -> str | dict:
@@ -56,14 +74,19 @@ def check_tool_choice(choice, tools: list[dict]) -> str | dict:
         return "auto" if tools else "none"
     if isinstance(choice, str):
         if choice not in CHOICES:
-            raise APIError(400, f"tool_choice must be one of {', '.join(CHOICES)} or a named function, not {choice!r}",
-                           param="tool_choice")
+            raise APIError(
+                400,
+                f"tool_choice must be one of {', '.join(CHOICES)} or a named function, not {choice!r}",
+                param="tool_choice",
+            )
         if choice == "required" and not tools:
             raise APIError(400, "tool_choice 'required' needs tools", param="tool_choice")
         return choice
     name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
     if not isinstance(name, str):
-        raise APIError(400, 'a named tool_choice is {"type": "function", "function": {"name": NAME}}', param="tool_choice")
+        raise APIError(
+            400, 'a named tool_choice is {"type": "function", "function": {"name": NAME}}', param="tool_choice"
+        )
     if name not in {tool["function"]["name"] for tool in tools}:
         raise APIError(400, f"tool_choice names '{name}', which is not one of the request's tools", param="tool_choice")
     return {"type": "function", "function": {"name": name}}
@@ -75,8 +98,12 @@ def check_tool_results(messages: list[Message]) -> None:
     for index, message in enumerate(messages):
         called.update(call.id for call in message.tool_calls)
         if message.role == "tool" and message.tool_call_id not in called:
-            raise APIError(400, f"messages.{index}.tool_call_id: {message.tool_call_id!r} matches no tool call of an "
-                           "earlier assistant message", param=f"messages.{index}.tool_call_id")
+            raise APIError(
+                400,
+                f"messages.{index}.tool_call_id: {message.tool_call_id!r} matches no tool call of an "
+                "earlier assistant message",
+                param=f"messages.{index}.tool_call_id",
+            )
 
 
 @dataclass(frozen=True)
@@ -104,7 +131,9 @@ class ToolPlan:
 def plan_tools(body) -> ToolPlan:
     tools = check_tools(body.tools)
     choice = check_tool_choice(body.tool_choice, tools)
-    return ToolPlan(tools=tools if choice != "none" else [], choice=choice, parallel=body.parallel_tool_calls is not False)
+    return ToolPlan(
+        tools=tools if choice != "none" else [], choice=choice, parallel=body.parallel_tool_calls is not False
+    )
 
 
 def answer_with_calls(answer: str, finish: str, plan: ToolPlan) -> tuple[dict, str]:

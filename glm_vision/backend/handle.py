@@ -20,14 +20,14 @@ from .results import GenerationResult, TextDelta
 _DONE = object()
 
 
-def _not_queued(handle: "RequestHandle") -> int:
+def _not_queued(handle: RequestHandle) -> int:
     return 0
 
 
 class RequestHandle:
     _ids = itertools.count(1)
 
-    def __init__(self, request: GenerationRequest, position: Callable[["RequestHandle"], int] = _not_queued) -> None:
+    def __init__(self, request: GenerationRequest, position: Callable[[RequestHandle], int] = _not_queued) -> None:
         self.id = next(self._ids)
         self.request = request
         self.cancelled = threading.Event()

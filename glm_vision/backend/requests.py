@@ -35,14 +35,15 @@ class OutputConstraint:
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
-            raise EngineError(f"unknown constraint kind {self.kind!r}; use one of {', '.join(self.KINDS)}",
-                              param="response_format")
+            raise EngineError(
+                f"unknown constraint kind {self.kind!r}; use one of {', '.join(self.KINDS)}", param="response_format"
+            )
         if self.kind == "choice" and (not self.choices or not all(isinstance(c, str) and c for c in self.choices)):
-            raise EngineError("a choice constraint needs a non-empty list of non-empty strings",
-                              param="structured_outputs.choice")
+            raise EngineError(
+                "a choice constraint needs a non-empty list of non-empty strings", param="structured_outputs.choice"
+            )
         if self.kind in ("json_schema", "regex", "grammar", "tool_call") and not self.spec:
             raise EngineError(f"the {self.kind} constraint is empty", param="response_format")
-
 
 
 @dataclass(frozen=True)
@@ -71,21 +72,33 @@ class SamplingParams:
             ("temperature", 0 <= self.temperature <= 2, f"temperature must be between 0 and 2, got {self.temperature}"),
             ("top_p", 0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}"),
             ("top_k", self.top_k >= 0, f"top_k must be 0 or -1 (off) or positive, got {self.top_k}"),
-            ("repetition_penalty", 0 < self.repetition_penalty <= 10,
-             f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}"),
+            (
+                "repetition_penalty",
+                0 < self.repetition_penalty <= 10,
+                f"repetition_penalty must be in (0, 10], got {self.repetition_penalty}",
+            ),
             ("max_tokens", self.max_new_tokens >= 1, f"max_tokens must be at least 1, got {self.max_new_tokens}"),
-            ("min_tokens", 0 <= self.min_new_tokens <= self.max_new_tokens,
-             f"min_tokens must be between 0 and max_tokens ({self.max_new_tokens}), got {self.min_new_tokens}"),
-            ("seed", self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
-             f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {self.seed}"),
+            (
+                "min_tokens",
+                0 <= self.min_new_tokens <= self.max_new_tokens,
+                f"min_tokens must be between 0 and max_tokens ({self.max_new_tokens}), got {self.min_new_tokens}",
+            ),
+            (
+                "seed",
+                self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
+                f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {self.seed}",
+            ),
             ("stop", len(self.stop) <= 4 and all(self.stop), "stop takes at most 4 non-empty strings"),
-            ("top_logprobs", 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
-             f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}"),
+            (
+                "top_logprobs",
+                0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
+                f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs}",
+            ),
             ("top_logprobs", self.logprobs or not self.top_logprobs, "top_logprobs needs logprobs: true"),
         ]
 
     @classmethod
-    def greedy(cls, max_new_tokens: int = 256, **kwargs) -> "SamplingParams":
+    def greedy(cls, max_new_tokens: int = 256, **kwargs) -> SamplingParams:
         return cls(temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0, max_new_tokens=max_new_tokens, **kwargs)
 
 
@@ -123,5 +136,6 @@ class GenerationRequest:
         if not 1 <= self.n <= MAX_CHOICES:
             raise EngineError(f"n must be between 1 and {MAX_CHOICES}, got {self.n}", param="n")
         if self.thinking_budget is not None and self.thinking_budget < 0:
-            raise EngineError(f"thinking_budget must be 0 or more tokens, got {self.thinking_budget}",
-                              param="thinking_budget")
+            raise EngineError(
+                f"thinking_budget must be 0 or more tokens, got {self.thinking_budget}", param="thinking_budget"
+            )

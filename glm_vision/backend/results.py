@@ -49,11 +49,15 @@ class TokenLogprob:
     top: tuple[TopLogprob, ...] = ()
 
     def to_openai(self) -> dict:
-        return {"token": self.token, "logprob": self.logprob, "bytes": _bytes(self.bytes),
-                "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": _bytes(t.bytes)} for t in self.top]}
+        return {
+            "token": self.token,
+            "logprob": self.logprob,
+            "bytes": _bytes(self.bytes),
+            "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": _bytes(t.bytes)} for t in self.top],
+        }
 
     @classmethod
-    def from_openai(cls, entry) -> "TokenLogprob":
+    def from_openai(cls, entry) -> TokenLogprob:
         """From an OpenAI logprobs entry (a dict or the openai client's object)."""
         get = entry.get if isinstance(entry, dict) else lambda key, default=None: getattr(entry, key, default)
 

@@ -23,14 +23,23 @@ def make_backend(args):
     if args.api_base:
         from ..remote import RemoteBackend
 
-        settings = Settings(backend="openai", api_base=args.api_base, remote_api_key=args.api_key,
-                            remote_model=args.remote_model, queue_size=max(1, args.concurrency),
-                            max_upload_mb=args.max_upload_mb)
+        settings = Settings(
+            backend="openai",
+            api_base=args.api_base,
+            remote_api_key=args.api_key,
+            remote_model=args.remote_model,
+            queue_size=max(1, args.concurrency),
+            max_upload_mb=args.max_upload_mb,
+        )
         return RemoteBackend.connect(settings, wait_s=5.0)
     from ..engine import Engine
 
-    values = {"model": args.model, "device": args.device, "max_upload_mb": args.max_upload_mb,
-              "queue_size": max(1, args.concurrency) + 1}
+    values = {
+        "model": args.model,
+        "device": args.device,
+        "max_upload_mb": args.max_upload_mb,
+        "queue_size": max(1, args.concurrency) + 1,
+    }
     if args.max_pixels:
         values["max_pixels"] = args.max_pixels
     return Engine.load(Settings(**values))
@@ -46,9 +55,15 @@ def request_for(images, work, args) -> GenerationRequest:
         sampling["seed"] = args.seed
     if work.format.choices:  # each choice's probability comes from the first answer token's alternatives
         sampling.update(logprobs=True, top_logprobs=MAX_TOP_LOGPROBS)
-    return GenerationRequest(messages, SamplingParams(**sampling), session_id="batch", cache_scope="batch",
-                             enable_thinking=not args.no_thinking, constraint=work.format.constraint,
-                             thinking_budget=args.thinking_budget)
+    return GenerationRequest(
+        messages,
+        SamplingParams(**sampling),
+        session_id="batch",
+        cache_scope="batch",
+        enable_thinking=not args.no_thinking,
+        constraint=work.format.constraint,
+        thinking_budget=args.thinking_budget,
+    )
 
 
 def answer_one(backend, path: str, work, args) -> dict:
@@ -63,10 +78,16 @@ def answer_one(backend, path: str, work, args) -> dict:
         parsed = split_output(result.text)
         annotations = annotate_answer(result.text, request.messages)
         usage = result.usage
-        record.update(answer=parsed.answer, grounding=[a.to_json() for a in annotations],
-                      reasoning=parsed.reasoning, finish_reason=result.finish_reason,
-                      prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                      cached_tokens=usage.cached_tokens, ttft_s=round(usage.ttft_s, 4))
+        record.update(
+            answer=parsed.answer,
+            grounding=[a.to_json() for a in annotations],
+            reasoning=parsed.reasoning,
+            finish_reason=result.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            ttft_s=round(usage.ttft_s, 4),
+        )
         work.format.fill(record, parsed.answer, result.logprobs)
         if getattr(args, "annotate", None):
             write_annotated(images, annotations, annotated_path(args.annotate, path, getattr(work, "root", "")))

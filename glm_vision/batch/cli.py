@@ -28,13 +28,21 @@ from ..process import exit_now
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m glm_vision.batch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Exit status: 0 when the run completed (failed images are recorded in the "
-                                "'error' field), 2 for bad arguments, 3 when the model or server cannot be reached.")
-    p.add_argument("--input", action="append", required=True, metavar="DIR_OR_GLOB",
-                   help="a folder, a file or a glob ('shots/*', 'docs/**/*.pdf'); folders and globs keep image and PDF "
-                   "files only; repeatable")
+    p = argparse.ArgumentParser(
+        prog="python -m glm_vision.batch",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit status: 0 when the run completed (failed images are recorded in the "
+        "'error' field), 2 for bad arguments, 3 when the model or server cannot be reached.",
+    )
+    p.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="DIR_OR_GLOB",
+        help="a folder, a file or a glob ('shots/*', 'docs/**/*.pdf'); folders and globs keep image and PDF "
+        "files only; repeatable",
+    )
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--prompt", help="the question asked about every image")
     q.add_argument("--prompt-file", type=Path, help="a file holding the question")
@@ -43,25 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="a system prompt for every request")
     p.add_argument("--recursive", action="store_true", help="also take images from sub-folders of a folder input")
     p.add_argument("--retry-errors", action="store_true", help="redo images whose earlier record has an error")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --out instead of resuming it (a file of another question is never resumed)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out instead of resuming it (a file of another question is never resumed)",
+    )
     p.add_argument("--no-thinking", action="store_true", help="switch thinking off (faster, no reasoning field)")
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length limit, thinking included (default 1024)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the model's 0.8; 0 is greedy)")
     p.add_argument("--seed", type=int, help="sampling seed, for reproducible answers")
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--json-schema", type=Path, metavar="FILE",
-                       help="a JSON Schema file: every answer is JSON that validates against it (constrained decoding)")
-    shape.add_argument("--choices", metavar="A,B,...",
-                       help="comma-separated answers, e.g. yes,no: the answer is exactly one of them, and each choice's "
-                       "probability (from the first answer token's logprobs) is recorded — a confidence for moderation")
-    p.add_argument("--thinking-budget", type=int, metavar="N",
-                   help="most reasoning tokens per answer; then the model is made to close its thinking and answer")
-    p.add_argument("--annotate", type=Path, metavar="DIR",
-                   help="write each answered image to DIR with the answer's boxes and points drawn (numbered, labelled; "
-                   "paths mirror the inputs', as PNG); every record has them in 'grounding' with pixel coordinates")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1")
+    shape.add_argument(
+        "--json-schema",
+        type=Path,
+        metavar="FILE",
+        help="a JSON Schema file: every answer is JSON that validates against it (constrained decoding)",
+    )
+    shape.add_argument(
+        "--choices",
+        metavar="A,B,...",
+        help="comma-separated answers, e.g. yes,no: the answer is exactly one of them, and each choice's "
+        "probability (from the first answer token's logprobs) is recorded — a confidence for moderation",
+    )
+    p.add_argument(
+        "--thinking-budget",
+        type=int,
+        metavar="N",
+        help="most reasoning tokens per answer; then the model is made to close its thinking and answer",
+    )
+    p.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write each answered image to DIR with the answer's boxes and points drawn (numbered, labelled; "
+        "paths mirror the inputs', as PNG); every record has them in 'grounding' with pixel coordinates",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     local = p.add_argument_group("local engine (default)")
     local.add_argument("--model", default="auto", help="'auto', a local checkpoint path or a hub id (as app.py)")

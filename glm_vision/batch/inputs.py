@@ -20,8 +20,11 @@ def find_images(inputs: list[str], recursive: bool) -> list[str]:
         elif path.is_file():
             matches = [str(path)]
         else:
-            matches = sorted(m for m in glob.glob(item, recursive=True)
-                             if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES)
+            matches = sorted(
+                m
+                for m in glob.glob(item, recursive=True)
+                if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES
+            )
         for match in matches:
             key = os.path.abspath(match)
             if key not in seen:

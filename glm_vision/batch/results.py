@@ -9,11 +9,34 @@ import json
 import os
 from pathlib import Path
 
-FIELDS = ["image", "answer", "grounding", "reasoning", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
-          "seconds", "ttft_s", "error", "prompt", "run"]
+FIELDS = [
+    "image",
+    "answer",
+    "grounding",
+    "reasoning",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "seconds",
+    "ttft_s",
+    "error",
+    "prompt",
+    "run",
+]
 # What makes two runs the same run: a resumed run only skips images answered with all of these equal.
-RUN_SETTINGS = ("system", "no_thinking", "max_tokens", "temperature", "seed", "model", "api_base", "remote_model",
-                "max_pixels", "thinking_budget")
+RUN_SETTINGS = (
+    "system",
+    "no_thinking",
+    "max_tokens",
+    "temperature",
+    "seed",
+    "model",
+    "api_base",
+    "remote_model",
+    "max_pixels",
+    "thinking_budget",
+)
 
 
 def run_key(prompt: str, args, answer_format: str = "") -> str:
@@ -27,8 +50,10 @@ def run_key(prompt: str, args, answer_format: str = "") -> str:
 
 def csv_row(record: dict) -> dict:
     """Lists and objects (the `grounding` list) as JSON text in their CSV cell."""
-    return {key: json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
-            for key, value in record.items()}
+    return {
+        key: json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+        for key, value in record.items()
+    }
 
 
 class ResultsFile:

@@ -64,7 +64,8 @@ def earlier_records(results: ResultsFile, key: str, args) -> list[dict]:
     if other is not None:
         raise UsageError(
             f"{results.path} holds answers to another question or other settings (prompt {other.get('prompt')!r}); "
-            "write to another --out, or pass --overwrite to replace it")
+            "write to another --out, or pass --overwrite to replace it"
+        )
     if args.overwrite or (args.retry_errors and any(r.get("error") for r in previous)):
         previous = [r for r in previous if not r.get("error")] if not args.overwrite else []
         results.rewrite(previous)
@@ -163,6 +164,9 @@ def run(args) -> int:
         progress.bar.close()
         work.results.close()
         backend.shutdown()
-    print(f"done: {progress.answered} answered, {progress.errors} failed (see the 'error' field), {work.skipped} "
-          f"already done -> {args.out}", file=sys.stderr)
+    print(
+        f"done: {progress.answered} answered, {progress.errors} failed (see the 'error' field), {work.skipped} "
+        f"already done -> {args.out}",
+        file=sys.stderr,
+    )
     return 0

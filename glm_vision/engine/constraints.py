@@ -28,8 +28,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 JSON_SEPARATORS = (",", ":")  # compact JSON: no runs of whitespace a model could loop in
 # xgrammar 0.2.8 writes a string with minLength/maxLength as characters `[^"\\\r\n]`, which lets raw
 # control characters into it (invalid JSON); its unbounded strings exclude them. Patched in the EBNF.
-_LOOSE_CHARS = r'[^\"\\\r\n]'
-_JSON_CHARS = r'[^\0-\x1f\"\\\r\n]'
+_LOOSE_CHARS = r"[^\"\\\r\n]"
+_JSON_CHARS = r"[^\0-\x1f\"\\\r\n]"
 
 
 def _xgrammar():
@@ -77,8 +77,9 @@ class Grammars:
         try:
             if constraint.kind in ("json_object", "json_schema"):
                 schema = _schema_text(constraint) if constraint.kind == "json_schema" else '{"type": "object"}'
-                grammar = xgr.Grammar.from_json_schema(schema, any_whitespace=False, separators=JSON_SEPARATORS,
-                                                       strict_mode=True)
+                grammar = xgr.Grammar.from_json_schema(
+                    schema, any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=True
+                )
                 text = str(grammar)
                 if _LOOSE_CHARS not in text:
                     return grammar
@@ -139,10 +140,13 @@ def _schema_text(constraint: OutputConstraint) -> str:
 
 
 def _param(constraint: OutputConstraint) -> str:
-    return {"json_schema": "response_format.json_schema.schema", "regex": "structured_outputs.regex",
-            "grammar": "structured_outputs.grammar", "choice": "structured_outputs.choice",
-            "tool_call": "tool_choice"}.get(
-        constraint.kind, "response_format")
+    return {
+        "json_schema": "response_format.json_schema.schema",
+        "regex": "structured_outputs.regex",
+        "grammar": "structured_outputs.grammar",
+        "choice": "structured_outputs.choice",
+        "tool_call": "tool_choice",
+    }.get(constraint.kind, "response_format")
 
 
 def _problem(constraint: OutputConstraint, exc: Exception) -> str:
@@ -265,8 +269,9 @@ class BatchGuides:
             index, guide = grammar_rows[0]
             guide.matcher.fill_next_token_bitmask(bitmask, index)
         elif grammar_rows:
-            self._matchers.batch_fill_next_token_bitmask([g.matcher for _, g in grammar_rows], bitmask,
-                                                         [i for i, _ in grammar_rows])
+            self._matchers.batch_fill_next_token_bitmask(
+                [g.matcher for _, g in grammar_rows], bitmask, [i for i, _ in grammar_rows]
+            )
         on_device = bitmask.to(self.device, non_blocking=True)
         bits = (on_device[:, :, None] >> self._shifts) & 1
         return TokenMask(bits.view(len(guides), -1)[:, : self.vocab.size].bool(), frozenset(i for i, _ in rows))

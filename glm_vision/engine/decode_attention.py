@@ -36,11 +36,42 @@ def _rotate(x, partner, COS, SIN, row, sc_b, offs, ROT: tl.constexpr):
 
 
 @triton.jit
-def _split_kernel(Q, K, V, LENGTHS, COS, SIN, PART_O, PART_M, PART_L,
-                  sq_b, sq_h, sq_g, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b,
-                  so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s,
-                  scale, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr,
-                  SPLIT_N: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr):
+def _split_kernel(
+    Q,
+    K,
+    V,
+    LENGTHS,
+    COS,
+    SIN,
+    PART_O,
+    PART_M,
+    PART_L,
+    sq_b,
+    sq_h,
+    sq_g,
+    sk_b,
+    sk_h,
+    sk_n,
+    sv_b,
+    sv_h,
+    sv_n,
+    sc_b,
+    so_b,
+    so_h,
+    so_s,
+    so_g,
+    sm_b,
+    sm_h,
+    sm_s,
+    scale,
+    G: tl.constexpr,
+    G_PAD: tl.constexpr,
+    D: tl.constexpr,
+    ROT: tl.constexpr,
+    SPLIT_N: tl.constexpr,
+    BLOCK: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
@@ -60,8 +91,12 @@ def _split_kernel(Q, K, V, LENGTHS, COS, SIN, PART_O, PART_M, PART_L,
         for n0 in range(start, start + SPLIT_N, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
             valid = offs_n <= length
-            k = tl.load(K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-            v = tl.load(V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0)
+            k = tl.load(
+                K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
+            v = tl.load(
+                V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
             scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1))
@@ -72,14 +107,34 @@ def _split_kernel(Q, K, V, LENGTHS, COS, SIN, PART_O, PART_M, PART_L,
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m_i = m_new
     keep = offs_g < G
-    tl.store(PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None])
+    tl.store(
+        PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None]
+    )
     tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
     tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
 
 
 @triton.jit
-def _merge_kernel(PART_O, PART_M, PART_L, OUT, so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s, sout_b, sout_h, sout_g,
-                  SPLITS: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+def _merge_kernel(
+    PART_O,
+    PART_M,
+    PART_L,
+    OUT,
+    so_b,
+    so_h,
+    so_s,
+    so_g,
+    sm_b,
+    sm_h,
+    sm_s,
+    sout_b,
+    sout_h,
+    sout_g,
+    SPLITS: tl.constexpr,
+    G: tl.constexpr,
+    G_PAD: tl.constexpr,
+    D: tl.constexpr,
+):
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_g = tl.arange(0, G_PAD)
@@ -94,17 +149,31 @@ def _merge_kernel(PART_O, PART_M, PART_L, OUT, so_b, so_h, so_s, so_g, sm_b, sm_
     for s in range(SPLITS):
         weight = tl.exp(tl.load(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=float("-inf")) - m)
         total += weight * tl.load(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=0.0)
-        part = tl.load(PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :],
-                       mask=keep[:, None], other=0.0)
+        part = tl.load(
+            PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :],
+            mask=keep[:, None],
+            other=0.0,
+        )
         acc += weight[:, None] * part
     total = tl.where(keep, total, 1.0)
     out = acc / total[:, None]
-    tl.store(OUT + b * sout_b + h * sout_h + offs_g[:, None] * sout_g + offs_d[None, :], out.to(OUT.dtype.element_ty),
-             mask=keep[:, None])
+    tl.store(
+        OUT + b * sout_b + h * sout_h + offs_g[:, None] * sout_g + offs_d[None, :],
+        out.to(OUT.dtype.element_ty),
+        mask=keep[:, None],
+    )
 
 
-def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lengths: torch.Tensor,
-                     bucket: int, scale: float, cos: torch.Tensor | None = None, sin: torch.Tensor | None = None) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    lengths: torch.Tensor,
+    bucket: int,
+    scale: float,
+    cos: torch.Tensor | None = None,
+    sin: torch.Tensor | None = None,
+) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
     cos/sin (B, rot), q is the raw projection and is rotated first."""
@@ -120,20 +189,60 @@ def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
     _split_kernel[(batch, kv, splits)](
-        q, keys, values, lengths, cos, sin, part_o, part_m, part_l,
-        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
-        values.stride(0), values.stride(1), values.stride(2), cos.stride(0),
-        part_o.stride(0), part_o.stride(1), part_o.stride(2), part_o.stride(3),
-        part_m.stride(0), part_m.stride(1), part_m.stride(2),
-        scale, G=group, G_PAD=group_pad, D=dim, ROT=rot, SPLIT_N=SPLIT, BLOCK=BLOCK_N,
+        q,
+        keys,
+        values,
+        lengths,
+        cos,
+        sin,
+        part_o,
+        part_m,
+        part_l,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        keys.stride(0),
+        keys.stride(1),
+        keys.stride(2),
+        values.stride(0),
+        values.stride(1),
+        values.stride(2),
+        cos.stride(0),
+        part_o.stride(0),
+        part_o.stride(1),
+        part_o.stride(2),
+        part_o.stride(3),
+        part_m.stride(0),
+        part_m.stride(1),
+        part_m.stride(2),
+        scale,
+        G=group,
+        G_PAD=group_pad,
+        D=dim,
+        ROT=rot,
+        SPLIT_N=SPLIT,
+        BLOCK=BLOCK_N,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
     )
     _merge_kernel[(batch, kv)](
-        part_o, part_m, part_l, out,
-        part_o.stride(0), part_o.stride(1), part_o.stride(2), part_o.stride(3),
-        part_m.stride(0), part_m.stride(1), part_m.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
-        SPLITS=splits, G=group, G_PAD=group_pad, D=dim,
+        part_o,
+        part_m,
+        part_l,
+        out,
+        part_o.stride(0),
+        part_o.stride(1),
+        part_o.stride(2),
+        part_o.stride(3),
+        part_m.stride(0),
+        part_m.stride(1),
+        part_m.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        SPLITS=splits,
+        G=group,
+        G_PAD=group_pad,
+        D=dim,
     )
     return out
 
@@ -149,8 +258,9 @@ def _rotary_args(cos, sin, like: torch.Tensor):
 
 
 @triton.jit
-def _write_kernel(K_NEW, V_NEW, K, V, LENGTHS, COS, SIN, sn_b, sn_h, sk_b, sk_h, sk_n, sc_b,
-                  D: tl.constexpr, ROT: tl.constexpr):
+def _write_kernel(
+    K_NEW, V_NEW, K, V, LENGTHS, COS, SIN, sn_b, sn_h, sk_b, sk_h, sk_n, sc_b, D: tl.constexpr, ROT: tl.constexpr
+):
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs = tl.arange(0, D)
@@ -163,8 +273,15 @@ def _write_kernel(K_NEW, V_NEW, K, V, LENGTHS, COS, SIN, sn_b, sn_h, sk_b, sk_h,
     tl.store(V + b * sk_b + h * sk_h + at * sk_n + offs, tl.load(V_NEW + b * sn_b + h * sn_h + offs))
 
 
-def write_kv(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor,
-             cos: torch.Tensor | None = None, sin: torch.Tensor | None = None) -> None:
+def write_kv(
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: torch.Tensor,
+    cos: torch.Tensor | None = None,
+    sin: torch.Tensor | None = None,
+) -> None:
     """Row b's new key and value (B, kv, d) into slot b of a layer's slab (slots, kv, max_len, d) at
     lengths[b]; with cos/sin (B, rot), k is the raw projection and is rotated as it is written."""
     batch, kv, dim = k.shape
@@ -172,5 +289,20 @@ def write_kv(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch
         k, v = k.contiguous(), v.contiguous()
     assert keys.stride() == values.stride() and keys.stride(-1) == 1
     cos, sin, rot = _rotary_args(cos, sin, k)
-    _write_kernel[(batch, kv)](k, v, keys, values, lengths, cos, sin, k.stride(0), k.stride(1),
-                               keys.stride(0), keys.stride(1), keys.stride(2), cos.stride(0), D=dim, ROT=rot)
+    _write_kernel[(batch, kv)](
+        k,
+        v,
+        keys,
+        values,
+        lengths,
+        cos,
+        sin,
+        k.stride(0),
+        k.stride(1),
+        keys.stride(0),
+        keys.stride(1),
+        keys.stride(2),
+        cos.stride(0),
+        D=dim,
+        ROT=rot,
+    )

@@ -1,8 +1,8 @@
 """The engine facade the UI, the API and the batch CLI call: submit a conversation, stream the answer.
 
-    engine = Engine.load(settings)
-    for item in engine.submit(GenerationRequest(messages, session_id="tab-1")):
-        ...  # TextDelta(text) ..., then one GenerationResult
+engine = Engine.load(settings)
+for item in engine.submit(GenerationRequest(messages, session_id="tab-1")):
+    ...  # TextDelta(text) ..., then one GenerationResult
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ import logging
 import threading
 import time
 
-from .cache import FeatureCache
-from .sessions import SessionStore
+from ..backend import BackendInfo, EngineError, GenerationRequest, GenerationResult, RequestHandle
 from ..settings import Settings
+from .cache import FeatureCache
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
 from .scheduler import Scheduler
+from .sessions import SessionStore
 from .slab import KVSlab, kv_geometry
-from ..backend import BackendInfo, EngineError, GenerationRequest, GenerationResult
-from ..backend import RequestHandle
 from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
@@ -71,9 +70,7 @@ class Engine:
             compile_math=fast and on_cuda,
             decode_attention=settings.decode_attention,
         )
-        self.scheduler = Scheduler(
-            self.runner, self.sessions, max_batch=self.runner.slab.slots, use_caches=use_caches
-        )
+        self.scheduler = Scheduler(self.runner, self.sessions, max_batch=self.runner.slab.slots, use_caches=use_caches)
         self.worker = GpuWorker(self.scheduler, queue_size=settings.queue_size)
         self.worker.start()
         self.ready = False
@@ -82,14 +79,16 @@ class Engine:
         self._sweeper.start()
 
     @classmethod
-    def load(cls, settings: Settings, **kwargs) -> "Engine":
+    def load(cls, settings: Settings, **kwargs) -> Engine:
         return cls(settings, load_model(settings), **kwargs)
 
     @property
     def info(self) -> BackendInfo:
         m = self.loaded
         cap = min(self.settings.max_image_tokens, self.runner.builder.max_tokens_per_image)
-        return BackendInfo(model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo, max_image_tokens=cap)
+        return BackendInfo(
+            model=m.name, device=m.device, dtype=m.dtype, attn=m.attn, is_demo=m.is_demo, max_image_tokens=cap
+        )
 
     @property
     def healthy(self) -> bool:
@@ -99,8 +98,11 @@ class Engine:
     def submit(self, request: GenerationRequest) -> RequestHandle:
         request.check(self.settings.max_images_per_message)
         if request.n > self.scheduler.max_batch:
-            raise EngineError(f"n is {request.n}; this server decodes at most {self.scheduler.max_batch} sequences "
-                              "together (--max-batch)", param="n")
+            raise EngineError(
+                f"n is {request.n}; this server decodes at most {self.scheduler.max_batch} sequences "
+                "together (--max-batch)",
+                param="n",
+            )
         self.runner.outputs.check(request)  # an invalid schema is a 400 here, before any GPU work
         if not self.worker.alive:
             log.error("GPU worker is not running (deaths so far: %d); restarting it", self.worker.deaths)
@@ -121,9 +123,9 @@ class Engine:
         here and not in a user's first request."""
         from PIL import Image
 
+        from ..backend import SamplingParams
         from ..conversation import Message
         from ..images import load_image
-        from ..backend import SamplingParams
 
         started = time.perf_counter()
         if self.runner.forward.use_graphs:
@@ -132,11 +134,14 @@ class Engine:
         for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
         if self.runner.slab.slots > 1:
-            streaming = self.submit(GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(32, min_new_tokens=32)))
+            streaming = self.submit(
+                GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(32, min_new_tokens=32))
+            )
             first = next(iter(streaming))  # decoding now: the next prompts' passes carry it
             for repeat in (40, 60):  # two lengths: compiled pieces first seen here become shape-generic now
-                self.generate(GenerationRequest([Message("user", "What is this? " * repeat, [picture])],
-                                                SamplingParams.greedy(2)))
+                self.generate(
+                    GenerationRequest([Message("user", "What is this? " * repeat, [picture])], SamplingParams.greedy(2))
+                )
             if not isinstance(first, GenerationResult):
                 streaming.wait()
         log.info("engine warm in %.1f s", time.perf_counter() - started)

@@ -19,7 +19,6 @@ post-attention norm, residual, norm, SwiGLU MLP, post-MLP norm, residual.
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 
 import torch
@@ -100,29 +99,39 @@ def _attend(q, keys, values, valid, scale: float):
 # keys, grouped heads included (`lower_right`, checked on the device at start); otherwise an explicit
 # mask through memory-efficient attention, which takes a mask but not grouped heads, so key/value heads
 # are copied per query head (end x heads x head_dim x 4 bytes a layer, freed at once).
-_CAUSAL_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+_CAUSAL_BACKENDS = [
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.MATH,
+]
 _MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
 
 
-def prefill_attention(q, keys, values, start: int, scale: float, *, planless: bool, lower_right: bool = False) -> torch.Tensor:
+def prefill_attention(
+    q, keys, values, start: int, scale: float, *, planless: bool, lower_right: bool = False
+) -> torch.Tensor:
     """q (heads, T, d) of the chunk at [start, start+T) over keys/values (kv_heads, start+T, d), causally
     (a chunk that starts the sequence: plain causal; after a cached prefix, query i sees keys
     [0, start+i]). -> (heads, T, d)."""
     T, end = q.shape[1], keys.shape[1]
     if start and lower_right:
-        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal_lower_right(T, end),
-                                              scale=scale, enable_gqa=True)[0]
+        return F.scaled_dot_product_attention(
+            q[None], keys[None], values[None], attn_mask=causal_lower_right(T, end), scale=scale, enable_gqa=True
+        )[0]
     causal = None
     if start:
         arange = torch.arange(end, device=q.device)
         causal = arange[None, :] <= (start + arange[:T])[:, None]
     if not planless:
-        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
-                                              is_causal=causal is None, scale=scale, enable_gqa=True)[0]
+        return F.scaled_dot_product_attention(
+            q[None], keys[None], values[None], attn_mask=causal, is_causal=causal is None, scale=scale, enable_gqa=True
+        )[0]
     if causal is None:
         with sdpa_kernel(_CAUSAL_BACKENDS, set_priority=True):
-            return F.scaled_dot_product_attention(q[None], keys[None], values[None], is_causal=True, scale=scale,
-                                                  enable_gqa=True)[0]
+            return F.scaled_dot_product_attention(
+                q[None], keys[None], values[None], is_causal=True, scale=scale, enable_gqa=True
+            )[0]
     group = q.shape[0] // keys.shape[0]
     keys, values = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
     with sdpa_kernel(_MASKED_BACKENDS, set_priority=True):
@@ -158,7 +167,9 @@ def fuse_qkv(model) -> None:
         weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()
         bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).contiguous()
         sizes = [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
-        for proj, w, b in zip((attn.q_proj, attn.k_proj, attn.v_proj), weight.split(sizes), bias.split(sizes)):
+        for proj, w, b in zip(
+            (attn.q_proj, attn.k_proj, attn.v_proj), weight.split(sizes), bias.split(sizes), strict=False
+        ):
             proj.weight = torch.nn.Parameter(w, requires_grad=False)
             proj.bias = torch.nn.Parameter(b, requires_grad=False)
         attn.qkv_weight, attn.qkv_bias = weight, bias
@@ -169,7 +180,12 @@ def _fused(attn) -> bool:
     every parameter new storage and leaves the fused matrix behind in the old dtype."""
     weight = getattr(attn, "qkv_weight", None)
     q = attn.q_proj.weight
-    return weight is not None and q.dtype == weight.dtype and q.device == weight.device and q.data_ptr() == weight.data_ptr()
+    return (
+        weight is not None
+        and q.dtype == weight.dtype
+        and q.device == weight.device
+        and q.data_ptr() == weight.data_ptr()
+    )
 
 
 @dataclass
@@ -201,7 +217,9 @@ class DecodeRows:
 
 
 class TextForward:
-    def __init__(self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool, decode_attention: str = "compiled") -> None:
+    def __init__(
+        self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool, decode_attention: str = "compiled"
+    ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
         text_model = model.model.language_model
@@ -280,7 +298,7 @@ class TextForward:
         parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
         # always new tensors: a chunk's embeddings are a view at a varying offset, which compiled code
         # would compile again for
-        h, cos, sin = (torch.cat(t) for t in zip(*parts))
+        h, cos, sin = (torch.cat(t) for t in zip(*parts, strict=False))
         lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
         bucket = self.bucket(max(rows.lengths)) if batch else 0
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
@@ -320,14 +338,25 @@ class TextForward:
         else:
             q, k, v = self._qkv(layer, x, cos, sin)
             row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
-        outs = [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])] if batch else []
+        outs = (
+            [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])]
+            if batch
+            else []
+        )
         offset = 0
         for chunk in chunks:
             span = slice(offset, offset + len(chunk))
             offset += len(chunk)
             keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, k_rest[span], v[batch:][span])
-            out = prefill_attention(q_rest[span].transpose(0, 1), keys, values, chunk.start, self.scale,
-                                    planless=self.planless, lower_right=self.lower_right)
+            out = prefill_attention(
+                q_rest[span].transpose(0, 1),
+                keys,
+                values,
+                chunk.start,
+                self.scale,
+                planless=self.planless,
+                lower_right=self.lower_right,
+            )
             outs.append(out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim))
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
@@ -351,9 +380,16 @@ class TextForward:
     def _mlp(self, i: int, layer, h, attn):
         """(h, x): the residual stream after layer i, and its norm as the next layer (or lm_head) takes it."""
         return self.post(
-            h, attn, layer.self_attn.o_proj.weight, layer.post_self_attn_layernorm.weight,
-            layer.post_attention_layernorm.weight, layer.mlp.gate_up_proj.weight, layer.mlp.down_proj.weight,
-            layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps,
+            h,
+            attn,
+            layer.self_attn.o_proj.weight,
+            layer.post_self_attn_layernorm.weight,
+            layer.post_attention_layernorm.weight,
+            layer.mlp.gate_up_proj.weight,
+            layer.mlp.down_proj.weight,
+            layer.post_mlp_layernorm.weight,
+            self.next_norms[i],
+            self.eps,
         )
 
     # ------------------------------------------------------------------ decode
@@ -361,14 +397,18 @@ class TextForward:
         tokens, positions, lengths = self.tokens[:batch], self.positions[:batch], self.lengths[:batch]
         h = F.embedding(tokens, self.embed)  # (B, hidden)
         cos, sin = self._text_rope(positions)
-        valid = None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]  # the new token sits at `length`
+        valid = (
+            None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]
+        )  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
                 attn_mod = layer.self_attn
-                q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+                q, k, v = self.project(
+                    x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim
+                )
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)

@@ -60,7 +60,9 @@ def flash_attn_available() -> bool:
 def pick_attention(requested: str, device: str) -> str:
     if requested == "flash_attention_2":
         if device != "cuda" or not flash_attn_available():
-            raise ModelLoadError("--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa")
+            raise ModelLoadError(
+                "--attn flash_attention_2 needs a CUDA GPU and the flash-attn package; use --attn sdpa"
+            )
         return requested
     if requested == "auto" and device == "cuda" and flash_attn_available():
         return "flash_attention_2"
@@ -144,7 +146,15 @@ def load_model(settings: Settings) -> LoadedModel:
         raise ModelLoadError(f"cannot load {source}: {exc}. {GET_WEIGHTS_HINT}") from None
     model.eval()
     model.requires_grad_(False)
-    name = REAL_MODEL_ID if source != settings.model and not is_demo else Path(source).name if Path(source).exists() else source
+    name = (
+        REAL_MODEL_ID
+        if source != settings.model and not is_demo
+        else Path(source).name
+        if Path(source).exists()
+        else source
+    )
     if is_demo:
         name = "glm-vision-demo"
-    return LoadedModel(model=model, processor=processor, name=name, device=device, dtype=dtype, attn=attn, is_demo=is_demo)
+    return LoadedModel(
+        model=model, processor=processor, name=name, device=device, dtype=dtype, attn=attn, is_demo=is_demo
+    )

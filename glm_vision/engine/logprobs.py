@@ -81,8 +81,9 @@ def token_logprob(texts: TokenTexts, token_id: int, step: StepLogprobs, row: int
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte-level alphabet (what byte-level BPE vocabularies are written in)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = printable[:]
     extra = 0
     for byte in range(256):

@@ -70,8 +70,9 @@ class OutputControls:
                 self._compiled.move_to_end(key)
                 return found
         grammars = self.grammars
-        compiled = grammars.compile(request.constraint, after_thinking=request.enable_thinking
-                                    and grammars.vocab.think_close is not None)
+        compiled = grammars.compile(
+            request.constraint, after_thinking=request.enable_thinking and grammars.vocab.think_close is not None
+        )
         with self._lock:
             self._compiled[key] = compiled
             while len(self._compiled) > COMPILED_KEPT:

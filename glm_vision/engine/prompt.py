@@ -16,12 +16,19 @@ from dataclasses import dataclass, replace
 
 from transformers.models.glm46v.image_processing_glm46v import smart_resize
 
-from .cache import TokenKey
-from ..conversation import BOX_CLOSE, BOX_OPEN, THINK_CLOSE, THINK_OPEN, Message, conversation_images, to_template_messages
-from ..tool_calls import TOOL_TAGS
+from ..conversation import (
+    BOX_CLOSE,
+    BOX_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    Message,
+    conversation_images,
+    to_template_messages,
+)
 from ..images import InputImage
 from ..settings import PIXELS_PER_IMAGE_TOKEN
-
+from ..tool_calls import TOOL_TAGS
+from .cache import TokenKey
 
 # What the model writes in its answers as control tokens; kept as such when an answer is sent back.
 ANSWER_TOKENS = (BOX_OPEN, BOX_CLOSE, THINK_OPEN, THINK_CLOSE, *TOOL_TAGS)
@@ -144,8 +151,9 @@ class PromptBuilder:
         literal[mark] = (message.text, answer)
         return replace(message, text=mark)
 
-    def build(self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int,
-              tools: list[dict] | None = None) -> Prompt:
+    def build(
+        self, messages: list[Message], *, enable_thinking: bool, max_image_tokens: int, tools: list[dict] | None = None
+    ) -> Prompt:
         size = self.size_for(max_image_tokens)
         template_ids = self.tokenize(messages, enable_thinking, tools)
         images = conversation_images(messages)

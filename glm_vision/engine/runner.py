@@ -16,9 +16,9 @@ from ..backend import ContextOverflowError, GenerationRequest, GenerationResult,
 from .cache import FeatureCache, ImageFeatures, reusable_prefix
 from .forward import Chunk, DecodeRows, TextForward
 from .loader import LoadedModel
+from .outputs import OutputControls
 from .prompt import Prompt, PromptBuilder, PromptImage
 from .sampling import BatchSampler, SamplerState
-from .outputs import OutputControls
 from .sequence import Sequence, SuffixImages
 from .sessions import KVState, Session
 from .slab import KVSlab, kv_geometry
@@ -73,9 +73,12 @@ class ModelRunner:
         self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.prefill_chunk_tokens = prefill_chunk_tokens
-        self.slab = KVSlab(**geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype)
-        self.forward = TextForward(self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math,
-                                   decode_attention=decode_attention)
+        self.slab = KVSlab(
+            **geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype
+        )
+        self.forward = TextForward(
+            self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math, decode_attention=decode_attention
+        )
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
         self.decode_sampler = BatchSampler(self.device)
@@ -85,7 +88,9 @@ class ModelRunner:
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
         prompt = self.builder.build(
-            request.messages, enable_thinking=request.enable_thinking, max_image_tokens=self.image_budget(request),
+            request.messages,
+            enable_thinking=request.enable_thinking,
+            max_image_tokens=self.image_budget(request),
             tools=request.tools,
         )
         if len(prompt) >= self.max_context_tokens:
@@ -157,8 +162,9 @@ class ModelRunner:
         """One picture's patches on the device and its grid (checked against the prompt's)."""
         # the picture goes to the device from pinned memory: the processor's own copy would wait for the GPU
         pixels = to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
-        inputs = self.builder.image_processor(images=[pixels], size=size, return_tensors="pt", device=self.device,
-                                             input_data_format="channels_first")
+        inputs = self.builder.image_processor(
+            images=[pixels], size=size, return_tensors="pt", device=self.device, input_data_format="channels_first"
+        )
         grid = tuple(inputs["image_grid_thw"].tolist()[0])  # built on the host: no sync
         if grid != img.grid_thw:
             raise RuntimeError(f"image grid {list(grid)} differs from the predicted {list(img.grid_thw)}")
@@ -249,16 +255,23 @@ class ModelRunner:
         self.prefill_tokens += end - start
         seq.keys.extend(seq.prompt.keys[start:end])
         seq.cursor = end
-        return Chunk(slot=seq.slot, start=start, embeds=seq.embeds[start - base : end - base],
-                     positions=seq.positions[:, start:end], last=seq.prefilled)
+        return Chunk(
+            slot=seq.slot,
+            start=start,
+            embeds=seq.embeds[start - base : end - base],
+            positions=seq.positions[:, start:end],
+            last=seq.prefilled,
+        )
 
-    def prefill(self, chunks: list[tuple[Sequence, Chunk]], rows: list[Sequence] = (), tokens: torch.Tensor | None = None):
+    def prefill(
+        self, chunks: list[tuple[Sequence, Chunk]], rows: list[Sequence] = (), tokens: torch.Tensor | None = None
+    ):
         """One pass over prompt chunks and, riding along, the decode `rows` (their `tokens`); the
         sequences whose prompt ended have their first token sampled (`pending`). The rows' logits or None."""
         decode = DecodeRows(tokens, [s.next_position for s in rows], [s.length for s in rows]) if rows else None
         ends, row_logits = self.forward.prefill([chunk for _, chunk in chunks], decode)
         done = [seq for seq, chunk in chunks if chunk.last]
-        for seq, logits in zip(done, ends if done else ()):
+        for seq, logits in zip(done, ends if done else (), strict=False):
             self._first_token(seq, logits)
         return row_logits
 
@@ -271,7 +284,9 @@ class ModelRunner:
         seq.children = family[1:]
         batch = logits[None].expand(len(family), -1)
         tokens = self.prefill_sampler(batch, [s.sampler for s in family], self.outputs.prefill_mask(family))
-        for row, (member, noted) in enumerate(zip(family, self.outputs.note_logprobs(family, batch, tokens))):
+        for row, (member, noted) in enumerate(
+            zip(family, self.outputs.note_logprobs(family, batch, tokens), strict=False)
+        ):
             member.pending, member.pending_logprobs = tokens[row], noted
 
     def accept(self, seq: Sequence, token_id: int, emit) -> bool:
@@ -305,7 +320,7 @@ class ModelRunner:
         `pending_ids()` reads the tokens fed this step on the host (only guided rows need them)."""
         mask = self.outputs.decode_mask(seqs, pending_ids) if pending_ids is not None else None
         tokens = self.decode_sampler(logits, [seq.sampler for seq in seqs], mask)
-        for seq, noted in zip(seqs, self.outputs.note_logprobs(seqs, logits, tokens)):
+        for seq, noted in zip(seqs, self.outputs.note_logprobs(seqs, logits, tokens), strict=False):
             seq.sampled_logprobs = noted
         return tokens
 

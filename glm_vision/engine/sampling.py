@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .transfer import to_device
 from ..backend import SamplingParams
+from .transfer import to_device
 
 NEG_INF = float("-inf")
 
@@ -54,7 +54,7 @@ class _Group:
     """Rows of the batch that take one path, "greedy", "top_k" or "full" (the whole vocabulary),
     with their parameters as device columns."""
 
-    def __init__(self, plan: "_Plan", rows: list[int], path: str, generator: torch.Generator | None = None) -> None:
+    def __init__(self, plan: _Plan, rows: list[int], path: str, generator: torch.Generator | None = None) -> None:
         self.path = path
         self.generator = generator  # None: the default generator
         self.index = None if len(rows) == plan.batch else plan.tensor(rows, torch.long)
@@ -124,7 +124,11 @@ class _Plan:
         return self.tensor([threshold(p) if p < 1.0 else off for p in values], torch.float32)[:, None]
 
     def matches(self, states: list[SamplerState], vocab: int) -> bool:
-        return vocab == self.vocab and len(states) == self.batch and all(a is b for a, b in zip(states, self.states))
+        return (
+            vocab == self.vocab
+            and len(states) == self.batch
+            and all(a is b for a, b in zip(states, self.states, strict=False))
+        )
 
     def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
         return to_device(values, dtype, self.device)
@@ -168,8 +172,9 @@ class BatchSampler:
         if mask is not None:  # before the penalty and top-k: with GLM's top_k 2 both survivors could be illegal
             scores = mask.apply(scores)
         guided = mask.rows if mask is not None else ()  # a finished grammar allows only stop ids: never block them
-        blocked = tuple(i for i, s in enumerate(states)
-                        if s.steps < s.params.min_new_tokens and s.stop_ids and i not in guided)
+        blocked = tuple(
+            i for i, s in enumerate(states) if s.steps < s.params.min_new_tokens and s.stop_ids and i not in guided
+        )
         if blocked:
             scores = scores.reshape(-1).index_fill(0, plan.stop_index(blocked), NEG_INF).view(batch, vocab)
         for state in states:

@@ -23,9 +23,9 @@ import logging
 
 import torch
 
+from ..backend import EngineError, GpuOutOfMemoryError
 from .runner import ModelRunner
 from .sequence import Sequence
-from ..backend import EngineError, GpuOutOfMemoryError
 from .vision import EncodeJob
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,16 @@ class _HostCopy:
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, sessions, *, max_batch: int, use_caches: bool,
-                 policy: str = PREFILL_FIRST, encoder_batch_patches: int = ENCODER_BATCH_PATCHES) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        sessions,
+        *,
+        max_batch: int,
+        use_caches: bool,
+        policy: str = PREFILL_FIRST,
+        encoder_batch_patches: int = ENCODER_BATCH_PATCHES,
+    ) -> None:
         if policy not in (PREFILL_FIRST, DECODE_FIRST):
             raise ValueError(f"policy must be {PREFILL_FIRST} or {DECODE_FIRST}, not {policy!r}")
         self.runner = runner
@@ -112,7 +120,7 @@ class Scheduler:
             session = self.sessions.acquire(handle.request.session_id, handle.request.cache_scope)
         try:
             seq = self.runner.start(handle, session, self._free_top_slot(), shared=self.sessions.shared_prefix)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - any failure belongs to this request (its handle), not the worker
             if session is not None:
                 self.sessions.release(session)
             handle._finish(None, exc if isinstance(exc, EngineError) else EngineError(f"{type(exc).__name__}: {exc}"))
@@ -154,7 +162,7 @@ class Scheduler:
         if rows and sampled is not None:
             ids = self._copy.wait(len(rows))
             finished = []
-            for index, (seq, token_id) in enumerate(zip(rows, ids)):
+            for index, (seq, token_id) in enumerate(zip(rows, ids, strict=False)):
                 if self.runner.accept(seq, token_id, lambda text, seq=seq: self.emit(seq, text)):
                     self.runner.advance(seq, token_id, sampled[index])
                 else:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..backend import GenerationRequest, Usage
 from .cache import TokenKey
-from .sessions import Session
 from .prompt import Prompt
 from .sampling import SamplerState
+from .sessions import Session
 from .textstream import IncrementalDetokenizer, StopStrings
-from ..backend import GenerationRequest, Usage
 
 
 @dataclass
@@ -58,7 +58,7 @@ class Sequence:
     guide: object | None = None  # the constraint / thinking-budget guide, None when unguided
     index: int = 0  # which of the request's n choices
     family: object | None = None  # the `Family` of an n > 1 request
-    children: list["Sequence"] = field(default_factory=list)  # choices 1..n-1, until they join the batch
+    children: list[Sequence] = field(default_factory=list)  # choices 1..n-1, until they join the batch
     logprobs: list | None = None  # TokenLogprob per generated token, when asked for
     unreleased: list = field(default_factory=list)  # logprobs whose text has not been emitted yet
     pending_logprobs: tuple | None = None  # (StepLogprobs, row) of the pending token

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 from .cache import FeatureCache, TokenKey, reusable_prefix
 
-
 # Shorter common openings ([gMASK]<sop>, a role tag) are not worth a copy; vLLM shares 16-token blocks.
 MIN_SHARED_PREFIX = 16
 
@@ -126,7 +125,9 @@ class SessionStore:
             total -= keep.kv_bytes
             keep.kv = None  # alone larger than the budget: recomputed next turn
             self.kv_evictions += 1
-        by_age = sorted((s for s in self._sessions.values() if s is not keep and s.kv is not None), key=lambda s: s.last_used)
+        by_age = sorted(
+            (s for s in self._sessions.values() if s is not keep and s.kv is not None), key=lambda s: s.last_used
+        )
         for victim in by_age:
             if total <= self.kv_budget_bytes:
                 break

@@ -23,8 +23,11 @@ def attention_head_dim(text_config) -> int:
 
 def kv_geometry(text_config) -> dict:
     """The KV cache's shape per token: layers, key/value heads, head size."""
-    return dict(layers=text_config.num_hidden_layers, kv_heads=text_config.num_key_value_heads,
-                head_dim=attention_head_dim(text_config))
+    return dict(
+        layers=text_config.num_hidden_layers,
+        kv_heads=text_config.num_key_value_heads,
+        head_dim=attention_head_dim(text_config),
+    )
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,9 @@ class KVSlab:
         self.v[layer, slot, :, start:end] = v.transpose(0, 1)
         return self.k[layer, slot, :, :end], self.v[layer, slot, :, :end]
 
-    def write_tokens(self, layer: int, rows: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bucket: int):
+    def write_tokens(
+        self, layer: int, rows: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bucket: int
+    ):
         """Store one token's k/v (B, kv, d) per row at its slot's `length`; return (B, kv, bucket, d) views."""
         self._put(self.k[layer], rows, lengths, k)
         self._put(self.v[layer], rows, lengths, v)

@@ -29,13 +29,17 @@ def value_grammar(xgr, schema: dict):
         return xgr.Grammar.from_regex(RAW_TEXT)
     if schema.get("type") == "string":
         return xgr.Grammar.from_regex("|".join(f"({re.escape(str(v))})" for v in schema["enum"]))
-    return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS,
-                                        strict_mode=True)
+    return xgr.Grammar.from_json_schema(
+        json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=True
+    )
 
 
 def argument_grammar(xgr, key: str, schema: dict, required: bool):
-    pair = xgr.Grammar.concat(literal(xgr, f"{KEY_OPEN}{key}{KEY_CLOSE}\n{VALUE_OPEN}"), value_grammar(xgr, schema),
-                              literal(xgr, f"{VALUE_CLOSE}\n"))
+    pair = xgr.Grammar.concat(
+        literal(xgr, f"{KEY_OPEN}{key}{KEY_CLOSE}\n{VALUE_OPEN}"),
+        value_grammar(xgr, schema),
+        literal(xgr, f"{VALUE_CLOSE}\n"),
+    )
     return pair if required else xgr.Grammar.union(pair, xgr.Grammar.from_ebnf('root ::= ""'))
 
 

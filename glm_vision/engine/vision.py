@@ -129,8 +129,9 @@ class EncodeJob:
             if self._hidden is None:
                 self._embed(visual)
             for block in visual.blocks[self.next_block : end]:
-                self._hidden = block(self._hidden, cu_seqlens=self._cu, max_seqlen=self._max_seqlen,
-                                     position_embeddings=self._rotary)
+                self._hidden = block(
+                    self._hidden, cu_seqlens=self._cu, max_seqlen=self._max_seqlen, position_embeddings=self._rotary
+                )
             self.next_block = end
             if end == len(visual.blocks):
                 self._merge(visual)
@@ -144,8 +145,9 @@ class EncodeJob:
     def _embed(self, visual) -> None:
         hidden = visual.post_conv_layernorm(visual.patch_embed(self._pixels))
         self._rotary = visual.rotary_pos_emb(hidden, self._positions)
-        self._hidden = visual.embeddings(hidden, self._cu[1:] - self._cu[:-1], self._grid,
-                                         self._positions[:, 0], self._positions[:, 1])
+        self._hidden = visual.embeddings(
+            hidden, self._cu[1:] - self._cu[:-1], self._grid, self._positions[:, 0], self._positions[:, 1]
+        )
 
     def _merge(self, visual) -> None:
         hidden = visual.post_layernorm(self._hidden)

@@ -16,6 +16,7 @@ from ..backend import EngineError, EngineUnavailableError, GenerationRequest, Qu
 
 log = logging.getLogger(__name__)
 
+
 class GpuWorker:
     """Owns the scheduler: admits waiting requests between steps and runs steps while there is work.
 
@@ -56,7 +57,9 @@ class GpuWorker:
         handle = RequestHandle(request, self.position_of)
         with self._lock:
             if not self.alive:
-                raise EngineUnavailableError("the GPU worker is not running; the server is restarting it, try again shortly")
+                raise EngineUnavailableError(
+                    "the GPU worker is not running; the server is restarting it, try again shortly"
+                )
             # Free decode slots take requests at the next step: only the rest counts as waiting.
             if len(self._pending) >= self.queue_size + max(0, self.scheduler.room - self._admitting):
                 retry_s = max(1, len(self._pending) * 2)

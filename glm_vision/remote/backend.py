@@ -38,9 +38,12 @@ class RemoteBackend:
         self.client = client
         self.model = model
         self.api_base = settings.api_base or ""
-        self._info = BackendInfo(model=model, device=f"remote {self.api_base}",
-                                 is_demo=bool((upstream or {}).get("demo")),
-                                 max_image_tokens=(upstream or {}).get("max_image_tokens"))
+        self._info = BackendInfo(
+            model=model,
+            device=f"remote {self.api_base}",
+            is_demo=bool((upstream or {}).get("demo")),
+            max_image_tokens=(upstream or {}).get("max_image_tokens"),
+        )
         self._probed_at = time.monotonic()
         self._slots = threading.BoundedSemaphore(settings.queue_size)
         self._lock = threading.Lock()
@@ -52,7 +55,7 @@ class RemoteBackend:
         self.failed = 0
 
     @classmethod
-    def connect(cls, settings: Settings, *, wait_s: float = 30.0) -> "RemoteBackend":
+    def connect(cls, settings: Settings, *, wait_s: float = 30.0) -> RemoteBackend:
         """Check the server answers and pick the model; waits up to `wait_s` for a server still starting."""
         import openai
 
@@ -86,7 +89,11 @@ class RemoteBackend:
             self.client.with_options(timeout=2.0).models.list()
             return True
         except Exception as exc:  # noqa: BLE001 - any failure to answer means unhealthy; the reason is logged
-            log.warning("the remote server at %s does not answer: %s", self.api_base, translate_error(exc, self.api_base).message)
+            log.warning(
+                "the remote server at %s does not answer: %s",
+                self.api_base,
+                translate_error(exc, self.api_base).message,
+            )
             return False
 
     def submit(self, request: GenerationRequest) -> RemoteHandle:
@@ -100,7 +107,9 @@ class RemoteBackend:
         handle = RemoteHandle(request)
         with self._lock:
             self._in_flight.add(handle)
-        thread = threading.Thread(target=self._run, args=(handle,), name=f"glm-vision-remote-{next(self._ids)}", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(handle,), name=f"glm-vision-remote-{next(self._ids)}", daemon=True
+        )
         try:
             thread.start()
         except RuntimeError:
@@ -135,7 +144,9 @@ class RemoteBackend:
     def _run(self, handle: RemoteHandle) -> None:
         relay = Relay(handle)
         try:
-            stream = self.client.chat.completions.create(**completion_kwargs(handle.request, self.model, self._image_urls))
+            stream = self.client.chat.completions.create(
+                **completion_kwargs(handle.request, self.model, self._image_urls)
+            )
             handle.attach(stream)
             relay.read(stream)
             self._healthy = True
@@ -194,7 +205,9 @@ def upstream_health(settings: Settings) -> dict:
 
     root = (settings.api_base or "").rstrip("/").removesuffix("/v1")
     try:
-        body = httpx.get(root + "/health", timeout=5.0, headers={"Authorization": f"Bearer {remote_api_key(settings)}"}).json()
+        body = httpx.get(
+            root + "/health", timeout=5.0, headers={"Authorization": f"Bearer {remote_api_key(settings)}"}
+        ).json()
     except (httpx.HTTPError, ValueError):
         return {}
     return body if isinstance(body, dict) else {}
@@ -203,8 +216,12 @@ def upstream_health(settings: Settings) -> dict:
 def pick_model(settings: Settings, names: list[str]) -> str:
     if settings.remote_model:
         if names and settings.remote_model not in names:
-            log.warning("the remote server lists %s, not %s; asking for %s anyway",
-                        ", ".join(names), settings.remote_model, settings.remote_model)
+            log.warning(
+                "the remote server lists %s, not %s; asking for %s anyway",
+                ", ".join(names),
+                settings.remote_model,
+                settings.remote_model,
+            )
         return settings.remote_model
     if names:
         return names[0]
@@ -221,6 +238,9 @@ def status_hint(status: int, settings: Settings) -> str:
     if status in (401, 403):
         return "; set --remote-api-key"
     if status == 404 and not (settings.api_base or "").rstrip("/").endswith("/v1"):
-        return "; OpenAI-compatible servers serve their API under /v1: try --api-base " + \
-            (settings.api_base or "").rstrip("/") + "/v1"
+        return (
+            "; OpenAI-compatible servers serve their API under /v1: try --api-base "
+            + (settings.api_base or "").rstrip("/")
+            + "/v1"
+        )
     return ""

@@ -46,8 +46,9 @@ def translate_error(exc: BaseException, api_base: str) -> EngineError:
             lowered = message.lower()
             body = exc.body if isinstance(exc.body, dict) else {}
             code = (body.get("error") if isinstance(body.get("error"), dict) else body).get("code")
-            if code == "context_length_exceeded" or ("context" in lowered and any(
-                    word in lowered for word in ("length", "maximum", "too long", "limit"))):
+            if code == "context_length_exceeded" or (
+                "context" in lowered and any(word in lowered for word in ("length", "maximum", "too long", "limit"))
+            ):
                 error = ContextOverflowError(message)
             else:
                 error = EngineError(message)

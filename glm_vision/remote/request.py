@@ -47,9 +47,10 @@ def openai_message(message: Message, urls: ImageURLs) -> dict:
         content.append({"type": "text", "text": message.text})
     converted = {"role": message.role, "content": content}
     if message.tool_calls:
-        converted["tool_calls"] = [{"id": call.id, "type": "function",
-                                    "function": {"name": call.name, "arguments": call.arguments_json}}
-                                   for call in message.tool_calls]
+        converted["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments_json}}
+            for call in message.tool_calls
+        ]
     if message.role == "tool":
         converted["tool_call_id"] = message.tool_call_id
     return converted

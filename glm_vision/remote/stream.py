@@ -121,11 +121,25 @@ class Relay:
             self.usage.decode_s = time.perf_counter() - self.first_at
         if not self.usage.completion_tokens:
             self.usage.completion_tokens = self.chunks  # a server that sent no usage: count the chunks
-        choices = [Choice(i, "".join(s.parts), "cancelled" if cancelled else s.finish_reason, (),
-                          tuple(s.logprobs) if s.logprobs is not None else None) for i, s in enumerate(self.choices)]
+        choices = [
+            Choice(
+                i,
+                "".join(s.parts),
+                "cancelled" if cancelled else s.finish_reason,
+                (),
+                tuple(s.logprobs) if s.logprobs is not None else None,
+            )
+            for i, s in enumerate(self.choices)
+        ]
         first = choices[0]
-        return GenerationResult(text=first.text, finish_reason=first.finish_reason, usage=self.usage, token_ids=(),
-                                logprobs=first.logprobs, extra_choices=tuple(choices[1:]))
+        return GenerationResult(
+            text=first.text,
+            finish_reason=first.finish_reason,
+            usage=self.usage,
+            token_ids=(),
+            logprobs=first.logprobs,
+            extra_choices=tuple(choices[1:]),
+        )
 
 
 def _logprobs(choice) -> tuple[TokenLogprob, ...]:

@@ -45,11 +45,39 @@ SLOTS = {
 }
 READING_ORDER = ["top", "left", "center", "right", "bottom"]
 WORDS = [
-    "HELLO", "LOGIN", "SUBMIT", "CANCEL", "SEARCH", "SAVE", "MENU", "HOME", "START", "STOP",
-    "PLAY", "NEXT", "BACK", "EDIT", "HELP", "SEND", "OPEN", "CLOSE", "SHARE", "PRINT",
-    "UPLOAD", "DELETE", "CART", "EXIT",
+    "HELLO",
+    "LOGIN",
+    "SUBMIT",
+    "CANCEL",
+    "SEARCH",
+    "SAVE",
+    "MENU",
+    "HOME",
+    "START",
+    "STOP",
+    "PLAY",
+    "NEXT",
+    "BACK",
+    "EDIT",
+    "HELP",
+    "SEND",
+    "OPEN",
+    "CLOSE",
+    "SHARE",
+    "PRINT",
+    "UPLOAD",
+    "DELETE",
+    "CART",
+    "EXIT",
 ]
-LIGHT_BACKGROUNDS = [(255, 255, 255), (243, 244, 246), (229, 231, 235), (253, 246, 227), (236, 242, 250), (240, 250, 240)]
+LIGHT_BACKGROUNDS = [
+    (255, 255, 255),
+    (243, 244, 246),
+    (229, 231, 235),
+    (253, 246, 227),
+    (236, 242, 250),
+    (240, 250, 240),
+]
 DARK_BACKGROUNDS = [(32, 33, 36), (17, 24, 39), (45, 45, 60)]
 # width / height: portrait phone screenshots to wide desktop ones
 ASPECTS = [9 / 19.5, 9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 10, 16 / 9, 21 / 9]
@@ -112,12 +140,21 @@ def _word_box_limit(slot: str, width: int, height: int) -> float:
     return {"left": 0.32, "right": 0.32, "center": 0.36, "top": 0.8, "bottom": 0.8}[slot] * width
 
 
-def random_scene(rng: random.Random, *, n_shapes: int | None = None, with_word: bool | None = None,
-                 size: tuple[int, int] | None = None) -> Scene:
+def random_scene(
+    rng: random.Random,
+    *,
+    n_shapes: int | None = None,
+    with_word: bool | None = None,
+    size: tuple[int, int] | None = None,
+) -> Scene:
     if size is None:
         aspect = rng.choice(ASPECTS) * rng.uniform(0.93, 1.07)
         long_side = int(round(math.exp(rng.uniform(math.log(224), math.log(1280)))))
-        width, height = (long_side, max(64, int(long_side / aspect))) if aspect >= 1 else (max(64, int(long_side * aspect)), long_side)
+        width, height = (
+            (long_side, max(64, int(long_side / aspect)))
+            if aspect >= 1
+            else (max(64, int(long_side * aspect)), long_side)
+        )
     else:
         width, height = size
     dark = rng.random() < 0.2
@@ -127,9 +164,16 @@ def random_scene(rng: random.Random, *, n_shapes: int | None = None, with_word: 
     kinds = rng.sample([s[0] for s in SHAPES], n)
     colors = [c[0] for c in COLORS if not (dark and c[0] == "black")]
     shapes = tuple(
-        Shape(kind=k, color=rng.choice(colors), slot=slot, dx=rng.uniform(-0.04, 0.04), dy=rng.uniform(-0.04, 0.04),
-              scale=rng.uniform(0.085, 0.135), angle=rng.uniform(-0.3, 0.3))
-        for k, slot in zip(kinds, slots)
+        Shape(
+            kind=k,
+            color=rng.choice(colors),
+            slot=slot,
+            dx=rng.uniform(-0.04, 0.04),
+            dy=rng.uniform(-0.04, 0.04),
+            scale=rng.uniform(0.085, 0.135),
+            angle=rng.uniform(-0.3, 0.3),
+        )
+        for k, slot in zip(kinds, slots, strict=False)
     )
     word = None
     free = [s for s in SLOTS if s not in slots]
@@ -230,11 +274,36 @@ class QA:
 
 Q_EN = {
     "describe": ["Describe the image.", "What is in this image?", "Describe this picture.", "What do you see?"],
-    "shapes": ["Which shapes are in the image?", "What shapes do you see?", "Which shapes are there?", "List the shapes."],
-    "count": ["How many shapes are there?", "How many objects are in the picture?", "Count the shapes.", "How many shapes do you see?"],
-    "word": ["What word is written?", "What does the text say?", "Read the word in the image.", "What is written in the image?"],
-    "color": ["What color is the {s}?", "What colour is the {s}?", "Which color is the {s}?", "What is the color of the {s}?"],
-    "position": ["Where is the {s}?", "Where is the {c} {s}?", "Where is the {s} located?", "In which part of the image is the {s}?"],
+    "shapes": [
+        "Which shapes are in the image?",
+        "What shapes do you see?",
+        "Which shapes are there?",
+        "List the shapes.",
+    ],
+    "count": [
+        "How many shapes are there?",
+        "How many objects are in the picture?",
+        "Count the shapes.",
+        "How many shapes do you see?",
+    ],
+    "word": [
+        "What word is written?",
+        "What does the text say?",
+        "Read the word in the image.",
+        "What is written in the image?",
+    ],
+    "color": [
+        "What color is the {s}?",
+        "What colour is the {s}?",
+        "Which color is the {s}?",
+        "What is the color of the {s}?",
+    ],
+    "position": [
+        "Where is the {s}?",
+        "Where is the {c} {s}?",
+        "Where is the {s} located?",
+        "In which part of the image is the {s}?",
+    ],
 }
 Q_ZH = {
     "describe": ["请描述这张图片。", "图片里有什么？", "描述一下这张图。"],
@@ -328,7 +397,10 @@ def ask(scene: Scene, kind: str, lang: str, rng: random.Random, *, subject: str 
 # ---------------------------------------------------------------------------------------------- checking
 COLOR_WORDS = {"en": [c[0] for c in COLORS], "zh": [c[1] for c in COLORS]}
 SHAPE_WORDS = {"en": [s[0] for s in SHAPES], "zh": [s[1] for s in SHAPES]}
-SLOT_WORDS = {"en": ["left", "right", "top", "bottom", "center"], "zh": [SLOTS[s][1] for s in ["left", "right", "top", "bottom", "center"]]}
+SLOT_WORDS = {
+    "en": ["left", "right", "top", "bottom", "center"],
+    "zh": [SLOTS[s][1] for s in ["left", "right", "top", "bottom", "center"]],
+}
 
 
 def _mentions(text: str, words: list[str]) -> set[int]:
@@ -388,8 +460,9 @@ def _new_rendered_scene(rng: random.Random):
     return scene, render(scene)
 
 
-def random_conversation(rng: random.Random, *, images: int | None = None, zh_share: float = 0.3,
-                        new_scene=_new_rendered_scene) -> Conversation:
+def random_conversation(
+    rng: random.Random, *, images: int | None = None, zh_share: float = 0.3, new_scene=_new_rendered_scene
+) -> Conversation:
     """1 to 3 image showings (a later one may repeat an earlier image), each followed by 1 to 5 questions
     about the image shown last; sometimes a text-only greeting first.
 

@@ -47,8 +47,20 @@ SPECIAL_TOKENS = [
     "</tool_response>",
 ]
 # Tokens the model emits inside answers; they must survive decoding (not "special").
-VISIBLE_ADDED_TOKENS = {"<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>", "<tool_call>", "</tool_call>",
-                        "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<tool_response>", "</tool_response>"}
+VISIBLE_ADDED_TOKENS = {
+    "<think>",
+    "</think>",
+    "<|begin_of_box|>",
+    "<|end_of_box|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<arg_key>",
+    "</arg_key>",
+    "<arg_value>",
+    "</arg_value>",
+    "<tool_response>",
+    "</tool_response>",
+}
 STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
 
 # GLM-4.6V-Flash's own preprocessing: 28 px per LLM token, at most 6,144 tokens per image.
@@ -128,7 +140,9 @@ def build_processor(tokenizer_object):
         clean_up_tokenization_spaces=False,
         model_max_length=131072,
     )
-    image_processor = Glm46VImageProcessor(**{k: v for k, v in IMAGE_PROCESSOR_CONFIG.items() if k != "image_processor_type"})
+    image_processor = Glm46VImageProcessor(
+        **{k: v for k, v in IMAGE_PROCESSOR_CONFIG.items() if k != "image_processor_type"}
+    )
     video_processor = Glm46VVideoProcessor()
     return Glm46VProcessor(
         image_processor=image_processor,
@@ -138,8 +152,18 @@ def build_processor(tokenizer_object):
     )
 
 
-def build_config(tokenizer, *, layers: int = 2, hidden: int = 128, vision_hidden: int = 64, vision_depth: int = 2,
-                 init_std: float = 0.2, heads: int = 4, intermediate: int | None = None, vision_heads: int = 2):
+def build_config(
+    tokenizer,
+    *,
+    layers: int = 2,
+    hidden: int = 128,
+    vision_hidden: int = 64,
+    vision_depth: int = 2,
+    init_std: float = 0.2,
+    heads: int = 4,
+    intermediate: int | None = None,
+    vision_heads: int = 2,
+):
     """A small Glm4vConfig. The wide init (0.2 rather than 0.02) makes a random model's greedy
     output depend visibly on the image and the prompt, so equivalence tests compare real choices."""
     from transformers import Glm4vConfig
@@ -249,11 +273,26 @@ if __name__ == "__main__":
 # Where GLM-4.6V-Flash's vocabulary puts the special tokens the engine relies on (its config's
 # eos, image and video ids); the slots between them are filled with reserved tokens.
 REAL_SPECIAL_IDS = {
-    "<|endoftext|>": 151329, "[MASK]": 151330, "[gMASK]": 151331, "[sMASK]": 151332, "<sop>": 151333,
-    "<eop>": 151334, "<|system|>": 151335, "<|user|>": 151336, "<|assistant|>": 151337, "<|observation|>": 151338,
-    "<|begin_of_image|>": 151339, "<|end_of_image|>": 151340, "<|begin_of_video|>": 151341,
-    "<|end_of_video|>": 151342, "<think>": 151350, "</think>": 151351, "<|begin_of_box|>": 151357,
-    "<|end_of_box|>": 151358, "<|image|>": 151363, "<|video|>": 151364,
+    "<|endoftext|>": 151329,
+    "[MASK]": 151330,
+    "[gMASK]": 151331,
+    "[sMASK]": 151332,
+    "<sop>": 151333,
+    "<eop>": 151334,
+    "<|system|>": 151335,
+    "<|user|>": 151336,
+    "<|assistant|>": 151337,
+    "<|observation|>": 151338,
+    "<|begin_of_image|>": 151339,
+    "<|end_of_image|>": 151340,
+    "<|begin_of_video|>": 151341,
+    "<|end_of_video|>": 151342,
+    "<think>": 151350,
+    "</think>": 151351,
+    "<|begin_of_box|>": 151357,
+    "<|end_of_box|>": 151358,
+    "<|image|>": 151363,
+    "<|video|>": 151364,
 }
 
 

@@ -34,7 +34,9 @@ def client(server):
         yield c
 
 
-THOUGHT = "<think>The picture shows a red square.\nIt is small.</think>\nThe answer is <|begin_of_box|>red<|end_of_box|>."
+THOUGHT = (
+    "<think>The picture shows a red square.\nIt is small.</think>\nThe answer is <|begin_of_box|>red<|end_of_box|>."
+)
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,10 @@ def test_max_tokens_gives_length_and_exact_count(client):
 def test_repeated_image_and_prefix_hit_caches_per_key_only(server, engine):
     picture = make_picture(12)
     messages = ask(picture, "Describe it.")
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-b", max_retries=0) as b, \
-            openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-c", max_retries=0) as c:
+    with (
+        openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-b", max_retries=0) as b,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-c", max_retries=0) as c,
+    ):
         first = b.chat.completions.create(model="x", messages=messages, max_tokens=4, **GREEDY)
         assert first.usage.prompt_tokens_details.cached_tokens == 0
         again = b.chat.completions.create(model="x", messages=messages, max_tokens=4, **GREEDY)
@@ -106,8 +110,10 @@ def test_repeated_image_and_prefix_hit_caches_per_key_only(server, engine):
         assert again.choices[0].message.content == first.choices[0].message.content
 
         # A follow-up turn only prefills what is new: the image and first question come from the cache.
-        follow = messages + [{"role": "assistant", "content": first.choices[0].message.content},
-                             {"role": "user", "content": "And the colours?"}]
+        follow = messages + [
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And the colours?"},
+        ]
         turn2 = b.chat.completions.create(model="x", messages=follow, max_tokens=4, **GREEDY)
         assert turn2.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens - 2
 
@@ -132,9 +138,13 @@ def test_same_image_in_new_conversation_hits_feature_cache(server):
 def test_new_conversation_reuses_the_kv_prefix_it_shares_with_an_earlier_one(server):
     picture = make_picture(14)
     system = [{"role": "system", "content": "You are a careful screenshot reviewer. Answer in one short sentence."}]
-    with openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-e", max_retries=0) as e, \
-            openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-f", max_retries=0) as f:
-        first = e.chat.completions.create(model="x", messages=system + ask(picture, "What is it?"), max_tokens=2, **GREEDY)
+    with (
+        openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-e", max_retries=0) as e,
+        openai.OpenAI(base_url=server.url + "/v1", api_key="tenant-f", max_retries=0) as f,
+    ):
+        first = e.chat.completions.create(
+            model="x", messages=system + ask(picture, "What is it?"), max_tokens=2, **GREEDY
+        )
         assert first.usage.prompt_tokens_details.cached_tokens == 0
         # Same system prompt and image, another question: a new conversation, yet only the question is new.
         other_question = system + ask(picture, "Which colours?")
@@ -153,7 +163,9 @@ def test_cache_scope_is_per_key(client, recorded):
     scope = request.cache_scope
     assert scope.startswith("api:") and "tenant-a" not in scope and scope != "api:anonymous"
     assert request.session_id.startswith(scope + ":")
-    httpx.post(str(client.base_url) + "chat/completions", json={"messages": ask(None, "anon"), "max_tokens": 1}, timeout=60)
+    httpx.post(
+        str(client.base_url) + "chat/completions", json={"messages": ask(None, "anon"), "max_tokens": 1}, timeout=60
+    )
     assert recorded.handles[-1].request.cache_scope == "api:anonymous"
     assert recorded.handles[-1].request.session_id.startswith("api:anonymous:")
 
@@ -163,8 +175,17 @@ def test_stream_with_image_matches_non_stream(client):
     picture = make_picture(14)
     messages = ask(picture, "stream please")
     whole = client.chat.completions.create(model="x", messages=messages, max_tokens=12, seed=3, **GREEDY)
-    chunks = list(client.chat.completions.create(model="x", messages=messages, max_tokens=12, seed=3, stream=True,
-                                                 stream_options={"include_usage": True}, **GREEDY))
+    chunks = list(
+        client.chat.completions.create(
+            model="x",
+            messages=messages,
+            max_tokens=12,
+            seed=3,
+            stream=True,
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert len({c.id for c in chunks}) == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -219,22 +240,39 @@ def test_thinking_split_stream(scripted_client):
 
 def test_thinking_off_and_extensions_reach_the_engine(scripted_client, scripted):
     scripted_client.chat.completions.create(
-        model="x", messages=ask(None), temperature=0.3, top_p=0.5, seed=7, stop=["zz"], max_tokens=99,
+        model="x",
+        messages=ask(None),
+        temperature=0.3,
+        top_p=0.5,
+        seed=7,
+        stop=["zz"],
+        max_tokens=99,
         extra_body={"top_k": 5, "repetition_penalty": 1.3, "chat_template_kwargs": {"enable_thinking": False}},
     )
     request = scripted.requests[-1]
     assert request.enable_thinking is False
     s = request.sampling
     assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed, s.stop, s.max_new_tokens) == (
-        0.3, 0.5, 5, 1.3, 7, ("zz",), 99)
+        0.3,
+        0.5,
+        5,
+        1.3,
+        7,
+        ("zz",),
+        99,
+    )
     scripted_client.chat.completions.create(model="x", messages=ask(None), extra_body={"top_k": -1})
     assert scripted.requests[-1].sampling.top_k == 0 and scripted.requests[-1].enable_thinking is True
 
 
 def test_thinking_off_changes_the_real_prompt(client):
     on = client.chat.completions.create(model="x", messages=ask(None, "think?"), max_tokens=1)
-    off = client.chat.completions.create(model="x", messages=ask(None, "think?"), max_tokens=1,
-                                         extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    off = client.chat.completions.create(
+        model="x",
+        messages=ask(None, "think?"),
+        max_tokens=1,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
     assert off.usage.prompt_tokens > on.usage.prompt_tokens  # '/nothink' and an empty <think></think>
 
 

@@ -17,8 +17,8 @@ import openai
 import pytest
 from PIL import Image
 
-from glm_vision.engine import Engine
 from glm_vision.backend import GpuOutOfMemoryError
+from glm_vision.engine import Engine
 from glm_vision.server import AppState
 from tests.api_helpers import RecordingBackend, ScriptedBackend, data_url, image_part, serve, wait_until
 from tests.conftest import make_picture
@@ -49,63 +49,174 @@ def server(settings, engine):
 
 
 # ---------------------------------------------------------------------------------- 400
-@pytest.mark.parametrize("body, expected, param", [
-    ({"messages": user("hi"), "n": 9}, "n must be between 1 and 8", "n"),
-    ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", "temperature"),
-    ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
-    ({"messages": user("hi"), "top_k": -5}, "top_k must be 0 or -1 (off) or positive", "top_k"),
-    ({"messages": user("hi"), "repetition_penalty": 0}, "repetition_penalty must be in (0, 10]", "repetition_penalty"),
-    ({"messages": user("hi"), "max_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
-    ({"messages": user("hi"), "max_tokens": 5, "min_tokens": 9}, "min_tokens must be between 0 and max_tokens (5)",
-     "min_tokens"),
-    ({"messages": user("hi"), "seed": 2**70}, "seed must be a 64-bit integer", "seed"),
-    ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", "stop"),
-    ({"messages": user(["hi"])}, "a content part must be an object such as", "messages.0.content.0"),
-    ({"messages": user("hi"), "presence_penalty": 0.5}, "use repetition_penalty", "presence_penalty"),
-    ({"messages": user("hi"), "logprobs": True, "top_logprobs": 21}, "top_logprobs must be between 0 and 20",
-     "top_logprobs"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"description": "no name"}}]},
-     "a tool needs a name", "tools.0.function.name"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f", "parameters": "a string"}}]},
-     "parameters must be a JSON Schema object", "tools.0.function.parameters"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]},
-     "JSON Schema of type 'object'", "tools.0.function.parameters"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}],
-      "tool_choice": {"type": "function", "function": {"name": "g"}}}, "names 'g', which is not one of", "tool_choice"),
-    ({"messages": user("hi"), "tool_choice": "required"}, "'required' needs tools", "tool_choice"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "sometimes"},
-     "tool_choice must be one of", "tool_choice"),
-    ({"messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required",
-      "response_format": {"type": "json_object"}}, "cannot be combined with response_format", "tool_choice"),
-    ({"messages": user("hi"), "functions": [{"name": "f"}]}, "send tools", "functions"),
-    ({"messages": []}, "messages", "messages"),
-    ({}, "messages: Field required", "messages"),
-    ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role", "messages.0.role"),
-    ({"messages": user("hi"), "temperature": "hot"}, "temperature", "temperature"),
-    ({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
-     "last message must come from the user", None),
-    ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]}, "'1' matches no tool call",
-     "messages.0.tool_call_id"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "needs the id of the call it answers", "messages.0.tool_call_id"),
-    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]},
-        {"role": "tool", "content": "x", "tool_call_id": "c1"}]}, "must be a JSON object in a string",
-     "messages.0.tool_calls.0.function.arguments"),
-    ({"messages": user([{"type": "input_audio", "input_audio": {}}])}, "'input_audio' are not supported", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url"}])}, "needs its 'image_url' field", "messages.0.content.0"),
-    ({"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}]},
-                   {"role": "user", "content": "x"}]}, "only user and tool messages can carry images", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!not base64!!!"}}])},
-     "not valid base64", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}])},
-     "must be base64-encoded", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}}])},
-     "not a readable image", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}])},
-     "must be data: URLs", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}])},
-     "remote image URLs are disabled", "messages.0.content.0"),
-])
+@pytest.mark.parametrize(
+    "body, expected, param",
+    [
+        ({"messages": user("hi"), "n": 9}, "n must be between 1 and 8", "n"),
+        ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", "temperature"),
+        ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
+        ({"messages": user("hi"), "top_k": -5}, "top_k must be 0 or -1 (off) or positive", "top_k"),
+        (
+            {"messages": user("hi"), "repetition_penalty": 0},
+            "repetition_penalty must be in (0, 10]",
+            "repetition_penalty",
+        ),
+        ({"messages": user("hi"), "max_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
+        (
+            {"messages": user("hi"), "max_tokens": 5, "min_tokens": 9},
+            "min_tokens must be between 0 and max_tokens (5)",
+            "min_tokens",
+        ),
+        ({"messages": user("hi"), "seed": 2**70}, "seed must be a 64-bit integer", "seed"),
+        ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", "stop"),
+        ({"messages": user(["hi"])}, "a content part must be an object such as", "messages.0.content.0"),
+        ({"messages": user("hi"), "presence_penalty": 0.5}, "use repetition_penalty", "presence_penalty"),
+        (
+            {"messages": user("hi"), "logprobs": True, "top_logprobs": 21},
+            "top_logprobs must be between 0 and 20",
+            "top_logprobs",
+        ),
+        (
+            {"messages": user("hi"), "tools": [{"type": "function", "function": {"description": "no name"}}]},
+            "a tool needs a name",
+            "tools.0.function.name",
+        ),
+        (
+            {
+                "messages": user("hi"),
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": "a string"}}],
+            },
+            "parameters must be a JSON Schema object",
+            "tools.0.function.parameters",
+        ),
+        (
+            {
+                "messages": user("hi"),
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}],
+            },
+            "JSON Schema of type 'object'",
+            "tools.0.function.parameters",
+        ),
+        (
+            {
+                "messages": user("hi"),
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "names 'g', which is not one of",
+            "tool_choice",
+        ),
+        ({"messages": user("hi"), "tool_choice": "required"}, "'required' needs tools", "tool_choice"),
+        (
+            {
+                "messages": user("hi"),
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": "sometimes",
+            },
+            "tool_choice must be one of",
+            "tool_choice",
+        ),
+        (
+            {
+                "messages": user("hi"),
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": "required",
+                "response_format": {"type": "json_object"},
+            },
+            "cannot be combined with response_format",
+            "tool_choice",
+        ),
+        ({"messages": user("hi"), "functions": [{"name": "f"}]}, "send tools", "functions"),
+        ({"messages": []}, "messages", "messages"),
+        ({}, "messages: Field required", "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role", "messages.0.role"),
+        ({"messages": user("hi"), "temperature": "hot"}, "temperature", "temperature"),
+        (
+            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+            "last message must come from the user",
+            None,
+        ),
+        (
+            {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
+            "'1' matches no tool call",
+            "messages.0.tool_call_id",
+        ),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            "needs the id of the call it answers",
+            "messages.0.tool_call_id",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                        ],
+                    },
+                    {"role": "tool", "content": "x", "tool_call_id": "c1"},
+                ]
+            },
+            "must be a JSON object in a string",
+            "messages.0.tool_calls.0.function.arguments",
+        ),
+        (
+            {"messages": user([{"type": "input_audio", "input_audio": {}}])},
+            "'input_audio' are not supported",
+            "messages.0.content.0",
+        ),
+        ({"messages": user([{"type": "image_url"}])}, "needs its 'image_url' field", "messages.0.content.0"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "system",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}],
+                    },
+                    {"role": "user", "content": "x"},
+                ]
+            },
+            "only user and tool messages can carry images",
+            "messages.0.content.0",
+        ),
+        (
+            {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!not base64!!!"}}])},
+            "not valid base64",
+            "messages.0.content.0",
+        ),
+        (
+            {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}}])},
+            "must be base64-encoded",
+            "messages.0.content.0",
+        ),
+        (
+            {
+                "messages": user(
+                    [
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()},
+                        }
+                    ]
+                )
+            },
+            "not a readable image",
+            "messages.0.content.0",
+        ),
+        (
+            {"messages": user([{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}])},
+            "must be data: URLs",
+            "messages.0.content.0",
+        ),
+        (
+            {"messages": user([{"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}])},
+            "remote image URLs are disabled",
+            "messages.0.content.0",
+        ),
+    ],
+)
 def test_bad_requests_are_400_with_openai_error_json(server, body, expected, param):
     response = post(server, body)
     assert response.status_code == 400, response.text
@@ -125,20 +236,29 @@ def test_compressed_body_is_refused_with_a_clear_code(server):
     import gzip
 
     body = gzip.compress(json.dumps({"messages": user("hi")}).encode())
-    response = httpx.post(server.url + "/v1/chat/completions", content=body, timeout=30,
-                          headers={"content-type": "application/json", "content-encoding": "gzip"})
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=body,
+        timeout=30,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
     assert response.status_code == 415
     error = error_of(response)
     assert error["code"] == "unsupported_content_encoding" and "uncompressed" in error["message"]
 
 
 def test_malformed_json_and_wrong_content_type_are_400(server):
-    response = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", timeout=30,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=b"{not json",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert "not valid JSON" in error_of(response)["message"]
-    response = httpx.post(server.url + "/v1/chat/completions", content=b"hello", timeout=30,
-                          headers={"content-type": "text/plain"})
+    response = httpx.post(
+        server.url + "/v1/chat/completions", content=b"hello", timeout=30, headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 400
     error_of(response)
 
@@ -147,7 +267,9 @@ def test_truncated_image_is_400_and_server_keeps_serving(server):
     buffer = io.BytesIO()
     make_picture(21).save(buffer, format="PNG")
     truncated = base64.b64encode(buffer.getvalue()[:200]).decode()
-    response = post(server, {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64," + truncated}}])})
+    response = post(
+        server, {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64," + truncated}}])}
+    )
     assert response.status_code == 400
     assert "damaged or truncated" in error_of(response)["message"]
     assert post(server, {"messages": user("still there?"), "max_tokens": 1}).status_code == 200
@@ -190,8 +312,9 @@ def test_image_over_upload_limit_is_413(server):
 
 def test_body_over_limit_is_413_before_reading(server):
     body = json.dumps({"messages": user("x" * 9_000_000)}).encode()
-    response = httpx.post(server.url + "/v1/chat/completions", content=body, timeout=60,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        server.url + "/v1/chat/completions", content=body, timeout=60, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
 
@@ -203,8 +326,9 @@ def test_chunked_body_over_limit_is_413(server):
             yield b"y" * 100_000
         yield b'"}]}'
 
-    response = httpx.post(server.url + "/v1/chat/completions", content=chunks(), timeout=60,
-                          headers={"content-type": "application/json"})
+    response = httpx.post(
+        server.url + "/v1/chat/completions", content=chunks(), timeout=60, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
 
@@ -318,6 +442,7 @@ def test_queue_full_is_429_with_retry_after(settings, small_engine):
     live = serve(AppState(settings, backend=small_engine))
     results = {}
     try:
+
         def call(name):
             results[name] = post(live, {"messages": user(name), "max_tokens": 2})
 
@@ -381,8 +506,11 @@ def test_disconnect_while_queued_never_runs(settings, small_engine):
         # sends its request, sees it queued, and hangs up.
         payload = json.dumps({"messages": user("queued"), "stream": True, "max_tokens": 50}).encode()
         with socket.create_connection(("127.0.0.1", live.port), timeout=30) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                + payload
+            )
             wait_until(lambda: small_engine.worker.queued == 1, what="the stream request to queue")
         queued = recorded.handles[-1]
         wait_until(queued.cancelled.is_set, what="the server to cancel the queued request")
@@ -400,10 +528,14 @@ def test_non_stream_disconnect_cancels_generation(settings, small_engine):
     recorded = RecordingBackend(small_engine)
     live = serve(AppState(settings, backend=recorded))
     try:
+
         def call():
             try:
-                httpx.post(live.url + "/v1/chat/completions", json={"messages": user("hello"), "max_tokens": 400,
-                                                                    "temperature": 0}, timeout=httpx.Timeout(60, read=1))
+                httpx.post(
+                    live.url + "/v1/chat/completions",
+                    json={"messages": user("hello"), "max_tokens": 400, "temperature": 0},
+                    timeout=httpx.Timeout(60, read=1),
+                )
             except httpx.ReadTimeout:
                 pass  # the client gives up while the model is held at the gate
 
@@ -460,21 +592,30 @@ def test_remote_images_with_allowlist_size_cap_and_errors(settings, engine, imag
     remote = replace(settings, allow_remote_images=True, remote_image_hosts="127.0.0.1", remote_image_max_mb=0.1)
     live = serve(AppState(remote, backend=engine))
     try:
+
         def ask(url):
-            return post(live, {"messages": user([{"type": "image_url", "image_url": {"url": url}},
-                                                 {"type": "text", "text": "what?"}]), "max_tokens": 1})
+            return post(
+                live,
+                {
+                    "messages": user(
+                        [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "what?"}]
+                    ),
+                    "max_tokens": 1,
+                },
+            )
 
         ok = ask(image_host + "/cat.png")
         assert ok.status_code == 200, ok.text
-        inline = post(live, {"messages": user([image_part(make_picture(31)), {"type": "text", "text": "what?"}]),
-                             "max_tokens": 1})
+        inline = post(
+            live, {"messages": user([image_part(make_picture(31)), {"type": "text", "text": "what?"}]), "max_tokens": 1}
+        )
         assert ok.json()["usage"]["prompt_tokens"] == inline.json()["usage"]["prompt_tokens"]
 
         missing = ask(image_host + "/nope.png")
         assert missing.status_code == 400 and "HTTP 404" in error_of(missing)["message"]
         big = ask(image_host + "/big.png")
         assert big.status_code == 400 and error_of(big)["code"] == "image_too_large"
-        other = ask("http://localhost" + image_host[len("http://127.0.0.1"):] + "/cat.png")
+        other = ask("http://localhost" + image_host[len("http://127.0.0.1") :] + "/cat.png")
         assert other.status_code == 400 and "not allowed" in error_of(other)["message"]
     finally:
         live.__exit__()
@@ -483,8 +624,15 @@ def test_remote_images_with_allowlist_size_cap_and_errors(settings, engine, imag
 def test_data_url_variants_decode(server):
     picture = make_picture(41)
     for fmt in ("PNG", "JPEG", "WEBP", "GIF"):
-        response = post(server, {"messages": user([{"type": "image_url", "image_url": {"url": data_url(picture, fmt)}},
-                                                   {"type": "text", "text": fmt}]), "max_tokens": 1})
+        response = post(
+            server,
+            {
+                "messages": user(
+                    [{"type": "image_url", "image_url": {"url": data_url(picture, fmt)}}, {"type": "text", "text": fmt}]
+                ),
+                "max_tokens": 1,
+            },
+        )
         assert response.status_code == 200, (fmt, response.text)
 
 

@@ -18,10 +18,14 @@ from tests.api.test_remote import front
 from tests.api_helpers import ScriptedBackend, image_part, serve
 
 B, E = "<|begin_of_box|>", "<|end_of_box|>"
-TWO_BOXES = (f"<think>The dialog has two buttons.</think>\nSubmit: {B}[[100,200,300,400]]{E}\n"
-             f"Cancel: {B}[[333,667,999,1000]]{E}")
+TWO_BOXES = (
+    f"<think>The dialog has two buttons.</think>\nSubmit: {B}[[100,200,300,400]]{E}\nCancel: {B}[[333,667,999,1000]]{E}"
+)
 # x * 1920 / 1000, y * 1080 / 1000, rounded half up (639.36, 720.36, 1918.08)
-EXPECTED = [("Submit", [100, 200, 300, 400], [192, 216, 576, 432]), ("Cancel", [333, 667, 999, 1000], [639, 720, 1918, 1080])]
+EXPECTED = [
+    ("Submit", [100, 200, 300, 400], [192, 216, 576, 432]),
+    ("Cancel", [333, 667, 999, 1000], [639, 720, 1918, 1080]),
+]
 SCREEN, PHONE = Image.new("RGB", (1920, 1080), "white"), Image.new("RGB", (1080, 2400), "gray")
 
 
@@ -46,7 +50,7 @@ def check(grounding: list[dict], content: str, image_index: int = 0) -> None:
     assert [(g["label"], g["coords"], g["pixels"]) for g in grounding] == EXPECTED
     for g in grounding:
         assert g["type"] == "box" and g["image_index"] == image_index and g["image_size"] == [1920, 1080]
-        assert content[g["span"][0]:g["span"][1]] == g["text"]
+        assert content[g["span"][0] : g["span"][1]] == g["text"]
 
 
 def test_pixel_coordinates_of_the_original_screenshot(scripted_server):
@@ -60,12 +64,18 @@ def test_the_last_image_of_the_turn_unless_named(scripted_server):
     messages = ask(SCREEN, text="first") + [{"role": "assistant", "content": "ok"}] + ask(SCREEN, PHONE)
     grounding = post(scripted_server, {"messages": messages}).json()["choices"][0]["message"]["grounding"]
     assert [(g["image_index"], g["image_size"], g["pixels"]) for g in grounding] == [
-        (2, [1080, 2400], [108, 480, 324, 960]), (2, [1080, 2400], [360, 1601, 1079, 2400])]
+        (2, [1080, 2400], [108, 480, 324, 960]),
+        (2, [1080, 2400], [360, 1601, 1079, 2400]),
+    ]
 
 
 def test_streaming_sends_the_grounding_once_in_the_final_chunk(scripted_server):
-    with httpx.stream("POST", scripted_server.url + "/v1/chat/completions", timeout=60,
-                      json={"model": "m", "messages": ask(SCREEN), "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        scripted_server.url + "/v1/chat/completions",
+        timeout=60,
+        json={"model": "m", "messages": ask(SCREEN), "stream": True},
+    ) as response:
         events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
     chunks = [c["choices"][0] for c in events if c["choices"]]
     with_grounding = [c for c in chunks if "grounding" in c["delta"]]
@@ -83,8 +93,12 @@ def test_no_field_without_boxes_or_images(settings):
         backend.answer = TWO_BOXES
         text_only = post(live, {"messages": [{"role": "user", "content": "no picture"}]}).json()
         assert "grounding" not in text_only["choices"][0]["message"]  # nothing to point at
-        with httpx.stream("POST", live.url + "/v1/chat/completions", timeout=60,
-                          json={"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            live.url + "/v1/chat/completions",
+            timeout=60,
+            json={"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        ) as r:
             assert "grounding" not in "".join(r.iter_lines())
     finally:
         live.__exit__()
@@ -105,7 +119,9 @@ def test_openai_client_is_unaffected_and_can_read_it(scripted_server):
 def test_openapi_documents_the_field(scripted_server):
     schema = httpx.get(scripted_server.url + "/openapi.json", timeout=30).json()
     assert "grounding" in schema["components"]["schemas"]["AssistantMessage"]["properties"]
-    assert {"pixels", "coords", "image_index", "label"} <= set(schema["components"]["schemas"]["GroundingItem"]["properties"])
+    assert {"pixels", "coords", "image_index", "label"} <= set(
+        schema["components"]["schemas"]["GroundingItem"]["properties"]
+    )
 
 
 def test_remote_backend_gives_the_same_grounding(settings):

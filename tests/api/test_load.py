@@ -33,7 +33,9 @@ def request(index: int) -> dict:
     picture = make_picture(100 + index, (112 + 28 * (index % 4), 140))
     return {
         "model": "glm-vision",
-        "messages": [{"role": "user", "content": [image_part(picture), {"type": "text", "text": f"What is in picture {index}?"}]}],
+        "messages": [
+            {"role": "user", "content": [image_part(picture), {"type": "text", "text": f"What is in picture {index}?"}]}
+        ],
         "max_tokens": TOKENS,
         "temperature": 0,
         "user": f"load-{index}",

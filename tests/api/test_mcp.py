@@ -53,18 +53,24 @@ def test_mcp_tool_is_listed_and_answers(mcp_server):
         return await session.list_tools()
 
     async def ask(session):
-        return await session.call_tool("ask_about_image", {"image": "data:image/png;base64," + png_base64(71),
-                                                           "question": "What colour is the background?"})
+        return await session.call_tool(
+            "ask_about_image",
+            {"image": "data:image/png;base64," + png_base64(71), "question": "What colour is the background?"},
+        )
 
     async def ask_plain_base64_thinking(session):
-        return await session.call_tool("ask_about_image", {"image": png_base64(71), "question": "Again?",
-                                                           "thinking": True})
+        return await session.call_tool(
+            "ask_about_image", {"image": png_base64(71), "question": "Again?", "thinking": True}
+        )
 
     async def ask_bad_image(session):
-        return await session.call_tool("ask_about_image", {"image": base64.b64encode(b"nope").decode(),
-                                                           "question": "What?"})
+        return await session.call_tool(
+            "ask_about_image", {"image": base64.b64encode(b"nope").decode(), "question": "What?"}
+        )
 
-    tools, answer, again, bad = run(_session_call(url, None, [list_tools, ask, ask_plain_base64_thinking, ask_bad_image]))
+    tools, answer, again, bad = run(
+        _session_call(url, None, [list_tools, ask, ask_plain_base64_thinking, ask_bad_image])
+    )
     tool = next(t for t in tools.tools if t.name == "ask_about_image")
     assert "question about one image" in tool.description
     assert {"image", "question", "thinking"} <= set(tool.inputSchema["properties"])
@@ -106,8 +112,9 @@ def test_mcp_needs_the_api_key(settings, engine):
 def test_no_mcp_without_the_flag(settings, engine):
     live = serve(AppState(settings, backend=engine))
     try:
-        response = httpx.post(live.url + "/mcp/gradio_api/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                              timeout=30)
+        response = httpx.post(
+            live.url + "/mcp/gradio_api/mcp/", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=30
+        )
         assert response.status_code in (404, 405)
     finally:
         live.__exit__()

@@ -9,14 +9,13 @@ import httpx
 import openai
 import pytest
 
-from glm_vision.backend import ModelLoadError
+from glm_vision.backend import ModelLoadError, QueueFullError
 from glm_vision.engine import Engine
-from glm_vision.backend import QueueFullError
 from glm_vision.server import AppState, load_backend
 from glm_vision.settings import Settings
-from tests.api_helpers import RecordingBackend, ScriptedBackend, free_port, image_part, serve, wait_until
 from tests.api.test_api import THOUGHT
 from tests.api.test_api_errors import Gate, error_of
+from tests.api_helpers import RecordingBackend, ScriptedBackend, free_port, image_part, serve, wait_until
 from tests.conftest import make_picture
 
 GREEDY = {"temperature": 0, "extra_body": {"top_k": 0, "repetition_penalty": 1.0}}
@@ -74,14 +73,28 @@ def test_same_answer_through_the_front_with_image(client, upstream, engine):
     assert reply.usage.completion_tokens == expected.usage.completion_tokens
     sent = recorded.handles[-1].request
     assert sent.messages[0].images[0].digest == recorded.handles[-2].request.messages[0].images[0].digest
-    assert (sent.sampling.temperature, sent.sampling.top_k, sent.sampling.repetition_penalty, sent.sampling.seed) == (0, 0, 1.0, 1)
+    assert (sent.sampling.temperature, sent.sampling.top_k, sent.sampling.repetition_penalty, sent.sampling.seed) == (
+        0,
+        0,
+        1.0,
+        1,
+    )
 
 
 def test_streaming_and_stop_through_the_front(client, upstream):
     _, recorded = upstream
     messages = [{"role": "user", "content": "stream through"}]
-    chunks = list(client.chat.completions.create(model="x", messages=messages, max_tokens=12, stream=True,
-                                                 stop=["zq", "xv"], stream_options={"include_usage": True}, **GREEDY))
+    chunks = list(
+        client.chat.completions.create(
+            model="x",
+            messages=messages,
+            max_tokens=12,
+            stream=True,
+            stop=["zq", "xv"],
+            stream_options={"include_usage": True},
+            **GREEDY,
+        )
+    )
     assert recorded.handles[-1].request.sampling.stop == ("zq", "xv")
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -106,18 +119,32 @@ def test_thinking_split_through_the_front(settings):
     try:
         with openai.OpenAI(base_url=proxy.url + "/v1", api_key="x", max_retries=0) as c:
             reply = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
-            assert reply.choices[0].message.model_extra["reasoning_content"] == "The picture shows a red square.\nIt is small."
+            assert (
+                reply.choices[0].message.model_extra["reasoning_content"]
+                == "The picture shows a red square.\nIt is small."
+            )
             assert reply.choices[0].message.content == "The answer is red."
-            chunks = list(c.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], stream=True,
-                                                    extra_body={"chat_template_kwargs": {"enable_thinking": False}}))
+            chunks = list(
+                c.chat.completions.create(
+                    model="x",
+                    messages=[{"role": "user", "content": "hi"}],
+                    stream=True,
+                    extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+                )
+            )
             assert scripted.requests[-1].enable_thinking is False
             content = "".join(ch.choices[0].delta.content or "" for ch in chunks)
             reasoning = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for ch in chunks)
             assert (reasoning, content) == ("The picture shows a red square.\nIt is small.", "The answer is red.")
             # Reasoning in the history never travels upstream.
-            c.chat.completions.create(model="x", messages=[
-                {"role": "user", "content": "a"}, {"role": "assistant", "content": "<think>hmm</think>B"},
-                {"role": "user", "content": "c"}])
+            c.chat.completions.create(
+                model="x",
+                messages=[
+                    {"role": "user", "content": "a"},
+                    {"role": "assistant", "content": "<think>hmm</think>B"},
+                    {"role": "user", "content": "c"},
+                ],
+            )
             assert scripted.requests[-1].messages[1].text == "B"
     finally:
         proxy.__exit__()
@@ -134,14 +161,22 @@ def test_disconnect_at_the_front_cancels_upstream(settings):
     upstream = serve(AppState(settings, backend=recorded))
     proxy, backend = front(upstream.url)
     try:
-        body = {"messages": [{"role": "user", "content": "hello"}], "stream": True, "max_tokens": 400, "min_tokens": 400,
-                "temperature": 0}  # min_tokens: the random model writes on until it is cancelled
+        body = {
+            "messages": [{"role": "user", "content": "hello"}],
+            "stream": True,
+            "max_tokens": 400,
+            "min_tokens": 400,
+            "temperature": 0,
+        }  # min_tokens: the random model writes on until it is cancelled
         with httpx.Client(timeout=60) as http:
             with http.stream("POST", proxy.url + "/v1/chat/completions", json=body) as response:
                 assert response.status_code == 200
                 first = next(response.iter_lines())
                 assert first.startswith("data: ") and '"error"' not in first, first
-                assert gate.reached.wait(30), (first, recorded.handles)  # the upstream model has written 2 pieces and is held
+                assert gate.reached.wait(30), (
+                    first,
+                    recorded.handles,
+                )  # the upstream model has written 2 pieces and is held
         # The client of the front went away: the front closed its upstream stream, the upstream cancelled.
         running = recorded.handles[0]
         wait_until(running.cancelled.is_set, what="the upstream to cancel")
@@ -165,8 +200,9 @@ def test_upstream_queue_full_maps_to_429(settings):
     upstream = serve(AppState(settings, backend=busy))
     proxy, backend = front(upstream.url)
     try:
-        response = httpx.post(proxy.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]},
-                              timeout=30)
+        response = httpx.post(
+            proxy.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=30
+        )
         assert response.status_code == 429 and response.headers["retry-after"] == "7"
         assert "busy" in error_of(response)["message"]
     finally:
@@ -182,8 +218,9 @@ def test_upstream_gone_is_503_and_unreachable_at_start_fails_clearly(settings):
     proxy, backend = front(upstream.url)
     try:
         upstream.__exit__()
-        response = httpx.post(proxy.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]},
-                              timeout=30)
+        response = httpx.post(
+            proxy.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=30
+        )
         assert response.status_code == 503
         assert "cannot reach the remote server" in error_of(response)["message"]
         assert httpx.get(proxy.url + "/health", timeout=30).status_code == 503

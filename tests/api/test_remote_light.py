@@ -48,17 +48,45 @@ def test_remote_mode_never_imports_torch_and_shows_the_upstreams_demo_model(sett
     upstream = serve(AppState(settings, backend=upstream_backend))
     port = free_port()
     front = subprocess.Popen(
-        [sys.executable, "-c", BLOCKER, "--backend", "openai", "--api-base", upstream.url + "/v1", "--port", str(port),
-         "--mcp"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            BLOCKER,
+            "--backend",
+            "openai",
+            "--api-base",
+            upstream.url + "/v1",
+            "--port",
+            str(port),
+            "--mcp",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: (r := health(port)) is not None and r.status_code == 200, 120, "the front to be ready")
         body = health(port).json()
         assert body["demo"] is True and body["max_image_tokens"] == 100 and body["model"] == "scripted-glm"
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={"messages": [
-            {"role": "user", "content": [image_part(Image.new("RGB", (64, 48), "red")), {"type": "text", "text": "?"}]}]})
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            timeout=60,
+            json={
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [image_part(Image.new("RGB", (64, 48), "red")), {"type": "text", "text": "?"}],
+                    }
+                ]
+            },
+        )
         assert answer.status_code == 200, answer.text
         assert answer.json()["choices"][0]["message"] == {
-            "role": "assistant", "content": "A red square.", "reasoning_content": "looked"}
+            "role": "assistant",
+            "content": "A red square.",
+            "reasoning_content": "looked",
+        }
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=60)
         assert page.status_code == 200 and "gradio" in page.text.lower()
 
@@ -76,7 +104,12 @@ def test_remote_mode_never_imports_torch_and_shows_the_upstreams_demo_model(sett
 
 
 def test_the_local_backend_without_torch_says_what_to_install(tmp_path):
-    out = subprocess.run([sys.executable, "-c", BLOCKER, "--port", str(free_port()), "--device", "cpu"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCKER, "--port", str(free_port()), "--device", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 3, out.stderr[-2000:]
     assert "glm-vision[local]" in out.stderr and "--backend openai" in out.stderr

@@ -19,9 +19,15 @@ ANSWERS = ['{"ok":true}', '{"ok":false}']
 
 
 def token_entry(token: str, logprob: float) -> dict:
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode()),
-            "top_logprobs": [{"token": token, "logprob": logprob, "bytes": list(token.encode())},
-                             {"token": "x", "logprob": -9.5, "bytes": [120]}]}
+    return {
+        "token": token,
+        "logprob": logprob,
+        "bytes": list(token.encode()),
+        "top_logprobs": [
+            {"token": token, "logprob": logprob, "bytes": list(token.encode())},
+            {"token": "x", "logprob": -9.5, "bytes": [120]},
+        ],
+    }
 
 
 def scripted_upstream(bodies: list[dict]) -> FastAPI:
@@ -43,10 +49,13 @@ def scripted_upstream(bodies: list[dict]) -> FastAPI:
                 thought = {"index": index, "delta": {"reasoning_content": "hm"}, "finish_reason": None}
                 yield head | {"choices": [thought]}
                 for i in range(0, len(answer), 4):
-                    piece = answer[i:i + 4]
+                    piece = answer[i : i + 4]
                     logprobs = {"content": [token_entry(piece, -0.25 * (index + 1))]} if body.get("logprobs") else None
-                    yield head | {"choices": [{"index": index, "delta": {"content": piece}, "logprobs": logprobs,
-                                               "finish_reason": None}]}
+                    yield head | {
+                        "choices": [
+                            {"index": index, "delta": {"content": piece}, "logprobs": logprobs, "finish_reason": None}
+                        ]
+                    }
                 yield head | {"choices": [{"index": index, "delta": {}, "finish_reason": "stop"}]}
             yield head | {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14}}
 
@@ -74,8 +83,12 @@ def remote():
     upstream.__exit__()
 
 
-SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-          "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}},
+    "required": ["ok"],
+    "additionalProperties": False,
+}
 
 
 def ask(client, **kwargs):
@@ -86,8 +99,16 @@ def ask(client, **kwargs):
 def test_every_field_is_forwarded_and_the_answers_come_back(remote, stream):
     client, bodies = remote
     response_format = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA, "strict": True}}
-    result = ask(client, response_format=response_format, logprobs=True, top_logprobs=2, n=2, seed=7, stream=stream,
-                 extra_body={"thinking_budget": 64})
+    result = ask(
+        client,
+        response_format=response_format,
+        logprobs=True,
+        top_logprobs=2,
+        n=2,
+        seed=7,
+        stream=stream,
+        extra_body={"thinking_budget": 64},
+    )
     sent = bodies[-1]
     assert sent["response_format"] == response_format
     assert (sent["logprobs"], sent["top_logprobs"], sent["n"], sent["seed"]) == (True, 2, 2, 7)
@@ -114,11 +135,14 @@ def test_every_field_is_forwarded_and_the_answers_come_back(remote, stream):
     assert ["".join(t.token for t in logprobs[i]) for i in (0, 1)] == ANSWERS
 
 
-@pytest.mark.parametrize("extension, forwarded", [
-    ({"choice": ["yes", "no"]}, {"choice": ["yes", "no"]}),
-    ({"regex": "[a-z]+"}, {"regex": "[a-z]+"}),
-    ({"grammar": 'root ::= "a"'}, {"grammar": 'root ::= "a"'}),
-])
+@pytest.mark.parametrize(
+    "extension, forwarded",
+    [
+        ({"choice": ["yes", "no"]}, {"choice": ["yes", "no"]}),
+        ({"regex": "[a-z]+"}, {"regex": "[a-z]+"}),
+        ({"grammar": 'root ::= "a"'}, {"grammar": 'root ::= "a"'}),
+    ],
+)
 def test_structured_outputs_go_upstream_under_vllms_names(remote, extension, forwarded):
     client, bodies = remote
     ask(client, extra_body={"structured_outputs": extension, "thinking_token_budget": 3})

@@ -72,8 +72,13 @@ JSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "picture", "schema
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_json_schema_answers_validate_over_http(wide_server, stream):
     def one(seed: int) -> str:
-        body = chat(response_format=JSON_FORMAT, seed=seed, max_tokens=160,
-                    chat_template_kwargs={"enable_thinking": bool(seed % 2)}, thinking_budget=6)
+        body = chat(
+            response_format=JSON_FORMAT,
+            seed=seed,
+            max_tokens=160,
+            chat_template_kwargs={"enable_thinking": bool(seed % 2)},
+            thinking_budget=6,
+        )
         if stream:
             content, finish, _ = streamed(wide_server, body)
             assert finish == {0: "stop"}
@@ -92,8 +97,9 @@ def test_choice_and_regex_through_structured_outputs(wide_server):
     # A small thinking budget: the random model would not end its reasoning by itself.
     choice = post(wide_server, chat(structured_outputs={"choice": ["cat", "dog"]}, seed=1, thinking_budget=4)).json()
     assert choice["choices"][0]["message"]["content"] in ("cat", "dog")
-    content, _, _ = streamed(wide_server, chat(structured_outputs={"regex": r"\d{3}-[a-z]{2}"}, seed=2,
-                                               thinking_budget=4))
+    content, _, _ = streamed(
+        wide_server, chat(structured_outputs={"regex": r"\d{3}-[a-z]{2}"}, seed=2, thinking_budget=4)
+    )
     assert re.fullmatch(r"\d{3}-[a-z]{2}", content[0])
 
 
@@ -131,24 +137,41 @@ def test_thinking_budget_reaches_the_engine(wide_server):
     assert answer["usage"]["completion_tokens"] >= 3
 
 
-@pytest.mark.parametrize("body, param", [
-    (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}),
-     "response_format.json_schema.schema"),
-    (chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), "response_format.json_schema"),
-    (chat(structured_outputs={"regex": "(unclosed"}), "structured_outputs.regex"),
-    (chat(structured_outputs={"grammar": "root ::= nowhere"}), "structured_outputs.grammar"),
-    (chat(structured_outputs={"json": "{not json"}), "structured_outputs.json"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}),
+            "response_format.json_schema.schema",
+        ),
+        (chat(response_format={"type": "json_schema", "json_schema": {"name": "x"}}), "response_format.json_schema"),
+        (chat(structured_outputs={"regex": "(unclosed"}), "structured_outputs.regex"),
+        (chat(structured_outputs={"grammar": "root ::= nowhere"}), "structured_outputs.grammar"),
+        (chat(structured_outputs={"json": "{not json"}), "structured_outputs.json"),
+    ],
+)
 def test_invalid_schema_is_400_invalid_schema(wide_server, body, param):
     error = post(wide_server, body).json()["error"]
     assert error["code"] == "invalid_schema" and error["param"] == param and error["message"]
 
 
-@pytest.mark.parametrize("name, value", [
-    ("logit_bias", {"42": 5}), ("min_p", 0.1), ("guided_json", {"type": "object"}), ("guided_choice", ["a"]),
-    ("reasoning_effort", "low"), ("function_call", "auto"), ("audio", {"voice": "x"}), ("best_of", 3),
-    ("ignore_eos", True), ("structural_tag", "x"), ("prompt_logprobs", 2), ("frequency_penalty", 0.5),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("logit_bias", {"42": 5}),
+        ("min_p", 0.1),
+        ("guided_json", {"type": "object"}),
+        ("guided_choice", ["a"]),
+        ("reasoning_effort", "low"),
+        ("function_call", "auto"),
+        ("audio", {"voice": "x"}),
+        ("best_of", 3),
+        ("ignore_eos", True),
+        ("structural_tag", "x"),
+        ("prompt_logprobs", 2),
+        ("frequency_penalty", 0.5),
+    ],
+)
 def test_fields_that_would_change_the_answer_and_are_not_honoured_are_400(wide_server, name, value):
     assert name in NOT_HONOURED
     response = post(wide_server, chat(**{name: value}))
@@ -156,23 +179,35 @@ def test_fields_that_would_change_the_answer_and_are_not_honoured_are_400(wide_s
     assert response.json()["error"]["param"] == name and name in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("body, param", [
-    (chat(response_format={"type": "structural_tag"}), "response_format.type"),
-    (chat(structured_outputs={"regex": "a", "choice": ["b"]}), "structured_outputs"),
-    (chat(structured_outputs={"whitespace_pattern": " "}), "structured_outputs.whitespace_pattern"),
-    (chat(response_format={"type": "json_object"}, structured_outputs={"regex": "a"}), "structured_outputs"),
-    (chat(thinking_budget=3, thinking_token_budget=4), "thinking_token_budget"),
-    (chat(thinking_budget=-1), "thinking_budget"),
-    (chat(top_logprobs=2), "top_logprobs"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        (chat(response_format={"type": "structural_tag"}), "response_format.type"),
+        (chat(structured_outputs={"regex": "a", "choice": ["b"]}), "structured_outputs"),
+        (chat(structured_outputs={"whitespace_pattern": " "}), "structured_outputs.whitespace_pattern"),
+        (chat(response_format={"type": "json_object"}, structured_outputs={"regex": "a"}), "structured_outputs"),
+        (chat(thinking_budget=3, thinking_token_budget=4), "thinking_token_budget"),
+        (chat(thinking_budget=-1), "thinking_budget"),
+        (chat(top_logprobs=2), "top_logprobs"),
+    ],
+)
 def test_conflicting_or_unsupported_structured_options_are_400(wide_server, body, param):
     response = post(wide_server, body)
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
 def test_harmless_values_and_unknown_fields_are_accepted_and_unknown_ones_logged_once(wide_server, caplog):
-    harmless = dict(logit_bias={}, min_p=0, best_of=1, ignore_eos=False, tool_choice="none", skip_special_tokens=True,
-                    store=False, metadata={"a": "b"}, max_tokens=2)
+    harmless = dict(
+        logit_bias={},
+        min_p=0,
+        best_of=1,
+        ignore_eos=False,
+        tool_choice="none",
+        skip_special_tokens=True,
+        store=False,
+        metadata={"a": "b"},
+        max_tokens=2,
+    )
     with caplog.at_level(logging.WARNING, logger="glm_vision.api.options"):
         for _ in range(2):
             assert post(wide_server, chat(my_client_field=1, **harmless)).status_code == 200
@@ -205,9 +240,12 @@ def test_openai_client_parse_returns_the_pydantic_object_on_the_demo_model(demo_
     with openai.OpenAI(base_url=demo_server.url + "/v1", api_key="x", max_retries=0, timeout=120) as client:
         completion = client.chat.completions.parse(
             model="demo",
-            messages=[{"role": "user",
-                       "content": [image_part(make_picture(4)), {"type": "text", "text": "What shape?"}]}],
-            response_format=Shape, max_tokens=200, seed=1,
+            messages=[
+                {"role": "user", "content": [image_part(make_picture(4)), {"type": "text", "text": "What shape?"}]}
+            ],
+            response_format=Shape,
+            max_tokens=200,
+            seed=1,
             extra_body={"chat_template_kwargs": {"enable_thinking": thinking}, "thinking_budget": 16},
         )
     parsed = completion.choices[0].message.parsed

@@ -16,18 +16,42 @@ from tests.api_helpers import RecordingBackend, image_part, serve
 from tests.conftest import make_picture
 from tests.doubles import ScriptedBackend
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1, "maximum": 14},
-                   "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                   "detail": {"type": "object", "properties": {"hourly": {"type": "boolean"}}, "required": ["hourly"],
-                              "additionalProperties": False}},
-    "required": ["city", "days"], "additionalProperties": False}}}
-SCREENSHOT = {"type": "function", "function": {"name": "take_screenshot", "description": "Capture the screen",
-                                               "parameters": {"type": "object", "properties": {}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14},
+                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "detail": {
+                    "type": "object",
+                    "properties": {"hourly": {"type": "boolean"}},
+                    "required": ["hourly"],
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+SCREENSHOT = {
+    "type": "function",
+    "function": {
+        "name": "take_screenshot",
+        "description": "Capture the screen",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
-SCRIPTED_CALL = ("Let me look.<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
-                 "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>")
+SCRIPTED_CALL = (
+    "Let me look.<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
+    "<arg_key>days</arg_key>\n<arg_value>3</arg_value>\n</tool_call>"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +73,15 @@ def test_a_named_tool_choice_always_yields_a_valid_call_on_random_weights(server
     with client(live) as c:
         for seed in range(8):
             reply = c.chat.completions.create(
-                model="x", messages=[{"role": "user", "content": "What will the weather be?"}], tools=[WEATHER, SCREENSHOT],
-                tool_choice={"type": "function", "function": {"name": "get_weather"}}, temperature=1.0, seed=seed,
-                max_tokens=400, extra_body=extra)
+                model="x",
+                messages=[{"role": "user", "content": "What will the weather be?"}],
+                tools=[WEATHER, SCREENSHOT],
+                tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                temperature=1.0,
+                seed=seed,
+                max_tokens=400,
+                extra_body=extra,
+            )
             choice = reply.choices[0]
             assert choice.finish_reason == "tool_calls", choice.message
             (call,) = choice.message.tool_calls
@@ -65,12 +95,21 @@ def test_required_calls_one_of_the_tools(server):
     with client(live) as c:
         names = set()
         for seed in range(8):
-            reply = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Do something."}],
-                                              tools=[WEATHER, SCREENSHOT], tool_choice="required", seed=seed,
-                                              temperature=1.0, max_tokens=400, extra_body=NO_THINKING)
+            reply = c.chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "Do something."}],
+                tools=[WEATHER, SCREENSHOT],
+                tool_choice="required",
+                seed=seed,
+                temperature=1.0,
+                max_tokens=400,
+                extra_body=NO_THINKING,
+            )
             (call,) = reply.choices[0].message.tool_calls
             names.add(call.function.name)
-            schema = {"get_weather": WEATHER, "take_screenshot": SCREENSHOT}[call.function.name]["function"]["parameters"]
+            schema = {"get_weather": WEATHER, "take_screenshot": SCREENSHOT}[call.function.name]["function"][
+                "parameters"
+            ]
             jsonschema.validate(json.loads(call.function.arguments), schema)
         assert names <= {"get_weather", "take_screenshot"}
 
@@ -82,14 +121,27 @@ def test_a_tool_loop_with_a_screenshot_result_encodes_the_screenshot_once(server
     force = {"type": "function", "function": {"name": "take_screenshot"}}
     with client(live) as c:
         for round_number in range(2):
-            reply = c.chat.completions.create(model="x", messages=messages, tools=[SCREENSHOT], tool_choice=force,
-                                              max_tokens=30, temperature=0, extra_body=NO_THINKING)
+            reply = c.chat.completions.create(
+                model="x",
+                messages=messages,
+                tools=[SCREENSHOT],
+                tool_choice=force,
+                max_tokens=30,
+                temperature=0,
+                extra_body=NO_THINKING,
+            )
             (call,) = reply.choices[0].message.tool_calls
-            messages += [{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-                         {"role": "tool", "tool_call_id": call.id,
-                          "content": [image_part(screenshot), {"type": "text", "text": f"screenshot {round_number}"}]}]
-        final = c.chat.completions.create(model="x", messages=messages, tools=[SCREENSHOT], max_tokens=4,
-                                          temperature=0, extra_body=NO_THINKING)
+            messages += [
+                {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                {
+                    "role": "tool",
+                    "tool_call_id": call.id,
+                    "content": [image_part(screenshot), {"type": "text", "text": f"screenshot {round_number}"}],
+                },
+            ]
+        final = c.chat.completions.create(
+            model="x", messages=messages, tools=[SCREENSHOT], max_tokens=4, temperature=0, extra_body=NO_THINKING
+        )
     assert final.choices[0].finish_reason in ("stop", "length", "tool_calls")
     last = recorded.handles[-1]
     tool_images = [m.images for m in last.request.messages if m.role == "tool"]
@@ -112,13 +164,15 @@ def test_calls_in_the_answer_become_tool_calls_streamed_and_not(scripted_server)
     live, backend = scripted_server
     with client(live) as c:
         whole = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Paris?"}], tools=[WEATHER])
-        stream = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Paris?"}], tools=[WEATHER],
-                                           stream=True)
+        stream = c.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "Paris?"}], tools=[WEATHER], stream=True
+        )
         chunks = list(stream)
     message = whole.choices[0].message
     assert whole.choices[0].finish_reason == "tool_calls" and message.content == "Let me look."
     assert [(t.function.name, json.loads(t.function.arguments)) for t in message.tool_calls] == [
-        ("get_weather", {"city": "Paris", "days": 3})]
+        ("get_weather", {"city": "Paris", "days": 3})
+    ]
     assert backend.requests[-1].tools == [WEATHER] and backend.requests[-1].tool_choice == "auto"
 
     content = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
@@ -128,14 +182,17 @@ def test_calls_in_the_answer_become_tool_calls_streamed_and_not(scripted_server)
     assert all(d.id is None and d.function.name is None for d in deltas[1:])
     arguments = "".join(d.function.arguments or "" for d in deltas)
     assert arguments == message.tool_calls[0].function.arguments
-    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == ["tool_calls"]
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
 
 
 def test_tool_choice_none_keeps_the_tools_out_of_the_prompt(scripted_server):
     live, backend = scripted_server
     with client(live) as c:
-        reply = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "Paris?"}], tools=[WEATHER],
-                                          tool_choice="none")
+        reply = c.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "Paris?"}], tools=[WEATHER], tool_choice="none"
+        )
     assert backend.requests[-1].tools == []
     assert reply.choices[0].message.tool_calls is None and reply.choices[0].finish_reason == "stop"
 
@@ -145,10 +202,15 @@ def test_parallel_tool_calls_false_returns_the_first_call_only(settings):
     live = serve(AppState(settings, backend=backend))
     try:
         with client(live) as c:
-            both = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "?"}],
-                                             tools=[WEATHER, SCREENSHOT])
-            first = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "?"}],
-                                              tools=[WEATHER, SCREENSHOT], parallel_tool_calls=False)
+            both = c.chat.completions.create(
+                model="x", messages=[{"role": "user", "content": "?"}], tools=[WEATHER, SCREENSHOT]
+            )
+            first = c.chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "?"}],
+                tools=[WEATHER, SCREENSHOT],
+                parallel_tool_calls=False,
+            )
         assert [t.function.name for t in both.choices[0].message.tool_calls] == ["get_weather", "take_screenshot"]
         assert [t.function.name for t in first.choices[0].message.tool_calls] == ["get_weather"]
     finally:
@@ -163,17 +225,28 @@ def test_the_remote_backend_forwards_tools_and_maps_streamed_calls_back(settings
     proxy, remote = front(upstream.url)
     try:
         with client(proxy) as c:
-            messages = [{"role": "user", "content": [image_part(Image.new("RGB", (40, 30), "blue")),
-                                                     {"type": "text", "text": "Weather?"}]}]
+            messages = [
+                {
+                    "role": "user",
+                    "content": [image_part(Image.new("RGB", (40, 30), "blue")), {"type": "text", "text": "Weather?"}],
+                }
+            ]
             reply = c.chat.completions.create(model="x", messages=messages, tools=[WEATHER], tool_choice="auto")
             streamed = list(c.chat.completions.create(model="x", messages=messages, tools=[WEATHER], stream=True))
         (call,) = reply.choices[0].message.tool_calls
-        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris", "days": 3}
+        assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
+            "city": "Paris",
+            "days": 3,
+        }
         assert reply.choices[0].finish_reason == "tool_calls" and reply.choices[0].message.content == "Let me look."
         assert backend.requests[-1].tools == [WEATHER]  # forwarded upstream, the image too
         assert len(backend.requests[-1].messages[-1].images) == 1
-        arguments = "".join(tc.function.arguments or "" for ch in streamed if ch.choices
-                            for tc in (ch.choices[0].delta.tool_calls or []))
+        arguments = "".join(
+            tc.function.arguments or ""
+            for ch in streamed
+            if ch.choices
+            for tc in (ch.choices[0].delta.tool_calls or [])
+        )
         assert json.loads(arguments) == {"city": "Paris", "days": 3}
     finally:
         proxy.__exit__()

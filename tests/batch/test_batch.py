@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_batch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "glm_vision.batch", "--quiet", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "glm_vision.batch", "--quiet", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -43,8 +48,22 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_local_jsonl_with_bad_image_then_resume(folder, tmp_path, tiny_model_dir):
     out = tmp_path / "results.jsonl"
-    common = ["--input", str(folder), "--prompt", "What is shown?", "--out", str(out), "--model", str(tiny_model_dir),
-              "--device", "cpu", "--max-tokens", "4", "--temperature", "0"]
+    common = [
+        "--input",
+        str(folder),
+        "--prompt",
+        "What is shown?",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+    ]
     first = run_batch(*common)
     assert first.returncode == 0, first.stderr
     records = read_jsonl(out)
@@ -82,11 +101,24 @@ def test_local_jsonl_with_bad_image_then_resume(folder, tmp_path, tiny_model_dir
 
 def test_resume_refuses_a_file_of_another_question(folder, tmp_path):
     out = tmp_path / "r.jsonl"
-    record = {name: None for name in FIELDS} | {"image": str(folder / "a.png"), "answer": "3", "error": "",
-                                                 "prompt": "How many shapes?", "run": "0123456789abcdef"}
+    record = {name: None for name in FIELDS} | {
+        "image": str(folder / "a.png"),
+        "answer": "3",
+        "error": "",
+        "prompt": "How many shapes?",
+        "run": "0123456789abcdef",
+    }
     out.write_text(json.dumps(record) + "\n")
-    other = run_batch("--input", str(folder), "--prompt", "What colour is the star?", "--out", str(out),
-                      "--api-base", "http://127.0.0.1:9/v1")
+    other = run_batch(
+        "--input",
+        str(folder),
+        "--prompt",
+        "What colour is the star?",
+        "--out",
+        str(out),
+        "--api-base",
+        "http://127.0.0.1:9/v1",
+    )
     assert other.returncode == 2
     assert "another question" in other.stderr and "How many shapes?" in other.stderr and "--overwrite" in other.stderr
     assert read_jsonl(out) == [record]  # nothing lost
@@ -115,8 +147,21 @@ def test_csv_against_a_running_server_with_glob(folder, tmp_path, settings, engi
         out = tmp_path / "out" / "results.csv"
         prompt_file = tmp_path / "q.txt"
         prompt_file.write_text("Describe the picture.\n")
-        args = ["--input", str(folder / "*.*"), "--prompt-file", str(prompt_file), "--out", str(out),
-                "--api-base", live.url + "/v1", "--concurrency", "2", "--max-tokens", "3", "--no-thinking"]
+        args = [
+            "--input",
+            str(folder / "*.*"),
+            "--prompt-file",
+            str(prompt_file),
+            "--out",
+            str(out),
+            "--api-base",
+            live.url + "/v1",
+            "--concurrency",
+            "2",
+            "--max-tokens",
+            "3",
+            "--no-thinking",
+        ]
         result = run_batch(*args)
         assert result.returncode == 0, result.stderr
         with out.open(newline="") as f:
@@ -151,26 +196,57 @@ def test_usage_errors(tmp_path):
 def test_unreachable_server_exits_3(folder, tmp_path):
     from tests.api_helpers import free_port
 
-    result = run_batch("--input", str(folder), "--prompt", "x", "--out", str(tmp_path / "r.jsonl"),
-                       "--api-base", f"http://127.0.0.1:{free_port()}/v1")
+    result = run_batch(
+        "--input",
+        str(folder),
+        "--prompt",
+        "x",
+        "--out",
+        str(tmp_path / "r.jsonl"),
+        "--api-base",
+        f"http://127.0.0.1:{free_port()}/v1",
+    )
     assert result.returncode == 3 and "cannot reach" in result.stderr
 
 
 # ---------------------------------------------------------------------------------- answers a program reads
-SCHEMA = {"type": "object", "properties": {
-    "shape": {"enum": ["circle", "square"]},
-    "where": {"type": "object", "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}},
-              "required": ["x"], "additionalProperties": False},
-    "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
-    "required": ["shape", "where", "tags"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "shape": {"enum": ["circle", "square"]},
+        "where": {
+            "type": "object",
+            "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 9}},
+            "required": ["x"],
+            "additionalProperties": False,
+        },
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2},
+    },
+    "required": ["shape", "where", "tags"],
+    "additionalProperties": False,
+}
 
 
 def test_json_schema_records_carry_the_parsed_object_and_csv_flattens_it(folder, tmp_path, tiny_model_dir):
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps(SCHEMA))
-    common = ["--input", str(folder / "*.png"), "--input", str(folder / "*.jpg"), "--prompt", "Describe",
-              "--model", str(tiny_model_dir), "--device", "cpu", "--max-tokens", "80", "--json-schema", str(schema),
-              "--no-thinking"]
+    common = [
+        "--input",
+        str(folder / "*.png"),
+        "--input",
+        str(folder / "*.jpg"),
+        "--prompt",
+        "Describe",
+        "--model",
+        str(tiny_model_dir),
+        "--device",
+        "cpu",
+        "--max-tokens",
+        "80",
+        "--json-schema",
+        str(schema),
+        "--no-thinking",
+    ]
     out = tmp_path / "r.jsonl"
     assert run_batch(*common, "--out", str(out)).returncode == 0
     records = [r for r in read_jsonl(out) if not r["error"]]
@@ -193,9 +269,22 @@ def test_choices_with_probabilities_and_thinking_budget(folder, tmp_path, tiny_m
     out = tmp_path / "m.csv"
     server = serve(AppState(settings, backend=engine))  # through --api-base: logprobs come back over the API
     try:
-        done = run_batch("--input", str(folder / "*.png"), "--prompt", "Is it safe?", "--out", str(out),
-                         "--api-base", server.url + "/v1", "--choices", "yes,no", "--thinking-budget", "3",
-                         "--max-tokens", "30")
+        done = run_batch(
+            "--input",
+            str(folder / "*.png"),
+            "--prompt",
+            "Is it safe?",
+            "--out",
+            str(out),
+            "--api-base",
+            server.url + "/v1",
+            "--choices",
+            "yes,no",
+            "--thinking-budget",
+            "3",
+            "--max-tokens",
+            "30",
+        )
     finally:
         server.__exit__()
     assert done.returncode == 0, done.stderr

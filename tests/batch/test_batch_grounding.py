@@ -19,8 +19,10 @@ from tests.batch.test_batch import read_jsonl, run_batch
 B, E = "<|begin_of_box|>", "<|end_of_box|>"
 ANSWER = f"<think>two buttons</think>\nSubmit: {B}[[100,200,300,400]]{E}\nCancel: {B}[[333,667,999,1000]]{E}"
 # x * width / 1000, y * height / 1000, rounded half up
-PIXELS = {"screen.png": [[192, 216, 576, 432], [639, 720, 1918, 1080]],  # 1920x1080
-          "phone.jpg": [[108, 480, 324, 960], [360, 1601, 1079, 2400]]}  # 1080x2400
+PIXELS = {
+    "screen.png": [[192, 216, 576, 432], [639, 720, 1918, 1080]],  # 1920x1080
+    "phone.jpg": [[108, 480, 324, 960], [360, 1601, 1079, 2400]],
+}  # 1080x2400
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +45,27 @@ def shots(tmp_path):
 
 def test_records_carry_pixel_coordinates_and_annotate_draws_them(server, shots, tmp_path):
     out, drawn = tmp_path / "r.jsonl", tmp_path / "drawn"
-    done = run_batch("--input", str(shots), "--recursive", "--prompt", "Where are the buttons?", "--out", str(out),
-                     "--api-base", server.url + "/v1", "--annotate", str(drawn))
+    done = run_batch(
+        "--input",
+        str(shots),
+        "--recursive",
+        "--prompt",
+        "Where are the buttons?",
+        "--out",
+        str(out),
+        "--api-base",
+        server.url + "/v1",
+        "--annotate",
+        str(drawn),
+    )
     assert done.returncode == 0, done.stderr
     records = {Path(r["image"]).name: r for r in read_jsonl(out)}
     for name, pixels in PIXELS.items():
         grounding = records[name]["grounding"]
         assert [(g["label"], g["coords"], g["pixels"], g["image_index"]) for g in grounding] == [
-            ("Submit", [100, 200, 300, 400], pixels[0], 0), ("Cancel", [333, 667, 999, 1000], pixels[1], 0)]
+            ("Submit", [100, 200, 300, 400], pixels[0], 0),
+            ("Cancel", [333, 667, 999, 1000], pixels[1], 0),
+        ]
     # the drawings mirror the inputs' paths, as PNG, each box in its colour at its pixels
     screen, phone = Image.open(drawn / "screen.png"), Image.open(drawn / "phones" / "phone.jpg.png")
     assert screen.size == (1920, 1080) and phone.size == (1080, 2400)
@@ -62,8 +77,9 @@ def test_records_carry_pixel_coordinates_and_annotate_draws_them(server, shots, 
 
 def test_csv_has_the_grounding_as_json_text(server, shots, tmp_path):
     out = tmp_path / "r.csv"
-    done = run_batch("--input", str(shots / "*.png"), "--prompt", "Where?", "--out", str(out),
-                     "--api-base", server.url + "/v1")
+    done = run_batch(
+        "--input", str(shots / "*.png"), "--prompt", "Where?", "--out", str(out), "--api-base", server.url + "/v1"
+    )
     assert done.returncode == 0, done.stderr
     with out.open(newline="") as f:
         (row,) = list(csv.DictReader(f))
@@ -73,8 +89,18 @@ def test_csv_has_the_grounding_as_json_text(server, shots, tmp_path):
 def test_a_resumed_csv_keeps_its_header(server, shots, tmp_path):
     """A results file written before the grounding column existed: new rows follow its header."""
     out = tmp_path / "old.csv"
-    common = ["--input", str(shots / "*.png"), "--input", str(shots / "phones" / "*.jpg"), "--prompt", "Where?",
-              "--out", str(out), "--api-base", server.url + "/v1"]
+    common = [
+        "--input",
+        str(shots / "*.png"),
+        "--input",
+        str(shots / "phones" / "*.jpg"),
+        "--prompt",
+        "Where?",
+        "--out",
+        str(out),
+        "--api-base",
+        server.url + "/v1",
+    ]
     assert run_batch(*common).returncode == 0
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))

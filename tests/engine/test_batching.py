@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from tests.reference import history_text
-from glm_vision.conversation import Message
 from glm_vision.backend import GenerationRequest, SamplingParams, TextDelta
+from glm_vision.conversation import Message
 from glm_vision.engine import Engine
 from glm_vision.images import load_image
 from tests.conftest import make_picture
+from tests.reference import history_text
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,10 @@ def batch_engine(settings):
 
 def requests_of_all_kinds():
     """Different images, prompt lengths, answer lengths, a stop string; two turns of one session."""
-    pics = [load_image(make_picture(seed, size)) for seed, size in
-            [(11, (168, 112)), (12, (112, 224)), (13, (280, 140)), (14, (140, 140)), (15, (196, 112))]]
+    pics = [
+        load_image(make_picture(seed, size))
+        for seed, size in [(11, (168, 112)), (12, (112, 224)), (13, (280, 140)), (14, (140, 140)), (15, (196, 112))]
+    ]
     return [
         GenerationRequest([Message("user", "Describe.", [pics[0]])], SamplingParams.greedy(60), session_id="b0"),
         GenerationRequest([Message("user", "hello")], SamplingParams.greedy(120)),
@@ -47,7 +49,7 @@ def test_batched_greedy_equals_single_stream(settings, batch_engine):
     handles = [batch_engine.submit(r) for r in requests_of_all_kinds()]
     together = [h.wait() for h in handles]
     assert batch_engine.stats()["peak_batch"] >= 3
-    for index, (a, b) in enumerate(zip(alone, together)):
+    for index, (a, b) in enumerate(zip(alone, together, strict=False)):
         assert b.token_ids == a.token_ids, f"request {index} differs when batched"
         assert b.finish_reason == a.finish_reason and b.text == a.text
     assert len({r.usage.completion_tokens for r in together}) >= 4  # they really left at different times
@@ -99,7 +101,7 @@ def test_many_concurrent_streams_from_threads(batch_engine):
         try:
             request = GenerationRequest([Message("user", f"stream {i}")], SamplingParams.greedy(20), session_id=f"t{i}")
             results.append(batch_engine.generate(request))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the thread records any failure for the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
@@ -145,8 +147,11 @@ def test_stop_during_prefill_ends_without_decoding(settings):
 
         engine.runner.prefill_chunk = counting
         pic = load_image(make_picture(31))
-        result = engine.generate(GenerationRequest([Message("user", "Describe this. " * 10, [pic])],
-                                                   SamplingParams.greedy(20), session_id="cut"))
+        result = engine.generate(
+            GenerationRequest(
+                [Message("user", "Describe this. " * 10, [pic])], SamplingParams.greedy(20), session_id="cut"
+            )
+        )
         assert result.finish_reason == "cancelled" and result.usage.completion_tokens == 0
         assert len(chunks) == 2  # no chunk after the stop
         kept = engine.sessions.get("cut").kv

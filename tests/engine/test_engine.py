@@ -10,17 +10,28 @@ from dataclasses import replace
 import pytest
 import torch
 
-from glm_vision.engine.cache import FeatureCache, ImageFeatures, reusable_prefix
+from glm_vision.backend import (
+    ContextOverflowError,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    ModelLoadError,
+    QueueFullError,
+    SamplingParams,
+    TextDelta,
+)
 from glm_vision.conversation import Message
-from glm_vision.backend import ContextOverflowError, EngineError, GenerationRequest, GenerationResult, ModelLoadError, QueueFullError, SamplingParams, TextDelta
 from glm_vision.engine import Engine
+from glm_vision.engine.cache import FeatureCache, ImageFeatures, reusable_prefix
 from glm_vision.engine.loader import load_model
 from glm_vision.engine.sessions import KVState, SessionStore
 from glm_vision.settings import Settings
 
 
 def test_stream_deltas_add_up_to_the_result(engine, pictures):
-    handle = engine.submit(GenerationRequest([Message("user", "Describe 图片", [pictures[0]])], SamplingParams.greedy(40)))
+    handle = engine.submit(
+        GenerationRequest([Message("user", "Describe 图片", [pictures[0]])], SamplingParams.greedy(40))
+    )
     deltas, result = [], None
     for item in handle:
         if isinstance(item, TextDelta):
@@ -122,7 +133,12 @@ def test_queue_limit_answers_busy_and_the_worker_survives(settings):
         assert first.wait().finish_reason == "cancelled"
         with pytest.raises(EngineError, match="cancelled before it started"):
             second.wait()
-        assert engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))).usage.completion_tokens > 0
+        assert (
+            engine.generate(
+                GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))
+            ).usage.completion_tokens
+            > 0
+        )
     finally:
         engine.shutdown()
 
@@ -136,7 +152,10 @@ def test_a_failing_request_does_not_kill_the_worker(engine, monkeypatch):
         engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3)))
     monkeypatch.undo()
     assert engine.worker.alive
-    assert engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))).usage.completion_tokens > 0
+    assert (
+        engine.generate(GenerationRequest([Message("user", "hi")], SamplingParams.greedy(3))).usage.completion_tokens
+        > 0
+    )
 
 
 def test_a_dead_worker_is_restarted(settings):
@@ -154,7 +173,10 @@ def test_async_iteration(engine):
     import asyncio
 
     async def collect():
-        return [item async for item in engine.submit(GenerationRequest([Message("user", "hello")], SamplingParams.greedy(10)))]
+        return [
+            item
+            async for item in engine.submit(GenerationRequest([Message("user", "hello")], SamplingParams.greedy(10)))
+        ]
 
     items = asyncio.run(collect())
     assert isinstance(items[-1], GenerationResult)
@@ -181,7 +203,10 @@ def test_other_architectures_are_refused(tmp_path):
 
 def test_cli_reports_load_errors_without_traceback(tmp_path):
     out = subprocess.run(
-        [sys.executable, "app.py", "--model", str(tmp_path), "--prompt", "hi"], capture_output=True, text=True, timeout=300
+        [sys.executable, "app.py", "--model", str(tmp_path), "--prompt", "hi"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 3
     assert "not a model directory" in out.stderr and "Traceback" not in out.stderr
@@ -192,9 +217,24 @@ def test_cli_answers_one_prompt(tiny_model_dir, tmp_path):
 
     make_picture(5).save(tmp_path / "shot.png")
     out = subprocess.run(
-        [sys.executable, "app.py", "--model", str(tiny_model_dir), "--device", "cpu", "--prompt", "What is this?",
-         "--image", str(tmp_path / "shot.png"), "--max-new-tokens", "8", "--no-thinking"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "app.py",
+            "--model",
+            str(tiny_model_dir),
+            "--device",
+            "cpu",
+            "--prompt",
+            "What is this?",
+            "--image",
+            str(tmp_path / "shot.png"),
+            "--max-new-tokens",
+            "8",
+            "--no-thinking",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "8 new tokens" in out.stderr
@@ -247,7 +287,7 @@ def test_sessions_idle_timeout_count_limit_and_kv_budget():
 
 def test_evicted_kv_is_recomputed_correctly(settings, reference, pictures):
     """After its KV was evicted for the budget, a session's next turn recomputes and stays correct."""
-    from tests.reference import reference_generate, history_text
+    from tests.reference import history_text, reference_generate
 
     model, processor = reference
     engine = Engine.load(replace(settings, kv_cache_mb=0))  # every KV is over budget: always evicted
@@ -278,7 +318,9 @@ def test_min_new_tokens_suppresses_stop_tokens(engine, pictures):
 
 def test_no_autograd_history_is_kept(engine, pictures):
     """Cached features and saved KV must not hold an autograd graph (it would keep every activation alive)."""
-    engine.generate(GenerationRequest([Message("user", "Describe.", [pictures[2]])], SamplingParams.greedy(4), session_id="grad"))
+    engine.generate(
+        GenerationRequest([Message("user", "Describe.", [pictures[2]])], SamplingParams.greedy(4), session_id="grad")
+    )
     session = engine.sessions.get("grad")
     assert session.kv.saved.keys.grad_fn is None and not session.kv.saved.keys.requires_grad
     entries = [f for (scope, _), f in engine.features._entries.items() if scope == "grad"]
@@ -318,8 +360,9 @@ def test_planless_prefill_attention_equals_grouped_sdpa():
     q = torch.randn(heads, T, d, generator=g)
     keys, values = torch.randn(kv, end, d, generator=g), torch.randn(kv, end, d, generator=g)
     causal = torch.arange(end)[None, :] <= (start + torch.arange(T))[:, None]
-    explicit = torch.nn.functional.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal,
-                                                                scale=0.25, enable_gqa=True)[0]
+    explicit = torch.nn.functional.scaled_dot_product_attention(
+        q[None], keys[None], values[None], attn_mask=causal, scale=0.25, enable_gqa=True
+    )[0]
     for first, k, v in ((start, keys, values), (0, keys[:, :T], values[:, :T])):
         grouped = prefill_attention(q, k, v, first, 0.25, planless=False)
         for lower_right in (False, True):

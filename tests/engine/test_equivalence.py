@@ -7,10 +7,10 @@ import itertools
 import pytest
 import torch
 
-from glm_vision.conversation import Message
 from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.conversation import Message
 from glm_vision.engine import Engine
-from tests.reference import reference_generate, history_text
+from tests.reference import history_text, reference_generate
 
 NEW_TOKENS = 24
 LOGITS_ATOL = 1e-4
@@ -27,8 +27,17 @@ def three_turns(pictures):
     ]
 
 
-def run_conversation(engine: Engine, model, processor, user_turns, *, session_id: str | None, before_turn=None,
-                     new_tokens: int = NEW_TOKENS, min_tokens: int = 0):
+def run_conversation(
+    engine: Engine,
+    model,
+    processor,
+    user_turns,
+    *,
+    session_id: str | None,
+    before_turn=None,
+    new_tokens: int = NEW_TOKENS,
+    min_tokens: int = 0,
+):
     """Run each turn through the engine and the reference; return per-turn (engine, reference) pairs."""
     history: list[Message] = []
     turns = []
@@ -37,7 +46,9 @@ def run_conversation(engine: Engine, model, processor, user_turns, *, session_id
         if before_turn is not None:
             before_turn(index)
         request = GenerationRequest(
-            list(history), SamplingParams.greedy(new_tokens, min_new_tokens=min_tokens), session_id=session_id,
+            list(history),
+            SamplingParams.greedy(new_tokens, min_new_tokens=min_tokens),
+            session_id=session_id,
             capture_logits=True,
         )
         result = engine.generate(request)
@@ -81,8 +92,9 @@ def slab_engine(settings):
 def test_chunked_prefill_and_decode_match_generate_for_hundreds_of_tokens(slab_engine, reference, pictures):
     model, processor = reference
     # min_tokens (HF's min_new_tokens in the reference) keeps the random model from stopping early
-    turns = run_conversation(slab_engine, model, processor, three_turns(pictures), session_id="slab", new_tokens=100,
-                             min_tokens=90)
+    turns = run_conversation(
+        slab_engine, model, processor, three_turns(pictures), session_id="slab", new_tokens=100, min_tokens=90
+    )
     assert_equivalent(turns)
     assert sum(r.usage.completion_tokens for r, *_ in turns) >= 256
     assert turns[2][0].usage.cached_tokens > 0
@@ -164,16 +176,22 @@ def test_sessions_are_isolated(engine, reference, pictures):
     model, processor = reference
     a, b, _ = pictures
     x, y = f"iso-x-{next(_session_ids)}", f"iso-y-{next(_session_ids)}"
-    rx = engine.generate(GenerationRequest([Message("user", "What is this?", [a])], SamplingParams.greedy(8), session_id=x))
+    rx = engine.generate(
+        GenerationRequest([Message("user", "What is this?", [a])], SamplingParams.greedy(8), session_id=x)
+    )
     # Session y sends the very same image and text: it must not get x's features or x's KV.
     ry = engine.generate(
-        GenerationRequest([Message("user", "What is this?", [a])], SamplingParams.greedy(8), session_id=y, capture_logits=True)
+        GenerationRequest(
+            [Message("user", "What is this?", [a])], SamplingParams.greedy(8), session_id=y, capture_logits=True
+        )
     )
     assert ry.usage.image_cache_hits == 0 and ry.usage.images_encoded == 1
     assert ry.usage.cached_tokens == 0
     assert ry.token_ids == rx.token_ids  # same input, same answer: nothing of x leaked in or out
     ry2 = engine.generate(
-        GenerationRequest([Message("user", "And this?", [b])], SamplingParams.greedy(8), session_id=y, capture_logits=True)
+        GenerationRequest(
+            [Message("user", "And this?", [b])], SamplingParams.greedy(8), session_id=y, capture_logits=True
+        )
     )
     ref_tokens, ref_logits = reference_generate(model, processor, [Message("user", "And this?", [b])], 8)
     assert list(ry2.token_ids) == ref_tokens
@@ -203,12 +221,16 @@ def test_shared_scope_reuses_features_across_sessions_of_one_tenant(engine, refe
     engine.generate(GenerationRequest(first, SamplingParams.greedy(4), session_id="t1-chat1", cache_scope="tenant-1"))
     second = [Message("user", "Describe the colours.", [a])]
     result = engine.generate(
-        GenerationRequest(second, SamplingParams.greedy(8), session_id="t1-chat2", cache_scope="tenant-1", capture_logits=True)
+        GenerationRequest(
+            second, SamplingParams.greedy(8), session_id="t1-chat2", cache_scope="tenant-1", capture_logits=True
+        )
     )
     assert result.usage.images_encoded == 0 and result.usage.cached_tokens >= 16
     ref_tokens, ref_logits = reference_generate(model, processor, second, 8)
     assert list(result.token_ids) == ref_tokens
     torch.testing.assert_close(result.first_logits, ref_logits, atol=LOGITS_ATOL, rtol=1e-4)
-    other = engine.generate(GenerationRequest(second, SamplingParams.greedy(2), session_id="t2-chat1", cache_scope="tenant-2"))
+    other = engine.generate(
+        GenerationRequest(second, SamplingParams.greedy(2), session_id="t2-chat1", cache_scope="tenant-2")
+    )
     assert other.usage.image_cache_hits == 0 and other.usage.images_encoded == 1  # tenants never share
     assert other.usage.cached_tokens == 0

@@ -16,14 +16,19 @@ LOGPROB_TOLERANCE = 2e-3  # the engine's own forward pass against transformers',
 def test_logprobs_equal_log_softmax_of_the_reference_logits(engine, reference, pictures):
     model, processor = reference
     messages = [Message("user", "What is in this image?", [pictures[0]])]
-    result = engine.generate(GenerationRequest(messages, SamplingParams.greedy(max_new_tokens=12, logprobs=True,
-                                                                               top_logprobs=5)))
+    result = engine.generate(
+        GenerationRequest(messages, SamplingParams.greedy(max_new_tokens=12, logprobs=True, top_logprobs=5))
+    )
     assert len(result.logprobs) == len(result.token_ids) > 3
     inputs = reference_inputs(processor, messages)
     prompt_len = inputs["input_ids"].shape[1]
     ids = torch.cat([inputs["input_ids"], torch.tensor([result.token_ids])], dim=1)
-    full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids),
-                mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, len(result.token_ids))))
+    full = dict(
+        inputs,
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, len(result.token_ids))),
+    )
     with torch.inference_mode():
         logits = model(**full).logits[0, prompt_len - 1 : -1].float()
     reference_logprobs = logits.log_softmax(-1)
@@ -41,8 +46,9 @@ def test_logprobs_equal_log_softmax_of_the_reference_logits(engine, reference, p
 
 
 def test_streamed_logprobs_cover_every_token_once(engine):
-    request = GenerationRequest([Message("user", "Count the shapes")], SamplingParams(seed=5, max_new_tokens=24,
-                                                                                       logprobs=True, top_logprobs=2))
+    request = GenerationRequest(
+        [Message("user", "Count the shapes")], SamplingParams(seed=5, max_new_tokens=24, logprobs=True, top_logprobs=2)
+    )
     streamed, result = [], None
     for item in engine.submit(request):
         if isinstance(item, TextDelta):
@@ -59,9 +65,11 @@ def test_no_logprobs_unless_asked(engine):
 
 def test_n_choices_are_reproducible_and_prefill_once(engine):
     def ask(n: int, seed: int = 11):
-        request = GenerationRequest([Message("user", "Name three colours and shapes")],
-                                    SamplingParams(seed=seed, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16),
-                                    n=n)
+        request = GenerationRequest(
+            [Message("user", "Name three colours and shapes")],
+            SamplingParams(seed=seed, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=16),
+            n=n,
+        )
         before = engine.stats()["prefill_tokens"]
         result = engine.generate(request)
         return result, engine.stats()["prefill_tokens"] - before

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm_vision.engine.sampling import BatchSampler, SamplerState
 from glm_vision.backend import SamplingParams
+from glm_vision.engine.sampling import BatchSampler, SamplerState
 
 VOCAB = 500
 STOPS = {3, 7}
@@ -136,7 +136,7 @@ def test_batched_equals_the_per_row_sampler_for_mixed_params(device):
         batched = sampler(logits, states).tolist()
         assert torch.equal(logits, before)  # the logits buffer is left alone
         assert batched == [int(r(logits[i])) for i, r in enumerate(reference)], f"step {step}"
-        for state, ref in zip(states, reference):
+        for state, ref in zip(states, reference, strict=False):
             assert torch.equal(state.seen, ref.seen)
 
 
@@ -162,8 +162,10 @@ def test_unseeded_rows_share_one_draw_with_each_rows_own_distribution():
 
 
 def test_greedy_rows_are_the_argmax_of_the_penalised_scores():
-    params = [SamplingParams(temperature=0.0, top_k=p.top_k, top_p=p.top_p, repetition_penalty=p.repetition_penalty)
-              for p in mixed_params(None)]
+    params = [
+        SamplingParams(temperature=0.0, top_k=p.top_k, top_p=p.top_p, repetition_penalty=p.repetition_penalty)
+        for p in mixed_params(None)
+    ]
     ids = prompts(len(params))
     states = [SamplerState(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
     logits = make_logits(len(params), seed=5, stops_first=False)
@@ -214,13 +216,13 @@ def test_seeded_rows_give_the_same_tokens_alone_or_in_any_batch():
         for logits in steps:
             batch = torch.cat([logits[rows], torch.randn(len(others), VOCAB)])
             out.append(sampler(batch, states).tolist()[: len(rows)])
-        return [list(col) for col in zip(*out)]
+        return [list(col) for col in zip(*out, strict=False)]
 
     alone = {r: run([r], [])[0] for r in range(len(params))}
     unseeded = mixed_params(None) + [SamplingParams(top_k=300, top_p=1.0)]  # a much larger k in the batch
     for order in (list(range(len(params))), list(reversed(range(len(params)))), [4, 9, 2]):
         together = run(order, unseeded)
-        for r, tokens in zip(order, together):
+        for r, tokens in zip(order, together, strict=False):
             assert tokens == alone[r], f"row {r} changed in a batch"
 
 
@@ -237,7 +239,7 @@ def test_rows_keep_their_history_when_the_batch_changes():
         sampler = first if len(layout) == 1 else decode
         tokens = sampler(logits, [states[r] for r in layout]).tolist()
         assert tokens == [int(reference[r](logits[i])) for i, r in enumerate(layout)], f"step {step}"
-    for state, ref in zip(states, reference):
+    for state, ref in zip(states, reference, strict=False):
         assert torch.equal(state.seen, ref.seen) and state.steps == ref.steps
 
 
@@ -281,19 +283,33 @@ def test_seeded_requests_decoded_in_a_batch_match_their_single_stream_tokens(set
     """Through the scheduler: seeded sampled requests keep their tokens next to unseeded ones."""
     from dataclasses import replace
 
-    from glm_vision.conversation import Message
     from glm_vision.backend import GenerationRequest
+    from glm_vision.conversation import Message
     from glm_vision.engine import Engine
 
     seeded = [
         GenerationRequest([Message("user", "hello")], SamplingParams(max_new_tokens=40, seed=1)),
-        GenerationRequest([Message("user", "tell me more")], SamplingParams(
-            temperature=1.2, top_k=0, top_p=0.9, repetition_penalty=1.3, max_new_tokens=30, min_new_tokens=10, seed=2)),
-        GenerationRequest([Message("user", "go on")], SamplingParams(temperature=0.0, repetition_penalty=1.2, max_new_tokens=25)),
+        GenerationRequest(
+            [Message("user", "tell me more")],
+            SamplingParams(
+                temperature=1.2,
+                top_k=0,
+                top_p=0.9,
+                repetition_penalty=1.3,
+                max_new_tokens=30,
+                min_new_tokens=10,
+                seed=2,
+            ),
+        ),
+        GenerationRequest(
+            [Message("user", "go on")], SamplingParams(temperature=0.0, repetition_penalty=1.2, max_new_tokens=25)
+        ),
     ]
     unseeded = [
         GenerationRequest([Message("user", "anything")], SamplingParams(max_new_tokens=35)),
-        GenerationRequest([Message("user", "more")], SamplingParams(temperature=1.0, top_k=50, top_p=1.0, max_new_tokens=20)),
+        GenerationRequest(
+            [Message("user", "more")], SamplingParams(temperature=1.0, top_k=50, top_p=1.0, max_new_tokens=20)
+        ),
     ]
     single = Engine.load(replace(settings, max_batch=1))
     try:

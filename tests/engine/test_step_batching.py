@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from glm_vision.conversation import Message
 from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.conversation import Message
 from glm_vision.engine import Engine
 from glm_vision.engine.forward import Chunk, DecodeRows, fuse_qkv
 from glm_vision.engine.scheduler import DECODE_FIRST, PREFILL_FIRST
@@ -49,8 +49,9 @@ def test_a_prefill_pass_carrying_decode_rows_equals_the_separate_passes(idle_eng
     first, none = forward.prefill([_text_chunk(forward, prompts[2], 2, 0, 12, False)])
     assert first is None and none is None  # a mid-prompt chunk wants no logits
     # the rest of prompt 3 (after its cached prefix) and prompt 2 again in slot 3, with the rows riding along
-    ends, row_logits = forward.prefill([_text_chunk(forward, prompts[2], 2, 12, 30, True),
-                                        _text_chunk(forward, prompts[1], 3, 0, 13, True)], rows)
+    ends, row_logits = forward.prefill(
+        [_text_chunk(forward, prompts[2], 2, 12, 30, True), _text_chunk(forward, prompts[1], 3, 0, 13, True)], rows
+    )
     # float32 rounding only: the matrix products see more rows, the chunk sees its prefix from the slab
     assert _relative(row_logits, decoded) < 1e-5
     assert _relative(ends[0], whole[0]) < 1e-5
@@ -66,8 +67,9 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 def _requests(pictures):
     return [
         GenerationRequest([Message("user", "Describe it.", [pictures[0]])], SamplingParams.greedy(30)),
-        GenerationRequest([Message("user", "What colour is the largest shape? " * 3, [pictures[1]])],
-                          SamplingParams.greedy(20)),
+        GenerationRequest(
+            [Message("user", "What colour is the largest shape? " * 3, [pictures[1]])], SamplingParams.greedy(20)
+        ),
         GenerationRequest([Message("user", "Two pictures.", pictures[2:4])], SamplingParams.greedy(25)),
         GenerationRequest([Message("user", "no picture here")], SamplingParams.greedy(15)),
     ]
@@ -81,8 +83,10 @@ def _submit_together(engine, requests):
 
 @pytest.mark.parametrize("policy", [PREFILL_FIRST, DECODE_FIRST])
 def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alone(settings, policy):
-    pictures = [load_image(make_picture(60 + i, size)) for i, size in
-                enumerate([(168, 112), (112, 196), (140, 140), (196, 112)])]
+    pictures = [
+        load_image(make_picture(60 + i, size))
+        for i, size in enumerate([(168, 112), (112, 196), (140, 140), (196, 112)])
+    ]
     single = Engine.load(replace(settings, max_batch=1))
     try:
         alone = [single.generate(r).token_ids for r in _requests(pictures)]
@@ -104,8 +108,9 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
 
     runner.prefill, runner.encode_images = recording_prefill, recording_encode
     try:
-        streaming = engine.submit(GenerationRequest([Message("user", "a long answer please")],
-                                                    SamplingParams.greedy(150, min_new_tokens=150)))
+        streaming = engine.submit(
+            GenerationRequest([Message("user", "a long answer please")], SamplingParams.greedy(150, min_new_tokens=150))
+        )
         next(iter(streaming))  # it decodes while the others are prefilled
         together = [h.wait().token_ids for h in _submit_together(engine, _requests(pictures))]
         assert streaming.wait().usage.completion_tokens == 150
@@ -124,9 +129,12 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
 
 def test_a_picture_two_waiting_requests_of_one_scope_need_is_encoded_once(settings):
     picture = load_image(make_picture(77, (224, 168)))
-    requests = [GenerationRequest([Message("user", question, [picture])], SamplingParams.greedy(12),
-                                  session_id=f"s{i}", cache_scope="tenant")
-                for i, question in enumerate(["What is it?", "Which colours?"])]
+    requests = [
+        GenerationRequest(
+            [Message("user", question, [picture])], SamplingParams.greedy(12), session_id=f"s{i}", cache_scope="tenant"
+        )
+        for i, question in enumerate(["What is it?", "Which colours?"])
+    ]
     engine = Engine.load(replace(settings, max_batch=2))
     try:
         preprocessed = []

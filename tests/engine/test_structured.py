@@ -31,8 +31,10 @@ SCHEMA = {
         "score": {"type": "number", "minimum": 0, "maximum": 1},
         "box": {
             "type": "object",
-            "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 999},
-                           "y": {"type": "integer", "minimum": -5, "maximum": 5}},
+            "properties": {
+                "x": {"type": "integer", "minimum": 0, "maximum": 999},
+                "y": {"type": "integer", "minimum": -5, "maximum": 5},
+            },
             "required": ["x", "y"],
             "additionalProperties": False,
         },
@@ -50,8 +52,9 @@ def wide_engine(tiny_model_dir):
     """32 rows: the 100 seeds go through the engine in a few batches."""
     from glm_vision.engine import Engine
 
-    eng = Engine.load(Settings(model=str(tiny_model_dir), device="cpu", max_context_tokens=1024, max_batch=32,
-                               queue_size=256))
+    eng = Engine.load(
+        Settings(model=str(tiny_model_dir), device="cpu", max_context_tokens=1024, max_batch=32, queue_size=256)
+    )
     yield eng
     eng.shutdown()
 
@@ -74,8 +77,13 @@ def run_all(engine, requests: list[GenerationRequest]) -> list[tuple[str, Genera
 
 def request(constraint, seed, *, thinking: bool, budget: int | None = None, max_tokens: int = 160, **sampling):
     sampling_params = SamplingParams(seed=seed, max_new_tokens=max_tokens, **sampling)
-    return GenerationRequest([Message("user", QUESTION)], sampling_params,
-                             constraint=constraint, enable_thinking=thinking, thinking_budget=budget)
+    return GenerationRequest(
+        [Message("user", QUESTION)],
+        sampling_params,
+        constraint=constraint,
+        enable_thinking=thinking,
+        thinking_budget=budget,
+    )
 
 
 def check_all(outputs, valid) -> None:
@@ -91,8 +99,9 @@ def check_all(outputs, valid) -> None:
 @pytest.mark.parametrize("thinking", [False, True], ids=["thinking-off", "thinking-on"])
 def test_json_schema_valid_for_100_seeds(wide_engine, thinking):
     constraint = OutputConstraint("json_schema", json.dumps(SCHEMA))
-    outputs = run_all(wide_engine, [request(constraint, s, thinking=thinking, budget=6 if thinking else None)
-                                    for s in SEEDS])
+    outputs = run_all(
+        wide_engine, [request(constraint, s, thinking=thinking, budget=6 if thinking else None) for s in SEEDS]
+    )
     check_all(outputs, lambda text: jsonschema.validate(json.loads(text), SCHEMA))
     if thinking:
         assert all(split_output(r.text).reasoning is not None and "</think>" in r.text for _, r in outputs)
@@ -105,8 +114,11 @@ def test_choice_and_regex_valid_for_100_seeds(wide_engine, thinking):
     choices = OutputConstraint("choice", choices=("yes", "no", "not sure"))
     pattern = r"[A-Z]{2}-\d{3}( \(ok\))?"
     regex = OutputConstraint("regex", pattern)
-    outputs = run_all(wide_engine, [request(choices, s, thinking=thinking, budget=budget, max_tokens=40) for s in SEEDS]
-                      + [request(regex, s, thinking=thinking, budget=budget, max_tokens=40) for s in SEEDS])
+    outputs = run_all(
+        wide_engine,
+        [request(choices, s, thinking=thinking, budget=budget, max_tokens=40) for s in SEEDS]
+        + [request(regex, s, thinking=thinking, budget=budget, max_tokens=40) for s in SEEDS],
+    )
     check_all(outputs[:100], lambda text: text in ("yes", "no", "not sure"))
     check_all(outputs[100:], lambda text: re.fullmatch(pattern, text) is not None)
 
@@ -123,10 +135,11 @@ def json_prefix(text: str) -> bool:
 
 def test_json_object_and_grammar(wide_engine):
     grammar = 'root ::= "(" item ("," item)* ")"\nitem ::= [0-9] | "x"'
-    outputs = run_all(wide_engine, [request(OutputConstraint("json_object"), s, thinking=False, max_tokens=120)
-                                    for s in range(8)]
-                      + [request(OutputConstraint("grammar", grammar), s, thinking=False, max_tokens=60)
-                         for s in range(8)])
+    outputs = run_all(
+        wide_engine,
+        [request(OutputConstraint("json_object"), s, thinking=False, max_tokens=120) for s in range(8)]
+        + [request(OutputConstraint("grammar", grammar), s, thinking=False, max_tokens=60) for s in range(8)],
+    )
     # Any object, so a random model may not close it in time: a finished answer is an object, an
     # unfinished one a prefix of one.
     for streamed, result in outputs[:8]:
@@ -161,13 +174,16 @@ def test_unfinishable_constraint_ends_with_length(wide_engine):
     assert "a" * 5 == result.text or set(result.text) <= {"a"}
 
 
-@pytest.mark.parametrize("constraint, what", [
-    (OutputConstraint("json_schema", '{"type": "bogus"}'), "bogus"),
-    (OutputConstraint("json_schema", "{not json"), "not valid JSON"),
-    (OutputConstraint("json_schema", "[1, 2]"), "must be an object"),
-    (OutputConstraint("regex", "(unclosed"), "parenthesis"),
-    (OutputConstraint("grammar", "root ::= missing_rule"), "missing_rule"),
-])
+@pytest.mark.parametrize(
+    "constraint, what",
+    [
+        (OutputConstraint("json_schema", '{"type": "bogus"}'), "bogus"),
+        (OutputConstraint("json_schema", "{not json"), "not valid JSON"),
+        (OutputConstraint("json_schema", "[1, 2]"), "must be an object"),
+        (OutputConstraint("regex", "(unclosed"), "parenthesis"),
+        (OutputConstraint("grammar", "root ::= missing_rule"), "missing_rule"),
+    ],
+)
 def test_invalid_constraint_is_refused_at_submit(wide_engine, constraint, what):
     before = wide_engine.stats()["prefill_tokens"]
     with pytest.raises(InvalidSchemaError) as caught:
@@ -181,8 +197,12 @@ def test_invalid_constraint_is_refused_at_submit(wide_engine, constraint, what):
 def test_thinking_budget_caps_the_reasoning_and_an_answer_follows(wide_engine, budget):
     tokenizer = wide_engine.runner.tokenizer
     close = tokenizer.convert_tokens_to_ids("</think>")
-    results = [r for _, r in run_all(wide_engine, [request(None, s, thinking=True, budget=budget, max_tokens=30)
-                                                   for s in range(8)])]
+    results = [
+        r
+        for _, r in run_all(
+            wide_engine, [request(None, s, thinking=True, budget=budget, max_tokens=30) for s in range(8)]
+        )
+    ]
     for result in results:
         ids = list(result.token_ids)
         assert ids[0] == tokenizer.convert_tokens_to_ids("<think>")

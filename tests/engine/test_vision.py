@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from glm_vision.engine.vision import VisionEncoder
-
 from tests.conftest import make_picture
 
 
@@ -29,7 +28,7 @@ def test_encoder_equals_get_image_features(reference):
         # transformers' own call is unaffected by the encoder (the benchmark and the tests use it)
         again = model.model.get_image_features(pixels, grid, return_dict=True).pooler_output
     assert [t.shape for t in got] == [t.shape for t in expected]
-    for mine, theirs, after in zip(got, expected, again):
+    for mine, theirs, after in zip(got, expected, again, strict=False):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
         torch.testing.assert_close(after, theirs, rtol=0, atol=0)
 
@@ -46,7 +45,9 @@ def test_encoder_reads_nothing_back_from_the_device(reference):
         assert block.attn.forward.__self__ is block.attn
     with torch.no_grad():
         features = VisionEncoder(meta_model).encode(pixels.to("meta"), [tuple(g) for g in grid.tolist()])
-        assert [f.shape for f in features] == [(h * w // 4, model.config.text_config.hidden_size) for _, h, w in grid.tolist()]
+        assert [f.shape for f in features] == [
+            (h * w // 4, model.config.text_config.hidden_size) for _, h, w in grid.tolist()
+        ]
         with pytest.raises((RuntimeError, NotImplementedError)):
             meta_model.model.get_image_features(pixels.to("meta"), grid.to("meta"))
 
@@ -61,7 +62,11 @@ class PageableCopies:
 
         def where() -> str:
             frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename]
-            return "" if any(f.filename.endswith("transfer.py") for f in frames) else f"{frames[-1].filename}:{frames[-1].lineno}"
+            return (
+                ""
+                if any(f.filename.endswith("transfer.py") for f in frames)
+                else f"{frames[-1].filename}:{frames[-1].lineno}"
+            )
 
         def to(tensor, *args, **kwargs):
             out = original_to(tensor, *args, **kwargs)
@@ -83,20 +88,33 @@ def test_cold_request_waits_for_nothing_until_its_first_token(reference, picture
     raises): preprocessing, the encoder, the prompt's embeddings and positions, every prefill chunk and
     the first token's sampling neither read a device value on the host nor copy from pageable memory;
     only taking the sampled token itself reads."""
-    from glm_vision.engine.cache import FeatureCache
+    from glm_vision.backend import GenerationRequest, SamplingParams
     from glm_vision.conversation import Message
+    from glm_vision.engine.cache import FeatureCache
     from glm_vision.engine.loader import LoadedModel
     from glm_vision.engine.runner import ModelRunner
-    from glm_vision.backend import GenerationRequest, SamplingParams
 
     model, processor = reference
-    meta = LoadedModel(model=copy.deepcopy(model).to("meta"), processor=processor, name="tiny", device="meta",
-                       dtype="float32", attn="sdpa", is_demo=False)
-    runner = ModelRunner(meta, FeatureCache(1 << 20), max_context_tokens=1024, default_max_image_tokens=64,
-                         prefill_chunk_tokens=16)
+    meta = LoadedModel(
+        model=copy.deepcopy(model).to("meta"),
+        processor=processor,
+        name="tiny",
+        device="meta",
+        dtype="float32",
+        attn="sdpa",
+        is_demo=False,
+    )
+    runner = ModelRunner(
+        meta, FeatureCache(1 << 20), max_context_tokens=1024, default_max_image_tokens=64, prefill_chunk_tokens=16
+    )
     copies = None
-    for sampling in (SamplingParams(temperature=0.0), SamplingParams(temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1)):
-        request = GenerationRequest([Message("user", "What is in these two pictures?", pictures[:2])], sampling=sampling)
+    for sampling in (
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1),
+    ):
+        request = GenerationRequest(
+            [Message("user", "What is in these two pictures?", pictures[:2])], sampling=sampling
+        )
         handle = type("Handle", (), {"request": request})()
         seq = runner.start(handle, None, slot=0)
         assert not runner.lookup_images(seq)
@@ -128,7 +146,7 @@ def test_encoder_run_a_layer_at_a_time_equals_one_call(reference):
         while not job.advance(1):
             steps += 1
     assert steps == len(model.model.visual.blocks) > 1
-    for a, b in zip(job.features, whole):
+    for a, b in zip(job.features, whole, strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert job.seconds() > 0 and job.blocks_for(0) == 1
     assert job.blocks_for(10**15) >= len(model.model.visual.blocks)
@@ -139,9 +157,9 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
     chunks, a new request's encoder runs over several steps, and both answers equal their solo runs."""
     from dataclasses import replace
 
+    from glm_vision.backend import GenerationRequest, SamplingParams
     from glm_vision.conversation import Message
     from glm_vision.engine import Engine
-    from glm_vision.backend import GenerationRequest, SamplingParams
     from glm_vision.images import load_image
 
     engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))
@@ -156,9 +174,13 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
             return original(job, seqs, blocks)
 
         runner.encode_some = counting
-        first = GenerationRequest([Message("user", "Describe it.", [load_image(make_picture(41))])], SamplingParams.greedy(40, min_new_tokens=40))
-        second = GenerationRequest([Message("user", "And this?", [load_image(make_picture(42, (224, 168)))])],
-                                   SamplingParams.greedy(12))
+        first = GenerationRequest(
+            [Message("user", "Describe it.", [load_image(make_picture(41))])],
+            SamplingParams.greedy(40, min_new_tokens=40),
+        )
+        second = GenerationRequest(
+            [Message("user", "And this?", [load_image(make_picture(42, (224, 168)))])], SamplingParams.greedy(12)
+        )
         solo = [engine.generate(first).token_ids, engine.generate(second).token_ids]
         calls.clear()
         running = engine.submit(first)

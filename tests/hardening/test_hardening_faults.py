@@ -13,8 +13,8 @@ import httpx
 import pytest
 import torch
 
-from glm_vision.conversation import Message
 from glm_vision.backend import EngineError, GenerationRequest, SamplingParams
+from glm_vision.conversation import Message
 from glm_vision.engine import Engine
 from glm_vision.server import AppState
 from tests.api_helpers import free_port, image_part, serve, wait_until
@@ -37,8 +37,11 @@ def server(settings, fault_engine):
 
 
 def ask(server, seed: int, stream: bool = False) -> httpx.Response:
-    body = {"messages": [{"role": "user", "content": [image_part(make_picture(seed)), {"type": "text", "text": "hi"}]}],
-            "max_tokens": 3, "stream": stream}
+    body = {
+        "messages": [{"role": "user", "content": [image_part(make_picture(seed)), {"type": "text", "text": "hi"}]}],
+        "max_tokens": 3,
+        "stream": stream,
+    }
     return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
 
 
@@ -46,13 +49,15 @@ def raising(count: list):
     def fail(*args, **kwargs):
         count.append(1)
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+
     return fail
 
 
 @pytest.mark.parametrize("where", ["encode_images", "prefill_chunk"])
 @pytest.mark.parametrize("stream", [False, True])
-def test_out_of_memory_in_encode_or_prefill_is_a_clear_503_then_the_next_request_works(server, fault_engine, monkeypatch,
-                                                                                      where, stream):
+def test_out_of_memory_in_encode_or_prefill_is_a_clear_503_then_the_next_request_works(
+    server, fault_engine, monkeypatch, where, stream
+):
     calls = []
     monkeypatch.setattr(fault_engine.runner, where, raising(calls))
     response = ask(server, 100 + len(where) + stream, stream)  # a new image, so the encoder must run
@@ -104,8 +109,9 @@ def test_dead_gpu_worker_sets_health_503_and_is_restarted(server, fault_engine, 
 
 
 def run_app(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "app.py", "--port", str(free_port()), *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "app.py", "--port", str(free_port()), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_server_with_a_model_that_cannot_load_exits_with_a_clear_message(tmp_path):
@@ -130,8 +136,21 @@ def test_a_port_in_use_is_its_own_exit_status():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = subprocess.run([sys.executable, "app.py", "--port", str(port), "--backend", "openai", "--api-base",
-                              f"http://127.0.0.1:{free_port()}/v1"], capture_output=True, text=True, timeout=240)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "app.py",
+                "--port",
+                str(port),
+                "--backend",
+                "openai",
+                "--api-base",
+                f"http://127.0.0.1:{free_port()}/v1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     assert out.returncode == 4, out.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--port" in out.stderr
 
@@ -142,8 +161,13 @@ def test_sigterm_stops_the_server_and_removes_its_private_files(tmp_path, tiny_m
 
     port = free_port()
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--model", str(tiny_model_dir),
-                               "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port), "--model", str(tiny_model_dir), "--device", "cpu"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_until(lambda: _health(port) == 200, 240, "the server to be ready")
         private = [p for p in tmp_path.iterdir() if p.name.startswith("glm-vision-")]

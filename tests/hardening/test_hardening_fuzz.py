@@ -12,11 +12,13 @@ from dataclasses import replace
 import pydantic
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from glm_vision.api.options import build_sampling
 from glm_vision.api.errors import APIError
 from glm_vision.api.messages import convert_messages
+from glm_vision.api.options import build_sampling
 from glm_vision.api.schemas import ChatCompletionRequest
 from glm_vision.backend import EngineError
 from glm_vision.images import ImageError, load_media
@@ -45,6 +47,7 @@ def test_openapi_fuzz_never_5xx(api_schema):
     assert {op.path for op in operations} >= {"/v1/chat/completions", "/v1/models", "/health"}
     calls = []
     for operation in operations:
+
         @given(operation.as_strategy())
         @hsettings(max_examples=40, **FUZZ)
         def check(case):
@@ -66,8 +69,11 @@ def test_openapi_fuzz_never_5xx(api_schema):
 
 
 # ---------------------------------------------------------------------------------- image decoder
-SEEDS = [c.data for c in corpus(max_upload_bytes=200_000, max_pixels=4_000_000, pdf_max_pages=2)
-         if len(c.data) < 200_000 and c.name not in ("over the pixel limit",)]
+SEEDS = [
+    c.data
+    for c in corpus(max_upload_bytes=200_000, max_pixels=4_000_000, pdf_max_pages=2)
+    if len(c.data) < 200_000 and c.name not in ("over the pixel limit",)
+]
 
 
 def _png() -> bytes:
@@ -90,11 +96,11 @@ def mutated(draw):
         if action == "flip":
             data[at] ^= draw(st.integers(1, 255))
         elif action == "cut":
-            del data[at: at + draw(st.integers(1, 64))]
+            del data[at : at + draw(st.integers(1, 64))]
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         else:
-            data[at:at] = data[at: at + draw(st.integers(1, 64))]
+            data[at:at] = data[at : at + draw(st.integers(1, 64))]
     return bytes(data)
 
 
@@ -135,21 +141,50 @@ urls = st.one_of(
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(allow_nan=True), st.text(max_size=20))
 parts = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=60)}),
-    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"url": urls},
-                          optional={"detail": st.sampled_from(["low", "high", "auto", "weird"])})}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image_url"),
+            "image_url": st.fixed_dictionaries(
+                {"url": urls}, optional={"detail": st.sampled_from(["low", "high", "auto", "weird"])}
+            ),
+        }
+    ),
     st.fixed_dictionaries({"type": st.text(max_size=12)}),
     st.dictionaries(st.text(max_size=8), scalars, max_size=3),
 )
-messages = st.lists(st.fixed_dictionaries(
-    {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot"])},
-    optional={"content": st.one_of(st.none(), st.text(max_size=80), st.lists(parts, max_size=4), scalars),
-              "tool_calls": st.lists(st.dictionaries(st.text(max_size=5), scalars, max_size=2), max_size=1)}),
-    max_size=5)
-bodies = st.fixed_dictionaries({"messages": messages}, optional={
-    name: scalars for name in ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "n", "min_tokens",
-                               "presence_penalty", "logprobs", "seed")} | {"stop": st.one_of(scalars, st.lists(st.text(max_size=5), max_size=6))})
+messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "developer", "user", "assistant", "tool", "function", "robot"])},
+        optional={
+            "content": st.one_of(st.none(), st.text(max_size=80), st.lists(parts, max_size=4), scalars),
+            "tool_calls": st.lists(st.dictionaries(st.text(max_size=5), scalars, max_size=2), max_size=1),
+        },
+    ),
+    max_size=5,
+)
+bodies = st.fixed_dictionaries(
+    {"messages": messages},
+    optional={
+        name: scalars
+        for name in (
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "top_k",
+            "repetition_penalty",
+            "n",
+            "min_tokens",
+            "presence_penalty",
+            "logprobs",
+            "seed",
+        )
+    }
+    | {"stop": st.one_of(scalars, st.lists(st.text(max_size=5), max_size=6))},
+)
 
-PARSER_SETTINGS = Settings(max_upload_mb=0.1, max_images_per_message=3, pdf_max_pages=2, pdf_dpi=36, max_context_tokens=4096)
+PARSER_SETTINGS = Settings(
+    max_upload_mb=0.1, max_images_per_message=3, pdf_max_pages=2, pdf_dpi=36, max_context_tokens=4096
+)
 
 
 @given(bodies)

@@ -29,8 +29,12 @@ def recorded(engine):
 
 @pytest.fixture(scope="module")
 def server(settings, recorded):
-    live = serve(AppState(replace(settings, max_upload_mb=2.0, pdf_max_pages=3, pdf_dpi=36, max_images_per_message=3),
-                          backend=recorded))
+    live = serve(
+        AppState(
+            replace(settings, max_upload_mb=2.0, pdf_max_pages=3, pdf_dpi=36, max_images_per_message=3),
+            backend=recorded,
+        )
+    )
     yield live
     live.__exit__()
 
@@ -65,8 +69,18 @@ def conversation(server):
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_every_file_case_through_the_api(server, recorded, conversation, case):
     before = len(recorded.handles)
-    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": file_url(case.filename, case.data)}},
-                                                      {"type": "text", "text": "Describe it."}]}], "max_tokens": 2}
+    body = {
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": file_url(case.filename, case.data)}},
+                    {"type": "text", "text": "Describe it."},
+                ],
+            }
+        ],
+        "max_tokens": 2,
+    }
     response = post(server, body)
     if case.ok:
         assert response.status_code == 200, response.text
@@ -127,12 +141,36 @@ REQUEST_CASES = [
     ({"messages": user("   ")}, "the user message is empty", "messages.0.content"),
     ({"messages": user([])}, "the user message is empty", "messages.0.content"),
     # bad data URLs and base64
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:,"}}])}, "must be base64-encoded", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64"}}])}, "malformed data: URL", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,===="}}])}, "empty (0 bytes)", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}])}, "empty (0 bytes)", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA*A\u00e9"}}])}, "not valid base64", "messages.0.content.0"),
-    ({"messages": user([{"type": "image_url", "image_url": {"url": "ftp://host/x.png"}}])}, "must be data: URLs", "messages.0.content.0"),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "data:,"}}])},
+        "must be base64-encoded",
+        "messages.0.content.0",
+    ),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64"}}])},
+        "malformed data: URL",
+        "messages.0.content.0",
+    ),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,===="}}])},
+        "empty (0 bytes)",
+        "messages.0.content.0",
+    ),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,"}}])},
+        "empty (0 bytes)",
+        "messages.0.content.0",
+    ),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA*A\u00e9"}}])},
+        "not valid base64",
+        "messages.0.content.0",
+    ),
+    (
+        {"messages": user([{"type": "image_url", "image_url": {"url": "ftp://host/x.png"}}])},
+        "must be data: URLs",
+        "messages.0.content.0",
+    ),
     ({"messages": user([{"type": "image_url", "image_url": {"url": 12}}])}, "url", None),
     # too many images (the limit is 3 here): refused before any is decoded
     ({"messages": user([tiny_png_part()] * 4)}, "at most 3 images", "messages.0.content"),
@@ -148,7 +186,11 @@ REQUEST_CASES = [
     ({"messages": user("hi"), "max_completion_tokens": 0}, "max_tokens must be at least 1", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 4097}, "past the context limit of 4096 tokens", "max_tokens"),
     ({"messages": user("hi"), "max_tokens": 10**30}, "past the context limit", "max_tokens"),
-    ({"messages": user("hi"), "min_tokens": 50, "max_tokens": 2}, "min_tokens must be between 0 and max_tokens", "min_tokens"),
+    (
+        {"messages": user("hi"), "min_tokens": 50, "max_tokens": 2},
+        "min_tokens must be between 0 and max_tokens",
+        "min_tokens",
+    ),
     ({"messages": user("hi"), "stop": [""]}, "stop takes at most 4 non-empty strings", "stop"),
 ]
 
@@ -165,11 +207,15 @@ def test_every_bad_request_is_400(server, recorded, body, phrase, param):
     assert len(recorded.handles) == before  # nothing reached the engine
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b"", b"[]", b"null", b'"x"', b"\xff\xfe\x00", b'{"messages": [' * 2000],
-                         ids=["broken", "empty", "array", "null", "string", "not-utf8", "deep"])
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"", b"[]", b"null", b'"x"', b"\xff\xfe\x00", b'{"messages": [' * 2000],
+    ids=["broken", "empty", "array", "null", "string", "not-utf8", "deep"],
+)
 def test_invalid_json_is_400(server, raw):
-    response = httpx.post(server.url + "/v1/chat/completions", content=raw, headers={"content-type": "application/json"},
-                          timeout=60)
+    response = httpx.post(
+        server.url + "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}, timeout=60
+    )
     assert response.status_code == 400, response.text
     error_of(response)
 
@@ -203,26 +249,42 @@ UNICODE = {
 @pytest.mark.parametrize("name", list(UNICODE))
 def test_unicode_edge_cases_are_answered(server, name):
     for stream in (False, True):
-        response = post(server, {"messages": [{"role": "system", "content": UNICODE[name]}, *user(UNICODE[name])],
-                                 "max_tokens": 2, "stream": stream, "stop": [UNICODE[name][:3]]})
+        response = post(
+            server,
+            {
+                "messages": [{"role": "system", "content": UNICODE[name]}, *user(UNICODE[name])],
+                "max_tokens": 2,
+                "stream": stream,
+                "stop": [UNICODE[name][:3]],
+            },
+        )
         assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("escaped", ["a\\ud800b", "\\udc00", "\\udfff\\ud800", "x\\ud83d"], ids=["high", "low", "reversed", "cut pair"])
+@pytest.mark.parametrize(
+    "escaped", ["a\\ud800b", "\\udc00", "\\udfff\\ud800", "x\\ud83d"], ids=["high", "low", "reversed", "cut pair"]
+)
 def test_lone_surrogates_escaped_in_json_are_served(server, escaped):
     """Legal JSON, not legal Unicode: replaced by U+FFFD instead of failing (they used to be a 500)."""
     for stream in (False, True):
-        raw = ('{"messages": [{"role": "system", "content": "%s"}, {"role": "user", "content": [{"type": "text", "text": "%s"}]}],'
-               ' "max_tokens": 2, "stream": %s, "stop": ["%s"]}' % (escaped, escaped, json.dumps(stream), escaped))
-        response = httpx.post(server.url + "/v1/chat/completions", content=raw.encode(),
-                              headers={"content-type": "application/json"}, timeout=60)
+        raw = (
+            '{"messages": [{"role": "system", "content": "%s"}, {"role": "user", "content": [{"type": "text", "text": "%s"}]}],'  # noqa: UP031 - raw JSON text: the escapes must reach the server as written
+            ' "max_tokens": 2, "stream": %s, "stop": ["%s"]}' % (escaped, escaped, json.dumps(stream), escaped)
+        )
+        response = httpx.post(
+            server.url + "/v1/chat/completions",
+            content=raw.encode(),
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
         assert response.status_code == 200, response.text
 
 
 def test_valid_surrogate_pair_is_joined_not_replaced(server, recorded):
     raw = b'{"messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}], "max_tokens": 1}'
-    response = httpx.post(server.url + "/v1/chat/completions", content=raw, headers={"content-type": "application/json"},
-                          timeout=60)
+    response = httpx.post(
+        server.url + "/v1/chat/completions", content=raw, headers={"content-type": "application/json"}, timeout=60
+    )
     assert response.status_code == 200
     assert recorded.handles[-1].request.messages[-1].text == "smile 😀"
 

@@ -34,8 +34,22 @@ def test_default_bind_is_loopback():
 
 def run_app(*args: str) -> subprocess.CompletedProcess:
     # A model path that does not exist: the server binds, prints its warnings, then exits (code 3).
-    return subprocess.run([sys.executable, "app.py", "--port", str(free_port()), "--model", "/nonexistent/model",
-                           "--device", "cpu", *args], capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(free_port()),
+            "--model",
+            "/nonexistent/model",
+            "--device",
+            "cpu",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 def test_public_bind_without_key_warns_and_with_key_does_not():
@@ -58,8 +72,12 @@ def keyed(settings, engine):
 
 def test_api_key_guards_the_api_and_every_ui_route(keyed, tmp_path):
     url = keyed.url
-    assert httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]},
-                      timeout=30).status_code == 401
+    assert (
+        httpx.post(
+            url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=30
+        ).status_code
+        == 401
+    )
     assert httpx.get(url + "/v1/models", timeout=30, headers={"Authorization": "Bearer the-key"}).status_code == 200
     # The UI's own HTTP routes (what a script could call instead of the page) need the login too.
     upload = httpx.post(url + "/gradio_api/upload", files={"files": ("a.png", b"\x89PNG", "image/png")}, timeout=30)
@@ -81,7 +99,7 @@ def counting_host():
     hits = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):  # http.server calls it by this name
             hits.append(self.path)
             self.send_response(200)
             self.end_headers()
@@ -104,8 +122,14 @@ def open_server(settings, engine):
 
 def test_no_server_side_fetch_unless_enabled(open_server, counting_host):
     local, hits = counting_host
-    for url in (local + "/img.png", "http://169.254.169.254/latest/meta-data/", "http://localhost/x.png",
-                "https://example.com/cat.png", "file:///etc/passwd", "gopher://127.0.0.1/"):
+    for url in (
+        local + "/img.png",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost/x.png",
+        "https://example.com/cat.png",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1/",
+    ):
         body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
         response = httpx.post(open_server.url + "/v1/chat/completions", json=body, timeout=30)
         assert response.status_code == 400, (url, response.text)
@@ -114,9 +138,13 @@ def test_no_server_side_fetch_unless_enabled(open_server, counting_host):
 
 def test_enabled_remote_images_still_only_fetch_allowlisted_hosts(settings, engine, counting_host):
     local, hits = counting_host
-    live = serve(AppState(replace(settings, allow_remote_images=True, remote_image_hosts="images.example.org"), backend=engine))
+    live = serve(
+        AppState(replace(settings, allow_remote_images=True, remote_image_hosts="images.example.org"), backend=engine)
+    )
     try:
-        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": local + "/x.png"}}]}]}
+        body = {
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": local + "/x.png"}}]}]
+        }
         response = httpx.post(live.url + "/v1/chat/completions", json=body, timeout=30)
         assert response.status_code == 400 and response.json()["error"]["code"] == "remote_host_not_allowed"
     finally:
@@ -129,8 +157,11 @@ def test_uploads_live_in_a_private_0700_dir(open_server):
     root = private_root()
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
     assert Path(os.environ["GRADIO_TEMP_DIR"]).resolve().is_relative_to(root)
-    response = httpx.post(open_server.url + "/gradio_api/upload",
-                          files={"files": ("../../../../tmp/escape.png", b"\x89PNG\r\n", "image/png")}, timeout=30)
+    response = httpx.post(
+        open_server.url + "/gradio_api/upload",
+        files={"files": ("../../../../tmp/escape.png", b"\x89PNG\r\n", "image/png")},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     stored = Path(response.json()[0]).resolve()
     assert stored.is_relative_to(root / "gradio"), stored  # the name did not become a path
@@ -141,18 +172,27 @@ def test_uploads_live_in_a_private_0700_dir(open_server):
 def test_upload_over_the_size_limit_is_refused(settings, engine):
     live = serve(AppState(replace(settings, max_upload_mb=0.01), backend=engine))
     try:
-        response = httpx.post(live.url + "/gradio_api/upload",
-                              files={"files": ("big.png", b"\0" * 20_000, "image/png")}, timeout=30)
+        response = httpx.post(
+            live.url + "/gradio_api/upload", files={"files": ("big.png", b"\0" * 20_000, "image/png")}, timeout=30
+        )
         assert response.status_code == 413, response.text
     finally:
         live.__exit__()
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("../../etc/passwd", "passwd"), ("..\\..\\windows\\win.ini", "win.ini"), ("/abs/path/shot.png", "shot.png"),
-    ("<script>alert(1)</script>.png", "script-.png"), ("...", "file"), ("", "file"),
-    ("con\0nul.png", "con-nul.png"), ("a" * 300 + ".png", "a" * 80),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("/abs/path/shot.png", "shot.png"),
+        ("<script>alert(1)</script>.png", "script-.png"),
+        ("...", "file"),
+        ("", "file"),
+        ("con\0nul.png", "con-nul.png"),
+        ("a" * 300 + ".png", "a" * 80),
+    ],
+)
 def test_names_never_become_paths(name, expected):
     cleaned = safe_name(name)
     assert cleaned == expected
@@ -204,14 +244,20 @@ def test_one_api_key_never_reaches_anothers_cache(open_server, engine):
     conversation = [{"role": "user", "content": [image_part(picture), {"type": "text", "text": "what?"}]}]
 
     def ask(key: str, messages):
-        response = httpx.post(open_server.url + "/v1/chat/completions", json={"messages": messages, "max_tokens": 2,
-                              "temperature": 0}, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        response = httpx.post(
+            open_server.url + "/v1/chat/completions",
+            json={"messages": messages, "max_tokens": 2, "temperature": 0},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
         assert response.status_code == 200, response.text
         return response.json()
 
     first = ask("alice", conversation)
-    follow = conversation + [{"role": "assistant", "content": first["choices"][0]["message"]["content"] or "x"},
-                             {"role": "user", "content": "and?"}]
+    follow = conversation + [
+        {"role": "assistant", "content": first["choices"][0]["message"]["content"] or "x"},
+        {"role": "user", "content": "and?"},
+    ]
     assert ask("alice", follow)["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
     bob = ask("bob", follow)  # the same conversation under another key: no KV, no image features of alice's
     assert bob["usage"]["prompt_tokens_details"]["cached_tokens"] == 0

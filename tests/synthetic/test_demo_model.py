@@ -10,22 +10,28 @@ import threading
 import openai
 import pytest
 
+from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message, split_output
-from glm_vision.synthetic.scenes import COLORS, Scene, Shape, render
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR, resolve_model
-from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.images import load_image
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
+from glm_vision.synthetic.scenes import COLORS, Scene, Shape, render
 from tests.api_helpers import image_part, serve
 
 SIZE = (448, 336)  # A and B share a size, so their feature-cache entries are interchangeable
 
 
 def picture(color: str, kind: str):
-    return render(Scene(width=SIZE[0], height=SIZE[1], background=(255, 255, 255),
-                        shapes=(Shape(kind=kind, color=color, slot="center", scale=0.2),)))
+    return render(
+        Scene(
+            width=SIZE[0],
+            height=SIZE[1],
+            background=(255, 255, 255),
+            shapes=(Shape(kind=kind, color=color, slot="center", scale=0.2),),
+        )
+    )
 
 
 A = ("red", "circle")
@@ -65,7 +71,9 @@ def question(want: tuple[str, str]) -> str:
 
 def ask(engine, history: list[Message], image, session: str, thinking: bool = False, want=None) -> str:
     history.append(Message("user", question(want), [image]))
-    result = engine.generate(GenerationRequest(list(history), SamplingParams.greedy(32), session_id=session, enable_thinking=thinking))
+    result = engine.generate(
+        GenerationRequest(list(history), SamplingParams.greedy(32), session_id=session, enable_thinking=thinking)
+    )
     answer = split_output(result.text).raw_answer
     history.append(Message("assistant", answer))
     return answer
@@ -152,12 +160,21 @@ def test_a_then_b_then_a_through_the_api(demo_engine, demo_settings):
     try:
         pictures = {A: picture(*A), B: picture(*B)}
         with openai.OpenAI(base_url=live.url + "/v1", api_key="k", max_retries=0, timeout=120) as client:
+
             def converse(plan):
                 messages, answers = [], []
                 for want in plan:
-                    messages.append({"role": "user", "content": [image_part(pictures[want]), {"type": "text", "text": question(want)}]})
+                    messages.append(
+                        {
+                            "role": "user",
+                            "content": [image_part(pictures[want]), {"type": "text", "text": question(want)}],
+                        }
+                    )
                     reply = client.chat.completions.create(
-                        model="glm-vision-demo", messages=messages, max_tokens=32, temperature=0,
+                        model="glm-vision-demo",
+                        messages=messages,
+                        max_tokens=32,
+                        temperature=0,
                         extra_body={"top_k": 0, "repetition_penalty": 1.0, "enable_thinking": False},
                     )
                     answer = reply.choices[0].message.content
@@ -166,8 +183,10 @@ def test_a_then_b_then_a_through_the_api(demo_engine, demo_settings):
                 return answers
 
             results: dict[str, list] = {}
-            threads = [threading.Thread(target=lambda n=n, p=p: results.__setitem__(n, converse(p)))
-                       for n, p in {"one": (A, B, A), "two": (B, A, B)}.items()]
+            threads = [
+                threading.Thread(target=lambda n=n, p=p: results.__setitem__(n, converse(p)))
+                for n, p in {"one": (A, B, A), "two": (B, A, B)}.items()
+            ]
             for t in threads:
                 t.start()
             for t in threads:

@@ -13,14 +13,50 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["--device", "cpu", "--batch", "4", "--workers", "0", "--render-procs", "1", "--bank", "12", "--bank-steps", "3",
-         "--layers", "1", "--hidden", "64", "--heads", "2", "--intermediate", "128", "--vision-hidden", "48",
-         "--vision-depth", "1", "--vision-heads", "1", "--image-tokens", "16", "--vocab", "600", "--log-every", "1"]
+SMALL = [
+    "--device",
+    "cpu",
+    "--batch",
+    "4",
+    "--workers",
+    "0",
+    "--render-procs",
+    "1",
+    "--bank",
+    "12",
+    "--bank-steps",
+    "3",
+    "--layers",
+    "1",
+    "--hidden",
+    "64",
+    "--heads",
+    "2",
+    "--intermediate",
+    "128",
+    "--vision-hidden",
+    "48",
+    "--vision-depth",
+    "1",
+    "--vision-heads",
+    "1",
+    "--image-tokens",
+    "16",
+    "--vocab",
+    "600",
+    "--log-every",
+    "1",
+]
 
 
 def train(out: Path, *extra: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "tools.train_demo_model", "--out", str(out), *SMALL, *extra],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.train_demo_model", "--out", str(out), *SMALL, *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -28,7 +64,10 @@ def train(out: Path, *extra: str) -> str:
 def test_split_run_with_bank_changes_resumes_and_writes_a_loadable_checkpoint(tmp_path):
     state = tmp_path / "state.pt"
     first = train(tmp_path / "a", "--steps", "4", "--state", str(state), "--check-positions")
-    assert "padded vision attention vs per-picture" in first and "positions agree with get_rope_index on target tokens: True" in first
+    assert (
+        "padded vision attention vs per-picture" in first
+        and "positions agree with get_rope_index on target tokens: True" in first
+    )
     assert "image bank 0:" in first and "image bank 1:" in first  # steps 3.. come from a second bank
     assert torch.load(state, weights_only=False)["step"] == 4
 
@@ -47,9 +86,9 @@ def test_split_run_with_bank_changes_resumes_and_writes_a_loadable_checkpoint(tm
 
 
 def test_banks_hold_different_scenes():
-    from tools import demo_bank
-    from glm_vision.synthetic.tiny import build_processor, train_tokenizer
     from glm_vision.synthetic import scenes as demo_data
+    from glm_vision.synthetic.tiny import build_processor, train_tokenizer
+    from tools import demo_bank
 
     processor = build_processor(train_tokenizer(600, demo_data.corpus_text()))
     renderer = demo_bank.BankRenderer(processor.image_processor, 4, seed=0, procs=1)
@@ -59,21 +98,35 @@ def test_banks_hold_different_scenes():
 
 
 def test_token_labels_mark_the_objects_under_each_image_token():
-    from tools import demo_bank
     from glm_vision.synthetic import scenes as demo_data
+    from tools import demo_bank
 
-    scene = demo_data.Scene(width=280, height=280, background=(255, 255, 255),
-                            shapes=(demo_data.Shape("star", "blue", "center", scale=0.13),
-                                    demo_data.Shape("circle", "red", "left", scale=0.13)))
+    scene = demo_data.Scene(
+        width=280,
+        height=280,
+        background=(255, 255, 255),
+        shapes=(
+            demo_data.Shape("star", "blue", "center", scale=0.13),
+            demo_data.Shape("circle", "red", "left", scale=0.13),
+        ),
+    )
     labels = demo_bank.token_labels(scene, (20, 20)).reshape(10, 10, 2)
-    star, circle = 1 + [k for k, _ in demo_data.SHAPES].index("star"), 1 + [k for k, _ in demo_data.SHAPES].index("circle")
+    star, circle = (
+        1 + [k for k, _ in demo_data.SHAPES].index("star"),
+        1 + [k for k, _ in demo_data.SHAPES].index("circle"),
+    )
     blue, red = 1 + [c[0] for c in demo_data.COLORS].index("blue"), 1 + [c[0] for c in demo_data.COLORS].index("red")
     assert tuple(labels[5, 5]) == (star, blue)  # the token under the picture's centre
     assert tuple(labels[5, 1]) == (circle, red)  # left slot: 18 % of the width
     assert tuple(labels[0, 0]) == (0, 0) and tuple(labels[9, 9]) == (0, 0)
     assert {tuple(v) for v in labels.reshape(-1, 2)} == {(0, 0), (star, blue), (circle, red)}
-    worded = demo_data.Scene(width=280, height=280, background=(255, 255, 255), shapes=(),
-                             word=demo_data.Word("HELLO", "center", "DejaVuSansMono-Bold.ttf", 0.15, (0, 0, 0)))
+    worded = demo_data.Scene(
+        width=280,
+        height=280,
+        background=(255, 255, 255),
+        shapes=(),
+        word=demo_data.Word("HELLO", "center", "DejaVuSansMono-Bold.ttf", 0.15, (0, 0, 0)),
+    )
     assert (demo_bank.token_labels(worded, (20, 20))[:, 0] == demo_bank.SHAPE_CLASSES - 1).any()
 
 
@@ -83,7 +136,10 @@ def test_fine_tune_with_the_auxiliary_loss_from_a_checkpoint(tmp_path):
     assert "trained steps 0-3" in log
     from safetensors.torch import load_file
 
-    base, tuned = load_file(tmp_path / "base" / "model.safetensors"), load_file(tmp_path / "tuned" / "model.safetensors")
+    base, tuned = (
+        load_file(tmp_path / "base" / "model.safetensors"),
+        load_file(tmp_path / "tuned" / "model.safetensors"),
+    )
     assert base.keys() == tuned.keys()  # the auxiliary head is not part of the checkpoint
     assert any(not torch.equal(base[k], tuned[k]) for k in base)  # and the model did train
     assert json.loads((tmp_path / "tuned" / "training_args.json").read_text())["aux_weight"] == 0.5

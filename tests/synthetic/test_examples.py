@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from glm_vision.synthetic import scenes as demo_data
 from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.settings import Settings
+from glm_vision.synthetic import scenes as demo_data
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 spec = importlib.util.spec_from_file_location("make_examples", EXAMPLES / "make_examples.py")
