@@ -17,7 +17,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from glm_vision.server import AppState  # noqa: E402
 from glm_vision.settings import Settings  # noqa: E402
-from tests.ui_support import CHROMIUM, CHROMIUM_ARGS, ScriptedBackend, UiServer, ask, open_page, wait_turns  # noqa: E402
+from tests.doubles import ScriptedBackend  # noqa: E402
+from tests.ui.ui_support import CHROMIUM, CHROMIUM_ARGS, UiServer, ask, open_page, wait_turns  # noqa: E402
 
 ANSWER = ["<think>There is a red circle on the left half and a blue square on the right half.</think>",
           "The circle is <|begin_of_box|>red<|end_of_box|> and sits on the **left** side; ",

@@ -15,8 +15,8 @@ from glm_vision.images import load_image
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
 
-from .conftest import make_picture
-from .doubles import ScriptedBackend
+from tests.conftest import make_picture
+from tests.doubles import ScriptedBackend
 from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, SlowEmit, UiServer, ask, bot_texts,
                          open_page, saved_chat, user_texts, wait_chat_text, wait_idle, wait_turns)
 

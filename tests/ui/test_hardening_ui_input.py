@@ -11,7 +11,7 @@ import pytest
 
 from glm_vision.server import AppState
 from tests.hardening_corpus import corpus
-from tests.ui_driver import FakeRequest, handlers, send
+from tests.ui.ui_driver import FakeRequest, handlers, send
 
 CASES = corpus(max_upload_bytes=2_000_000, max_pixels=64_000_000, pdf_max_pages=3)
 

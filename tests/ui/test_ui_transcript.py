@@ -9,11 +9,13 @@ import pytest
 
 from glm_vision.images import ImageError, load_image
 from glm_vision.settings import Settings
-from glm_vision.transcript import ChatImage, Transcript, Turn, from_json, render_boxes, safe_name, to_json, to_markdown
-from glm_vision.ui import _clean_prefs, default_controls, load_examples
-from glm_vision.ui_render import chat_messages, estimate_image_tokens
-
-from .conftest import make_picture
+from glm_vision.ui.transcript import ChatImage, Transcript, Turn, from_json, render_boxes, safe_name, to_json, to_markdown
+from glm_vision.ui.controls import default_controls
+from glm_vision.ui.cost import estimate_image_tokens
+from glm_vision.ui.examples import load_examples
+from glm_vision.ui.prefs import saved_controls
+from glm_vision.ui.render import chat_messages
+from tests.conftest import make_picture
 
 
 def sample() -> Transcript:
@@ -101,11 +103,11 @@ def test_saved_settings_are_range_checked():
     settings = Settings()
     defaults = default_controls(settings)
     assert (defaults.temperature, defaults.top_p, defaults.top_k, defaults.repetition_penalty) == (0.8, 0.6, 2, 1.1)
-    good = _clean_prefs(json.dumps({"temperature": 0.3, "top_k": 5, "system_prompt": "hi", "thinking": False}), defaults, settings)
+    good = saved_controls(json.dumps({"temperature": 0.3, "top_k": 5, "system_prompt": "hi", "thinking": False}), defaults, settings)
     assert (good.temperature, good.top_k, good.system_prompt, good.thinking) == (0.3, 5, "hi", False)
-    bad = _clean_prefs(json.dumps({"temperature": 9, "top_k": "x", "image_tokens": 10**9, "thinking": "yes"}), defaults, settings)
+    bad = saved_controls(json.dumps({"temperature": 9, "top_k": "x", "image_tokens": 10**9, "thinking": "yes"}), defaults, settings)
     assert (bad.temperature, bad.top_k, bad.image_tokens, bad.thinking) == (0.8, 2, settings.max_image_tokens, True)
-    assert _clean_prefs("{broken", defaults, settings) == defaults
+    assert saved_controls("{broken", defaults, settings) == defaults
 
 
 def test_example_gallery_files_exist_and_have_both_languages():

@@ -1,18 +1,15 @@
-"""What the web UI shows: a transcript as Chatbot messages (with the map back to turns), the status
-panel and the image-token cost line. Pure functions of their inputs, no Gradio state."""
+"""What the web UI shows: a transcript as Chatbot messages (with the map back to turns), the chat's
+images as files Gradio can serve, and the status panel. Pure functions of their inputs, no Gradio state."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from .settings import PIXELS_PER_IMAGE_TOKEN
 from .tempfiles import keyed_name, private_dir
 from .transcript import Transcript, render_boxes
-from .ui_text import say
+from .text import say
 
 IMAGE_DIR = private_dir("images")  # in the process's private temp dir (mode 0700)
-FACTOR = 28  # one LLM token per 28x28 pixel block
 
 
 @dataclass(frozen=True)
@@ -72,31 +69,6 @@ def _assistant(messages, slots, index, reasoning, answer, lang, *, stopped=False
             text += "\n\n_⏹_"
         messages.append({"role": "assistant", "content": text})
         slots.append(Slot(index, "answer"))
-
-
-def estimate_image_tokens(width: int, height: int, budget: int) -> int:
-    """Tokens for one image under a per-image budget: both sides rounded to 28 px, area capped."""
-    h = max(FACTOR, round(height / FACTOR) * FACTOR)
-    w = max(FACTOR, round(width / FACTOR) * FACTOR)
-    cap = budget * PIXELS_PER_IMAGE_TOKEN
-    if h * w > cap:
-        beta = math.sqrt(height * width / cap)
-        h = max(FACTOR, math.floor(height / beta / FACTOR) * FACTOR)
-        w = max(FACTOR, math.floor(width / beta / FACTOR) * FACTOR)
-    return (h // FACTOR) * (w // FACTOR)
-
-
-def cost_line(lang: str, budget: int, sizes: list[tuple[int, int]], model_cap: int | None = None) -> str:
-    """What the attached images will cost under the budget; never more than the model itself allows
-    (the bundled demo model takes at most 100 tokens an image whatever the slider says)."""
-    if model_cap is not None:
-        budget = min(budget, model_cap)
-    fullhd = estimate_image_tokens(1920, 1080, budget)
-    if not sizes:
-        return say(lang, "cost_none", budget=budget, fullhd=fullhd)
-    tokens = sum(estimate_image_tokens(w, h, budget) for w, h in sizes)
-    return say(lang, "cost", detail=say(lang, "cost_files", count=len(sizes), tokens=tokens)) + \
-        " · " + say(lang, "cost_none", budget=budget, fullhd=fullhd).split(":", 1)[-1].strip()
 
 
 def status_markdown(state, lang: str, usage: dict | None = None, activity: str = "") -> str:

@@ -15,8 +15,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .conversation import BOX_CLOSE, BOX_OPEN, Message
-from .images import ImageError, InputImage, load_media
+from ..conversation import BOX_CLOSE, BOX_OPEN, Message
+from ..images import ImageError, InputImage, load_media
 
 FORMAT = "glm-vision-chat"
 VERSION = 1
