@@ -51,7 +51,8 @@ def _chat_column(w: Widgets, t) -> tuple:
     w.chatbot = gr.Chatbot(
         label=t("chat_label"), elem_id="glmv-chat", editable="user", latex_delimiters=LATEX,
         buttons=["copy", "copy_all"], sanitize_html=True, allow_tags=False, height="62vh",
-        feedback_options=None, placeholder=None, group_consecutive_messages=True)
+        feedback_options=None, placeholder=None,
+        group_consecutive_messages=False)  # grouped, Edit under a picture and its question fails in the browser
     w.textbox = gr.MultimodalTextbox(
         elem_id="glmv-input", file_types=["image", ".pdf"], file_count="multiple", sources=["upload"],
         placeholder=t("input_placeholder"), show_label=False, submit_btn=True, stop_btn=False, autofocus=True)

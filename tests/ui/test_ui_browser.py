@@ -1,5 +1,6 @@
 """The web UI in a real browser: Playwright driving Debian's Chromium against the UI served on a free
-loopback port with the tiny checkpoint (its answers are gibberish: these tests check the mechanics)."""
+loopback port with the tiny checkpoint (its answers are gibberish: these tests check the mechanics).
+The engine, server and browser fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -7,68 +8,15 @@ import base64
 import io
 import json
 
-import playwright.sync_api as playwright_api
-import pytest
 from PIL import Image
 
 from glm_vision.images import load_image
 from glm_vision.server import AppState
-from glm_vision.settings import Settings
-
 from tests.conftest import make_picture
 from tests.doubles import ScriptedBackend
-from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, SlowEmit, UiServer, ask, bot_texts,
-                         open_page, saved_chat, user_texts, wait_chat_text, wait_idle, wait_turns)
 
-
-
-@pytest.fixture(scope="module")
-def ui_engine(tiny_model_dir):
-    from glm_vision.engine import Engine
-
-    settings = Settings(model=str(tiny_model_dir), device="cpu", max_context_tokens=2048, max_new_tokens=12,
-                        max_images_per_message=3, max_upload_mb=1.0, pdf_max_pages=3, pdf_dpi=36)
-    engine = Engine.load(settings)
-    engine.warmup()
-    slow = SlowEmit(engine)
-    yield engine, settings, slow
-    engine.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(ui_engine):
-    engine, settings, _ = ui_engine
-    state = AppState(settings, backend=engine)
-    with UiServer(state) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def context(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context, server):
-    return open_page(context, server.url)
-
-
-@pytest.fixture
-def picture_file(tmp_path):
-    path = tmp_path / "shapes.png"
-    make_picture(7).save(path)
-    return path
-
+from .ui_support import (WAIT_MS, UiServer, ask, bot_texts, open_page, saved_chat, user_texts, wait_chat_text,
+                         wait_idle, wait_turns)
 
 def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
     _, _, slow = ui_engine
