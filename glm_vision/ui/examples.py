@@ -25,6 +25,11 @@ def gallery_items(examples: list[dict], lang: str) -> list[tuple[str, str]]:
     return [(item["image"], question(item, lang)) for item in examples]
 
 
+def gallery_files(gallery) -> list[str]:
+    """The example pictures' copies in Gradio's cache, which the gallery serves to every tab."""
+    return [item["image"]["path"] for item in gallery.value or []]
+
+
 def as_message(item: dict, lang: str) -> dict:
     """What clicking the example puts in the input box."""
     return {"text": question(item, lang), "files": [item["image"]]}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .controls import default_controls, ranges
-from .examples import gallery_items, load_examples
+from .examples import gallery_files, gallery_items, load_examples
 from .prefs import LOAD_JS, SAVE_CHAT_JS, SAVE_PREFS_JS
 from .tabs import Tabs
 from .text import i18n
@@ -24,7 +24,6 @@ def build_ui(state) -> gr.Blocks:
     t = i18n()
     examples = load_examples()
     w = Widgets()
-    tabs = Tabs(state, w, examples)
     with gr.Blocks(title="glm-vision", fill_height=True) as demo:
         w.store = gr.Textbox(visible="hidden", elem_id="glmv-store")
         prefs_in = gr.Textbox(visible="hidden", elem_id="glmv-prefs-in")
@@ -36,6 +35,7 @@ def build_ui(state) -> gr.Blocks:
                 gallery = gr.Gallery(gallery_items(examples, "en"), label=t("examples"), columns=3, allow_preview=False,
                                      height="auto", elem_id="glmv-examples", visible=bool(examples))
         w.timer = gr.Timer(1.0, active=True)
+        tabs = Tabs(state, w, examples, keep=gallery_files(gallery))
         _wire_chat(w, tabs, new_btn, import_btn)
         _wire_page(demo, w, tabs, prefs_in)
         reset.click(tabs.reset_controls, None, list(w.panel.values()), queue=False)
@@ -112,4 +112,4 @@ def _wire_page(demo: gr.Blocks, w: Widgets, tabs: Tabs, prefs_in) -> None:
     cost_inputs = [w.textbox, w.panel["image_tokens"]]
     w.timer.tick(tabs.tick, cost_inputs, [w.status, w.timer, w.cost], show_progress="hidden", queue=False)
     for source in cost_inputs:
-        source.change(tabs.cost, cost_inputs, w.cost, queue=False, show_progress="hidden", trigger_mode="always_last")
+        source.change(tabs.input_changed, cost_inputs, w.cost, queue=False, show_progress="hidden", trigger_mode="always_last")

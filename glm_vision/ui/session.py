@@ -57,7 +57,7 @@ class ChatSession:
     def send(self, message: dict | None, controls: Controls):
         message = message or {}
         text = (message.get("text") or "").strip()
-        paths = [f if isinstance(f, str) else f.get("path") for f in message.get("files") or []]
+        paths = _paths(message)
         for path in paths:
             self.files.add(self.tab, path)  # removed with the tab (only files in our private dir)
         if not text and not paths:
@@ -145,6 +145,13 @@ class ChatSession:
                self.w.timer: gr.Timer(active=self.state.backend is None)}
         out.update({component: getattr(prefs, name) for name, component in self.w.panel.items()})
         return out | (self.save() if transcript.turns else {})
+
+    def input_changed(self, message, image_tokens) -> str:
+        """Files in the input box are the tab's from the moment they are attached (so another tab's close
+        never deletes an identical upload); the cost line follows the files and the budget."""
+        for path in _paths(message):
+            self.files.add(self.tab, path)
+        return self.cost(message, image_tokens)
 
     def cost(self, message, image_tokens) -> str:
         return cost_line(self.lang, int(image_tokens), image_sizes(message, self.state.settings), self.model_cap)
@@ -281,3 +288,8 @@ class ChatSession:
         if len(images) > limit:
             raise ImageError(say(self.lang, "err_too_many", limit=limit, count=len(images)))
         return images
+
+
+def _paths(message: dict | None) -> list[str]:
+    """The paths of the files in an input box's value."""
+    return [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files") or []]

@@ -20,11 +20,11 @@ from .widgets import Widgets
 
 
 class Tabs:
-    def __init__(self, state, widgets: Widgets, examples: list[dict] | None = None) -> None:
+    def __init__(self, state, widgets: Widgets, examples: list[dict] | None = None, keep: list[str] = ()) -> None:
         self.state = state
         self.w = widgets
         self.examples = examples or []
-        self.files = SessionFiles()
+        self.files = SessionFiles(keep)  # `keep`: the app's own files (the examples), never a tab's to delete
         self._sessions: dict[str, ChatSession] = {}
         self._lock = threading.Lock()
 
@@ -48,8 +48,10 @@ class Tabs:
         with self._lock:
             session = self._sessions.pop(request.session_hash, None)
         if session is not None:
-            session.close()
+            session.stop()
         self.files.purge(request.session_hash)
+        if session is not None:
+            session.close()  # last: a freed engine session tells that the tab is cleaned up (tests wait on it)
 
     # ------------------------------------------------------------------ the wired handlers
     def send(self, values: dict, request: gr.Request):
@@ -76,8 +78,8 @@ class Tabs:
     def restore(self, saved_chat: str, saved_prefs: str, request: gr.Request) -> dict:
         return self.of(request).restore(saved_chat, saved_prefs)
 
-    def cost(self, message, image_tokens, request: gr.Request) -> str:
-        return self.of(request).cost(message, image_tokens)
+    def input_changed(self, message, image_tokens, request: gr.Request) -> str:
+        return self.of(request).input_changed(message, image_tokens)
 
     def tick(self, message, image_tokens, request: gr.Request) -> tuple:
         return self.of(request).tick(message, image_tokens)

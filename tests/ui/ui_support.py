@@ -93,3 +93,21 @@ def ask(page, text: str, files: list | None = None) -> None:
         page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
     page.fill("#glmv-input textarea", text)
     page.keyboard.press("Enter")
+
+
+def ui_sessions(engine) -> set[str]:
+    """The engine sessions the UI's tabs hold now."""
+    return {s for s in engine.sessions._sessions if s.startswith("ui-")}
+
+
+def wait_tabs_closed(engine, sessions: set[str]) -> None:
+    """Until the server has handled these tabs' close (their engine sessions are freed last)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while sessions & ui_sessions(engine) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sessions & ui_sessions(engine), "the closed tab was not cleaned up"
+
+
+def thumbnail_status(page) -> int:
+    """The HTTP status of the first example thumbnail, fetched again now."""
+    return page.evaluate("async () => (await fetch(document.querySelector('#glmv-examples img').src)).status")
