@@ -91,7 +91,9 @@ def _wire_chat(w: Widgets, tabs: Tabs, new_btn, import_btn) -> None:
     """Send, stop, retry, edit, undo, new chat and import: each updates the chat outputs."""
     controls = set(w.panel.values())
     streaming = dict(outputs=w.chat, concurrency_limit=None, show_progress="hidden")
-    w.textbox.submit(tabs.send, {w.textbox, *controls}, **streaming)
+    # "multiple": a question sent right after New chat is taken even while the old answer's event ends
+    # (the session itself refuses a second answer at a time)
+    w.textbox.submit(tabs.send, {w.textbox, *controls}, trigger_mode="multiple", **streaming)
     w.textbox.stop(tabs.stop, None, None, queue=False)
     w.chatbot.retry(tabs.retry, controls, **streaming)
     w.chatbot.edit(tabs.edit, controls, **streaming)

@@ -9,6 +9,7 @@ error line, and a failed message's text and files back in the input box.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +44,8 @@ class ChatSession:
         self.transcript = Transcript()
         self.usage: dict = {}
         self.run: RequestHandle | None = None
+        self.epoch = 0  # counts the chats New chat and Import started; an answer for an older one is dropped
+        self._lock = threading.Lock()
 
     @property
     def engine_session(self) -> str:
@@ -60,8 +63,8 @@ class ChatSession:
         paths = _paths(message)
         for path in paths:
             self.files.add(self.tab, path)  # removed with the tab (only files in our private dir)
-        if not text and not paths:
-            yield {self.w.error: say(self.lang, "error_prefix") + say(self.lang, "err_empty")}
+        if self.run is not None or not (text or paths):  # Enter while an answer is written, or nothing to send
+            yield self._error("err_busy" if self.run is not None else "err_empty")
             return
         try:
             images = self._load_files(paths)
@@ -110,9 +113,8 @@ class ChatSession:
             self.run.cancel()
 
     def new_chat(self) -> dict:
-        self.close()
-        self.transcript, self.usage = Transcript(), {}
-        return {self.w.chatbot: [], self.w.error: "", self.w.status: status_markdown(self.state, self.lang)} | self.save()
+        self._replace(Transcript())
+        return self._view()
 
     def import_chat(self, file) -> dict:
         """A chat from an exported JSON file replaces this one (every image checked like an upload)."""
@@ -123,11 +125,8 @@ class ChatSession:
                                       max_images_per_message=settings.max_images_per_message)
         except (ImageError, OSError) as exc:
             return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, "err_import", error=exc)}
-        self.close()  # the engine's cached prefix belongs to the old chat
-        self._show(transcript)
-        return {self.w.chatbot: chat_messages(transcript, self.lang)[0],
-                self.w.error: say(self.lang, "imported", count=len(transcript.turns)),
-                self.w.status: status_markdown(self.state, self.lang, self.usage)} | self.save()
+        self._replace(transcript)
+        return self._view() | {self.w.error: say(self.lang, "imported", count=len(transcript.turns))}
 
     def restore(self, saved_chat: str, saved_prefs: str) -> dict:
         """The page (re)loaded: the chat and the settings the browser kept."""
@@ -187,12 +186,12 @@ class ChatSession:
     # ------------------------------------------------------------------ streaming core
     def _generate(self, work: Transcript, controls: Controls, restore_input=None):
         """Stream an answer to `work` (which ends with a user turn); on failure go back to the chat as it was."""
-        base = self.transcript
+        base, epoch = self.transcript, self.epoch
         if self.state.backend is None:
             yield self._fail(base, say(self.lang, "err_not_ready"), restore_input)
             return
         if self.run is not None:
-            yield {self.w.error: say(self.lang, "error_prefix") + say(self.lang, "err_busy")}
+            yield self._error("err_busy")
             return
         try:
             handle = self.state.backend.submit(self._request(work, controls))
@@ -200,20 +199,28 @@ class ChatSession:
             yield self._fail(base, exc.message, restore_input)
             return
         self.run, self.transcript = handle, work
-        finished = False
+        try:
+            for update in self._answer(handle, work, base, epoch, restore_input):
+                if self.epoch != epoch:  # New chat or Import replaced the chat: this answer is not shown
+                    yield self._view()  # (Gradio shows an event's last update again when it ends)
+                    return
+                yield update
+        finally:
+            if self.run is handle:
+                self.run = None
+            handle.cancel()  # harmless once finished; stops the GPU work when the tab went away mid-answer
+
+    def _answer(self, handle: RequestHandle, work: Transcript, base: Transcript, epoch: int, restore_input):
+        """The wait in the queue, the answer as it is written, then the finished chat (or, on failure, the
+        chat as it was)."""
         try:
             yield from self._wait_in_queue(handle, work)
             result = yield from self._stream(handle, work)
-            finished = True
-            yield self._finish(work, result)
         except EngineError as exc:
-            finished = True
             stopped = handle.cancelled.is_set()  # stopped while still waiting in the queue
-            yield self._fail(base, say(self.lang, "stopped") if stopped else exc.message, restore_input)
-        finally:
-            self.run = None
-            if not finished:  # the tab went away mid-answer: stop the GPU work
-                handle.cancel()
+            yield self._fail(base, say(self.lang, "stopped") if stopped else exc.message, restore_input, epoch)
+            return
+        yield self._finish(work, result, epoch)
 
     def _request(self, work: Transcript, controls: Controls) -> GenerationRequest:
         return GenerationRequest(work.engine_messages(controls.system_prompt), controls.sampling(),
@@ -246,24 +253,54 @@ class ChatSession:
                 yield {self.w.chatbot: chat_messages(work, self.lang, (reasoning, answer), pending=True)[0]}
         raise EngineError("the answer ended without a result")
 
-    def _finish(self, work: Transcript, result: GenerationResult) -> dict:
+    def _finish(self, work: Transcript, result: GenerationResult, epoch: int) -> dict:
         parsed = split_output(result.text)
         usage = usage_dict(result.usage)
         work.turns.append(Turn("assistant", parsed.raw_answer, reasoning=parsed.reasoning,
                                finish_reason=result.finish_reason, usage=usage))
-        self.transcript, self.usage = work, usage
+        if not self._commit(work, epoch, usage):
+            return {}
         activity = say(self.lang, "stopped") if result.finish_reason == "cancelled" else ""
         return {self.w.chatbot: chat_messages(work, self.lang)[0], self.w.error: "",
                 self.w.status: status_markdown(self.state, self.lang, usage, activity),
                 self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False)} | self.save()
 
-    def _fail(self, base: Transcript, message: str, restore_input=None) -> dict:
-        self.transcript = base
+    def _fail(self, base: Transcript, message: str, restore_input=None, epoch: int | None = None) -> dict:
+        if not self._commit(base, self.epoch if epoch is None else epoch):
+            return {}
         return {self.w.chatbot: chat_messages(base, self.lang)[0], self.w.error: say(self.lang, "error_prefix") + message,
                 self.w.status: status_markdown(self.state, self.lang, self.usage),
                 self.w.textbox: gr.MultimodalTextbox(value=restore_input, submit_btn=True, stop_btn=False)}
 
     # ------------------------------------------------------------------ helpers
+    def _replace(self, transcript: Transcript) -> None:
+        """New chat or Import: the answer being written for the old chat is stopped and dropped (its
+        updates are never shown) and the engine's cached prefix of the old chat is freed."""
+        self.close()
+        with self._lock:
+            self.epoch += 1
+            self.run = None
+            self._show(transcript)
+
+    def _error(self, key: str) -> dict:
+        return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, key)}
+
+    def _view(self) -> dict:
+        """Every chat output as the chat is now, with no answer being written."""
+        return {self.w.chatbot: chat_messages(self.transcript, self.lang)[0], self.w.error: "",
+                self.w.status: status_markdown(self.state, self.lang, self.usage),
+                self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False)} | self.save()
+
+    def _commit(self, transcript: Transcript, epoch: int, usage: dict | None = None) -> bool:
+        """The chat after an answer (or a failure), unless New chat or Import replaced it meanwhile."""
+        with self._lock:
+            if self.epoch != epoch:
+                return False
+            self.transcript = transcript
+            if usage is not None:
+                self.usage = usage
+            return True
+
     def _show(self, transcript: Transcript) -> None:
         self.transcript = transcript
         self.usage = next((turn.usage for turn in reversed(transcript.turns) if turn.usage), {})

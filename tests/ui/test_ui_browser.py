@@ -272,7 +272,7 @@ def test_scripted_output_is_sanitized_and_rendered(page, server):
         text = page.inner_text("#glmv-chat")
         assert "42" in text and "begin_of_box" not in text and "<think>" not in text
         assert chat["messages"][1]["reasoning"] == "Looking at the picture."
-        assert page.locator("#glmv-chat .thought").count() == 1  # the reasoning sits in its own collapsible block
+        assert page.locator("#glmv-chat .thought-group").count() == 1  # the reasoning sits in its own collapsible block
         assert page.locator("#glmv-chat .katex").count() >= 1  # $x^2$ rendered as LaTeX
         assert "Demo model" in page.inner_text("#glmv-status")
 

@@ -68,3 +68,26 @@ def test_an_identical_pending_upload_outlives_another_tabs_close(browser, server
         assert waiting.inner_text("#glmv-error").strip() == ""
     finally:
         waiting.context.close()
+
+
+def _long_answer(page, slow, question: str) -> None:
+    """Ask for a long, slowly written answer and wait until it is being written."""
+    page.fill("#glmv-max-new input[type=number]", "400")
+    page.press("#glmv-max-new input[type=number]", "Enter")
+    slow.delay_s = 0.1
+    ask(page, question)
+    page.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
+
+
+def test_new_chat_while_an_answer_is_written_stays_new(page, ui_engine):
+    slow = ui_engine[2]
+    try:
+        _long_answer(page, slow, "An answer to abandon")
+        page.click("#glmv-new")
+        wait_idle(page)
+    finally:
+        slow.delay_s = 0.0
+    ask(page, "A fresh start")
+    chat = wait_turns(page, 2)
+    assert chat["messages"][0]["text"] == "A fresh start"
+    assert "An answer to abandon" not in page.inner_text("#glmv-chat")
