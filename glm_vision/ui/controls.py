@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..backend import (DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P,
-                       SamplingParams)
+from ..backend import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -22,8 +21,13 @@ class Controls:
     image_tokens: int = 6144
 
     def sampling(self) -> SamplingParams:
-        return SamplingParams(temperature=float(self.temperature), top_p=float(self.top_p), top_k=int(self.top_k),
-                              repetition_penalty=float(self.repetition_penalty), max_new_tokens=int(self.max_new_tokens))
+        return SamplingParams(
+            temperature=float(self.temperature),
+            top_p=float(self.top_p),
+            top_k=int(self.top_k),
+            repetition_penalty=float(self.repetition_penalty),
+            max_new_tokens=int(self.max_new_tokens),
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,8 +56,9 @@ def ranges(settings) -> dict[str, Range]:
 
 
 def default_controls(settings) -> Controls:
-    return Controls(thinking=settings.thinking, max_new_tokens=settings.max_new_tokens,
-                    image_tokens=settings.max_image_tokens)
+    return Controls(
+        thinking=settings.thinking, max_new_tokens=settings.max_new_tokens, image_tokens=settings.max_image_tokens
+    )
 
 
 def checked(saved: dict, defaults: Controls, settings) -> Controls:
@@ -65,8 +70,11 @@ def checked(saved: dict, defaults: Controls, settings) -> Controls:
         default, value = getattr(defaults, name), saved.get(name)
         if isinstance(default, (str, bool)):
             values[name] = value if type(value) is type(default) else default
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and \
-                limits[name].low <= value <= limits[name].high:
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and limits[name].low <= value <= limits[name].high
+        ):
             values[name] = type(default)(value)
         else:
             values[name] = default

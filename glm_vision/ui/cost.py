@@ -33,8 +33,11 @@ def cost_line(lang: str, budget: int, sizes: list[tuple[int, int]], model_cap: i
     if not sizes:
         return say(lang, "cost_none", budget=budget, fullhd=fullhd)
     tokens = sum(estimate_image_tokens(w, h, budget) for w, h in sizes)
-    return say(lang, "cost", detail=say(lang, "cost_files", count=len(sizes), tokens=tokens)) + \
-        " · " + say(lang, "cost_none", budget=budget, fullhd=fullhd).split(":", 1)[-1].strip()
+    return (
+        say(lang, "cost", detail=say(lang, "cost_files", count=len(sizes), tokens=tokens))
+        + " · "
+        + say(lang, "cost_none", budget=budget, fullhd=fullhd).split(":", 1)[-1].strip()
+    )
 
 
 def image_sizes(message: dict | None, settings) -> list[tuple[int, int]]:

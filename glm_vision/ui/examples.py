@@ -13,7 +13,9 @@ def load_examples() -> list[dict]:
     if not index.exists():
         return []
     items = json.loads(index.read_text(encoding="utf-8"))
-    return [dict(item, image=str(EXAMPLES_DIR / item["image"])) for item in items if (EXAMPLES_DIR / item["image"]).exists()]
+    return [
+        dict(item, image=str(EXAMPLES_DIR / item["image"])) for item in items if (EXAMPLES_DIR / item["image"]).exists()
+    ]
 
 
 def question(item: dict, lang: str) -> str:

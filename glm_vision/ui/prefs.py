@@ -9,13 +9,23 @@ from .controls import NAMES, Controls, checked
 
 CHAT_KEY, PREFS_KEY = "glmv-chat", "glmv-prefs"
 
-LOAD_JS = f"() => [sessionStorage.getItem('{CHAT_KEY}') || '', localStorage.getItem('{PREFS_KEY}') || '']"
+LOAD_JS = (
+    f"() => [sessionStorage.getItem('{CHAT_KEY}') || '', localStorage.getItem('{PREFS_KEY}') || '', "
+    "String(window.innerWidth)]"
+)
 SAVE_CHAT_JS = f"""(v) => {{
   try {{ if (v) sessionStorage.setItem('{CHAT_KEY}', v); else sessionStorage.removeItem('{CHAT_KEY}'); }}
   catch (e) {{ console.warn('glm-vision: the chat is too large for browser storage', e); }}
 }}"""
-SAVE_PREFS_JS = "(" + ", ".join(NAMES) + ") => { localStorage.setItem('" + PREFS_KEY + "', JSON.stringify({" + \
-    ", ".join(NAMES) + "})); }"
+SAVE_PREFS_JS = (
+    "("
+    + ", ".join(NAMES)
+    + ") => { localStorage.setItem('"
+    + PREFS_KEY
+    + "', JSON.stringify({"
+    + ", ".join(NAMES)
+    + "})); }"
+)
 
 
 def saved_controls(raw: str, defaults: Controls, settings) -> Controls:

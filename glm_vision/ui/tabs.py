@@ -33,7 +33,7 @@ class Tabs:
         with self._lock:
             session = self._sessions.get(request.session_hash)
             if session is None:
-                session = ChatSession(self.state, self.w, self.files, request.session_hash)
+                session = ChatSession(self.state, self.w, self.files, request.session_hash, examples=self.examples)
                 self._sessions[request.session_hash] = session
         session.lang = lang_of(request)
         return session
@@ -75,8 +75,11 @@ class Tabs:
     def import_chat(self, file, request: gr.Request) -> dict:
         return self.of(request).import_chat(file)
 
-    def restore(self, saved_chat: str, saved_prefs: str, request: gr.Request) -> dict:
-        return self.of(request).restore(saved_chat, saved_prefs)
+    def export_clicked(self, request: gr.Request) -> str:
+        return self.of(request).export_clicked()
+
+    def restore(self, saved_chat: str, saved_prefs: str, width: str, request: gr.Request) -> dict:
+        return self.of(request).restore(saved_chat, saved_prefs, width)
 
     def input_changed(self, message, image_tokens, request: gr.Request) -> str:
         return self.of(request).input_changed(message, image_tokens)

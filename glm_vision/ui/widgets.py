@@ -12,8 +12,11 @@ class Widgets:
     chatbot: object = "chatbot"
     status: object = "status"
     error: object = "error"
+    notice: object = "notice"  # what is worth saying that is not an error (imported, stopped in the queue)
     cost: object = "cost"
     timer: object = "timer"
+    settings: object = "settings"  # the settings accordion
+    gallery: object = "gallery"  # the examples
     store: object = "store"  # the chat as JSON, mirrored into the tab's sessionStorage
     export_md: object = "export_md"
     export_json: object = "export_json"
@@ -27,4 +30,4 @@ class Widgets:
     @property
     def chat(self) -> list:
         """What a chat handler updates."""
-        return [self.textbox, self.chatbot, self.status, self.error, *self.saved]
+        return [self.textbox, self.chatbot, self.status, self.error, self.notice, *self.saved]

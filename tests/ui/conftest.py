@@ -17,8 +17,16 @@ from .ui_support import CHROMIUM, CHROMIUM_ARGS, SlowEmit, UiServer, open_page
 def ui_engine(tiny_model_dir):
     from glm_vision.engine import Engine
 
-    settings = Settings(model=str(tiny_model_dir), device="cpu", max_context_tokens=2048, max_new_tokens=12,
-                        max_images_per_message=3, max_upload_mb=1.0, pdf_max_pages=3, pdf_dpi=36)
+    settings = Settings(
+        model=str(tiny_model_dir),
+        device="cpu",
+        max_context_tokens=2048,
+        max_new_tokens=12,
+        max_images_per_message=3,
+        max_upload_mb=1.0,
+        pdf_max_pages=3,
+        pdf_dpi=36,
+    )
     engine = Engine.load(settings)
     engine.warmup()
     slow = SlowEmit(engine)
@@ -59,5 +67,3 @@ def picture_file(tmp_path):
     path = tmp_path / "shapes.png"
     make_picture(7).save(path)
     return path
-
-

@@ -22,14 +22,23 @@ def handlers(state) -> Tabs:
     return Tabs(state, Widgets())
 
 
-def send(h: Tabs, request: FakeRequest, text: str, files: list[str] | None = None, transcript=None,
-         max_new_tokens: int = 2) -> dict:
+def send(
+    h: Tabs, request: FakeRequest, text: str, files: list[str] | None = None, transcript=None, max_new_tokens: int = 2
+) -> dict:
     """Run one send to the end; returns the last state of every output, and the tab's transcript."""
     session = h.of(request)
     if transcript is not None:
         session.transcript = transcript
-    controls = Controls(system_prompt="", thinking=False, temperature=0.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
-                        max_new_tokens=max_new_tokens, image_tokens=256)
+    controls = Controls(
+        system_prompt="",
+        thinking=False,
+        temperature=0.0,
+        top_p=1.0,
+        top_k=0,
+        repetition_penalty=1.0,
+        max_new_tokens=max_new_tokens,
+        image_tokens=256,
+    )
     state = {"error": ""}
     for update in session.send({"text": text, "files": files or []}, controls):
         state.update(update)

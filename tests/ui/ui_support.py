@@ -9,8 +9,15 @@ from fastapi import FastAPI
 from tests.api_helpers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 WAIT_MS = 60_000
 
 
@@ -69,7 +76,9 @@ def wait_idle(page) -> None:
 def wait_chat_text(page, text: str) -> None:
     """Until the conversation on screen shows `text` (a stored chat is saved while the answer is still
     being written, and the submit button can be back before the last piece is rendered)."""
-    page.wait_for_function("(t) => document.querySelector('#glmv-chat')?.innerText.includes(t)", arg=text, timeout=WAIT_MS)
+    page.wait_for_function(
+        "(t) => document.querySelector('#glmv-chat')?.innerText.includes(t)", arg=text, timeout=WAIT_MS
+    )
 
 
 def saved_chat(page) -> dict | None:
@@ -82,8 +91,10 @@ def saved_chat(page) -> dict | None:
 def wait_turns(page, count: int) -> dict:
     """Until the tab's stored chat has `count` messages; returns it."""
     page.wait_for_function(
-        f"() => {{ const v = sessionStorage.getItem('glmv-chat'); return v && JSON.parse(v).messages.length === {count}; }}",
-        timeout=WAIT_MS)
+        f"() => {{ const v = sessionStorage.getItem('glmv-chat');"
+        f" return v && JSON.parse(v).messages.length === {count}; }}",
+        timeout=WAIT_MS,
+    )
     return saved_chat(page)
 
 
