@@ -149,3 +149,25 @@ def test_example_gallery_files_exist_and_have_both_languages():
     for item in examples:
         assert load_image(item["image"]).size[0] > 0
         assert item["question"].strip() and item["question_zh"].strip()
+
+
+def test_user_text_is_shown_literally_and_an_edit_gives_back_what_was_typed():
+    from glm_vision.images import InputImage
+    from glm_vision.ui.markdown import literal, unliteral
+    from glm_vision.ui.render import typed_text, user_text
+
+    typed = "<b>hi</b> **x** $5 and $6 a_b `c` [l](u) # h \\ &amp; &#36;"
+    assert unliteral(literal(typed)) == typed
+    page = load_image(make_picture(1))
+    turn = Turn("user", typed, [ChatImage(InputImage(page.image, page.digest, ("PDF page 1 of 2",)), "doc-page1.png")])
+    shown = user_text(turn, "en")
+    assert shown.endswith("_Note: PDF page 1 of 2_") and "<b>" not in shown
+    assert typed_text(shown, turn, "en") == typed  # the Edit box holds `shown`, unchanged
+    assert typed_text(shown.replace("hi", "bye"), turn, "en") == typed.replace("hi", "bye")
+
+
+def test_markdown_export_carries_the_settings_and_literal_user_text():
+    transcript = Transcript([Turn("user", "<img src=x> *a*"), Turn("assistant", "ok")])
+    text = to_markdown(transcript, settings={"system_prompt": "Be <b>brief</b>.", "temperature": 0.3})
+    assert text.startswith("# \\<img src=x\\> \\*a\\*")
+    assert "Be \\<b\\>brief\\</b\\>." in text and "temperature 0.3" in text
