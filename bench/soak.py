@@ -152,7 +152,7 @@ def concurrent_streams(url: str, streams: int = 32) -> dict:
 
 def ui_sessions(state, engine, count: int = 100) -> dict:
     """`count` browser-less UI sessions (the UI's own handlers), each sending an image and closing."""
-    from tests.ui_driver import FakeRequest, handlers, send
+    from tests.ui.ui_driver import FakeRequest, handlers, send
 
     h = handlers(state)
     folder = Path(tempfile.mkdtemp())
@@ -175,7 +175,7 @@ def ui_sessions(state, engine, count: int = 100) -> dict:
         "errors": errors,
         "ui_sessions_left": len(left),
         "ui_feature_bytes_left": ui_scope_bytes,
-        "running_left": len(h.runs),
+        "running_left": h.running(),
         "tracked_files_left": len(h.files),
         "peak_sessions": peak_sessions,
         "rss_before_mb": round(base_rss / MB, 1),

@@ -16,7 +16,8 @@ from playwright.sync_api import sync_playwright
 
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
-from tests.ui_support import CHROMIUM, CHROMIUM_ARGS, ScriptedBackend, UiServer, ask, open_page, wait_turns
+from tests.doubles import ScriptedBackend
+from tests.ui.ui_support import CHROMIUM, CHROMIUM_ARGS, UiServer, ask, open_page, wait_turns
 
 ANSWER = ["<think>There is a red circle on the left half and a blue square on the right half.</think>",
           "The circle is <|begin_of_box|>red<|end_of_box|> and sits on the **left** side; ",

@@ -6,6 +6,8 @@ place of the model: everything between the backend and the client is production 
 
 from __future__ import annotations
 
+import time
+
 from glm_vision.backend import BackendInfo, GenerationRequest, GenerationResult, Usage
 from glm_vision.engine.serial import SerialScheduler
 from glm_vision.engine.worker import GpuWorker
@@ -14,7 +16,8 @@ from glm_vision.engine.worker import GpuWorker
 class ScriptedBackend:
     """Answers every request with `answer` (a string cut into `chunk`-character deltas, or the given
     list of deltas), honouring stop strings, max_new_tokens (one delta = one token) and cancel; with
-    `error`, raises it after the deltas."""
+    `error`, raises it after the deltas; with `delay_s`, waits that long before each delta (on the
+    worker thread, so later requests stay queued behind a long answer)."""
 
     def __init__(
         self,
@@ -27,8 +30,10 @@ class ScriptedBackend:
         model: str = "scripted-glm",
         is_demo: bool = False,
         queue_size: int = 8,
+        delay_s: float = 0.0,
     ) -> None:
         self.answer = answer
+        self.delay_s = delay_s
         self.chunk = chunk
         self.error = error
         self.prompt_tokens = prompt_tokens
@@ -58,6 +63,8 @@ class ScriptedBackend:
             pieces, finish = pieces[: request.sampling.max_new_tokens], "length"
         written = []
         for piece in pieces:
+            if self.delay_s:
+                time.sleep(self.delay_s)
             if cancel.is_set():
                 finish = "cancelled"
                 break

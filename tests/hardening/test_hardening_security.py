@@ -20,11 +20,11 @@ import pytest
 
 from glm_vision.server import AppState
 from glm_vision.settings import Settings, load_settings
-from glm_vision.tempfiles import SessionFiles, private_root
-from glm_vision.transcript import Transcript, export_name, safe_name
+from glm_vision.ui.tempfiles import SessionFiles, private_root
+from glm_vision.ui.transcript import Transcript, export_name, safe_name
 from tests.api_helpers import free_port, image_part, serve
 from tests.conftest import make_picture
-from tests.ui_driver import FakeRequest, handlers, send
+from tests.ui.ui_driver import FakeRequest, handlers, send
 
 
 def test_default_bind_is_loopback():
@@ -200,7 +200,7 @@ def test_names_never_become_paths(name, expected):
 
 
 def test_exported_file_names_are_safe():
-    from glm_vision.transcript import Turn
+    from glm_vision.ui.transcript import Turn
 
     transcript = Transcript()
     transcript.turns.append(Turn("user", "../../../etc/<img src=x onerror=alert(1)> what is\nthis?", []))

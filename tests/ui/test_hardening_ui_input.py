@@ -1,5 +1,6 @@
 """Issue 8, bad input through the UI: every file of the corpus sent through the UI's own send handler
-(browser-less; the browser shows the same error line: test_ui_browser.py::test_corrupt_file_shows_error_and_chat_still_works).
+(browser-less; the browser shows the same error line:
+test_ui_browser.py::test_corrupt_file_shows_error_and_chat_still_works).
 Each bad file gets a clear message naming the file, the conversation so far is kept, the message is
 given back in the input box; accepted odd files say what was used (first frame, first page)."""
 
@@ -11,14 +12,16 @@ import pytest
 
 from glm_vision.server import AppState
 from tests.hardening_corpus import corpus
-from tests.ui_driver import FakeRequest, handlers, send
+from tests.ui.ui_driver import FakeRequest, handlers, send
 
 CASES = corpus(max_upload_bytes=2_000_000, max_pixels=64_000_000, pdf_max_pages=3)
 
 
 @pytest.fixture(scope="module")
 def ui(settings, engine, tmp_path_factory):
-    state = AppState(replace(settings, max_upload_mb=2.0, pdf_max_pages=3, pdf_dpi=36, max_new_tokens=2), backend=engine)
+    state = AppState(
+        replace(settings, max_upload_mb=2.0, pdf_max_pages=3, pdf_dpi=36, max_new_tokens=2), backend=engine
+    )
     h = handlers(state)
     request = FakeRequest()
     first = send(h, request, "hello before anything")

@@ -9,29 +9,48 @@ import pytest
 
 from glm_vision.images import ImageError, load_image
 from glm_vision.settings import Settings
-from glm_vision.transcript import ChatImage, Transcript, Turn, from_json, render_boxes, safe_name, to_json, to_markdown
-from glm_vision.ui import _clean_prefs, default_controls, load_examples
-from glm_vision.ui_render import chat_messages, estimate_image_tokens
-
-from .conftest import make_picture
+from glm_vision.ui.controls import default_controls
+from glm_vision.ui.cost import estimate_image_tokens
+from glm_vision.ui.examples import load_examples
+from glm_vision.ui.prefs import saved_controls
+from glm_vision.ui.render import chat_messages
+from glm_vision.ui.transcript import (
+    ChatImage,
+    Transcript,
+    Turn,
+    from_json,
+    render_boxes,
+    safe_name,
+    to_json,
+    to_markdown,
+)
+from tests.conftest import make_picture
 
 
 def sample() -> Transcript:
     image = load_image(make_picture(5))
-    return Transcript([
-        Turn("user", "What is this?", [ChatImage(image, "shot one.png")]),
-        Turn("assistant", "It is <|begin_of_box|>a circle<|end_of_box|>.", reasoning="I see a round shape.",
-             finish_reason="stop", usage={"prompt_tokens": 10}),
-        Turn("user", "And now?"),
-        Turn("assistant", "Stopped half", finish_reason="cancelled"),
-    ])
+    return Transcript(
+        [
+            Turn("user", "What is this?", [ChatImage(image, "shot one.png")]),
+            Turn(
+                "assistant",
+                "It is <|begin_of_box|>a circle<|end_of_box|>.",
+                reasoning="I see a round shape.",
+                finish_reason="stop",
+                usage={"prompt_tokens": 10},
+            ),
+            Turn("user", "And now?"),
+            Turn("assistant", "Stopped half", finish_reason="cancelled"),
+        ]
+    )
 
 
 def test_json_round_trip_keeps_pixels_text_and_reasoning():
     original = sample()
     restored, _ = from_json(to_json(original, settings={"temperature": 0.5}))
-    assert [(t.role, t.text, t.reasoning, t.finish_reason) for t in restored.turns] == \
-        [(t.role, t.text, t.reasoning, t.finish_reason) for t in original.turns]
+    assert [(t.role, t.text, t.reasoning, t.finish_reason) for t in restored.turns] == [
+        (t.role, t.text, t.reasoning, t.finish_reason) for t in original.turns
+    ]
     assert restored.turns[0].images[0].digest == original.turns[0].images[0].digest
     assert restored.turns[0].images[0].name == "shot one.png".replace(" ", "-")
 
@@ -52,12 +71,18 @@ def test_markdown_export_stands_alone():
     assert "<summary>Reasoning</summary>" in text and "_(stopped)_" in text
 
 
-@pytest.mark.parametrize("body, message", [
-    ("not json", "not valid JSON"),
-    ('{"format": "other", "messages": []}', "not a glm-vision chat export"),
-    ('{"format": "glm-vision-chat", "messages": [{"role": "robot"}]}', "no valid role"),
-    ('{"format": "glm-vision-chat", "messages": [{"role": "user", "text": "x", "images": [{"data": "@@@"}]}]}', "not valid base64"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("not json", "not valid JSON"),
+        ('{"format": "other", "messages": []}', "not a glm-vision chat export"),
+        ('{"format": "glm-vision-chat", "messages": [{"role": "robot"}]}', "no valid role"),
+        (
+            '{"format": "glm-vision-chat", "messages": [{"role": "user", "text": "x", "images": [{"data": "@@@"}]}]}',
+            "not valid base64",
+        ),
+    ],
+)
 def test_import_refuses_bad_files_with_a_clear_message(body, message):
     with pytest.raises(ImageError, match=message):
         from_json(body)
@@ -74,8 +99,14 @@ def test_import_checks_embedded_images_like_uploads():
 
 def test_display_maps_every_message_back_to_its_turn():
     messages, slots = chat_messages(sample(), "en")
-    assert [(s.turn, s.part) for s in slots] == [(0, "image"), (0, "text"), (1, "reasoning"), (1, "answer"),
-                                                 (2, "text"), (3, "answer")]
+    assert [(s.turn, s.part) for s in slots] == [
+        (0, "image"),
+        (0, "text"),
+        (1, "reasoning"),
+        (1, "answer"),
+        (2, "text"),
+        (3, "answer"),
+    ]
     assert messages[2]["metadata"]["title"] == "Reasoning"
     assert messages[3]["content"] == "It is **a circle**."
     assert messages[5]["content"].endswith("_⏹_")
@@ -101,11 +132,15 @@ def test_saved_settings_are_range_checked():
     settings = Settings()
     defaults = default_controls(settings)
     assert (defaults.temperature, defaults.top_p, defaults.top_k, defaults.repetition_penalty) == (0.8, 0.6, 2, 1.1)
-    good = _clean_prefs(json.dumps({"temperature": 0.3, "top_k": 5, "system_prompt": "hi", "thinking": False}), defaults, settings)
+    good = saved_controls(
+        json.dumps({"temperature": 0.3, "top_k": 5, "system_prompt": "hi", "thinking": False}), defaults, settings
+    )
     assert (good.temperature, good.top_k, good.system_prompt, good.thinking) == (0.3, 5, "hi", False)
-    bad = _clean_prefs(json.dumps({"temperature": 9, "top_k": "x", "image_tokens": 10**9, "thinking": "yes"}), defaults, settings)
+    bad = saved_controls(
+        json.dumps({"temperature": 9, "top_k": "x", "image_tokens": 10**9, "thinking": "yes"}), defaults, settings
+    )
     assert (bad.temperature, bad.top_k, bad.image_tokens, bad.thinking) == (0.8, 2, settings.max_image_tokens, True)
-    assert _clean_prefs("{broken", defaults, settings) == defaults
+    assert saved_controls("{broken", defaults, settings) == defaults
 
 
 def test_example_gallery_files_exist_and_have_both_languages():
@@ -114,3 +149,25 @@ def test_example_gallery_files_exist_and_have_both_languages():
     for item in examples:
         assert load_image(item["image"]).size[0] > 0
         assert item["question"].strip() and item["question_zh"].strip()
+
+
+def test_user_text_is_shown_literally_and_an_edit_gives_back_what_was_typed():
+    from glm_vision.images import InputImage
+    from glm_vision.ui.markdown import literal, unliteral
+    from glm_vision.ui.render import typed_text, user_text
+
+    typed = "<b>hi</b> **x** $5 and $6 a_b `c` [l](u) # h \\ &amp; &#36;"
+    assert unliteral(literal(typed)) == typed
+    page = load_image(make_picture(1))
+    turn = Turn("user", typed, [ChatImage(InputImage(page.image, page.digest, ("PDF page 1 of 2",)), "doc-page1.png")])
+    shown = user_text(turn, "en")
+    assert shown.endswith("_Note: PDF page 1 of 2_") and "<b>" not in shown
+    assert typed_text(shown, turn, "en") == typed  # the Edit box holds `shown`, unchanged
+    assert typed_text(shown.replace("hi", "bye"), turn, "en") == typed.replace("hi", "bye")
+
+
+def test_markdown_export_carries_the_settings_and_literal_user_text():
+    transcript = Transcript([Turn("user", "<img src=x> *a*"), Turn("assistant", "ok")])
+    text = to_markdown(transcript, settings={"system_prompt": "Be <b>brief</b>.", "temperature": 0.3})
+    assert text.startswith("# \\<img src=x\\> \\*a\\*")
+    assert "Be \\<b\\>brief\\</b\\>." in text and "temperature 0.3" in text

@@ -64,24 +64,30 @@ RUNTIME = {
         "loading": "⏳ Loading the model… the chat works as soon as it is ready.",
         "load_failed": "❌ The model failed to load: {error}",
         "model_line": "**Model** {model} · **device** {device}",
-        "demo_banner": "⚠️ **Demo model**: a small bundled model for trying the interface; its answers are not GLM-4.6V-Flash's. "
-                       "It counts the shapes in plain pictures like the examples, and mostly tells where a shape is and what colour it has. "
-                       "Run on a CUDA GPU with `--model zai-org/GLM-4.6V-Flash` for the real model.",
+        "demo_banner": "⚠️ **Demo model**: a small bundled model for trying the interface; its answers are not "
+        "GLM-4.6V-Flash's. It counts the shapes in plain pictures like the examples, and mostly tells where a shape "
+        "is and what colour it has. Run on a CUDA GPU with `--model zai-org/GLM-4.6V-Flash` for the real model.",
         "last_answer": "**Last answer** first token {ttft} · {tps} tokens/s · {completion} tokens written · "
-                       "prompt {prompt} tokens: {cached} cached, {computed} computed · images: {hits} from cache, {encoded} encoded",
+        "prompt {prompt} tokens: {cached} cached, {computed} computed · "
+        "images: {hits} from cache, {encoded} encoded",
         "queued": "⏳ Waiting for the GPU: position {position} in the queue…",
         "generating": "✍️ Writing…",
         "stopped": "⏹ Stopped: the partial answer is kept.",
+        "stopped_queued": "⏹ Stopped before the answer began: nothing was written.",
+        "question_back": "Your last question had no answer yet: it is back in the input box.",
+        "image_tokens_cap": "Fewer tokens: faster and less memory, less detail. "
+        "This model takes at most {cap:,} tokens per image.",
         "cost": "Image cost: {detail}",
         "cost_none": "Image cost: up to {budget:,} tokens per image (a 1920×1080 screenshot ≈ {fullhd:,} tokens).",
         "cost_files": "{count} image(s) attached ≈ {tokens:,} tokens",
         "err_empty": "Type a question or attach an image first.",
-        "err_too_many": "At most {limit} images per message are accepted; this message has {count}. Remove some and send again.",
+        "err_too_many": "At most {limit} images per message are accepted; this message has {count}. "
+        "Remove some and send again.",
         "err_file": "{name}: {error}",
         "err_not_ready": "The model is still loading; try again in a moment.",
         "err_busy": "Wait for the current answer to finish (or press Stop) before sending the next message.",
         "err_import": "Import failed: {error}",
-        "imported": "Imported a chat of {count} messages.",
+        "imported": "Imported a chat of {count} messages, with its settings.",
         "nothing_to_export": "There is nothing to export yet.",
         "error_prefix": "⚠️ ",
         "reasoning": "Reasoning",
@@ -92,13 +98,16 @@ RUNTIME = {
         "load_failed": "❌ 模型加载失败：{error}",
         "model_line": "**模型** {model} · **设备** {device}",
         "demo_banner": "⚠️ **演示模型**：用于体验界面的小型内置模型，回答并非 GLM-4.6V-Flash 的水平。"
-                       "它能数出简单图片（如示例）中的形状，并大多能说出形状的位置和颜色。"
-                       "在 CUDA GPU 上使用 `--model zai-org/GLM-4.6V-Flash` 运行真实模型。",
+        "它能数出简单图片（如示例）中的形状，并大多能说出形状的位置和颜色。"
+        "在 CUDA GPU 上使用 `--model zai-org/GLM-4.6V-Flash` 运行真实模型。",
         "last_answer": "**上一条回答** 首 token {ttft} · {tps} token/秒 · 生成 {completion} 个 token · "
-                       "提示 {prompt} 个 token：缓存 {cached}，计算 {computed} · 图片：缓存命中 {hits}，编码 {encoded}",
+        "提示 {prompt} 个 token：缓存 {cached}，计算 {computed} · 图片：缓存命中 {hits}，编码 {encoded}",
         "queued": "⏳ 正在等待 GPU：队列中第 {position} 位……",
         "generating": "✍️ 正在生成……",
         "stopped": "⏹ 已停止：保留已生成的部分回答。",
+        "stopped_queued": "⏹ 已在开始回答前停止：没有生成任何内容。",
+        "question_back": "上一个问题还没有得到回答，已放回输入框。",
+        "image_tokens_cap": "token 越少：越快、越省显存，细节越少。此模型每张图片最多使用 {cap:,} 个 token。",
         "cost": "图片开销：{detail}",
         "cost_none": "图片开销：每张图片最多 {budget:,} 个 token（一张 1920×1080 截图约 {fullhd:,} 个 token）。",
         "cost_files": "已添加 {count} 张图片，约 {tokens:,} 个 token",
@@ -108,7 +117,7 @@ RUNTIME = {
         "err_not_ready": "模型仍在加载，请稍后再试。",
         "err_busy": "请等待当前回答完成（或点击停止）后再发送下一条消息。",
         "err_import": "导入失败：{error}",
-        "imported": "已导入包含 {count} 条消息的对话。",
+        "imported": "已导入包含 {count} 条消息的对话及其设置。",
         "nothing_to_export": "还没有可导出的内容。",
         "error_prefix": "⚠️ ",
         "reasoning": "推理过程",

@@ -9,8 +9,15 @@ from fastapi import FastAPI
 from tests.api_helpers import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 WAIT_MS = 60_000
 
 
@@ -69,7 +76,9 @@ def wait_idle(page) -> None:
 def wait_chat_text(page, text: str) -> None:
     """Until the conversation on screen shows `text` (a stored chat is saved while the answer is still
     being written, and the submit button can be back before the last piece is rendered)."""
-    page.wait_for_function("(t) => document.querySelector('#glmv-chat')?.innerText.includes(t)", arg=text, timeout=WAIT_MS)
+    page.wait_for_function(
+        "(t) => document.querySelector('#glmv-chat')?.innerText.includes(t)", arg=text, timeout=WAIT_MS
+    )
 
 
 def saved_chat(page) -> dict | None:
@@ -82,8 +91,10 @@ def saved_chat(page) -> dict | None:
 def wait_turns(page, count: int) -> dict:
     """Until the tab's stored chat has `count` messages; returns it."""
     page.wait_for_function(
-        f"() => {{ const v = sessionStorage.getItem('glmv-chat'); return v && JSON.parse(v).messages.length === {count}; }}",
-        timeout=WAIT_MS)
+        f"() => {{ const v = sessionStorage.getItem('glmv-chat');"
+        f" return v && JSON.parse(v).messages.length === {count}; }}",
+        timeout=WAIT_MS,
+    )
     return saved_chat(page)
 
 
@@ -93,3 +104,21 @@ def ask(page, text: str, files: list | None = None) -> None:
         page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
     page.fill("#glmv-input textarea", text)
     page.keyboard.press("Enter")
+
+
+def ui_sessions(engine) -> set[str]:
+    """The engine sessions the UI's tabs hold now."""
+    return {s for s in engine.sessions._sessions if s.startswith("ui-")}
+
+
+def wait_tabs_closed(engine, sessions: set[str]) -> None:
+    """Until the server has handled these tabs' close (their engine sessions are freed last)."""
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while sessions & ui_sessions(engine) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sessions & ui_sessions(engine), "the closed tab was not cleaned up"
+
+
+def thumbnail_status(page) -> int:
+    """The HTTP status of the first example thumbnail, fetched again now."""
+    return page.evaluate("async () => (await fetch(document.querySelector('#glmv-examples img').src)).status")

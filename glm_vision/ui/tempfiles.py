@@ -18,6 +18,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 _lock = threading.Lock()
@@ -59,15 +60,20 @@ def inside(path: str | Path, folder: Path) -> bool:
 
 
 class SessionFiles:
-    """Files (and folders) that belong to one browser session, removed when it closes."""
+    """Files (and folders) browser sessions hold, each removed when the last session holding it closes.
 
-    def __init__(self) -> None:
+    Gradio names an upload by its content, so two tabs attaching the same bytes hold the same file, and
+    a tab that sends an example holds the gallery's copy of it: a file is deleted only when no other
+    open session holds it, and the `keep` files (the app's own, such as the examples) never."""
+
+    def __init__(self, keep: Iterable[str | Path] = ()) -> None:
         self._lock = threading.Lock()
         self._paths: dict[str, set[Path]] = {}
+        self._keep = {Path(p) for p in keep}
 
     def add(self, session: str, path: str | Path) -> None:
         path = Path(path)
-        if not inside(path, private_root()):  # examples and other app files are never ours to delete
+        if path in self._keep or not inside(path, private_root()):  # app files are never ours to delete
             return
         with self._lock:
             self._paths.setdefault(session, set()).add(path)
@@ -77,26 +83,30 @@ class SessionFiles:
             return set(self._paths.get(session, ()))
 
     def purge(self, session: str) -> int:
-        """Delete the session's files; returns how many were removed."""
-        with self._lock:
-            paths = self._paths.pop(session, set())
-        removed = 0
-        root = private_root()
-        for path in paths:
-            try:
-                if path.is_dir():
-                    shutil.rmtree(path)
-                    removed += 1
-                elif path.exists():
-                    path.unlink()
-                    removed += 1
-                    parent = path.parent  # Gradio keeps each upload in a folder of its own
-                    if parent != root and inside(parent, root) and not any(parent.iterdir()):
-                        parent.rmdir()
-            except OSError:
-                continue
-        return removed
+        """Delete the files only this session held; returns how many were removed."""
+        with self._lock:  # held while deleting: a file another tab takes meanwhile is not deleted under it
+            mine = self._paths.pop(session, set())
+            held = set().union(*self._paths.values())
+            return sum(_remove(path) for path in mine - held)
 
     def __len__(self) -> int:
         with self._lock:
             return sum(len(v) for v in self._paths.values())
+
+
+def _remove(path: Path) -> bool:
+    """Delete a file (and the folder Gradio made for it, once empty) or a folder of ours."""
+    root = private_root()
+    try:
+        if path.is_dir():
+            shutil.rmtree(path)
+            return True
+        if not path.exists():
+            return False
+        path.unlink()
+        parent = path.parent  # Gradio keeps each upload in a folder of its own
+        if parent != root and inside(parent, root) and not any(parent.iterdir()):
+            parent.rmdir()
+        return True
+    except OSError:
+        return False

@@ -15,8 +15,9 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .conversation import BOX_CLOSE, BOX_OPEN, Message
-from .images import ImageError, InputImage, load_media
+from ..conversation import Message
+from ..images import ImageError, InputImage, load_media
+from .markdown import literal, render_boxes
 
 FORMAT = "glm-vision-chat"
 VERSION = 1
@@ -61,9 +62,14 @@ class Transcript:
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.time)
 
-    def copy(self) -> "Transcript":
-        return Transcript([Turn(t.role, t.text, list(t.images), t.reasoning, t.finish_reason, dict(t.usage), t.error)
-                           for t in self.turns], self.created)
+    def copy(self) -> Transcript:
+        return Transcript(
+            [
+                Turn(t.role, t.text, list(t.images), t.reasoning, t.finish_reason, dict(t.usage), t.error)
+                for t in self.turns
+            ],
+            self.created,
+        )
 
     def engine_messages(self, system_prompt: str = "") -> list[Message]:
         """What the model sees: the system prompt, then each turn (answers without reasoning)."""
@@ -88,8 +94,13 @@ def to_json(transcript: Transcript, *, settings: dict | None = None) -> str:
         item: dict = {"role": turn.role, "text": turn.text}
         if turn.role == "user":
             item["images"] = [
-                {"name": img.name, "mime": "image/png", "digest": img.digest, "notes": list(img.notes),
-                 "data": base64.b64encode(img.png()).decode("ascii")}
+                {
+                    "name": img.name,
+                    "mime": "image/png",
+                    "digest": img.digest,
+                    "notes": list(img.notes),
+                    "data": base64.b64encode(img.png()).decode("ascii"),
+                }
                 for img in turn.images
             ]
             if turn.error:
@@ -97,21 +108,28 @@ def to_json(transcript: Transcript, *, settings: dict | None = None) -> str:
         else:
             item.update(reasoning=turn.reasoning, finish_reason=turn.finish_reason, usage=turn.usage)
         turns.append(item)
-    body = {"format": FORMAT, "version": VERSION, "created": transcript.created, "exported": time.time(),
-            "messages": turns}
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": transcript.created,
+        "exported": time.time(),
+        "messages": turns,
+    }
     if settings is not None:
         body["settings"] = settings
     return json.dumps(body, ensure_ascii=False)
 
 
-def from_json(text: str | bytes, *, max_bytes: int | None = None, max_images_per_message: int = 64) -> tuple[Transcript, dict]:
+def from_json(
+    text: str | bytes, *, max_bytes: int | None = None, max_images_per_message: int = 64
+) -> tuple[Transcript, dict]:
     """A transcript (and the settings saved with it) from an export; raises ImageError with a clear message."""
     try:
         body = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ImageError(f"the file is not valid JSON ({exc}); import a glm-vision JSON export") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("messages"), list):
-        raise ImageError("the file is not a glm-vision chat export (expected \"format\": \"glm-vision-chat\")")
+        raise ImageError('the file is not a glm-vision chat export (expected "format": "glm-vision-chat")')
     turns: list[Turn] = []
     for index, item in enumerate(body["messages"]):
         if not isinstance(item, dict) or item.get("role") not in {"user", "assistant"}:
@@ -121,25 +139,40 @@ def from_json(text: str | bytes, *, max_bytes: int | None = None, max_images_per
             raise ImageError(f"message {index + 1}: text must be a string")
         if item["role"] == "assistant":
             usage = item.get("usage") if isinstance(item.get("usage"), dict) else {}
-            turns.append(Turn("assistant", text, reasoning=str(item.get("reasoning") or ""),
-                              finish_reason=str(item.get("finish_reason") or ""), usage=usage))
+            turns.append(
+                Turn(
+                    "assistant",
+                    text,
+                    reasoning=str(item.get("reasoning") or ""),
+                    finish_reason=str(item.get("finish_reason") or ""),
+                    usage=usage,
+                )
+            )
             continue
         raw_images = item.get("images") or []
         if len(raw_images) > max_images_per_message:
-            raise ImageError(f"message {index + 1} has {len(raw_images)} images; at most {max_images_per_message} are accepted")
+            raise ImageError(
+                f"message {index + 1} has {len(raw_images)} images; at most {max_images_per_message} are accepted"
+            )
         images = []
         for number, raw in enumerate(raw_images, 1):
             try:
                 data = base64.b64decode(raw["data"], validate=True)
             except (KeyError, TypeError, ValueError):
-                raise ImageError(f"message {index + 1}, image {number}: the embedded image data is not valid base64") from None
+                raise ImageError(
+                    f"message {index + 1}, image {number}: the embedded image data is not valid base64"
+                ) from None
             try:
                 decoded = load_media(data, max_bytes=max_bytes, max_pages=1)
             except ImageError as exc:
                 raise ImageError(f"message {index + 1}, image {number}: {exc}") from None
             image = decoded[0]
             notes = tuple(str(n) for n in raw.get("notes") or ())
-            images.append(ChatImage(InputImage(image.image, image.digest, notes), safe_name(str(raw.get("name") or "image.png")), data))
+            images.append(
+                ChatImage(
+                    InputImage(image.image, image.digest, notes), safe_name(str(raw.get("name") or "image.png")), data
+                )
+            )
         turns.append(Turn("user", text, images, error=str(item.get("error") or "")))
     created = body.get("created")
     transcript = Transcript(turns, float(created) if isinstance(created, (int, float)) else time.time())
@@ -148,34 +181,50 @@ def from_json(text: str | bytes, *, max_bytes: int | None = None, max_images_per
 
 
 # ---------------------------------------------------------------------- Markdown
-def render_boxes(text: str) -> str:
-    """The model's box markers as a visible highlight (Markdown bold) instead of raw tokens."""
-    text = re.sub(re.escape(BOX_OPEN) + r"\s*(.*?)\s*" + re.escape(BOX_CLOSE), lambda m: f"**{m.group(1)}**" if m.group(1) else "", text, flags=re.S)
-    return text.replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
-
-
-def to_markdown(transcript: Transcript, *, model: str = "") -> str:
-    """A readable Markdown file; images are embedded as data URLs so the file stands alone."""
-    lines = [f"# {transcript.title}", ""]
+def to_markdown(transcript: Transcript, *, model: str = "", settings: dict | None = None) -> str:
+    """A readable Markdown file; images are embedded as data URLs so the file stands alone. The user's
+    words and the system prompt show literally (see `markdown.literal`)."""
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(transcript.created))
-    lines += [f"_glm-vision chat{' with ' + model if model else ''}, started {stamp}_", ""]
+    lines = [
+        f"# {literal(transcript.title)}",
+        "",
+        f"_glm-vision chat{' with ' + model if model else ''}, started {stamp}_",
+        "",
+    ]
+    lines += _settings_lines(settings or {})
     for turn in transcript.turns:
-        if turn.role == "user":
-            lines += ["## User", ""]
-            for img in turn.images:
-                data = base64.b64encode(img.png()).decode("ascii")
-                lines += [f"![{_md_alt(img.name)}](data:image/png;base64,{data})", ""]
-            lines += [turn.text, ""]
-            if turn.error:
-                lines += [f"> Error: {turn.error}", ""]
-        else:
-            lines += ["## Assistant", ""]
-            if turn.reasoning:
-                lines += ["<details><summary>Reasoning</summary>", "", turn.reasoning, "", "</details>", ""]
-            lines += [render_boxes(turn.text), ""]
-            if turn.finish_reason == "cancelled":
-                lines += ["_(stopped)_", ""]
+        lines += _user_lines(turn) if turn.role == "user" else _assistant_lines(turn)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _settings_lines(settings: dict) -> list[str]:
+    lines = []
+    if settings.get("system_prompt"):
+        lines += ["**System prompt**", "", _paragraph(settings["system_prompt"]), ""]
+    values = [f"{name.replace('_', ' ')} {value}" for name, value in settings.items() if name != "system_prompt"]
+    return lines + (["**Settings** " + " · ".join(values), ""] if values else [])
+
+
+def _user_lines(turn: Turn) -> list[str]:
+    lines = ["## User", ""]
+    for img in turn.images:
+        data = base64.b64encode(img.png()).decode("ascii")
+        lines += [f"![{_md_alt(img.name)}](data:image/png;base64,{data})", ""]
+    lines += [_paragraph(turn.text), ""]
+    return lines + ([f"> Error: {literal(turn.error)}", ""] if turn.error else [])
+
+
+def _assistant_lines(turn: Turn) -> list[str]:
+    lines = ["## Assistant", ""]
+    if turn.reasoning:
+        lines += ["<details><summary>Reasoning</summary>", "", turn.reasoning, "", "</details>", ""]
+    lines += [render_boxes(turn.text), ""]
+    return lines + (["_(stopped)_", ""] if turn.finish_reason == "cancelled" else [])
+
+
+def _paragraph(text: str) -> str:
+    """Typed text as it was typed: literal characters, every line break kept."""
+    return literal(text).replace("\n", "  \n")
 
 
 def _md_alt(name: str) -> str:

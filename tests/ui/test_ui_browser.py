@@ -1,5 +1,6 @@
 """The web UI in a real browser: Playwright driving Debian's Chromium against the UI served on a free
-loopback port with the tiny checkpoint (its answers are gibberish: these tests check the mechanics)."""
+loopback port with the tiny checkpoint (its answers are gibberish: these tests check the mechanics).
+The engine, server and browser fixtures are in conftest.py."""
 
 from __future__ import annotations
 
@@ -7,67 +8,25 @@ import base64
 import io
 import json
 
-import playwright.sync_api as playwright_api
-import pytest
 from PIL import Image
 
 from glm_vision.images import load_image
 from glm_vision.server import AppState
-from glm_vision.settings import Settings
+from tests.conftest import make_picture
+from tests.doubles import ScriptedBackend
 
-from .conftest import make_picture
-from .doubles import ScriptedBackend
-from .ui_support import (CHROMIUM, CHROMIUM_ARGS, WAIT_MS, SlowEmit, UiServer, ask, bot_texts,
-                         open_page, saved_chat, user_texts, wait_chat_text, wait_idle, wait_turns)
-
-
-
-@pytest.fixture(scope="module")
-def ui_engine(tiny_model_dir):
-    from glm_vision.engine import Engine
-
-    settings = Settings(model=str(tiny_model_dir), device="cpu", max_context_tokens=2048, max_new_tokens=12,
-                        max_images_per_message=3, max_upload_mb=1.0, pdf_max_pages=3, pdf_dpi=36)
-    engine = Engine.load(settings)
-    engine.warmup()
-    slow = SlowEmit(engine)
-    yield engine, settings, slow
-    engine.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(ui_engine):
-    engine, settings, _ = ui_engine
-    state = AppState(settings, backend=engine)
-    with UiServer(state) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def context(browser):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    yield ctx
-    ctx.close()
-
-
-@pytest.fixture
-def page(context, server):
-    return open_page(context, server.url)
-
-
-@pytest.fixture
-def picture_file(tmp_path):
-    path = tmp_path / "shapes.png"
-    make_picture(7).save(path)
-    return path
+from .ui_support import (
+    WAIT_MS,
+    UiServer,
+    ask,
+    bot_texts,
+    open_page,
+    saved_chat,
+    user_texts,
+    wait_chat_text,
+    wait_idle,
+    wait_turns,
+)
 
 
 def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
@@ -81,7 +40,8 @@ def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
         page.fill("#glmv-input textarea", "What colour is the circle?")
         # Record every text the answer bubble shows while it is written.
         page.evaluate("""() => { window.__seen = [];
-            new MutationObserver(() => { const b = [...document.querySelectorAll('#glmv-chat .message.bot')].map(e => e.innerText).join('|');
+            new MutationObserver(() => {
+              const b = [...document.querySelectorAll('#glmv-chat .message.bot')].map(e => e.innerText).join('|');
               if (window.__seen[window.__seen.length - 1] !== b) window.__seen.push(b); })
             .observe(document.querySelector('#glmv-chat'), {subtree: true, childList: true, characterData: true}); }""")
         page.keyboard.press("Enter")
@@ -93,21 +53,26 @@ def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
     seen = [s for s in page.evaluate("() => window.__seen") if s.strip() and s.strip() != "…"]
     assert len(set(seen)) >= 2, "the answer should appear piece by piece"
     assert chat["messages"][0]["images"] and chat["messages"][1]["role"] == "assistant"
-    page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes('first token')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-status')?.innerText.includes('first token')", timeout=WAIT_MS
+    )
     status = page.inner_text("#glmv-status")
     assert "first token" in status and "tokens/s" in status and "cached" in status and "encoded" in status
 
 
 def test_drag_and_drop_upload(page, picture_file):
     data = base64.b64encode(picture_file.read_bytes()).decode()
-    page.evaluate("""(b64) => {
+    page.evaluate(
+        """(b64) => {
         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer();
         dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
         const target = document.querySelector('#glmv-input textarea');
         for (const type of ['dragenter', 'dragover', 'drop'])
             target.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
-    }""", data)
+    }""",
+        data,
+    )
     page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
     page.fill("#glmv-input textarea", "Describe the dropped picture")
     page.keyboard.press("Enter")
@@ -119,14 +84,17 @@ def test_drag_and_drop_upload(page, picture_file):
 
 def test_paste_image_from_clipboard(page, picture_file):
     data = base64.b64encode(picture_file.read_bytes()).decode()
-    page.evaluate("""(b64) => {
+    page.evaluate(
+        """(b64) => {
         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer();
         dt.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
         const target = document.querySelector('#glmv-input textarea');
         target.focus();
         target.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
-    }""", data)
+    }""",
+        data,
+    )
     page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
     ask(page, "What was pasted?")
     chat = wait_turns(page, 2)
@@ -152,8 +120,10 @@ def test_stop_mid_answer_keeps_partial_answer(page, ui_engine):
     try:
         ask(page, "Write a long answer")
         page.wait_for_function(
-            "() => [...document.querySelectorAll('#glmv-chat .message.bot')].map(e => e.innerText).join('').replace('…','').trim().length > 3",
-            timeout=WAIT_MS)
+            "() => [...document.querySelectorAll('#glmv-chat .message.bot')].map(e => e.innerText).join('')"
+            ".replace('…','').trim().length > 3",
+            timeout=WAIT_MS,
+        )
         page.click("#glmv-input .stop-button", timeout=WAIT_MS)
         chat = wait_turns(page, 2)
     finally:
@@ -178,7 +148,9 @@ def test_retry_and_undo(page):
     assert first["messages"][1]["role"] == second["messages"][1]["role"] == "assistant"
     wait_idle(page)
     page.get_by_role("button", name="Undo").last.click()
-    page.wait_for_function("() => document.querySelector('#glmv-input textarea').value === 'First question'", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-input textarea').value === 'First question'", timeout=WAIT_MS
+    )
     page.wait_for_function("() => sessionStorage.getItem('glmv-chat') === null", timeout=WAIT_MS)
     assert user_texts(page) == []
 
@@ -195,8 +167,10 @@ def test_edit_previous_message_and_continue(page):
     editor.fill("Edited question")
     page.get_by_role("button", name="Submit").first.click()
     page.wait_for_function(
-        "() => { const v = JSON.parse(sessionStorage.getItem('glmv-chat')); return v.messages.length === 2 && v.messages[0].text === 'Edited question'; }",
-        timeout=WAIT_MS)
+        "() => { const v = JSON.parse(sessionStorage.getItem('glmv-chat'));"
+        " return v.messages.length === 2 && v.messages[0].text === 'Edited question'; }",
+        timeout=WAIT_MS,
+    )
     assert any("Edited question" in t for t in user_texts(page))
     assert not any("Second question" in t for t in user_texts(page))
 
@@ -227,7 +201,9 @@ def test_export_markdown_and_json_then_import(page, picture_file, context, serve
         exported = tmp_path / name
         json_download.value.save_as(exported)
         chooser.value.set_files(str(exported))
-        other.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('Imported')", timeout=WAIT_MS)
+        other.wait_for_function(
+            "() => document.querySelector('#glmv-notice')?.innerText.includes('Imported')", timeout=WAIT_MS
+        )
         assert any("Export me" in t for t in user_texts(other))
         assert other.locator("#glmv-chat img").count() >= 1
         ask(other, "And a follow-up")
@@ -246,10 +222,14 @@ def test_reload_keeps_history_and_settings(page):
     page.wait_for_function("() => JSON.parse(localStorage.getItem('glmv-prefs') || '{}').top_k === 7", timeout=WAIT_MS)
     page.reload()
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#glmv-chat .message.user')].some(e => e.innerText.includes('Remember me'))",
-        timeout=WAIT_MS)
+        "() => [...document.querySelectorAll('#glmv-chat .message.user')]"
+        ".some(e => e.innerText.includes('Remember me'))",
+        timeout=WAIT_MS,
+    )
     assert bot_texts(page)
-    page.wait_for_function("() => document.querySelector('#glmv-top-k input[type=number]')?.value === '7'", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-top-k input[type=number]')?.value === '7'", timeout=WAIT_MS
+    )
 
 
 def test_two_browser_contexts_are_isolated(browser, server):
@@ -261,7 +241,9 @@ def test_two_browser_contexts_are_isolated(browser, server):
         wait_turns(one, 2)
         wait_turns(two, 2)
         one.reload()
-        one.wait_for_function("() => document.querySelector('#glmv-chat')?.innerText.includes('alpha question')", timeout=WAIT_MS)
+        one.wait_for_function(
+            "() => document.querySelector('#glmv-chat')?.innerText.includes('alpha question')", timeout=WAIT_MS
+        )
         assert "beta question" not in one.inner_text("#glmv-chat")
         assert "alpha question" not in two.inner_text("#glmv-chat")
         assert [m["text"] for m in saved_chat(two)["messages"][:1]] == ["beta question"]
@@ -274,7 +256,9 @@ def test_corrupt_file_shows_error_and_chat_still_works(page, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     ask(page, "What is in this file?", [str(bad)])
-    page.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('broken.png')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-error')?.innerText.includes('broken.png')", timeout=WAIT_MS
+    )
     assert "readable image" in page.inner_text("#glmv-error") or "damaged" in page.inner_text("#glmv-error")
     assert page.input_value("#glmv-input textarea") == "What is in this file?"  # the message is given back
     page.click("#glmv-input .thumbnail-item button", timeout=WAIT_MS)  # remove the bad file
@@ -292,7 +276,9 @@ def test_too_many_images_refused_before_sending(page, tmp_path):
         make_picture(seed).save(path)
         paths.append(str(path))
     ask(page, "Four pictures", paths)
-    page.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('At most 3 images')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-error')?.innerText.includes('At most 3 images')", timeout=WAIT_MS
+    )
     assert saved_chat(page) is None
 
 
@@ -301,7 +287,9 @@ def test_context_overflow_keeps_conversation(page):
     wait_turns(page, 2)
     wait_idle(page)
     ask(page, "word " * 2500)
-    page.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('context limit')", timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => document.querySelector('#glmv-error')?.innerText.includes('context limit')", timeout=WAIT_MS
+    )
     chat = saved_chat(page)
     assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
     assert any("Short question" in t for t in user_texts(page))
@@ -311,8 +299,12 @@ def test_context_overflow_keeps_conversation(page):
 def test_scripted_output_is_sanitized_and_rendered(page, server):
     from glm_vision.backend import GpuOutOfMemoryError
 
-    pieces = ["<think>Looking at the", " picture.</think>", "The answer is <|begin_of_box|>42<|end_of_box|>. ",
-              "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2\"> $x^2$ done"]
+    pieces = [
+        "<think>Looking at the",
+        " picture.</think>",
+        "The answer is <|begin_of_box|>42<|end_of_box|>. ",
+        '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> $x^2$ done',
+    ]
     real = server.state.backend
     server.state.backend = ScriptedBackend(pieces, is_demo=True)
     try:
@@ -324,13 +316,17 @@ def test_scripted_output_is_sanitized_and_rendered(page, server):
         text = page.inner_text("#glmv-chat")
         assert "42" in text and "begin_of_box" not in text and "<think>" not in text
         assert chat["messages"][1]["reasoning"] == "Looking at the picture."
-        assert page.locator("#glmv-chat .thought").count() == 1  # the reasoning sits in its own collapsible block
+        assert page.locator("#glmv-chat .thought-group").count() == 1  # the reasoning sits in its own collapsible block
         assert page.locator("#glmv-chat .katex").count() >= 1  # $x^2$ rendered as LaTeX
         assert "Demo model" in page.inner_text("#glmv-status")
 
-        server.state.backend = ScriptedBackend(["partial"], is_demo=True, error=GpuOutOfMemoryError("the GPU ran out of memory"))
+        server.state.backend = ScriptedBackend(
+            ["partial"], is_demo=True, error=GpuOutOfMemoryError("the GPU ran out of memory")
+        )
         ask(page, "Second question")
-        page.wait_for_function("() => document.querySelector('#glmv-error')?.innerText.includes('out of memory')", timeout=WAIT_MS)
+        page.wait_for_function(
+            "() => document.querySelector('#glmv-error')?.innerText.includes('out of memory')", timeout=WAIT_MS
+        )
         assert [m["role"] for m in saved_chat(page)["messages"]] == ["user", "assistant"]
     finally:
         server.state.backend = real
@@ -342,7 +338,9 @@ def test_loading_state_then_ready(context, server):
     try:
         page = context.new_page()
         page.goto(server.url, timeout=WAIT_MS)
-        page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes('Loading')", timeout=WAIT_MS)
+        page.wait_for_function(
+            "() => document.querySelector('#glmv-status')?.innerText.includes('Loading')", timeout=WAIT_MS
+        )
     finally:
         server.state.backend = real
     page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes(' · ')", timeout=WAIT_MS)
@@ -358,10 +356,14 @@ def test_chinese_interface_and_dark_mode(browser, server):
     ctx = browser.new_context(locale="zh-CN", color_scheme="dark")
     try:
         page = open_page(ctx, server.url)
-        page.wait_for_function("() => document.querySelector('#glmv-new')?.innerText.includes('新对话')", timeout=WAIT_MS)
+        page.wait_for_function(
+            "() => document.querySelector('#glmv-new')?.innerText.includes('新对话')", timeout=WAIT_MS
+        )
         assert "设备" in page.inner_text("#glmv-status")
-        assert page.evaluate("() => document.querySelector('.gradio-container').closest('.dark') !== null "
-                             "|| document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')")
+        assert page.evaluate(
+            "() => document.querySelector('.gradio-container').closest('.dark') !== null "
+            "|| document.body.classList.contains('dark') || document.documentElement.classList.contains('dark')"
+        )
     finally:
         ctx.close()
 
@@ -418,7 +420,9 @@ def test_queue_position_shown_while_waiting(browser, server, ui_engine):
         ask(one, "A long answer first")
         one.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
         ask(two, "Then me")
-        two.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS)
+        two.wait_for_function(
+            "() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS
+        )
         one.click("#glmv-input .stop-button", timeout=WAIT_MS)
         slow.delay_s = 0.0
         chat = wait_turns(two, 2)

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from glm_vision.images import load_image
-from glm_vision.ui_render import cost_line, estimate_image_tokens
+from glm_vision.ui.cost import cost_line, estimate_image_tokens
 
 SIZES = [(1920, 1080), (390, 844), (3000, 200), (1280, 720), (97, 131), (5000, 5000)]
 

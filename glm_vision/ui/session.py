@@ -1,0 +1,461 @@
+"""One browser tab's chat: its transcript, its settings, its running answer and the handlers of its
+events (send, retry, edit, undo, stop, new chat, import, restore, save, close).
+
+Each handler returns (or, while an answer streams, yields) a dict of component updates keyed by the
+`Widgets`. Stop cancels the backend request (the local engine stops within one decode step) and the
+partial answer is kept. Any failure puts the conversation back as it was, with the message in the
+error line, and a failed message's text and files back in the input box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from ..backend import EngineError, GenerationRequest, GenerationResult, RequestHandle, answer_deltas
+from ..conversation import split_output
+from ..images import ImageError, load_media
+from .controls import Controls, checked, default_controls
+from .cost import cost_line, image_sizes
+from .examples import gallery_items
+from .exports import tab_folder, write_exports
+from .prefs import saved_controls
+from .render import chat_messages, image_file, status_markdown, typed_text, usage_dict
+from .tempfiles import SessionFiles
+from .text import say
+from .transcript import ChatImage, Transcript, Turn, from_json, safe_name, to_json
+from .widgets import Widgets
+
+STREAM_INTERVAL_S = 0.05  # at most ~20 display updates a second
+PHONE_WIDTH = 640  # px: a page this narrow starts with the settings closed
+QUEUE_POLL_S = 0.25
+
+
+class ChatSession:
+    def __init__(
+        self,
+        state,
+        widgets: Widgets,
+        files: SessionFiles,
+        tab: str,
+        lang: str = "en",
+        *,
+        examples: list[dict] | None = None,
+    ) -> None:
+        self.state = state  # the server's AppState: the backend (None while it loads) and the settings
+        self.w = widgets
+        self.files = files  # the files each tab holds, removed when the last tab holding one closes
+        self.tab = tab  # Gradio's session hash of the tab
+        self.lang = lang
+        self.examples = examples or []
+        self.defaults = default_controls(state.settings)
+        self.controls = self.defaults  # the chat's settings: saved with it, restored from an import
+        self.transcript = Transcript()
+        self.usage: dict = {}
+        self.run: RequestHandle | None = None
+        self.epoch = 0  # counts the chats New chat and Import started; an answer for an older one is dropped
+        self.given_back: dict[tuple, ChatImage] = {}  # pictures put back into the input box, by _file_key
+        self._lock = threading.Lock()
+
+    @property
+    def engine_session(self) -> str:
+        return f"ui-{self.tab}"
+
+    @property
+    def model_cap(self) -> int | None:
+        """The backend's most tokens per image, None while loading or when it does not say."""
+        return self.state.backend.info.max_image_tokens if self.state.backend is not None else None
+
+    # ------------------------------------------------------------------ events
+    def send(self, message: dict | None, controls: Controls):
+        message = message or {}
+        text = (message.get("text") or "").strip()
+        paths = _paths(message)
+        for path in paths:
+            self.files.add(self.tab, path)  # removed with the tab (only files in our private dir)
+        if self.run is not None or not (text or paths):  # Enter while an answer is written, or nothing to send
+            yield self._error("err_busy" if self.run is not None else "err_empty")
+            return
+        try:
+            images = self._load_files(paths)
+        except ImageError as exc:
+            yield self._back(self.transcript, message, error=str(exc))
+            return
+        work = self.transcript.copy()
+        work.turns.append(Turn("user", text, images))
+        yield from self._generate(work, controls, restore_input=message)
+
+    def retry(self, controls: Controls):
+        last_user = self._last_user()
+        if last_user is None:
+            return
+        work = self.transcript.copy()
+        work.turns = work.turns[: last_user + 1]
+        yield from self._generate(work, controls)
+
+    def edit(self, index, value, controls: Controls):
+        """The user changed the text of an earlier message: the chat continues from there."""
+        slots = chat_messages(self.transcript, self.lang)[1]
+        index = index if isinstance(index, int) else index[0]
+        if not 0 <= index < len(slots) or slots[index].part != "text":
+            yield {self.w.chatbot: chat_messages(self.transcript, self.lang)[0]}
+            return
+        turn = self.transcript.turns[slots[index].turn]
+        shown = value if isinstance(value, str) else str(value.get("text", "")) if isinstance(value, dict) else ""
+        work = self.transcript.copy()
+        work.turns = work.turns[: slots[index].turn] + [
+            Turn("user", typed_text(shown, turn, self.lang).strip(), list(turn.images))
+        ]
+        yield from self._generate(work, controls)
+
+    def undo(self) -> dict:
+        """Take back the last question (and its answer); its text and pictures go back into the input."""
+        last_user = self._last_user()
+        if last_user is None:
+            return {}
+        removed = self.transcript.turns[last_user]
+        self.transcript = self.transcript.copy()
+        self.transcript.turns = self.transcript.turns[:last_user]
+        return {
+            self.w.chatbot: chat_messages(self.transcript, self.lang)[0],
+            self.w.error: "",
+            self.w.notice: "",
+            self.w.textbox: self._give_back(removed),
+        } | self.save()
+
+    def stop(self) -> None:
+        if self.run is not None:
+            self.run.cancel()
+
+    def new_chat(self) -> dict:
+        self._replace(Transcript())
+        return self._view()
+
+    def import_chat(self, file) -> dict:
+        """A chat from an exported JSON file replaces this one, with the settings saved in it (every
+        image is checked like an upload)."""
+        settings = self.state.settings
+        path = file if isinstance(file, str) else getattr(file, "name", None)
+        try:
+            transcript, saved = from_json(
+                Path(path).read_bytes(),
+                max_bytes=settings.max_upload_bytes,
+                max_images_per_message=settings.max_images_per_message,
+            )
+        except (ImageError, OSError) as exc:
+            return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, "err_import", error=exc)}
+        self.controls = checked(saved, self.controls, settings)  # what the file does not say stays as it is
+        self._replace(transcript)
+        notice = say(self.lang, "imported", count=len(transcript.turns))
+        return self._view() | self._panel() | {self.w.notice: notice}
+
+    def restore(self, saved_chat: str, saved_prefs: str, width: str = "") -> dict:
+        """The page (re)loaded: the chat and the settings the browser kept, the examples in the page's
+        language, the settings closed on a phone. A question that had no answer yet (the page went away
+        while it was queued or written) goes back into the input box."""
+        self.controls = saved_controls(saved_prefs, self.defaults, self.state.settings)
+        transcript, error = Transcript(), ""
+        if saved_chat:
+            try:
+                transcript, _ = from_json(saved_chat, max_bytes=self.state.settings.max_upload_bytes)
+            except ImageError as exc:
+                error = say(self.lang, "error_prefix") + say(self.lang, "err_import", error=exc)
+        unanswered = transcript.turns.pop() if transcript.turns and transcript.turns[-1].role == "user" else None
+        self._show(transcript)
+        out = (
+            self._view()
+            | self._panel()
+            | {
+                self.w.error: error,
+                self.w.timer: gr.Timer(active=self.state.backend is None),
+                self.w.cost: cost_line(self.lang, self.controls.image_tokens, [], self.model_cap),
+                self.w.settings: gr.Accordion(open=not width.isdigit() or int(width) > PHONE_WIDTH),
+                self.w.gallery: gr.Gallery(gallery_items(self.examples, self.lang)),
+            }
+        )
+        if unanswered is not None:
+            out |= {self.w.textbox: self._give_back(unanswered), self.w.notice: say(self.lang, "question_back")}
+        return out
+
+    def input_changed(self, message, image_tokens) -> str:
+        """Files in the input box are the tab's from the moment they are attached (so another tab's close
+        never deletes an identical upload); the cost line follows the files and the budget."""
+        for path in _paths(message):
+            self.files.add(self.tab, path)
+        return self.cost(message, image_tokens)
+
+    def cost(self, message, image_tokens) -> str:
+        return cost_line(self.lang, int(image_tokens), image_sizes(message, self.state.settings), self.model_cap)
+
+    def tick(self, message, image_tokens) -> tuple:
+        """While the model loads: the status, and the image cost once the model's own cap is known."""
+        loading = self.state.backend is None and not self.state.load_error
+        return (
+            status_markdown(self.state, self.lang, self.usage),
+            gr.Timer(active=loading),
+            self.cost(message, image_tokens),
+            self._budget_slider(image_tokens),
+        )
+
+    def save(self) -> dict:
+        """The chat into the browser's copy and the two export files (an empty chat keeps nothing)."""
+        w = self.w
+        if not self.transcript.turns:
+            return {
+                w.store: "",
+                w.export_md: gr.DownloadButton(value=None),
+                w.export_json: gr.DownloadButton(value=None),
+            }
+        self.files.add(self.tab, tab_folder(self.tab))
+        model = self.state.backend.info.model if self.state.backend is not None else ""
+        md_path, json_path = write_exports(self.tab, self.transcript, model=model, settings=self.controls.as_dict())
+        return {
+            w.store: self._stored(self.transcript),
+            w.export_md: gr.DownloadButton(value=str(md_path)),
+            w.export_json: gr.DownloadButton(value=str(json_path)),
+        }
+
+    def export_clicked(self) -> str:
+        """An export button was pressed: say so when there is nothing to export yet."""
+        return "" if self.transcript.turns else say(self.lang, "nothing_to_export")
+
+    def close(self) -> None:
+        """Stop the tab's answer and free its engine caches (New chat, Import, the tab closing)."""
+        self.stop()
+        if self.state.backend is not None:
+            self.state.backend.close_session(self.engine_session)
+
+    # ------------------------------------------------------------------ streaming core
+    def _generate(self, work: Transcript, controls: Controls, restore_input=None):
+        """Stream an answer to `work` (which ends with a user turn); on failure go back to the chat as it was."""
+        base, epoch = self.transcript, self.epoch
+        if self.state.backend is None:
+            yield self._back(base, restore_input, error=say(self.lang, "err_not_ready"))
+            return
+        if self.run is not None:
+            yield self._error("err_busy")
+            return
+        try:
+            handle = self.state.backend.submit(self._request(work, controls))
+        except EngineError as exc:
+            yield self._back(base, restore_input, error=exc.message)
+            return
+        self.run, self.transcript, self.controls = handle, work, controls
+        try:
+            for update in self._answer(handle, work, base, epoch, restore_input):
+                if self.epoch != epoch:  # New chat or Import replaced the chat: this answer is not shown
+                    yield self._view()  # (Gradio shows an event's last update again when it ends)
+                    return
+                yield update
+        finally:
+            if self.run is handle:
+                self.run = None
+            handle.cancel()  # harmless once finished; stops the GPU work when the tab went away mid-answer
+
+    def _answer(self, handle: RequestHandle, work: Transcript, base: Transcript, epoch: int, restore_input):
+        """The wait in the queue, the answer as it is written, then the finished chat (or, on failure, the
+        chat as it was)."""
+        try:
+            yield from self._wait_in_queue(handle, work)
+            result = yield from self._stream(handle, work)
+        except EngineError as exc:
+            if handle.cancelled.is_set():  # stopped while still waiting in the queue
+                yield self._back(base, restore_input, epoch, notice=say(self.lang, "stopped_queued"))
+            else:
+                yield self._back(base, restore_input, epoch, error=exc.message)
+            return
+        if result.finish_reason == "cancelled" and not result.text:  # stopped before a word was written
+            yield self._back(base, restore_input, epoch, notice=say(self.lang, "stopped_queued"))
+        else:
+            yield self._finish(work, result, epoch)
+
+    def _request(self, work: Transcript, controls: Controls) -> GenerationRequest:
+        return GenerationRequest(
+            work.engine_messages(controls.system_prompt),
+            controls.sampling(),
+            session_id=self.engine_session,
+            enable_thinking=bool(controls.thinking),
+            max_image_tokens=int(controls.image_tokens),
+        )
+
+    def _wait_in_queue(self, handle: RequestHandle, work: Transcript):
+        """The input turns into a Stop button and the browser keeps the question (a reload gives it back);
+        the queue position is shown until the answer starts."""
+        first = {
+            self.w.textbox: gr.MultimodalTextbox(value=None, submit_btn=False, stop_btn=True),
+            self.w.error: "",
+            self.w.notice: "",
+            self.w.store: self._stored(work),
+        }
+        while handle.queue_position > 0:
+            if handle.cancelled.is_set():  # Stop pressed: done now, whenever the queue drops it
+                raise EngineError("stopped in the queue")
+            yield first | self._pending(work, say(self.lang, "queued", position=handle.queue_position))
+            first = {}
+            time.sleep(QUEUE_POLL_S)
+        yield first | self._pending(work, say(self.lang, "generating"))
+
+    def _pending(self, work: Transcript, activity: str) -> dict:
+        return {
+            self.w.chatbot: chat_messages(work, self.lang, ("", ""), pending=True)[0],
+            self.w.status: status_markdown(self.state, self.lang, self.usage, activity),
+        }
+
+    def _stream(self, handle: RequestHandle, work: Transcript):
+        """Show the reasoning and the answer while they are written; returns the backend's result."""
+        reasoning = answer = ""
+        last = 0.0
+        for item in answer_deltas(handle):
+            if isinstance(item, GenerationResult):
+                return item
+            reasoning, answer = reasoning + item.reasoning, answer + item.answer
+            if time.monotonic() - last >= STREAM_INTERVAL_S:
+                last = time.monotonic()
+                yield {self.w.chatbot: chat_messages(work, self.lang, (reasoning, answer), pending=True)[0]}
+        raise EngineError("the answer ended without a result")
+
+    def _finish(self, work: Transcript, result: GenerationResult, epoch: int) -> dict:
+        parsed = split_output(result.text)
+        usage = usage_dict(result.usage)
+        work.turns.append(
+            Turn(
+                "assistant",
+                parsed.raw_answer,
+                reasoning=parsed.reasoning,
+                finish_reason=result.finish_reason,
+                usage=usage,
+            )
+        )
+        if not self._commit(work, epoch, usage):
+            return {}
+        activity = say(self.lang, "stopped") if result.finish_reason == "cancelled" else ""
+        return {
+            self.w.chatbot: chat_messages(work, self.lang)[0],
+            self.w.error: "",
+            self.w.status: status_markdown(self.state, self.lang, usage, activity),
+            self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False),
+        } | self.save()
+
+    def _back(
+        self, base: Transcript, restore_input=None, epoch: int | None = None, *, error: str = "", notice: str = ""
+    ) -> dict:
+        """The chat as it was before a question that got no answer (its text and files back in the input)."""
+        if not self._commit(base, self.epoch if epoch is None else epoch):
+            return {}
+        return {
+            self.w.chatbot: chat_messages(base, self.lang)[0],
+            self.w.notice: notice,
+            self.w.error: say(self.lang, "error_prefix") + error if error else "",
+            self.w.status: status_markdown(self.state, self.lang, self.usage),
+            self.w.store: self._stored(base),
+            self.w.textbox: gr.MultimodalTextbox(value=restore_input, submit_btn=True, stop_btn=False),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _error(self, key: str) -> dict:
+        return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, key)}
+
+    def _view(self) -> dict:
+        """Every chat output as the chat is now, with no answer being written."""
+        return {
+            self.w.chatbot: chat_messages(self.transcript, self.lang)[0],
+            self.w.error: "",
+            self.w.notice: "",
+            self.w.status: status_markdown(self.state, self.lang, self.usage),
+            self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False),
+        } | self.save()
+
+    def _panel(self) -> dict:
+        """The settings panel showing the chat's settings."""
+        return {
+            component: self._budget_slider(self.controls.image_tokens)
+            if name == "image_tokens"
+            else getattr(self.controls, name)
+            for name, component in self.w.panel.items()
+        }
+
+    def _budget_slider(self, value) -> gr.Slider:
+        """The image budget slider, ending at the model's own cap where that is lower than the server's
+        (the bundled demo model takes at most 100 tokens an image) and saying so."""
+        cap = self.model_cap
+        if cap is None or cap >= self.state.settings.max_image_tokens:
+            return gr.Slider(value=value)
+        return gr.Slider(maximum=cap, value=min(int(value), cap), info=say(self.lang, "image_tokens_cap", cap=cap))
+
+    def _stored(self, transcript: Transcript) -> str:
+        """The browser's copy of a chat (with its settings); empty for an empty chat."""
+        return to_json(transcript, settings=self.controls.as_dict()) if transcript.turns else ""
+
+    def _give_back(self, turn: Turn) -> dict:
+        """A question's text and pictures as the input box's value; sent again, the pictures keep their
+        names and notes (a PDF page stays "page 1 of 2")."""
+        files = [image_file(image) for image in turn.images]
+        self.given_back.update(zip(map(_file_key, files), turn.images, strict=True))
+        return {"text": turn.text, "files": files}
+
+    def _replace(self, transcript: Transcript) -> None:
+        """New chat or Import: the answer being written for the old chat is stopped and dropped (its
+        updates are never shown) and the engine's cached prefix of the old chat is freed."""
+        self.close()
+        with self._lock:
+            self.epoch += 1
+            self.run = None
+            self._show(transcript)
+
+    def _commit(self, transcript: Transcript, epoch: int, usage: dict | None = None) -> bool:
+        """The chat after an answer (or a failure), unless New chat or Import replaced it meanwhile."""
+        with self._lock:
+            if self.epoch != epoch:
+                return False
+            self.transcript = transcript
+            if usage is not None:
+                self.usage = usage
+            return True
+
+    def _show(self, transcript: Transcript) -> None:
+        self.transcript = transcript
+        self.usage = next((turn.usage for turn in reversed(transcript.turns) if turn.usage), {})
+
+    def _last_user(self) -> int | None:
+        return max((i for i, t in enumerate(self.transcript.turns) if t.role == "user"), default=None)
+
+    def _load_files(self, paths: list[str]) -> list[ChatImage]:
+        images: list[ChatImage] = []
+        for path in paths:
+            given = self.given_back.get(_file_key(path))
+            images += [given] if given is not None else self._load_file(path)
+        limit = self.state.settings.max_images_per_message
+        if len(images) > limit:
+            raise ImageError(say(self.lang, "err_too_many", limit=limit, count=len(images)))
+        return images
+
+    def _load_file(self, path: str) -> list[ChatImage]:
+        """An upload's pictures (a PDF gives one per page), each checked and named after the file."""
+        settings = self.state.settings
+        name = safe_name(Path(path).name, "image")
+        try:
+            pages = load_media(
+                path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
+            )
+        except ImageError as exc:
+            raise ImageError(say(self.lang, "err_file", name=Path(path).name, error=exc)) from None
+        if len(pages) == 1:
+            return [ChatImage(pages[0], name)]
+        return [ChatImage(page, f"{Path(name).stem}-page{number}.png") for number, page in enumerate(pages, 1)]
+
+
+def _file_key(path: str) -> tuple:
+    """A file by its name and content (Gradio hands back a copy of a file, not the file itself)."""
+    try:
+        return Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return Path(path).name, ""
+
+
+def _paths(message: dict | None) -> list[str]:
+    """The paths of the files in an input box's value."""
+    return [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files") or []]

@@ -1,0 +1,71 @@
+"""A tab's session without a browser: the files tabs hold, and what happens to an answer when the chat
+is replaced under it (issue 19)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from glm_vision.ui.tempfiles import SessionFiles
+
+
+def _upload(name: str) -> Path:
+    folder = Path(os.environ["GRADIO_TEMP_DIR"]) / ("test-shared-" + name)
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"same bytes")
+    return path
+
+
+def test_a_file_two_tabs_hold_is_deleted_when_the_last_one_closes():
+    shared, example = _upload("same.png"), _upload("example.png")
+    files = SessionFiles(keep=[example])
+    files.add("a", shared)
+    files.add("b", shared)
+    files.add("a", example)
+    assert files.purge("a") == 0 and shared.exists()
+    assert files.purge("b") == 1 and not shared.exists() and not shared.parent.exists()
+    assert example.exists()  # the app's own files are never a tab's
+
+
+# ---------------------------------------------------------------------------------- a chat replaced mid-answer
+def _tab(answer="an answer that is long enough to stream in several pieces"):
+    from glm_vision.server import AppState
+    from glm_vision.settings import Settings
+    from tests.doubles import ScriptedBackend
+    from tests.ui.ui_driver import FakeRequest, handlers
+
+    tabs = handlers(AppState(Settings(), backend=ScriptedBackend(answer, chunk=2)))
+    return tabs.of(FakeRequest())
+
+
+def _controls():
+    from glm_vision.ui.controls import Controls
+
+    return Controls(thinking=False, max_new_tokens=64)
+
+
+def _exported(tmp_path) -> Path:
+    from glm_vision.ui.transcript import Transcript, Turn, to_json
+
+    path = tmp_path / "chat.json"
+    path.write_text(to_json(Transcript([Turn("user", "imported question"), Turn("assistant", "imported answer")])))
+    return path
+
+
+def test_new_chat_or_import_while_an_answer_is_written_is_not_undone(tmp_path):
+    for replace in ("new_chat", "import_chat"):
+        session = _tab()
+        answer = session.send({"text": "old question", "files": []}, _controls())
+        first = next(answer)  # the question is in, the answer on its way
+        assert "old question" in str(first["chatbot"])
+        replaced = session.new_chat() if replace == "new_chat" else session.import_chat(str(_exported(tmp_path)))
+        assert "old question" not in str(replaced["chatbot"])
+        late = list(answer)  # whatever the old answer still has to say
+        assert all("old question" not in str(update.get("chatbot", "")) for update in late), replace
+        assert all("old question" not in str(update.get("store", "")) for update in late), replace
+        assert "old question" not in " ".join(t.text for t in session.transcript.turns)
+        assert session.run is None
+        follow = list(session.send({"text": "next", "files": []}, _controls()))
+        assert follow[-1]["error"] == ""
+        assert "old question" not in " ".join(t.text for t in session.transcript.turns)
