@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite (CPU only, no model downloads):
 # creates .venv if missing, installs the pinned test requirements and Debian's Chromium for the
-# browser tests, then runs pytest. Extra arguments go to pytest.
+# browser tests, runs ruff (lint and format check), then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -22,4 +22,7 @@ if [ ! -x /usr/bin/chromium ]; then
     sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null
   fi
 fi
+# Lint and format check first (fast): CI fails on either.
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -6,11 +6,8 @@ The UI is served with a scripted backend (the demo banner shows, and the answer 
 the picture shows the interface, not a model's quality.
 """
 
-import sys
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 from playwright.sync_api import sync_playwright
 
@@ -19,9 +16,13 @@ from glm_vision.settings import Settings
 from tests.doubles import ScriptedBackend
 from tests.ui.ui_support import CHROMIUM, CHROMIUM_ARGS, UiServer, ask, open_page, wait_turns
 
-ANSWER = ["<think>There is a red circle on the left half and a blue square on the right half.</think>",
-          "The circle is <|begin_of_box|>red<|end_of_box|> and sits on the **left** side; ",
-          "the blue square is on the right.\n\n| shape | colour | side |\n|---|---|---|\n| circle | red | left |\n| square | blue | right |"]
+ROOT = Path(__file__).resolve().parent.parent
+
+ANSWER = [
+    "<think>There is a red circle on the left half and a blue square on the right half.</think>",
+    "The circle is <|begin_of_box|>red<|end_of_box|> and sits on the **left** side; ",
+    "the blue square is on the right.\n\n| shape | colour | side |\n|---|---|---|\n| circle | red | left |\n| square | blue | right |",
+]
 
 
 def main() -> None:
@@ -29,8 +30,11 @@ def main() -> None:
     with UiServer(state) as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = open_page(browser.new_context(viewport={"width": 1360, "height": 900}, locale="en-US"), server.url)
-        ask(page, "What colour is the circle, and which side of the picture is it on?",
-            [str(ROOT / "assets" / "examples" / "shapes.png")])
+        ask(
+            page,
+            "What colour is the circle, and which side of the picture is it on?",
+            [str(ROOT / "assets" / "examples" / "shapes.png")],
+        )
         wait_turns(page, 2)
         time.sleep(1)
         page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))

@@ -13,6 +13,7 @@ from ..backend import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_T
 class Controls:
     system_prompt: str = ""
     thinking: bool = True
+    thinking_budget: int = 0  # most reasoning tokens before the answer is forced; 0: no limit
     temperature: float = DEFAULT_TEMPERATURE
     top_p: float = DEFAULT_TOP_P
     top_k: int = DEFAULT_TOP_K
@@ -46,6 +47,7 @@ class Range:
 def ranges(settings) -> dict[str, Range]:
     """Each numeric control's slider range (the image budget's top is the server's --max-pixels)."""
     return {
+        "thinking_budget": Range(0, 8192, 1),
         "temperature": Range(0.0, 2.0, 0.05),
         "top_p": Range(0.01, 1.0, 0.01),
         "top_k": Range(0, 100, 1),

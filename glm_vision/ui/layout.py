@@ -113,6 +113,7 @@ def _settings_panel(w: Widgets, t, settings) -> gr.Button:
                 label=t("system_prompt"), info=t("system_prompt_info"), lines=2, elem_id="glmv-system"
             ),
             "thinking": gr.Checkbox(label=t("thinking"), value=defaults.thinking, elem_id="glmv-thinking"),
+            "thinking_budget": slider("thinking_budget", "glmv-thinking-budget", info=t("thinking_budget_info")),
             "temperature": slider("temperature", "glmv-temperature"),
             "top_p": slider("top_p", "glmv-top-p"),
             "top_k": slider("top_k", "glmv-top-k"),

@@ -280,6 +280,7 @@ class ChatSession:
             session_id=self.engine_session,
             enable_thinking=bool(controls.thinking),
             max_image_tokens=int(controls.image_tokens),
+            thinking_budget=int(controls.thinking_budget) or None,
         )
 
     def _wait_in_queue(self, handle: RequestHandle, work: Transcript):

@@ -69,3 +69,20 @@ def test_new_chat_or_import_while_an_answer_is_written_is_not_undone(tmp_path):
         follow = list(session.send({"text": "next", "files": []}, _controls()))
         assert follow[-1]["error"] == ""
         assert "old question" not in " ".join(t.text for t in session.transcript.turns)
+
+
+def test_the_thinking_budget_setting_reaches_the_request_and_is_kept_with_the_chat():
+    from dataclasses import replace
+
+    from glm_vision.settings import Settings
+    from glm_vision.ui.controls import checked, default_controls
+
+    session = _tab()
+    list(session.send({"text": "think briefly", "files": []}, replace(_controls(), thinking=True, thinking_budget=64)))
+    list(session.send({"text": "no cap", "files": []}, _controls()))
+    sent = session.state.backend.requests
+    assert sent[-2].thinking_budget == 64 and sent[-2].enable_thinking is True
+    assert sent[-1].thinking_budget is None  # 0 in the panel: no limit
+    defaults = default_controls(Settings())
+    assert checked({"thinking_budget": 256}, defaults, Settings()).thinking_budget == 256
+    assert checked({"thinking_budget": -3}, defaults, Settings()).thinking_budget == 0  # out of range: the default
