@@ -3,12 +3,10 @@ URLs only from allowed hosts when enabled), with every problem answered as a 400
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import re
-from urllib.parse import urlsplit
 
 from fastapi.concurrency import run_in_threadpool
 
@@ -16,6 +14,7 @@ from ..conversation import IMAGE_ROLES, Message, split_output
 from ..images import ImageError, InputImage, load_media
 from ..tool_calls import ToolCall
 from .errors import APIError
+from .remote_images import fetch_remote_image
 from .schemas import ChatMessage, ImagePart, TextPart
 
 LOW_DETAIL_IMAGE_TOKENS = 1024
@@ -205,88 +204,3 @@ def decode_data_url(url: str, param: str, max_bytes: int) -> bytes:
             code="image_too_large",
         )
     return data
-
-
-def _host_allowed(host: str, allowlist: list[str]) -> bool:
-    for allowed in allowlist:
-        if allowed.startswith("*.") and host.endswith(allowed[1:]):
-            return True
-        if host == allowed:
-            return True
-    return False
-
-
-async def fetch_remote_image(url: str, param: str, settings) -> bytes:
-    if not settings.allow_remote_images:
-        raise APIError(
-            400,
-            f"{param}: remote image URLs are disabled on this server; send the image inline as a "
-            "base64 data: URL (data:image/png;base64,...), or start the server with --allow-remote-images "
-            "--remote-image-hosts HOST[,HOST]",
-            param=param,
-            code="remote_images_disabled",
-        )
-    import httpx
-
-    host = (urlsplit(url).hostname or "").lower()
-    allowlist = [h.strip().lower() for h in settings.remote_image_hosts.split(",") if h.strip()]
-    if not _host_allowed(host, allowlist):
-        listed = ", ".join(allowlist) or "none (set --remote-image-hosts)"
-        raise APIError(
-            400,
-            f"{param}: images from host '{host}' are not allowed; allowed hosts: {listed}",
-            param=param,
-            code="remote_host_not_allowed",
-        )
-    limit = int(settings.remote_image_max_mb * 1e6)
-    timeout = settings.remote_image_timeout_s
-
-    async def fetch() -> bytes:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            async with client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise APIError(
-                        400,
-                        f"{param}: fetching the image failed: HTTP {response.status_code} from {host}"
-                        + (" (redirects are not followed)" if 300 <= response.status_code < 400 else ""),
-                        param=param,
-                        code="remote_image_failed",
-                    )
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > limit:
-                    raise APIError(
-                        400,
-                        f"{param}: the remote image is {int(declared) / 1e6:.1f} MB; at most "
-                        f"{limit / 1e6:.1f} MB are fetched",
-                        param=param,
-                        code="image_too_large",
-                    )
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise APIError(
-                            400,
-                            f"{param}: the remote image is larger than {limit / 1e6:.1f} MB",
-                            param=param,
-                            code="image_too_large",
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-
-    try:
-        return await asyncio.wait_for(fetch(), timeout)
-    except (TimeoutError, httpx.TimeoutException):
-        raise APIError(
-            400,
-            f"{param}: fetching the image from {host} took longer than {timeout:g} s",
-            param=param,
-            code="remote_image_failed",
-        ) from None
-    except httpx.HTTPError as exc:
-        raise APIError(
-            400,
-            f"{param}: fetching the image from {host} failed: {type(exc).__name__}",
-            param=param,
-            code="remote_image_failed",
-        ) from None

@@ -35,6 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 when the run completed (failed images are recorded in the "
         "'error' field), 2 for bad arguments, 3 when the model or server cannot be reached.",
     )
+    add_run_flags(p)
+    add_answer_flags(p)
+    add_backend_flags(p)
+    return p
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """What to read, what to ask, where to write."""
     p.add_argument(
         "--input",
         action="append",
@@ -56,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace an existing --out instead of resuming it (a file of another question is never resumed)",
     )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_answer_flags(p: argparse.ArgumentParser) -> None:
+    """How each answer is generated and what is recorded of it."""
     p.add_argument("--no-thinking", action="store_true", help="switch thinking off (faster, no reasoning field)")
     p.add_argument("--max-tokens", type=int, default=1024, help="answer length limit, thinking included (default 1024)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: the model's 0.8; 0 is greedy)")
@@ -86,13 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each answered image to DIR with the answer's boxes and points drawn (numbered, labelled; "
         "paths mirror the inputs', as PNG); every record has them in 'grounding' with pixel coordinates",
     )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=1,
-        help="requests in flight at once (useful with --api-base: vLLM/SGLang batch them); default 1",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_backend_flags(p: argparse.ArgumentParser) -> None:
+    """The local engine (default) or a remote OpenAI-compatible server."""
     local = p.add_argument_group("local engine (default)")
     local.add_argument("--model", default="auto", help="'auto', a local checkpoint path or a hub id (as app.py)")
     local.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
@@ -102,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--api-key", help="its API key (default: OPENAI_API_KEY)")
     remote.add_argument("--remote-model", help="model name to ask for (default: the first the server lists)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file accepted (default 20)")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
