@@ -43,7 +43,8 @@ def build_ui(state) -> gr.Blocks:
                 w.gallery = gr.Gallery(
                     gallery_items(examples, "en"),
                     label=t("examples"),
-                    columns=3,
+                    columns=2,
+                    object_fit="contain",
                     allow_preview=False,
                     height="auto",
                     elem_id="glmv-examples",

@@ -23,6 +23,9 @@ CSS = """
 #glmv-notice p { font-weight: 600; }
 #glmv-status { font-size: 0.9em; }
 #glmv-cost { font-size: 0.85em; opacity: 0.8; }
+#glmv-examples .caption-label { position: static; white-space: normal; overflow: visible; text-overflow: clip;
+  max-width: none; width: 100%; text-align: center; }
+#glmv-examples .thumbnail-item { height: auto; aspect-ratio: auto; }
 """
 
 

@@ -328,3 +328,22 @@ def test_chinese_example_captions(browser, server):
         assert "What color is the star?" not in page.inner_text("#glmv-examples")
     finally:
         page.context.close()
+
+
+def test_example_thumbnails_are_whole_and_their_captions_readable_at_1400px(page):
+    """Polish: thumbnails were cropped (object-fit cover), the third cut by the column's edge, and the
+    captions cut to 'What colo…'."""
+    items = page.evaluate("""() => {
+      const gallery = document.querySelector('#glmv-examples').getBoundingClientRect();
+      return [...document.querySelectorAll('#glmv-examples .thumbnail-item')].map(item => {
+        const img = item.querySelector('img'), caption = item.querySelector('.caption-label');
+        const box = item.getBoundingClientRect();
+        return {fit: getComputedStyle(img).objectFit, inside: box.left >= gallery.left - 1 && box.right <= gallery.right + 1,
+                captionCut: caption.scrollWidth > caption.clientWidth + 1, caption: caption.innerText};
+      });
+    }""")
+    assert len(items) >= 3
+    for item in items:
+        assert item["fit"] == "contain", item
+        assert item["inside"], item
+        assert not item["captionCut"] and item["caption"].endswith("?"), item
