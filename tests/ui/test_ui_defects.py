@@ -114,9 +114,8 @@ def test_new_chat_while_an_answer_is_written_stays_new(page, ui_engine):
 
 def test_stopping_a_queued_question_says_nothing_was_written(browser, server):
     real = server.state.backend
-    server.state.backend = scripted = ScriptedBackend(
-        "word " * 4000, chunk=1, delay_s=0.05
-    )  # one answer at a time, long enough to outlast the test
+    # one answer at a time, long enough to outlast the test on a loaded machine
+    server.state.backend = scripted = ScriptedBackend("word " * 4000, chunk=1, delay_s=0.05)
     one = open_page(browser.new_context(locale="en-US"), server.url)
     two = open_page(browser.new_context(locale="en-US"), server.url)
     try:
