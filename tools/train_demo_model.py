@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from glm_vision.synthetic import scenes as demo_data
-from glm_vision.synthetic.tiny import build_config, build_processor, train_tokenizer
+from glm_vision.synthetic.tiny import build_config, build_processor, glm_generation_config, train_tokenizer
 from tools import demo_vit_fast
 from tools.demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches
 from tools.demo_batches import IGNORE, Batcher, BatchStream
@@ -68,7 +68,7 @@ def make_processor(image_tokens: int, vocab_size: int):
 
 # ---------------------------------------------------------------------------------------------- samples
 def build_model(processor, args):
-    from transformers import GenerationConfig, Glm4vForConditionalGeneration
+    from transformers import Glm4vForConditionalGeneration
 
     config = build_config(
         processor.tokenizer,
@@ -83,15 +83,7 @@ def build_model(processor, args):
     )
     torch.manual_seed(args.seed)
     model = Glm4vForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        do_sample=True,
-        temperature=0.8,
-        top_p=0.6,
-        top_k=2,
-        repetition_penalty=1.1,
-    )
+    model.generation_config = glm_generation_config(config)
     return model
 
 

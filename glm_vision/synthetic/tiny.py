@@ -227,10 +227,27 @@ def build_config(
     )
 
 
+def glm_generation_config(config):
+    """GLM-4.6V-Flash's own generation defaults, for a checkpoint built here."""
+    from transformers import GenerationConfig
+
+    from ..backend import DEFAULT_REPETITION_PENALTY, DEFAULT_TEMPERATURE, DEFAULT_TOP_K, DEFAULT_TOP_P
+
+    return GenerationConfig(
+        eos_token_id=config.text_config.eos_token_id,
+        pad_token_id=config.text_config.pad_token_id,
+        do_sample=True,
+        temperature=DEFAULT_TEMPERATURE,
+        top_p=DEFAULT_TOP_P,
+        top_k=DEFAULT_TOP_K,
+        repetition_penalty=DEFAULT_REPETITION_PENALTY,
+    )
+
+
 def build_tiny_checkpoint(outdir: str | Path, *, seed: int = 0, layers: int = 2, hidden: int = 128) -> Path:
     """Write the checkpoint to `outdir` and return its path."""
     import torch
-    from transformers import GenerationConfig, Glm4vForConditionalGeneration
+    from transformers import Glm4vForConditionalGeneration
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -240,15 +257,7 @@ def build_tiny_checkpoint(outdir: str | Path, *, seed: int = 0, layers: int = 2,
     model = Glm4vForConditionalGeneration(config).eval()
     with torch.no_grad():  # decisive, varied greedy choices (see build_config)
         model.lm_head.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(seed + 1))
-    model.generation_config = GenerationConfig(
-        eos_token_id=config.text_config.eos_token_id,
-        pad_token_id=config.text_config.pad_token_id,
-        do_sample=True,
-        temperature=0.8,
-        top_p=0.6,
-        top_k=2,
-        repetition_penalty=1.1,
-    )
+    model.generation_config = glm_generation_config(config)
     model.save_pretrained(outdir)
     processor.save_pretrained(outdir)
     (outdir / "glm_vision_tiny.json").write_text(json.dumps({"seed": seed, "layers": layers, "hidden": hidden}))
