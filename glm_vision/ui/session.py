@@ -9,7 +9,6 @@ error line, and a failed message's text and files back in the input box.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import gradio as gr
 
 from ..backend import EngineError, GenerationRequest, GenerationResult, RequestHandle, answer_deltas
 from ..conversation import split_output
-from ..images import ImageError, load_media
+from ..images import ImageError
 from .controls import Controls, checked, default_controls
 from .cost import cost_line, image_sizes
 from .examples import gallery_items
@@ -27,7 +26,8 @@ from .prefs import saved_controls
 from .render import chat_messages, image_file, status_markdown, typed_text, usage_dict
 from .tempfiles import SessionFiles
 from .text import say
-from .transcript import ChatImage, Transcript, Turn, from_json, safe_name, to_json
+from .transcript import ChatImage, Transcript, Turn, from_json, to_json
+from .uploads import file_key, load_uploads, message_paths
 from .widgets import Widgets
 
 STREAM_INTERVAL_S = 0.05  # at most ~20 display updates a second
@@ -58,7 +58,7 @@ class ChatSession:
         self.usage: dict = {}
         self.run: RequestHandle | None = None
         self.epoch = 0  # counts the chats New chat and Import started; an answer for an older one is dropped
-        self.given_back: dict[tuple, ChatImage] = {}  # pictures put back into the input box, by _file_key
+        self.given_back: dict[tuple, ChatImage] = {}  # pictures put back into the input box, by file_key
         self._lock = threading.Lock()
 
     @property
@@ -74,14 +74,14 @@ class ChatSession:
     def send(self, message: dict | None, controls: Controls):
         message = message or {}
         text = (message.get("text") or "").strip()
-        paths = _paths(message)
+        paths = message_paths(message)
         for path in paths:
             self.files.add(self.tab, path)  # removed with the tab (only files in our private dir)
         if self.run is not None or not (text or paths):  # Enter while an answer is written, or nothing to send
             yield self._error("err_busy" if self.run is not None else "err_empty")
             return
         try:
-            images = self._load_files(paths)
+            images = load_uploads(paths, self.given_back, self.state.settings, self.lang)
         except ImageError as exc:
             yield self._back(self.transcript, message, error=str(exc))
             return
@@ -184,7 +184,7 @@ class ChatSession:
     def input_changed(self, message, image_tokens) -> str:
         """Files in the input box are the tab's from the moment they are attached (so another tab's close
         never deletes an identical upload); the cost line follows the files and the budget."""
-        for path in _paths(message):
+        for path in message_paths(message):
             self.files.add(self.tab, path)
         return self.cost(message, image_tokens)
 
@@ -395,7 +395,7 @@ class ChatSession:
         """A question's text and pictures as the input box's value; sent again, the pictures keep their
         names and notes (a PDF page stays "page 1 of 2")."""
         files = [image_file(image) for image in turn.images]
-        self.given_back.update(zip(map(_file_key, files), turn.images, strict=True))
+        self.given_back.update(zip(map(file_key, files), turn.images, strict=True))
         return {"text": turn.text, "files": files}
 
     def _replace(self, transcript: Transcript) -> None:
@@ -423,40 +423,3 @@ class ChatSession:
 
     def _last_user(self) -> int | None:
         return max((i for i, t in enumerate(self.transcript.turns) if t.role == "user"), default=None)
-
-    def _load_files(self, paths: list[str]) -> list[ChatImage]:
-        images: list[ChatImage] = []
-        for path in paths:
-            given = self.given_back.get(_file_key(path))
-            images += [given] if given is not None else self._load_file(path)
-        limit = self.state.settings.max_images_per_message
-        if len(images) > limit:
-            raise ImageError(say(self.lang, "err_too_many", limit=limit, count=len(images)))
-        return images
-
-    def _load_file(self, path: str) -> list[ChatImage]:
-        """An upload's pictures (a PDF gives one per page), each checked and named after the file."""
-        settings = self.state.settings
-        name = safe_name(Path(path).name, "image")
-        try:
-            pages = load_media(
-                path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
-            )
-        except ImageError as exc:
-            raise ImageError(say(self.lang, "err_file", name=Path(path).name, error=exc)) from None
-        if len(pages) == 1:
-            return [ChatImage(pages[0], name)]
-        return [ChatImage(page, f"{Path(name).stem}-page{number}.png") for number, page in enumerate(pages, 1)]
-
-
-def _file_key(path: str) -> tuple:
-    """A file by its name and content (Gradio hands back a copy of a file, not the file itself)."""
-    try:
-        return Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return Path(path).name, ""
-
-
-def _paths(message: dict | None) -> list[str]:
-    """The paths of the files in an input box's value."""
-    return [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files") or []]
