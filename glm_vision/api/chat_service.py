@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, GenerationResult, answer_deltas_async
@@ -59,7 +60,9 @@ class ChatService:
         backend = self.backend()
         plan = plan_tools(body)
         generation = await self.prepare(body, request, plan)
-        handle = backend.submit(generation)  # QueueFullError -> 429 with Retry-After
+        # In a worker thread: submitting compiles a response_format's grammar (cached after its first
+        # use), which must not hold up the other requests on the event loop. QueueFullError -> 429.
+        handle = await run_in_threadpool(backend.submit, generation)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
         reply = Reply.new(backend.info.model)
         if body.stream:
