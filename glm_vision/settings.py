@@ -44,6 +44,7 @@ class Settings:
     prefill_chunk_tokens: int = 2048
     compile: str = "auto"
     decode_attention: str = "auto"
+    scheduler_policy: str = "prefill-first"
     allow_remote_images: bool = False
     remote_image_hosts: str = ""
     remote_image_max_mb: float = 10.0
@@ -90,6 +91,8 @@ _HELP = {
     "max_batch": "most requests decoded together (0: as many as free GPU memory holds at full context, up to 32; 4 on CPU)",
     "prefill_chunk_tokens": "prompt tokens prefilled per step while other streams decode",
     "compile": "auto | on | off: the compiled decode step (CUDA only)",
+    "scheduler_policy": "prefill-first (new prompts take a step's token budget first: lower time to first token "
+    "under a burst, measured) | decode-first (running streams keep their pace first)",
     "decode_attention": "auto | compiled | triton: the decode step's attention as two Triton split-K kernels (auto: "
     "on CUDA) or three compiled kernels (auto: elsewhere)",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
@@ -189,6 +192,8 @@ def _validate(s: Settings) -> None:
         problems.append(f"--backend must be local or openai, not {s.backend!r}")
     if s.backend == "openai" and not s.api_base:
         problems.append("--backend openai needs --api-base URL")
+    if s.scheduler_policy not in {"prefill-first", "decode-first"}:
+        problems.append(f"--scheduler-policy must be prefill-first or decode-first, not {s.scheduler_policy!r}")
     if s.decode_attention not in {"auto", "compiled", "triton"}:
         problems.append(f"--decode-attention must be auto, compiled or triton, not {s.decode_attention!r}")
     if s.compile not in {"auto", "on", "off"}:

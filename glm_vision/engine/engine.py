@@ -70,7 +70,13 @@ class Engine:
             compile_math=fast and on_cuda,
             decode_attention=settings.decode_attention,
         )
-        self.scheduler = Scheduler(self.runner, self.sessions, max_batch=self.runner.slab.slots, use_caches=use_caches)
+        self.scheduler = Scheduler(
+            self.runner,
+            self.sessions,
+            max_batch=self.runner.slab.slots,
+            use_caches=use_caches,
+            policy=settings.scheduler_policy,
+        )
         self.worker = GpuWorker(self.scheduler, queue_size=settings.queue_size)
         self.worker.start()
         self.ready = False

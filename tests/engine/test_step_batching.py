@@ -92,8 +92,8 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
         alone = [single.generate(r).token_ids for r in _requests(pictures)]
     finally:
         single.shutdown()
-    engine = Engine.load(replace(settings, max_batch=5, prefill_chunk_tokens=128))
-    engine.scheduler.policy = policy
+    engine = Engine.load(replace(settings, max_batch=5, prefill_chunk_tokens=128, scheduler_policy=policy))
+    assert engine.scheduler.policy == policy  # --scheduler-policy reaches the scheduler
     runner = engine.runner
     steps, encoder_calls = [], []
     prefill, encode_images = runner.prefill, runner.encode_images
