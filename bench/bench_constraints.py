@@ -66,8 +66,10 @@ def decode_rate(engine, batch: int, tokens: int, constrained: bool) -> float:
     handles = [engine.submit(r) for r in requests(batch, tokens, constrained, thinking=False)]
     results = [h.wait() for h in handles]
     assert all(r.usage.completion_tokens == tokens for r in results), [r.finish_reason for r in results]
-    if constrained:
-        assert all(r.text.startswith('{"title":"') for r in results)
+    if constrained:  # the schema's object opens every answer (a short warm-up run may end inside its first key)
+        assert all('{"title":"'.startswith(r.text[:10]) or r.text.startswith('{"title":"') for r in results), [
+            r.text[:20] for r in results
+        ]
     steps = sum(r.usage.completion_tokens - 1 for r in results)
     return steps / max(r.usage.decode_s for r in results)
 
