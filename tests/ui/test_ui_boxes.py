@@ -1,0 +1,79 @@
+"""Issue 15, the UI half: GLM's boxes drawn on the picture in the chat (Chromium, scripted backend)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from glm_vision.annotate import colour
+from tests.doubles import ScriptedBackend
+
+from .ui_support import WAIT_MS, ask, wait_idle, wait_turns
+
+ANSWER = [  # two deltas: the test server's max_new_tokens is 12 (one delta = one token)
+    "Submit: <|begin_of_box|>[100,200,400,500]<|end_of_box|>\n",
+    "Cancel: <|begin_of_box|>[500,600,900,800]<|end_of_box|>",
+]
+BOT_IMAGES = "#glmv-chat .message.bot img"
+
+
+@pytest.fixture
+def scripted(server):
+    real = server.state.backend
+    server.state.backend = ScriptedBackend(ANSWER, is_demo=True)
+    yield
+    server.state.backend = real
+
+
+@pytest.fixture
+def screenshot(tmp_path):
+    path = tmp_path / "screen.png"
+    Image.new("RGB", (600, 400), "white").save(path)
+    return path
+
+
+def served_image(page, selector: str, index: int = -1) -> Image.Image:
+    data = page.evaluate(
+        """async ([sel, i]) => { const all = [...document.querySelectorAll(sel)];
+        const r = await fetch(all.at(i).src); const b = new Uint8Array(await r.arrayBuffer());
+        let s = ''; for (const c of b) s += String.fromCharCode(c); return btoa(s); }""",
+        [selector, index],
+    )
+    return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+
+
+def rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+
+
+def test_an_answer_with_two_boxes_shows_them_drawn_on_the_picture(page, scripted, screenshot):
+    ask(page, "Where are the buttons?", [str(screenshot)])
+    wait_turns(page, 2)
+    wait_idle(page)
+    page.wait_for_selector(BOT_IMAGES, timeout=WAIT_MS)
+    assert page.locator(BOT_IMAGES).count() == 1
+    drawn = served_image(page, BOT_IMAGES)
+    assert drawn.size == (600, 400)  # the original's pixels, not the model's resized input
+    # box 1 [100,200,400,500] -> pixels (60, 80, 240, 200); box 2 [500,600,900,800] -> (300, 240, 540, 320)
+    first, second = rgb(colour(1)), rgb(colour(2))
+    assert drawn.getpixel((60, 140)) == first and drawn.getpixel((239, 140)) == first  # left and right edges
+    assert drawn.getpixel((150, 199)) == first  # bottom edge
+    assert drawn.getpixel((300, 280)) == second and drawn.getpixel((539, 280)) == second
+    assert drawn.getpixel((420, 319)) == second  # bottom edge of box 2
+    assert drawn.getpixel((150, 140)) == (255, 255, 255)  # inside: untouched
+    assert drawn.getpixel((10, 390)) == (255, 255, 255)
+
+
+def test_an_answer_without_boxes_adds_no_picture(page, server, screenshot):
+    real = server.state.backend
+    server.state.backend = ScriptedBackend("Two buttons, no coordinates.", is_demo=True)
+    try:
+        ask(page, "What is there?", [str(screenshot)])
+        wait_turns(page, 2)
+        wait_idle(page)
+        assert page.locator(BOT_IMAGES).count() == 0
+    finally:
+        server.state.backend = real
