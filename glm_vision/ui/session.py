@@ -389,7 +389,7 @@ class ChatSession:
 
     def _stored(self, transcript: Transcript) -> str:
         """The browser's copy of a chat (with its settings); empty for an empty chat."""
-        return to_json(transcript, settings=self.controls.as_dict()) if transcript.turns else ""
+        return to_json(transcript, settings=self.controls.as_dict(), drawn=False) if transcript.turns else ""
 
     def _give_back(self, turn: Turn) -> dict:
         """A question's text and pictures as the input box's value; sent again, the pictures keep their

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
 
 import pytest
 from PIL import Image
 
 from glm_vision.annotate import colour
+from glm_vision.images import load_image
+from glm_vision.ui.transcript import ChatImage, Transcript, Turn, from_json, to_json, to_markdown
 from tests.doubles import ScriptedBackend
 
 from .ui_support import WAIT_MS, ask, wait_idle, wait_turns
@@ -77,3 +81,47 @@ def test_an_answer_without_boxes_adds_no_picture(page, server, screenshot):
         assert page.locator(BOT_IMAGES).count() == 0
     finally:
         server.state.backend = real
+
+
+def boxed_chat() -> Transcript:
+    picture = load_image(Image.new("RGB", (600, 400), "white"))
+    return Transcript(
+        [
+            Turn("user", "Where are the buttons?", [ChatImage(picture, "screen.png")]),
+            Turn("assistant", "".join(ANSWER), finish_reason="stop"),
+        ]
+    )
+
+
+def check_drawn(drawn: Image.Image) -> None:
+    assert drawn.size == (600, 400)
+    assert drawn.getpixel((60, 140)) == rgb(colour(1)) and drawn.getpixel((539, 280)) == rgb(colour(2))
+    assert drawn.getpixel((150, 140)) == (255, 255, 255)
+
+
+def test_the_exports_carry_the_picture_with_its_boxes():
+    chat = boxed_chat()
+    markdown = to_markdown(chat)
+    images = re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([^)]+)\)", markdown)
+    assert [alt for alt, _ in images] == ["screen.png", "screen: 1 Submit, 2 Cancel"]
+    assert markdown.index("Cancel") < markdown.index("screen: 1 Submit")  # after the answer's text
+    check_drawn(Image.open(io.BytesIO(base64.b64decode(images[1][1]))).convert("RGB"))
+
+    body = json.loads(to_json(chat))
+    answer = body["messages"][1]
+    assert [(a["label"], a["pixels"]) for a in answer["annotations"]] == [
+        ("Submit", [60, 80, 240, 200]),
+        ("Cancel", [300, 240, 540, 320]),
+    ]
+    (drawn,) = answer["annotated_images"]
+    assert (drawn["name"], drawn["image_index"]) == ("screen.png", 0)
+    check_drawn(Image.open(io.BytesIO(base64.b64decode(drawn["data"]))).convert("RGB"))
+    restored, _ = from_json(json.dumps(body))  # the derived fields do not disturb an import
+    assert [t.text for t in restored.turns] == [t.text for t in chat.turns]
+
+
+def test_exports_of_an_answer_without_boxes_add_nothing():
+    chat = boxed_chat()
+    chat.turns[1].text = "No coordinates here."
+    assert to_markdown(chat).count("data:image/png") == 1
+    assert "annotations" not in json.loads(to_json(chat))["messages"][1]
