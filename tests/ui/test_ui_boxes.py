@@ -125,3 +125,21 @@ def test_exports_of_an_answer_without_boxes_add_nothing():
     chat.turns[1].text = "No coordinates here."
     assert to_markdown(chat).count("data:image/png") == 1
     assert "annotations" not in json.loads(to_json(chat))["messages"][1]
+
+
+def test_the_show_boxes_setting_hides_and_shows_the_drawn_picture(page, scripted, screenshot):
+    ask(page, "Where are the buttons?", [str(screenshot)])
+    wait_turns(page, 2)
+    wait_idle(page)
+    page.wait_for_selector(BOT_IMAGES, timeout=WAIT_MS)
+    toggle = page.locator("#glmv-show-boxes input[type=checkbox]")
+    assert toggle.is_checked()
+    toggle.uncheck()
+    page.wait_for_function(f"() => !document.querySelector('{BOT_IMAGES}')", timeout=WAIT_MS)
+    assert "Cancel" in page.inner_text("#glmv-chat")  # the answer's text stays
+    ask(page, "And again?")  # a new answer keeps to the setting
+    wait_turns(page, 4)
+    wait_idle(page)
+    assert page.locator(BOT_IMAGES).count() == 0
+    toggle.check()
+    page.wait_for_function(f"() => document.querySelectorAll('{BOT_IMAGES}').length === 2", timeout=WAIT_MS)
