@@ -12,6 +12,7 @@ from PIL import Image
 
 from glm_vision.annotate import colour
 from glm_vision.images import load_image
+from glm_vision.ui.render import chat_messages
 from glm_vision.ui.transcript import ChatImage, Transcript, Turn, from_json, to_json, to_markdown
 from tests.doubles import ScriptedBackend
 
@@ -143,3 +144,26 @@ def test_the_show_boxes_setting_hides_and_shows_the_drawn_picture(page, scripted
     assert page.locator(BOT_IMAGES).count() == 0
     toggle.check()
     page.wait_for_function(f"() => document.querySelectorAll('{BOT_IMAGES}').length === 2", timeout=WAIT_MS)
+
+
+def test_the_markdown_export_from_the_browser_shows_the_boxes(page, scripted, screenshot):
+    ask(page, "Where are the buttons?", [str(screenshot)])
+    wait_turns(page, 2)
+    wait_idle(page)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.click("#glmv-export-md")
+    markdown = open(download.value.path(), encoding="utf-8").read()
+    images = re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([^)]+)\)", markdown)
+    assert [alt for alt, _ in images] == ["screen.png", "screen: 1 Submit, 2 Cancel"]
+    check_drawn(Image.open(io.BytesIO(base64.b64decode(images[1][1]))).convert("RGB"))
+
+
+def test_the_drawn_picture_has_its_own_slot_so_edits_still_find_their_turn():
+    chat = boxed_chat()
+    messages, slots = chat_messages(chat, "en")
+    assert [(s.turn, s.part) for s in slots] == [(0, "image"), (0, "text"), (1, "answer"), (1, "boxes")]
+    check_drawn(Image.open(messages[-1]["content"]["path"]).convert("RGB"))
+    _, hidden = chat_messages(chat, "en", boxes=False)
+    assert [(s.turn, s.part) for s in hidden] == [(0, "image"), (0, "text"), (1, "answer")]
+    _, writing = chat_messages(chat, "en", ("", "Submit: [1,2,3,4]"), pending=True)
+    assert [s.part for s in writing].count("boxes") == 1  # not for the answer still being written
