@@ -20,6 +20,7 @@ class Controls:
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY
     max_new_tokens: int = 1024
     image_tokens: int = 6144
+    show_boxes: bool = True  # an answer's boxes and points drawn on its picture in the chat
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(

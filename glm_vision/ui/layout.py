@@ -121,6 +121,7 @@ def _settings_panel(w: Widgets, t, settings) -> gr.Button:
             "repetition_penalty": slider("repetition_penalty", "glmv-rep"),
             "max_new_tokens": slider("max_new_tokens", "glmv-max-new"),
             "image_tokens": slider("image_tokens", "glmv-budget", info=t("image_tokens_info")),
+            "show_boxes": gr.Checkbox(label=t("show_boxes"), value=defaults.show_boxes, elem_id="glmv-show-boxes"),
         }
         return gr.Button(t("reset_defaults"), size="sm", elem_id="glmv-reset")
 
@@ -153,6 +154,8 @@ def _wire_page(demo: gr.Blocks, w: Widgets, tabs: Tabs, browser_in: list) -> Non
     w.store.change(None, w.store, None, js=SAVE_CHAT_JS)
     for control in panel:
         control.change(None, panel, None, js=SAVE_PREFS_JS)
+    boxes = w.panel["show_boxes"]
+    boxes.change(tabs.show_boxes, boxes, w.chatbot, queue=False, show_progress="hidden")
     budget = w.panel["image_tokens"]
     cost_inputs, clamp = [w.textbox, budget], dict(js=CLAMP_BUDGET_JS, queue=False, show_progress="hidden")
     w.timer.tick(tabs.tick, cost_inputs, [w.status, w.timer, w.cost, budget], **clamp)

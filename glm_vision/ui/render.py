@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .boxes import answer_pictures, picture_file
 from .markdown import literal, render_boxes, unliteral
 from .tempfiles import keyed_name, private_dir
 from .text import say
@@ -20,7 +21,7 @@ class Slot:
     """Which turn a Chatbot message shows, and which part of it."""
 
     turn: int
-    part: str  # "image" | "text" | "reasoning" | "answer"
+    part: str  # "image" | "text" | "reasoning" | "answer" | "boxes" (an answer's picture with its boxes drawn)
 
 
 def image_file(image) -> str:
@@ -54,9 +55,15 @@ def typed_text(shown: str, turn, lang: str) -> str:
 
 
 def chat_messages(
-    transcript: Transcript, lang: str, partial: tuple[str, str] | None = None, pending: bool = False
+    transcript: Transcript,
+    lang: str,
+    partial: tuple[str, str] | None = None,
+    pending: bool = False,
+    *,
+    boxes: bool = True,
 ) -> tuple[list[dict], list[Slot]]:
-    """Chatbot messages and, for each, the turn it belongs to. `partial` is the answer being written."""
+    """Chatbot messages and, for each, the turn it belongs to. `partial` is the answer being written.
+    With `boxes`, a finished answer with boxes or points is followed by the picture(s) with them drawn."""
     messages: list[dict] = []
     slots: list[Slot] = []
     for index, turn in enumerate(transcript.turns):
@@ -76,6 +83,15 @@ def chat_messages(
                 lang,
                 stopped=turn.finish_reason == "cancelled",
             )
+            if boxes:
+                for boxed in answer_pictures(transcript, index):
+                    messages.append(
+                        {
+                            "role": "assistant",
+                            "content": {"path": picture_file(boxed, IMAGE_DIR), "alt_text": boxed.alt},
+                        }
+                    )
+                    slots.append(Slot(index, "boxes"))
     if partial is not None:
         reasoning, answer = partial
         _assistant(messages, slots, len(transcript.turns), reasoning, answer, lang, writing=pending)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -99,10 +100,10 @@ class ChatSession:
 
     def edit(self, index, value, controls: Controls):
         """The user changed the text of an earlier message: the chat continues from there."""
-        slots = chat_messages(self.transcript, self.lang)[1]
+        slots = self._messages(self.transcript)[1]
         index = index if isinstance(index, int) else index[0]
         if not 0 <= index < len(slots) or slots[index].part != "text":
-            yield {self.w.chatbot: chat_messages(self.transcript, self.lang)[0]}
+            yield {self.w.chatbot: self._messages(self.transcript)[0]}
             return
         turn = self.transcript.turns[slots[index].turn]
         shown = value if isinstance(value, str) else str(value.get("text", "")) if isinstance(value, dict) else ""
@@ -121,7 +122,7 @@ class ChatSession:
         self.transcript = self.transcript.copy()
         self.transcript.turns = self.transcript.turns[:last_user]
         return {
-            self.w.chatbot: chat_messages(self.transcript, self.lang)[0],
+            self.w.chatbot: self._messages(self.transcript)[0],
             self.w.error: "",
             self.w.notice: "",
             self.w.textbox: self._give_back(removed),
@@ -302,7 +303,7 @@ class ChatSession:
 
     def _pending(self, work: Transcript, activity: str) -> dict:
         return {
-            self.w.chatbot: chat_messages(work, self.lang, ("", ""), pending=True)[0],
+            self.w.chatbot: self._messages(work, ("", ""), pending=True)[0],
             self.w.status: status_markdown(self.state, self.lang, self.usage, activity),
         }
 
@@ -316,7 +317,7 @@ class ChatSession:
             reasoning, answer = reasoning + item.reasoning, answer + item.answer
             if time.monotonic() - last >= STREAM_INTERVAL_S:
                 last = time.monotonic()
-                yield {self.w.chatbot: chat_messages(work, self.lang, (reasoning, answer), pending=True)[0]}
+                yield {self.w.chatbot: self._messages(work, (reasoning, answer), pending=True)[0]}
         raise EngineError("the answer ended without a result")
 
     def _finish(self, work: Transcript, result: GenerationResult, epoch: int) -> dict:
@@ -335,7 +336,7 @@ class ChatSession:
             return {}
         activity = say(self.lang, "stopped") if result.finish_reason == "cancelled" else ""
         return {
-            self.w.chatbot: chat_messages(work, self.lang)[0],
+            self.w.chatbot: self._messages(work)[0],
             self.w.error: "",
             self.w.status: status_markdown(self.state, self.lang, usage, activity),
             self.w.textbox: gr.MultimodalTextbox(submit_btn=True, stop_btn=False),
@@ -348,7 +349,7 @@ class ChatSession:
         if not self._commit(base, self.epoch if epoch is None else epoch):
             return {}
         return {
-            self.w.chatbot: chat_messages(base, self.lang)[0],
+            self.w.chatbot: self._messages(base)[0],
             self.w.notice: notice,
             self.w.error: say(self.lang, "error_prefix") + error if error else "",
             self.w.status: status_markdown(self.state, self.lang, self.usage),
@@ -357,13 +358,21 @@ class ChatSession:
         }
 
     # ------------------------------------------------------------------ helpers
+    def show_boxes(self, shown: bool) -> list:
+        """The "Show boxes on images" setting changed: the chat again, with or without the drawn pictures."""
+        self.controls = replace(self.controls, show_boxes=bool(shown))
+        return self._messages(self.transcript)[0]
+
+    def _messages(self, transcript: Transcript, *args, **kwargs):
+        return chat_messages(transcript, self.lang, *args, boxes=self.controls.show_boxes, **kwargs)
+
     def _error(self, key: str) -> dict:
         return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, key)}
 
     def _view(self) -> dict:
         """Every chat output as the chat is now, with no answer being written."""
         return {
-            self.w.chatbot: chat_messages(self.transcript, self.lang)[0],
+            self.w.chatbot: self._messages(self.transcript)[0],
             self.w.error: "",
             self.w.notice: "",
             self.w.status: status_markdown(self.state, self.lang, self.usage),
@@ -389,7 +398,7 @@ class ChatSession:
 
     def _stored(self, transcript: Transcript) -> str:
         """The browser's copy of a chat (with its settings); empty for an empty chat."""
-        return to_json(transcript, settings=self.controls.as_dict()) if transcript.turns else ""
+        return to_json(transcript, settings=self.controls.as_dict(), drawn=False) if transcript.turns else ""
 
     def _give_back(self, turn: Turn) -> dict:
         """A question's text and pictures as the input box's value; sent again, the pictures keep their

@@ -87,6 +87,9 @@ class Tabs:
     def tick(self, message, image_tokens, request: gr.Request) -> tuple:
         return self.of(request).tick(message, image_tokens)
 
+    def show_boxes(self, shown: bool, request: gr.Request) -> list:
+        return self.of(request).show_boxes(shown)
+
     def pick_example(self, event: gr.SelectData, request: gr.Request) -> dict:
         return as_message(self.examples[event.index], lang_of(request))
 

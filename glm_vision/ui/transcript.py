@@ -88,9 +88,14 @@ class Transcript:
 
 
 # ---------------------------------------------------------------------- JSON
-def to_json(transcript: Transcript, *, settings: dict | None = None) -> str:
+def to_json(transcript: Transcript, *, settings: dict | None = None, drawn: bool = True) -> str:
+    """The chat as JSON. With `drawn` (the export), an answer with boxes or points also carries them
+    (`annotations`, as the API gives them) and its pictures with them drawn (`annotated_images`); the
+    browser's own copy leaves both out (they are derived, and browser storage is small)."""
+    from .boxes import answer_pictures  # boxes.py builds on this module
+
     turns = []
-    for turn in transcript.turns:
+    for index, turn in enumerate(transcript.turns):
         item: dict = {"role": turn.role, "text": turn.text}
         if turn.role == "user":
             item["images"] = [
@@ -107,6 +112,18 @@ def to_json(transcript: Transcript, *, settings: dict | None = None) -> str:
                 item["error"] = turn.error
         else:
             item.update(reasoning=turn.reasoning, finish_reason=turn.finish_reason, usage=turn.usage)
+            pictures = answer_pictures(transcript, index) if drawn else []
+            if pictures:  # derived from the text and the pictures (an import draws them again): for readers
+                item["annotations"] = [a.to_json() for p in pictures for a in p.annotations]
+                item["annotated_images"] = [
+                    {
+                        "name": p.name,
+                        "image_index": p.image_index,
+                        "mime": "image/png",
+                        "data": base64.b64encode(p.png()).decode("ascii"),
+                    }
+                    for p in pictures
+                ]
         turns.append(item)
     body = {
         "format": FORMAT,
@@ -192,8 +209,8 @@ def to_markdown(transcript: Transcript, *, model: str = "", settings: dict | Non
         "",
     ]
     lines += _settings_lines(settings or {})
-    for turn in transcript.turns:
-        lines += _user_lines(turn) if turn.role == "user" else _assistant_lines(turn)
+    for index, turn in enumerate(transcript.turns):
+        lines += _user_lines(turn) if turn.role == "user" else _assistant_lines(turn) + _boxes_lines(transcript, index)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -220,6 +237,17 @@ def _assistant_lines(turn: Turn) -> list[str]:
         lines += ["<details><summary>Reasoning</summary>", "", turn.reasoning, "", "</details>", ""]
     lines += [render_boxes(turn.text), ""]
     return lines + (["_(stopped)_", ""] if turn.finish_reason == "cancelled" else [])
+
+
+def _boxes_lines(transcript: Transcript, index: int) -> list[str]:
+    """The pictures an answer put boxes or points on, with them drawn (numbered and labelled)."""
+    from .boxes import answer_pictures  # boxes.py builds on this module
+
+    lines = []
+    for picture in answer_pictures(transcript, index):
+        data = base64.b64encode(picture.png()).decode("ascii")
+        lines += [f"![{_md_alt(picture.alt)}](data:image/png;base64,{data})", ""]
+    return lines
 
 
 def _paragraph(text: str) -> str:
