@@ -23,13 +23,7 @@ log = logging.getLogger("glm_vision")
 
 
 def read_images(settings: Settings) -> list:
-    return [
-        page
-        for path in settings.image
-        for page in load_media(
-            path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
-        )
-    ]
+    return [page for path in settings.image for page in load_media(path, **settings.upload_limits)]
 
 
 def print_answer(handle) -> None:

@@ -60,6 +60,11 @@ class Settings:
         return int(self.max_upload_mb * 1e6)
 
     @property
+    def upload_limits(self) -> dict:
+        """`load_media`'s limits for a file a user hands in (size, PDF pages and their resolution)."""
+        return {"max_bytes": self.max_upload_bytes, "max_pages": self.pdf_max_pages, "pdf_dpi": self.pdf_dpi}
+
+    @property
     def max_image_tokens(self) -> int:
         return max(1, self.max_pixels // PIXELS_PER_IMAGE_TOKEN)
 

@@ -46,21 +46,8 @@ SPECIAL_TOKENS = [
     "<tool_response>",
     "</tool_response>",
 ]
-# Tokens the model emits inside answers; they must survive decoding (not "special").
-VISIBLE_ADDED_TOKENS = {
-    "<think>",
-    "</think>",
-    "<|begin_of_box|>",
-    "<|end_of_box|>",
-    "<tool_call>",
-    "</tool_call>",
-    "<arg_key>",
-    "</arg_key>",
-    "<arg_value>",
-    "</arg_value>",
-    "<tool_response>",
-    "</tool_response>",
-}
+# Tokens the model emits inside answers (all from the box markers on); they must survive decoding (not "special").
+VISIBLE_ADDED_TOKENS = set(SPECIAL_TOKENS[SPECIAL_TOKENS.index("<|begin_of_box|>") :])
 STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
 
 # GLM-4.6V-Flash's own preprocessing: 28 px per LLM token, at most 6,144 tokens per image.

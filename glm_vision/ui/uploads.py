@@ -39,9 +39,7 @@ def load_upload(path: str, settings, lang: str) -> list[ChatImage]:
     """An upload's pictures (a PDF gives one per page), each checked and named after the file."""
     name = safe_name(Path(path).name, "image")
     try:
-        pages = load_media(
-            path, max_bytes=settings.max_upload_bytes, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
-        )
+        pages = load_media(path, **settings.upload_limits)
     except ImageError as exc:
         raise ImageError(say(lang, "err_file", name=Path(path).name, error=exc)) from None
     if len(pages) == 1:
