@@ -235,26 +235,29 @@ class Masks:
 
 
 class TokenMask:
-    """The allowed tokens of one batch step on the device: a (B, vocab) bool tensor (free rows all True);
-    `rows`: the guided rows (their guide, not min_tokens, decides when a stop id may come)."""
+    """The allowed tokens of one batch step: xgrammar's packed (B, vocab/32) int32 bitmask on the logits'
+    device (free rows all ones); `rows`: the guided rows (their guide, not min_tokens, decides when a
+    stop id may come)."""
 
-    def __init__(self, allowed: torch.Tensor, rows: frozenset[int] = frozenset()) -> None:
-        self.allowed = allowed
+    def __init__(self, bitmask: torch.Tensor, vocab_size: int, rows: frozenset[int] = frozenset()) -> None:
+        self.bitmask = bitmask
+        self.vocab_size = vocab_size
         self.rows = rows
 
     def apply(self, scores: torch.Tensor) -> torch.Tensor:
-        return scores.masked_fill(~self.allowed, float("-inf"))
+        """Sets the disallowed scores to -inf in place (one fused kernel: Triton on CUDA, C++ on CPU)."""
+        _xgrammar().apply_token_bitmask_inplace(scores, self.bitmask, vocab_size=self.vocab_size)
+        return scores
 
 
 class BatchGuides:
-    """Fills one host bitmask for a decode batch and unpacks it on the device."""
+    """Fills one host bitmask for a decode batch and sends it to the device."""
 
     def __init__(self, vocab: Vocabulary, device: torch.device) -> None:
         self.vocab = vocab
         self.device = device
         self.masks = Masks(vocab)
         self._matchers = _xgrammar().BatchGrammarMatcher()  # fills many rows' masks on several threads
-        self._shifts = torch.arange(32, dtype=torch.int32, device=device)
         self._host: torch.Tensor | None = None
 
     def mask(self, guides: list[Guide | None]) -> TokenMask | None:
@@ -273,8 +276,7 @@ class BatchGuides:
                 [g.matcher for _, g in grammar_rows], bitmask, [i for i, _ in grammar_rows]
             )
         on_device = bitmask.to(self.device, non_blocking=True)
-        bits = (on_device[:, :, None] >> self._shifts) & 1
-        return TokenMask(bits.view(len(guides), -1)[:, : self.vocab.size].bool(), frozenset(i for i, _ in rows))
+        return TokenMask(on_device, self.vocab.size, frozenset(i for i, _ in rows))
 
     def _buffer(self, batch: int) -> torch.Tensor:
         """A pinned (on CUDA) host buffer, grown as needed. A fresh one each step on CUDA would do too;

@@ -150,8 +150,22 @@ class Engine:
                 )
             if not isinstance(first, GenerationResult):
                 streaming.wait()
+        if self.loaded.device.startswith("cuda"):
+            self._warm_constraints()
         log.info("engine warm in %.1f s", time.perf_counter() - started)
         self.ready = True
+
+    def _warm_constraints(self) -> None:
+        """The first structured answer would otherwise wait for the tokenizer tables (seconds for a
+        150k vocabulary) and the Triton compile of the bitmask kernel."""
+        from ..backend import OutputConstraint, SamplingParams
+        from ..conversation import Message
+
+        json_only = OutputConstraint("json_object")
+        try:
+            self.generate(GenerationRequest([Message("user", "Hi")], SamplingParams.greedy(2), constraint=json_only))
+        except EngineError as exc:  # no xgrammar: structured requests say so themselves
+            log.warning("structured outputs not warmed up: %s", exc)
 
     def shutdown(self) -> None:
         self._closing.set()

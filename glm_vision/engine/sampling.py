@@ -170,7 +170,7 @@ class BatchSampler:
         seen = self._seen(states)
         scores = logits.float()
         if mask is not None:  # before the penalty and top-k: with GLM's top_k 2 both survivors could be illegal
-            scores = mask.apply(scores)
+            scores = mask.apply(scores.clone() if scores is logits else scores)  # logprobs read the raw logits
         guided = mask.rows if mask is not None else ()  # a finished grammar allows only stop ids: never block them
         blocked = tuple(
             i for i, s in enumerate(states) if s.steps < s.params.min_new_tokens and s.stop_ids and i not in guided
