@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 JSON_SEPARATORS = (",", ":")  # compact JSON: no runs of whitespace a model could loop in
-# xgrammar 0.2.8 writes a string with minLength/maxLength as characters `[^"\\\r\n]`, which lets raw
+# xgrammar (0.2.8 and 0.2.9) writes a string with minLength/maxLength as characters `[^"\\\r\n]`, which lets raw
 # control characters into it (invalid JSON); its unbounded strings exclude them. Patched in the EBNF.
 _LOOSE_CHARS = r"[^\"\\\r\n]"
 _JSON_CHARS = r"[^\0-\x1f\"\\\r\n]"
