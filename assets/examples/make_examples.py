@@ -2,7 +2,7 @@
 
     python -m assets.examples.make_examples [--model assets/demo-model]
 
-For each question kind (colour, count, position, shapes, word) it walks through seeded scenes
+For each question kind (colour, count, position, shapes, word, box) it walks through seeded scenes
 ("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
 and first Chinese question form (`demo_data.Q_EN` / `Q_ZH`) through the production engine, greedy,
 with thinking on and off, and keeps the first scene whose four answers all pass
@@ -23,13 +23,14 @@ from glm_vision.synthetic import scenes as demo_data
 HERE = Path(__file__).resolve().parent
 
 SIZE = (448, 336)
-KINDS = ["color", "count", "position", "shapes", "word"]
+KINDS = ["color", "count", "position", "shapes", "word", "box"]
 FILES = {
     "color": "shapes.png",
     "count": "count.png",
     "position": "position.png",
     "shapes": "which.png",
     "word": "word.png",
+    "box": "box.png",
 }
 
 
@@ -46,7 +47,7 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
     for lang, forms in (("en", demo_data.Q_EN), ("zh", demo_data.Q_ZH)):
         named = subject if lang == "en" else demo_data.SHAPE_ZH[subject]
         question = forms[kind][0].format(s=named, c="")
-        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in ("color", "position") else "")
+        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in demo_data.NAMED_KINDS else "")
         out.append(
             demo_data.QA(
                 kind=kind,
@@ -54,7 +55,7 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
                 question=question,
                 answer=answer,
                 target=target,
-                subject=subject if kind in ("color", "position") else "",
+                subject=subject if kind in demo_data.NAMED_KINDS else "",
             )
         )
     return out[0], out[1]
