@@ -1,8 +1,12 @@
 """Synthetic screenshot-like scenes with questions and answers, for the bundled demo model.
 
 A scene is a flat background with 1 to 5 coloured shapes, each in its own slot (left, right, top,
-bottom, center), and sometimes a short word in a free slot. Questions and answers come in English
-and Chinese: describe, colour of a named shape, which shapes, how many, where, what word.
+bottom, center), and sometimes a short word in a free slot; `varied_scene` mixes in single objects
+from a few percent to most of the picture, many small ones, and large words. Questions and answers
+come in English and Chinese (the answer in the question's language): describe, colour of a named
+shape, which shapes, how many, where, what word, and "box the X" (answered with GLM's
+`<|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>` in 0-1000 coordinates), each kind in many train
+phrasings and a few held-out ones (`templates.py`).
 
 The same module generates the training data (`tools/train_demo_model.py`), the held-out evaluation
 set (`tools/eval_demo_model.py`, another seed) and the pictures of the end-to-end tests, and it
