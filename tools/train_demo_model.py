@@ -383,6 +383,7 @@ def main(argv=None) -> None:
         flush=True,
     )
     if args.state:
+        Path(args.state).parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
                 "model": model.state_dict(),
