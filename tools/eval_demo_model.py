@@ -31,6 +31,7 @@ from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
+from glm_vision.synthetic import checking
 from glm_vision.synthetic import scenes as demo_data
 from tools import eval_plain_scenes
 
@@ -58,7 +59,7 @@ def ask(engine, history: list[Message], question: str, image, session: str, thin
 
 
 def record(tally, failures, section: str, qa: demo_data.QA, answer: str) -> None:
-    ok = demo_data.check_answer(qa, answer)
+    ok = checking.check_answer(qa, answer)
     tally[section].append(ok)
     tally[f"{section}/{qa.lang}"].append(ok)
     if not ok:
@@ -125,7 +126,7 @@ def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
             answer = ask(
                 engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking
             )
-            ok = demo_data.check_answer(qa, answer)
+            ok = checking.check_answer(qa, answer)
             tally["multi-turn"].append(ok)
             all_ok &= ok
             if not ok:

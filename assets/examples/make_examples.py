@@ -6,7 +6,7 @@ For each question kind (colour, count, position, shapes, word, box) it walks thr
 ("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
 and first Chinese question form (`demo_data.Q_EN` / `Q_ZH`) through the production engine, greedy,
 with thinking on and off, and keeps the first scene whose four answers all pass
-`demo_data.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
+`checking.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
 printed). Deterministic for a given checkpoint: rerun it whenever the demo model is retrained.
 `tests/test_examples.py` asks every entry again and checks the answers.
 """
@@ -18,6 +18,7 @@ import json
 import random
 from pathlib import Path
 
+from glm_vision.synthetic import checking
 from glm_vision.synthetic import scenes as demo_data
 
 HERE = Path(__file__).resolve().parent
@@ -75,7 +76,7 @@ def answers_ok(engine, image, qas) -> bool:
                 session_id="gallery",
                 enable_thinking=thinking,
             )
-            if not demo_data.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
+            if not checking.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
                 return False
     return True
 

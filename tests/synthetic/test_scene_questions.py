@@ -13,8 +13,8 @@ import pytest
 
 from glm_vision.conversation import Message
 from glm_vision.grounding import annotate_answer
+from glm_vision.synthetic import checking, templates
 from glm_vision.synthetic import scenes as demo_data
-from glm_vision.synthetic import templates
 from tools import eval_plain_scenes
 
 CJK = re.compile("[\u4e00-\u9fff]")
@@ -34,10 +34,10 @@ def test_box_answers_are_read_by_the_grounding_parser_as_the_drawn_box(varied):
         (found,) = annotate_answer(qa.answer, [Message("user", qa.question, [picture])])
         want = demo_data.shape_box(scene, scene.shapes[0])
         assert np.allclose(found.pixels, want, atol=0.5 + max(scene.width, scene.height) / 1000)
-        assert demo_data.check_answer(qa, qa.answer)
+        assert checking.check_answer(qa, qa.answer)
         x1, y1, x2, y2 = (int(v) for v in qa.target.split(","))
         shifted = qa.answer.replace(qa.target, f"{x2},{y2},{x2 + (x2 - x1)},{y2 + (y2 - y1)}")
-        assert not demo_data.check_answer(qa, shifted)
+        assert not checking.check_answer(qa, shifted)
 
 
 def test_a_missing_shape_gets_a_there_is_no_answer():
@@ -76,11 +76,9 @@ def test_answers_follow_the_question_language_and_name_only_what_is_there(varied
             for lang in ("en", "zh"):
                 qa = demo_data.ask(scene, kind, lang, rng, heldout=rng.random() < 0.5)
                 assert bool(CJK.search(qa.answer)) == (lang == "zh"), qa
-                named = demo_data._mentions(qa.answer, demo_data.SHAPE_WORDS[lang])
-                assert {demo_data.SHAPE_WORDS["en"][i] for i in named} <= {s.kind for s in scene.shapes} | {qa.subject}
-                said = {
-                    demo_data.COLOR_WORDS["en"][i] for i in demo_data._mentions(qa.answer, demo_data.COLOR_WORDS[lang])
-                }
+                named = checking.mentions(qa.answer, checking.SHAPE_WORDS[lang])
+                assert {checking.SHAPE_WORDS["en"][i] for i in named} <= {s.kind for s in scene.shapes} | {qa.subject}
+                said = {checking.COLOR_WORDS["en"][i] for i in checking.mentions(qa.answer, checking.COLOR_WORDS[lang])}
                 assert said <= colours
 
 
@@ -105,6 +103,6 @@ def test_plain_pictures_have_their_box_where_the_ink_is():
         ys, xs = np.nonzero(ink)
         w, h = picture.size
         drawn = (xs.min() * 1000 / w, ys.min() * 1000 / h, (xs.max() + 1) * 1000 / w, (ys.max() + 1) * 1000 / h)
-        assert demo_data.iou(drawn, tuple(int(v) for v in qa.target.split(","))) > 0.9
+        assert checking.iou(drawn, tuple(int(v) for v in qa.target.split(","))) > 0.9
         answer = f"<|begin_of_box|>[{qa.target}]<|end_of_box|>"
-        assert demo_data.check_answer(qa, answer)
+        assert checking.check_answer(qa, answer)
