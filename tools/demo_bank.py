@@ -23,29 +23,61 @@ def _pool_init(image_processor) -> None:
 
 SHAPE_CLASSES = 7  # background, the five shapes, the word's letters
 COLOR_CLASSES = len(demo_data.COLORS) + 1  # none (background, word), the colours
+CHAR_CLASSES = 27  # none, A-Z
+LABEL_COLUMNS = 7  # class, colour, character, the object's box x1 y1 x2 y2 (0-1000; 0 on background)
+WORD_CLASS = SHAPE_CLASSES - 1
 _SHAPE_INDEX = {kind: i + 1 for i, (kind, _) in enumerate(demo_data.SHAPES)}
 _COLOR_INDEX = {c[0]: i + 1 for i, c in enumerate(demo_data.COLORS)}
 COVER = 0.15  # an object labels a token's cell when it covers this share of it
+INK = 0.05  # a letter labels a cell when its strokes cover this share of it
 
 
 def _label_value(shape) -> int:
     return _SHAPE_INDEX[shape.kind] * 16 + _COLOR_INDEX[shape.color]
 
 
-def token_labels(scene: demo_data.Scene, grid: tuple[int, int], merge: int = 2, patch: int = 14) -> np.ndarray:
-    """(tokens, 2) uint8: per LLM image token (row-major over the merged grid), the class of the
-    object covering its cell (0 background, 1-5 shapes, 6 word) and the shape's colour (0 none): the
-    targets of the demo model's auxiliary encoder loss."""
+def _cells(layout: np.ndarray, grid: tuple[int, int], merge: int, patch: int) -> np.ndarray:
+    """(tokens, cell pixels): a label image at the processor's size, cut into the LLM tokens' cells."""
     gh, gw = grid
-    layout = demo_data.render_labels(scene, _label_value, (SHAPE_CLASSES - 1) * 16)
-    layout = np.asarray(layout.resize((gw * patch, gh * patch), resample=0))  # nearest: labels stay labels
     cell = merge * patch
-    cells = layout.reshape(gh // merge, cell, gw // merge, cell).transpose(0, 2, 1, 3).reshape(-1, cell * cell)
-    out = np.zeros((cells.shape[0], 2), dtype=np.uint8)
-    for column, codes, classes in ((0, cells // 16, SHAPE_CLASSES), (1, cells % 16, COLOR_CLASSES)):
-        counts = np.stack([(codes == c).sum(1) for c in range(1, classes)], 1)
-        best = counts.argmax(1)
-        out[:, column] = np.where(counts.max(1) >= COVER * cell * cell, best + 1, 0)
+    return layout.reshape(gh // merge, cell, gw // merge, cell).transpose(0, 2, 1, 3).reshape(-1, cell * cell)
+
+
+def _majority(codes: np.ndarray, classes: int, least: float) -> np.ndarray:
+    """Per row, the most frequent code in 1..classes-1 if it covers `least` of the row, else 0."""
+    counts = np.stack([(codes == c).sum(1) for c in range(1, classes)], 1)
+    return np.where(counts.max(1) >= least * codes.shape[1], counts.argmax(1) + 1, 0)
+
+
+def _char_layout(scene: demo_data.Scene, size: tuple[int, int]) -> np.ndarray:
+    """The word's strokes at `size` (w, h), each pixel holding its character's class (A=1 .. Z=26)."""
+    strokes = demo_data.render_labels(scene, lambda s: 0, 1).resize(size, resample=0)
+    x = (np.arange(size[0]) + 0.5) * scene.width / size[0]  # column centres in the scene's pixels
+    which = np.searchsorted(demo_data.word_char_edges(scene), x) - 1
+    text = scene.word.text
+    codes = np.array([ord(ch) - ord("A") + 1 if "A" <= ch <= "Z" else 0 for ch in text] + [0])
+    column = codes[np.clip(which, -1, len(text))]  # -1 (left of the word) reads the trailing 0
+    return np.asarray(strokes) * column[None, :]
+
+
+def token_labels(scene: demo_data.Scene, grid: tuple[int, int], merge: int = 2, patch: int = 14) -> np.ndarray:
+    """(tokens, LABEL_COLUMNS) int16: per LLM image token (row-major over the merged grid), the class of
+    the object covering its cell (0 background, 1-5 shapes, 6 word), the shape's colour (0 none), the
+    letter whose strokes cover most of the cell (0 none, 1-26 A-Z), and the covering object's box in
+    0-1000 coordinates: the targets of the demo model's auxiliary encoder loss."""
+    gh, gw = grid
+    size = (gw * patch, gh * patch)
+    layout = demo_data.render_labels(scene, _label_value, WORD_CLASS * 16)
+    cells = _cells(np.asarray(layout.resize(size, resample=0)), grid, merge, patch)  # nearest: labels stay labels
+    out = np.zeros((cells.shape[0], LABEL_COLUMNS), dtype=np.int16)
+    out[:, 0] = _majority(cells // 16, SHAPE_CLASSES, COVER)
+    out[:, 1] = _majority(cells % 16, COLOR_CLASSES, COVER)
+    boxes = {_SHAPE_INDEX[s.kind]: demo_data.shape_box(scene, s) for s in scene.shapes}
+    if scene.word is not None:
+        out[:, 2] = _majority(_cells(_char_layout(scene, size), grid, merge, patch), CHAR_CLASSES, INK)
+        boxes[WORD_CLASS] = demo_data.word_box(scene)
+    for code, box in boxes.items():
+        out[out[:, 0] == code, 3:] = demo_data.thousandths(scene, box)
     return out
 
 
@@ -54,7 +86,7 @@ def _render_one(job: tuple[int, int, int]):
     (grid_h * grid_w, 3 * 14 * 14) in the processor's patch order, without the temporal copy; and the
     per-token labels of `token_labels`."""
     seed, k, j = job
-    scene = demo_data.random_scene(random.Random(f"{seed}/scene/{j}" if k == 0 else f"{seed}/scene/{k}/{j}"))
+    scene = demo_data.varied_scene(random.Random(f"{seed}/scene/{j}" if k == 0 else f"{seed}/scene/{k}/{j}"))
     out = _POOL_IP(images=[demo_data.render(scene)], do_rescale=False, do_normalize=False, return_tensors="pt")
     _, gh, gw = out["image_grid_thw"][0].tolist()
     rows = out["pixel_values"].view(gh * gw, 3, _POOL_IP.temporal_patch_size, -1)[:, :, 0]
@@ -72,7 +104,7 @@ class ImageBank:
         lengths = self.grids[:, 0] * self.grids[:, 1]
         self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         self.rows = np.concatenate([r[1] for r in results])
-        self.labels = np.concatenate([r[3] for r in results])  # (tokens, 2), picture after picture
+        self.labels = np.concatenate([r[3] for r in results])  # (tokens, LABEL_COLUMNS), picture after picture
         tokens = np.asarray([len(r[3]) for r in results])  # one label row per LLM image token
         self.label_offsets = np.concatenate([[0], np.cumsum(tokens)[:-1]]).astype(np.int64)
         self.seconds = seconds

@@ -7,6 +7,12 @@ seeded "<seed>/<batch index>"; these are "eval/<seed>/..."). Each question goes 
 `Engine.generate` (greedy, feature cache and KV reuse on), half in thinking mode and half with
 thinking off, English and Chinese alternating. Prints accuracy per question type, per language,
 and for multi-turn conversations (image A, image B, A again, follow-ups without an image).
+
+Two robustness sets: `paraphrase/<kind>` asks the same kind of scenes with the HELD-OUT question
+templates (`templates.HELDOUT_EN/ZH`, never trained on), `--paraphrase-n` per kind; `plain/<kind>`
+asks fixed user-style questions about pictures drawn by other code (`tools/eval_plain_scenes.py`),
+`--plain-n` per kind. A box answer is right when `glm_vision.grounding` reads exactly one box
+from it with IoU >= 0.5 against the true box.
 """
 
 from __future__ import annotations
@@ -25,10 +31,20 @@ from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
+from glm_vision.synthetic import checking
 from glm_vision.synthetic import scenes as demo_data
+from tools import eval_plain_scenes
 
 KINDS_OFFSET = {kind: i for i, kind in enumerate(demo_data.KINDS)}
-TARGETS = {"color": 0.95, "shapes": 0.95, "position": 0.90, "count": 0.85, "word": 0.80, "multi-turn": 0.90}
+TARGETS = {
+    "color": 0.95,
+    "shapes": 0.95,
+    "position": 0.90,
+    "count": 0.95,
+    "word": 0.80,
+    "box": 0.90,
+    "multi-turn": 0.90,
+}
 
 
 def ask(engine, history: list[Message], question: str, image, session: str, thinking: bool, max_new: int = 64) -> str:
@@ -42,38 +58,60 @@ def ask(engine, history: list[Message], question: str, image, session: str, thin
     return answer
 
 
+def record(tally, failures, section: str, qa: demo_data.QA, answer: str) -> None:
+    ok = checking.check_answer(qa, answer)
+    tally[section].append(ok)
+    tally[f"{section}/{qa.lang}"].append(ok)
+    if not ok:
+        failures.append({"kind": section, "q": qa.question, "want": qa.answer or qa.target, "got": answer})
+
+
 def single_image(
-    engine, n: int, seed: int, tally, failures, kinds=demo_data.KINDS, bank_seed: int | None = None
+    engine,
+    n: int,
+    seed: int,
+    tally,
+    failures,
+    kinds=demo_data.KINDS,
+    bank_seed: int | None = None,
+    heldout: bool = False,
 ) -> None:
     for kind in kinds:
-        rng = random.Random(f"eval/{seed}/{kind}")
+        rng = random.Random(f"eval/{seed}/{'paraphrase/' if heldout else ''}{kind}")
         for i in range(n):
             # counting is evaluated over 1..5 objects evenly; word reading on scenes that have a word
             n_shapes = 1 + i % 5 if kind == "count" else None
             if bank_seed is not None:  # a scene of the training run's first bank (as tools/demo_bank.py draws it)
-                scene = demo_data.random_scene(random.Random(f"{bank_seed}/scene/{i * 37 + KINDS_OFFSET[kind]}"))
+                scene = demo_data.varied_scene(random.Random(f"{bank_seed}/scene/{i * 37 + KINDS_OFFSET[kind]}"))
                 if kind == "word" and scene.word is None:
                     continue
             else:
                 scene = demo_data.random_scene(rng, n_shapes=n_shapes, with_word=True if kind == "word" else None)
             lang = "zh" if i % 2 else "en"
-            qa = demo_data.ask(scene, kind, lang, rng)
-            if kind in ("color", "position") and qa.target == "-":
+            qa = demo_data.ask(scene, kind, lang, rng, heldout=heldout)
+            if kind in demo_data.NAMED_KINDS and qa.target == "-":
                 continue
             answer = ask(
                 engine, [], qa.question, demo_data.render(scene), f"eval-{kind}-{i}", thinking=(i // 2) % 2 == 0
             )
-            ok = demo_data.check_answer(qa, answer)
-            tally[kind].append(ok)
-            tally[f"{kind}/{lang}"].append(ok)
-            if not ok:
-                failures.append({"kind": kind, "q": qa.question, "want": qa.answer, "got": answer})
+            record(tally, failures, f"paraphrase/{kind}" if heldout else kind, qa, answer)
+
+
+def plain(engine, n: int, seed: int, tally, failures) -> None:
+    """Fixed user-style questions about pictures drawn by other code (`tools/eval_plain_scenes.py`)."""
+    for kind in eval_plain_scenes.KINDS:
+        rng = random.Random(f"eval/{seed}/plain/{kind}")
+        for i in range(n):
+            picture, shapes = eval_plain_scenes.plain_scene(rng)
+            qa = eval_plain_scenes.question(shapes, picture.size, kind, "zh" if i % 2 else "en", rng)
+            answer = ask(engine, [], qa.question, picture, f"eval-plain-{kind}-{i}", thinking=(i // 2) % 2 == 0)
+            record(tally, failures, f"plain/{kind}", qa, answer)
 
 
 def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
     """A, then B, then A again (re-sent), each with a question; then a follow-up about A without an image."""
     rng = random.Random(f"eval/{seed}/multi")
-    kinds = ["color", "position", "count", "shapes", "word"]
+    kinds = ["color", "position", "count", "shapes", "word", "box"]
     for i in range(n):
         scenes = [demo_data.random_scene(rng), demo_data.random_scene(rng)]
         pictures = [demo_data.render(s) for s in scenes]
@@ -88,7 +126,7 @@ def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
             answer = ask(
                 engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking
             )
-            ok = demo_data.check_answer(qa, answer)
+            ok = checking.check_answer(qa, answer)
             tally["multi-turn"].append(ok)
             all_ok &= ok
             if not ok:
@@ -113,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--show-failures", type=int, default=10)
     p.add_argument("--kinds", default=",".join(demo_data.KINDS), help="single-image question kinds to ask")
     p.add_argument("--multi-turn", type=int, default=1, help="0: skip the multi-turn conversations")
+    p.add_argument("--paraphrase-n", type=int, default=40, help="held-out-template questions per kind; 0: none")
+    p.add_argument("--plain-n", type=int, default=24, help="questions per kind about plain pictures; 0: none")
     p.add_argument(
         "--training-bank-seed",
         type=int,
@@ -129,12 +169,19 @@ def main(argv=None) -> int:
         single_image(engine, args.n, args.seed, tally, failures, args.kinds.split(","), args.training_bank_seed)
         if args.multi_turn:
             multi_turn(engine, args.n, args.seed, tally, failures)
+        if args.paraphrase_n:
+            kinds = [k for k in args.kinds.split(",") if k != "describe"]
+            single_image(engine, args.paraphrase_n, args.seed, tally, failures, kinds, heldout=True)
+        if args.plain_n:
+            plain(engine, args.plain_n, args.seed, tally, failures)
     finally:
         engine.shutdown()
 
     rows = []
     print(f"{'question type':32} {'accuracy':>9} {'n':>5} {'target':>7}")
-    for key in sorted(tally, key=lambda k: (k.split("/")[0] not in TARGETS and k.split("/")[0] != "describe", k)):
+    sections = ("", "multi-turn", "paraphrase", "plain")
+    order = {key: (sections.index(key.split("/")[0]) if key.split("/")[0] in sections else 0, key) for key in tally}
+    for key in sorted(tally, key=order.get):
         values = tally[key]
         acc = sum(values) / len(values)
         target = TARGETS.get(key)

@@ -23,9 +23,9 @@ share of the time spent waiting for data; `--profile` prints where five steps sp
 
 Auxiliary loss (`--aux-weight W`): the shipped checkpoints underfit shape identity (colour and position
 answers fail when the named shape is not recognised). Every image token gets a dense target
-from the renderer (`demo_bank.token_labels`: which object covers its cell, and its colour), and a
-linear head on the features the LLM receives is trained on them with weight W next to the answer
-loss; the head is not saved. `--init-from DIR` continues from a checkpoint (model and processor).
+from the renderer (`demo_bank.token_labels`: which object covers its cell, its colour, the letter
+under it, and the object's box), and a linear head on the features the LLM receives is trained on
+them with weight W next to the answer loss (`aux_loss`); the head is not saved. `--init-from DIR` continues from a checkpoint (model and processor).
 
 Reproducible: batch i is drawn from `random.Random(f"{seed}/{i}")` whatever the number of data
 workers, and the model is initialised from `--seed`. With `--steps auto` the step count is chosen
@@ -48,10 +48,12 @@ import torch.nn.functional as F
 from glm_vision.synthetic import scenes as demo_data
 from glm_vision.synthetic.tiny import build_config, build_processor, glm_generation_config, train_tokenizer
 from tools import demo_vit_fast
-from tools.demo_bank import COLOR_CLASSES, SHAPE_CLASSES, BankRenderer, normalise_patches
+from tools.demo_bank import CHAR_CLASSES, COLOR_CLASSES, SHAPE_CLASSES, WORD_CLASS, BankRenderer, normalise_patches
 from tools.demo_batches import IGNORE, Batcher, BatchStream
 
 PX_PER_TOKEN = 28 * 28
+AUX_OUTPUTS = SHAPE_CLASSES + COLOR_CLASSES + CHAR_CLASSES + 4
+BOX_WEIGHT = 5.0  # the box error is a mean of 0-1 coordinates: x5 puts a 0.1 error near the class losses
 
 
 # ---------------------------------------------------------------------------------------------- processor
@@ -88,8 +90,8 @@ def build_model(processor, args):
 
 
 def loss_fn(model, batch, device, autocast, bank_rows, image_processor, aux_head=None, aux_weight=0.0):
-    """Cross-entropy on the assistant tokens; with `aux_head`, plus `aux_weight` x the cross-entropy of
-    each image token's object class and colour read linearly from the features the LLM receives."""
+    """Cross-entropy on the assistant tokens; with `aux_head`, plus `aux_weight` x `aux_loss` of the
+    image tokens' targets read linearly from the features the LLM receives."""
     inner = model.model
     aux = None
     ids = batch["input_ids"].to(device, non_blocking=True)
@@ -107,11 +109,7 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor, aux_head
                 pixels, grid_thw=grids, position_ids=layout["vision_positions"].to(device, non_blocking=True)
             ).pooler_output
             if aux_head is not None:
-                targets = batch["token_labels"].to(device, non_blocking=True)
-                scores = aux_head(feats.float()).float()
-                aux = F.cross_entropy(scores[:, :SHAPE_CLASSES], targets[:, 0]) + F.cross_entropy(
-                    scores[:, SHAPE_CLASSES:], targets[:, 1]
-                )
+                aux = aux_loss(aux_head(feats.float()).float(), batch["token_labels"].to(device, non_blocking=True))
             mask = (ids == model.config.image_token_id).unsqueeze(-1)
             embeds = embeds.masked_scatter(mask, feats.to(embeds.dtype))
         hidden = inner.language_model(inputs_embeds=embeds, position_ids=positions, use_cache=False).last_hidden_state
@@ -119,6 +117,22 @@ def loss_fn(model, batch, device, autocast, bank_rows, image_processor, aux_head
         logits = model.lm_head(hidden[keep])
     loss = F.cross_entropy(logits.float(), labels[keep])
     return loss if aux is None else loss + aux_weight * aux
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)  # no host sync, 0 when nothing is masked in
+
+
+def aux_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image token: object class and colour (cross-entropy, all tokens), the letter under the
+    cell (cross-entropy, word tokens) and the covering object's box (L1 in 0-1 units, object tokens):
+    what the features must carry to name, read, place and box objects."""
+    a, b, c = SHAPE_CLASSES, SHAPE_CLASSES + COLOR_CLASSES, SHAPE_CLASSES + COLOR_CLASSES + CHAR_CLASSES
+    kind, word, thing = targets[:, 0], (targets[:, 0] == WORD_CLASS).float(), (targets[:, 0] > 0).float()
+    loss = F.cross_entropy(scores[:, :a], kind) + F.cross_entropy(scores[:, a:b], targets[:, 1])
+    loss = loss + _masked_mean(F.cross_entropy(scores[:, b:c], targets[:, 2], reduction="none"), word)
+    box_error = (scores[:, c:].sigmoid() - targets[:, 3:].float() / 1000).abs().mean(1)
+    return loss + BOX_WEIGHT * _masked_mean(box_error, thing)
 
 
 def main(argv=None) -> None:
@@ -216,7 +230,7 @@ def main(argv=None) -> None:
     aux_head = None
     if args.aux_weight > 0:
         torch.manual_seed(args.seed + 1)
-        aux_head = torch.nn.Linear(model.config.text_config.hidden_size, SHAPE_CLASSES + COLOR_CLASSES).to(device)
+        aux_head = torch.nn.Linear(model.config.text_config.hidden_size, AUX_OUTPUTS).to(device)
     if args.check_positions:  # the replacements compute what the originals do
         demo_vit_fast.check(model, device)
     demo_vit_fast.install(linear_patch=bool(args.linear_patch_embed))
@@ -369,6 +383,7 @@ def main(argv=None) -> None:
         flush=True,
     )
     if args.state:
+        Path(args.state).parent.mkdir(parents=True, exist_ok=True)
         torch.save(
             {
                 "model": model.state_dict(),

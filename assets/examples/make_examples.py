@@ -2,11 +2,11 @@
 
     python -m assets.examples.make_examples [--model assets/demo-model]
 
-For each question kind (colour, count, position, shapes, word) it walks through seeded scenes
+For each question kind (colour, count, position, shapes, word, box) it walks through seeded scenes
 ("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
 and first Chinese question form (`demo_data.Q_EN` / `Q_ZH`) through the production engine, greedy,
 with thinking on and off, and keeps the first scene whose four answers all pass
-`demo_data.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
+`checking.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
 printed). Deterministic for a given checkpoint: rerun it whenever the demo model is retrained.
 `tests/test_examples.py` asks every entry again and checks the answers.
 """
@@ -18,18 +18,20 @@ import json
 import random
 from pathlib import Path
 
+from glm_vision.synthetic import checking
 from glm_vision.synthetic import scenes as demo_data
 
 HERE = Path(__file__).resolve().parent
 
 SIZE = (448, 336)
-KINDS = ["color", "count", "position", "shapes", "word"]
+KINDS = ["color", "count", "position", "shapes", "word", "box"]
 FILES = {
     "color": "shapes.png",
     "count": "count.png",
     "position": "position.png",
     "shapes": "which.png",
     "word": "word.png",
+    "box": "box.png",
 }
 
 
@@ -46,7 +48,7 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
     for lang, forms in (("en", demo_data.Q_EN), ("zh", demo_data.Q_ZH)):
         named = subject if lang == "en" else demo_data.SHAPE_ZH[subject]
         question = forms[kind][0].format(s=named, c="")
-        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in ("color", "position") else "")
+        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in demo_data.NAMED_KINDS else "")
         out.append(
             demo_data.QA(
                 kind=kind,
@@ -54,7 +56,7 @@ def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_dat
                 question=question,
                 answer=answer,
                 target=target,
-                subject=subject if kind in ("color", "position") else "",
+                subject=subject if kind in demo_data.NAMED_KINDS else "",
             )
         )
     return out[0], out[1]
@@ -74,7 +76,7 @@ def answers_ok(engine, image, qas) -> bool:
                 session_id="gallery",
                 enable_thinking=thinking,
             )
-            if not demo_data.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
+            if not checking.check_answer(qa, split_output(engine.generate(request).text).raw_answer):
                 return False
     return True
 

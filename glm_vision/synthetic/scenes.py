@@ -1,12 +1,16 @@
 """Synthetic screenshot-like scenes with questions and answers, for the bundled demo model.
 
 A scene is a flat background with 1 to 5 coloured shapes, each in its own slot (left, right, top,
-bottom, center), and sometimes a short word in a free slot. Questions and answers come in English
-and Chinese: describe, colour of a named shape, which shapes, how many, where, what word.
+bottom, center), and sometimes a short word in a free slot; `varied_scene` mixes in single objects
+from a few percent to most of the picture, many small ones, and large words. Questions and answers
+come in English and Chinese (the answer in the question's language): describe, colour of a named
+shape, which shapes, how many, where, what word, and "box the X" (answered with GLM's
+`<|begin_of_box|>[x1,y1,x2,y2]<|end_of_box|>` in 0-1000 coordinates), each kind in many train
+phrasings and a few held-out ones (`templates.py`).
 
 The same module generates the training data (`tools/train_demo_model.py`), the held-out evaluation
 set (`tools/eval_demo_model.py`, another seed) and the pictures of the end-to-end tests, and it
-checks answers (`check_answer`), so what the model was taught and what is measured cannot drift.
+checks answers (`checking.check_answer`), so what the model was taught and what is measured cannot drift.
 Everything is drawn from a `random.Random`, so a seed gives the same scenes on every machine (the
 fonts ship in `glm_vision/synthetic/fonts/`; the fourth is Pillow's built-in one).
 """
@@ -16,11 +20,13 @@ from __future__ import annotations
 import functools
 import math
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+
+from ..conversation import BOX_CLOSE, BOX_OPEN
+from .templates import HELDOUT_EN, HELDOUT_ZH, Q_EN, Q_ZH, templates  # noqa: F401 - re-exported
 
 # (English, Chinese, RGB)
 COLORS = [
@@ -84,7 +90,7 @@ ASPECTS = [9 / 19.5, 9 / 16, 3 / 4, 1.0, 4 / 3, 16 / 10, 16 / 9, 21 / 9]
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
 FONT_NAMES = ["default", "DejaVuSansMono-Bold.ttf", "DejaVuSerif-Bold.ttf"]
 
-KINDS = ["describe", "color", "shapes", "count", "position", "word"]
+KINDS = ["describe", "color", "shapes", "count", "position", "word", "box"]
 GREETING_EN = "Hello! Send me an image and ask about its colors, shapes, counts, positions or words."
 GREETING_ZH = "你好！请发送一张图片，问我其中的颜色、形状、数量、位置或文字。"
 
@@ -146,7 +152,14 @@ def random_scene(
     n_shapes: int | None = None,
     with_word: bool | None = None,
     size: tuple[int, int] | None = None,
+    shape_slots: tuple[str, ...] = tuple(SLOTS),
+    scale: tuple[float, float] = (0.085, 0.135),
+    word_slots: tuple[str, ...] = tuple(SLOTS),
+    word_rel: tuple[float, float] = (0.1, 0.17),
 ) -> Scene:
+    """A scene of `n_shapes` (default 1-5) shapes in `shape_slots` with radii in `scale` (fractions
+    of the short side), and a word (default: in 70 % of the scenes with a free slot) in a free one of
+    `word_slots`, its font `word_rel` of the short side or less, to fit."""
     if size is None:
         aspect = rng.choice(ASPECTS) * rng.uniform(0.93, 1.07)
         long_side = int(round(math.exp(rng.uniform(math.log(224), math.log(1280)))))
@@ -160,7 +173,7 @@ def random_scene(
     dark = rng.random() < 0.2
     background = rng.choice(DARK_BACKGROUNDS if dark else LIGHT_BACKGROUNDS)
     n = n_shapes if n_shapes is not None else rng.randint(1, 5)
-    slots = rng.sample(list(SLOTS), n)
+    slots = rng.sample(list(shape_slots), n)
     kinds = rng.sample([s[0] for s in SHAPES], n)
     colors = [c[0] for c in COLORS if not (dark and c[0] == "black")]
     shapes = tuple(
@@ -170,13 +183,13 @@ def random_scene(
             slot=slot,
             dx=rng.uniform(-0.04, 0.04),
             dy=rng.uniform(-0.04, 0.04),
-            scale=rng.uniform(0.085, 0.135),
+            scale=rng.uniform(*scale),
             angle=rng.uniform(-0.3, 0.3),
         )
         for k, slot in zip(kinds, slots, strict=False)
     )
     word = None
-    free = [s for s in SLOTS if s not in slots]
+    free = [s for s in word_slots if s not in slots]
     if with_word is None:
         with_word = bool(free) and rng.random() < 0.7
     if with_word and free:
@@ -184,7 +197,7 @@ def random_scene(
         font = rng.choice(FONT_NAMES)
         rng.shuffle(free)
         for slot in free:
-            rel = rng.uniform(0.1, 0.17)
+            rel = rng.uniform(*word_rel)
             fitted = _fit_word(text, font, slot, width, height, rel)
             if fitted is not None:
                 ink = (255, 255, 255) if dark else rng.choice([(20, 20, 20), (55, 65, 81), (30, 58, 138)])
@@ -204,6 +217,36 @@ def _fit_word(text: str, font: str, slot: str, width: int, height: int, rel: flo
             return rel
         rel *= 0.9
     return None
+
+
+def varied_scene(rng: random.Random) -> Scene:
+    """The training and evaluation mix: 40 % `random_scene` defaults; 20 % one object from a few
+    percent to most of the picture (large ones centred); 15 % three to five small objects; 25 % a
+    large word at the top or bottom next to one to three shapes (more pixels per letter)."""
+    style = rng.random()
+    if style < 0.4:
+        return random_scene(rng)
+    if style < 0.6:
+        radius = math.exp(rng.uniform(math.log(0.05), math.log(0.45)))
+        big = radius > 0.2
+        return random_scene(
+            rng,
+            n_shapes=1,
+            shape_slots=("center",) if big else tuple(SLOTS),
+            scale=(radius, radius),
+            with_word=not big and rng.random() < 0.5,
+            word_slots=("top", "bottom"),
+        )
+    if style < 0.75:
+        return random_scene(rng, n_shapes=rng.randint(3, 5), scale=(0.05, 0.085))
+    return random_scene(
+        rng,
+        n_shapes=rng.randint(1, 3),
+        shape_slots=("left", "center", "right"),
+        with_word=True,
+        word_slots=("top", "bottom"),
+        word_rel=(0.15, 0.26),
+    )
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -244,21 +287,68 @@ def render_labels(scene: Scene, shape_value, word_value: int) -> Image.Image:
 
 def _paint(scene: Scene, image: Image.Image, shape_fill, word_fill) -> Image.Image:
     draw = ImageDraw.Draw(image)
-    short = min(scene.width, scene.height)
     for s in scene.shapes:
-        rx, ry = SLOTS[s.slot][2]
-        cx, cy = rx * scene.width + s.dx * short, ry * scene.height + s.dy * short
-        r = s.scale * short
+        cx, cy, r = _placement(scene, s)
         if s.kind == "circle":
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=shape_fill(s))
         else:
             draw.polygon(_polygon(s.kind, cx, cy, r, s.angle), fill=shape_fill(s))
     if scene.word is not None:
-        w = scene.word
-        rx, ry = SLOTS[w.slot][2]
-        font = _font(w.font, max(6, int(w.rel_size * short)))
-        draw.text((rx * scene.width, ry * scene.height), w.text, font=font, fill=word_fill, anchor="mm")
+        font, anchor = _word_layout(scene)
+        draw.text(anchor, scene.word.text, font=font, fill=word_fill, anchor="mm")
     return image
+
+
+# ---------------------------------------------------------------------------------------------- geometry
+def _placement(scene: Scene, s: Shape) -> tuple[float, float, float]:
+    """A shape's centre and radius in pixels."""
+    short = min(scene.width, scene.height)
+    rx, ry = SLOTS[s.slot][2]
+    return rx * scene.width + s.dx * short, ry * scene.height + s.dy * short, s.scale * short
+
+
+def _word_layout(scene: Scene):
+    """The word's font and its anchor point (the text's middle) in pixels."""
+    w = scene.word
+    rx, ry = SLOTS[w.slot][2]
+    return _font(w.font, max(6, int(w.rel_size * min(scene.width, scene.height)))), (
+        rx * scene.width,
+        ry * scene.height,
+    )
+
+
+def _clip(scene: Scene, box) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = box
+    return max(0.0, x1), max(0.0, y1), min(float(scene.width), x2), min(float(scene.height), y2)
+
+
+def shape_box(scene: Scene, s: Shape) -> tuple[float, float, float, float]:
+    """The drawn shape's bounding box in pixels (x1, y1, x2, y2), clipped to the picture."""
+    cx, cy, r = _placement(scene, s)
+    if s.kind == "circle":
+        return _clip(scene, (cx - r, cy - r, cx + r, cy + r))
+    xs, ys = zip(*_polygon(s.kind, cx, cy, r, s.angle), strict=True)
+    return _clip(scene, (min(xs), min(ys), max(xs), max(ys)))
+
+
+def word_box(scene: Scene) -> tuple[float, float, float, float]:
+    font, (x, y) = _word_layout(scene)
+    left, top, right, bottom = font.getbbox(scene.word.text, anchor="mm")
+    return _clip(scene, (x + left, y + top, x + right, y + bottom))
+
+
+def word_char_edges(scene: Scene) -> list[float]:
+    """x pixels where the word's characters start and end (len(text) + 1 edges, by advance width)."""
+    font, (x, _) = _word_layout(scene)
+    text = scene.word.text
+    left = x - font.getlength(text) / 2
+    return [left + font.getlength(text[:i]) for i in range(len(text) + 1)]
+
+
+def thousandths(scene: Scene, box) -> tuple[int, int, int, int]:
+    """A pixel box in GLM's 0-1000 coordinates (thousandths of the width and height), integers."""
+    sizes = (scene.width, scene.height) * 2
+    return tuple(min(1000, max(0, round(v * 1000 / size))) for v, size in zip(box, sizes, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- questions
@@ -270,49 +360,6 @@ class QA:
     answer: str
     target: str = ""  # the fact the answer must state (colour, shape, count, slot, word)
     subject: str = ""  # the shape asked about, if any
-
-
-Q_EN = {
-    "describe": ["Describe the image.", "What is in this image?", "Describe this picture.", "What do you see?"],
-    "shapes": [
-        "Which shapes are in the image?",
-        "What shapes do you see?",
-        "Which shapes are there?",
-        "List the shapes.",
-    ],
-    "count": [
-        "How many shapes are there?",
-        "How many objects are in the picture?",
-        "Count the shapes.",
-        "How many shapes do you see?",
-    ],
-    "word": [
-        "What word is written?",
-        "What does the text say?",
-        "Read the word in the image.",
-        "What is written in the image?",
-    ],
-    "color": [
-        "What color is the {s}?",
-        "What colour is the {s}?",
-        "Which color is the {s}?",
-        "What is the color of the {s}?",
-    ],
-    "position": [
-        "Where is the {s}?",
-        "Where is the {c} {s}?",
-        "Where is the {s} located?",
-        "In which part of the image is the {s}?",
-    ],
-}
-Q_ZH = {
-    "describe": ["请描述这张图片。", "图片里有什么？", "描述一下这张图。"],
-    "shapes": ["图中有哪些形状？", "图片里有什么形状？", "有哪些图形？"],
-    "count": ["图中有几个形状？", "有多少个图形？", "数一数有几个形状。"],
-    "word": ["图中写的是什么字？", "上面写着什么？", "图片里的文字是什么？"],
-    "color": ["{s}是什么颜色？", "{s}是什么颜色的？", "图中{s}的颜色是什么？"],
-    "position": ["{s}在哪里？", "{c}的{s}在哪里？", "{s}在图片的什么位置？"],
-}
 
 
 def _en_shape(s: Shape) -> str:
@@ -329,6 +376,9 @@ def _join_en(items: list[str]) -> str:
 
 def _join_zh(items: list[str]) -> str:
     return items[0] if len(items) == 1 else "、".join(items[:-1]) + "和" + items[-1]
+
+
+NAMED_KINDS = ("color", "position", "box")  # questions about one named shape
 
 
 def answer_for(scene: Scene, kind: str, lang: str, subject: str = "") -> tuple[str, str]:
@@ -371,20 +421,27 @@ def answer_for(scene: Scene, kind: str, lang: str, subject: str = "") -> tuple[s
         if en:
             return f"The {s.color} {s.kind} is {SLOTS[s.slot][0]}.", s.slot
         return f"{_zh_shape(s)}在{SLOTS[s.slot][1]}。", s.slot
+    if kind == "box":
+        box = thousandths(scene, shape_box(scene, s))
+        return f"{BOX_OPEN}[{','.join(map(str, box))}]{BOX_CLOSE}", ",".join(map(str, box))
     raise ValueError(kind)
 
 
-def ask(scene: Scene, kind: str, lang: str, rng: random.Random, *, subject: str | None = None) -> QA:
-    templates = (Q_EN if lang == "en" else Q_ZH)[kind]
-    template = rng.choice(templates)
-    if kind in ("color", "position"):
+def ask(
+    scene: Scene, kind: str, lang: str, rng: random.Random, *, subject: str | None = None, heldout: bool = False
+) -> QA:
+    """A question of `kind` about the scene in one of the kind's train templates (`heldout`: one of
+    the held-out ones), and its answer in the question's language."""
+    forms = templates(kind, lang, heldout)
+    template = rng.choice(forms)
+    if kind in NAMED_KINDS:
         if subject is None:
             present = [s.kind for s in scene.shapes]
             absent = [k for k, _ in SHAPES if k not in present]
             subject = rng.choice(absent) if absent and rng.random() < 0.08 else rng.choice(present)
         s = scene.shape(subject)
         if "{c}" in template and s is None:
-            template = templates[0]
+            template = forms[0]
         color = "" if s is None else (s.color if lang == "en" else COLOR_EN[s.color][1])
         question = template.format(s=subject if lang == "en" else SHAPE_ZH[subject], c=color)
     else:
@@ -392,42 +449,6 @@ def ask(scene: Scene, kind: str, lang: str, rng: random.Random, *, subject: str 
         subject = ""
     answer, target = answer_for(scene, kind, lang, subject)
     return QA(kind=kind, lang=lang, question=question, answer=answer, target=target, subject=subject)
-
-
-# ---------------------------------------------------------------------------------------------- checking
-COLOR_WORDS = {"en": [c[0] for c in COLORS], "zh": [c[1] for c in COLORS]}
-SHAPE_WORDS = {"en": [s[0] for s in SHAPES], "zh": [s[1] for s in SHAPES]}
-SLOT_WORDS = {
-    "en": ["left", "right", "top", "bottom", "center"],
-    "zh": [SLOTS[s][1] for s in ["left", "right", "top", "bottom", "center"]],
-}
-
-
-def _mentions(text: str, words: list[str]) -> set[int]:
-    lowered = text.lower()
-    return {i for i, w in enumerate(words) if re.search(r"(?<![a-z])" + re.escape(w) + r"(?![a-z])", lowered)}
-
-
-def check_answer(qa: QA, text: str) -> bool:
-    """Does a model answer state the right fact (and no contradicting one)?"""
-    text = text.split("</think>")[-1].strip()
-    lang = qa.lang
-    if qa.target == "-":  # "there is no ..."
-        return ("no " in text.lower()) if lang == "en" else ("没有" in text)
-    if qa.kind == "color":
-        return _mentions(text, COLOR_WORDS[lang]) == {COLOR_WORDS["en"].index(qa.target)}
-    if qa.kind == "position":
-        return _mentions(text, SLOT_WORDS[lang]) == {SLOT_WORDS["en"].index(qa.target)}
-    if qa.kind == "shapes":
-        want = {SHAPE_WORDS["en"].index(k) for k in qa.target.split(",")}
-        return _mentions(text, SHAPE_WORDS[lang]) == want
-    if qa.kind == "count":
-        return re.findall(r"\d+", text) == [qa.target]
-    if qa.kind == "word":
-        return {w for w in re.findall(r"[A-Z]+", text.upper()) if w in WORDS} == {qa.target}
-    if qa.kind == "describe":
-        return text == qa.target
-    raise ValueError(qa.kind)
 
 
 # ---------------------------------------------------------------------------------------------- conversations
@@ -446,7 +467,7 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
 
 
-KIND_WEIGHTS = {"describe": 0.6, "color": 1.4, "shapes": 1.5, "count": 1.5, "position": 1.6, "word": 1.8}
+KIND_WEIGHTS = {"describe": 0.5, "color": 1.2, "shapes": 1.4, "count": 1.0, "position": 1.6, "word": 1.8, "box": 1.8}
 
 
 def pick_kind(rng: random.Random, scene: Scene) -> str:
@@ -456,7 +477,7 @@ def pick_kind(rng: random.Random, scene: Scene) -> str:
 
 
 def _new_rendered_scene(rng: random.Random):
-    scene = random_scene(rng)
+    scene = varied_scene(rng)
     return scene, render(scene)
 
 

@@ -91,14 +91,16 @@ def train_tokenizer(vocab_size: int = 700, extra_corpus: str = ""):
     """A byte-level BPE tokenizer (every string encodes) with GLM's special tokens.
 
     `extra_corpus` (the demo model's training sentences) makes its vocabulary tokenize compactly,
-    and then CJK characters are split one per pre-token so Chinese words stay compositional (no
-    merged "red triangle" tokens); without it the tokenizer is the tiny test model's."""
+    and then CJK characters and digits are split one per pre-token so Chinese words stay
+    compositional (no merged "red triangle" tokens) and a box's coordinates are written digit by
+    digit (ten tokens to learn, not hundreds of merged numbers); without it the tokenizer is the
+    tiny test model's."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if extra_corpus:
-        cjk = pre_tokenizers.Split(Regex("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]"), behavior="isolated")
+        cjk = pre_tokenizers.Split(Regex("[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef0-9]"), behavior="isolated")
         tok.pre_tokenizer = pre_tokenizers.Sequence([cjk, byte_level])
     else:
         tok.pre_tokenizer = byte_level

@@ -110,16 +110,21 @@ def test_token_labels_mark_the_objects_under_each_image_token():
             demo_data.Shape("circle", "red", "left", scale=0.13),
         ),
     )
-    labels = demo_bank.token_labels(scene, (20, 20)).reshape(10, 10, 2)
+    labels = demo_bank.token_labels(scene, (20, 20)).reshape(10, 10, -1)
     star, circle = (
         1 + [k for k, _ in demo_data.SHAPES].index("star"),
         1 + [k for k, _ in demo_data.SHAPES].index("circle"),
     )
     blue, red = 1 + [c[0] for c in demo_data.COLORS].index("blue"), 1 + [c[0] for c in demo_data.COLORS].index("red")
-    assert tuple(labels[5, 5]) == (star, blue)  # the token under the picture's centre
-    assert tuple(labels[5, 1]) == (circle, red)  # left slot: 18 % of the width
-    assert tuple(labels[0, 0]) == (0, 0) and tuple(labels[9, 9]) == (0, 0)
-    assert {tuple(v) for v in labels.reshape(-1, 2)} == {(0, 0), (star, blue), (circle, red)}
+    assert tuple(labels[5, 5, :2]) == (star, blue)  # the token under the picture's centre
+    assert tuple(labels[5, 1, :2]) == (circle, red)  # left slot: 18 % of the width
+    assert tuple(labels[0, 0, :2]) == (0, 0) and tuple(labels[9, 9, :2]) == (0, 0)
+    assert {tuple(v) for v in labels[..., :2].reshape(-1, 2)} == {(0, 0), (star, blue), (circle, red)}
+    # every token of an object carries that object's box (0-1000); the star's is centred
+    x1, y1, x2, y2 = labels[5, 5, 3:]
+    assert x1 < 500 < x2 and y1 < 500 < y2 and (labels[5, 5, 3:] == labels[4, 4, 3:]).all()
+    assert (labels[5, 1, 3:] == demo_data.thousandths(scene, demo_data.shape_box(scene, scene.shapes[1]))).all()
+    assert (labels[0, 0, 2:] == 0).all()
     worded = demo_data.Scene(
         width=280,
         height=280,
@@ -128,6 +133,24 @@ def test_token_labels_mark_the_objects_under_each_image_token():
         word=demo_data.Word("HELLO", "center", "DejaVuSansMono-Bold.ttf", 0.15, (0, 0, 0)),
     )
     assert (demo_bank.token_labels(worded, (20, 20))[:, 0] == demo_bank.SHAPE_CLASSES - 1).any()
+
+
+def test_token_labels_spell_the_word_left_to_right():
+    from glm_vision.synthetic import scenes as demo_data
+    from tools import demo_bank
+
+    scene = demo_data.Scene(
+        width=560,
+        height=392,
+        background=(255, 255, 255),
+        shapes=(),
+        word=demo_data.Word("HELP", "top", "DejaVuSansMono-Bold.ttf", 0.22, (0, 0, 0)),
+    )
+    labels = demo_bank.token_labels(scene, (28, 40)).reshape(14, 20, -1)
+    letters = labels[..., 2]
+    read = [chr(ord("A") - 1 + c) for c in letters.max(0) if c]  # per column of tokens, left to right
+    assert "".join(dict.fromkeys(read)) == "HELP"
+    assert set(letters[labels[..., 0] != demo_bank.WORD_CLASS].ravel()) <= {0}  # letters only on the word
 
 
 def test_fine_tune_with_the_auxiliary_loss_from_a_checkpoint(tmp_path):

@@ -1,6 +1,6 @@
 """Every example of the UI gallery (assets/examples/examples.json) is answered right by the bundled
 demo model, through the engine: its English and its Chinese question, thinking off and on, greedy,
-checked by `demo_data.check_answer` against the scene the picture was drawn from."""
+checked by `checking.check_answer` against the scene the picture was drawn from."""
 
 from __future__ import annotations
 
