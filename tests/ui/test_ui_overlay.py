@@ -85,6 +85,25 @@ def test_the_boxes_lie_over_the_picture_where_the_answer_put_them_and_pair_with_
     assert page.locator("#glmv-chat .glmv-hot").count() == 0
 
 
+def test_the_copy_buttons_copy_the_answer_without_the_overlay_markup(page, context, scripted, tmp_path):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    answered(page, picture(tmp_path, 600, 400))
+    answer = page.locator("#glmv-chat .message-row", has=page.locator("mark.glmv-mark"))
+    answer.locator("xpath=following-sibling::*[1]").locator('button[aria-label="Copy message"]').click()
+    assert clipboard(page, "Submit") == "Submit: **[100,200,400,500]**\nCancel: **[500,600,900,800]**"
+    page.click('#glmv-chat button[aria-label="Copy conversation"]')
+    copied = clipboard(page, "-boxes.png")  # the answer's picture as the address of the drawn copy
+    assert "<mark" not in copied and "<div" not in copied
+    assert copied.endswith("/screen-600x400-boxes.png") and "Cancel: **[500,600,900,800]**" in copied
+
+
+def clipboard(page, awaited: str) -> str:
+    page.wait_for_function(
+        "async (t) => (await navigator.clipboard.readText()).includes(t)", arg=awaited, timeout=WAIT_MS
+    )
+    return page.evaluate("() => navigator.clipboard.readText()")
+
+
 def test_the_viewer_shows_a_large_screenshot_whole_zooms_and_frames_a_box(page, scripted, tmp_path):
     answered(page, picture(tmp_path, 3000, 2000))
     page.click(CHAT_IMG)

@@ -21,8 +21,13 @@
   document.addEventListener("mouseover", hover);
   document.addEventListener("focusin", hover);
 
-  // The chat's copy buttons copy a message's Markdown source: without the marks added for the overlay.
-  const unmark = (text) => text.replace(/<mark class="glmv-mark [^"]*">([^<\n]*)<\/mark>/g, "$1");
+  // The chat's copy buttons copy a message's source: the marks added for the overlay left out, and an
+  // answer's picture as the address of its copy with the boxes drawn (as Gradio writes a file message).
+  const unmark = (text) =>
+    text
+      .replace(/<mark class="glmv-mark [^"]*">([^<\n]*)<\/mark>/g, "$1")
+      .replace(/<div class="glmv-shot"[^\n]*?<a class="glmv-shot-drawn" href="([^"]+)"[^\n]*?<\/a><\/div>/g,
+        (_, href) => new URL(href.replaceAll("&amp;", "&"), document.baseURI).href);
   const clipboard = navigator.clipboard;
   if (clipboard?.writeText) {
     const write = clipboard.writeText.bind(clipboard);
