@@ -9,7 +9,7 @@ from PIL import Image
 
 from glm_vision.grounding import ImageSlot, find_groundings, resolve
 from glm_vision.ui.boxes import answer_pictures
-from glm_vision.ui.overlay import marked_answer
+from glm_vision.ui.overlay import marked_answer, overlay_html
 from tests.doubles import ScriptedBackend
 
 from .test_ui_boxes import ANSWER, boxed_chat
@@ -186,3 +186,15 @@ def test_marks_go_only_where_the_markdown_stays_intact(answer, marked):
     annotations = resolve(find_groundings(answer), [ImageSlot(0, 100, 100)])
     assert len(annotations) == 1
     assert marked_answer(answer, annotations, 1) == (marked or answer)
+
+
+def test_labels_and_names_are_text_in_the_overlay_never_markup():
+    chat = boxed_chat()
+    chat.turns[0].images[0].name = 'a"><img src=x onerror=alert(1)>.png'
+    chat.turns[1].text = '{"label": "<script>x</script>\\"><b>", "bbox_2d": [100,200,400,500]}'
+    (boxed,) = answer_pictures(chat, 1)
+    assert boxed.annotations[0].label.startswith("<script>")
+    html = overlay_html(boxed, 1, "/tmp/dir/a b&c.png", "/tmp/dir/d.png")
+    assert "<script" not in html and "<img src=x" not in html and '"><b>' not in html
+    assert 'src="gradio_api/file=/tmp/dir/a%20b%26c.png"' in html
+    assert html.count("<img ") == 1 and html.count("<div") == 2 and html.count("</div>") == 2
