@@ -34,12 +34,13 @@ def pair_class(turn: int, annotation: Annotation) -> str:
 
 def overlay_html(boxed: Boxed, turn: int, picture: str, drawn: str) -> str:
     """The picture (file `picture`) with its boxes and points over it, and a link to the copy with them
-    drawn in (file `drawn`). One line: Markdown takes it as one HTML block."""
+    drawn in (file `drawn`). One line: Markdown takes it as one HTML block. (Gradio's sanitizer drops
+    `aria-*`; `title` and `role` stay.)"""
     width, height = boxed.annotations[0].image_size
     name = html.escape(Path(boxed.name).stem or "image", quote=True)
     marks = "".join(_element(a, turn) for a in boxed.annotations)
     return (
-        f'<div class="glmv-shot" role="group" aria-label="{html.escape(boxed.alt, quote=True)}">'
+        f'<div class="glmv-shot" title="{html.escape(boxed.alt, quote=True)}">'
         f'<img class="glmv-shot-img" src="{file_url(picture)}" alt="{html.escape(boxed.alt, quote=True)}" '
         f'width="{width}" height="{height}">{marks}'
         f'<a class="glmv-shot-drawn" href="{file_url(drawn)}" download="{name}-boxes.png" '
@@ -58,7 +59,7 @@ def _element(annotation: Annotation, turn: int) -> str:
     kind = "glmv-point" if annotation.kind == POINT else "glmv-box"
     return (
         f'<div class="{kind} {pair_class(turn, annotation)}" style="{style}" title="{label}" '
-        f'role="button" tabindex="0" aria-label="{label}"><span class="glmv-tag">{label}</span></div>'
+        f'role="button" tabindex="0"><span class="glmv-tag">{label}</span></div>'
     )
 
 

@@ -43,6 +43,9 @@
 
   // ---------------------------------------------------------------------------------------- viewer
   const MAX_SCALE = 32;
+  const SAY = navigator.language?.toLowerCase().startsWith("zh")
+    ? { out: "缩小", in: "放大", fit: "适合窗口", actual: "实际大小", close: "关闭 (Esc)" }
+    : { out: "Zoom out", in: "Zoom in", fit: "Fit", actual: "Actual size", close: "Close (Esc)" };
 
   class Viewer {
     constructor(shot) {
@@ -64,17 +67,17 @@
       root.id = "glmv-viewer";
       root.setAttribute("role", "dialog");
       root.setAttribute("aria-modal", "true");
-      root.setAttribute("aria-label", shot.getAttribute("aria-label") || "");
+      root.setAttribute("aria-label", shot.title);
       const bar = document.createElement("div");
       bar.className = "glmv-viewer-bar";
       const button = (cls, text, title) =>
         Object.assign(document.createElement("button"), { type: "button", className: cls, textContent: text, title });
       bar.append(
-        button("glmv-viewer-out", "−", "Zoom out"),
+        button("glmv-viewer-out", "−", SAY.out),
         Object.assign(document.createElement("span"), { className: "glmv-viewer-zoom" }),
-        button("glmv-viewer-in", "+", "Zoom in"),
-        button("glmv-viewer-fit", "⤢", "Fit"),
-        button("glmv-viewer-actual", "1:1", "Actual size"),
+        button("glmv-viewer-in", "+", SAY.in),
+        button("glmv-viewer-fit", "⤢", SAY.fit),
+        button("glmv-viewer-actual", "1:1", SAY.actual),
       );
       const list = document.createElement("ol");
       list.className = "glmv-viewer-list";
@@ -85,7 +88,7 @@
         entry.append(item);
         list.append(entry);
       }
-      bar.append(list, button("glmv-viewer-close", "✕", "Close (Esc)"));
+      bar.append(list, button("glmv-viewer-close", "✕", SAY.close));
       const view = document.createElement("div");
       view.className = "glmv-viewer-view";
       const stage = document.createElement("div");
