@@ -4,16 +4,14 @@ each. The batch CLI's `--annotate DIR` writes these; the UI and exports can use 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .fonts import label_font
 from .grounding import POINT, Annotation
 
 # Distinct on light and dark screenshots (Okabe-Ito and Tableau colours); annotation n gets COLOURS[(n-1) % len].
 COLOURS = ("#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#00A3A3", "#F032E6", "#9A6324", "#808000", "#000075")
-FONT_FILE = Path(__file__).resolve().parent / "synthetic" / "fonts" / "DejaVuSansMono-Bold.ttf"
 
 
 def colour(number: int) -> str:
@@ -39,7 +37,7 @@ def draw_annotations(
     draw = ImageDraw.Draw(canvas)
     width, height = canvas.size
     line = max(2, round(min(width, height) / 250))
-    font = _font(max(12, round(min(width, height) / 40)))
+    size = max(12, round(min(width, height) / 40))
     for annotation in chosen:
         pixels = _fit(annotation, width, height)
         fill = colour(annotation.number)
@@ -54,7 +52,7 @@ def draw_annotations(
             x1, y1, x2, y2 = pixels
             draw.rectangle((x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)), outline=fill, width=line)
             anchor = (x1, y1)
-        _label(draw, tag(annotation), anchor, fill, font, width, height)
+        _label(draw, *drawn_tag(annotation, size), anchor, fill, width, height)
     return canvas
 
 
@@ -67,6 +65,17 @@ def annotated_images(images: Sequence[Image.Image], annotations: Sequence[Annota
     }
 
 
+def drawn_tag(annotation: Annotation, size: int) -> tuple[str, ImageFont.FreeTypeFont | ImageFont.ImageFont]:
+    """The tag as drawn and its font: the whole tag where a font at hand has its glyphs (a Chinese label
+    needs a system CJK font), else the number alone; the label is in the answer's text anyway."""
+    text = tag(annotation)
+    font = label_font(text, size)
+    if font is None:
+        text = str(annotation.number)
+        font = label_font(text, size) or ImageFont.load_default(size)
+    return text, font
+
+
 def _fit(annotation: Annotation, width: int, height: int) -> tuple[int, ...]:
     if annotation.image_size == (width, height):
         return annotation.pixels
@@ -75,7 +84,7 @@ def _fit(annotation: Annotation, width: int, height: int) -> tuple[int, ...]:
 
 
 def _label(
-    draw: ImageDraw.ImageDraw, text: str, anchor: tuple[int, int], fill: str, font, width: int, height: int
+    draw: ImageDraw.ImageDraw, text: str, font, anchor: tuple[int, int], fill: str, width: int, height: int
 ) -> None:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 6, bottom - top + 4
@@ -83,11 +92,3 @@ def _label(
     y = anchor[1] - h if anchor[1] - h >= 0 else min(anchor[1], max(0, height - h))
     draw.rectangle((x, y, x + w, y + h), fill=fill)
     draw.text((x + 3 - left, y + 2 - top), text, fill="white", font=font)
-
-
-@lru_cache(maxsize=16)
-def _font(size: int):
-    try:
-        return ImageFont.truetype(str(FONT_FILE), size)
-    except OSError:
-        return ImageFont.load_default(size)

@@ -178,6 +178,13 @@ _MENTION = re.compile(
 _LIST_MARK = re.compile(r"^\s*(?:[-*+•]|\d+[.)、]|#+)?\s*")
 
 
+def answer_layout(answer: str) -> tuple[str, list[tuple[int, int]], list[tuple[int, int]]]:
+    """What spans refer to, for a raw answer (as `find_groundings` takes it): the displayed answer (box
+    markers removed, stripped), the spans that were inside box markers, and its code and math spans."""
+    text, regions = _unbox(answer)
+    return text, regions, _code_spans(text)
+
+
 def find_groundings(answer: str) -> list[Grounding]:
     """Every box and point of an answer (the raw answer: box markers kept, reasoning left out, e.g.
     `split_output(text).raw_answer`), in order. Spans refer to the answer with the markers removed

@@ -9,6 +9,7 @@ import gradio as gr
 
 from .examples import EXAMPLES_DIR
 from .layout import build_ui
+from .overlay import page_css, page_head
 from .render import IMAGE_DIR
 from .text import i18n
 
@@ -57,7 +58,8 @@ def mount_ui(app, state):
         allowed_paths=[str(IMAGE_DIR), str(EXAMPLES_DIR)],
         max_file_size=browser_limit(settings.max_upload_bytes),
         i18n=i18n(),
-        css=CSS,
+        css=CSS + page_css(),
+        head=page_head(),
         footer_links=["api"],
         show_error=True,
     )

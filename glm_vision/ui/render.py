@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .boxes import answer_pictures, picture_file
 from .markdown import literal, render_boxes, unliteral
+from .overlay import marked_answer, overlay_html
 from .tempfiles import keyed_name, private_dir
 from .text import say
 from .transcript import Transcript
@@ -63,7 +64,8 @@ def chat_messages(
     boxes: bool = True,
 ) -> tuple[list[dict], list[Slot]]:
     """Chatbot messages and, for each, the turn it belongs to. `partial` is the answer being written.
-    With `boxes`, a finished answer with boxes or points is followed by the picture(s) with them drawn."""
+    With `boxes`, a finished answer with boxes or points is followed by its picture(s) with them laid over
+    (ui/overlay.py)."""
     messages: list[dict] = []
     slots: list[Slot] = []
     for index, turn in enumerate(transcript.turns):
@@ -74,28 +76,30 @@ def chat_messages(
             messages.append({"role": "user", "content": user_text(turn, lang)})
             slots.append(Slot(index, "text"))
         else:
+            pictures = answer_pictures(transcript, index) if boxes else []
             _assistant(
                 messages,
                 slots,
                 index,
                 turn.reasoning,
-                render_boxes(turn.text),
+                _answer_markdown(turn.text, pictures, index),
                 lang,
                 stopped=turn.finish_reason == "cancelled",
             )
-            if boxes:
-                for boxed in answer_pictures(transcript, index):
-                    messages.append(
-                        {
-                            "role": "assistant",
-                            "content": {"path": picture_file(boxed, IMAGE_DIR), "alt_text": boxed.alt},
-                        }
-                    )
-                    slots.append(Slot(index, "boxes"))
+            for boxed in pictures:
+                picture, drawn = image_file(boxed.picture), picture_file(boxed, IMAGE_DIR)
+                messages.append({"role": "assistant", "content": overlay_html(boxed, index, picture, drawn)})
+                slots.append(Slot(index, "boxes"))
     if partial is not None:
         reasoning, answer = partial
         _assistant(messages, slots, len(transcript.turns), reasoning, answer, lang, writing=pending)
     return messages, slots
+
+
+def _answer_markdown(text: str, pictures, index: int) -> str:
+    """A finished answer as the chat shows it; with its pictures shown, each box's text marked for the overlay."""
+    annotations = [a for boxed in pictures for a in boxed.annotations]
+    return marked_answer(text, annotations, index) if annotations else render_boxes(text)
 
 
 def _assistant(messages, slots, index, reasoning, answer, lang, *, stopped=False, writing=False) -> None:

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+from urllib.parse import unquote
 
 import pytest
 from PIL import Image
@@ -23,6 +24,7 @@ ANSWER = [  # two deltas: the test server's max_new_tokens is 12 (one delta = on
     "Cancel: <|begin_of_box|>[500,600,900,800]<|end_of_box|>",
 ]
 BOT_IMAGES = "#glmv-chat .message.bot img"
+OVERLAY = "#glmv-chat .glmv-box, #glmv-chat mark.glmv-mark"
 
 
 @pytest.fixture
@@ -40,12 +42,12 @@ def screenshot(tmp_path):
     return path
 
 
-def served_image(page, selector: str, index: int = -1) -> Image.Image:
+def served_image(page, selector: str, index: int = -1, attribute: str = "src") -> Image.Image:
     data = page.evaluate(
-        """async ([sel, i]) => { const all = [...document.querySelectorAll(sel)];
-        const r = await fetch(all.at(i).src); const b = new Uint8Array(await r.arrayBuffer());
+        """async ([sel, i, attr]) => { const all = [...document.querySelectorAll(sel)];
+        const r = await fetch(all.at(i)[attr]); const b = new Uint8Array(await r.arrayBuffer());
         let s = ''; for (const c of b) s += String.fromCharCode(c); return btoa(s); }""",
-        [selector, index],
+        [selector, index, attribute],
     )
     return Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
 
@@ -54,13 +56,16 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
     return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
 
 
-def test_an_answer_with_two_boxes_shows_them_drawn_on_the_picture(page, scripted, screenshot):
+def test_an_answer_with_two_boxes_shows_its_picture_with_a_link_to_the_copy_with_them_drawn(page, scripted, screenshot):
     ask(page, "Where are the buttons?", [str(screenshot)])
     wait_turns(page, 2)
     wait_idle(page)
     page.wait_for_selector(BOT_IMAGES, timeout=WAIT_MS)
     assert page.locator(BOT_IMAGES).count() == 1
-    drawn = served_image(page, BOT_IMAGES)
+    shown = served_image(page, BOT_IMAGES)  # under the overlay (test_ui_overlay.py): the picture itself
+    assert shown.size == (600, 400) and shown.getpixel((60, 140)) == (255, 255, 255)
+    drawn = served_image(page, "#glmv-chat .glmv-shot-drawn", attribute="href")
+    assert page.get_attribute("#glmv-chat .glmv-shot-drawn", "download") == "screen-boxes.png"
     assert drawn.size == (600, 400)  # the original's pixels, not the model's resized input
     # box 1 [100,200,400,500] -> pixels (60, 80, 240, 200); box 2 [500,600,900,800] -> (300, 240, 540, 320)
     first, second = rgb(colour(1)), rgb(colour(2))
@@ -135,8 +140,10 @@ def test_the_show_boxes_setting_hides_and_shows_the_drawn_picture(page, scripted
     page.wait_for_selector(BOT_IMAGES, timeout=WAIT_MS)
     toggle = page.locator("#glmv-show-boxes input[type=checkbox]")
     assert toggle.is_checked()
+    assert page.locator(OVERLAY).count() == 4  # two boxes, two marked texts
     toggle.uncheck()
     page.wait_for_function(f"() => !document.querySelector('{BOT_IMAGES}')", timeout=WAIT_MS)
+    assert page.locator(OVERLAY).count() == 0
     assert "Cancel" in page.inner_text("#glmv-chat")  # the answer's text stays
     ask(page, "And again?")  # a new answer keeps to the setting
     wait_turns(page, 4)
@@ -144,6 +151,7 @@ def test_the_show_boxes_setting_hides_and_shows_the_drawn_picture(page, scripted
     assert page.locator(BOT_IMAGES).count() == 0
     toggle.check()
     page.wait_for_function(f"() => document.querySelectorAll('{BOT_IMAGES}').length === 2", timeout=WAIT_MS)
+    assert page.locator(OVERLAY).count() == 8
 
 
 def test_the_markdown_export_from_the_browser_shows_the_boxes(page, scripted, screenshot):
@@ -162,7 +170,10 @@ def test_the_drawn_picture_has_its_own_slot_so_edits_still_find_their_turn():
     chat = boxed_chat()
     messages, slots = chat_messages(chat, "en")
     assert [(s.turn, s.part) for s in slots] == [(0, "image"), (0, "text"), (1, "answer"), (1, "boxes")]
-    check_drawn(Image.open(messages[-1]["content"]["path"]).convert("RGB"))
+    overlay = messages[-1]["content"]
+    assert overlay.startswith('<div class="glmv-shot"') and "\n" not in overlay  # one HTML block
+    (drawn,) = re.findall(r'class="glmv-shot-drawn" href="gradio_api/file=([^"]+)"', overlay)
+    check_drawn(Image.open(unquote(drawn)).convert("RGB"))
     _, hidden = chat_messages(chat, "en", boxes=False)
     assert [(s.turn, s.part) for s in hidden] == [(0, "image"), (0, "text"), (1, "answer")]
     _, writing = chat_messages(chat, "en", ("", "Submit: [1,2,3,4]"), pending=True)
