@@ -19,9 +19,10 @@ import gradio as gr
 from ..backend import EngineError, GenerationRequest, GenerationResult, RequestHandle, answer_deltas
 from ..conversation import split_output
 from ..images import ImageError
+from .budget import ImageBudget
 from .chat_json import from_json
 from .controls import Controls, checked, default_controls
-from .cost import cost_line, image_sizes
+from .cost import cost_line
 from .examples import gallery_items
 from .page_js import keys_help
 from .prefs import saved_controls
@@ -38,7 +39,7 @@ PHONE_WIDTH = 640  # px: a page this narrow starts with the settings closed
 QUEUE_POLL_S = 0.25
 
 
-class ChatSession:
+class ChatSession(ImageBudget):
     def __init__(
         self,
         state,
@@ -68,11 +69,6 @@ class ChatSession:
     @property
     def engine_session(self) -> str:
         return f"ui-{self.tab}"
-
-    @property
-    def model_cap(self) -> int | None:
-        """The backend's most tokens per image, None while loading or when it does not say."""
-        return self.state.backend.info.max_image_tokens if self.state.backend is not None else None
 
     # ------------------------------------------------------------------ events
     def send(self, message: dict | None, controls: Controls):
@@ -207,26 +203,6 @@ class ChatSession:
         if unanswered is not None:
             out |= {self.w.textbox: self._give_back(unanswered), self.w.notice: say(self.lang, "question_back")}
         return out
-
-    def input_changed(self, message, image_tokens) -> str:
-        """Files in the input box are the tab's from the moment they are attached (so another tab's close
-        never deletes an identical upload); the cost line follows the files and the budget."""
-        for path in message_paths(message):
-            self.files.add(self.tab, path)
-        return self.cost(message, image_tokens)
-
-    def cost(self, message, image_tokens) -> str:
-        return cost_line(self.lang, int(image_tokens), image_sizes(message, self.state.settings), self.model_cap)
-
-    def tick(self, message, image_tokens) -> tuple:
-        """While the model loads: the status, and the image cost once the model's own cap is known."""
-        loading = self.state.backend is None and not self.state.load_error
-        return (
-            status_markdown(self.state, self.lang, self.usage),
-            gr.Timer(active=loading),
-            self.cost(message, image_tokens),
-            self._budget_slider(image_tokens),
-        )
 
     def save(self) -> dict:
         """The chat into the history, the browser's copy and the two export files."""
@@ -392,19 +368,11 @@ class ChatSession:
     def _panel(self) -> dict:
         """The settings panel showing the chat's settings."""
         return {
-            component: self._budget_slider(self.controls.image_tokens)
+            component: self.budget_slider(self.controls.image_tokens)
             if name == "image_tokens"
             else getattr(self.controls, name)
             for name, component in self.w.panel.items()
         }
-
-    def _budget_slider(self, value) -> gr.Slider:
-        """The image budget slider, ending at the model's own cap where that is lower than the server's
-        (the bundled demo model takes at most 100 tokens an image) and saying so."""
-        cap = self.model_cap
-        if cap is None or cap >= self.state.settings.max_image_tokens:
-            return gr.Slider(value=value)
-        return gr.Slider(maximum=cap, value=min(int(value), cap), info=say(self.lang, "image_tokens_cap", cap=cap))
 
     def _give_back(self, turn: Turn) -> dict:
         """A question's text and pictures as the input box's value; sent again, the pictures keep their
