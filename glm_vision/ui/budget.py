@@ -34,7 +34,7 @@ class ImageBudget:
             status_markdown(self.state, self.lang, self.usage),
             gr.Timer(active=loading),
             self.cost(message, image_tokens),
-            self._budget_slider(image_tokens),
+            self.budget_slider(image_tokens),
         )
 
     def budget_slider(self, value) -> gr.Slider:

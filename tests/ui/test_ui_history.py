@@ -5,6 +5,7 @@ answers "Answer n: <word>") on one data directory for the whole module, restarte
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -315,3 +316,25 @@ def test_keyboard_esc_stops_the_new_chat_shortcut_and_the_help(history, fresh):
     help_text = page.inner_text("#glmv-keys .glmv-keys-table")
     for keys in ("Enter", "Shift+Enter", "Esc", "Ctrl+Shift+O", "Shift+Esc"):
         assert keys in help_text
+
+
+def test_export_all_then_import_all_in_another_browser(history, fresh, pictures, tmp_path):
+    page = open_page(fresh(), history.url)
+    chat(page, "Exported chat one", [pictures[1]])
+    new_chat(page)
+    chat(page, "Exported chat two")
+    wait_titles(page, 2)
+    with page.expect_download(timeout=WAIT_MS) as download:
+        page.click("#glmv-export-all")
+    exported = tmp_path / download.value.suggested_filename
+    download.value.save_as(exported)
+    body = json.loads(exported.read_text(encoding="utf-8"))
+    assert body["format"] == "glm-vision-chats" and len(body["chats"]) == 2
+    other = open_page(fresh(), history.url)
+    other.wait_for_selector("#glmv-chats .glmv-chat-empty", timeout=WAIT_MS)
+    with other.expect_file_chooser(timeout=WAIT_MS) as chooser:
+        other.click("#glmv-import-all")
+    chooser.value.set_files(str(exported))
+    assert sorted(wait_titles(other, 2)) == ["Exported chat one", "Exported chat two"]
+    open_chat(other, "Exported chat one")
+    other.wait_for_selector("#glmv-chat .message.user img", timeout=WAIT_MS)
