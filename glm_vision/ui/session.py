@@ -154,7 +154,6 @@ class ChatSession(ImageBudget):
         work = self.transcript.copy()
         if not work.switch(forks[ordinal], step):
             return {}
-        self.transcript = work
         self._show(work)
         return self._view()
 
