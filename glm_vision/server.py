@@ -11,12 +11,16 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from .backend import Backend, ModelLoadError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .history import ChatStore
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +30,12 @@ EXIT_LOAD_FAILED, EXIT_CANNOT_LISTEN = 3, 4
 
 @dataclass
 class AppState:
-    """What the adapters (UI, API, MCP) share: the settings and, once loaded, the backend."""
+    """What the adapters (UI, API, MCP) share: the settings, the chat history and, once loaded, the backend."""
 
     settings: Settings
     backend: Backend | None = None  # the local Engine or a RemoteBackend
+    history: ChatStore | None = None  # None: chats live in the tab only (--no-history, or it could not open)
+    history_banner: str = ""  # why the history is off when it could not open: the UI shows it
     load_error: str | None = None
     loaded: threading.Event = field(default_factory=threading.Event)
 
@@ -49,6 +55,7 @@ def health_body(state: AppState) -> tuple[dict, int]:
         "device": info.device,
         "demo": info.is_demo,
         "max_image_tokens": info.max_image_tokens,
+        "history": state.history is not None,
     }
     return body, 200 if healthy else 503
 
@@ -79,7 +86,12 @@ def create_app(state: AppState) -> FastAPI:
         from .api.mcp import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
 
         app = mount_mcp(app, state)
-    return mount_ui(app, state)
+    app = mount_ui(app, state)
+    if state.history is not None:
+        from .history import OwnerCookieMiddleware  # each browser's own chats
+
+        app.add_middleware(OwnerCookieMiddleware)
+    return app
 
 
 def load_backend(settings: Settings, *, warm: bool = True) -> Backend:
@@ -163,7 +175,10 @@ def serve(settings: Settings) -> int:
             "the conversations of this server; set --api-key KEY (or GLMV_API_KEY)",
             settings.host,
         )
-    state = AppState(settings)
+    from .history import open_history
+
+    history, banner = open_history(settings)
+    state = AppState(settings, history=history, history_banner=banner)
     config = uvicorn.Config(
         create_app(state), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
     )
@@ -175,4 +190,6 @@ def serve(settings: Settings) -> int:
     finally:
         if state.backend is not None:
             state.backend.shutdown()
+        if state.history is not None:
+            state.history.close()
     return stopped if stopped is not None else loader.exit_code

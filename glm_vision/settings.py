@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 REAL_MODEL_ID = "zai-org/GLM-4.6V-Flash"
 PIXELS_PER_IMAGE_TOKEN = 28 * 28
@@ -53,6 +54,10 @@ class Settings:
     prompt: str | None = None
     image: tuple[str, ...] = ()
     thinking: bool = True
+    history: bool = True
+    data_dir: str = ""
+    history_max_chats: int = 1000
+    history_max_mb: int = 2048
 
     @property
     def max_upload_bytes(self) -> int:
@@ -63,6 +68,11 @@ class Settings:
     def upload_limits(self) -> dict:
         """`load_media`'s limits for a file a user hands in (size, PDF pages and their resolution)."""
         return {"max_bytes": self.max_upload_bytes, "max_pages": self.pdf_max_pages, "pdf_dpi": self.pdf_dpi}
+
+    @property
+    def history_dir(self) -> Path:
+        """Where the chat history lives: --data-dir, else the per-user data folder."""
+        return Path(self.data_dir).expanduser() if self.data_dir else default_data_dir()
 
     @property
     def max_image_tokens(self) -> int:
@@ -108,7 +118,18 @@ _HELP = {
     "prompt": "answer this one prompt on the command line and exit (no server)",
     "image": "image or PDF for --prompt (repeatable)",
     "thinking": "let the model think before answering (--no-thinking switches it off)",
+    "history": "keep each user's chats in a list that survives restarts (--no-history: chats live in the tab only)",
+    "data_dir": "folder of the chat history (a SQLite file and the chats' images); default "
+    "$XDG_DATA_HOME/glm-vision, else ~/.local/share/glm-vision",
+    "history_max_chats": "most chats kept per user",
+    "history_max_mb": "most megabytes (MiB) of chats and their images kept per user",
 }
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder (XDG): $XDG_DATA_HOME/glm-vision, else ~/.local/share/glm-vision."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "glm-vision"
 
 
 def _env_name(field_name: str) -> str:
@@ -146,7 +167,8 @@ def build_parser(prog: str = "app.py") -> argparse.ArgumentParser:
             )
         else:
             kind = int if isinstance(default, int) else float if isinstance(default, float) else str
-            parser.add_argument(flag, type=kind, default=None, help=help_text + f" (default {default})")
+            shown = f" (default {default})" if default != "" else ""
+            parser.add_argument(flag, type=kind, default=None, help=help_text + shown)
     return parser
 
 
@@ -222,6 +244,8 @@ def _validate(s: Settings) -> None:
         "max_sessions",
         "queue_size",
         "prefill_chunk_tokens",
+        "history_max_chats",
+        "history_max_mb",
     ):
         if getattr(s, name) <= 0:
             problems.append(f"--{name.replace('_', '-')} must be positive")

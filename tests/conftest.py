@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 from PIL import Image, ImageDraw
 
@@ -61,11 +65,20 @@ def pictures():
     return [load_image(make_picture(seed, size)) for seed, size in [(1, (168, 112)), (2, (112, 196)), (3, (140, 140))]]
 
 
+def pytest_configure(config):
+    """Servers a test starts (in this process or as `app.py` subprocesses, which inherit the environment)
+    keep their chat history in a throw-away folder, never in the real per-user data folder."""
+    config._glmv_data_dir = tempfile.mkdtemp(prefix="glmv-test-data-")
+    os.environ["GLMV_DATA_DIR"] = config._glmv_data_dir
+
+
 # A native library has been seen to abort ("terminate called without an active exception") while the
 # interpreter tears down after a run that loaded the engine; the results are final by then, so the
 # test process leaves with pytest's own exit status instead of risking that teardown.
 def pytest_sessionfinish(session, exitstatus):
     session.config._glmv_exit_status = int(exitstatus)
+    if getattr(session.config, "_glmv_data_dir", None):
+        shutil.rmtree(session.config._glmv_data_dir, ignore_errors=True)
 
 
 @pytest.hookimpl(trylast=True)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from .chat_json import to_json
 from .tempfiles import keyed_name, private_dir
-from .transcript import Transcript, export_name, to_json, to_markdown
+from .transcript import Transcript, export_name, to_markdown
 
 EXPORT_DIR = private_dir("exports")  # per tab: EXPORT_DIR/<keyed tab>/<random>/
 

@@ -7,6 +7,7 @@ import gradio as gr
 
 from .controls import default_controls, ranges
 from .examples import gallery_files, gallery_items, load_examples
+from .page_js import ACTION_JS, keys_help
 from .prefs import LOAD_JS, SAVE_CHAT_JS, SAVE_PREFS_JS
 from .tabs import Tabs
 from .text import i18n
@@ -35,9 +36,10 @@ def build_ui(state) -> gr.Blocks:
     with gr.Blocks(title="glm-vision", fill_height=True) as demo:
         w.store = gr.Textbox(visible="hidden", elem_id="glmv-store")
         browser_in = [gr.Textbox(visible="hidden", elem_id=f"glmv-{name}-in") for name in ("prefs", "width")]
+        side = _sidebar(w, t, state)
         with gr.Row():
             with gr.Column(scale=3):
-                new_btn, import_btn = _chat_column(w, t)
+                new_btn, import_btn = _chat_column(w, t, state)
             with gr.Column(scale=1, min_width=280):
                 reset = _settings_panel(w, t, state.settings)
                 w.gallery = gr.Gallery(
@@ -53,15 +55,41 @@ def build_ui(state) -> gr.Blocks:
         w.timer = gr.Timer(1.0, active=True)
         tabs = Tabs(state, w, examples, keep=gallery_files(w.gallery))
         _wire_chat(w, tabs, new_btn, import_btn)
+        _wire_sidebar(w, tabs, side)
         _wire_page(demo, w, tabs, browser_in)
         reset.click(tabs.reset_controls, None, list(w.panel.values()), queue=False)
         w.gallery.select(tabs.pick_example, None, w.textbox, show_progress="hidden")
     return demo
 
 
-def _chat_column(w: Widgets, t) -> tuple:
+def _sidebar(w: Widgets, t, state) -> dict:
+    """The user's chats (with the history on): New chat, search, the list, Undo of a delete, export and
+    import of every chat; the hidden channel of the page script's actions."""
+    store = state.history
+    with gr.Sidebar(label=t("chats"), open=True, elem_id="glmv-sidebar", visible=store is not None):
+        side = {"new": gr.Button(t("new_chat"), elem_id="glmv-side-new", size="sm")}
+        side["search"] = gr.Textbox(placeholder=t("search"), show_label=False, elem_id="glmv-search", max_lines=1)
+        w.undo = gr.Button(t("undo_delete"), visible=False, elem_id="glmv-undo-delete", size="sm", variant="primary")
+        w.chats = gr.HTML(elem_id="glmv-chats", js_on_load=None)
+        with gr.Row():
+            side["export"] = gr.Button(t("export_all"), elem_id="glmv-export-all", size="sm")
+            side["import"] = gr.UploadButton(
+                t("import_all"), elem_id="glmv-import-all", file_types=[".json"], size="sm"
+            )
+        w.export_all_file = gr.DownloadButton(visible=False, elem_id="glmv-export-all-file", size="sm")
+    w.undo_timer = gr.Timer(store.undo_seconds if store is not None else 10.0, active=False)
+    side["action"] = gr.Textbox(visible="hidden", elem_id="glmv-action-in")
+    side["go"] = gr.Button(visible="hidden", elem_id="glmv-action-go")
+    return side
+
+
+def _chat_column(w: Widgets, t, state) -> tuple:
     """Title, status and error lines, the chat, the input, the cost line and the chat's buttons."""
     gr.Markdown("## " + "GLM-4.6V-Flash")
+    gr.Markdown(state.history_banner, elem_id="glmv-history-banner", visible=bool(state.history_banner))
+    w.title = gr.Textbox(
+        label=t("chat_title"), elem_id="glmv-title", max_lines=1, visible=state.history is not None, container=False
+    )
     w.status = gr.Markdown(elem_id="glmv-status")
     w.error = gr.Markdown(elem_id="glmv-error")
     w.notice = gr.Markdown(elem_id="glmv-notice")
@@ -95,6 +123,7 @@ def _chat_column(w: Widgets, t) -> tuple:
         w.export_md = gr.DownloadButton(t("export_md"), elem_id="glmv-export-md", size="sm")
         w.export_json = gr.DownloadButton(t("export_json"), elem_id="glmv-export-json", size="sm")
         import_btn = gr.UploadButton(t("import_json"), elem_id="glmv-import", file_types=[".json"], size="sm")
+        w.keys = gr.HTML(keys_help("en"), elem_id="glmv-keys", js_on_load=None)
     return new_btn, import_btn
 
 
@@ -144,11 +173,31 @@ def _wire_chat(w: Widgets, tabs: Tabs, new_btn, import_btn) -> None:
         export.click(tabs.export_clicked, None, w.notice, queue=False, show_progress="hidden")
 
 
+def _wire_sidebar(w: Widgets, tabs: Tabs, side: dict) -> None:
+    """The chat list's events; the chat outputs, the settings (a chat opened brings its own) and Undo."""
+    quick = dict(show_progress="hidden")
+    opened = [*w.chat, *w.panel.values(), w.undo, w.undo_timer]
+    side["go"].click(tabs.chat_action, side["action"], opened, js=ACTION_JS, **quick)
+    side["new"].click(tabs.new_chat, None, w.chat, **quick)
+    side["search"].change(tabs.search, side["search"], [w.chats, w.title], trigger_mode="always_last", **quick)
+    for event in (w.title.submit, w.title.blur):
+        event(tabs.rename, w.title, [w.chats, w.title], **quick)
+    w.undo.click(tabs.undo_delete, None, opened, **quick)
+    w.undo_timer.tick(tabs.undo_expired, None, [w.undo, w.undo_timer, w.notice], **quick)
+    side["export"].click(tabs.export_all, None, w.export_all_file, **quick).then(
+        None, None, None, js="() => document.querySelector('#glmv-export-all-file')?.click()"
+    )
+    side["import"].upload(tabs.import_all, side["import"], [w.chats, w.title, w.notice, w.error], **quick)
+
+
 def _wire_page(demo: gr.Blocks, w: Widgets, tabs: Tabs, browser_in: list) -> None:
     """Page load and close, the browser's copies of the chat and settings, the status timer, the cost line."""
     panel = list(w.panel.values())
     demo.load(
-        tabs.restore, [w.store, *browser_in], [*w.chat, w.cost, w.timer, w.settings, w.gallery, *panel], js=LOAD_JS
+        tabs.restore,
+        [w.store, *browser_in],
+        [*w.chat, w.cost, w.timer, w.settings, w.gallery, w.keys, *panel],
+        js=LOAD_JS,
     )
     demo.unload(tabs.unload)
     w.store.change(None, w.store, None, js=SAVE_CHAT_JS)

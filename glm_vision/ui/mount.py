@@ -10,6 +10,7 @@ import gradio as gr
 from .examples import EXAMPLES_DIR
 from .layout import build_ui
 from .overlay import page_css, page_head
+from .page_js import HEAD
 from .render import IMAGE_DIR
 from .text import i18n
 
@@ -27,6 +28,23 @@ CSS = """
 #glmv-examples .caption-label { position: static; white-space: normal; overflow: visible; text-overflow: clip;
   max-width: none; width: 100%; text-align: center; }
 #glmv-examples .thumbnail-item { height: auto; aspect-ratio: auto; }
+.glmv-chat-list { display: flex; flex-direction: column; gap: 2px; }
+.glmv-chat-item { display: flex; align-items: center; gap: 8px; padding: 6px; border-radius: 8px; cursor: pointer; }
+.glmv-chat-item:hover, .glmv-chat-item.glmv-open { background: var(--background-fill-secondary); }
+.glmv-thumb { width: 44px; height: 44px; object-fit: cover; border-radius: 6px; flex: none; display: flex;
+  align-items: center; justify-content: center; }
+.glmv-chat-text { display: flex; flex-direction: column; min-width: 0; flex: 1; }
+.glmv-chat-title { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; font-weight: 600; }
+.glmv-chat-date { font-size: 0.8em; opacity: 0.7; }
+.glmv-chat-delete { flex: none; opacity: 0.5; padding: 2px 6px; }
+.glmv-chat-delete:hover { opacity: 1; color: #dc2626; }
+.glmv-versions { display: inline-flex; align-items: center; gap: 6px; font-size: 0.85em; }
+.glmv-versions button { padding: 0 8px; border-radius: 6px; border: 1px solid var(--border-color-primary); }
+.glmv-versions button:disabled { opacity: 0.35; }
+.glmv-keys { position: relative; }
+.glmv-keys summary { cursor: pointer; font-size: 0.85em; list-style: none; padding: 4px 8px; }
+.glmv-keys-table { position: absolute; bottom: 100%; right: 0; z-index: 20; font-size: 0.85em; white-space: nowrap;
+  background: var(--background-fill-primary); border: 1px solid var(--border-color-primary); border-radius: 8px; }
 """
 
 
@@ -59,7 +77,7 @@ def mount_ui(app, state):
         max_file_size=browser_limit(settings.max_upload_bytes),
         i18n=i18n(),
         css=CSS + page_css(),
-        head=page_head(),
+        head=HEAD + page_head(),
         footer_links=["api"],
         show_error=True,
     )

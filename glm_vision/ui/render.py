@@ -23,6 +23,17 @@ class Slot:
 
     turn: int
     part: str  # "image" | "text" | "reasoning" | "answer" | "boxes" (an answer's picture with its boxes drawn)
+    # | "versions" (the `< 2/3 >` control of a turn Retry or Edit gave several versions)
+
+
+def versions_text(number: int, count: int) -> str:
+    """The version control as the chat shows it; the page's script turns the arrows into buttons."""
+    return f"‹ {number}/{count} ›"
+
+
+def version_forks(transcript: Transcript) -> list[int]:
+    """The positions of the chat's version controls, in the order the chat shows them."""
+    return sorted(at for at in transcript.forks if at <= len(transcript.turns))
 
 
 def image_file(image) -> str:
@@ -69,6 +80,7 @@ def chat_messages(
     messages: list[dict] = []
     slots: list[Slot] = []
     for index, turn in enumerate(transcript.turns):
+        _versions(messages, slots, transcript, index, turn.role)
         if turn.role == "user":
             for image in turn.images:
                 messages.append({"role": "user", "content": {"path": image_file(image), "alt_text": image.name}})
@@ -92,6 +104,7 @@ def chat_messages(
                 slots.append(Slot(index, "boxes"))
     if partial is not None:
         reasoning, answer = partial
+        _versions(messages, slots, transcript, len(transcript.turns), "assistant")
         _assistant(messages, slots, len(transcript.turns), reasoning, answer, lang, writing=pending)
     return messages, slots
 
@@ -100,6 +113,13 @@ def _answer_markdown(text: str, pictures, index: int) -> str:
     """A finished answer as the chat shows it; with its pictures shown, each box's text marked for the overlay."""
     annotations = [a for boxed in pictures for a in boxed.annotations]
     return marked_answer(text, annotations, index) if annotations else render_boxes(text)
+
+
+def _versions(messages, slots, transcript: Transcript, index: int, role: str) -> None:
+    version = transcript.version_of(index)
+    if version is not None:
+        messages.append({"role": role, "content": versions_text(*version)})
+        slots.append(Slot(index, "versions"))
 
 
 def _assistant(messages, slots, index, reasoning, answer, lang, *, stopped=False, writing=False) -> None:

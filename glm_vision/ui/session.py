@@ -19,15 +19,18 @@ import gradio as gr
 from ..backend import EngineError, GenerationRequest, GenerationResult, RequestHandle, answer_deltas
 from ..conversation import split_output
 from ..images import ImageError
+from .budget import ImageBudget
+from .chat_json import from_json
 from .controls import Controls, checked, default_controls
-from .cost import cost_line, image_sizes
+from .cost import cost_line
 from .examples import gallery_items
-from .exports import tab_folder, write_exports
+from .page_js import keys_help
 from .prefs import saved_controls
-from .render import chat_messages, image_file, status_markdown, typed_text, usage_dict
+from .render import chat_messages, image_file, status_markdown, typed_text, usage_dict, version_forks
+from .saving import SavedCopies
 from .tempfiles import SessionFiles
 from .text import say
-from .transcript import ChatImage, Transcript, Turn, from_json, to_json
+from .transcript import ChatImage, Transcript, Turn
 from .uploads import file_key, load_uploads, message_paths
 from .widgets import Widgets
 
@@ -36,7 +39,7 @@ PHONE_WIDTH = 640  # px: a page this narrow starts with the settings closed
 QUEUE_POLL_S = 0.25
 
 
-class ChatSession:
+class ChatSession(ImageBudget):
     def __init__(
         self,
         state,
@@ -60,16 +63,12 @@ class ChatSession:
         self.run: RequestHandle | None = None
         self.epoch = 0  # counts the chats New chat and Import started; an answer for an older one is dropped
         self.given_back: dict[tuple, ChatImage] = {}  # pictures put back into the input box, by file_key
+        self.saved = SavedCopies(state, widgets, files, tab)  # the history, the browser's copy, the exports
         self._lock = threading.Lock()
 
     @property
     def engine_session(self) -> str:
         return f"ui-{self.tab}"
-
-    @property
-    def model_cap(self) -> int | None:
-        """The backend's most tokens per image, None while loading or when it does not say."""
-        return self.state.backend.info.max_image_tokens if self.state.backend is not None else None
 
     # ------------------------------------------------------------------ events
     def send(self, message: dict | None, controls: Controls):
@@ -95,7 +94,7 @@ class ChatSession:
         if last_user is None:
             return
         work = self.transcript.copy()
-        work.turns = work.turns[: last_user + 1]
+        work.branch(last_user + 1)  # the answer on screen stays as the previous version
         yield from self._generate(work, controls)
 
     def edit(self, index, value, controls: Controls):
@@ -108,9 +107,8 @@ class ChatSession:
         turn = self.transcript.turns[slots[index].turn]
         shown = value if isinstance(value, str) else str(value.get("text", "")) if isinstance(value, dict) else ""
         work = self.transcript.copy()
-        work.turns = work.turns[: slots[index].turn] + [
-            Turn("user", typed_text(shown, turn, self.lang).strip(), list(turn.images))
-        ]
+        work.branch(slots[index].turn)  # the question (and what followed it) stays as the previous version
+        work.turns.append(Turn("user", typed_text(shown, turn, self.lang).strip(), list(turn.images)))
         yield from self._generate(work, controls)
 
     def undo(self) -> dict:
@@ -120,7 +118,7 @@ class ChatSession:
             return {}
         removed = self.transcript.turns[last_user]
         self.transcript = self.transcript.copy()
-        self.transcript.turns = self.transcript.turns[:last_user]
+        self.transcript.take_back(last_user)
         return {
             self.w.chatbot: self._messages(self.transcript)[0],
             self.w.error: "",
@@ -134,6 +132,29 @@ class ChatSession:
 
     def new_chat(self) -> dict:
         self._replace(Transcript())
+        return self._view()
+
+    def open_chat(self, chat_id: str) -> dict:
+        """A chat from the user's list replaces this one, with its settings (an answer being written for
+        this one is stopped; it is saved as far as it got)."""
+        if self.run is not None:
+            return self._error("err_busy")
+        transcript, settings, error = self.saved.open(chat_id, self.lang)
+        if error:
+            return {self.w.error: error} | self.saved.listing(self.lang)
+        self.controls = checked(settings or {}, self.defaults, self.state.settings)
+        self._replace(transcript, chat_id)
+        return self._view() | self._panel()
+
+    def switch_version(self, ordinal: int, step: int) -> dict:
+        """`< >` on the `ordinal`-th version control of the chat: show the previous or next version."""
+        forks = version_forks(self.transcript)
+        if self.run is not None or not 0 <= ordinal < len(forks):
+            return {}
+        work = self.transcript.copy()
+        if not work.switch(forks[ordinal], step):
+            return {}
+        self._show(work)
         return self._view()
 
     def import_chat(self, file) -> dict:
@@ -150,7 +171,7 @@ class ChatSession:
         except (ImageError, OSError) as exc:
             return {self.w.error: say(self.lang, "error_prefix") + say(self.lang, "err_import", error=exc)}
         self.controls = checked(saved, self.controls, settings)  # what the file does not say stays as it is
-        self._replace(transcript)
+        self._replace(transcript)  # with the history on, a new chat in the list
         notice = say(self.lang, "imported", count=len(transcript.turns))
         return self._view() | self._panel() | {self.w.notice: notice}
 
@@ -159,13 +180,12 @@ class ChatSession:
         language, the settings closed on a phone. A question that had no answer yet (the page went away
         while it was queued or written) goes back into the input box."""
         self.controls = saved_controls(saved_prefs, self.defaults, self.state.settings)
-        transcript, error = Transcript(), ""
-        if saved_chat:
-            try:
-                transcript, _ = from_json(saved_chat, max_bytes=self.state.settings.max_upload_bytes)
-            except ImageError as exc:
-                error = say(self.lang, "error_prefix") + say(self.lang, "err_import", error=exc)
-        unanswered = transcript.turns.pop() if transcript.turns and transcript.turns[-1].role == "user" else None
+        transcript, settings, error = self.saved.restore(saved_chat, self.lang)
+        if settings is not None:  # a stored chat: its own settings
+            self.controls = checked(settings, self.controls, self.state.settings)
+        unanswered = transcript.turns[-1] if transcript.turns and transcript.turns[-1].role == "user" else None
+        if unanswered is not None:
+            transcript.take_back(len(transcript.turns) - 1)
         self._show(transcript)
         out = (
             self._view()
@@ -176,49 +196,16 @@ class ChatSession:
                 self.w.cost: cost_line(self.lang, self.controls.image_tokens, [], self.model_cap),
                 self.w.settings: gr.Accordion(open=not width.isdigit() or int(width) > PHONE_WIDTH),
                 self.w.gallery: gr.Gallery(gallery_items(self.examples, self.lang)),
+                self.w.keys: keys_help(self.lang),
             }
         )
         if unanswered is not None:
             out |= {self.w.textbox: self._give_back(unanswered), self.w.notice: say(self.lang, "question_back")}
         return out
 
-    def input_changed(self, message, image_tokens) -> str:
-        """Files in the input box are the tab's from the moment they are attached (so another tab's close
-        never deletes an identical upload); the cost line follows the files and the budget."""
-        for path in message_paths(message):
-            self.files.add(self.tab, path)
-        return self.cost(message, image_tokens)
-
-    def cost(self, message, image_tokens) -> str:
-        return cost_line(self.lang, int(image_tokens), image_sizes(message, self.state.settings), self.model_cap)
-
-    def tick(self, message, image_tokens) -> tuple:
-        """While the model loads: the status, and the image cost once the model's own cap is known."""
-        loading = self.state.backend is None and not self.state.load_error
-        return (
-            status_markdown(self.state, self.lang, self.usage),
-            gr.Timer(active=loading),
-            self.cost(message, image_tokens),
-            self._budget_slider(image_tokens),
-        )
-
     def save(self) -> dict:
-        """The chat into the browser's copy and the two export files (an empty chat keeps nothing)."""
-        w = self.w
-        if not self.transcript.turns:
-            return {
-                w.store: "",
-                w.export_md: gr.DownloadButton(value=None),
-                w.export_json: gr.DownloadButton(value=None),
-            }
-        self.files.add(self.tab, tab_folder(self.tab))
-        model = self.state.backend.info.model if self.state.backend is not None else ""
-        md_path, json_path = write_exports(self.tab, self.transcript, model=model, settings=self.controls.as_dict())
-        return {
-            w.store: self._stored(self.transcript),
-            w.export_md: gr.DownloadButton(value=str(md_path)),
-            w.export_json: gr.DownloadButton(value=str(json_path)),
-        }
+        """The chat into the history, the browser's copy and the two export files."""
+        return self.saved.save(self.transcript, self.controls, self.lang)
 
     def export_clicked(self) -> str:
         """An export button was pressed: say so when there is nothing to export yet."""
@@ -291,8 +278,7 @@ class ChatSession:
             self.w.textbox: gr.MultimodalTextbox(value=None, submit_btn=False, stop_btn=True),
             self.w.error: "",
             self.w.notice: "",
-            self.w.store: self._stored(work),
-        }
+        } | self.saved.sent(work, self.controls, self.lang)  # a kill from here on keeps the question
         while handle.queue_position > 0:
             if handle.cancelled.is_set():  # Stop pressed: done now, whenever the queue drops it
                 raise EngineError("stopped in the queue")
@@ -353,9 +339,8 @@ class ChatSession:
             self.w.notice: notice,
             self.w.error: say(self.lang, "error_prefix") + error if error else "",
             self.w.status: status_markdown(self.state, self.lang, self.usage),
-            self.w.store: self._stored(base),
             self.w.textbox: gr.MultimodalTextbox(value=restore_input, submit_btn=True, stop_btn=False),
-        }
+        } | self.saved.sent(base, self.controls, self.lang)
 
     # ------------------------------------------------------------------ helpers
     def show_boxes(self, shown: bool) -> list:
@@ -382,23 +367,11 @@ class ChatSession:
     def _panel(self) -> dict:
         """The settings panel showing the chat's settings."""
         return {
-            component: self._budget_slider(self.controls.image_tokens)
+            component: self.budget_slider(self.controls.image_tokens)
             if name == "image_tokens"
             else getattr(self.controls, name)
             for name, component in self.w.panel.items()
         }
-
-    def _budget_slider(self, value) -> gr.Slider:
-        """The image budget slider, ending at the model's own cap where that is lower than the server's
-        (the bundled demo model takes at most 100 tokens an image) and saying so."""
-        cap = self.model_cap
-        if cap is None or cap >= self.state.settings.max_image_tokens:
-            return gr.Slider(value=value)
-        return gr.Slider(maximum=cap, value=min(int(value), cap), info=say(self.lang, "image_tokens_cap", cap=cap))
-
-    def _stored(self, transcript: Transcript) -> str:
-        """The browser's copy of a chat (with its settings); empty for an empty chat."""
-        return to_json(transcript, settings=self.controls.as_dict(), drawn=False) if transcript.turns else ""
 
     def _give_back(self, turn: Turn) -> dict:
         """A question's text and pictures as the input box's value; sent again, the pictures keep their
@@ -407,13 +380,14 @@ class ChatSession:
         self.given_back.update(zip(map(file_key, files), turn.images, strict=True))
         return {"text": turn.text, "files": files}
 
-    def _replace(self, transcript: Transcript) -> None:
+    def _replace(self, transcript: Transcript, chat_id: str | None = None) -> None:
         """New chat or Import: the answer being written for the old chat is stopped and dropped (its
         updates are never shown) and the engine's cached prefix of the old chat is freed."""
         self.close()
         with self._lock:
             self.epoch += 1
             self.run = None
+            self.saved.chat_id = chat_id  # None: a new chat, in the list from its first save
             self._show(transcript)
 
     def _commit(self, transcript: Transcript, epoch: int, usage: dict | None = None) -> bool:

@@ -11,8 +11,11 @@ import threading
 
 import gradio as gr
 
+from ..history import owner_of
+from . import sidebar
 from .controls import NAMES, default_controls, read
 from .examples import as_message
+from .history import History
 from .session import ChatSession
 from .tempfiles import SessionFiles
 from .text import lang_of
@@ -34,6 +37,9 @@ class Tabs:
             session = self._sessions.get(request.session_hash)
             if session is None:
                 session = ChatSession(self.state, self.w, self.files, request.session_hash, examples=self.examples)
+                if self.state.history is not None:  # the chats of this browser (or login)
+                    limit = self.state.settings.max_upload_bytes
+                    session.saved.history = History(self.state.history, owner_of(request), limit)
                 self._sessions[request.session_hash] = session
         session.lang = lang_of(request)
         return session
@@ -96,3 +102,25 @@ class Tabs:
     def reset_controls(self) -> dict:
         defaults = default_controls(self.state.settings)
         return {self.w.panel[name]: getattr(defaults, name) for name in NAMES}
+
+    # ------------------------------------------------------------------ the sidebar (chat history)
+    def chat_action(self, value: str, request: gr.Request) -> dict:
+        return sidebar.action(self.of(request), value)
+
+    def search(self, query: str, request: gr.Request) -> dict:
+        return sidebar.search(self.of(request), query)
+
+    def rename(self, title: str, request: gr.Request) -> dict:
+        return sidebar.rename(self.of(request), title)
+
+    def undo_delete(self, request: gr.Request) -> dict:
+        return sidebar.undo_delete(self.of(request))
+
+    def undo_expired(self, request: gr.Request) -> dict:
+        return sidebar.undo_expired(self.of(request))
+
+    def export_all(self, request: gr.Request) -> dict:
+        return sidebar.export_all(self.of(request))
+
+    def import_all(self, file, request: gr.Request) -> dict:
+        return sidebar.import_all(self.of(request), file)

@@ -33,6 +33,12 @@ EN = {
     "examples": "Examples",
     "status": "Status",
     "example_use": "Use this example",
+    "chats": "Chats",
+    "search": "Search all chats…",
+    "chat_title": "Title",
+    "export_all": "Export all",
+    "import_all": "Import all",
+    "undo_delete": "Undo delete",
 }
 
 ZH = {
@@ -62,6 +68,12 @@ ZH = {
     "examples": "示例",
     "status": "状态",
     "example_use": "使用此示例",
+    "chats": "对话列表",
+    "search": "搜索所有对话…",
+    "chat_title": "标题",
+    "export_all": "全部导出",
+    "import_all": "全部导入",
+    "undo_delete": "撤销删除",
 }
 
 # Text written by the server at run time: {lang: {key: template}}.
@@ -98,6 +110,20 @@ RUNTIME = {
         "error_prefix": "⚠️ ",
         "reasoning": "Reasoning",
         "note": "Note: {note}",
+        "no_chats": "No saved chats yet.",
+        "no_match": "No chat matches the search.",
+        "untitled": "Untitled chat",
+        "delete_chat": "Delete chat",
+        "deleted": "Deleted “{title}”.",
+        "err_history": "The chat could not be saved in the history: {error}",
+        "err_chat_gone": "That chat is no longer in your history.",
+        "imported_all": "Imported {count} chat(s) into your list.",
+        "keyboard": "Keyboard",
+        "key_send": "send",
+        "key_newline": "new line",
+        "key_stop": "stop the answer",
+        "key_new_chat": "new chat",
+        "key_focus": "go to the input box",
     },
     "zh": {
         "loading": "⏳ 正在加载模型……加载完成后即可对话。",
@@ -128,6 +154,20 @@ RUNTIME = {
         "error_prefix": "⚠️ ",
         "reasoning": "推理过程",
         "note": "提示：{note}",
+        "no_chats": "还没有保存的对话。",
+        "no_match": "没有匹配搜索的对话。",
+        "untitled": "未命名对话",
+        "delete_chat": "删除对话",
+        "deleted": "已删除“{title}”。",
+        "err_history": "对话无法保存到历史记录：{error}",
+        "err_chat_gone": "该对话已不在你的历史记录中。",
+        "imported_all": "已将 {count} 个对话导入列表。",
+        "keyboard": "快捷键",
+        "key_send": "发送",
+        "key_newline": "换行",
+        "key_stop": "停止回答",
+        "key_new_chat": "新对话",
+        "key_focus": "定位到输入框",
     },
 }
 

@@ -1,26 +1,23 @@
-"""A chat as the web UI keeps it: turns with their images, answers, reasoning and usage, and its
-stand-alone file forms (JSON with the images embedded as base64 PNG, and Markdown).
+"""A chat as the web UI keeps it: turns with their images, answers, reasoning and usage, the earlier
+versions Retry and Edit leave behind (forks), and its Markdown form (the branch on screen).
 
-The same JSON is what the browser stores for a tab (so a reload or a server restart keeps the chat)
-and what "Export JSON" downloads; "Import JSON" reads it back, decoding every image through
-`images.load_media` again so an imported file gets the same checks as an upload.
+Retry and Edit never throw a version away: the turns from the changed one on are kept as a sibling
+version at that position (a `Fork`), and the chat moves between versions with `switch`. `turns` is
+always the branch on screen, so everything that reads a chat (the model's messages, the display, the
+exports) reads a plain list. The JSON form is in `chat_json.py`.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..conversation import Message
-from ..images import ImageError, InputImage, load_media
+from ..images import InputImage
 from .markdown import literal, render_boxes
-
-FORMAT = "glm-vision-chat"
-VERSION = 1
 
 
 @dataclass
@@ -56,20 +53,41 @@ class Turn:
     usage: dict = field(default_factory=dict)
     error: str = ""  # a user turn whose answer failed: the message shown under it
 
+    def copy(self) -> Turn:
+        return replace(self, images=list(self.images), usage=dict(self.usage))
+
+
+@dataclass
+class Version:
+    """The turns from a fork's position on, with the forks further down that branch."""
+
+    turns: list[Turn]
+    forks: dict[int, Fork] = field(default_factory=dict)
+
+    def copy(self) -> Version:
+        return Version([t.copy() for t in self.turns], {at: f.copy() for at, f in self.forks.items()})
+
+
+@dataclass
+class Fork:
+    """The versions of the turns from one position on; the one on screen is `current` (its slot holds
+    None: its turns are the transcript's own)."""
+
+    versions: list[Version | None]
+    current: int
+
+    def copy(self) -> Fork:
+        return Fork([v.copy() if v is not None else None for v in self.versions], self.current)
+
 
 @dataclass
 class Transcript:
-    turns: list[Turn] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)  # the branch on screen
     created: float = field(default_factory=time.time)
+    forks: dict[int, Fork] = field(default_factory=dict)  # by the position of the turn that has versions
 
     def copy(self) -> Transcript:
-        return Transcript(
-            [
-                Turn(t.role, t.text, list(t.images), t.reasoning, t.finish_reason, dict(t.usage), t.error)
-                for t in self.turns
-            ],
-            self.created,
-        )
+        return Transcript([t.copy() for t in self.turns], self.created, {at: f.copy() for at, f in self.forks.items()})
 
     def engine_messages(self, system_prompt: str = "") -> list[Message]:
         """What the model sees: the system prompt, then each turn (answers without reasoning)."""
@@ -86,115 +104,66 @@ class Transcript:
                 return turn.text.strip().splitlines()[0][:60]
         return "chat"
 
+    # ------------------------------------------------------------------ versions
+    def branch(self, at: int) -> None:
+        """Make way for a new version of the turns from `at` on (Retry, Edit): the turns on screen from
+        there are kept as the previous version; the new one starts empty and is current."""
+        if at >= len(self.turns):
+            return
+        fork = self.forks.get(at) or Fork([None], 0)
+        fork.versions[fork.current] = self._tail(at)
+        fork.versions.append(None)
+        fork.current = len(fork.versions) - 1
+        self._cut(at)
+        self.forks[at] = fork
 
-# ---------------------------------------------------------------------- JSON
-def to_json(transcript: Transcript, *, settings: dict | None = None, drawn: bool = True) -> str:
-    """The chat as JSON. With `drawn` (the export), an answer with boxes or points also carries them
-    (`annotations`, as the API gives them) and its pictures with them drawn (`annotated_images`); the
-    browser's own copy leaves both out (they are derived, and browser storage is small)."""
-    from .boxes import answer_pictures  # boxes.py builds on this module
+    def switch(self, at: int, step: int) -> bool:
+        """Show the version `step` away (-1 previous, +1 next) of the turns from `at` on."""
+        fork = self.forks.get(at)
+        if fork is None or not 0 <= fork.current + step < len(fork.versions):
+            return False
+        fork.versions[fork.current] = self._tail(at)
+        self._cut(at)
+        self._show_version(at, fork, fork.current + step)
+        return True
 
-    turns = []
-    for index, turn in enumerate(transcript.turns):
-        item: dict = {"role": turn.role, "text": turn.text}
-        if turn.role == "user":
-            item["images"] = [
-                {
-                    "name": img.name,
-                    "mime": "image/png",
-                    "digest": img.digest,
-                    "notes": list(img.notes),
-                    "data": base64.b64encode(img.png()).decode("ascii"),
-                }
-                for img in turn.images
-            ]
-            if turn.error:
-                item["error"] = turn.error
-        else:
-            item.update(reasoning=turn.reasoning, finish_reason=turn.finish_reason, usage=turn.usage)
-            pictures = answer_pictures(transcript, index) if drawn else []
-            if pictures:  # derived from the text and the pictures (an import draws them again): for readers
-                item["annotations"] = [a.to_json() for p in pictures for a in p.annotations]
-                item["annotated_images"] = [
-                    {
-                        "name": p.name,
-                        "image_index": p.image_index,
-                        "mime": "image/png",
-                        "data": base64.b64encode(p.png()).decode("ascii"),
-                    }
-                    for p in pictures
-                ]
-        turns.append(item)
-    body = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": transcript.created,
-        "exported": time.time(),
-        "messages": turns,
-    }
-    if settings is not None:
-        body["settings"] = settings
-    return json.dumps(body, ensure_ascii=False)
+    def take_back(self, at: int) -> None:
+        """Remove the turns from `at` on (Undo); where that position has other versions, the previous one
+        is shown instead."""
+        fork = self.forks.get(at)
+        self._cut(at)
+        if fork is None or len(fork.versions) < 2:
+            return
+        del fork.versions[fork.current]
+        self._show_version(at, fork, max(fork.current - 1, 0))
 
+    def version_of(self, at: int) -> tuple[int, int] | None:
+        """(number, count) of the version shown from `at` on, 1-based; None where there is only one."""
+        fork = self.forks.get(at)
+        return (fork.current + 1, len(fork.versions)) if fork is not None else None
 
-def from_json(
-    text: str | bytes, *, max_bytes: int | None = None, max_images_per_message: int = 64
-) -> tuple[Transcript, dict]:
-    """A transcript (and the settings saved with it) from an export; raises ImageError with a clear message."""
-    try:
-        body = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ImageError(f"the file is not valid JSON ({exc}); import a glm-vision JSON export") from None
-    if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("messages"), list):
-        raise ImageError('the file is not a glm-vision chat export (expected "format": "glm-vision-chat")')
-    turns: list[Turn] = []
-    for index, item in enumerate(body["messages"]):
-        if not isinstance(item, dict) or item.get("role") not in {"user", "assistant"}:
-            raise ImageError(f"message {index + 1} has no valid role (user or assistant)")
-        text = item.get("text", "")
-        if not isinstance(text, str):
-            raise ImageError(f"message {index + 1}: text must be a string")
-        if item["role"] == "assistant":
-            usage = item.get("usage") if isinstance(item.get("usage"), dict) else {}
-            turns.append(
-                Turn(
-                    "assistant",
-                    text,
-                    reasoning=str(item.get("reasoning") or ""),
-                    finish_reason=str(item.get("finish_reason") or ""),
-                    usage=usage,
-                )
-            )
-            continue
-        raw_images = item.get("images") or []
-        if len(raw_images) > max_images_per_message:
-            raise ImageError(
-                f"message {index + 1} has {len(raw_images)} images; at most {max_images_per_message} are accepted"
-            )
-        images = []
-        for number, raw in enumerate(raw_images, 1):
-            try:
-                data = base64.b64decode(raw["data"], validate=True)
-            except (KeyError, TypeError, ValueError):
-                raise ImageError(
-                    f"message {index + 1}, image {number}: the embedded image data is not valid base64"
-                ) from None
-            try:
-                decoded = load_media(data, max_bytes=max_bytes, max_pages=1)
-            except ImageError as exc:
-                raise ImageError(f"message {index + 1}, image {number}: {exc}") from None
-            image = decoded[0]
-            notes = tuple(str(n) for n in raw.get("notes") or ())
-            images.append(
-                ChatImage(
-                    InputImage(image.image, image.digest, notes), safe_name(str(raw.get("name") or "image.png")), data
-                )
-            )
-        turns.append(Turn("user", text, images, error=str(item.get("error") or "")))
-    created = body.get("created")
-    transcript = Transcript(turns, float(created) if isinstance(created, (int, float)) else time.time())
-    settings = body.get("settings") if isinstance(body.get("settings"), dict) else {}
-    return transcript, settings
+    def every_turn(self):
+        """Every turn of every version (what search looks through, and which images the chat holds)."""
+        yield from self.turns
+        for fork in self.forks.values():
+            for version in fork.versions:
+                if version is not None:
+                    yield from Transcript(version.turns, forks=version.forks).every_turn()
+
+    def _tail(self, at: int) -> Version:
+        return Version(self.turns[at:], {k: f for k, f in self.forks.items() if k > at})
+
+    def _cut(self, at: int) -> None:
+        del self.turns[at:]
+        self.forks = {k: f for k, f in self.forks.items() if k < at}
+
+    def _show_version(self, at: int, fork: Fork, index: int) -> None:
+        version = fork.versions[index]
+        fork.versions[index], fork.current = None, index
+        self.turns.extend(version.turns)
+        self.forks.update(version.forks)
+        if len(fork.versions) > 1:
+            self.forks[at] = fork
 
 
 # ---------------------------------------------------------------------- Markdown

@@ -20,12 +20,18 @@ class Widgets:
     store: object = "store"  # the chat as JSON, mirrored into the tab's sessionStorage
     export_md: object = "export_md"
     export_json: object = "export_json"
+    chats: object = "chats"  # the sidebar's list of the user's chats (HTML)
+    title: object = "title"  # the open chat's title (editable)
+    undo: object = "undo"  # Undo of a deleted chat, shown for the store's undo window
+    undo_timer: object = "undo_timer"
+    export_all_file: object = "export_all_file"
+    keys: object = "keys"  # the keyboard shortcuts popover
     panel: dict = field(default_factory=dict)  # each of Controls' names -> its component
 
     @property
     def saved(self) -> list:
-        """Where a saved chat goes: the browser's copy and the two export buttons."""
-        return [self.store, self.export_md, self.export_json]
+        """Where a saved chat goes: the browser's copy, the two export buttons and the chat list."""
+        return [self.store, self.export_md, self.export_json, self.chats, self.title]
 
     @property
     def chat(self) -> list:

@@ -13,8 +13,9 @@ from PIL import Image
 
 from glm_vision.annotate import colour
 from glm_vision.images import load_image
+from glm_vision.ui.chat_json import from_json, to_json
 from glm_vision.ui.render import chat_messages
-from glm_vision.ui.transcript import ChatImage, Transcript, Turn, from_json, to_json, to_markdown
+from glm_vision.ui.transcript import ChatImage, Transcript, Turn, to_markdown
 from tests.doubles import ScriptedBackend
 
 from .ui_support import WAIT_MS, ask, wait_idle, wait_turns

@@ -46,7 +46,8 @@ def _controls():
 
 
 def _exported(tmp_path) -> Path:
-    from glm_vision.ui.transcript import Transcript, Turn, to_json
+    from glm_vision.ui.chat_json import to_json
+    from glm_vision.ui.transcript import Transcript, Turn
 
     path = tmp_path / "chat.json"
     path.write_text(to_json(Transcript([Turn("user", "imported question"), Turn("assistant", "imported answer")])))

@@ -9,21 +9,13 @@ import pytest
 
 from glm_vision.images import ImageError, load_image
 from glm_vision.settings import Settings
+from glm_vision.ui.chat_json import from_json, to_json
 from glm_vision.ui.controls import default_controls
 from glm_vision.ui.cost import estimate_image_tokens
 from glm_vision.ui.examples import load_examples
 from glm_vision.ui.prefs import saved_controls
 from glm_vision.ui.render import chat_messages
-from glm_vision.ui.transcript import (
-    ChatImage,
-    Transcript,
-    Turn,
-    from_json,
-    render_boxes,
-    safe_name,
-    to_json,
-    to_markdown,
-)
+from glm_vision.ui.transcript import ChatImage, Transcript, Turn, render_boxes, safe_name, to_markdown
 from tests.conftest import make_picture
 
 
