@@ -126,6 +126,7 @@ class ChatStore:
             f"{where} ORDER BY updated DESC, rowid DESC"
         )
         with self._lock:
+            self.purge_expired()  # a list shown after an undo window closed no longer holds its chat's files
             rows = self._db.execute(sql, (owner, *params)).fetchall()
         return [ChatSummary(r["id"], r["title"], r["created"], r["updated"], r["thumbnail"]) for r in rows]
 
@@ -140,8 +141,8 @@ class ChatStore:
                 )
 
     def delete(self, owner: str, chat_id: str) -> None:
-        """Hide the chat at once; it is purged (rows and pictures no other chat uses) `undo_seconds`
-        later unless `undelete` brings it back."""
+        """Hide the chat at once; it is purged (rows and pictures no other chat uses) once `undo_seconds`
+        have passed, by the next list, delete, purge_expired or start, unless `undelete` brings it back."""
         with self._lock:
             self._row(owner, chat_id)
             with self._transaction():
@@ -160,6 +161,8 @@ class ChatStore:
         used (rows, then files); returns how many chats went."""
         cutoff = (time.time() if now is None else now) - self.undo_seconds
         with self._lock:
+            if not self._db.execute("SELECT 1 FROM chats WHERE deleted <= ? LIMIT 1", (cutoff,)).fetchone():
+                return 0  # the usual case, without taking the write lock
             with self._transaction():
                 ids = [i for (i,) in self._db.execute("SELECT id FROM chats WHERE deleted <= ?", (cutoff,))]
                 marks = ",".join("?" * len(ids))
@@ -171,6 +174,11 @@ class ChatStore:
         return len(ids)
 
     # ------------------------------------------------------------------ pictures
+    @property
+    def images_dir(self) -> Path:
+        """The folder of the pictures' files (for the UI's allowed file paths)."""
+        return self.files.root
+
     def image_path(self, digest: str) -> Path:
         """The file of a stored picture (KeyError when the store does not hold it)."""
         path = self.files.path(digest)
