@@ -211,8 +211,10 @@ class ChatStore:
         if new:
             self.quota.check_chats(self._count(owner), len(chats))
         self.quota.check_bytes(self._bytes_elsewhere(owner, [i for i, _ in chats]), sum(r.bytes for r in rows.values()))
-        written = self._put_files(chats)
+        written: set[str] = set()
         try:
+            with _as_history_error(self.files.root.parent):
+                self._put_files(chats, written)
             with self._transaction():
                 released = set()
                 for chat_id, parts in chats:
@@ -269,15 +271,13 @@ class ChatStore:
                     sizes[digest] = found[0]
         return sizes
 
-    def _put_files(self, chats: list[tuple[str, NewChat]]) -> set[str]:
-        """Write the pictures not on disk yet; returns the ones this call created."""
-        created: set[str] = set()
+    def _put_files(self, chats: list[tuple[str, NewChat]], created: set[str]) -> None:
+        """Write the pictures not on disk yet, adding each one written to `created`."""
         for _, parts in chats:
             for digest, data in parts.images.items():
                 if data is not None and not self.files.path(digest).exists():
                     self.files.write(digest, data)
                     created.add(digest)
-        return created
 
     def _known_images(self, digests: set[str]) -> set[str]:
         return {d for d in digests if self._db.execute("SELECT 1 FROM images WHERE digest = ?", (d,)).fetchone()}
@@ -309,14 +309,17 @@ class ChatStore:
 
     @contextmanager
     def _transaction(self):
-        with self._lock:
+        """One write transaction; a database that cannot be written (disk full, locked by another
+        process past the timeout) is a HistoryError, with nothing written."""
+        with self._lock, _as_history_error(self.files.root.parent):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
 
 class _Row:
@@ -330,6 +333,17 @@ class _Row:
         self.thumbnail = next(iter(parts.images), None)
         own_bytes = len(self.document.encode()) + len(self.settings.encode()) + len(self.texts.encode())
         self.bytes = own_bytes + sum(sizes[d] for d in parts.images)
+
+
+@contextmanager
+def _as_history_error(data_dir: Path):
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise HistoryError(
+            f"the chat history in {data_dir} could not be written ({exc}); free some disk space or check the "
+            f"folder's permissions (nothing of this change was saved)"
+        ) from None
 
 
 def _clean_title(title: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from glm_vision.history import ChatStore, NewChat, QuotaError
+from glm_vision.history import ChatStore, HistoryError, NewChat, QuotaError
 
 from .support import image_files, png, raw, save_turns
 
@@ -174,3 +174,16 @@ def test_export_all_and_import_all_round_trip_between_owners(store):
     with pytest.raises(QuotaError):
         store.import_all("bob", copies * 5)  # 1 + 5 > 5: none of them
     assert len(store.list("bob")) == 1
+
+
+def test_a_picture_that_cannot_be_written_is_a_clear_error_and_nothing_is_saved(store, tmp_path):
+    kept_digest, kept = png(9)
+    blocked_digest, blocked = png(10)
+    chat = store.create("alice")
+    save_turns(store, "alice", chat, ["before"], {})
+    (tmp_path / "images" / blocked_digest[:2]).write_text("a file where the pictures' folder should be")
+    assert kept_digest[:2] != blocked_digest[:2]  # the first is written, the second fails
+    with pytest.raises(HistoryError, match=rf"history in {tmp_path} could not be written.*nothing of this change"):
+        save_turns(store, "alice", chat, ["after"], {kept_digest: kept, blocked_digest: blocked})
+    assert store.load("alice", chat).document["messages"] == [{"text": "before"}]
+    assert image_files(tmp_path) == set()  # the picture written before the failure was taken back
