@@ -11,7 +11,7 @@ document, its settings, the texts to search and the pictures it references.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sqlite3
 import threading
 import time
@@ -20,15 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import schema
+from .database import check_directory, connect
 from .errors import HistoryError
 from .images import ImageFiles, check_digest
 from .quota import Quota
 from .records import ChatSummary, NewChat, StoredChat
 from .search import search_clause
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "chats.sqlite3"
 TITLE_CHARS = 60
-BUSY_TIMEOUT_MS = 10_000
 
 
 class ChatStore:
@@ -48,10 +50,10 @@ class ChatStore:
         """Open (or create) the history in `data_dir`; HistoryError naming the directory or file and
         what to do when that fails."""
         data_dir = Path(data_dir).expanduser()
-        _check_directory(data_dir)
+        check_directory(data_dir)
         path = data_dir / DB_NAME
         try:
-            db = _connect(path)
+            db = connect(path)
         except sqlite3.DatabaseError as exc:
             raise HistoryError(
                 f"the chat database {path} cannot be read ({exc}): it is damaged or not a glm-vision database. "
@@ -126,7 +128,7 @@ class ChatStore:
             f"{where} ORDER BY updated DESC, rowid DESC"
         )
         with self._lock:
-            self.purge_expired()  # a list shown after an undo window closed no longer holds its chat's files
+            self._purge_quietly()  # a list shown after an undo window closed no longer holds its chat's files
             rows = self._db.execute(sql, (owner, *params)).fetchall()
         return [ChatSummary(r["id"], r["title"], r["created"], r["updated"], r["thumbnail"]) for r in rows]
 
@@ -172,6 +174,12 @@ class ChatStore:
                 unused = self._release(candidates)
             self._remove_files(unused)
         return len(ids)
+
+    def _purge_quietly(self) -> None:
+        try:
+            self.purge_expired()
+        except HistoryError as exc:  # the list still shows; the purge is tried again on the next one
+            log.warning("deleted chats not purged yet: %s", exc)
 
     # ------------------------------------------------------------------ pictures
     @property
@@ -355,31 +363,3 @@ def _auto_title(texts: list[str]) -> str:
         if text.strip():
             return text.strip().splitlines()[0][:TITLE_CHARS]
     return ""
-
-
-def _check_directory(data_dir: Path) -> None:
-    try:
-        (data_dir / "images").mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise HistoryError(
-            f"the data directory {data_dir} cannot be written ({exc.strerror or exc}): give a writable one "
-            f"with --data-dir (or GLMV_DATA_DIR), or run with --no-history"
-        ) from None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-    db.row_factory = sqlite3.Row
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys = ON")
-    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise ValueError("it cannot use write-ahead logging (is it on a network drive?)")
-    db.execute("PRAGMA synchronous = FULL")
-    check = db.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        raise sqlite3.DatabaseError(f"integrity check: {check}")
-    schema.migrate(db)
-    return db
