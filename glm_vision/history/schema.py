@@ -27,6 +27,7 @@ CREATE TABLE chats (
     deleted   REAL                            -- when the owner deleted it (hidden, purged later)
 );
 CREATE INDEX chats_by_owner ON chats (owner, deleted, updated);
+CREATE INDEX chats_deleted ON chats (deleted) WHERE deleted IS NOT NULL;
 CREATE TABLE images (
     digest TEXT PRIMARY KEY,                  -- sha256 of the PNG bytes, also the file's name
     size   INTEGER NOT NULL

@@ -23,6 +23,6 @@ def open_history(settings) -> tuple[ChatStore | None, str]:
         )
     except HistoryError as exc:
         log.error("chat history is off: %s", exc)
-        return None, f"Chat history is off: {exc}. Chats stay in this tab only."
+        return None, f"Chat history is off: {str(exc).rstrip('.')}. Chats stay in this tab only."
     log.info("chat history in %s", settings.history_dir)
     return store, ""

@@ -11,7 +11,7 @@ document, its settings, the texts to search and the pictures it references.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sqlite3
 import threading
 import time
@@ -20,15 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import schema
+from .database import check_directory, connect
 from .errors import HistoryError
 from .images import ImageFiles, check_digest
 from .quota import Quota
 from .records import ChatSummary, NewChat, StoredChat
 from .search import search_clause
 
+log = logging.getLogger(__name__)
+
 DB_NAME = "chats.sqlite3"
 TITLE_CHARS = 60
-BUSY_TIMEOUT_MS = 10_000
 
 
 class ChatStore:
@@ -48,10 +50,10 @@ class ChatStore:
         """Open (or create) the history in `data_dir`; HistoryError naming the directory or file and
         what to do when that fails."""
         data_dir = Path(data_dir).expanduser()
-        _check_directory(data_dir)
+        check_directory(data_dir)
         path = data_dir / DB_NAME
         try:
-            db = _connect(path)
+            db = connect(path)
         except sqlite3.DatabaseError as exc:
             raise HistoryError(
                 f"the chat database {path} cannot be read ({exc}): it is damaged or not a glm-vision database. "
@@ -126,6 +128,7 @@ class ChatStore:
             f"{where} ORDER BY updated DESC, rowid DESC"
         )
         with self._lock:
+            self._purge_quietly()  # a list shown after an undo window closed no longer holds its chat's files
             rows = self._db.execute(sql, (owner, *params)).fetchall()
         return [ChatSummary(r["id"], r["title"], r["created"], r["updated"], r["thumbnail"]) for r in rows]
 
@@ -140,8 +143,8 @@ class ChatStore:
                 )
 
     def delete(self, owner: str, chat_id: str) -> None:
-        """Hide the chat at once; it is purged (rows and pictures no other chat uses) `undo_seconds`
-        later unless `undelete` brings it back."""
+        """Hide the chat at once; it is purged (rows and pictures no other chat uses) once `undo_seconds`
+        have passed, by the next list, delete, purge_expired or start, unless `undelete` brings it back."""
         with self._lock:
             self._row(owner, chat_id)
             with self._transaction():
@@ -160,6 +163,8 @@ class ChatStore:
         used (rows, then files); returns how many chats went."""
         cutoff = (time.time() if now is None else now) - self.undo_seconds
         with self._lock:
+            if not self._db.execute("SELECT 1 FROM chats WHERE deleted <= ? LIMIT 1", (cutoff,)).fetchone():
+                return 0  # the usual case, without taking the write lock
             with self._transaction():
                 ids = [i for (i,) in self._db.execute("SELECT id FROM chats WHERE deleted <= ?", (cutoff,))]
                 marks = ",".join("?" * len(ids))
@@ -170,7 +175,18 @@ class ChatStore:
             self._remove_files(unused)
         return len(ids)
 
+    def _purge_quietly(self) -> None:
+        try:
+            self.purge_expired()
+        except HistoryError as exc:  # the list still shows; the purge is tried again on the next one
+            log.warning("deleted chats not purged yet: %s", exc)
+
     # ------------------------------------------------------------------ pictures
+    @property
+    def images_dir(self) -> Path:
+        """The folder of the pictures' files (for the UI's allowed file paths)."""
+        return self.files.root
+
     def image_path(self, digest: str) -> Path:
         """The file of a stored picture (KeyError when the store does not hold it)."""
         path = self.files.path(digest)
@@ -203,8 +219,10 @@ class ChatStore:
         if new:
             self.quota.check_chats(self._count(owner), len(chats))
         self.quota.check_bytes(self._bytes_elsewhere(owner, [i for i, _ in chats]), sum(r.bytes for r in rows.values()))
-        written = self._put_files(chats)
+        written: set[str] = set()
         try:
+            with _as_history_error(self.files.root.parent):
+                self._put_files(chats, written)
             with self._transaction():
                 released = set()
                 for chat_id, parts in chats:
@@ -261,15 +279,13 @@ class ChatStore:
                     sizes[digest] = found[0]
         return sizes
 
-    def _put_files(self, chats: list[tuple[str, NewChat]]) -> set[str]:
-        """Write the pictures not on disk yet; returns the ones this call created."""
-        created: set[str] = set()
+    def _put_files(self, chats: list[tuple[str, NewChat]], created: set[str]) -> None:
+        """Write the pictures not on disk yet, adding each one written to `created`."""
         for _, parts in chats:
             for digest, data in parts.images.items():
                 if data is not None and not self.files.path(digest).exists():
                     self.files.write(digest, data)
                     created.add(digest)
-        return created
 
     def _known_images(self, digests: set[str]) -> set[str]:
         return {d for d in digests if self._db.execute("SELECT 1 FROM images WHERE digest = ?", (d,)).fetchone()}
@@ -301,14 +317,17 @@ class ChatStore:
 
     @contextmanager
     def _transaction(self):
-        with self._lock:
+        """One write transaction; a database that cannot be written (disk full, locked by another
+        process past the timeout) is a HistoryError, with nothing written."""
+        with self._lock, _as_history_error(self.files.root.parent):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
 
 class _Row:
@@ -324,6 +343,17 @@ class _Row:
         self.bytes = own_bytes + sum(sizes[d] for d in parts.images)
 
 
+@contextmanager
+def _as_history_error(data_dir: Path):
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        raise HistoryError(
+            f"the chat history in {data_dir} could not be written ({exc}); free some disk space or check the "
+            f"folder's permissions (nothing of this change was saved)"
+        ) from None
+
+
 def _clean_title(title: str) -> str:
     return " ".join(str(title).split())[:200]
 
@@ -333,31 +363,3 @@ def _auto_title(texts: list[str]) -> str:
         if text.strip():
             return text.strip().splitlines()[0][:TITLE_CHARS]
     return ""
-
-
-def _check_directory(data_dir: Path) -> None:
-    try:
-        (data_dir / "images").mkdir(parents=True, exist_ok=True)
-        probe = data_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise HistoryError(
-            f"the data directory {data_dir} cannot be written ({exc.strerror or exc}): give a writable one "
-            f"with --data-dir (or GLMV_DATA_DIR), or run with --no-history"
-        ) from None
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-    db.row_factory = sqlite3.Row
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys = ON")
-    if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
-        raise ValueError("it cannot use write-ahead logging (is it on a network drive?)")
-    db.execute("PRAGMA synchronous = FULL")
-    check = db.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        raise sqlite3.DatabaseError(f"integrity check: {check}")
-    schema.migrate(db)
-    return db

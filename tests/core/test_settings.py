@@ -58,3 +58,19 @@ def test_help_shows_the_default_of_boolean_flags():
     text = " ".join(build_parser().format_help().split())
     assert "GLMV_THINKING] (default on)" in text
     assert "GLMV_MCP] (default off)" in text
+
+
+def test_history_flags_and_the_per_user_data_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    s = load_settings([], environ={})
+    assert (s.history, s.history_max_chats, s.history_max_mb) == (True, 1000, 2048)
+    assert s.history_dir == tmp_path / "xdg" / "glm-vision"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_settings([], environ={}).history_dir == tmp_path / "home" / ".local" / "share" / "glm-vision"
+    env = {"GLMV_DATA_DIR": "~/chats", "GLMV_HISTORY": "off", "GLMV_HISTORY_MAX_MB": "10"}
+    s = load_settings([], environ=env)
+    assert (s.history_dir, s.history, s.history_max_mb) == (tmp_path / "home" / "chats", False, 10)
+    assert load_settings(["--history", "--data-dir", str(tmp_path)], environ=env).history is True
+    with pytest.raises(SystemExit, match="--history-max-chats must be positive"):
+        load_settings(["--history-max-chats", "0"], environ={})
