@@ -9,6 +9,7 @@ import pytest
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
 from tests.conftest import make_picture
+from tests.doubles import ScriptedBackend
 
 from .ui_support import CHROMIUM, CHROMIUM_ARGS, SlowEmit, UiServer, open_page
 
@@ -67,3 +68,18 @@ def picture_file(tmp_path):
     path = tmp_path / "shapes.png"
     make_picture(7).save(path)
     return path
+
+
+BOXES_ANSWER = [  # two deltas: the test server's max_new_tokens is 12 (one delta = one token)
+    "Submit: <|begin_of_box|>[100,200,400,500]<|end_of_box|>\n",
+    "Cancel: <|begin_of_box|>[500,600,900,800]<|end_of_box|>",
+]
+
+
+@pytest.fixture
+def scripted(server):
+    """The UI server answers with two labelled boxes (`BOXES_ANSWER`) for one test."""
+    real = server.state.backend
+    server.state.backend = ScriptedBackend(BOXES_ANSWER, is_demo=True)
+    yield
+    server.state.backend = real

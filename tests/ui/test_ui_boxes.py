@@ -18,22 +18,12 @@ from glm_vision.ui.render import chat_messages
 from glm_vision.ui.transcript import ChatImage, Transcript, Turn, to_markdown
 from tests.doubles import ScriptedBackend
 
+from .conftest import BOXES_ANSWER
 from .ui_support import WAIT_MS, ask, wait_idle, wait_turns
 
-ANSWER = [  # two deltas: the test server's max_new_tokens is 12 (one delta = one token)
-    "Submit: <|begin_of_box|>[100,200,400,500]<|end_of_box|>\n",
-    "Cancel: <|begin_of_box|>[500,600,900,800]<|end_of_box|>",
-]
+ANSWER = BOXES_ANSWER
 BOT_IMAGES = "#glmv-chat .message.bot img"
 OVERLAY = "#glmv-chat .glmv-box, #glmv-chat mark.glmv-mark"
-
-
-@pytest.fixture
-def scripted(server):
-    real = server.state.backend
-    server.state.backend = ScriptedBackend(ANSWER, is_demo=True)
-    yield
-    server.state.backend = real
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from PIL import Image
 from glm_vision.grounding import ImageSlot, find_groundings, resolve
 from glm_vision.ui.boxes import answer_pictures
 from glm_vision.ui.overlay import marked_answer, overlay_html
-from tests.doubles import ScriptedBackend
 
-from .test_ui_boxes import ANSWER, boxed_chat
+from .test_ui_boxes import boxed_chat
 from .ui_support import WAIT_MS, ask, wait_idle, wait_turns
 
 BOXES = [(100, 200, 400, 500), (500, 600, 900, 800)]  # ANSWER's boxes, 0-1000
@@ -20,14 +19,6 @@ CHAT_IMG = "#glmv-chat .glmv-shot-img"
 CHAT_BOXES = "#glmv-chat .glmv-box"
 MARKS = "#glmv-chat mark.glmv-mark"
 TOLERANCE = 2  # px
-
-
-@pytest.fixture
-def scripted(server):
-    real = server.state.backend
-    server.state.backend = ScriptedBackend(ANSWER, is_demo=True)
-    yield
-    server.state.backend = real
 
 
 def picture(tmp_path, width: int, height: int) -> str:
