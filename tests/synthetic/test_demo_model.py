@@ -1,10 +1,11 @@
 """End to end with the bundled demo model (assets/demo-model), through the engine and through the
 OpenAI-compatible API: image A, then image B, then A again in one conversation, and two sessions
 at once; every answer must name the right colour and shape. A deliberately mis-keyed feature cache
-must make the answer name the other image's colour, which proves these tests would catch it."""
+must make the answer name the other image's shape and colour, which proves these tests would catch it."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import openai
@@ -69,8 +70,8 @@ def question(want: tuple[str, str]) -> str:
     return f"What color is the {want[1]}?"
 
 
-def ask(engine, history: list[Message], image, session: str, thinking: bool = False, want=None) -> str:
-    history.append(Message("user", question(want), [image]))
+def ask(engine, history: list[Message], image, session: str, thinking: bool = False, want=None, text=None) -> str:
+    history.append(Message("user", text or question(want), [image]))
     result = engine.generate(
         GenerationRequest(list(history), SamplingParams.greedy(32), session_id=session, enable_thinking=thinking)
     )
@@ -96,9 +97,12 @@ def test_demo_engine_reports_the_demo_model(demo_settings):
 
 
 def test_demo_engine_says_how_many_tokens_an_image_gets(demo_engine):
-    """The UI's image-cost line reads this cap: the demo model's processor takes at most 100 per image."""
+    """The UI's image-cost line reads this cap: the demo model's processor takes at most 196 per image
+    (`longest_edge` = tokens x 28 x 28 px x the temporal factor 2)."""
+    size = json.loads((DEMO_MODEL_DIR / "processor_config.json").read_text())["image_processor"]["size"]
     info = demo_engine.info
-    assert info.is_demo and info.max_image_tokens == 100 == demo_engine.runner.builder.max_tokens_per_image
+    assert size["longest_edge"] == 196 * 28 * 28 * 2
+    assert info.is_demo and info.max_image_tokens == 196 == demo_engine.runner.builder.max_tokens_per_image
 
 
 @pytest.mark.parametrize("thinking", [False, True])
@@ -151,8 +155,8 @@ def test_a_mis_keyed_feature_cache_is_caught(demo_engine, images):
         cache._entries[first], cache._entries[second] = cache._entries[second], cache._entries[first]
     # A again in a new conversation: the KV prefix (B's conversation) ends before the image, so A's
     # features come from the cache, which now holds B's under A's key.
-    answer = ask(demo_engine, [], images[A], session, want=A)
-    assert names(answer, (B[0], A[1])), answer  # "The circle is blue.": B's colour
+    answer = ask(demo_engine, [], images[A], session, text="Which shapes are in the image?")
+    assert names(answer, B), answer  # "A blue square.": what B shows
 
 
 def test_a_then_b_then_a_through_the_api(demo_engine, demo_settings):
