@@ -58,3 +58,36 @@ def test_seeded_draws_follow_the_probabilities_on_both_paths_and_every_step(monk
     monkeypatch.setattr(noise, "exponential", lambda bits, exact=noise.exponential: exact(bits) ** 2)
     skewed = [chi_square(t, PROBS) for t in seeded_draws(0)] + [chi_square(t, kept) for t in seeded_draws(5)]
     assert all(x > 5 * CHI2_LIMIT for x in skewed), skewed
+
+
+def test_tied_logits_give_a_seeded_row_the_same_tokens_next_to_other_ks():
+    """Many exact ties (GLM's top_k 2 on bf16 logits): alone, or sharing its group with seeded rows
+    of its k and the batch with seeded and unseeded rows of other ks, a seeded row's tokens match."""
+    vocab = 64
+    row = SamplingParams(seed=7, repetition_penalty=1.0)  # GLM's defaults: top_k 2, top_p 0.6
+    others = [SamplingParams(seed=s, top_k=k, repetition_penalty=1.0) for s, k in ((8, 2), (9, 3), (10, 5))]
+    others += [SamplingParams(top_k=k) for k in (1, 2, 40)]
+    g = torch.Generator().manual_seed(3)
+    steps = [torch.randint(0, 3, (1 + len(others), vocab), generator=g).float() for _ in range(12)]
+
+    def tokens(batch: list[SamplingParams]) -> list[int]:
+        states = [SamplerState(p, vocab, "cpu", []) for p in batch]
+        sampler = BatchSampler("cpu")
+        return [int(sampler(logits[: len(batch)], states)[0]) for logits in steps]
+
+    alone = tokens([row])
+    assert len(set(alone)) > 1  # the ties are really drawn between
+    assert tokens([row, *others]) == alone == tokens([row, *reversed(others)])
+
+
+def test_a_row_sampled_by_two_samplers_in_turn_keeps_its_stream():
+    """The prefill sampler and the decode sampler take turns: a row's noise still moves on every
+    step (a plan whose rows were sampled elsewhere meanwhile is rebuilt, not reused)."""
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=21)
+    logits = torch.zeros(1, 64)  # flat: the noise alone decides
+
+    def tokens(samplers: list[BatchSampler]) -> list[int]:
+        state = SamplerState(params, 64, "cpu", [])
+        return [int(samplers[step % len(samplers)](logits, [state])[0]) for step in range(8)]
+
+    assert tokens([BatchSampler("cpu"), BatchSampler("cpu")]) == tokens([BatchSampler("cpu")])

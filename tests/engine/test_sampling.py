@@ -226,20 +226,40 @@ def test_seeded_rows_give_the_same_tokens_alone_or_in_any_batch():
 
     alone = {r: run([r], [])[0] for r in range(len(params))}
     unseeded = mixed_params(None) + [SamplingParams(top_k=300, top_p=1.0)]  # a much larger k in the batch
-    for order in (list(range(len(params))), list(reversed(range(len(params)))), [4, 9, 2]):
-        together = run(order, unseeded)
+    seeded = mixed_params(500)  # other seeded rows: the same groups (path and k) as the rows under test
+    for order, others in (
+        (list(range(len(params))), unseeded),
+        (list(reversed(range(len(params)))), unseeded + seeded),
+        ([4, 9, 2], seeded),
+    ):
+        together = run(order, others)
         for r, tokens in zip(order, together, strict=False):
             assert tokens == alone[r], f"row {r} changed in a batch"
 
 
 def test_rows_keep_their_history_when_the_batch_changes():
-    """Joining, leaving, reordering and a B = 1 first token: each row's seen set follows the row."""
+    """Joining, leaving, reordering and a B = 1 first token: each row's seen set and noise stream
+    follow the row (the last layout is one the B = 1 sampler saw before, two steps ago)."""
     params = mixed_params()[:6]
     ids = prompts(len(params))
     reference = [ReferenceSampler(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
     states = [SamplerState(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
     first, decode = BatchSampler("cpu"), BatchSampler("cpu")
-    layouts = [[0], [0], [0, 1], [0, 1], [2], [0, 1, 2], [1, 2], [2, 1, 3], [3, 4, 5, 2], [5, 4, 3, 2], [5]]
+    layouts = [
+        [0],
+        [0],
+        [0, 1],
+        [0, 1],
+        [2],
+        [0, 1, 2],
+        [1, 2],
+        [2, 1, 3],
+        [3, 4, 5, 2],
+        [5, 4, 3, 2],
+        [5],
+        [2, 5],
+        [5],
+    ]
     for step, layout in enumerate(layouts):
         logits = make_logits(len(layout), seed=200 + step, stops_first=step % 2 == 0)
         sampler = first if len(layout) == 1 else decode
