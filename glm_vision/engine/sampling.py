@@ -53,14 +53,13 @@ class _Group:
 
     def __init__(self, plan: _Plan, rows: list[int], path: str, seeded: bool = False) -> None:
         self.path = path
-        self.noise = self.vocab_ids = None  # no noise: the default generator
-        if seeded:
-            states = [plan.states[r] for r in rows]
-            self.noise = SeededNoise([s.params.seed for s in states], [s.steps for s in states], plan.device)
-            if path == "full":
-                self.vocab_ids = torch.arange(plan.vocab, device=plan.device)[None, :]
         self.index = None if len(rows) == plan.batch else plan.tensor(rows, torch.long)
         params = [plan.states[r].params for r in rows]
+        self.noise = self.vocab_ids = None  # no noise: the default generator
+        if seeded:
+            self.noise = SeededNoise([p.seed for p in params], [plan.steps[r] for r in rows], plan.device)
+            if path == "full":
+                self.vocab_ids = torch.arange(plan.vocab, device=plan.device)[None, :]
         self.divide = plan.divide
         self.temperature = self.k = self.padding = self.top_p = None
         if path == "greedy":
