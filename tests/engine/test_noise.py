@@ -3,6 +3,7 @@ by token id, and sampled together in one group per top-k without depending on th
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from glm_vision.backend import SamplingParams
@@ -15,10 +16,11 @@ SEEDS = 2000
 CHI2_LIMIT = 20.5  # chi-square, 5 (or 4) degrees of freedom: a correct sampler exceeds it with p < 0.001
 
 
-def test_the_tensor_hash_has_the_bits_of_splitmix64():
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_the_tensor_hash_has_the_bits_of_splitmix64(device):
     """int64 multiplication wraps like uint64 and the shifts are logical, sign bit or not."""
     values = [0, 1, -1, 2**63 - 1, -(2**63), GOLDEN, 0x0123456789ABCDEF, 12345]
-    tensor = torch.tensor([as_int64(v) for v in values])
+    tensor = torch.tensor([as_int64(v) for v in values], device=device)
     assert mix(tensor).tolist() == [as_int64(mix_int(v)) for v in values]
 
 
