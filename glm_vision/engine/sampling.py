@@ -3,9 +3,10 @@ SamplingParams: the constraint mask (constraints.py) first, then repetition pena
 top-k, top-p (transformers' order). A row the mask allows everything is left bit for bit as it was.
 
 The draw is `torch.multinomial`'s own one-sample algorithm (argmax of probs / Exp(1) noise) without
-its checks, which read values back to the host; nothing here does. Unseeded rows share one draw;
-a seeded row is sampled on its own with its own generator, so it gets the same tokens whatever
-else is in the batch (and the same as the per-row sampler this replaced).
+its checks, which read values back to the host; nothing here does. Unseeded rows share one draw
+from torch's default generator. Seeded rows are sampled together too, a group per path and top-k,
+with noise hashed from (seed, step, token id) on the device (noise.py), so a seeded row gets the
+same tokens whatever else is in the batch, and on every run.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from __future__ import annotations
 import torch
 
 from ..backend import SamplingParams
+from .noise import SeededNoise
 from .transfer import to_device
 
 NEG_INF = float("-inf")
 
 
 class SamplerState:
-    """One request's sampling state: its parameters, steps taken, generator (seeded requests only)
-    and which token ids it has seen, a row of a (rows, vocab) bool tensor shared with the last batch
-    it was sampled in."""
+    """One request's sampling state: its parameters, steps taken and which token ids it has seen,
+    a row of a (rows, vocab) bool tensor shared with the last batch it was sampled in."""
 
     def __init__(
         self,
@@ -39,10 +40,6 @@ class SamplerState:
         if prompt_ids:
             seen[0, to_device(sorted(set(prompt_ids)), torch.long, device)] = True
         self.home = (seen, 0)  # (buffer, row)
-        self.generator = None
-        if params.seed is not None:
-            self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(params.seed)
 
     @property
     def seen(self) -> torch.Tensor:
@@ -54,11 +51,15 @@ class _Group:
     """Rows of the batch that take one path, "greedy", "top_k" or "full" (the whole vocabulary),
     with their parameters as device columns."""
 
-    def __init__(self, plan: _Plan, rows: list[int], path: str, generator: torch.Generator | None = None) -> None:
+    def __init__(self, plan: _Plan, rows: list[int], path: str, seeded: bool = False) -> None:
         self.path = path
-        self.generator = generator  # None: the default generator
         self.index = None if len(rows) == plan.batch else plan.tensor(rows, torch.long)
         params = [plan.states[r].params for r in rows]
+        self.noise = self.vocab_ids = None  # no noise: the default generator
+        if seeded:
+            self.noise = SeededNoise([p.seed for p in params], [plan.steps[r] for r in rows], plan.device)
+            if path == "full":
+                self.vocab_ids = torch.arange(plan.vocab, device=plan.device)[None, :]
         self.divide = plan.divide
         self.temperature = self.k = self.padding = self.top_p = None
         if path == "greedy":
@@ -81,22 +82,28 @@ class _Group:
         scores = self.take(scores)
         return scores if self.temperature is None else self.divide(scores, self.temperature)
 
-    def draw(self, probs: torch.Tensor) -> torch.Tensor:
-        """One index per row, as `torch.multinomial(probs, 1)` picks it: argmax(probs / Exp(1))."""
-        return (probs / torch.empty_like(probs).exponential_(generator=self.generator)).argmax(-1)
+    def draw(self, probs: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """One index per row, as `torch.multinomial(probs, 1)` picks it: argmax(probs / Exp(1)).
+        `ids`: the token ids of the columns (default: the whole vocabulary), which keys seeded noise."""
+        if self.noise is None:
+            return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+        return (probs / self.noise.exponential(self.vocab_ids if ids is None else ids)).argmax(-1)
 
 
 class _Plan:
     """Everything about a batch that only changes when rows join or leave, built once per layout.
 
-    A seeded row that samples is a group of its own, so that neither its random numbers nor the
-    batch's top-k width (which decides the order of tied logits) depend on the other rows."""
+    Seeded rows that sample are grouped by path and top-k, apart from unseeded rows, so that neither
+    their random numbers nor their top-k width (which decides which tied logits make the cut)
+    depend on the other rows. Their noise streams count steps on the device: the plan also holds
+    each row's step count and is rebuilt if a row was sampled elsewhere in between."""
 
     def __init__(self, states: list[SamplerState], vocab: int, device: torch.device) -> None:
         self.states = tuple(states)
         self.batch = len(states)
         self.vocab = vocab
         self.device = device
+        self.steps = [s.steps for s in states]
         self._stop_index: dict[tuple[int, ...], torch.Tensor] = {}
         params = [s.params for s in states]
         penalties = [p.repetition_penalty for p in params]
@@ -106,15 +113,15 @@ class _Plan:
             self.penalty_divisor = self.divisor(penalties)
         paths = ["greedy" if p.temperature == 0 else "top_k" if 0 < p.top_k < vocab else "full" for p in params]
         shared = {
-            path: [i for i, q in enumerate(paths) if q == path and (path == "greedy" or states[i].generator is None)]
+            path: [i for i, q in enumerate(paths) if q == path and (path == "greedy" or params[i].seed is None)]
             for path in ("greedy", "top_k", "full")
         }
+        seeded: dict[tuple[str, int], list[int]] = {}
+        for i, path in enumerate(paths):
+            if path != "greedy" and params[i].seed is not None:
+                seeded.setdefault((path, params[i].top_k if path == "top_k" else 0), []).append(i)
         self.groups = [_Group(self, rows, path) for path, rows in shared.items() if rows]
-        self.groups += [
-            _Group(self, [i], path, states[i].generator)
-            for i, path in enumerate(paths)
-            if path != "greedy" and states[i].generator is not None
-        ]
+        self.groups += [_Group(self, rows, path, seeded=True) for (path, _), rows in seeded.items()]
 
     def top_p(self, params: list[SamplingParams], threshold, off: float) -> torch.Tensor | None:
         """A (rows, 1) top-p threshold column; `off` for rows without top-p (1.0), None if no row has one."""
@@ -127,7 +134,7 @@ class _Plan:
         return (
             vocab == self.vocab
             and len(states) == self.batch
-            and all(a is b for a, b in zip(states, self.states, strict=False))
+            and all(a is b and a.steps == n for a, b, n in zip(states, self.states, self.steps, strict=False))
         )
 
     def tensor(self, values, dtype: torch.dtype) -> torch.Tensor:
@@ -179,6 +186,7 @@ class BatchSampler:
             scores = scores.reshape(-1).index_fill(0, plan.stop_index(blocked), NEG_INF).view(batch, vocab)
         for state in states:
             state.steps += 1
+        plan.steps = [s.steps for s in states]
         if plan.penalty is not None:
             penalised = torch.where(scores < 0, scores * plan.penalty, plan.divide(scores, plan.penalty_divisor))
             scores = torch.where(seen, penalised, scores)
@@ -218,7 +226,7 @@ class BatchSampler:
         if group.top_p is not None:
             before = probs.cumsum(-1) - probs  # mass of the better candidates; the first always stays
             probs = probs.masked_fill(before >= group.top_p, 0.0)
-        choice = group.draw(probs)
+        choice = group.draw(probs, indices)
         return indices.gather(-1, choice[:, None])[:, 0]
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""The batched sampler: every row follows its own SamplingParams exactly as the per-row sampler did."""
+"""The batched sampler: every row follows its own SamplingParams exactly as the per-row sampler did
+(seeded rows with their counter-based noise, engine/noise.py, in place of a torch.Generator)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from glm_vision.backend import SamplingParams
+from glm_vision.engine.noise import SeededNoise
 from glm_vision.engine.sampling import BatchSampler, SamplerState
 
 VOCAB = 500
@@ -13,7 +15,8 @@ STOPS = {3, 7}
 
 
 class ReferenceSampler:
-    """The per-row sampler the engine used before batching, kept verbatim as the reference."""
+    """The per-row sampler the engine used before batching, kept as the reference; a seeded row
+    draws with its own noise stream where it had its own torch.Generator."""
 
     def __init__(self, params, vocab_size, device, prompt_ids, stop_ids=frozenset()):
         self.params = params
@@ -22,10 +25,13 @@ class ReferenceSampler:
         self.seen = torch.zeros(vocab_size, dtype=torch.bool, device=device)
         if prompt_ids:
             self.seen[torch.tensor(sorted(set(prompt_ids)), device=device)] = True
-        self.generator = None
-        if params.seed is not None:
-            self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(params.seed)
+        self.noise = None if params.seed is None else SeededNoise([params.seed], [0], torch.device(device))
+
+    def multinomial(self, probs, ids):
+        """One index into `probs` (1-D) over token `ids`: torch's own draw, or the seeded noise's."""
+        if self.noise is None:
+            return torch.multinomial(probs, 1)[0]
+        return (probs / self.noise.exponential(ids[None])[0]).argmax()
 
     def __call__(self, logits):
         p = self.params
@@ -44,7 +50,7 @@ class ReferenceSampler:
             if p.top_p < 1.0:
                 before = probs.cumsum(-1) - probs
                 probs = probs.masked_fill(before >= p.top_p, 0.0)
-            token = indices[torch.multinomial(probs, 1, generator=self.generator)[0]]
+            token = indices[self.multinomial(probs, indices)]
         else:
             scores = scores / p.temperature
             if p.top_p < 1.0:
@@ -54,7 +60,7 @@ class ReferenceSampler:
                 drop_sorted[-1] = False
                 drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
                 scores = scores.masked_fill(drop, float("-inf"))
-            token = torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0]
+            token = self.multinomial(scores.softmax(-1), torch.arange(scores.numel(), device=scores.device))
         self.seen[token] = True
         return token
 
@@ -124,7 +130,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the GPU's
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_batched_equals_the_per_row_sampler_for_mixed_params(device):
-    """Seeded rows draw the same random numbers as the old per-row sampler: every token is equal."""
+    """Seeded rows draw the same noise as a per-row sampler with the row's own stream: every token is equal."""
     params = mixed_params()
     ids = prompts(len(params))
     reference = [ReferenceSampler(p, VOCAB, device, ids[i], STOPS) for i, p in enumerate(params)]
@@ -220,20 +226,40 @@ def test_seeded_rows_give_the_same_tokens_alone_or_in_any_batch():
 
     alone = {r: run([r], [])[0] for r in range(len(params))}
     unseeded = mixed_params(None) + [SamplingParams(top_k=300, top_p=1.0)]  # a much larger k in the batch
-    for order in (list(range(len(params))), list(reversed(range(len(params)))), [4, 9, 2]):
-        together = run(order, unseeded)
+    seeded = mixed_params(500)  # other seeded rows: the same groups (path and k) as the rows under test
+    for order, others in (
+        (list(range(len(params))), unseeded),
+        (list(reversed(range(len(params)))), unseeded + seeded),
+        ([4, 9, 2], seeded),
+    ):
+        together = run(order, others)
         for r, tokens in zip(order, together, strict=False):
             assert tokens == alone[r], f"row {r} changed in a batch"
 
 
 def test_rows_keep_their_history_when_the_batch_changes():
-    """Joining, leaving, reordering and a B = 1 first token: each row's seen set follows the row."""
+    """Joining, leaving, reordering and a B = 1 first token: each row's seen set and noise stream
+    follow the row (the last layout is one the B = 1 sampler saw before, two steps ago)."""
     params = mixed_params()[:6]
     ids = prompts(len(params))
     reference = [ReferenceSampler(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
     states = [SamplerState(p, VOCAB, "cpu", ids[i], STOPS) for i, p in enumerate(params)]
     first, decode = BatchSampler("cpu"), BatchSampler("cpu")
-    layouts = [[0], [0], [0, 1], [0, 1], [2], [0, 1, 2], [1, 2], [2, 1, 3], [3, 4, 5, 2], [5, 4, 3, 2], [5]]
+    layouts = [
+        [0],
+        [0],
+        [0, 1],
+        [0, 1],
+        [2],
+        [0, 1, 2],
+        [1, 2],
+        [2, 1, 3],
+        [3, 4, 5, 2],
+        [5, 4, 3, 2],
+        [5],
+        [2, 5],
+        [5],
+    ]
     for step, layout in enumerate(layouts):
         logits = make_logits(len(layout), seed=200 + step, stops_first=step % 2 == 0)
         sampler = first if len(layout) == 1 else decode
