@@ -88,7 +88,12 @@ def _chat_column(w: Widgets, t, state) -> tuple:
     gr.Markdown("## " + "GLM-4.6V-Flash")
     gr.Markdown(state.history_banner, elem_id="glmv-history-banner", visible=bool(state.history_banner))
     w.title = gr.Textbox(
-        label=t("chat_title"), elem_id="glmv-title", max_lines=1, visible=state.history is not None, container=False
+        label=t("chat_title"),
+        placeholder=t("chat_title_hint"),
+        elem_id="glmv-title",
+        max_lines=1,
+        visible=state.history is not None,
+        container=False,
     )
     w.status = gr.Markdown(elem_id="glmv-status")
     w.error = gr.Markdown(elem_id="glmv-error")

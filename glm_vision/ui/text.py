@@ -36,6 +36,7 @@ EN = {
     "chats": "Chats",
     "search": "Search all chats…",
     "chat_title": "Title",
+    "chat_title_hint": "This chat's title: named after its first question; type here to rename it",
     "export_all": "Export all",
     "import_all": "Import all",
     "undo_delete": "Undo delete",
@@ -71,6 +72,7 @@ ZH = {
     "chats": "对话列表",
     "search": "搜索所有对话…",
     "chat_title": "标题",
+    "chat_title_hint": "本对话的标题：默认取第一个问题，在此输入即可重命名",
     "export_all": "全部导出",
     "import_all": "全部导入",
     "undo_delete": "撤销删除",
@@ -83,8 +85,9 @@ RUNTIME = {
         "load_failed": "❌ The model failed to load: {error}",
         "model_line": "**Model** {model} · **device** {device}",
         "demo_banner": "⚠️ **Demo model**: a small bundled model for trying the interface; its answers are not "
-        "GLM-4.6V-Flash's. It counts the shapes in plain pictures like the examples, and mostly tells where a shape "
-        "is and what colour it has. Run on a CUDA GPU with `--model zai-org/GLM-4.6V-Flash` for the real model.",
+        "GLM-4.6V-Flash's. On simple pictures like the examples it names, counts, places and boxes the shapes, tells "
+        "their colours and reads the word, best with questions worded like the examples. Run on a CUDA GPU with "
+        "`--model zai-org/GLM-4.6V-Flash` for the real model.",
         "last_answer": "**Last answer** first token {ttft} · {tps} tokens/s · {completion} tokens written · "
         "prompt {prompt} tokens: {cached} cached, {computed} computed · "
         "images: {hits} from cache, {encoded} encoded",
@@ -130,7 +133,7 @@ RUNTIME = {
         "load_failed": "❌ 模型加载失败：{error}",
         "model_line": "**模型** {model} · **设备** {device}",
         "demo_banner": "⚠️ **演示模型**：用于体验界面的小型内置模型，回答并非 GLM-4.6V-Flash 的水平。"
-        "它能数出简单图片（如示例）中的形状，并大多能说出形状的位置和颜色。"
+        "在示例这类简单图片上，它能说出形状的种类、数量、位置和颜色，框出形状并读出文字；问法与示例相近时最准。"
         "在 CUDA GPU 上使用 `--model zai-org/GLM-4.6V-Flash` 运行真实模型。",
         "last_answer": "**上一条回答** 首 token {ttft} · {tps} token/秒 · 生成 {completion} 个 token · "
         "提示 {prompt} 个 token：缓存 {cached}，计算 {computed} · 图片：缓存命中 {hits}，编码 {encoded}",
