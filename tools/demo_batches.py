@@ -9,14 +9,14 @@ import random
 import numpy as np
 import torch
 
-from glm_vision.synthetic import scenes as demo_data
+from glm_vision.synthetic import questions
 from tools import demo_vit_fast
 from tools.demo_bank import ImageBank
 
 IGNORE = -100
 
 
-def template_messages(conv: demo_data.Conversation) -> tuple[list[dict], list]:
+def template_messages(conv: questions.Conversation) -> tuple[list[dict], list]:
     messages, images = [], []
     for turn in conv.turns:
         content = []
@@ -79,7 +79,7 @@ class Batcher:
 
     def sample(self, rng: random.Random, multi: bool):
         images = rng.choice([2, 2, 3]) if multi else (0 if rng.random() < 0.03 else 1)
-        conv = demo_data.random_conversation(rng, images=images, zh_share=0.4, new_scene=self._pick)
+        conv = questions.random_conversation(rng, images=images, zh_share=0.4, new_scene=self._pick)
         messages, images = template_messages(conv)
         thinking = rng.random() < 0.5
         text = self.processor.apply_chat_template(

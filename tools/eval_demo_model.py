@@ -31,11 +31,11 @@ from glm_vision.engine import Engine
 from glm_vision.engine.loader import DEMO_MODEL_DIR
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
-from glm_vision.synthetic import checking
+from glm_vision.synthetic import checking, questions
 from glm_vision.synthetic import scenes as demo_data
 from tools import eval_plain_scenes
 
-KINDS_OFFSET = {kind: i for i, kind in enumerate(demo_data.KINDS)}
+KINDS_OFFSET = {kind: i for i, kind in enumerate(questions.KINDS)}
 TARGETS = {
     "color": 0.95,
     "shapes": 0.95,
@@ -58,7 +58,7 @@ def ask(engine, history: list[Message], question: str, image, session: str, thin
     return answer
 
 
-def record(tally, failures, section: str, qa: demo_data.QA, answer: str) -> None:
+def record(tally, failures, section: str, qa: questions.QA, answer: str) -> None:
     ok = checking.check_answer(qa, answer)
     tally[section].append(ok)
     tally[f"{section}/{qa.lang}"].append(ok)
@@ -72,7 +72,7 @@ def single_image(
     seed: int,
     tally,
     failures,
-    kinds=demo_data.KINDS,
+    kinds=questions.KINDS,
     bank_seed: int | None = None,
     heldout: bool = False,
 ) -> None:
@@ -88,8 +88,8 @@ def single_image(
             else:
                 scene = demo_data.random_scene(rng, n_shapes=n_shapes, with_word=True if kind == "word" else None)
             lang = "zh" if i % 2 else "en"
-            qa = demo_data.ask(scene, kind, lang, rng, heldout=heldout)
-            if kind in demo_data.NAMED_KINDS and qa.target == "-":
+            qa = questions.ask(scene, kind, lang, rng, heldout=heldout)
+            if kind in questions.NAMED_KINDS and qa.target == "-":
                 continue
             answer = ask(
                 engine, [], qa.question, demo_data.render(scene), f"eval-{kind}-{i}", thinking=(i // 2) % 2 == 0
@@ -122,7 +122,7 @@ def multi_turn(engine, n: int, seed: int, tally, failures) -> None:
         for index, with_image in plan:
             scene = scenes[index]
             kind = rng.choice(kinds if scene.word else kinds[:-1])
-            qa = demo_data.ask(scene, kind, "zh" if rng.random() < 0.3 else "en", rng)
+            qa = questions.ask(scene, kind, "zh" if rng.random() < 0.3 else "en", rng)
             answer = ask(
                 engine, history, qa.question, pictures[index] if with_image else None, f"eval-multi-{i}", thinking
             )
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--show-failures", type=int, default=10)
-    p.add_argument("--kinds", default=",".join(demo_data.KINDS), help="single-image question kinds to ask")
+    p.add_argument("--kinds", default=",".join(questions.KINDS), help="single-image question kinds to ask")
     p.add_argument("--multi-turn", type=int, default=1, help="0: skip the multi-turn conversations")
     p.add_argument("--paraphrase-n", type=int, default=40, help="held-out-template questions per kind; 0: none")
     p.add_argument("--plain-n", type=int, default=24, help="questions per kind about plain pictures; 0: none")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from glm_vision.synthetic import questions
 from glm_vision.synthetic import scenes as demo_data
 
 SHADES = {
@@ -93,7 +94,7 @@ def plain_scene(rng: random.Random) -> tuple[Image.Image, list[Plain]]:
     return big.resize((width, height), Image.LANCZOS), shapes
 
 
-def question(shapes: list[Plain], size: tuple[int, int], kind: str, lang: str, rng: random.Random) -> demo_data.QA:
+def question(shapes: list[Plain], size: tuple[int, int], kind: str, lang: str, rng: random.Random) -> questions.QA:
     """A fixed question of `kind` about the picture, with the fact the answer must state."""
     en, zh = rng.choice(QUESTIONS[kind])
     subject = rng.choice(shapes)
@@ -106,4 +107,4 @@ def question(shapes: list[Plain], size: tuple[int, int], kind: str, lang: str, r
     else:
         sizes = size * 2
         target = ",".join(str(round(v * 1000 / n)) for v, n in zip(subject.box, sizes, strict=True))
-    return demo_data.QA(kind=kind, lang=lang, question=text, answer="", target=target, subject=subject.kind)
+    return questions.QA(kind=kind, lang=lang, question=text, answer="", target=target, subject=subject.kind)

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from glm_vision.synthetic import scenes as demo_data
+from glm_vision.synthetic import questions
 from glm_vision.synthetic.tiny import build_config, build_processor, glm_generation_config, train_tokenizer
 from tools import demo_vit_fast
 from tools.demo_bank import CHAR_CLASSES, COLOR_CLASSES, SHAPE_CLASSES, WORD_CLASS, BankRenderer, normalise_patches
@@ -58,7 +58,7 @@ BOX_WEIGHT = 5.0  # the box error is a mean of 0-1 coordinates: x5 puts a 0.1 er
 
 # ---------------------------------------------------------------------------------------------- processor
 def make_processor(image_tokens: int, vocab_size: int):
-    processor = build_processor(train_tokenizer(vocab_size, demo_data.corpus_text()))
+    processor = build_processor(train_tokenizer(vocab_size, questions.corpus_text()))
     ip = processor.image_processor
     # the processor's pixel counts include the temporal factor (2): `longest_edge` = tokens x 784 x 2
     ip.size = {

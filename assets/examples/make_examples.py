@@ -4,7 +4,7 @@
 
 For each question kind (colour, count, position, shapes, word, box) it walks through seeded scenes
 ("gallery/<kind>/<i>", 448x336, drawn exactly as the training data), asks the kind's first English
-and first Chinese question form (`demo_data.Q_EN` / `Q_ZH`) through the production engine, greedy,
+and first Chinese question form (`templates.Q_EN` / `Q_ZH`) through the production engine, greedy,
 with thinking on and off, and keeps the first scene whose four answers all pass
 `checking.check_answer`. Kinds with no such scene among the first `--tries` are left out (and
 printed). Deterministic for a given checkpoint: rerun it whenever the demo model is retrained.
@@ -18,7 +18,7 @@ import json
 import random
 from pathlib import Path
 
-from glm_vision.synthetic import checking
+from glm_vision.synthetic import checking, questions, templates
 from glm_vision.synthetic import scenes as demo_data
 
 HERE = Path(__file__).resolve().parent
@@ -41,22 +41,22 @@ def scene_for(kind: str, i: int) -> demo_data.Scene:
     return demo_data.random_scene(rng, n_shapes=n, with_word=kind == "word", size=SIZE)
 
 
-def questions(scene: demo_data.Scene, kind: str) -> tuple[demo_data.QA, demo_data.QA]:
+def gallery_questions(scene: demo_data.Scene, kind: str) -> tuple[questions.QA, questions.QA]:
     """The kind's first English and Chinese question form, about the first shape in reading order."""
     subject = scene.ordered()[0].kind
     out = []
-    for lang, forms in (("en", demo_data.Q_EN), ("zh", demo_data.Q_ZH)):
+    for lang, forms in (("en", templates.Q_EN), ("zh", templates.Q_ZH)):
         named = subject if lang == "en" else demo_data.SHAPE_ZH[subject]
         question = forms[kind][0].format(s=named, c="")
-        answer, target = demo_data.answer_for(scene, kind, lang, subject if kind in demo_data.NAMED_KINDS else "")
+        answer, target = questions.answer_for(scene, kind, lang, subject if kind in questions.NAMED_KINDS else "")
         out.append(
-            demo_data.QA(
+            questions.QA(
                 kind=kind,
                 lang=lang,
                 question=question,
                 answer=answer,
                 target=target,
-                subject=subject if kind in demo_data.NAMED_KINDS else "",
+                subject=subject if kind in questions.NAMED_KINDS else "",
             )
         )
     return out[0], out[1]
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         for kind in KINDS:
             for i in range(args.tries):
                 scene = scene_for(kind, i)
-                en, zh = questions(scene, kind)
+                en, zh = gallery_questions(scene, kind)
                 image = demo_data.render(scene)
                 if answers_ok(engine, image, (en, zh)):
                     image.save(HERE / FILES[kind])

@@ -1,4 +1,4 @@
-"""Checking a model's answer to a synthetic question (`scenes.QA`): does it state the right fact and
+"""Checking a model's answer to a synthetic question (`questions.QA`): does it state the right fact and
 no contradicting one? Shared by the evaluation, the gallery tool and the tests, so what is taught
 (`scenes`) and what is measured cannot drift."""
 
@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from .scenes import COLORS, QA, SHAPES, SLOTS, WORDS
+from .questions import QA
+from .scenes import COLORS, SHAPES, SLOTS, WORDS
 
 COLOR_WORDS = {"en": [c[0] for c in COLORS], "zh": [c[1] for c in COLORS]}
 SHAPE_WORDS = {"en": [s[0] for s in SHAPES], "zh": [s[1] for s in SHAPES]}

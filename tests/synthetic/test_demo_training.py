@@ -86,11 +86,11 @@ def test_split_run_with_bank_changes_resumes_and_writes_a_loadable_checkpoint(tm
 
 
 def test_banks_hold_different_scenes():
-    from glm_vision.synthetic import scenes as demo_data
+    from glm_vision.synthetic import questions
     from glm_vision.synthetic.tiny import build_processor, train_tokenizer
     from tools import demo_bank
 
-    processor = build_processor(train_tokenizer(600, demo_data.corpus_text()))
+    processor = build_processor(train_tokenizer(600, questions.corpus_text()))
     renderer = demo_bank.BankRenderer(processor.image_processor, 4, seed=0, procs=1)
     first, second, again = renderer.get(0), renderer.get(1), renderer.get(0)
     assert first.scenes != second.scenes

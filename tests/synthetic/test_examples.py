@@ -43,6 +43,6 @@ def test_example_is_answered_right(engine, item):
 
     on_disk = Image.open(EXAMPLES / item["image"]).convert("RGB")
     assert ImageChops.difference(on_disk, demo_data.render(scene)).getbbox() is None
-    en, zh = make_examples.questions(scene, kind)
+    en, zh = make_examples.gallery_questions(scene, kind)
     assert (en.question, zh.question) == (item["question"], item["question_zh"])
     assert make_examples.answers_ok(engine, on_disk, (en, zh)), item

@@ -13,7 +13,7 @@ import pytest
 
 from glm_vision.conversation import Message
 from glm_vision.grounding import annotate_answer
-from glm_vision.synthetic import checking, templates
+from glm_vision.synthetic import checking, questions, templates
 from glm_vision.synthetic import scenes as demo_data
 from tools import eval_plain_scenes
 
@@ -29,7 +29,7 @@ def varied():
 def test_box_answers_are_read_by_the_grounding_parser_as_the_drawn_box(varied):
     rng = random.Random(1)
     for scene in varied[:60]:
-        qa = demo_data.ask(scene, "box", rng.choice(["en", "zh"]), rng, subject=scene.shapes[0].kind)
+        qa = questions.ask(scene, "box", rng.choice(["en", "zh"]), rng, subject=scene.shapes[0].kind)
         picture = demo_data.render(scene)
         (found,) = annotate_answer(qa.answer, [Message("user", qa.question, [picture])])
         want = demo_data.shape_box(scene, scene.shapes[0])
@@ -44,27 +44,27 @@ def test_a_missing_shape_gets_a_there_is_no_answer():
     rng = random.Random(2)
     scene = demo_data.random_scene(rng, n_shapes=1)
     absent = next(k for k, _ in demo_data.SHAPES if k != scene.shapes[0].kind)
-    for kind in demo_data.NAMED_KINDS:
-        en = demo_data.ask(scene, kind, "en", rng, subject=absent)
-        zh = demo_data.ask(scene, kind, "zh", rng, subject=absent)
+    for kind in questions.NAMED_KINDS:
+        en = questions.ask(scene, kind, "en", rng, subject=absent)
+        zh = questions.ask(scene, kind, "zh", rng, subject=absent)
         assert en.answer == f"There is no {absent} in the image." and zh.answer.startswith("图中没有")
 
 
 def test_the_tokenizer_writes_coordinates_digit_by_digit():
     from glm_vision.synthetic.tiny import train_tokenizer
 
-    tok = train_tokenizer(1000, demo_data.corpus_text(300))
+    tok = train_tokenizer(1000, questions.corpus_text(300))
     tokens = tok.encode("<|begin_of_box|>[433,767,1000,8]<|end_of_box|>").tokens
     assert tokens == ["<|begin_of_box|>", "[", *"433", ",", *"767", ",", *"1000", ",", "8", "]", "<|end_of_box|>"]
 
 
 def test_held_out_phrasings_are_never_train_phrasings():
     for train, heldout in ((templates.Q_EN, templates.HELDOUT_EN), (templates.Q_ZH, templates.HELDOUT_ZH)):
-        assert set(train) == set(heldout) == set(demo_data.KINDS)
-        for kind in demo_data.KINDS:
+        assert set(train) == set(heldout) == set(questions.KINDS)
+        for kind in questions.KINDS:
             assert not set(train[kind]) & set(heldout[kind])
             assert "{c}" not in train[kind][0] and "{c}" not in heldout[kind][0]  # the missing-shape fallback
-    corpus = demo_data.corpus_text(200)
+    corpus = questions.corpus_text(200)
     assert "Outline the" not in corpus and "圈出" not in corpus  # the tokenizer never saw them either
 
 
@@ -74,7 +74,7 @@ def test_answers_follow_the_question_language_and_name_only_what_is_there(varied
         colours = {s.color for s in scene.shapes}
         for kind in ("describe", "shapes", "color", "position", "count", "word"):
             for lang in ("en", "zh"):
-                qa = demo_data.ask(scene, kind, lang, rng, heldout=rng.random() < 0.5)
+                qa = questions.ask(scene, kind, lang, rng, heldout=rng.random() < 0.5)
                 assert bool(CJK.search(qa.answer)) == (lang == "zh"), qa
                 named = checking.mentions(qa.answer, checking.SHAPE_WORDS[lang])
                 assert {checking.SHAPE_WORDS["en"][i] for i in named} <= {s.kind for s in scene.shapes} | {qa.subject}
