@@ -13,7 +13,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from .backend import AnswerDelta, EngineError, GenerationRequest, ModelLoadError, SamplingParams, answer_deltas
+from .backend import (
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    ModelLoadError,
+    SamplingParams,
+    answer_deltas,
+)
 from .conversation import Message
 from .images import ImageError, load_media
 from .process import exit_now
@@ -30,7 +37,7 @@ def print_answer(handle) -> None:
     """Reasoning to stderr (after a '[thinking]' mark), the answer to stdout, as they arrive."""
     thinking_shown = False
     for item in answer_deltas(handle):
-        if not isinstance(item, AnswerDelta):
+        if isinstance(item, GenerationResult):
             print()
             usage = item.usage
             log.info(

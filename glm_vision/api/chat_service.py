@@ -12,7 +12,15 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ..backend import AnswerDelta, Backend, EngineError, GenerationRequest, GenerationResult, answer_deltas_async
+from ..backend import (
+    AnswerDelta,
+    Backend,
+    ChoiceEnd,
+    EngineError,
+    GenerationRequest,
+    GenerationResult,
+    answer_deltas_async,
+)
 from ..grounding import reply_images
 from .errors import APIError, engine_error, error_body
 from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
@@ -137,13 +145,18 @@ async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWri
     try:
         for index in range(handle.request.n):
             yield writer.delta({"role": "assistant", "content": ""}, index=index)
+        finished: set[int] = set()  # choices closed by their ChoiceEnd (n > 1)
         async for item in answer_deltas_async(_prepend(first, events)):
             if isinstance(item, AnswerDelta):
                 for chunk in writer.answer(item, logprobs):
                     yield chunk
+            elif isinstance(item, ChoiceEnd):
+                finished.add(item.choice.index)
+                for chunk in writer.finish(item.choice):
+                    yield chunk
             else:
                 for choice in item.choices:
-                    for chunk in writer.finish(choice):
+                    for chunk in writer.finish(choice) if choice.index not in finished else ():
                         yield chunk
                 if writer.include_usage:
                     yield writer.usage(item)

@@ -25,7 +25,7 @@ from .requests import (
     OutputConstraint,
     SamplingParams,
 )
-from .results import Choice, GenerationResult, TextDelta, TokenLogprob, TopLogprob, Usage
+from .results import Choice, ChoiceEnd, GenerationResult, TextDelta, TokenLogprob, TopLogprob, Usage
 
 __all__ = [
     "DEFAULT_REPETITION_PENALTY",
@@ -38,6 +38,7 @@ __all__ = [
     "Backend",
     "BackendInfo",
     "Choice",
+    "ChoiceEnd",
     "ContextOverflowError",
     "EngineError",
     "EngineUnavailableError",

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..conversation import StreamSplitter
-from .results import GenerationResult, TextDelta, TokenLogprob
+from .results import ChoiceEnd, GenerationResult, TextDelta, TokenLogprob
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class _Splitter:
         self.splitters: dict[int, StreamSplitter] = {}
         self.held: dict[int, list[TokenLogprob]] = {}
 
-    def feed(self, item) -> Iterator[AnswerDelta | GenerationResult]:
+    def feed(self, item) -> Iterator[AnswerDelta | ChoiceEnd | GenerationResult]:
         if isinstance(item, TextDelta):
             splitter = self.splitters.setdefault(item.index, StreamSplitter())
             held = self.held.setdefault(item.index, [])
@@ -40,22 +40,30 @@ class _Splitter:
                 self.held[item.index] = []
                 yield AnswerDelta(reasoning, answer, item.index, tuple(held))
             return
+        if isinstance(item, ChoiceEnd):
+            yield from self._flush(item.choice.index)
+            yield item
+            return
         for index in sorted(set(self.splitters) | set(self.held)):
-            reasoning, answer = self.splitters.get(index, StreamSplitter()).flush()
-            held = tuple(self.held.get(index, ()))
-            if reasoning or answer or held:
-                yield AnswerDelta(reasoning, answer, index, held, final=True)
+            yield from self._flush(index)
         yield item
 
+    def _flush(self, index: int) -> Iterator[AnswerDelta]:
+        """A choice's last delta: what its splitter held back, and logprobs not yet sent."""
+        reasoning, answer = self.splitters.pop(index, StreamSplitter()).flush()
+        held = tuple(self.held.pop(index, ()))
+        if reasoning or answer or held:
+            yield AnswerDelta(reasoning, answer, index, held, final=True)
 
-def answer_deltas(events: Iterable) -> Iterator[AnswerDelta | GenerationResult]:
-    """`AnswerDelta`s as the text arrives, then the `GenerationResult`."""
+
+def answer_deltas(events: Iterable) -> Iterator[AnswerDelta | ChoiceEnd | GenerationResult]:
+    """`AnswerDelta`s as the text arrives (and `ChoiceEnd`s, n > 1), then the `GenerationResult`."""
     split = _Splitter()
     for item in events:
         yield from split.feed(item)
 
 
-async def answer_deltas_async(events: AsyncIterable) -> AsyncIterator[AnswerDelta | GenerationResult]:
+async def answer_deltas_async(events: AsyncIterable) -> AsyncIterator[AnswerDelta | ChoiceEnd | GenerationResult]:
     split = _Splitter()
     async for item in events:
         for out in split.feed(item):

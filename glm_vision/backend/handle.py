@@ -1,6 +1,7 @@
 """A running request as its caller sees it, whichever backend serves it.
 
-Iterate a `RequestHandle` (or `async for` it) for `TextDelta`s and one final `GenerationResult`;
+Iterate a `RequestHandle` (or `async for` it) for `TextDelta`s (with n > 1, a `ChoiceEnd` for each
+choice done before the last) and one final `GenerationResult`;
 `cancel()` asks the backend to stop (the local engine stops within one decode step, a remote
 server when its stream is closed). The backend's thread feeds it with `_emit` and `_finish`.
 """
@@ -15,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 from .requests import GenerationRequest
-from .results import GenerationResult, TextDelta
+from .results import Choice, ChoiceEnd, GenerationResult, TextDelta
 
 _DONE = object()
 
@@ -61,6 +62,9 @@ class RequestHandle:
     def _emit(self, text: str, index: int = 0, logprobs: tuple = ()) -> None:
         self._put(TextDelta(text, index, tuple(logprobs)))
 
+    def _choice_end(self, choice: Choice) -> None:
+        self._put(ChoiceEnd(choice))
+
     def _finish(self, result: GenerationResult | None, error: BaseException | None) -> None:
         if result is not None:
             result.usage.queue_s = self.queue_s
@@ -75,14 +79,14 @@ class RequestHandle:
             return self.result
         return item
 
-    def __iter__(self) -> Iterator[TextDelta | GenerationResult]:
+    def __iter__(self) -> Iterator[TextDelta | ChoiceEnd | GenerationResult]:
         while True:
             item = self._next()
             yield item
             if isinstance(item, GenerationResult):
                 return
 
-    async def __aiter__(self) -> AsyncIterator[TextDelta | GenerationResult]:
+    async def __aiter__(self) -> AsyncIterator[TextDelta | ChoiceEnd | GenerationResult]:
         """Async iteration without a thread per waiting request: the backend wakes the event loop."""
         event = asyncio.Event()
         self._waiter = (asyncio.get_running_loop(), event)

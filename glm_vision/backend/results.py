@@ -94,6 +94,14 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class ChoiceEnd:
+    """One of n choices is done while others still run (streamed before the final result, so that a
+    stream can close that choice at once, as OpenAI's does)."""
+
+    choice: Choice
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     """The answer (choice 0's text, finish reason, tokens, logprobs) and, for n > 1, every choice.
     Usage counts the prompt once and the tokens of all choices."""

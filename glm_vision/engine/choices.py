@@ -1,6 +1,7 @@
 """n choices of one request: the prompt is prefilled once, its KV copied on the device into the
 slots of the other n-1 continuations, each with its own sampler (seed + i), guide and text stream.
-The request's handle is finished once, when the last choice is done (or at the first error)."""
+The request's handle is finished once, when the last choice is done (or at the first error); each
+choice done before that is announced on its own (`ChoiceEnd`)."""
 
 from __future__ import annotations
 
@@ -44,5 +45,9 @@ def combine(results: list[GenerationResult]) -> GenerationResult:
     first = results[0]
     usage = first.usage
     usage.completion_tokens = sum(r.usage.completion_tokens for r in results)
-    extra = tuple(Choice(i, r.text, r.finish_reason, r.token_ids, r.logprobs) for i, r in enumerate(results) if i)
+    extra = tuple(as_choice(i, r) for i, r in enumerate(results) if i)
     return replace(first, usage=usage, extra_choices=extra)
+
+
+def as_choice(index: int, result: GenerationResult) -> Choice:
+    return Choice(index, result.text, result.finish_reason, result.token_ids, result.logprobs)

@@ -24,6 +24,7 @@ import logging
 import torch
 
 from ..backend import EngineError, GpuOutOfMemoryError
+from .choices import as_choice
 from .runner import ModelRunner
 from .sequence import Sequence
 from .vision import EncodeJob
@@ -360,7 +361,9 @@ class Scheduler:
         self._release(seq)
         self.served += 1
         if seq.family is not None:  # one of n choices: the handle finishes with the last one
-            result = seq.family.add(seq.index, result)
+            done, result = result, seq.family.add(seq.index, result)
+            if result is None and not seq.family.failed:
+                seq.handle._choice_end(as_choice(seq.index, done))
         if result is not None:
             seq.handle._finish(result, None)
 

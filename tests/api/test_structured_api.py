@@ -130,6 +130,33 @@ def test_n_choices_streamed_with_their_index(wide_server):
     assert set(finish) == {0, 1, 2}
 
 
+def test_each_streamed_choice_finishes_when_it_ends(wide_server):
+    """With the official client, n = 3 choices that stop at different points: a choice's finish chunk
+    comes as soon as it is done (others still streaming), and nothing of it follows."""
+    client = openai.OpenAI(base_url=wide_server.url + "/v1", api_key="none")
+
+    def events(seed: int) -> list[tuple[int, str | None, str | None]]:
+        stream = client.chat.completions.create(
+            model="glm-vision", messages=chat()["messages"], n=3, seed=seed, max_tokens=24, temperature=1.0,
+            top_p=1.0, stop=["e"], stream=True, extra_body={"top_k": 0},
+        )  # fmt: skip
+        return [(c.index, c.delta.content, c.finish_reason) for chunk in stream for c in chunk.choices]
+
+    for seed in range(40):
+        seen = events(seed)
+        lengths = {i: sum(len(text or "") for j, text, _ in seen if j == i) for i in range(3)}
+        if len(set(lengths.values())) > 1:
+            break
+    else:
+        raise AssertionError("no seed gave choices of different lengths")
+    finished_at = {i: n for n, (i, _, finish) in enumerate(seen) if finish}
+    assert set(finished_at) == {0, 1, 2}
+    for index, position in finished_at.items():
+        assert not any(i == index and text for i, text, _ in seen[position + 1 :])
+    first = min(finished_at.values())
+    assert any(text for _, text, _ in seen[first + 1 :])  # the other choices went on after it
+
+
 def test_thinking_budget_reaches_the_engine(wide_server):
     answer = post(wide_server, chat(thinking_token_budget=2, seed=3, max_tokens=20)).json()
     message = answer["choices"][0]["message"]

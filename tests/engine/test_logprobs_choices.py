@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from glm_vision.backend import GenerationRequest, SamplingParams, TextDelta
+from glm_vision.backend import ChoiceEnd, GenerationRequest, GenerationResult, SamplingParams, TextDelta
 from glm_vision.conversation import Message
 from tests.reference import reference_inputs
 
@@ -90,10 +90,34 @@ def test_n_choices_are_reproducible_and_prefill_once(engine):
 def test_n_choices_stream_with_their_index(engine):
     request = GenerationRequest([Message("user", "Hello")], SamplingParams(seed=3, max_new_tokens=8), n=2)
     texts = {0: "", 1: ""}
-    result = None
-    for item in engine.submit(request):
+    events = list(engine.submit(request))
+    for item in events:
         if isinstance(item, TextDelta):
             texts[item.index] += item.text
-        else:
-            result = item
+    result = events[-1]
+    assert isinstance(result, GenerationResult)
     assert [texts[0], texts[1]] == [c.text for c in result.choices]
+
+
+def test_a_choice_that_ends_first_is_announced_at_once(engine):
+    """n = 3 choices stopping at different steps (a stop string each meets in its own place): every
+    choice but the last to finish gets a `ChoiceEnd` when it is done, equal to its final form, and
+    nothing of it is streamed after that."""
+    for seed in range(40):
+        sampling = SamplingParams(seed=seed, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=24, stop=("e",))
+        events = list(engine.submit(GenerationRequest([Message("user", "Hello")], sampling, n=3)))
+        lengths = {len(c.token_ids) for c in events[-1].choices}
+        if len(lengths) > 1:
+            break
+    else:
+        raise AssertionError("no seed gave choices of different lengths")
+    result = events[-1]
+    ends = [(i, item.choice) for i, item in enumerate(events) if isinstance(item, ChoiceEnd)]
+    assert len(ends) == 2  # all but the choice that finishes last (it ends with the result)
+    for position, choice in ends:
+        assert choice == result.choices[choice.index]
+        later = [e for e in events[position:] if isinstance(e, TextDelta) and e.index == choice.index]
+        assert not later
+    shortest = min(result.choices, key=lambda c: len(c.token_ids))
+    end_of_shortest = next(i for i, c in ends if c.index == shortest.index)
+    assert any(isinstance(e, TextDelta) for e in events[end_of_shortest:])  # others still streaming
