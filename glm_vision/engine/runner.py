@@ -161,7 +161,9 @@ class ModelRunner:
     def _preprocess(self, img: PromptImage, size: dict[str, int]):
         """One picture's patches on the device and its grid (checked against the prompt's)."""
         # the picture goes to the device from pinned memory: the processor's own copy would wait for the GPU
-        pixels = to_device(np.ascontiguousarray(np.asarray(img.image.image).transpose(2, 0, 1)), None, self.device)
+        # one writable channels-first copy (Pillow's array is read-only, and a 1x1 picture's transpose is no copy)
+        channels_first = np.array(np.asarray(img.image.image).transpose(2, 0, 1), order="C")
+        pixels = to_device(channels_first, None, self.device)
         inputs = self.builder.image_processor(
             images=[pixels], size=size, return_tensors="pt", device=self.device, input_data_format="channels_first"
         )
