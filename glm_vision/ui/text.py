@@ -85,9 +85,8 @@ RUNTIME = {
         "load_failed": "❌ The model failed to load: {error}",
         "model_line": "**Model** {model} · **device** {device}",
         "demo_banner": "⚠️ **Demo model**: a small bundled model for trying the interface; its answers are not "
-        "GLM-4.6V-Flash's. On simple pictures like the examples it names, counts, places and boxes the shapes, tells "
-        "their colours and reads the word, best with questions worded like the examples. Run on a CUDA GPU with "
-        "`--model zai-org/GLM-4.6V-Flash` for the real model.",
+        "GLM-4.6V-Flash's. On simple pictures like the examples it names, counts, places and boxes shapes and reads "
+        "words. Run on a CUDA GPU with `--model zai-org/GLM-4.6V-Flash` for the real model.",
         "last_answer": "**Last answer** first token {ttft} · {tps} tokens/s · {completion} tokens written · "
         "prompt {prompt} tokens: {cached} cached, {computed} computed · "
         "images: {hits} from cache, {encoded} encoded",
@@ -133,7 +132,7 @@ RUNTIME = {
         "load_failed": "❌ 模型加载失败：{error}",
         "model_line": "**模型** {model} · **设备** {device}",
         "demo_banner": "⚠️ **演示模型**：用于体验界面的小型内置模型，回答并非 GLM-4.6V-Flash 的水平。"
-        "在示例这类简单图片上，它能说出形状的种类、数量、位置和颜色，框出形状并读出文字；问法与示例相近时最准。"
+        "在示例这类简单图片上，它能说出形状的种类、数量、位置和颜色，框出形状并读出文字。"
         "在 CUDA GPU 上使用 `--model zai-org/GLM-4.6V-Flash` 运行真实模型。",
         "last_answer": "**上一条回答** 首 token {ttft} · {tps} token/秒 · 生成 {completion} 个 token · "
         "提示 {prompt} 个 token：缓存 {cached}，计算 {computed} · 图片：缓存命中 {hits}，编码 {encoded}",
