@@ -1,0 +1,90 @@
+"""Where a decode step's time goes on the GPU: torch.profiler over the decode steps of the full-size random
+model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
+
+    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json
+
+For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
+run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
+is kernel-bound (faster kernels are the lever); far below it, host-bound (launches and Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from bench import bench_constraints
+from glm_vision.backend import GenerationRequest, SamplingParams
+from glm_vision.conversation import Message
+from glm_vision.engine import scheduler
+
+PROMPT = "Write a long story about a cat. " * 20
+
+
+class StepTimer:
+    """Times `Scheduler.step` while switched on."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.steps: list[float] = []
+        original = scheduler.Scheduler.step
+
+        def timed(sched):
+            if not self.on:
+                return original(sched)
+            started = time.perf_counter()
+            try:
+                return original(sched)
+            finally:
+                self.steps.append(time.perf_counter() - started)
+
+        scheduler.Scheduler.step = timed
+
+
+def run(engine, timer: StepTimer, batch: int, tokens: int, profile: bool = False) -> None:
+    sampling = SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)
+    handles = [engine.submit(GenerationRequest([Message("user", PROMPT)], sampling)) for _ in range(batch)]
+    for handle in handles:
+        next(iter(handle))  # every prompt prefilled: only decode steps are timed
+    timer.steps.clear()
+    timer.on = True
+    profiler = torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    )
+    if profile:
+        profiler.__enter__()
+    results = [handle.wait() for handle in handles]
+    if profile:
+        torch.cuda.synchronize()
+        profiler.__exit__(None, None, None)
+    timer.on = False
+    rate = sum(r.usage.completion_tokens - 1 for r in results) / max(r.usage.decode_s for r in results)
+    steps = len(timer.steps)
+    print(f"batch {batch}: {rate:.1f} tok/s, {steps} steps, median step {1000 * statistics.median(timer.steps):.2f} ms")
+    if profile:
+        table = profiler.key_averages()
+        gpu_ms = sum(e.self_device_time_total for e in table) / 1000
+        print(f"  profiled: kernels {gpu_ms / steps:.2f} ms of GPU time a step")
+        print(table.table(sort_by="self_device_time_total", row_limit=18))
+        print(table.table(sort_by="self_cpu_time_total", row_limit=18))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="a model config.json: full-size random bf16 weights")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args(argv)
+    timer = StepTimer()
+    engine = bench_constraints.load_engine(argparse.Namespace(tiny=False, config=args.config, batch=args.batch))
+    for batch in args.batch:
+        run(engine, timer, batch, args.tokens)
+        run(engine, timer, batch, args.tokens // 2, profile=True)
+    engine.shutdown()
+
+
+if __name__ == "__main__":
+    main()
