@@ -24,6 +24,7 @@ class _ChoiceState:
     in_reasoning: bool = False
     logprobs: list[TokenLogprob] | None = None
     calls: dict[int, list] = field(default_factory=dict)  # call index -> [name, argument fragments]
+    closed: bool = False  # its finish reason came: everything of it has been emitted
 
 
 class Relay:
@@ -58,13 +59,24 @@ class Relay:
                 self.chunks += 1
                 self.take_delta(index, choice.delta, _logprobs(choice))
                 if choice.finish_reason:
-                    self.emit_calls(index)
-                    self.choices[index].finish_reason = "length" if choice.finish_reason == "length" else "stop"
+                    self.close(index, "length" if choice.finish_reason == "length" else "stop")
         for index, state in enumerate(self.choices):
-            if state.calls:
-                self.emit_calls(index)  # a stream that ended without a finish reason
-            if state.in_reasoning and state.finish_reason == "stop":
-                self.emit(index, THINK_CLOSE)
+            if not state.closed:  # a stream that ended without a finish reason
+                self.close(index, state.finish_reason)
+
+    def close(self, index: int, finish_reason: str) -> None:
+        """A choice is done: its pending calls and closing tag are written; with others still running
+        (n > 1) it is announced at once."""
+        state = self.choices[index]
+        if state.closed:
+            return
+        self.emit_calls(index)
+        if state.in_reasoning and finish_reason == "stop":
+            self.emit(index, THINK_CLOSE)
+            state.in_reasoning = False
+        state.finish_reason, state.closed = finish_reason, True
+        if not all(other.closed for other in self.choices):
+            self.handle._choice_end(self.choice(index))
 
     def take_usage(self, usage) -> None:
         self.usage.prompt_tokens = usage.prompt_tokens or 0
@@ -121,16 +133,7 @@ class Relay:
             self.usage.decode_s = time.perf_counter() - self.first_at
         if not self.usage.completion_tokens:
             self.usage.completion_tokens = self.chunks  # a server that sent no usage: count the chunks
-        choices = [
-            Choice(
-                i,
-                "".join(s.parts),
-                "cancelled" if cancelled else s.finish_reason,
-                (),
-                tuple(s.logprobs) if s.logprobs is not None else None,
-            )
-            for i, s in enumerate(self.choices)
-        ]
+        choices = [self.choice(i, cancelled) for i in range(len(self.choices))]
         first = choices[0]
         return GenerationResult(
             text=first.text,
@@ -140,6 +143,11 @@ class Relay:
             logprobs=first.logprobs,
             extra_choices=tuple(choices[1:]),
         )
+
+    def choice(self, index: int, cancelled: bool = False) -> Choice:
+        state = self.choices[index]
+        logprobs = tuple(state.logprobs) if state.logprobs is not None else None
+        return Choice(index, "".join(state.parts), "cancelled" if cancelled else state.finish_reason, (), logprobs)
 
 
 def _logprobs(choice) -> tuple[TokenLogprob, ...]:

@@ -123,7 +123,7 @@ def test_every_field_is_forwarded_and_the_answers_come_back(remote, stream):
             assert {t.logprob for t in tokens} == {-0.25 * (choice.index + 1)}
             assert [t.token for t in tokens[0].top_logprobs] == [tokens[0].token, "x"]
         return
-    content, logprobs, finish = {0: "", 1: ""}, {0: [], 1: []}, {}
+    content, logprobs, finish, order = {0: "", 1: ""}, {0: [], 1: []}, {}, []
     for chunk in result:
         for choice in chunk.choices:
             content[choice.index] += choice.delta.content or ""
@@ -131,7 +131,10 @@ def test_every_field_is_forwarded_and_the_answers_come_back(remote, stream):
                 logprobs[choice.index] += choice.logprobs.content
             if choice.finish_reason:
                 finish[choice.index] = choice.finish_reason
+            order.append((choice.index, bool(choice.delta.content), choice.finish_reason))
     assert [content[0], content[1]] == ANSWERS and finish == {0: "stop", 1: "stop"}
+    # the upstream finishes choice 0 before it writes choice 1: its finish chunk is passed on at once
+    assert order.index((0, False, "stop")) < order.index(next(e for e in order if e[0] == 1 and e[1]))
     assert ["".join(t.token for t in logprobs[i]) for i in (0, 1)] == ANSWERS
 
 
