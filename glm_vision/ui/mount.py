@@ -41,6 +41,8 @@ CSS = """
 .glmv-versions { display: inline-flex; align-items: center; gap: 6px; font-size: 0.85em; }
 .glmv-versions button { padding: 0 8px; border-radius: 6px; border: 1px solid var(--border-color-primary); }
 .glmv-versions button:disabled { opacity: 0.35; }
+/* the version control is not a message: no copy button under it */
+.message-row:has(.glmv-versions) + .message-buttons { display: none; }
 .glmv-keys { position: relative; }
 .glmv-keys summary { cursor: pointer; font-size: 0.85em; list-style: none; padding: 4px 8px; }
 .glmv-keys-table { position: absolute; bottom: 100%; right: 0; z-index: 20; font-size: 0.85em; white-space: nowrap;

@@ -118,6 +118,13 @@ def chat(page, question: str, files=None) -> str:
     return page.eval_on_selector_all("#glmv-chat .message.bot", "els => els.map(e => e.innerText)")[-1]
 
 
+NO_BUTTONS_UNDER_VERSIONS = """() => {
+  const row = document.querySelector('#glmv-chat .glmv-versions').closest('.message-row');
+  const buttons = row.nextElementSibling;
+  return !buttons?.classList.contains('message-buttons') || getComputedStyle(buttons).display === 'none';
+}"""
+
+
 def wait_versions(page, count: str) -> None:
     page.wait_for_function(
         "(c) => document.querySelector('#glmv-chat .glmv-version-count')?.innerText === c", arg=count, timeout=WAIT_MS
@@ -233,6 +240,7 @@ def test_retry_twice_keeps_three_answers_to_move_between(history, fresh):
         wait_versions(page, count)
         answers.append(wait_new_answer(page, answers))
         wait_idle(page)
+    assert page.evaluate(NO_BUTTONS_UNDER_VERSIONS)  # the control is not a message: nothing to copy
     for button, count, shown in (("prev", "2/3", 1), ("prev", "1/3", 0), ("next", "2/3", 1), ("next", "3/3", 2)):
         page.click(f".glmv-{button}")
         wait_versions(page, count)
