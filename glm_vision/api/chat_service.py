@@ -156,7 +156,9 @@ async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWri
                     yield chunk
             else:
                 for choice in item.choices:
-                    for chunk in writer.finish(choice) if choice.index not in finished else ():
+                    if choice.index in finished:
+                        continue
+                    for chunk in writer.finish(choice):
                         yield chunk
                 if writer.include_usage:
                     yield writer.usage(item)

@@ -8,7 +8,6 @@ Only this module and `sidebar.py` talk to the store; the store never interprets 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,13 +21,9 @@ ALL_FORMAT = "glm-vision-chats"  # the export-all file: {"format", "version", "e
 ALL_VERSION = 1
 
 
-def png_hash(image: ChatImage) -> str:
-    return hashlib.sha256(image.png()).hexdigest()
-
-
 def referenced(image: ChatImage) -> dict:
     """A picture as the stored document names it: by the hash of its PNG bytes."""
-    return {"name": image.name, "digest": image.digest, "notes": list(image.notes), "sha256": png_hash(image)}
+    return {"name": image.name, "digest": image.digest, "notes": list(image.notes), "sha256": image.png_sha256()}
 
 
 @dataclass
@@ -45,7 +40,7 @@ def chat_parts(transcript: Transcript, settings: dict) -> ChatParts:
     """The chat as the store keeps it: every branch's texts (search) and every picture (first: the
     thumbnail)."""
     turns = list(transcript.every_turn())
-    images = {png_hash(img): img.png() for turn in turns for img in turn.images}
+    images = {img.png_sha256(): img.png() for turn in turns for img in turn.images}
     texts = [turn.text for turn in turns if turn.text]
     return ChatParts(to_document(transcript, referenced), settings, texts, images)
 
@@ -134,4 +129,4 @@ def _image_entries(document: dict):
                 yield from _image_entries(version)
 
 
-__all__ = ["History", "HistoryError", "chat_parts", "png_hash"]
+__all__ = ["History", "HistoryError", "chat_parts"]

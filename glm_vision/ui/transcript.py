@@ -10,6 +10,7 @@ exports) reads a plain list. The JSON form is in `chat_json.py`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
 import time
@@ -25,6 +26,7 @@ class ChatImage:
     image: InputImage
     name: str = "image.png"
     _png: bytes | None = field(default=None, repr=False)
+    _png_sha256: str | None = field(default=None, repr=False)
 
     @property
     def digest(self) -> str:
@@ -41,6 +43,13 @@ class ChatImage:
             self.image.image.save(buffer, format="PNG", optimize=False, compress_level=6)
             self._png = buffer.getvalue()
         return self._png
+
+    def png_sha256(self) -> str:
+        """sha256 of `png()`: the name the chat history stores the picture under (hashed once, not at
+        every save of the chat)."""
+        if self._png_sha256 is None:
+            self._png_sha256 = hashlib.sha256(self.png()).hexdigest()
+        return self._png_sha256
 
 
 @dataclass
