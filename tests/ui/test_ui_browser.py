@@ -21,6 +21,7 @@ from .ui_support import (
     ask,
     bot_texts,
     open_page,
+    queue_behind,
     saved_chat,
     user_texts,
     wait_chat_text,
@@ -417,12 +418,7 @@ def test_queue_position_shown_while_waiting(browser, server, ui_engine):
     try:
         one.fill("#glmv-max-new input[type=number]", "400")
         one.press("#glmv-max-new input[type=number]", "Enter")
-        ask(one, "A long answer first")
-        one.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
-        ask(two, "Then me")
-        two.wait_for_function(
-            "() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS
-        )
+        queue_behind(one, two)
         one.click("#glmv-input .stop-button", timeout=WAIT_MS)
         slow.delay_s = 0.0
         chat = wait_turns(two, 2)

@@ -17,6 +17,7 @@ from .ui_support import (
     WAIT_MS,
     ask,
     open_page,
+    queue_behind,
     saved_chat,
     thumbnail_status,
     ui_sessions,
@@ -120,12 +121,7 @@ def test_stopping_a_queued_question_says_nothing_was_written(browser, server):
     one = open_page(browser.new_context(locale="en-US"), server.url)
     two = open_page(browser.new_context(locale="en-US"), server.url)
     try:
-        ask(one, "A long answer first")
-        one.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
-        ask(two, "Then me")
-        two.wait_for_function(
-            "() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS
-        )
+        queue_behind(one, two)
         two.click("#glmv-input .stop-button", timeout=WAIT_MS)
         two.wait_for_function(
             "() => document.querySelector('#glmv-notice')?.innerText.includes('before the answer began')",

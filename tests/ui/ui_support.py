@@ -106,6 +106,16 @@ def ask(page, text: str, files: list | None = None) -> None:
     page.keyboard.press("Enter")
 
 
+def queue_behind(one, two) -> None:
+    """`one` starts a long answer; `two` asks while it is written and waits first in the queue."""
+    ask(one, "A long answer first")
+    one.wait_for_selector("#glmv-input .stop-button", timeout=WAIT_MS)
+    ask(two, "Then me")
+    two.wait_for_function(
+        "() => document.querySelector('#glmv-status')?.innerText.includes('position 1')", timeout=WAIT_MS
+    )
+
+
 def ui_sessions(engine) -> set[str]:
     """The engine sessions the UI's tabs hold now."""
     return {s for s in engine.sessions._sessions if s.startswith("ui-")}
