@@ -1,6 +1,9 @@
 """The vision encoder alone: one call for 1, 2 or 4 pictures, time per picture (GPU, CUDA events).
 
-    python -m bench.bench_encoder --config bench/glm-4.6v-flash-config.json
+    python -m bench.bench_encoder --config bench/glm-4.6v-flash-config.json [--attention cudnn,flash,efficient]
+
+One table per attention backend tried first (the engine's order, vision_block.ATTENTION_BACKENDS, is
+`cudnn`), with the elementwise work compiled as the engine compiles it on CUDA (`--no-compile`: eager).
 
 GLM-4.6V-Flash's vision tower with random bf16 weights, 1920x1080 screenshots (10,764 patches each),
 preprocessed on the device and encoded by the engine's `VisionEncoder` (attention within each
@@ -17,8 +20,17 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend
 
 from bench.bench_engine import screenshot
+from glm_vision.engine.vision_block import ATTENTION_BACKENDS
+
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 def main() -> None:
@@ -28,12 +40,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--depth", type=int, help="fewer layers (a smoke test on the CPU)")
+    parser.add_argument("--attention", default="cudnn", help="comma-separated: cudnn, flash, efficient, math")
+    parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
     from transformers import Glm4vConfig
     from transformers.models.glm4v.modeling_glm4v import Glm4vVisionModel
 
     from glm_vision.engine.vision import VisionEncoder
-    from glm_vision.tiny import build_processor, full_vocab_tokenizer
+    from glm_vision.synthetic.tiny import build_processor, full_vocab_tokenizer
 
     config = Glm4vConfig(**json.loads(args.config.read_text()))
     config.vision_config._attn_implementation = "sdpa"
@@ -43,7 +57,8 @@ def main() -> None:
     device = torch.device(args.device)
     with device:
         visual = Glm4vVisionModel._from_config(config.vision_config, dtype=torch.bfloat16).eval()
-    encoder = VisionEncoder(SimpleNamespace(model=SimpleNamespace(visual=visual)))
+    model = SimpleNamespace(model=SimpleNamespace(visual=visual))
+    compile_math = not args.no_compile and device.type == "cuda"
     processor = build_processor(full_vocab_tokenizer()).image_processor
     batches = [int(b) for b in args.batches.split(",")]
     pictures = [
@@ -52,8 +67,17 @@ def main() -> None:
     ]
     pictures = [p.to(device) for p in pictures]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
-    print("| pictures per call | patches | ms per call (median) | ms per picture |")
-    print("|---|---|---|---|")
+    for name in args.attention.split(","):
+        first = BACKENDS[name]
+        backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
+        encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
+        print(f"\n{name} attention first, elementwise work {'compiled' if compile_math else 'eager'}:")
+        table(encoder, processor, pictures, batches, args.repeat, device)
+
+
+def table(encoder, processor, pictures, batches, repeat: int, device) -> None:
+    print("| pictures per call | patches | ms per call (median) | ms per picture | TFLOP/s (layers) |")
+    print("|---|---|---|---|---|")
     with torch.inference_mode():
         for batch in batches:
             inputs = processor(
@@ -61,14 +85,16 @@ def main() -> None:
             )
             grids = [tuple(g) for g in inputs["image_grid_thw"].tolist()]
             times = []
-            for _ in range(args.repeat + 1):
+            for _ in range(repeat + 2):
                 job = encoder.start(inputs["pixel_values"], grids)
                 job.advance()
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # reading CUDA events before the GPU has passed them raises
                 times.append(1000 * job.seconds())
-            ms = statistics.median(times[1:])
-            print(f"| {batch} | {sum(t * h * w for t, h, w in grids)} | {ms:.1f} | {ms / batch:.1f} |", flush=True)
+            ms = statistics.median(times[2:])  # the first two: compilation, cuDNN plans
+            tflops = job.block_flops * len(encoder.visual.blocks) / ms / 1e9
+            patches = sum(t * h * w for t, h, w in grids)
+            print(f"| {batch} | {patches} | {ms:.1f} | {ms / batch:.1f} | {tflops:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype
     x = x.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -75,12 +75,12 @@ def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_p
     """The layer's residual stream after attention and MLP, and already the next layer's input norm of
     it (`n_next`; the final norm after the last layer): one fused kernel instead of two per layer."""
     a = F.linear(attn, w_o)
-    h = h + _rms_norm(a, n_post_attn, eps)
-    x = _rms_norm(h, n_pre_mlp, eps)
+    h = h + rms_norm(a, n_post_attn, eps)
+    x = rms_norm(h, n_pre_mlp, eps)
     gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
     x = F.linear(up * F.silu(gate), w_down)
-    h = h + _rms_norm(x, n_post_mlp, eps)
-    return h, _rms_norm(h, n_next, eps)
+    h = h + rms_norm(x, n_post_mlp, eps)
+    return h, rms_norm(h, n_next, eps)
 
 
 def _attend(q, keys, values, valid, scale: float):
@@ -250,9 +250,9 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm, self.project, self.rotate = _rms_norm, _qkv_projection, _rotary
+        self.norm, self.project, self.rotate = rms_norm, _qkv_projection, _rotary
         if compile_math:
-            self.norm = torch.compile(_rms_norm, fullgraph=True)
+            self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
             self.rotate = torch.compile(_rotary, fullgraph=True)

@@ -1,12 +1,12 @@
 """The model's own vision tower, fed so that it never reads a value back from the GPU.
 
 transformers derives the packing of a batch of pictures (cumulative lengths, patch positions) from
-`grid_thw` on the device, and without flash-attn each of the tower's attention layers reads the
-per-picture lengths back to split the sequence. On CUDA every such read, like every copy from
-pageable host memory, waits for the GPU to drain its queue, so the CPU stops launching kernels
-ahead of it. The grids are known on the host before any pixel is, so the packing is computed here
-(by transformers' own functions, on CPU tensors), copied without blocking, and the attention
-layers split by the host copy of the lengths.
+`grid_thw` on the device, and its attention layers read the per-picture lengths back to split the
+sequence. On CUDA every such read, like every copy from pageable host memory, waits for the GPU to
+drain its queue, so the CPU stops launching kernels ahead of it. The grids are known on the host
+before any pixel is, so the packing is computed here (by transformers' own functions, on CPU
+tensors), copied without blocking, and the layers (vision_block.py: transformers' math with the
+elementwise work fused and the fastest attention kernel) split by the host copy of the lengths.
 
 An `EncodeJob` runs the tower a few layers at a time, so that the scheduler can spread a large
 picture's encoder work over several steps while other streams decode. One job takes the pictures of
@@ -16,52 +16,22 @@ to its own patches, as in transformers.
 
 from __future__ import annotations
 
-import threading
 import time
-import types
 from contextlib import contextmanager
 
 import torch
-from transformers.utils.generic import is_flash_attention_requested
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
 from .transfer import to_device
-
-_HOST = threading.local()  # `cu_seqlens` on the host while this thread runs an EncodeJob step
-
-
-def _forward_with_host_lengths(attn, hidden_states, cu_seqlens=None, **kwargs):
-    host = getattr(_HOST, "cu_seqlens", None)
-    return type(attn).forward(attn, hidden_states, cu_seqlens=host if host is not None else cu_seqlens, **kwargs)
-
-
-def _split_on_host(attn) -> None:
-    """Make one attention layer take the host copy of `cu_seqlens` while an EncodeJob step runs; anyone else
-    calling the model (transformers' own generate, in the tests and the benchmark) is unaffected.
-    A bound method, so that a deep copy of the model gets one bound to its own layer."""
-    if "forward" not in vars(attn):
-        attn.forward = types.MethodType(_forward_with_host_lengths, attn)
-
-
-@contextmanager
-def _host_lengths(cu_seqlens: torch.Tensor | None):
-    _HOST.cu_seqlens = cu_seqlens
-    try:
-        yield
-    finally:
-        _HOST.cu_seqlens = None
+from .vision_block import VisionBlocks
 
 
 class VisionEncoder:
-    def __init__(self, model) -> None:
+    def __init__(self, model, *, compile_math: bool = False, attention_backends=None) -> None:
         self.visual = model.model.visual
         self.merge = self.visual.spatial_merge_size
         self.device = next(self.visual.parameters()).device
-        # flash-attn takes the lengths on the device and reads nothing back: nothing to change
-        self.split_on_host = not is_flash_attention_requested(self.visual.config)
-        if self.split_on_host:
-            for block in self.visual.blocks:
-                _split_on_host(block.attn)
+        self.layers = VisionBlocks(self.visual, compile_math=compile_math, backends=attention_backends)
         self.block_weights = sum(p.numel() for p in self.visual.blocks[0].parameters())
         self.hidden = self.visual.config.hidden_size
 
@@ -78,7 +48,7 @@ class VisionEncoder:
 class EncodeJob:
     """One encoder call that can run a few layers at a time (the patch embedding with the first, the
     merger with the last), so that a large picture's encoder work is spread over several scheduler
-    steps instead of stalling every other stream's next token for all of it. The steps are exactly
+    steps instead of stalling every other stream's next token for all of it. The steps compute
     transformers' `Glm4vVisionModel.forward`, fed the packing computed on the host."""
 
     def __init__(self, encoder: VisionEncoder, pixel_values: torch.Tensor, grids: list[tuple[int, int, int]]) -> None:
@@ -88,10 +58,10 @@ class EncodeJob:
         self._host_cu = get_vision_cu_seqlens(host_grid)
         device = encoder.device
         self._grid = to_device(host_grid, None, device)
-        self._cu = to_device(self._host_cu, None, device)
         self._positions = to_device(get_vision_position_ids(host_grid, encoder.merge), None, device)
         self._lengths = self._host_cu[1:] - self._host_cu[:-1]  # patches per picture
-        self._max_seqlen = int(self._lengths.max())
+        self._host_lengths = self._lengths.tolist()
+        self._device_lengths = to_device(self._lengths, None, device)
         self._pixels = pixel_values.to(encoder.visual.dtype)
         self._hidden = self._rotary = None
         self.next_block = 0
@@ -125,13 +95,11 @@ class EncodeJob:
         """Run the next `blocks` layers (None: all that are left); True once the features are ready."""
         visual = self.encoder.visual
         end = len(visual.blocks) if blocks is None else min(len(visual.blocks), self.next_block + max(1, blocks))
-        with self._timed(), _host_lengths(self._host_cu if self.encoder.split_on_host else None):
+        with self._timed():
             if self._hidden is None:
                 self._embed(visual)
-            for block in visual.blocks[self.next_block : end]:
-                self._hidden = block(
-                    self._hidden, cu_seqlens=self._cu, max_seqlen=self._max_seqlen, position_embeddings=self._rotary
-                )
+            for index in range(self.next_block, end):
+                self._hidden = self.encoder.layers.run(index, self._hidden, self._rotary, self._host_lengths)
             self.next_block = end
             if end == len(visual.blocks):
                 self._merge(visual)
@@ -146,7 +114,7 @@ class EncodeJob:
         hidden = visual.post_conv_layernorm(visual.patch_embed(self._pixels))
         self._rotary = visual.rotary_pos_emb(hidden, self._positions)
         self._hidden = visual.embeddings(
-            hidden, self._cu[1:] - self._cu[:-1], self._grid, self._positions[:, 0], self._positions[:, 1]
+            hidden, self._device_lengths, self._grid, self._positions[:, 0], self._positions[:, 1]
         )
 
     def _merge(self, visual) -> None:

@@ -39,10 +39,7 @@ def test_encoder_reads_nothing_back_from_the_device(reference):
     tower there shows it reads nothing back; transformers' own call, which does, fails there."""
     model, processor = reference
     pixels, grid = _inputs(processor, [(168, 112), (112, 196)])
-    VisionEncoder(model)  # installed on the original first: a deep copy must still run its own layers
     meta_model = copy.deepcopy(model).to("meta")
-    for block in meta_model.model.visual.blocks:
-        assert block.attn.forward.__self__ is block.attn
     with torch.no_grad():
         features = VisionEncoder(meta_model).encode(pixels.to("meta"), [tuple(g) for g in grid.tolist()])
         assert [f.shape for f in features] == [

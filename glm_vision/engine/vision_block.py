@@ -1,0 +1,107 @@
+"""One layer of the vision tower as plain functions over its own weights (as forward.py does for the
+text model): the math of transformers' `Glm4vVisionBlock`, with the elementwise work around the
+matrix products (the RMSNorms, the float32 rotary, SiLU, the residual adds) fused by torch.compile
+on CUDA instead of a dozen full passes over a 1080p picture's 10,764 x 1,536 activations a layer,
+and the attention run per picture by the fastest fused kernel the device offers.
+
+Attention backends are tried in `ATTENTION_BACKENDS` order: cuDNN's fused attention first, which on
+Hopper runs the long non-causal sequences of a picture well above flash attention's rate
+(bench/RESULTS.md); it builds an execution plan once per new picture size, which pictures repeat
+often enough to pay for. Flash, memory-efficient and math attention follow, for other devices and
+dtypes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .forward import rms_norm
+
+ATTENTION_BACKENDS = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: int):
+    """h (L, hidden) -> q, k, v (heads, L, head_dim): the layer's input norm, QKV projection and the
+    rotary of q and k in float32 (cos/sin (L, head_dim) float32), as transformers computes them."""
+    x = rms_norm(h, norm_weight, eps)
+    length = x.shape[0]
+    q, k, v = F.linear(x, w_qkv, b_qkv).view(length, 3, heads, -1).unbind(1)
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    q32, k32 = q.float(), k.float()
+    q = (q32 * cos + _rotate_half(q32) * sin).to(x.dtype)
+    k = (k32 * cos + _rotate_half(k32) * sin).to(x.dtype)
+    return q.transpose(0, 1).contiguous(), k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
+
+
+def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate, w_up, w_down):
+    """The residual stream after the layer: attention output (heads, L, head_dim) projected and added,
+    then the SwiGLU MLP of its norm added."""
+    length = h.shape[0]
+    h = h + F.linear(attn.transpose(0, 1).reshape(length, -1), w_proj)
+    x = rms_norm(h, norm_weight, eps)
+    return h + F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+
+
+def attend_per_picture(q, k, v, lengths: list[int], scale: float, backends) -> torch.Tensor:
+    """q, k, v (heads, L, d) of pictures packed one after another (`lengths` patches each, on the
+    host); each picture attends only to its own patches. -> (heads, L, d)."""
+    with sdpa_kernel(backends, set_priority=True):
+        if len(lengths) == 1:
+            return F.scaled_dot_product_attention(q[None], k[None], v[None], scale=scale)[0]
+        outs, start = [], 0
+        for length in lengths:
+            span = slice(start, start + length)
+            outs.append(
+                F.scaled_dot_product_attention(q[None, :, span], k[None, :, span], v[None, :, span], scale=scale)[0]
+            )
+            start += length
+        return torch.cat(outs, dim=1)
+
+
+class VisionBlocks:
+    """Runs the tower's layers with these functions, compiled on request (CUDA)."""
+
+    def __init__(self, visual, *, compile_math: bool, backends=None) -> None:
+        config = visual.config
+        if config.hidden_act != "silu":
+            raise ValueError(f"the vision tower's activation is {config.hidden_act!r}; the engine runs SiLU only")
+        self.blocks = visual.blocks
+        self.heads = config.num_heads
+        self.scale = (config.hidden_size // config.num_heads) ** -0.5
+        self.backends = backends or ATTENTION_BACKENDS
+        self.inputs, self.rest = attention_inputs, attention_output_and_mlp
+        if compile_math:  # picture sizes vary: one kernel set for all of them
+            self.inputs = torch.compile(attention_inputs, fullgraph=True, dynamic=True)
+            self.rest = torch.compile(attention_output_and_mlp, fullgraph=True, dynamic=True)
+
+    def run(self, index: int, h: torch.Tensor, rotary: tuple, lengths: list[int]) -> torch.Tensor:
+        """Layer `index` over h (patches, hidden) with the tower's (cos, sin)."""
+        block = self.blocks[index]
+        attn, mlp = block.attn, block.mlp
+        cos, sin = rotary
+        q, k, v = self.inputs(
+            h, block.norm1.weight, block.norm1.variance_epsilon, attn.qkv.weight, attn.qkv.bias, cos, sin, self.heads
+        )
+        out = attend_per_picture(q, k, v, lengths, self.scale, self.backends)
+        return self.rest(
+            h,
+            out,
+            attn.proj.weight,
+            block.norm2.weight,
+            block.norm2.variance_epsilon,
+            mlp.gate_proj.weight,
+            mlp.up_proj.weight,
+            mlp.down_proj.weight,
+        )
