@@ -116,6 +116,7 @@ class _DecodedImages:
         self._entries: OrderedDict[tuple, InputImage] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self.hits = self.misses = 0  # lookups answered / not answered from here (benchmarks read them)
 
     @staticmethod
     def size(image: InputImage) -> int:
@@ -124,7 +125,10 @@ class _DecodedImages:
     def get(self, key: tuple) -> InputImage | None:
         with self._lock:
             image = self._entries.get(key)
-            if image is not None:
+            if image is None:
+                self.misses += 1
+            else:
+                self.hits += 1
                 self._entries.move_to_end(key)
             return image
 

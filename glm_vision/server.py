@@ -60,7 +60,9 @@ def health_body(state: AppState) -> tuple[dict, int]:
     return body, 200 if healthy else 503
 
 
-def create_app(state: AppState) -> FastAPI:
+def create_api_app(state: AppState) -> FastAPI:
+    """/health and the /v1 API only. Imports no Gradio, so it also serves where the UI's stack is not
+    installed (bench/bench_http.py on the GPU machine); `create_app` builds on it."""
     app = FastAPI(
         title="glm-vision",
         version="0.1.0",
@@ -78,10 +80,17 @@ def create_app(state: AppState) -> FastAPI:
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     from .api import build_api_router, openai_not_found  # the OpenAI-compatible /v1 routes
-    from .ui import mount_ui  # the Gradio web UI at /
 
     app.include_router(build_api_router(state))
     app.add_exception_handler(404, openai_not_found)
+    return app
+
+
+def create_app(state: AppState) -> FastAPI:
+    """The product's app: `create_api_app` plus /mcp and the Gradio UI at /."""
+    from .ui import mount_ui  # the Gradio web UI at /
+
+    app = create_api_app(state)
     if state.settings.mcp:
         from .api.mcp import mount_mcp  # the MCP tool at /mcp, mounted before the UI takes /
 

@@ -46,3 +46,4 @@ def test_failures_are_not_kept_and_the_budget_holds(monkeypatch):
     assert decode_image_bytes(_png(12)) is kept[2] and decode_image_bytes(_png(11)) is kept[1]
     assert decode_image_bytes(_png(10)) is not kept[0]
     assert cache._bytes <= cache.budget_bytes
+    assert (cache.hits, cache.misses) == (2, 4)  # the two repeats kept; three firsts and the evicted one
