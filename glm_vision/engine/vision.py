@@ -24,6 +24,7 @@ from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position
 
 from .transfer import to_device
 from .vision_block import VisionBlocks
+from .vision_embed import add_position_embeddings, embed_patches
 
 
 class VisionEncoder:
@@ -111,10 +112,10 @@ class EncodeJob:
         return self._cpu_s + sum(start.elapsed_time(end) for start, end in self._events) / 1000
 
     def _embed(self, visual) -> None:
-        hidden = visual.post_conv_layernorm(visual.patch_embed(self._pixels))
+        hidden = visual.post_conv_layernorm(embed_patches(visual.patch_embed, self._pixels))
         self._rotary = visual.rotary_pos_emb(hidden, self._positions)
-        self._hidden = visual.embeddings(
-            hidden, self._device_lengths, self._grid, self._positions[:, 0], self._positions[:, 1]
+        self._hidden = add_position_embeddings(
+            visual.embeddings, hidden, self._device_lengths, self._grid, self._positions[:, 0], self._positions[:, 1]
         )
 
     def _merge(self, visual) -> None:

@@ -33,8 +33,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: int):
-    """h (L, hidden) -> q, k, v (heads, L, head_dim): the layer's input norm, QKV projection and the
-    rotary of q and k in float32 (cos/sin (L, head_dim) float32), as transformers computes them."""
+    """h (L, hidden) -> q, k, v (L, heads, head_dim): the layer's input norm, QKV projection and the
+    rotary of q and k in float32 (cos/sin (L, head_dim) float32), as transformers computes them. Kept
+    in the patches' order: the attention kernels read them through strides, where a transposed copy
+    costs more than the rotary itself."""
     x = rms_norm(h, norm_weight, eps)
     length = x.shape[0]
     q, k, v = F.linear(x, w_qkv, b_qkv).view(length, 3, heads, -1).unbind(1)
@@ -42,32 +44,27 @@ def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: 
     q32, k32 = q.float(), k.float()
     q = (q32 * cos + _rotate_half(q32) * sin).to(x.dtype)
     k = (k32 * cos + _rotate_half(k32) * sin).to(x.dtype)
-    return q.transpose(0, 1).contiguous(), k.transpose(0, 1).contiguous(), v.transpose(0, 1).contiguous()
+    return q, k, v.contiguous()
 
 
 def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate, w_up, w_down):
-    """The residual stream after the layer: attention output (heads, L, head_dim) projected and added,
+    """The residual stream after the layer: attention output (L, heads, head_dim) projected and added,
     then the SwiGLU MLP of its norm added."""
-    length = h.shape[0]
-    h = h + F.linear(attn.transpose(0, 1).reshape(length, -1), w_proj)
+    h = h + F.linear(attn.reshape(h.shape[0], -1), w_proj)
     x = rms_norm(h, norm_weight, eps)
     return h + F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
 
 
 def attend_per_picture(q, k, v, lengths: list[int], scale: float, backends) -> torch.Tensor:
-    """q, k, v (heads, L, d) of pictures packed one after another (`lengths` patches each, on the
-    host); each picture attends only to its own patches. -> (heads, L, d)."""
+    """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
+    host); each picture attends only to its own patches. -> (L, heads, d)."""
+    outs, start = [], 0
     with sdpa_kernel(backends, set_priority=True):
-        if len(lengths) == 1:
-            return F.scaled_dot_product_attention(q[None], k[None], v[None], scale=scale)[0]
-        outs, start = [], 0
         for length in lengths:
-            span = slice(start, start + length)
-            outs.append(
-                F.scaled_dot_product_attention(q[None, :, span], k[None, :, span], v[None, :, span], scale=scale)[0]
-            )
+            q_i, k_i, v_i = (t[start : start + length].transpose(0, 1)[None] for t in (q, k, v))
+            outs.append(F.scaled_dot_product_attention(q_i, k_i, v_i, scale=scale)[0].transpose(0, 1))
             start += length
-        return torch.cat(outs, dim=1)
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
 class VisionBlocks:

@@ -1,4 +1,4 @@
-"""The engine's vision encoder: transformers' own tower, fed from the host (engine/vision.py)."""
+"""The engine's vision encoder: transformers' tower's math, fed from the host (engine/vision*.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import traceback
 
 import pytest
 import torch
+from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
 from glm_vision.engine.vision import VisionEncoder
+from glm_vision.engine.vision_embed import add_position_embeddings, embed_patches
 from tests.conftest import make_picture
 
 
@@ -19,7 +21,8 @@ def _inputs(processor, sizes):
 
 
 def test_encoder_equals_get_image_features(reference):
-    """Pictures of different sizes in one call: each picture's features are transformers' own, in order."""
+    """Pictures of different sizes in one call: each picture's features are transformers' own, in order
+    (to float32 rounding: the patch embedding is a matrix product, not transformers' convolution)."""
     model, processor = reference
     pixels, grid = _inputs(processor, [(168, 112), (112, 196), (56, 56)])
     with torch.no_grad():
@@ -29,8 +32,25 @@ def test_encoder_equals_get_image_features(reference):
         again = model.model.get_image_features(pixels, grid, return_dict=True).pooler_output
     assert [t.shape for t in got] == [t.shape for t in expected]
     for mine, theirs, after in zip(got, expected, again, strict=False):
-        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(after, theirs, rtol=0, atol=0)
+
+
+def test_tower_input_equals_transformers(reference):
+    """The patch embedding as a matrix product equals transformers' convolution (float32 rounding), and
+    the position embeddings interpolated over channel groups equal transformers' to the bit."""
+    model, processor = reference
+    visual = model.model.visual
+    pixels, grid = _inputs(processor, [(168, 112), (56, 84)])
+    positions = get_vision_position_ids(grid, visual.spatial_merge_size)
+    cu = get_vision_cu_seqlens(grid)
+    with torch.no_grad():
+        patches = visual.patch_embed(pixels)
+        torch.testing.assert_close(embed_patches(visual.patch_embed, pixels), patches, rtol=1e-5, atol=1e-4)
+        args = (patches, cu[1:] - cu[:-1], grid, positions[:, 0], positions[:, 1])
+        theirs = visual.embeddings(*args)
+        assert not torch.equal(theirs, patches)
+        torch.testing.assert_close(add_position_embeddings(visual.embeddings, *args), theirs, rtol=0, atol=0)
 
 
 def test_encoder_reads_nothing_back_from_the_device(reference):
