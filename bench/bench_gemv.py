@@ -1,7 +1,7 @@
 """The decode step's matrix products: cuBLAS (as the engine calls it today) against the Triton GEMVs of
 `glm_vision/engine/gemv.py`, for each weight matrix of the text model and each batch size.
 
-    python -m bench.bench_gemv                                   # GPU, GLM-4.6V-Flash shapes (H200: ~1 minute)
+    python -m bench.bench_gemv                                   # GPU, GLM-4.6V-Flash shapes
     TRITON_INTERPRET=1 python -m bench.bench_gemv --smoke        # CPU: tiny shapes, only checks that it runs
 
 Time per call: `triton.testing.do_bench`'s median, CUDA events around each call with the L2 cache

@@ -18,8 +18,8 @@ program, so no memset kernel) adds them up and applies the epilogue, all in one 
 Autotuning is keyed on (M, N, K) and the epilogue, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
 warm-up before a CUDA graph is captured; under capture and on replay a launch is the tuned kernel
-alone. Under Triton's interpreter (the CPU tests) the first
-candidate runs untimed.
+alone (no host sync; the partial sums' buffer comes from the graph's pool like any activation).
+Under Triton's interpreter (the CPU tests) the first candidate that suits the shape runs untimed.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ CONFIGS = [
     _config(16, 1024, dot=False, warps=8),
     _config(8, 512, split=2, dot=False),
 ]
+assert all(c.kwargs["SPLIT_K"] <= MAX_SPLIT and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8) for c in CONFIGS)
 
 
 def _interpreted() -> bool:

@@ -71,7 +71,7 @@ def test_engine_with_triton_matmuls_decodes_the_same_tokens():
         directory = Path(tempfile.mkdtemp())
         build_tiny_checkpoint(directory)
         base = Settings(model=str(directory), device="cpu", max_context_tokens=1024, max_batch=3)
-        requests = [GenerationRequest([Message("user", text)], SamplingParams.greedy(16, min_new_tokens=16))
+        requests = [GenerationRequest([Message("user", text)], SamplingParams.greedy(12, min_new_tokens=12))
                     for text in ("hello", "what is in the picture?", "a longer question about colours")]
         from glm_vision.engine import gemv
 
@@ -86,7 +86,7 @@ def test_engine_with_triton_matmuls_decodes_the_same_tokens():
             engine.shutdown()
         assert len(set(map(tuple, answers.values()))) == 1, answers
         assert calls  # the decode steps went through the kernels
-        assert all(len(t) == 16 for t in answers["triton", "triton"])
+        assert all(len(t) == 12 for t in answers["triton", "triton"])
         print("engine ok")
     """)
     assert "engine ok" in out
