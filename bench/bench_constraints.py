@@ -74,22 +74,28 @@ def decode_rate(engine, batch: int, tokens: int, constrained: bool) -> float:
     return steps / max(r.usage.decode_s for r in results)
 
 
-def load_engine(args):
+def load_engine(args, loaded=None):
+    """The engine for `args` (tiny on the CPU, or full size from args.config), on `loaded` when given."""
     from glm_vision.engine import Engine
 
+    matmul = getattr(args, "decode_matmul", "auto")
     if args.tiny:
         from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
         model = str(build_tiny_checkpoint(tempfile.mkdtemp(prefix="glmv-tiny-"), seed=0))
-        settings = Settings(model=model, device="cpu", max_context_tokens=2048, max_batch=max(args.batch))
+        settings = Settings(
+            model=model, device="cpu", max_context_tokens=2048, max_batch=max(args.batch), decode_matmul=matmul
+        )
         engine = Engine.load(settings)
     else:
         from pathlib import Path
 
         from bench.bench_engine import full_size_model  # full-size random bf16 weights from the config
 
-        settings = Settings(model="random", device="cuda", max_context_tokens=4096, max_batch=max(args.batch))
-        engine = Engine(settings, full_size_model(Path(args.config), "cuda"))
+        settings = Settings(
+            model="random", device="cuda", max_context_tokens=4096, max_batch=max(args.batch), decode_matmul=matmul
+        )
+        engine = Engine(settings, loaded or full_size_model(Path(args.config), "cuda"))
     engine.warmup()
     return engine
 

@@ -390,6 +390,15 @@ def main() -> None:
         help="measure the fast engine again with this decode attention (a column each)",
     )
     parser.add_argument(
+        "--decode-matmul", default="cublas", choices=["cublas", "triton"], help="the fast engine's decode matmuls"
+    )
+    parser.add_argument(
+        "--also-decode-matmul",
+        action="append",
+        choices=["cublas", "triton"],
+        help="measure the fast engine again with these decode matmuls (a column each)",
+    )
+    parser.add_argument(
         "--float32-agreement",
         action="store_true",
         help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
@@ -420,7 +429,9 @@ def main() -> None:
         eager_numbers(settings, loaded, pictures, device, args.baseline_decode_tokens, columns)
 
     try:
-        fast_settings = replace(settings, compile="on", decode_attention=args.decode_attention)
+        fast_settings = replace(
+            settings, compile="on", decode_attention=args.decode_attention, decode_matmul=args.decode_matmul
+        )
         started = time.perf_counter()
         fast = Engine(fast_settings, loaded)
         fast.warmup()
@@ -437,10 +448,12 @@ def main() -> None:
         if args.profile and device == "cuda":
             profile_decode(fast, pictures[0])
         fast.shutdown()
-        for mode in args.also_decode_attention or []:  # A/B in the same process, same weights
-            other = Engine(replace(fast_settings, decode_attention=mode), loaded)
+        others = [(f"{mode} attention", {"decode_attention": mode}) for mode in args.also_decode_attention or []]
+        others += [(f"{mode} matmuls", {"decode_matmul": mode}) for mode in args.also_decode_matmul or []]
+        for label, change in others:  # A/B in the same process, same weights
+            other = Engine(replace(fast_settings, **change), loaded)
             other.warmup()
-            name = f"engine fast, {mode} attention"
+            name = f"engine fast, {label}"
             columns[name] = engine_numbers(other, pictures[0], pictures[1], device, args.decode_tokens, "fast")
             print(f"{name}:", columns[name], flush=True)
             other.shutdown()

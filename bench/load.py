@@ -297,6 +297,9 @@ def main() -> None:
         help="in process: the engine's, or a comma-separated list (an engine each)",
     )
     parser.add_argument(
+        "--decode-matmul", default="auto", choices=["auto", "cublas", "triton"], help="in process: every engine's"
+    )
+    parser.add_argument(
         "--policy",
         default="",
         help="in process: scheduler policies to measure in turn, comma-separated "
@@ -362,13 +365,15 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
             max_batch=args.max_batch,
             max_context_tokens=args.max_context,
             decode_attention=attention,
+            decode_matmul=args.decode_matmul,
         )
         engine = Engine(settings, loaded)
         started = time.perf_counter()
         engine.warmup()
         own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
         print(
-            f"engine ready ({attention} decode attention, policy {own}): {engine.runner.slab.slots} decode slots of "
+            f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}): "
+            f"{engine.runner.slab.slots} decode slots of "
             f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
             flush=True,
         )

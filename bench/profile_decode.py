@@ -1,7 +1,7 @@
 """Where a decode step's time goes on the GPU: torch.profiler over the decode steps of the full-size random
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
-    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json
+    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -77,13 +77,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", required=True, help="a model config.json: full-size random bf16 weights")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument(
+        "--decode-matmul", default="auto", help="comma-separated (auto, cublas, triton): an engine each, same weights"
+    )
     args = parser.parse_args(argv)
     timer = StepTimer()
-    engine = bench_constraints.load_engine(argparse.Namespace(tiny=False, config=args.config, batch=args.batch))
-    for batch in args.batch:
-        run(engine, timer, batch, args.tokens)
-        run(engine, timer, batch, args.tokens // 2, profile=True)
-    engine.shutdown()
+    loaded = None
+    for matmul in args.decode_matmul.split(","):
+        options = argparse.Namespace(tiny=False, config=args.config, batch=args.batch, decode_matmul=matmul)
+        engine = bench_constraints.load_engine(options, loaded)
+        loaded = engine.loaded
+        print(f"decode matmuls: {matmul}", flush=True)
+        for batch in args.batch:
+            run(engine, timer, batch, args.tokens)
+            run(engine, timer, batch, args.tokens // 2, profile=True)
+        engine.shutdown()
 
 
 if __name__ == "__main__":

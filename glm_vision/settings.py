@@ -45,6 +45,7 @@ class Settings:
     prefill_chunk_tokens: int = 2048
     compile: str = "auto"
     decode_attention: str = "auto"
+    decode_matmul: str = "auto"
     scheduler_policy: str = "prefill-first"
     allow_remote_images: bool = False
     remote_image_hosts: str = ""
@@ -110,6 +111,8 @@ _HELP = {
     "under a burst, measured) | decode-first (running streams keep their pace first)",
     "decode_attention": "auto | compiled | triton: the decode step's attention as two Triton split-K kernels (auto: "
     "on CUDA) or three compiled kernels (auto: elsewhere)",
+    "decode_matmul": "auto | cublas | triton: the decode step's matrix products through cuBLAS (auto) or as "
+    "Triton GEMVs with the bias and SiLU x up fused in",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
     "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
     "remote_image_max_mb": "largest remote image fetched",
@@ -223,6 +226,8 @@ def _validate(s: Settings) -> None:
         problems.append(f"--scheduler-policy must be prefill-first or decode-first, not {s.scheduler_policy!r}")
     if s.decode_attention not in {"auto", "compiled", "triton"}:
         problems.append(f"--decode-attention must be auto, compiled or triton, not {s.decode_attention!r}")
+    if s.decode_matmul not in {"auto", "cublas", "triton"}:
+        problems.append(f"--decode-matmul must be auto, cublas or triton, not {s.decode_matmul!r}")
     if s.compile not in {"auto", "on", "off"}:
         problems.append(f"--compile must be auto, on or off, not {s.compile!r}")
     if not PIXELS_PER_IMAGE_TOKEN * 4 <= s.max_pixels <= MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN:

@@ -69,6 +69,7 @@ class Engine:
             use_graphs=fast and on_cuda,
             compile_math=fast and on_cuda,
             decode_attention=settings.decode_attention,
+            decode_matmul=settings.decode_matmul,
         )
         self.scheduler = Scheduler(
             self.runner,

@@ -50,7 +50,11 @@ def _rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
 
 def _qkv_projection(x, w_qkv, b_qkv, n_heads: int, n_kv: int, head_dim: int):
     """x (N, hidden), already the layer's input norm -> q (N, heads, d), k and v (N, kv_heads, d), not rotated."""
-    qkv = F.linear(x, w_qkv, b_qkv)
+    return _split_heads(F.linear(x, w_qkv, b_qkv), n_heads, n_kv, head_dim)
+
+
+def _split_heads(qkv, n_heads: int, n_kv: int, head_dim: int):
+    """The fused projection's output (N, (heads + 2 kv_heads) d) as q, k, v views."""
     q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
     return q.view(-1, n_heads, head_dim), k.view(-1, n_kv, head_dim), v.view(-1, n_kv, head_dim)
 
@@ -74,12 +78,15 @@ def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim:
 def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):
     """The layer's residual stream after attention and MLP, and already the next layer's input norm of
     it (`n_next`; the final norm after the last layer): one fused kernel instead of two per layer."""
-    a = F.linear(attn, w_o)
-    h = h + rms_norm(a, n_post_attn, eps)
-    x = rms_norm(h, n_pre_mlp, eps)
+    h, x = _residual_norm(h, F.linear(attn, w_o), n_post_attn, n_pre_mlp, eps)
     gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
-    x = F.linear(up * F.silu(gate), w_down)
-    h = h + rms_norm(x, n_post_mlp, eps)
+    return _residual_norm(h, F.linear(up * F.silu(gate), w_down), n_post_mlp, n_next, eps)
+
+
+def _residual_norm(h, out, n_out, n_next, eps: float):
+    """The residual stream h plus a sublayer's normed `out`, and the norm (`n_next`) the next sublayer
+    takes of it."""
+    h = h + rms_norm(out, n_out, eps)
     return h, rms_norm(h, n_next, eps)
 
 
@@ -218,7 +225,14 @@ class DecodeRows:
 
 class TextForward:
     def __init__(
-        self, model, slab: KVSlab, *, use_graphs: bool, compile_math: bool, decode_attention: str = "compiled"
+        self,
+        model,
+        slab: KVSlab,
+        *,
+        use_graphs: bool,
+        compile_math: bool,
+        decode_attention: str = "compiled",
+        decode_matmul: str = "cublas",
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
@@ -250,13 +264,14 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm, self.project, self.rotate = rms_norm, _qkv_projection, _rotary
+        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, _qkv_projection, _rotary, _residual_norm
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(_pre_attention, fullgraph=True)
             self.project = torch.compile(_qkv_projection, fullgraph=True)
             self.rotate = torch.compile(_rotary, fullgraph=True)
             self.post = torch.compile(_post_attention, fullgraph=True)
+            self.residual_norm = torch.compile(_residual_norm, fullgraph=True)
             self.final = torch.compile(_final, fullgraph=True)
             self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
@@ -271,6 +286,14 @@ class TextForward:
             from .decode_attention import write_kv
 
             self.split_k_attention, self.write_kv = split_k_attention, write_kv
+        # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
+        # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading)
+        self.decode_matmul = "triton" if decode_matmul == "triton" else "cublas"  # auto: cuBLAS until measured
+        self.gemv = None
+        if self.decode_matmul == "triton":
+            from . import gemv
+
+            self.gemv = gemv
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -405,20 +428,43 @@ class TextForward:
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
-                attn_mod = layer.self_attn
-                q, k, v = self.project(
-                    x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim
-                )
+                q, k, v = self._decode_projection(layer, x)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
             else:
-                q, k, v = self._qkv(layer, x, cos, sin)
+                if self.gemv is None:
+                    q, k, v = self._qkv(layer, x, cos, sin)
+                else:
+                    q, k, v = self._decode_projection(layer, x)
+                    q, k = self.rotate(q, k, cos, sin)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
-            h, x = self._mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
-        self.logits[:batch].copy_(self.final(x, self.lm_head))
+            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
+        if self.gemv is None:
+            self.logits[:batch].copy_(self.final(x, self.lm_head))
+        else:
+            self.gemv.linear(x, self.lm_head, out=self.logits[:batch])
+
+    def _decode_projection(self, layer, x):
+        """The decode rows' q, k, v, not rotated."""
+        attn_mod = layer.self_attn
+        if self.gemv is None:
+            return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+        qkv = self.gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        return _split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
+
+    def _decode_mlp(self, i: int, layer, h, attn):
+        """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
+        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
+        if self.gemv is None:
+            return self._mlp(i, layer, h, attn)
+        a = self.gemv.linear(attn, layer.self_attn.o_proj.weight)
+        norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
+        h, x = self.residual_norm(h, a, *norms, self.eps)
+        x = self.gemv.linear(self.gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
+        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

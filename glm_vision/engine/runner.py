@@ -53,6 +53,7 @@ class ModelRunner:
         use_graphs: bool = False,
         compile_math: bool = False,
         decode_attention: str = "compiled",
+        decode_matmul: str = "cublas",
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -77,7 +78,12 @@ class ModelRunner:
             **geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype
         )
         self.forward = TextForward(
-            self.model, self.slab, use_graphs=use_graphs, compile_math=compile_math, decode_attention=decode_attention
+            self.model,
+            self.slab,
+            use_graphs=use_graphs,
+            compile_math=compile_math,
+            decode_attention=decode_attention,
+            decode_matmul=decode_matmul,
         )
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
