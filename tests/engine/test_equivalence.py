@@ -13,7 +13,9 @@ from glm_vision.engine import Engine
 from tests.reference import history_text, reference_generate
 
 NEW_TOKENS = 24
-LOGITS_ATOL = 1e-4
+# float32 rounding only: the engine embeds patches by a matrix product where transformers convolves
+# (features ~5e-5 apart), which this random tiny model grows to ~3e-4 in the logits; wrong math moves them by >0.1
+LOGITS_ATOL = 1e-3
 _session_ids = itertools.count()
 
 
