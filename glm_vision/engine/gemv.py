@@ -95,7 +95,7 @@ def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20) -> float:
     def replayed(with_fn: bool) -> float:
         def body():
             for _ in range(calls):
-                torch.sum(flush, dtype=torch.int64, out=total)
+                torch.sum(flush, dim=0, dtype=torch.int64, out=total)
                 if with_fn:
                     fn()
 
