@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+# Decode batches up to which `--decode-matmul auto` runs the Triton GEMVs (bench/RESULTS.md: faster than
+# cuBLAS at 1 and 8 rows on the H200, slower at 32)
+GEMV_MAX_BATCH = 8
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -287,10 +290,16 @@ class TextForward:
 
             self.split_k_attention, self.write_kv = split_k_attention, write_kv
         # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
-        # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading)
-        self.decode_matmul = "triton" if decode_matmul == "triton" else "cublas"  # auto: cuBLAS until measured
+        # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading).
+        # auto: the GEMVs on CUDA for batches of up to GEMV_MAX_BATCH rows, where the H200 measured them faster
+        if decode_matmul == "auto":
+            decode_matmul = "triton" if self.device.type == "cuda" else "cublas"
+            self.gemv_max_batch = GEMV_MAX_BATCH
+        else:
+            self.gemv_max_batch = self.slab.slots if decode_matmul == "triton" else 0
+        self.decode_matmul = decode_matmul
         self.gemv = None
-        if self.decode_matmul == "triton":
+        if self.gemv_max_batch:
             from . import gemv
 
             self.gemv = gemv
@@ -425,45 +434,46 @@ class TextForward:
         )  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
+        gemv = self.gemv if batch <= self.gemv_max_batch else None
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
-                q, k, v = self._decode_projection(layer, x)
+                q, k, v = self._decode_projection(layer, x, gemv)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
             else:
-                if self.gemv is None:
+                if gemv is None:
                     q, k, v = self._qkv(layer, x, cos, sin)
                 else:
-                    q, k, v = self._decode_projection(layer, x)
+                    q, k, v = self._decode_projection(layer, x, gemv)
                     q, k = self.rotate(q, k, cos, sin)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
-            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim))
-        if self.gemv is None:
+            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), gemv)
+        if gemv is None:
             self.logits[:batch].copy_(self.final(x, self.lm_head))
         else:
-            self.gemv.linear(x, self.lm_head, out=self.logits[:batch])
+            gemv.linear(x, self.lm_head, out=self.logits[:batch])
 
-    def _decode_projection(self, layer, x):
-        """The decode rows' q, k, v, not rotated."""
+    def _decode_projection(self, layer, x, gemv):
+        """The decode rows' q, k, v, not rotated (through cuBLAS where `gemv` is None)."""
         attn_mod = layer.self_attn
-        if self.gemv is None:
+        if gemv is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-        qkv = self.gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
         return _split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
-    def _decode_mlp(self, i: int, layer, h, attn):
+    def _decode_mlp(self, i: int, layer, h, attn, gemv):
         """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
         SiLU x up fused) and one compiled kernel for each residual + norm between them."""
-        if self.gemv is None:
+        if gemv is None:
             return self._mlp(i, layer, h, attn)
-        a = self.gemv.linear(attn, layer.self_attn.o_proj.weight)
+        a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
         h, x = self.residual_norm(h, a, *norms, self.eps)
-        x = self.gemv.linear(self.gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
+        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
         return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:

@@ -84,8 +84,18 @@ def test_engine_with_triton_matmuls_decodes_the_same_tokens():
             handles = [engine.submit(r) for r in requests]  # decoded together, different lengths
             answers[matmul, attention] = [h.wait().token_ids for h in handles]
             engine.shutdown()
+        # auto's rule: the GEMVs for batches up to a size, cuBLAS above it (here: one row)
+        engine = Engine.load(replace(base, decode_matmul="triton", decode_attention="triton"))
+        engine.runner.forward.gemv_max_batch = 1
+        rows = []
+        gemv.linear = lambda x, *args, **kwargs: (rows.append(x.shape[0]), linear(x, *args, **kwargs))[1]
+        handles = [engine.submit(r) for r in requests]
+        answers["triton up to 1 row", "triton"] = [h.wait().token_ids for h in handles]
+        engine.generate(requests[0])  # alone: one-row steps
+        engine.shutdown()
         assert len(set(map(tuple, answers.values()))) == 1, answers
         assert calls  # the decode steps went through the kernels
+        assert rows and max(rows) == 1, rows
         assert all(len(t) == 12 for t in answers["triton", "triton"])
         print("engine ok")
     """)
