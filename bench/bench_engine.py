@@ -381,7 +381,7 @@ def main() -> None:
         "--fast-only", action="store_true", help="skip the baseline, the eager engine and the agreement run"
     )
     parser.add_argument(
-        "--decode-attention", default="compiled", choices=["compiled", "triton"], help="the fast engine's"
+        "--decode-attention", default="auto", choices=["auto", "compiled", "triton"], help="the fast engine's"
     )
     parser.add_argument(
         "--also-decode-attention",
@@ -390,7 +390,7 @@ def main() -> None:
         help="measure the fast engine again with this decode attention (a column each)",
     )
     parser.add_argument(
-        "--decode-matmul", default="cublas", choices=["cublas", "triton"], help="the fast engine's decode matmuls"
+        "--decode-matmul", default="auto", choices=["auto", "cublas", "triton"], help="the fast engine's decode matmuls"
     )
     parser.add_argument(
         "--also-decode-matmul",

@@ -293,7 +293,7 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
     parser.add_argument(
         "--decode-attention",
-        default="compiled",
+        default="auto",
         help="in process: the engine's, or a comma-separated list (an engine each)",
     )
     parser.add_argument(
