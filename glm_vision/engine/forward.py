@@ -103,7 +103,7 @@ def _attend(q, keys, values, valid, scale: float):
 # cuDNN's fused attention builds an execution plan for every new shape (~15 ms of CPU each, seen in
 # the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape: the
 # likeliest cause of a +23 ms follow-up TTFT on the H100 (bench/RESULTS.md). Flash and memory-efficient
-# attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder keeps the default:
+# attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder tries cuDNN first:
 # picture sizes repeat.) A chunk after a cached prefix is causal aligned to the lower right (its query
 # i is the prefix's length + i): flash attention's own causal mask when the queries are fewer than the
 # keys, grouped heads included (`lower_right`, checked on the device at start); otherwise an explicit
