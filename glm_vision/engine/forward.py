@@ -292,12 +292,11 @@ class TextForward:
         # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
         # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading).
         # auto: the GEMVs on CUDA for batches of up to GEMV_MAX_BATCH rows, where the H200 measured them faster
-        if decode_matmul == "auto":
+        auto = decode_matmul == "auto"
+        if auto:
             decode_matmul = "triton" if self.device.type == "cuda" else "cublas"
-            self.gemv_max_batch = GEMV_MAX_BATCH
-        else:
-            self.gemv_max_batch = self.slab.slots if decode_matmul == "triton" else 0
         self.decode_matmul = decode_matmul
+        self.gemv_max_batch = 0 if decode_matmul == "cublas" else GEMV_MAX_BATCH if auto else self.slab.slots
         self.gemv = None
         if self.gemv_max_batch:
             from . import gemv

@@ -100,3 +100,11 @@ def test_engine_with_triton_matmuls_decodes_the_same_tokens():
         print("engine ok")
     """)
     assert "engine ok" in out
+
+
+def test_auto_keeps_cublas_where_triton_cannot_run(engine):
+    """`--decode-matmul auto` (the default) means the GEMVs on CUDA only: on the CPU every decode step goes
+    through cuBLAS's path (Triton has no CPU driver: a GEMV there failed every request)."""
+    forward = engine.runner.forward
+    assert engine.settings.decode_matmul == "auto" and forward.device.type == "cpu"
+    assert forward.decode_matmul == "cublas" and forward.gemv is None and forward.gemv_max_batch == 0
