@@ -9,7 +9,7 @@ runs it, each call after a 256 MB read that evicts the L2 cache (a decode step s
 weights through a 50 MB L2, so every matrix is read cold there), the flush's own time taken off.
 Timing each call with events instead adds Triton's Python launch cost (~20-100 us), which the step's
 graph does not pay. GB/s counts the weight bytes only.
-The MLP's cuBLAS column is F.linear + the compiled silu(gate) * up kernel, as `_post_attention` runs
+The MLP's cuBLAS column is F.linear + the compiled silu(gate) * up kernel, as `layer_math.post_attention` runs
 it; the Triton column is one fused kernel. The step total is 4 matrices x layers + lm_head.
 Autotuning (the first Triton call of each shape) runs before the timing, and its picks are printed.
 """

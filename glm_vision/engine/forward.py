@@ -11,9 +11,7 @@ several sequences and one token of every decoding row go through each weight mat
 attending only to its own slot, so while prompts are prefilled the running streams' tokens cost
 almost nothing (a prefill step is bound by arithmetic, a decode step by reading the weights).
 
-The math is Glm4vTextDecoderLayer's: input norm, fused QKV, partial interleaved rotary (M-RoPE:
-for a text token its three positions are equal), grouped-query attention, o_proj,
-post-attention norm, residual, norm, SwiGLU MLP, post-MLP norm, residual.
+The layer's math is in layer_math.py, a prompt chunk's attention in prefill_attention.py.
 """
 
 from __future__ import annotations
@@ -23,9 +21,20 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
+from .fused_weights import fuse_qkv
+from .layer_math import (
+    attend,
+    final_logits,
+    post_attention,
+    pre_attention,
+    qkv_projection,
+    residual_norm,
+    rms_norm,
+    rotary,
+    split_heads,
+)
+from .prefill_attention import lower_right_works, prefill_attention
 from .slab import KVSlab, attention_head_dim
 from .transfer import to_device
 
@@ -36,166 +45,6 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 # Decode batches up to which `--decode-matmul auto` runs the Triton GEMVs (bench/RESULTS.md: faster than
 # cuBLAS at 1 and 8 rows on the H200, slower at 32)
 GEMV_MAX_BATCH = 8
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    dtype = x.dtype
-    x = x.float()
-    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(dtype)
-
-
-def _rotate_half_interleaved(x: torch.Tensor) -> torch.Tensor:
-    x1 = x[..., 0::2]
-    x2 = x[..., 1::2]
-    return torch.stack((-x2, x1), dim=-1).flatten(-2)
-
-
-def _qkv_projection(x, w_qkv, b_qkv, n_heads: int, n_kv: int, head_dim: int):
-    """x (N, hidden), already the layer's input norm -> q (N, heads, d), k and v (N, kv_heads, d), not rotated."""
-    return _split_heads(F.linear(x, w_qkv, b_qkv), n_heads, n_kv, head_dim)
-
-
-def _split_heads(qkv, n_heads: int, n_kv: int, head_dim: int):
-    """The fused projection's output (N, (heads + 2 kv_heads) d) as q, k, v views."""
-    q, k, v = qkv.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
-    return q.view(-1, n_heads, head_dim), k.view(-1, n_kv, head_dim), v.view(-1, n_kv, head_dim)
-
-
-def _rotary(q, k, cos, sin):
-    """q (N, heads, d) and k (N, kv_heads, d) rotated on their first `rot` dimensions by cos/sin (N, rot)."""
-    rot = cos.shape[-1]
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    q = torch.cat([q[..., :rot] * cos + _rotate_half_interleaved(q[..., :rot]) * sin, q[..., rot:]], dim=-1)
-    k = torch.cat([k[..., :rot] * cos + _rotate_half_interleaved(k[..., :rot]) * sin, k[..., rot:]], dim=-1)
-    return q, k
-
-
-def _pre_attention(x, w_qkv, b_qkv, cos, sin, n_heads: int, n_kv: int, head_dim: int):
-    """`_qkv_projection`, then q and k rotated by cos/sin (N, rot)."""
-    q, k, v = _qkv_projection(x, w_qkv, b_qkv, n_heads, n_kv, head_dim)
-    q, k = _rotary(q, k, cos, sin)
-    return q, k, v
-
-
-def _post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):
-    """The layer's residual stream after attention and MLP, and already the next layer's input norm of
-    it (`n_next`; the final norm after the last layer): one fused kernel instead of two per layer."""
-    h, x = _residual_norm(h, F.linear(attn, w_o), n_post_attn, n_pre_mlp, eps)
-    gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
-    return _residual_norm(h, F.linear(up * F.silu(gate), w_down), n_post_mlp, n_next, eps)
-
-
-def _residual_norm(h, out, n_out, n_next, eps: float):
-    """The residual stream h plus a sublayer's normed `out`, and the norm (`n_next`) the next sublayer
-    takes of it."""
-    h = h + rms_norm(out, n_out, eps)
-    return h, rms_norm(h, n_next, eps)
-
-
-def _attend(q, keys, values, valid, scale: float):
-    """q (B, kv, group, d) over keys/values (B, kv, L, d) where `valid` (B, L): (B, kv, group, d)."""
-    scores = torch.matmul(q, keys.transpose(-1, -2)).float() * scale
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    return torch.matmul(scores.softmax(-1).to(values.dtype), values)
-
-
-# cuDNN's fused attention builds an execution plan for every new shape (~15 ms of CPU each, seen in
-# the demo-training profile), and nearly every prefill chunk has a new (length, prefix) shape: the
-# likeliest cause of a +23 ms follow-up TTFT on the H100 (bench/RESULTS.md). Flash and memory-efficient
-# attention have no plans; cuDNN and math stay as fallbacks. (The vision encoder tries cuDNN first:
-# picture sizes repeat.) A chunk after a cached prefix is causal aligned to the lower right (its query
-# i is the prefix's length + i): flash attention's own causal mask when the queries are fewer than the
-# keys, grouped heads included (`lower_right`, checked on the device at start); otherwise an explicit
-# mask through memory-efficient attention, which takes a mask but not grouped heads, so key/value heads
-# are copied per query head (end x heads x head_dim x 4 bytes a layer, freed at once).
-_CAUSAL_BACKENDS = [
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.CUDNN_ATTENTION,
-    SDPBackend.MATH,
-]
-_MASKED_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
-
-
-def prefill_attention(
-    q, keys, values, start: int, scale: float, *, planless: bool, lower_right: bool = False
-) -> torch.Tensor:
-    """q (heads, T, d) of the chunk at [start, start+T) over keys/values (kv_heads, start+T, d), causally
-    (a chunk that starts the sequence: plain causal; after a cached prefix, query i sees keys
-    [0, start+i]). -> (heads, T, d)."""
-    T, end = q.shape[1], keys.shape[1]
-    if start and lower_right:
-        return F.scaled_dot_product_attention(
-            q[None], keys[None], values[None], attn_mask=causal_lower_right(T, end), scale=scale, enable_gqa=True
-        )[0]
-    causal = None
-    if start:
-        arange = torch.arange(end, device=q.device)
-        causal = arange[None, :] <= (start + arange[:T])[:, None]
-    if not planless:
-        return F.scaled_dot_product_attention(
-            q[None], keys[None], values[None], attn_mask=causal, is_causal=causal is None, scale=scale, enable_gqa=True
-        )[0]
-    if causal is None:
-        with sdpa_kernel(_CAUSAL_BACKENDS, set_priority=True):
-            return F.scaled_dot_product_attention(
-                q[None], keys[None], values[None], is_causal=True, scale=scale, enable_gqa=True
-            )[0]
-    group = q.shape[0] // keys.shape[0]
-    keys, values = keys.repeat_interleave(group, dim=0), values.repeat_interleave(group, dim=0)
-    with sdpa_kernel(_MASKED_BACKENDS, set_priority=True):
-        return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=causal, scale=scale)[0]
-
-
-def lower_right_works(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this device runs lower-right causal attention with grouped heads (and gets it right)."""
-    try:
-        generator = torch.Generator(device=device).manual_seed(0)
-        q = torch.randn(4, 8, 64, device=device, dtype=dtype, generator=generator)
-        k, v = (torch.randn(2, 24, 64, device=device, dtype=dtype, generator=generator) for _ in range(2))
-        got = prefill_attention(q, k, v, 16, 0.125, planless=True, lower_right=True)
-        expected = prefill_attention(q, k, v, 16, 0.125, planless=False)
-        return bool(torch.allclose(got.float(), expected.float(), atol=2e-2, rtol=2e-2))
-    except RuntimeError:
-        return False
-
-
-def _final(x, lm_head):
-    """x: the last layer's output, already through the final norm."""
-    return F.linear(x, lm_head).float()
-
-
-def fuse_qkv(model) -> None:
-    """Concatenate each layer's q/k/v weights into one matrix (one GEMV instead of three) and make
-    the original parameters views into it, so transformers' own forward keeps working and no
-    memory is duplicated."""
-    for layer in model.model.language_model.layers:
-        attn = layer.self_attn
-        if _fused(attn):
-            continue
-        weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).contiguous()
-        bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]).contiguous()
-        sizes = [attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features]
-        for proj, w, b in zip(
-            (attn.q_proj, attn.k_proj, attn.v_proj), weight.split(sizes), bias.split(sizes), strict=False
-        ):
-            proj.weight = torch.nn.Parameter(w, requires_grad=False)
-            proj.bias = torch.nn.Parameter(b, requires_grad=False)
-        attn.qkv_weight, attn.qkv_bias = weight, bias
-
-
-def _fused(attn) -> bool:
-    """Whether q_proj is still a view into the fused matrix: casting the model (`model.float()`) gives
-    every parameter new storage and leaves the fused matrix behind in the old dtype."""
-    weight = getattr(attn, "qkv_weight", None)
-    q = attn.q_proj.weight
-    return (
-        weight is not None
-        and q.dtype == weight.dtype
-        and q.device == weight.device
-        and q.data_ptr() == weight.data_ptr()
-    )
 
 
 @dataclass
@@ -266,17 +115,17 @@ class TextForward:
         self.rows = torch.arange(slots, device=self.device)  # row i writes slot i
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
-        self.pre, self.post, self.final, self.attend = _pre_attention, _post_attention, _final, _attend
-        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, _qkv_projection, _rotary, _residual_norm
+        self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
+        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
-            self.pre = torch.compile(_pre_attention, fullgraph=True)
-            self.project = torch.compile(_qkv_projection, fullgraph=True)
-            self.rotate = torch.compile(_rotary, fullgraph=True)
-            self.post = torch.compile(_post_attention, fullgraph=True)
-            self.residual_norm = torch.compile(_residual_norm, fullgraph=True)
-            self.final = torch.compile(_final, fullgraph=True)
-            self.attend = torch.compile(_attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
+            self.pre = torch.compile(pre_attention, fullgraph=True)
+            self.project = torch.compile(qkv_projection, fullgraph=True)
+            self.rotate = torch.compile(rotary, fullgraph=True)
+            self.post = torch.compile(post_attention, fullgraph=True)
+            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
+            self.final = torch.compile(final_logits, fullgraph=True)
+            self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
         self.lower_right = self.planless and lower_right_works(self.device, self.dtype)
@@ -462,7 +311,7 @@ class TextForward:
         if gemv is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
         qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
-        return _split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
+        return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
         """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .forward import rms_norm
+from .layer_math import rms_norm
 
 ATTENTION_BACKENDS = [
     SDPBackend.CUDNN_ATTENTION,

@@ -12,7 +12,7 @@ def test_split_k_kernels_equal_the_default_attention():
     out = run_interpreted("""
         import torch
         from glm_vision.engine.decode_attention import decode_attention
-        from glm_vision.engine.forward import _attend
+        from glm_vision.engine.layer_math import attend
 
         g = torch.Generator().manual_seed(0)
         cases = [(3, 2, 16, 32, 1024, 1024, torch.float32, 1e-5), (3, 2, 2, 16, 700, 512, torch.float32, 1e-5),
@@ -26,12 +26,12 @@ def test_split_k_kernels_equal_the_default_attention():
             lengths[-1] = max_len - 1  # a padding row: its lengths point past the bucket
             out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5)
             valid = torch.arange(bucket)[None, :] <= lengths[:, None]
-            ref = _attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(), valid, dim ** -0.5)
+            ref = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(), valid, dim ** -0.5)
             err = (out.float() - ref).abs().max().item()
             assert out.dtype == dtype and out.shape == q.shape
             assert err < tol, (batch, group, dtype, err)
             # one key fewer in the middle rows (the padding row and the one-key row aside) is caught
-            wrong = _attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(),
+            wrong = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(),
                             torch.arange(bucket)[None, :] < lengths[:, None], dim ** -0.5)
             assert (out.float() - wrong)[1:-1].abs().max().item() > 10 * tol
         from glm_vision.engine.decode_attention import write_kv
@@ -54,7 +54,7 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
     out = run_interpreted("""
         import torch
         from glm_vision.engine.decode_attention import decode_attention, write_kv
-        from glm_vision.engine.forward import _attend, _pre_attention, _qkv_projection
+        from glm_vision.engine.layer_math import attend, pre_attention, qkv_projection
 
         g = torch.Generator().manual_seed(1)
         batch, kv, group, dim, rot, max_len, hidden = 3, 2, 4, 32, 16, 512, 24
@@ -66,8 +66,8 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         inv_freq = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
         freqs = (lengths.float()[:, None] * inv_freq).repeat_interleave(2, dim=-1)
         cos, sin = freqs.cos(), freqs.sin()
-        q_ref, k_ref, v_ref = _pre_attention(x, w, b, cos, sin, heads, kv, dim)
-        q_raw, k_raw, v_raw = _qkv_projection(x, w, b, heads, kv, dim)  # views into one output, not rotated
+        q_ref, k_ref, v_ref = pre_attention(x, w, b, cos, sin, heads, kv, dim)
+        q_raw, k_raw, v_raw = qkv_projection(x, w, b, heads, kv, dim)  # views into one output, not rotated
         keys = torch.randn(batch + 1, kv, max_len, dim, generator=g)
         values = torch.randn(batch + 1, kv, max_len, dim, generator=g)
         want_k, want_v = keys.clone(), values.clone()
@@ -75,7 +75,7 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         write_kv(keys, values, k_raw, v_raw, lengths, cos, sin)
         assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
         valid = torch.arange(max_len)[None, :] <= lengths[:, None]
-        ref = _attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
+        ref = attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
         got = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5, cos, sin)
         assert (got - ref).abs().max() < 1e-4, (got - ref).abs().max()
         unrotated = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5)
@@ -83,37 +83,3 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         print("rotary ok")
     """)
     assert "rotary ok" in out
-
-
-def test_engine_with_split_k_attention_decodes_the_same_tokens():
-    out = run_interpreted("""
-        import tempfile
-        from dataclasses import replace
-        from pathlib import Path
-
-        from glm_vision.conversation import Message
-        from glm_vision.backend import GenerationRequest, SamplingParams
-        from glm_vision.engine import Engine
-        from glm_vision.settings import Settings
-        from glm_vision.synthetic.tiny import build_tiny_checkpoint
-
-        directory = Path(tempfile.mkdtemp())
-        build_tiny_checkpoint(directory)
-        base = Settings(model=str(directory), device="cpu", max_context_tokens=2048, max_batch=3)
-        requests = [GenerationRequest([Message("user", text)], SamplingParams.greedy(24, min_new_tokens=24))
-                    for text in ("hello", "what is in the picture?", "a longer question about colours and shapes")]
-        answers = {}
-        # 8-token prefill budgets: rows decode in the same passes as the later prompts' chunks
-        for mode, budget in (("compiled", 2048), ("triton", 2048), ("compiled", 8), ("triton", 8)):
-            engine = Engine.load(replace(base, decode_attention=mode, prefill_chunk_tokens=budget))
-            prefill, mixed = engine.runner.prefill, []
-            engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
-            handles = [engine.submit(r) for r in requests]  # decoded together, different lengths
-            answers[mode, budget] = [h.wait().token_ids for h in handles]
-            engine.shutdown()
-            assert budget > 8 or max(mixed) > 0
-        assert len(set(map(tuple, answers.values()))) == 1, answers
-        assert all(len(t) == 24 for t in answers["triton", 8])
-        print("engine ok")
-    """)
-    assert "engine ok" in out

@@ -352,7 +352,7 @@ def test_planless_prefill_attention_equals_grouped_sdpa():
     """The GPU's prefill attention (flash / memory-efficient backends, key and value heads copied per
     query head under a prefix mask; or the lower-right causal bias) computes what grouped-query SDPA
     with an explicit mask does, with and without a prefix."""
-    from glm_vision.engine.forward import lower_right_works, prefill_attention
+    from glm_vision.engine.prefill_attention import lower_right_works, prefill_attention
 
     g = torch.Generator().manual_seed(0)
     heads, kv, d, T, start = 8, 2, 16, 5, 7

@@ -56,52 +56,6 @@ def test_every_candidate_computes_linear_and_swiglu():
     assert "gemv ok" in out
 
 
-def test_engine_with_triton_matmuls_decodes_the_same_tokens():
-    out = run_interpreted("""
-        import tempfile
-        from dataclasses import replace
-        from pathlib import Path
-
-        from glm_vision.conversation import Message
-        from glm_vision.backend import GenerationRequest, SamplingParams
-        from glm_vision.engine import Engine
-        from glm_vision.settings import Settings
-        from glm_vision.synthetic.tiny import build_tiny_checkpoint
-
-        directory = Path(tempfile.mkdtemp())
-        build_tiny_checkpoint(directory)
-        base = Settings(model=str(directory), device="cpu", max_context_tokens=1024, max_batch=3)
-        requests = [GenerationRequest([Message("user", text)], SamplingParams.greedy(12, min_new_tokens=12))
-                    for text in ("hello", "what is in the picture?", "a longer question about colours")]
-        from glm_vision.engine import gemv
-
-        calls, linear = [], gemv.linear
-        gemv.linear = lambda *args, **kwargs: (calls.append(1), linear(*args, **kwargs))[1]
-        answers = {}
-        for matmul, attention in (("cublas", "compiled"), ("triton", "compiled"), ("triton", "triton")):
-            engine = Engine.load(replace(base, decode_matmul=matmul, decode_attention=attention))
-            assert engine.runner.forward.decode_matmul == matmul
-            handles = [engine.submit(r) for r in requests]  # decoded together, different lengths
-            answers[matmul, attention] = [h.wait().token_ids for h in handles]
-            engine.shutdown()
-        # auto's rule: the GEMVs for batches up to a size, cuBLAS above it (here: one row)
-        engine = Engine.load(replace(base, decode_matmul="triton", decode_attention="triton"))
-        engine.runner.forward.gemv_max_batch = 1
-        rows = []
-        gemv.linear = lambda x, *args, **kwargs: (rows.append(x.shape[0]), linear(x, *args, **kwargs))[1]
-        handles = [engine.submit(r) for r in requests]
-        answers["triton up to 1 row", "triton"] = [h.wait().token_ids for h in handles]
-        engine.generate(requests[0])  # alone: one-row steps
-        engine.shutdown()
-        assert len(set(map(tuple, answers.values()))) == 1, answers
-        assert calls  # the decode steps went through the kernels
-        assert rows and max(rows) == 1, rows
-        assert all(len(t) == 12 for t in answers["triton", "triton"])
-        print("engine ok")
-    """)
-    assert "engine ok" in out
-
-
 def test_auto_keeps_cublas_where_triton_cannot_run(engine):
     """`--decode-matmul auto` (the default) means the GEMVs on CUDA only: on the CPU every decode step goes
     through cuBLAS's path (Triton has no CPU driver: a GEMV there failed every request)."""

@@ -12,7 +12,8 @@ import torch
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
 from glm_vision.engine import Engine
-from glm_vision.engine.forward import Chunk, DecodeRows, fuse_qkv
+from glm_vision.engine.forward import Chunk, DecodeRows
+from glm_vision.engine.fused_weights import fuse_qkv
 from glm_vision.engine.scheduler import DECODE_FIRST, PREFILL_FIRST
 from glm_vision.images import load_image
 from tests.conftest import make_picture
