@@ -27,15 +27,14 @@ import asyncio
 import base64
 import io
 import json
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
+from bench.api_server import LiveServer
 from bench.bench_engine import QUESTION, full_size_model, screenshot, timed, tiny_model
 from glm_vision import images
 from glm_vision.api.messages import convert_messages, decode_data_url
@@ -67,38 +66,6 @@ def chat_messages(png: bytes, answer: str | None = None) -> list[dict]:
     if answer is None:
         return [first]
     return [first, {"role": "assistant", "content": answer}, {"role": "user", "content": FOLLOW_UP}]
-
-
-# ---------------------------------------------------------------------------- the server
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ApiServer:
-    """uvicorn serving the API app on a free loopback port in a background thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
-
-    def __enter__(self) -> ApiServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 # ---------------------------------------------------------------------------- one request each way
@@ -268,8 +235,8 @@ def build_engine(args) -> tuple[Engine, Settings]:
 def measure(engine: Engine, settings: Settings, repeats: int, answer_tokens: int) -> list[dict]:
     from openai import OpenAI
 
-    with ApiServer(create_api_app(AppState(settings, backend=engine))) as server:
-        client = OpenAI(base_url=f"http://127.0.0.1:{server.port}/v1", api_key=API_KEY, max_retries=0)
+    with LiveServer(create_api_app(AppState(settings, backend=engine))) as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0)
         one_repeat(client, engine, settings, 10_000, answer_tokens)  # warm-up: connection, first-use paths
         return [one_repeat(client, engine, settings, seed, answer_tokens) for seed in range(1, repeats + 1)]
 

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.api_server import LiveServer
+
 QUESTION = "Describe this screenshot: every window, button and label you can see."
 
 
@@ -244,33 +246,11 @@ def steady_level(engine, streams: int, prompt_tokens: int, tokens: int) -> dict:
     }
 
 
-class InProcessServer:
+def serve_in_process(engine, settings) -> LiveServer:
     """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
+    from glm_vision.server import AppState, create_app
 
-    def __init__(self, engine, settings) -> None:
-        import socket
-
-        import uvicorn
-
-        from glm_vision.server import AppState, create_app
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        state = AppState(settings)
-        state.backend = engine
-        config = uvicorn.Config(create_app(state), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+    return LiveServer(create_app(AppState(settings, backend=engine))).__enter__()
 
 
 def fmt(value, unit="", digits=1):
@@ -377,7 +357,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
             f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        server = None if args.direct else InProcessServer(engine, replace(settings))
+        server = None if args.direct else serve_in_process(engine, replace(settings))
         policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
         extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
         try:
@@ -392,7 +372,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
                     if args.direct:
                         result = run_level_direct(engine, streams, tokens, images)
                     else:
-                        result = asyncio.run(run_level(server.url, args.api_key, streams, tokens, urls))
+                        result = asyncio.run(run_level(f"{server.url}/v1", args.api_key, streams, tokens, urls))
                     result.update(tokens=tokens, attention=attention, policy=policy)
                     if device == "cuda":
                         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -405,7 +385,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
                 print(json.dumps(result), flush=True)
         finally:
             if server is not None:
-                server.close()
+                server.__exit__(None, None, None)
             engine.shutdown()
     return rows, steady
 

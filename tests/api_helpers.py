@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
-import threading
 import time
 
-import uvicorn
 from PIL import Image
 
+from bench.api_server import LiveServer, free_port  # noqa: F401 - re-exported for the tests
 from glm_vision.server import AppState
 from tests.doubles import ScriptedBackend  # noqa: F401 - re-exported for the API tests
 
@@ -21,39 +19,6 @@ def make_app(state: AppState):
     from glm_vision.server import create_app
 
     return create_app(state)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn serving `app` on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app, port: int | None = None) -> None:
-        self.port = port or free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def serve(state: AppState) -> LiveServer:
