@@ -93,7 +93,11 @@ def load_engine(args, loaded=None):
         from bench.bench_engine import full_size_model  # full-size random bf16 weights from the config
 
         settings = Settings(
-            model="random", device="cuda", max_context_tokens=4096, max_batch=max(args.batch), decode_matmul=matmul
+            model="random",
+            device="cuda",
+            max_context_tokens=getattr(args, "max_context", 4096),
+            max_batch=max(args.batch),
+            decode_matmul=matmul,
         )
         engine = Engine(settings, loaded or full_size_model(Path(args.config), "cuda"))
     engine.warmup()

@@ -3,6 +3,7 @@
 
     python -m bench.bench_gemv                                   # GPU, GLM-4.6V-Flash shapes
     TRITON_INTERPRET=1 python -m bench.bench_gemv --smoke        # CPU: tiny shapes, only checks that it runs
+    python -m bench.bench_gemv --sweep --batch 1 32              # every candidate tile of SWEEP, each timed
 
 Time per call: `gemv.graph_time` (median of 3), the call replayed in a CUDA graph as the decode step
 runs it, each call after a 256 MB read that evicts the L2 cache (a decode step streams 17.6 GB of
@@ -17,6 +18,7 @@ Autotuning (the first Triton call of each shape) runs before the timing, and its
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -129,6 +131,87 @@ def describe(config) -> str:
     return f"{kind} N{kw['BLOCK_N']} K{kw['BLOCK_K']} split{kw['SPLIT_K']} w{config.num_warps} s{config.num_stages}"
 
 
+def _sweep_configs():
+    from glm_vision.engine.gemv import CONFIGS, _config
+
+    rows_kernels = [
+        _config(n, k, split, dot=False, warps=w, stages=3)
+        for n, k, w, split in itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8), (1, 2))
+        if n * k <= 16384 and not (split == 2 and n < 8)
+    ] + [_config(n, k, dot=False, warps=8, stages=1) for n, k in ((4, 2048), (8, 1024), (8, 2048), (16, 1024))]
+    dot_kernels = [
+        _config(n, k, split, warps=w, stages=st)
+        for n, k, st, split in [
+            (16, 128, 8, 1),
+            (16, 256, 4, 1),
+            (16, 512, 3, 1),
+            (32, 128, 6, 1),
+            (32, 256, 4, 1),
+            (32, 512, 3, 1),
+            (64, 128, 5, 1),
+            (64, 256, 3, 1),
+            (128, 128, 4, 1),
+            (16, 256, 4, 2),
+            (32, 256, 4, 2),
+            (32, 128, 6, 4),
+            (64, 128, 4, 2),
+            (32, 256, 4, 4),
+        ]
+        for w in (4, 8)
+    ]
+    return list(dict.fromkeys(CONFIGS + rows_kernels + dot_kernels))
+
+
+def sweep(matrix: Matrix, m: int, budget_end: float) -> list[dict]:
+    """Every candidate of the sweep list that suits the shape, timed as the step runs it (until the budget)."""
+    from triton.runtime.errors import OutOfResources
+
+    from glm_vision.engine import gemv
+
+    x = torch.randn(m, matrix.k, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(matrix.rows, matrix.k, device="cuda", dtype=torch.bfloat16) / matrix.k**0.5
+    b = torch.randn(matrix.n, device="cuda", dtype=torch.bfloat16) if matrix.epilogue == "bias" else None
+    out = torch.empty(m, matrix.n, device="cuda", dtype=torch.float32 if matrix.epilogue == "logits" else x.dtype)
+    rows = []
+    for config in _sweep_configs():
+        if time.perf_counter() > budget_end or not gemv._fits(config, m, matrix.n, matrix.k):
+            continue
+        if matrix.epilogue == "swiglu":
+            call = lambda config=config: gemv.swiglu(x, w, config=config)  # noqa: E731
+        else:
+            call = lambda config=config: gemv.linear(x, w, b, out=out, config=config)  # noqa: E731
+        try:
+            us = 1000 * graph_time_median(call)
+        except OutOfResources as error:  # shared memory or registers: that tile does not exist here
+            print(f"  {describe(config)}: {type(error).__name__}", flush=True)
+            continue
+        rows.append(
+            {
+                "matrix": matrix.name,
+                "m": m,
+                "config": describe(config),
+                "us": us,
+                "gbs": matrix.rows * matrix.k * 2 / us / 1e3,
+            }
+        )
+    return rows
+
+
+def graph_time_median(fn) -> float:
+    from glm_vision.engine.gemv import graph_time
+
+    return statistics.median(graph_time(fn) for _ in range(3))
+
+
+def report_sweep(rows: list[dict], best: int) -> None:
+    print("| M | matrix | config | us | GB/s |")
+    print("|---|---|---|---|---|")
+    for key in dict.fromkeys((r["m"], r["matrix"]) for r in rows):
+        ranked = sorted((r for r in rows if (r["m"], r["matrix"]) == key), key=lambda r: r["us"])
+        for r in ranked[:best]:
+            print(f"| {r['m']} | {r['matrix']} | {r['config']} | {r['us']:.1f} | {r['gbs']:.0f} |")
+
+
 def report(rows: list[dict]) -> None:
     print("| M | matrix | weights MB | cuBLAS us | GB/s | Triton us | GB/s | Triton / cuBLAS | max rel diff | config |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -156,9 +239,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], help="rows (M) per call")
     parser.add_argument("--smoke", action="store_true", help="CPU under TRITON_INTERPRET=1: tiny shapes, float32")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--sweep", action="store_true", help="time every candidate tile (GPU), not the tuned one")
+    parser.add_argument("--sweep-budget", type=float, default=240, help="seconds the sweep may take in all")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
+    if args.sweep:
+        text = json.loads(args.config.read_text())["text_config"]
+        budget_end = time.perf_counter() + args.sweep_budget
+        rows = [row for m in args.batch for matrix in matrices(text) for row in sweep(matrix, m, budget_end)]
+        report_sweep(rows, best=6)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     if args.smoke:
         device, dtype, text, batches, glue = "cpu", torch.float32, SMOKE_TEXT, args.batch[:2], _swiglu_glue
     else:

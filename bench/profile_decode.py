@@ -1,7 +1,7 @@
 """Where a decode step's time goes on the GPU: torch.profiler over the decode steps of the full-size random
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
-    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
+    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton] [--context 4000]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -11,6 +11,7 @@ is kernel-bound (faster kernels are the lever); far below it, host-bound (launch
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -19,9 +20,9 @@ import torch
 from bench import bench_constraints
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import scheduler
+from glm_vision.engine import pdl, scheduler
 
-PROMPT = "Write a long story about a cat. " * 20
+PROMPT = "Write a long story about a cat. "
 
 
 class StepTimer:
@@ -44,9 +45,9 @@ class StepTimer:
         scheduler.Scheduler.step = timed
 
 
-def run(engine, timer: StepTimer, batch: int, tokens: int, profile: bool = False) -> None:
+def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile: bool = False) -> None:
     sampling = SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)
-    handles = [engine.submit(GenerationRequest([Message("user", PROMPT)], sampling)) for _ in range(batch)]
+    handles = [engine.submit(GenerationRequest(prompt_of(engine, context), sampling)) for _ in range(batch)]
     for handle in handles:
         next(iter(handle))  # every prompt prefilled: only decode steps are timed
     timer.steps.clear()
@@ -72,26 +73,61 @@ def run(engine, timer: StepTimer, batch: int, tokens: int, profile: bool = False
         print(table.table(sort_by="self_cpu_time_total", row_limit=18))
 
 
+def prompt_of(engine, context: int, tag: str = "") -> list[Message]:
+    per_repeat = len(engine.loaded.processor.tokenizer(PROMPT * 10)["input_ids"]) / 10
+    return [Message("user", tag + PROMPT * max(1, int(context / per_repeat)))]
+
+
+def greedy_answers(engine, batch: int, context: int, tokens: int = 48) -> list[tuple[int, ...]]:
+    """Greedy answers of `batch` different prompts decoded together: variants of the same kernels
+    (PDL on or off) must give the very same tokens."""
+    sampling = SamplingParams.greedy(tokens, min_new_tokens=tokens)
+    handles = [engine.submit(GenerationRequest(prompt_of(engine, context, f"{i}. "), sampling)) for i in range(batch)]
+    return [tuple(handle.wait().token_ids) for handle in handles]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="a model config.json: full-size random bf16 weights")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--context", type=int, default=160, help="prompt tokens (about)")
     parser.add_argument(
         "--decode-matmul", default="auto", help="comma-separated (auto, cublas, triton): an engine each, same weights"
     )
+    parser.add_argument(
+        "--pdl",
+        default="on",
+        help="comma-separated programmatic-dependent-launch modes (on, wait, off; on:COLS sets the GEMVs' "
+        "prefetch): an engine each, and their greedy answers compared",
+    )
+    parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
-    loaded = None
-    for matmul in args.decode_matmul.split(","):
-        options = argparse.Namespace(tiny=False, config=args.config, batch=args.batch, decode_matmul=matmul)
+    loaded, answers = None, {}
+    for matmul, mode in itertools.product(args.decode_matmul.split(","), args.pdl.split(",")):
+        pdl.MODE, _, cols = mode.partition(":")
+        pdl.PREFETCH_COLS = int(cols or pdl.PREFETCH_COLS)
+        options = argparse.Namespace(
+            tiny=False, config=args.config, batch=args.batch, decode_matmul=matmul, max_context=args.context + 1024
+        )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}", flush=True)
+        print(f"decode matmuls: {matmul}, PDL: {mode}", flush=True)
         for batch in args.batch:
-            run(engine, timer, batch, args.tokens)
-            run(engine, timer, batch, args.tokens // 2, profile=True)
+            run(engine, timer, batch, args.tokens, args.context)
+            if not args.no_profile:
+                run(engine, timer, batch, args.tokens // 2, args.context, profile=True)
+        answers[(matmul, mode)] = [
+            answer
+            for rows in sorted({min(8, max(args.batch)), max(args.batch)})
+            for answer in greedy_answers(engine, rows, args.context)
+        ]
         engine.shutdown()
+    first = next(iter(answers.values()))
+    for variant, got in answers.items():
+        same = sum(a == b for a, b in zip(got, first, strict=True))
+        print(f"greedy answers of {variant}: {same}/{len(got)} identical to {next(iter(answers))}'s")
 
 
 if __name__ == "__main__":

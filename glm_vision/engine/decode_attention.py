@@ -3,9 +3,10 @@ and the new token's key and value written into the slab by one kernel instead of
 
 The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
 layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
-keys in splits of SPLIT positions, one program per (row, KV head, split), with the KV head's query
-group as one matrix (GQA: the keys are read once for the whole group), and a second kernel merges
-the splits' partial softmax sums. The valid keys of row b are [0, lengths[b]]; splits past that
+keys in splits of `tuning(...).split` positions (longer splits at larger batches: enough programs
+for every SM either way), one program per (row, KV head, split), with the KV head's query group as
+one matrix (GQA: the keys are read once for the whole group), and a second kernel merges the
+splits' partial softmax sums, one program per query head. The valid keys of row b are [0, lengths[b]]; splits past that
 return at once.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
@@ -17,12 +18,37 @@ Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-SPLIT = 256  # key positions per program
-BLOCK_N = 64  # key positions per inner iteration
+from . import pdl
+from .pdl import launch_next, prefetch_l2, wait_previous
+
+MIN_PROGRAMS = 264  # two programs per SM of an H200 (132 SMs)
+# key positions of its split a program prefetches into L2 with PDL (all of them would overflow L2 at 32 rows)
+PREFETCH_KEYS = 256
+
+
+@dataclass(frozen=True)
+class Tuning:
+    split: int  # key positions per program
+    block: int = 64  # key positions per inner iteration
+    warps: int = 4
+    stages: int = 3
+
+
+def tuning(batch: int, kv: int, bucket: int) -> Tuning:
+    """The longest split (fewer partial sums to write and merge) that still gives two programs per SM,
+    never under 256 positions (at one row shorter splits cost more in merging than they gain).
+    bench_decode_attention on the H200 at 4k context: 1 row 11.9 us (256; 64: 13.4), 8 rows 20.4
+    (256), 32 rows 43.5 (1,024; 256: 53.1), 64 rows 79.0 (1,024 with 32-key blocks; 256: 95.3)."""
+    for split in (1024, 512):
+        if batch * kv * triton.cdiv(bucket, split) >= MIN_PROGRAMS:
+            return Tuning(split, block=32 if batch * kv >= 128 else 64)
+    return Tuning(256)
 
 
 @triton.jit
@@ -46,6 +72,7 @@ def _split_kernel(
     PART_O,
     PART_M,
     PART_L,
+    bucket,
     sq_b,
     sq_h,
     sq_g,
@@ -71,11 +98,20 @@ def _split_kernel(
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
+    PDL: tl.constexpr,
+    PREFETCH: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
-    length = tl.load(LENGTHS + b)
+    launch_next(PDL)
+    length = tl.load(LENGTHS + b)  # set before the step's graph runs: no kernel of the step writes it
+    if PREFETCH > 0:  # the keys before the new one were written steps ago: on their way to L2 while q is made
+        at = tl.minimum(s * SPLIT_N + tl.arange(0, PREFETCH), tl.maximum(length - 1, 0))
+        lines = at[:, None] * sk_n + tl.arange(0, 2)[None, :] * (D // 2)  # a head's row: two 128-byte lines (bf16)
+        prefetch_l2(K + b * sk_b + h * sk_h + lines)
+        prefetch_l2(V + b * sv_b + h * sv_h + lines)
+    wait_previous(PDL)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
@@ -90,7 +126,7 @@ def _split_kernel(
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
         for n0 in range(start, start + SPLIT_N, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
-            valid = offs_n <= length
+            valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
             k = tl.load(
                 K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
             )
@@ -120,6 +156,7 @@ def _merge_kernel(
     PART_M,
     PART_L,
     OUT,
+    splits,
     so_b,
     so_h,
     so_s,
@@ -130,38 +167,36 @@ def _merge_kernel(
     sout_b,
     sout_h,
     sout_g,
-    SPLITS: tl.constexpr,
-    G: tl.constexpr,
-    G_PAD: tl.constexpr,
     D: tl.constexpr,
+    CHUNK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    """One query head (b, h, g) per program: its splits' partial sums merged CHUNK splits at a time."""
     b = tl.program_id(0)
     h = tl.program_id(1)
-    offs_g = tl.arange(0, G_PAD)
+    g = tl.program_id(2)
+    launch_next(PDL)
+    wait_previous(PDL)
+    offs_s = tl.arange(0, CHUNK)
     offs_d = tl.arange(0, D)
-    keep = offs_g < G
-    m = tl.full([G_PAD], float("-inf"), tl.float32)
-    for s in range(SPLITS):
-        m = tl.maximum(m, tl.load(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=float("-inf")))
-    m = tl.where(keep, m, 0.0)  # split 0 always holds key 0, so real rows are finite
-    total = tl.zeros([G_PAD], tl.float32)
-    acc = tl.zeros([G_PAD, D], tl.float32)
-    for s in range(SPLITS):
-        weight = tl.exp(tl.load(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=float("-inf")) - m)
-        total += weight * tl.load(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, mask=keep, other=0.0)
-        part = tl.load(
-            PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :],
-            mask=keep[:, None],
-            other=0.0,
-        )
-        acc += weight[:, None] * part
-    total = tl.where(keep, total, 1.0)
-    out = acc / total[:, None]
-    tl.store(
-        OUT + b * sout_b + h * sout_h + offs_g[:, None] * sout_g + offs_d[None, :],
-        out.to(OUT.dtype.element_ty),
-        mask=keep[:, None],
-    )
+    m_at = PART_M + b * sm_b + h * sm_h + g
+    l_at = PART_L + b * sm_b + h * sm_h + g
+    o_at = PART_O + b * so_b + h * so_h + g * so_g
+    m = float("-inf")
+    total = 0.0
+    acc = tl.zeros([D], tl.float32)
+    for s0 in range(0, splits, CHUNK):  # split 0 always holds key 0: m is finite after the first chunk
+        s = s0 + offs_s
+        keep = s < splits
+        m_s = tl.load(m_at + s * sm_s, mask=keep, other=float("-inf"))
+        m_new = tl.maximum(m, tl.max(m_s, 0))
+        alpha = tl.exp(m - m_new)
+        weight = tl.exp(m_s - m_new)
+        total = total * alpha + tl.sum(weight * tl.load(l_at + s * sm_s, mask=keep, other=0.0), 0)
+        part = tl.load(o_at + s[:, None] * so_s + offs_d[None, :], mask=keep[:, None], other=0.0)
+        acc = acc * alpha + tl.sum(weight[:, None] * part, 0)
+        m = m_new
+    tl.store(OUT + b * sout_b + h * sout_h + g * sout_g + offs_d, (acc / total).to(OUT.dtype.element_ty))
 
 
 def decode_attention(
@@ -173,12 +208,15 @@ def decode_attention(
     scale: float,
     cos: torch.Tensor | None = None,
     sin: torch.Tensor | None = None,
+    tuned: Tuning | None = None,
 ) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
-    cos/sin (B, rot), q is the raw projection and is rotated first."""
+    cos/sin (B, rot), q is the raw projection and is rotated first. `tuned`: the kernel's
+    split and tiles instead of `tuning`'s (benchmarks)."""
     batch, kv, group, dim = q.shape
-    splits = triton.cdiv(bucket, SPLIT)
+    tuned = tuned or tuning(batch, kv, bucket)
+    splits = triton.cdiv(bucket, tuned.split)
     group_pad = max(16, triton.next_power_of_2(group))  # tl.dot needs 16 rows at least
     part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)
     part_m = torch.empty(batch, kv, splits, group, dtype=torch.float32, device=q.device)
@@ -188,6 +226,7 @@ def decode_attention(
     for t in (q, keys, values):
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
+    use_pdl = pdl.enabled(q.device)
     _split_kernel[(batch, kv, splits)](
         q,
         keys,
@@ -198,6 +237,7 @@ def decode_attention(
         part_o,
         part_m,
         part_l,
+        bucket,
         q.stride(0),
         q.stride(1),
         q.stride(2),
@@ -220,15 +260,21 @@ def decode_attention(
         G_PAD=group_pad,
         D=dim,
         ROT=rot,
-        SPLIT_N=SPLIT,
-        BLOCK=BLOCK_N,
+        SPLIT_N=tuned.split,
+        BLOCK=tuned.block,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
+        PDL=use_pdl,
+        PREFETCH=min(tuned.split, PREFETCH_KEYS) if pdl.prefetches(use_pdl) else 0,
+        num_warps=tuned.warps,
+        num_stages=tuned.stages,
+        **pdl.launch_options(use_pdl),
     )
-    _merge_kernel[(batch, kv)](
+    _merge_kernel[(batch, kv, group)](
         part_o,
         part_m,
         part_l,
         out,
+        splits,
         part_o.stride(0),
         part_o.stride(1),
         part_o.stride(2),
@@ -239,10 +285,10 @@ def decode_attention(
         out.stride(0),
         out.stride(1),
         out.stride(2),
-        SPLITS=splits,
-        G=group,
-        G_PAD=group_pad,
         D=dim,
+        CHUNK=16,
+        PDL=use_pdl,
+        **pdl.launch_options(use_pdl),
     )
     return out
 
@@ -259,10 +305,27 @@ def _rotary_args(cos, sin, like: torch.Tensor):
 
 @triton.jit
 def _write_kernel(
-    K_NEW, V_NEW, K, V, LENGTHS, COS, SIN, sn_b, sn_h, sk_b, sk_h, sk_n, sc_b, D: tl.constexpr, ROT: tl.constexpr
+    K_NEW,
+    V_NEW,
+    K,
+    V,
+    LENGTHS,
+    COS,
+    SIN,
+    sn_b,
+    sn_h,
+    sk_b,
+    sk_h,
+    sk_n,
+    sc_b,
+    D: tl.constexpr,
+    ROT: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
+    launch_next(PDL)
+    wait_previous(PDL)
     offs = tl.arange(0, D)
     at = tl.load(LENGTHS + b)
     k_at = K_NEW + b * sn_b + h * sn_h
@@ -289,6 +352,7 @@ def write_kv(
         k, v = k.contiguous(), v.contiguous()
     assert keys.stride() == values.stride() and keys.stride(-1) == 1
     cos, sin, rot = _rotary_args(cos, sin, k)
+    use_pdl = pdl.enabled(k.device)
     _write_kernel[(batch, kv)](
         k,
         v,
@@ -305,4 +369,6 @@ def write_kv(
         cos.stride(0),
         D=dim,
         ROT=rot,
+        PDL=use_pdl,
+        **pdl.launch_options(use_pdl),
     )

@@ -11,7 +11,7 @@ from tests.triton_interpreter import run_interpreted
 def test_split_k_kernels_equal_the_default_attention():
     out = run_interpreted("""
         import torch
-        from glm_vision.engine.decode_attention import decode_attention
+        from glm_vision.engine.decode_attention import Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
 
         g = torch.Generator().manual_seed(0)
@@ -24,12 +24,14 @@ def test_split_k_kernels_equal_the_default_attention():
             lengths = torch.randint(0, bucket, (batch,), generator=g)
             lengths[0] = 0  # one key only
             lengths[-1] = max_len - 1  # a padding row: its lengths point past the bucket
-            out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5)
             valid = torch.arange(bucket)[None, :] <= lengths[:, None]
             ref = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(), valid, dim ** -0.5)
-            err = (out.float() - ref).abs().max().item()
-            assert out.dtype == dtype and out.shape == q.shape
-            assert err < tol, (batch, group, dtype, err)
+            # the default split, short ones (many splits, merged in several chunks) and one long split
+            for tuned in (None, Tuning(64), Tuning(1024, block=32, warps=8, stages=2)):
+                out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5, tuned=tuned)
+                err = (out.float() - ref).abs().max().item()
+                assert out.dtype == dtype and out.shape == q.shape
+                assert err < tol, (batch, group, dtype, tuned, err)
             # one key fewer in the middle rows (the padding row and the one-key row aside) is caught
             wrong = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(),
                             torch.arange(bucket)[None, :] < lengths[:, None], dim ** -0.5)

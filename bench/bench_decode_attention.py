@@ -1,0 +1,87 @@
+"""The decode step's attention (`engine/decode_attention.py`) alone: time per layer for each batch size
+at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
+
+    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096]
+
+Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
+16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
+split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`gemv.graph_time`),
+as the decode step runs them; GB/s counts the keys and values read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+
+import torch
+
+from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning, write_kv
+from glm_vision.engine.gemv import graph_time
+
+KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
+
+
+def candidates(picked: Tuning) -> list[Tuning]:
+    splits = [Tuning(split, picked.block, picked.warps, picked.stages) for split in (64, 128, 256, 512, 1024)]
+    tiles = [
+        Tuning(picked.split, block, warps, stages)
+        for block, warps, stages in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))
+    ]
+    return list(dict.fromkeys([picked, *splits, *tiles]))
+
+
+def measure(batch: int, context: int, max_len: int) -> list[dict]:
+    g = torch.Generator(device="cuda").manual_seed(batch)
+    shape = (batch, KV_HEADS, max_len, DIM)
+    keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
+    values = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
+    q = torch.randn(batch, KV_HEADS, GROUP, DIM, device="cuda", dtype=torch.bfloat16, generator=g)
+    k_new, v_new = (torch.randn(batch, KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    lengths = torch.full((batch,), context, device="cuda", dtype=torch.long)
+    cos, sin = (torch.rand(batch, ROT, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    bucket = min(max_len, (context // 1024 + 1) * 1024)  # forward.TextForward.bucket
+    gb = 2 * batch * KV_HEADS * (context + 1) * DIM * 2 / 1e9
+    picked = tuning(batch, KV_HEADS, bucket)
+    ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256))
+    rows = []
+    for tuned in candidates(picked):
+        out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned)
+        assert (out.float() - ref.float()).abs().max() < 2e-2, tuned
+
+        def call(tuned=tuned):
+            decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned)
+
+        us = 1000 * statistics.median(graph_time(call) for _ in range(3))
+        rows.append({"batch": batch, "tuning": tuned, "picked": tuned == picked, "us": us, "gbs": gb / us * 1e6})
+    write_us = 1000 * graph_time(lambda: write_kv(keys, values, k_new, v_new, lengths, cos, sin))
+    print(f"batch {batch}: write_kv {write_us:.1f} us", flush=True)
+    return rows
+
+
+def report(rows: list[dict]) -> None:
+    print("| batch | split | block | warps | stages | us | GB/s | |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
+        t = r["tuning"]
+        mark = "tuning()" if r["picked"] else ""
+        print(
+            f"| {r['batch']} | {t.split} | {t.block} | {t.warps} | {t.stages} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--context", type=int, default=4096, help="keys each row attends to")
+    parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
+    rows = [row for batch in args.batch for row in measure(batch, args.context, args.max_len)]
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()
