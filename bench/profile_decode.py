@@ -11,7 +11,6 @@ is kernel-bound (faster kernels are the lever); far below it, host-bound (launch
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import time
 
@@ -20,7 +19,7 @@ import torch
 from bench import bench_constraints
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import pdl, scheduler
+from glm_vision.engine import scheduler
 
 PROMPT = "Write a long story about a cat. "
 
@@ -73,17 +72,10 @@ def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile
         print(table.table(sort_by="self_cpu_time_total", row_limit=18))
 
 
-def prompt_of(engine, context: int, tag: str = "") -> list[Message]:
+def prompt_of(engine, context: int) -> list[Message]:
+    """A user message of about `context` tokens."""
     per_repeat = len(engine.loaded.processor.tokenizer(PROMPT * 10)["input_ids"]) / 10
-    return [Message("user", tag + PROMPT * max(1, int(context / per_repeat)))]
-
-
-def greedy_answers(engine, batch: int, context: int, tokens: int = 48) -> list[tuple[int, ...]]:
-    """Greedy answers of `batch` different prompts decoded together: variants of the same kernels
-    (PDL on or off) must give the very same tokens."""
-    sampling = SamplingParams.greedy(tokens, min_new_tokens=tokens)
-    handles = [engine.submit(GenerationRequest(prompt_of(engine, context, f"{i}. "), sampling)) for i in range(batch)]
-    return [tuple(handle.wait().token_ids) for handle in handles]
+    return [Message("user", PROMPT * max(1, int(context / per_repeat)))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,39 +87,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--decode-matmul", default="auto", help="comma-separated (auto, cublas, triton): an engine each, same weights"
     )
-    parser.add_argument(
-        "--pdl",
-        default="on",
-        help="comma-separated programmatic-dependent-launch modes (on, wait, off; on:COLS sets the GEMVs' "
-        "prefetch): an engine each, and their greedy answers compared",
-    )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
-    loaded, answers = None, {}
-    for matmul, mode in itertools.product(args.decode_matmul.split(","), args.pdl.split(",")):
-        pdl.MODE, _, cols = mode.partition(":")
-        pdl.PREFETCH_COLS = int(cols or pdl.PREFETCH_COLS)
+    loaded = None
+    for matmul in args.decode_matmul.split(","):
         options = argparse.Namespace(
             tiny=False, config=args.config, batch=args.batch, decode_matmul=matmul, max_context=args.context + 1024
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}, PDL: {mode}", flush=True)
+        print(f"decode matmuls: {matmul}", flush=True)
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:
                 run(engine, timer, batch, args.tokens // 2, args.context, profile=True)
-        answers[(matmul, mode)] = [
-            answer
-            for rows in sorted({min(8, max(args.batch)), max(args.batch)})
-            for answer in greedy_answers(engine, rows, args.context)
-        ]
         engine.shutdown()
-    first = next(iter(answers.values()))
-    for variant, got in answers.items():
-        same = sum(a == b for a, b in zip(got, first, strict=True))
-        print(f"greedy answers of {variant}: {same}/{len(got)} identical to {next(iter(answers))}'s")
 
 
 if __name__ == "__main__":

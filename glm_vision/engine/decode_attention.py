@@ -6,8 +6,8 @@ layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel
 keys in splits of `tuning(...).split` positions (longer splits at larger batches: enough programs
 for every SM either way), one program per (row, KV head, split), with the KV head's query group as
 one matrix (GQA: the keys are read once for the whole group), and a second kernel merges the
-splits' partial softmax sums, one program per query head. The valid keys of row b are [0, lengths[b]]; splits past that
-return at once.
+splits' partial softmax sums, one program per query head. The valid keys of row b are
+[0, lengths[b]]; splits past that return at once.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
@@ -24,12 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from . import pdl
-from .pdl import launch_next, prefetch_l2, wait_previous
-
 MIN_PROGRAMS = 264  # two programs per SM of an H200 (132 SMs)
-# key positions of its split a program prefetches into L2 with PDL (all of them would overflow L2 at 32 rows)
-PREFETCH_KEYS = 256
 
 
 @dataclass(frozen=True)
@@ -98,20 +93,11 @@ def _split_kernel(
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
-    PDL: tl.constexpr,
-    PREFETCH: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
-    launch_next(PDL)
-    length = tl.load(LENGTHS + b)  # set before the step's graph runs: no kernel of the step writes it
-    if PREFETCH > 0:  # the keys before the new one were written steps ago: on their way to L2 while q is made
-        at = tl.minimum(s * SPLIT_N + tl.arange(0, PREFETCH), tl.maximum(length - 1, 0))
-        lines = at[:, None] * sk_n + tl.arange(0, 2)[None, :] * (D // 2)  # a head's row: two 128-byte lines (bf16)
-        prefetch_l2(K + b * sk_b + h * sk_h + lines)
-        prefetch_l2(V + b * sv_b + h * sv_h + lines)
-    wait_previous(PDL)
+    length = tl.load(LENGTHS + b)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
@@ -169,14 +155,11 @@ def _merge_kernel(
     sout_g,
     D: tl.constexpr,
     CHUNK: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     """One query head (b, h, g) per program: its splits' partial sums merged CHUNK splits at a time."""
     b = tl.program_id(0)
     h = tl.program_id(1)
     g = tl.program_id(2)
-    launch_next(PDL)
-    wait_previous(PDL)
     offs_s = tl.arange(0, CHUNK)
     offs_d = tl.arange(0, D)
     m_at = PART_M + b * sm_b + h * sm_h + g
@@ -226,7 +209,6 @@ def decode_attention(
     for t in (q, keys, values):
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
-    use_pdl = pdl.enabled(q.device)
     _split_kernel[(batch, kv, splits)](
         q,
         keys,
@@ -263,11 +245,8 @@ def decode_attention(
         SPLIT_N=tuned.split,
         BLOCK=tuned.block,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
-        PDL=use_pdl,
-        PREFETCH=min(tuned.split, PREFETCH_KEYS) if pdl.prefetches(use_pdl) else 0,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
-        **pdl.launch_options(use_pdl),
     )
     _merge_kernel[(batch, kv, group)](
         part_o,
@@ -287,8 +266,6 @@ def decode_attention(
         out.stride(2),
         D=dim,
         CHUNK=16,
-        PDL=use_pdl,
-        **pdl.launch_options(use_pdl),
     )
     return out
 
@@ -320,12 +297,9 @@ def _write_kernel(
     sc_b,
     D: tl.constexpr,
     ROT: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
-    launch_next(PDL)
-    wait_previous(PDL)
     offs = tl.arange(0, D)
     at = tl.load(LENGTHS + b)
     k_at = K_NEW + b * sn_b + h * sn_h
@@ -352,7 +326,6 @@ def write_kv(
         k, v = k.contiguous(), v.contiguous()
     assert keys.stride() == values.stride() and keys.stride(-1) == 1
     cos, sin, rot = _rotary_args(cos, sin, k)
-    use_pdl = pdl.enabled(k.device)
     _write_kernel[(batch, kv)](
         k,
         v,
@@ -369,6 +342,4 @@ def write_kv(
         cos.stride(0),
         D=dim,
         ROT=rot,
-        PDL=use_pdl,
-        **pdl.launch_options(use_pdl),
     )

@@ -29,6 +29,7 @@ from .layer_math import (
     post_attention,
     pre_attention,
     qkv_projection,
+    residual_norm,
     rms_norm,
     rotary,
     split_heads,
@@ -115,13 +116,14 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
-        self.norm, self.project, self.rotate = rms_norm, qkv_projection, rotary
+        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(pre_attention, fullgraph=True)
             self.project = torch.compile(qkv_projection, fullgraph=True)
             self.rotate = torch.compile(rotary, fullgraph=True)
             self.post = torch.compile(post_attention, fullgraph=True)
+            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
             self.final = torch.compile(final_logits, fullgraph=True)
             self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
@@ -144,12 +146,11 @@ class TextForward:
             decode_matmul = "triton" if self.device.type == "cuda" else "cublas"
         self.decode_matmul = decode_matmul
         self.gemv_max_batch = 0 if decode_matmul == "cublas" else GEMV_MAX_BATCH if auto else self.slab.slots
-        self.gemv = self.gemv_norm = None
+        self.gemv = None
         if self.gemv_max_batch:
             from . import gemv
-            from .residual_norm import residual_norm as gemv_norm
 
-            self.gemv, self.gemv_norm = gemv, gemv_norm
+            self.gemv = gemv
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -314,14 +315,14 @@ class TextForward:
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
         """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
-        SiLU x up fused) and one Triton kernel for each residual + norm between them (residual_norm.py)."""
+        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
         a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
-        h, x = self.gemv_norm(h, a, *norms, self.eps)
+        h, x = self.residual_norm(h, a, *norms, self.eps)
         x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
-        return self.gemv_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
+        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

@@ -30,9 +30,6 @@ import torch
 import triton
 import triton.language as tl
 
-from . import pdl
-from .pdl import launch_next, prefetch_l2, wait_previous
-
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
@@ -184,8 +181,6 @@ def _gemv_kernel(
     HAS_BIAS: tl.constexpr,
     SWIGLU: tl.constexpr,
     PRECISION: tl.constexpr,
-    PDL: tl.constexpr,
-    PREFETCH: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -212,13 +207,6 @@ def _gemv_kernel(
     up = acc
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
-    launch_next(PDL)
-    if PREFETCH > 0:  # the weights do not depend on the previous kernel: start them on their way to L2
-        lines = tl.minimum(k_start + tl.arange(0, PREFETCH // 64) * 64, K - 1)  # a 128-byte line each (bf16)
-        prefetch_l2(w_rows + lines[None, :])
-        if SWIGLU:
-            prefetch_l2(u_rows + lines[None, :])
-    wait_previous(PDL)  # x is the previous kernel's output
     for k0 in range(k_start, tl.minimum(k_start + span, K), BLOCK_K):
         cols = k0 + offs_k
         if EVEN_K:
@@ -306,14 +294,10 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
     args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), m, n, k)
     args += (x.stride(0), weight.stride(0), out.stride(0))
-    use_pdl = pdl.enabled(x.device)
     flags = {
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
-        "PDL": use_pdl,
-        "PREFETCH": pdl.PREFETCH_COLS if pdl.prefetches(use_pdl) else 0,
-        **pdl.launch_options(use_pdl),
     }
 
     def grid(meta):
