@@ -196,7 +196,7 @@ def decode_attention(
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
     cos/sin (B, rot), q is the raw projection and is rotated first. `tuned`: the kernel's
-    split and tiles instead of `tuning`'s (benchmarks)."""
+    split and tiles instead of `tuning`'s (benchmarks, tests)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(batch, kv, bucket)
     splits = triton.cdiv(bucket, tuned.split)

@@ -50,11 +50,12 @@ CONFIGS = [
     _config(16, 256, warps=2, stages=6),  # fewer warps: each reads the whole tile from shared memory
     _config(16, 256, split=2),
     _config(32, 256, split=4),
-    _config(32, 128, stages=6),  # bench_gemv --sweep on the H200: the best for o_proj at one row,
-    _config(64, 256, warps=8, stages=3),  # these two for gate_up + SwiGLU,
+    # bench_gemv --sweep's best at one row on the H200: o_proj, then gate_up + SwiGLU (two), then qkv + bias
+    _config(32, 128, stages=6),
+    _config(64, 256, warps=8, stages=3),
     _config(64, 128, warps=8, stages=5),
     _config(8, 512, dot=False),  # the single-row kernels (their loads are not pipelined: wide tiles instead)
-    _config(8, 512, dot=False, warps=8, stages=3),  # the sweep's best for qkv + bias
+    _config(8, 512, dot=False, warps=8, stages=3),
     _config(4, 1024, dot=False),
     _config(8, 1024, dot=False, warps=8),
     _config(16, 1024, dot=False, warps=8),
