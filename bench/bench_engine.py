@@ -399,6 +399,15 @@ def main() -> None:
         help="measure the fast engine again with these decode matmuls (a column each)",
     )
     parser.add_argument(
+        "--prefill-chunk-tokens", type=int, default=Settings.prefill_chunk_tokens, help="the fast engine's step budget"
+    )
+    parser.add_argument(
+        "--also-prefill-chunk-tokens",
+        action="append",
+        type=int,
+        help="measure the fast engine again with this prompt-token budget a step (a column each)",
+    )
+    parser.add_argument(
         "--float32-agreement",
         action="store_true",
         help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
@@ -415,7 +424,12 @@ def main() -> None:
     question = [Message("user", QUESTION, [pictures[0]])]
     # One decode slot: the single-stream numbers (the batching benchmark is bench/load.py).
     settings = Settings(
-        model="(in memory)", device=device, max_context_tokens=args.max_context, compile="off", max_batch=1
+        model="(in memory)",
+        device=device,
+        max_context_tokens=args.max_context,
+        compile="off",
+        max_batch=1,
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
     )
     print(
         f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; torch {torch.__version__}", flush=True
@@ -450,6 +464,9 @@ def main() -> None:
         fast.shutdown()
         others = [(f"{mode} attention", {"decode_attention": mode}) for mode in args.also_decode_attention or []]
         others += [(f"{mode} matmuls", {"decode_matmul": mode}) for mode in args.also_decode_matmul or []]
+        others += [
+            (f"{n}-token prefill steps", {"prefill_chunk_tokens": n}) for n in args.also_prefill_chunk_tokens or []
+        ]
         for label, change in others:  # A/B in the same process, same weights
             other = Engine(replace(fast_settings, **change), loaded)
             other.warmup()

@@ -280,6 +280,9 @@ def main() -> None:
         "--decode-matmul", default="auto", choices=["auto", "cublas", "triton"], help="in process: every engine's"
     )
     parser.add_argument(
+        "--prefill-chunk-tokens", type=int, default=0, help="in process: prompt tokens a step (default: the engine's)"
+    )
+    parser.add_argument(
         "--policy",
         default="",
         help="in process: scheduler policies to measure in turn, comma-separated "
@@ -346,14 +349,15 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
             max_context_tokens=args.max_context,
             decode_attention=attention,
             decode_matmul=args.decode_matmul,
+            prefill_chunk_tokens=args.prefill_chunk_tokens or Settings.prefill_chunk_tokens,
         )
         engine = Engine(settings, loaded)
         started = time.perf_counter()
         engine.warmup()
         own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
         print(
-            f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}): "
-            f"{engine.runner.slab.slots} decode slots of "
+            f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}, "
+            f"{settings.prefill_chunk_tokens}-token steps): {engine.runner.slab.slots} decode slots of "
             f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
             flush=True,
         )
