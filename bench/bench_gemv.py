@@ -136,8 +136,8 @@ def _sweep_configs():
 
     rows_kernels = [
         _config(n, k, split, dot=False, warps=w, stages=3)
-        for n, k, w, split in itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8), (1, 2))
-        if n * k <= 16384 and not (split == 2 and n < 8)
+        for n, k, w, split in itertools.product((4, 8, 16), (512, 1024, 2048), (4, 8), (1, 2, 4))
+        if n * k <= 16384 and not (split > 1 and n < 8)  # split 4: the down matrix's long rows (K = 13,696)
     ] + [_config(n, k, dot=False, warps=8, stages=1) for n, k in ((4, 2048), (8, 1024), (8, 2048), (16, 1024))]
     dot_kernels = [
         _config(n, k, split, warps=w, stages=st)
