@@ -18,13 +18,15 @@ Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-MIN_PROGRAMS = 264  # two programs per SM of an H200 (132 SMs)
+PROGRAMS_PER_SM = 2
+DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,22 @@ class Tuning:
     stages: int = 3
 
 
-def tuning(batch: int, kv: int, bucket: int) -> Tuning:
+def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     """The longest split (fewer partial sums to write and merge) that still gives two programs per SM,
     never under 256 positions (at one row shorter splits cost more in merging than they gain).
     bench_decode_attention on the H200 at 4k context: 1 row 11.9 us (256; 64: 13.4), 8 rows 20.4
     (256), 32 rows 43.5 (1,024; 256: 53.1), 64 rows 79.0 (1,024 with 32-key blocks; 256: 95.3)."""
     for split in (1024, 512):
-        if batch * kv * triton.cdiv(bucket, split) >= MIN_PROGRAMS:
+        if batch * kv * triton.cdiv(bucket, split) >= PROGRAMS_PER_SM * sms:
             return Tuning(split, block=32 if batch * kv >= 128 else 64)
     return Tuning(256)
+
+
+@functools.cache
+def _sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return DEFAULT_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 @triton.jit
@@ -198,7 +207,7 @@ def decode_attention(
     cos/sin (B, rot), q is the raw projection and is rotated first. `tuned`: the kernel's
     split and tiles instead of `tuning`'s (benchmarks, tests)."""
     batch, kv, group, dim = q.shape
-    tuned = tuned or tuning(batch, kv, bucket)
+    tuned = tuned or tuning(batch, kv, bucket, _sms(q.device))
     splits = triton.cdiv(bucket, tuned.split)
     group_pad = max(16, triton.next_power_of_2(group))  # tl.dot needs 16 rows at least
     part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)
