@@ -3,7 +3,7 @@
 
     python -m bench.bench_gemv                                   # GPU, GLM-4.6V-Flash shapes
     TRITON_INTERPRET=1 python -m bench.bench_gemv --smoke        # CPU: tiny shapes, only checks that it runs
-    python -m bench.bench_gemv --sweep --batch 1 32              # every candidate tile of SWEEP, each timed
+    python -m bench.bench_gemv --sweep --batch 1 32              # cuBLAS and every candidate tile, each timed
 
 Time per call: `gemv.graph_time` (median of 3), the call replayed in a CUDA graph as the decode step
 runs it, each call after a 256 MB read that evicts the L2 cache (a decode step streams 17.6 GB of
@@ -73,29 +73,28 @@ def _swiglu_glue(y: torch.Tensor) -> torch.Tensor:
     return up * F.silu(gate)
 
 
-def callables(matrix: Matrix, m: int, device: str, dtype: torch.dtype, glue):
-    """(cuBLAS call, Triton call) for one matrix and batch size, on random data."""
+def callables(matrix: Matrix, m: int, device: str, dtype: torch.dtype, glue, config=None):
+    """(cuBLAS call, Triton call) for one matrix and batch size, on random data; `config`: that Triton
+    candidate instead of the tuned one."""
     from glm_vision.engine import gemv
 
     x = torch.randn(m, matrix.k, device=device, dtype=dtype)
     w = torch.randn(matrix.rows, matrix.k, device=device, dtype=dtype) / matrix.k**0.5
     if matrix.epilogue == "bias":
         b = torch.randn(matrix.n, device=device, dtype=dtype)
-        return (lambda: F.linear(x, w, b)), (lambda: gemv.linear(x, w, b))
+        return (lambda: F.linear(x, w, b)), (lambda: gemv.linear(x, w, b, config=config))
     if matrix.epilogue == "swiglu":
-        return (lambda: glue(F.linear(x, w))), (lambda: gemv.swiglu(x, w))
+        return (lambda: glue(F.linear(x, w))), (lambda: gemv.swiglu(x, w, config=config))
     if matrix.epilogue == "logits":
         logits = torch.empty(m, matrix.n, device=device, dtype=torch.float32)
-        return (lambda: F.linear(x, w).float()), (lambda: gemv.linear(x, w, out=logits))
-    return (lambda: F.linear(x, w)), (lambda: gemv.linear(x, w))
+        return (lambda: F.linear(x, w).float()), (lambda: gemv.linear(x, w, out=logits, config=config))
+    return (lambda: F.linear(x, w)), (lambda: gemv.linear(x, w, config=config))
 
 
 def time_call(fn, on_gpu: bool) -> float:
     """Seconds per call."""
     if on_gpu:
-        from glm_vision.engine.gemv import graph_time
-
-        return statistics.median(graph_time(fn) for _ in range(3)) / 1000
+        return graph_time_median(fn) / 1000
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
@@ -169,22 +168,14 @@ def sweep(matrix: Matrix, m: int, budget_end: float, glue) -> list[dict]:
 
     from glm_vision.engine import gemv
 
-    x = torch.randn(m, matrix.k, device="cuda", dtype=torch.bfloat16)
-    w = torch.randn(matrix.rows, matrix.k, device="cuda", dtype=torch.bfloat16) / matrix.k**0.5
-    b = torch.randn(matrix.n, device="cuda", dtype=torch.bfloat16) if matrix.epilogue == "bias" else None
-    out = torch.empty(m, matrix.n, device="cuda", dtype=torch.float32 if matrix.epilogue == "logits" else x.dtype)
     gb = matrix.rows * matrix.k * 2 / 1e3
     cublas_us = 1000 * graph_time_median(callables(matrix, m, "cuda", torch.bfloat16, glue)[0])
     rows = [{"matrix": matrix.name, "m": m, "config": "cuBLAS", "us": cublas_us, "gbs": gb / cublas_us}]
     for config in _sweep_configs():
         if time.perf_counter() > budget_end or not gemv._fits(config, m, matrix.n, matrix.k):
             continue
-        if matrix.epilogue == "swiglu":
-            call = lambda config=config: gemv.swiglu(x, w, config=config)  # noqa: E731
-        else:
-            call = lambda config=config: gemv.linear(x, w, b, out=out, config=config)  # noqa: E731
         try:
-            us = 1000 * graph_time_median(call)
+            us = 1000 * graph_time_median(callables(matrix, m, "cuda", torch.bfloat16, glue, config)[1])
         except OutOfResources as error:  # shared memory or registers: that tile does not exist here
             print(f"  {describe(config)}: {type(error).__name__}", flush=True)
             continue
