@@ -11,7 +11,7 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +35,24 @@ class InputImage:
     image: Image.Image = field(repr=False, compare=False)
     digest: str
     notes: tuple[str, ...] = ()
+    # The pixels as a (height, width, 3) byte array, made where the picture is decoded (the request's
+    # own thread): the GPU worker, which serves every request in turn, then only copies them.
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.size
 
+    def rgb_array(self) -> np.ndarray:
+        """(height, width, 3) uint8, read-only."""
+        return self.pixels if self.pixels is not None else np.asarray(self.image)
 
-def pixel_digest(image: Image.Image) -> str:
+
+def pixel_digest(image: Image.Image, pixels: np.ndarray | None = None) -> str:
     """sha256 of the RGB pixels and the size: equal pictures hash equal, whatever the file format."""
     h = hashlib.sha256()
     h.update(f"{image.width}x{image.height}:".encode())
-    h.update(image.tobytes())
+    h.update(image.tobytes() if pixels is None else pixels.data)  # the same bytes, in the same order
     return h.hexdigest()
 
 
@@ -102,7 +109,8 @@ def normalise(image: Image.Image, *, max_decoded_pixels: int = DEFAULT_MAX_DECOD
         )
     if rgb is image:
         rgb = rgb.copy()
-    return InputImage(image=rgb, digest=pixel_digest(rgb), notes=tuple(notes))
+    pixels = np.asarray(rgb)
+    return InputImage(image=rgb, digest=pixel_digest(rgb, pixels), notes=tuple(notes), pixels=pixels)
 
 
 class _DecodedImages:
@@ -120,7 +128,8 @@ class _DecodedImages:
 
     @staticmethod
     def size(image: InputImage) -> int:
-        return image.size[0] * image.size[1] * 3
+        """Bytes held: Pillow's 4 a pixel (RGB is stored padded), and the pixel array's 3."""
+        return image.size[0] * image.size[1] * (4 + (3 if image.pixels is not None else 0))
 
     def get(self, key: tuple) -> InputImage | None:
         with self._lock:
@@ -145,7 +154,7 @@ class _DecodedImages:
                 self._bytes -= self.size(old)
 
 
-DECODED = _DecodedImages(256 * 2**20)  # about 40 decoded 1920x1080 pictures
+DECODED = _DecodedImages(512 * 2**20)  # about 36 decoded 1920x1080 pictures
 
 
 def decode_image_bytes(data: bytes, *, max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS) -> InputImage:
@@ -169,9 +178,7 @@ def _decode_image_bytes(data: bytes, *, max_decoded_pixels: int) -> InputImage:
                 # A multi-page TIFF is a document: say which page is used, not "animated".
                 opened.seek(0)
                 result = normalise(_first_tiff_page(opened), max_decoded_pixels=max_decoded_pixels)
-                return InputImage(
-                    result.image, result.digest, (f"TIFF with {opened.n_frames} pages: only the first page is used",)
-                )
+                return replace(result, notes=(f"TIFF with {opened.n_frames} pages: only the first page is used",))
             return normalise(opened, max_decoded_pixels=max_decoded_pixels)
     except ImageError:
         raise
@@ -229,7 +236,7 @@ def render_pdf(
             finally:
                 page.close()
             result = normalise(image, max_decoded_pixels=max_decoded_pixels)
-            pages.append(InputImage(result.image, result.digest, (f"PDF page {index + 1} of {count}",)))
+            pages.append(replace(result, notes=(f"PDF page {index + 1} of {count}",)))
         return pages
     finally:
         document.close()

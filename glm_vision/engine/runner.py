@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import torch
 
 from ..backend import ContextOverflowError, GenerationRequest, GenerationResult, Usage
@@ -23,7 +22,7 @@ from .sequence import Sequence, SuffixImages
 from .sessions import KVState, Session
 from .slab import KVSlab, kv_geometry
 from .textstream import IncrementalDetokenizer, StopStrings
-from .transfer import to_device
+from .transfer import picture_to_device, to_device
 from .vision import EncodeJob, VisionEncoder
 
 
@@ -84,6 +83,7 @@ class ModelRunner:
             compile_math=compile_math,
             decode_attention=decode_attention,
             decode_matmul=decode_matmul,
+            pass_tokens=prefill_chunk_tokens,
         )
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
@@ -167,9 +167,7 @@ class ModelRunner:
     def _preprocess(self, img: PromptImage, size: dict[str, int]):
         """One picture's patches on the device and its grid (checked against the prompt's)."""
         # the picture goes to the device from pinned memory: the processor's own copy would wait for the GPU
-        # one writable channels-first copy (Pillow's array is read-only, and a 1x1 picture's transpose is no copy)
-        channels_first = np.array(np.asarray(img.image.image).transpose(2, 0, 1), order="C")
-        pixels = to_device(channels_first, None, self.device)
+        pixels = picture_to_device(img.image.rgb_array(), self.device)
         inputs = self.builder.image_processor(
             images=[pixels], size=size, return_tensors="pt", device=self.device, input_data_format="channels_first"
         )

@@ -14,8 +14,9 @@ import base64
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from ..images import ImageError, InputImage, load_media
+from ..images import ImageError, load_media
 from .transcript import ChatImage, Fork, Transcript, Turn, Version, safe_name
 
 FORMAT = "glm-vision-chat"
@@ -149,7 +150,7 @@ def decoded_image(data: bytes, raw: dict, where: str, max_bytes: int | None) -> 
         raise ImageError(f"{where}: {exc}") from None
     notes = tuple(str(n) for n in raw.get("notes") or ())
     name = safe_name(str(raw.get("name") or "image.png"))
-    return ChatImage(InputImage(image.image, image.digest, notes), name, data)
+    return ChatImage(replace(image, notes=notes), name, data)
 
 
 def from_document(body, read_image: ImageReader, *, max_images_per_message: int = 64) -> tuple[Transcript, dict]:

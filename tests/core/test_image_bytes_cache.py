@@ -40,7 +40,7 @@ def test_failures_are_not_kept_and_the_budget_holds(monkeypatch):
     for _ in range(2):
         with pytest.raises(ImageError):
             decode_image_bytes(broken)
-    cache = images._DecodedImages(budget_bytes=2 * 320 * 200 * 3)
+    cache = images._DecodedImages(budget_bytes=2 * 320 * 200 * (4 + 3))  # Pillow's padded RGB + the pixel array
     monkeypatch.setattr(images, "DECODED", cache)
     kept = [decode_image_bytes(_png(seed)) for seed in (10, 11, 12)]  # the third evicts the first
     assert decode_image_bytes(_png(12)) is kept[2] and decode_image_bytes(_png(11)) is kept[1]

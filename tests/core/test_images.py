@@ -102,6 +102,24 @@ def test_lossless_formats_hash_equal(fmt, kwargs):
     assert load_image(encode(picture, fmt, **kwargs)).digest == load_image(picture).digest
 
 
+def test_pixel_array_is_the_picture_and_its_digest(tmp_path):
+    """The (height, width, 3) array the engine copies to the GPU, made at decoding, holds the picture's
+    pixels, and the digest read from it is that of Pillow's own bytes (cache keys did not change)."""
+    import hashlib
+
+    from tests.conftest import make_picture
+
+    picture = make_picture(3, (90, 61))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PDF", resolution=72)
+    for loaded in (load_image(encode(picture, "PNG")), load_image(picture), load_media(buffer.getvalue())[0]):
+        assert loaded.pixels is not None and loaded.pixels.dtype == np.uint8
+        assert loaded.pixels.shape == (loaded.size[1], loaded.size[0], 3)
+        assert np.array_equal(loaded.rgb_array(), np.asarray(loaded.image))
+        expected = hashlib.sha256(f"{loaded.size[0]}x{loaded.size[1]}:".encode() + loaded.image.tobytes())
+        assert loaded.digest == expected.hexdigest()
+
+
 def test_different_pixels_hash_differently():
     a = Image.new("RGB", (20, 20), (0, 0, 0))
     b = a.copy()
