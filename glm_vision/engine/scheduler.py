@@ -142,6 +142,12 @@ class Scheduler:
         sampled = tokens = None
         self.peak_batch = max(self.peak_batch, len(rows))
         self._look_up_new()
+        if rows:
+            # Same rows as last step: their pending tokens are exactly last step's sampled tensor. Their
+            # copy is queued before any of this step's GPU work, so that reading them waits for the last
+            # step alone: while this step runs, the host books them and launches the next one.
+            tokens = self._sampled if rows == self._sampled_rows else torch.stack([s.pending for s in rows])
+            self._copy.start(tokens)
         budget = self.step_budget(bool(rows))
         left = budget - len(rows)
         # the oldest request waiting for its first token is served first: its pictures or its prompt
@@ -150,10 +156,6 @@ class Scheduler:
             left = int(left - self._encode(left, at_least_one=True))
         chunks = self._take_chunks(left, budget)
         left -= sum(len(chunk) for _, chunk in chunks)
-        if rows:
-            # Same rows as last step: their pending tokens are exactly last step's sampled tensor.
-            tokens = self._sampled if rows == self._sampled_rows else torch.stack([s.pending for s in rows])
-            self._copy.start(tokens)
         if rows or chunks:
             ok, sampled = self._forward(rows, tokens, chunks)
             if not ok:
