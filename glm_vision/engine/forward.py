@@ -35,6 +35,7 @@ from .layer_math import (
     split_heads,
 )
 from .prefill_attention import lower_right_works, prefill_attention
+from .prefill_pieces import GRAPH_STEP, PassBuffers, PassPieces
 from .slab import KVSlab, attention_head_dim
 from .transfer import to_device
 
@@ -85,6 +86,7 @@ class TextForward:
         compile_math: bool,
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
+        pass_tokens: int = 2048,
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
@@ -158,6 +160,9 @@ class TextForward:
         # Two pinned staging buffers, used in turn: one may still be in flight to the GPU.
         self._staging = [torch.zeros(2, slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self._turn = 0
+        # a pass holds at most a step's prompt tokens, the decode rows included (scheduler.step_budget)
+        step = GRAPH_STEP if use_graphs else 1
+        self.pieces = PassPieces(self, pass_tokens, step=step, use_graphs=use_graphs)
 
     # ------------------------------------------------------------------ prefill
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -174,62 +179,61 @@ class TextForward:
         token for each of `rows`, in one pass through the layers. Returns (the logits of each chunk
         that ends its prompt, in order, (n, vocab); the rows' logits (B, vocab) or None)."""
         batch = len(rows) if rows is not None else 0
-        parts = [self._row_inputs(rows)] if batch else []
-        parts += [(c.embeds.to(self.dtype), *self.rope(c.positions)) for c in chunks]
-        # always new tensors: a chunk's embeddings are a view at a varying offset, which compiled code
-        # would compile again for
-        h, cos, sin = (torch.cat(t) for t in zip(*parts, strict=False))
+        run = self.pieces.begin(batch + sum(len(c) for c in chunks))
+        self._pass_inputs(run, chunks, rows)
         lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
         bucket = self.bucket(max(rows.lengths)) if batch else 0
-        x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
-        for i, layer in enumerate(self.layers):
-            attn = self._mixed_attention(i, layer, x, cos, sin, batch, lengths, bucket, chunks)
-            h, x = self._mlp(i, layer, h, attn)
+        self.pieces.run(0, run)
+        for i in range(len(self.layers)):
+            self._pass_attention(i, run, batch, lengths, bucket, chunks)
+            self.pieces.run(i + 1, run)
         ends, offset = [], batch
         for c in chunks:
             offset += len(c)
             if c.last:
-                ends.append(x[offset - 1 : offset])
-        picked = ([x[:batch]] if batch else []) + ends
+                ends.append(run.x[offset - 1 : offset])
+        picked = ([run.x[:batch]] if batch else []) + ends
         if not picked:  # mid-prompt chunks only: no logits wanted
             return None, None
         logits = self.final(torch.cat(picked) if len(picked) > 1 else picked[0], self.lm_head)
         return (logits[batch:] if ends else None), (logits[:batch] if batch else None)
 
-    def _row_inputs(self, rows: DecodeRows):
-        """Embeddings and rotary cos/sin of the decode rows' tokens (text tokens: one position each)."""
-        positions = to_device(rows.positions, torch.long, self.device)
-        return (F.embedding(rows.tokens, self.embed), *self._text_rope(positions))
+    def _pass_inputs(self, run: PassBuffers, chunks: list[Chunk], rows: DecodeRows | None) -> None:
+        """The pass's residual stream and rotary tables: the rows' tokens first, then each chunk; padding zeroed."""
+        offset = 0
+        if rows is not None and len(rows):
+            offset = len(rows)
+            positions = to_device(rows.positions, torch.long, self.device)
+            run.h[:offset] = F.embedding(rows.tokens, self.embed)
+            run.cos[:offset], run.sin[:offset] = self._text_rope(positions)
+        for chunk in chunks:
+            span = slice(offset, offset + len(chunk))
+            run.h[span] = chunk.embeds
+            run.cos[span], run.sin[span] = self.rope(chunk.positions)
+            offset += len(chunk)
+        for padding in (run.h, run.cos, run.sin):
+            padding[offset:] = 0
 
     def _text_rope(self, positions: torch.Tensor):
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
 
-    def _mixed_attention(self, i: int, layer, x, cos, sin, batch: int, lengths, bucket: int, chunks):
-        """Layer i's attention for a prefill step: rows [0, batch) decode over their slots, then each
-        chunk attends causally over its own slot. -> (N, heads x head_dim)."""
-        attn_mod = layer.self_attn
-        if self.split_k_attention is not None and batch:  # the Triton kernels rotate the rows' q and k themselves
-            q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-            row_q, row_k = q[:batch], k[:batch]
-            # all rows rotated, the chunks' kept: a compiled function fed views at a varying offset
-            # (q[batch:]) compiles again for each new offset, seconds each (seen on the H200)
-            q_rest, k_rest = (t[batch:] for t in self.rotate(q, k, cos, sin))
-        else:
-            q, k, v = self._qkv(layer, x, cos, sin)
-            row_q, row_k, q_rest, k_rest = q[:batch], k[:batch], q[batch:], k[batch:]
-        outs = (
-            [self._row_attention(i, row_q, row_k, v[:batch], lengths, bucket, cos[:batch], sin[:batch])]
-            if batch
-            else []
-        )
-        offset = 0
+    def _pass_attention(self, i: int, run: PassBuffers, batch: int, lengths, bucket: int, chunks) -> None:
+        """Layer i's attention in a pass, into `run.attn`: rows [0, batch) decode over their slots (the
+        Triton kernels rotate their q and k themselves), then each chunk attends causally over its own slot."""
+        q, k, v = split_heads(run.qkv, self.n_heads, self.n_kv, self.head_dim)
+        if batch:
+            row_q, row_k = (q, k) if self.split_k_attention is not None else (run.q_rot, run.k_rot)
+            run.attn[:batch] = self._row_attention(
+                i, row_q[:batch], row_k[:batch], v[:batch], lengths, bucket, run.cos[:batch], run.sin[:batch]
+            )
+        offset = batch
         for chunk in chunks:
             span = slice(offset, offset + len(chunk))
             offset += len(chunk)
-            keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, k_rest[span], v[batch:][span])
+            keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, run.k_rot[span], v[span])
             out = prefill_attention(
-                q_rest[span].transpose(0, 1),
+                run.q_rot[span].transpose(0, 1),
                 keys,
                 values,
                 chunk.start,
@@ -237,8 +241,7 @@ class TextForward:
                 planless=self.planless,
                 lower_right=self.lower_right,
             )
-            outs.append(out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim))
-        return torch.cat(outs) if len(outs) > 1 else outs[0]
+            run.attn[span] = out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim)
 
     def _row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
         """The decode rows' attention in layer i (their new key and value written first): (B, heads x head_dim)."""
@@ -359,6 +362,8 @@ class TextForward:
             for bucket in range(BUCKET, max_bucket + 1, BUCKET):
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
+        if not self.pieces.graphs:
+            self.pieces.capture_all()
 
     def decode(self, tokens: torch.Tensor, positions: list[int], lengths: list[int]) -> torch.Tensor:
         """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,

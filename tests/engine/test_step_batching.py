@@ -61,6 +61,39 @@ def test_a_prefill_pass_carrying_decode_rows_equals_the_separate_passes(idle_eng
     assert row_logits.argmax(-1).tolist() == decoded.argmax(-1).tolist()
 
 
+@torch.inference_mode()
+def test_a_pass_padded_to_graph_pieces_computes_what_the_exact_pass_does(idle_engine):
+    """On CUDA a pass runs on static buffers padded to a multiple of 128 rows (its pieces are CUDA
+    graphs per row count); here the same pieces run eagerly: padded passes in a row (stale rows left
+    by a longer one included), with decode rows riding along, and a pass longer than the buffers (run
+    on buffers of its own) give the logits of the exact-size pass."""
+    from glm_vision.engine.prefill_pieces import PassPieces
+
+    forward = idle_engine.runner.forward
+    exact = forward.pieces
+    padded = PassPieces(forward, 100, step=128)
+    assert padded.capacity == 128 and padded.begin(130).h.shape[0] == 130 and padded.begin(3).h.shape[0] == 128
+    generator = torch.Generator().manual_seed(1)
+    prompt = torch.randint(10, 200, (160,), generator=generator).tolist()
+    forward.prefill([_text_chunk(forward, prompt, 0, 0, 20, True)])
+    rows = DecodeRows(torch.tensor([7]), positions=[20], lengths=[20])
+    passes = [
+        ([_text_chunk(forward, prompt, 1, 0, 90, True)], None),
+        ([_text_chunk(forward, prompt, 2, 0, 9, True)], rows),
+        ([_text_chunk(forward, prompt, 3, 0, 160, True)], None),  # past the buffers' 128 rows
+    ]
+    for chunks, riding in passes:
+        forward.pieces = exact
+        want_ends, want_rows = forward.prefill(chunks, riding)
+        forward.pieces = padded
+        try:
+            ends, row_logits = forward.prefill(chunks, riding)
+        finally:
+            forward.pieces = exact
+        assert _relative(ends, want_ends) < 1e-5
+        assert riding is None or _relative(row_logits, want_rows) < 1e-5
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
