@@ -34,7 +34,7 @@ from .layer_math import (
     rotary,
     split_heads,
 )
-from .prefill_attention import lower_right_works, prefill_attention
+from .prefill_attention import causal_attention, lower_right_works, prefill_attention
 from .prefill_pieces import GRAPH_STEP, PassBuffers, PassPieces
 from .slab import KVSlab, attention_head_dim
 from .transfer import to_device
@@ -87,6 +87,7 @@ class TextForward:
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
         pass_tokens: int = 2048,
+        solo_pass_tokens: int = 2048,
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
@@ -163,6 +164,7 @@ class TextForward:
         # a pass holds at most a step's prompt tokens, the decode rows included (scheduler.step_budget)
         step = GRAPH_STEP if use_graphs else 1
         self.pieces = PassPieces(self, pass_tokens, step=step, use_graphs=use_graphs)
+        self.solo_pass_tokens = solo_pass_tokens  # a pass when nothing decodes may hold more (eager pieces)
 
     # ------------------------------------------------------------------ prefill
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -179,38 +181,39 @@ class TextForward:
         token for each of `rows`, in one pass through the layers. Returns (the logits of each chunk
         that ends its prompt, in order, (n, vocab); the rows' logits (B, vocab) or None)."""
         batch = len(rows) if rows is not None else 0
-        run = self.pieces.begin(batch + sum(len(c) for c in chunks))
-        self._pass_inputs(run, chunks, rows)
+        prompt = sum(len(c) for c in chunks)  # the chunks' tokens come first in the pass, the rows' after
+        run = self.pieces.begin(prompt + batch)
+        self._pass_inputs(run, chunks, rows, prompt)
         lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
         bucket = self.bucket(max(rows.lengths)) if batch else 0
         self.pieces.run(0, run)
         for i in range(len(self.layers)):
-            self._pass_attention(i, run, batch, lengths, bucket, chunks)
+            self._pass_attention(i, run, chunks, slice(prompt, prompt + batch), lengths, bucket)
             self.pieces.run(i + 1, run)
-        ends, offset = [], batch
+        ends, offset = [], 0
         for c in chunks:
             offset += len(c)
             if c.last:
                 ends.append(run.x[offset - 1 : offset])
-        picked = ([run.x[:batch]] if batch else []) + ends
+        picked = ends + ([run.x[prompt : prompt + batch]] if batch else [])
         if not picked:  # mid-prompt chunks only: no logits wanted
             return None, None
         logits = self.final(torch.cat(picked) if len(picked) > 1 else picked[0], self.lm_head)
-        return (logits[batch:] if ends else None), (logits[:batch] if batch else None)
+        return (logits[: len(ends)] if ends else None), (logits[len(ends) :] if batch else None)
 
-    def _pass_inputs(self, run: PassBuffers, chunks: list[Chunk], rows: DecodeRows | None) -> None:
-        """The pass's residual stream and rotary tables: the rows' tokens first, then each chunk; padding zeroed."""
+    def _pass_inputs(self, run: PassBuffers, chunks: list[Chunk], rows: DecodeRows | None, prompt: int) -> None:
+        """The pass's residual stream and rotary tables: each chunk, then the rows' tokens; padding zeroed."""
         offset = 0
-        if rows is not None and len(rows):
-            offset = len(rows)
-            positions = to_device(rows.positions, torch.long, self.device)
-            run.h[:offset] = F.embedding(rows.tokens, self.embed)
-            run.cos[:offset], run.sin[:offset] = self._text_rope(positions)
         for chunk in chunks:
             span = slice(offset, offset + len(chunk))
             run.h[span] = chunk.embeds
             run.cos[span], run.sin[span] = self.rope(chunk.positions)
             offset += len(chunk)
+        if rows is not None and len(rows):
+            offset += len(rows)
+            positions = to_device(rows.positions, torch.long, self.device)
+            run.h[prompt:offset] = F.embedding(rows.tokens, self.embed)
+            run.cos[prompt:offset], run.sin[prompt:offset] = self._text_rope(positions)
         for padding in (run.h, run.cos, run.sin):
             padding[offset:] = 0
 
@@ -218,30 +221,41 @@ class TextForward:
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
 
-    def _pass_attention(self, i: int, run: PassBuffers, batch: int, lengths, bucket: int, chunks) -> None:
-        """Layer i's attention in a pass, into `run.attn`: rows [0, batch) decode over their slots (the
-        Triton kernels rotate their q and k themselves), then each chunk attends causally over its own slot."""
+    def _pass_attention(self, i: int, run: PassBuffers, chunks, rows: slice, lengths, bucket: int) -> None:
+        """Layer i's attention in a pass, into `run.attn`: each chunk causally over its own slot, then the
+        decode rows over theirs (the Triton kernels rotate the rows' q and k themselves)."""
         q, k, v = split_heads(run.qkv, self.n_heads, self.n_kv, self.head_dim)
-        if batch:
-            row_q, row_k = (q, k) if self.split_k_attention is not None else (run.q_rot, run.k_rot)
-            run.attn[:batch] = self._row_attention(
-                i, row_q[:batch], row_k[:batch], v[:batch], lengths, bucket, run.cos[:batch], run.sin[:batch]
-            )
-        offset = batch
+        offset = 0
         for chunk in chunks:
             span = slice(offset, offset + len(chunk))
-            offset += len(chunk)
             keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, run.k_rot[span], v[span])
-            out = prefill_attention(
-                run.q_rot[span].transpose(0, 1),
-                keys,
-                values,
-                chunk.start,
-                self.scale,
-                planless=self.planless,
-                lower_right=self.lower_right,
-            )
+            out = self._chunk_attention(i, chunk, run.q_rot, offset, keys, values)
             run.attn[span] = out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim)
+            offset += len(chunk)
+        if rows.stop > rows.start:
+            row_q, row_k = (q, k) if self.split_k_attention is not None else (run.q_rot, run.k_rot)
+            run.attn[rows] = self._row_attention(
+                i, row_q[rows], row_k[rows], v[rows], lengths, bucket, run.cos[rows], run.sin[rows]
+            )
+
+    def _chunk_attention(self, i: int, chunk: Chunk, q_rot, offset: int, keys, values) -> torch.Tensor:
+        """A chunk's attention (heads, T, d). A prompt's first chunk is plain causal attention: it runs
+        on T padded to the pieces' step (cuDNN's kernel, whose per-shape plans then repeat), over the
+        rows after it in the pass and the slot's keys after it, which no real query sees."""
+        tokens, padded = len(chunk), self.pieces.padded(len(chunk))
+        if chunk.start == 0 and offset + padded <= q_rot.shape[0] and padded <= self.slab.max_len:
+            keys, values = self.slab.prefix(i, chunk.slot, padded)
+            q = q_rot[offset : offset + padded].transpose(0, 1)
+            return causal_attention(q, keys, values, self.scale)[:, :tokens]
+        return prefill_attention(
+            q_rot[offset : offset + tokens].transpose(0, 1),
+            keys,
+            values,
+            chunk.start,
+            self.scale,
+            planless=self.planless,
+            lower_right=self.lower_right,
+        )
 
     def _row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
         """The decode rows' attention in layer i (their new key and value written first): (B, heads x head_dim)."""
@@ -364,6 +378,14 @@ class TextForward:
                     self.capture(batch, bucket)
         if not self.pieces.graphs:
             self.pieces.capture_all()
+            self._plan_first_chunks(max(self.pieces.capacity, self.solo_pass_tokens))
+
+    def _plan_first_chunks(self, max_tokens: int) -> None:
+        """cuDNN's plan for every padded first-chunk length a pass may hold (built on first use otherwise)."""
+        step = self.pieces.step
+        for tokens in range(step, min(max_tokens, self.slab.max_len) + 1, step):
+            q = torch.zeros(tokens, self.n_heads, self.head_dim, dtype=self.dtype, device=self.device)
+            causal_attention(q.transpose(0, 1), *self.slab.prefix(0, 0, tokens), self.scale)
 
     def decode(self, tokens: torch.Tensor, positions: list[int], lengths: list[int]) -> torch.Tensor:
         """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,

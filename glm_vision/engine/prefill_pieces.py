@@ -63,9 +63,8 @@ class PassPieces:
 
     def begin(self, tokens: int) -> PassBuffers:
         """Buffers for a pass of `tokens` rows (padded); the caller fills h, cos and sin."""
-        if tokens > self.capacity:
-            return self._allocate(tokens)
-        return self._buffers.rows(self.padded(tokens))
+        rows = self.padded(tokens)
+        return self._allocate(rows) if rows > self.capacity else self._buffers.rows(rows)
 
     def run(self, index: int, buffers: PassBuffers) -> None:
         graph = self.graphs.get((buffers.h.shape[0], index)) if buffers.h.data_ptr() == self._base else None

@@ -25,6 +25,8 @@ from .textstream import IncrementalDetokenizer, StopStrings
 from .transfer import picture_to_device, to_device
 from .vision import EncodeJob, VisionEncoder
 
+SOLO_PASS_TOKENS = 4096
+
 
 def stop_token_ids(model, tokenizer) -> set[int]:
     ids = set()
@@ -73,6 +75,9 @@ class ModelRunner:
         self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.prefill_chunk_tokens = prefill_chunk_tokens
+        # A step's prompt tokens while nothing decodes: no stream waits on the step, so a cold prompt of
+        # up to this many tokens is one pass (one read of the weights, one causal attention call)
+        self.solo_pass_tokens = max(prefill_chunk_tokens, SOLO_PASS_TOKENS)
         self.slab = KVSlab(
             **geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype
         )
@@ -84,6 +89,7 @@ class ModelRunner:
             decode_attention=decode_attention,
             decode_matmul=decode_matmul,
             pass_tokens=prefill_chunk_tokens,
+            solo_pass_tokens=self.solo_pass_tokens,
         )
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)

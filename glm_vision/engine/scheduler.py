@@ -11,7 +11,8 @@ along in the same pass (`ModelRunner.prefill`); what is left goes to one encoder
 pictures of all the requests waiting for it, up to `encoder_batch_patches` patches, spread over
 steps layer by layer. Policy: `prefill-first` takes the whole budget every step, so that waiting
 requests get their first token soonest; `decode-first` takes a quarter of it while others stream,
-so that their tokens come more evenly.
+so that their tokens come more evenly. While nothing streams, a step takes a cold prompt whole
+(`ModelRunner.solo_pass_tokens`), after its pictures' encoder layers: no one waits on that step.
 
 Each step is pipelined: the tokens sampled last step are copied to the host while the GPU already
 runs this step with them, so Python's bookkeeping overlaps the GPU work instead of idling it.
@@ -130,9 +131,13 @@ class Scheduler:
 
     # ------------------------------------------------------------------ one step
     def step_budget(self, streaming: bool) -> int:
-        """Tokens a step may take: decode rows, prompt chunks and encoder work of equal arithmetic."""
+        """Tokens a step may take: decode rows, prompt chunks and encoder work of equal arithmetic.
+        While nothing streams, no one waits on the step: a cold prompt takes one pass, after all of
+        its pictures' encoder layers (which then do not count)."""
         budget = self.runner.prefill_chunk_tokens
-        if streaming and self.policy == DECODE_FIRST:
+        if not streaming:
+            return self.runner.solo_pass_tokens
+        if self.policy == DECODE_FIRST:
             budget = min(budget, max(256, budget // 4))
         return budget
 
@@ -153,7 +158,8 @@ class Scheduler:
         # the oldest request waiting for its first token is served first: its pictures or its prompt
         encoder_first = self._encoder_is_oldest()
         if encoder_first:
-            left = int(left - self._encode(left, at_least_one=True))
+            spent = self._encode(left if rows else None, at_least_one=True)
+            left = int(left - spent) if rows else left
         chunks = self._take_chunks(left, budget)
         left -= sum(len(chunk) for _, chunk in chunks)
         if rows or chunks:
@@ -255,9 +261,10 @@ class Scheduler:
                 return True
         return False
 
-    def _encode(self, left: float, *, at_least_one: bool) -> float:
-        """Spend up to `left` tokens' worth of the step on the encoder call in progress (starting one if
-        none is), whole layers only, at least one if `at_least_one`. Returns the tokens' worth spent."""
+    def _encode(self, left: float | None, *, at_least_one: bool) -> float:
+        """Spend up to `left` tokens' worth of the step (None: no limit) on the encoder call in progress
+        (starting one if none is), whole layers only, at least one if `at_least_one`. Returns the
+        tokens' worth spent."""
         if self._encoding is not None and not any(seq in self.prefilling for seq in self._encoding[1]):
             self._encoding = None  # everyone it was for has gone
         if self._encoding is None:
@@ -266,7 +273,7 @@ class Scheduler:
                 return 0.0
         job, seqs = self._encoding
         cost = self.runner.token_cost(job)
-        blocks = min(job.blocks_left, int(max(left, 0) // cost))
+        blocks = job.blocks_left if left is None else min(job.blocks_left, int(max(left, 0) // cost))
         if blocks == 0 and not at_least_one:
             return 0.0
         blocks = max(blocks, 1)

@@ -72,7 +72,11 @@ class KVSlab:
         end = start + k.shape[0]
         self.k[layer, slot, :, start:end] = k.transpose(0, 1)
         self.v[layer, slot, :, start:end] = v.transpose(0, 1)
-        return self.k[layer, slot, :, :end], self.v[layer, slot, :, :end]
+        return self.prefix(layer, slot, end)
+
+    def prefix(self, layer: int, slot: int, length: int):
+        """The slot's first `length` keys and values (kv, length, d)."""
+        return self.k[layer, slot, :, :length], self.v[layer, slot, :, :length]
 
     def write_tokens(
         self, layer: int, rows: torch.Tensor, lengths: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bucket: int

@@ -132,6 +132,7 @@ def test_captured_batch_sizes_never_exceed_the_slots(settings):
 def test_stop_during_prefill_ends_without_decoding(settings):
     """A request stopped while its prompt is still being prefilled stops there, keeps the prefix KV."""
     engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))
+    engine.runner.solo_pass_tokens = 8  # chunks of 8 tokens even with nothing else decoding
     try:
         original = engine.runner.prefill_chunk
         chunks = []

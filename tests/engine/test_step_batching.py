@@ -72,7 +72,7 @@ def test_a_pass_padded_to_graph_pieces_computes_what_the_exact_pass_does(idle_en
     forward = idle_engine.runner.forward
     exact = forward.pieces
     padded = PassPieces(forward, 100, step=128)
-    assert padded.capacity == 128 and padded.begin(130).h.shape[0] == 130 and padded.begin(3).h.shape[0] == 128
+    assert padded.capacity == 128 and padded.begin(130).h.shape[0] == 256 and padded.begin(3).h.shape[0] == 128
     generator = torch.Generator().manual_seed(1)
     prompt = torch.randint(10, 200, (160,), generator=generator).tolist()
     forward.prefill([_text_chunk(forward, prompt, 0, 0, 20, True)])
@@ -157,8 +157,40 @@ def test_prompts_and_pictures_of_several_requests_share_steps_and_answer_as_alon
         assert rows + sum(chunks) <= budget
     assert {budget for _, rows, budget in steps if rows} == {128}  # decode-first: a quarter, but never under 256
     engine.runner.prefill_chunk_tokens = 2048
-    assert engine.scheduler.step_budget(False) == 2048
+    assert engine.scheduler.step_budget(False) == engine.runner.solo_pass_tokens == 4096  # nothing streams: one pass
     assert engine.scheduler.step_budget(True) == (512 if policy == DECODE_FIRST else 2048)
+
+
+def test_a_cold_prompt_is_one_pass_while_nothing_streams_and_chunked_while_one_does(settings, pictures):
+    """With no stream decoding nobody waits on a step: a prompt (its picture encoded first) is one pass.
+    While another request streams, the same prompt is split under the step budget."""
+    engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=32))
+    passes = []
+    prefill = engine.runner.prefill
+
+    def recording(chunks, rows=(), tokens=None):
+        passes.append(([len(c) for _, c in chunks], len(rows)))
+        return prefill(chunks, rows, tokens)
+
+    engine.runner.prefill = recording
+    request = GenerationRequest(
+        [Message("user", "Describe this picture. " * 6, [pictures[0]])], SamplingParams.greedy(2)
+    )
+    try:
+        alone = engine.generate(request)
+        assert alone.usage.prompt_tokens > 32 and passes == [([alone.usage.prompt_tokens], 0)]
+        passes.clear()
+        streaming = engine.submit(
+            GenerationRequest([Message("user", "go on")], SamplingParams.greedy(80, min_new_tokens=80))
+        )
+        next(iter(streaming))
+        beside = engine.generate(request)
+        streaming.wait()
+    finally:
+        engine.shutdown()
+    chunks = [sum(lengths) for lengths, rows in passes if lengths and rows]  # beside the streaming row
+    assert sum(chunks) == beside.usage.prompt_tokens and len(chunks) > 1 and max(chunks) <= 32
+    assert beside.token_ids == alone.token_ids
 
 
 def test_a_picture_two_waiting_requests_of_one_scope_need_is_encoded_once(settings):

@@ -37,6 +37,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             ("triton", "triton", 2048, 1),
         ):
             engine = Engine.load(replace(base, decode_attention=attention, decode_matmul=matmul, prefill_chunk_tokens=budget))
+            engine.runner.solo_pass_tokens = budget  # 8-token chunks even before the first row decodes
             forward = engine.runner.forward
             assert (forward.decode_attention, forward.decode_matmul) == (attention, matmul)
             if gemv_rows is not None:
