@@ -11,13 +11,13 @@ several sequences and one token of every decoding row go through each weight mat
 attending only to its own slot, so while prompts are prefilled the running streams' tokens cost
 almost nothing (a prefill step is bound by arithmetic, a decode step by reading the weights).
 
-The layer's math is in layer_math.py, a prompt chunk's attention in prefill_attention.py.
+The layer's math is in layer_math.py, the prefill pass in prefill_pass.py (its pieces between
+attention calls, CUDA graphs per token count, in prefill_pieces.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +34,9 @@ from .layer_math import (
     rotary,
     split_heads,
 )
-from .prefill_attention import causal_attention, lower_right_works, prefill_attention
-from .prefill_pieces import GRAPH_STEP, PassBuffers, PassPieces
+from .prefill_attention import lower_right_works
+from .prefill_pass import Chunk, DecodeRows, PrefillPass
 from .slab import KVSlab, attention_head_dim
-from .transfer import to_device
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +45,6 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 # Decode batches up to which `--decode-matmul auto` runs the Triton GEMVs (bench/RESULTS.md: faster than
 # cuBLAS at 1 and 8 rows on the H200, slower at 32)
 GEMV_MAX_BATCH = 8
-
-
-@dataclass
-class Chunk:
-    """A piece of one prompt for a step: `embeds` (T, hidden) at slab positions [start, start+T) of
-    `slot`, with their (3, T) M-RoPE `positions`; `last`: the prompt ends here (its logits are wanted)."""
-
-    slot: int
-    start: int
-    embeds: torch.Tensor
-    positions: torch.Tensor
-    last: bool
-
-    def __len__(self) -> int:
-        return self.embeds.shape[0]
-
-
-@dataclass
-class DecodeRows:
-    """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
-    KV written at `lengths` (host lists)."""
-
-    tokens: torch.Tensor
-    positions: list[int]
-    lengths: list[int]
-
-    def __len__(self) -> int:
-        return len(self.positions)
 
 
 class TextForward:
@@ -162,9 +133,9 @@ class TextForward:
         self._staging = [torch.zeros(2, slots, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self._turn = 0
         # a pass holds at most a step's prompt tokens, the decode rows included (scheduler.step_budget)
-        step = GRAPH_STEP if use_graphs else 1
-        self.pieces = PassPieces(self, pass_tokens, step=step, use_graphs=use_graphs)
-        self.solo_pass_tokens = solo_pass_tokens  # a pass when nothing decodes may hold more (eager pieces)
+        self.passes = PrefillPass(
+            self, pass_tokens=pass_tokens, solo_pass_tokens=solo_pass_tokens, use_graphs=use_graphs
+        )
 
     # ------------------------------------------------------------------ prefill
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
@@ -180,84 +151,13 @@ class TextForward:
         """Run prompt chunks (of any sequences, each in its own slot) and, riding along, one decode
         token for each of `rows`, in one pass through the layers. Returns (the logits of each chunk
         that ends its prompt, in order, (n, vocab); the rows' logits (B, vocab) or None)."""
-        batch = len(rows) if rows is not None else 0
-        prompt = sum(len(c) for c in chunks)  # the chunks' tokens come first in the pass, the rows' after
-        run = self.pieces.begin(prompt + batch)
-        self._pass_inputs(run, chunks, rows, prompt)
-        lengths = to_device(rows.lengths, torch.long, self.device) if batch else None
-        bucket = self.bucket(max(rows.lengths)) if batch else 0
-        self.pieces.run(0, run)
-        for i in range(len(self.layers)):
-            self._pass_attention(i, run, chunks, slice(prompt, prompt + batch), lengths, bucket)
-            self.pieces.run(i + 1, run)
-        ends, offset = [], 0
-        for c in chunks:
-            offset += len(c)
-            if c.last:
-                ends.append(run.x[offset - 1 : offset])
-        picked = ends + ([run.x[prompt : prompt + batch]] if batch else [])
-        if not picked:  # mid-prompt chunks only: no logits wanted
-            return None, None
-        logits = self.final(torch.cat(picked) if len(picked) > 1 else picked[0], self.lm_head)
-        return (logits[: len(ends)] if ends else None), (logits[len(ends) :] if batch else None)
+        return self.passes(chunks, rows)
 
-    def _pass_inputs(self, run: PassBuffers, chunks: list[Chunk], rows: DecodeRows | None, prompt: int) -> None:
-        """The pass's residual stream and rotary tables: each chunk, then the rows' tokens; padding zeroed."""
-        offset = 0
-        for chunk in chunks:
-            span = slice(offset, offset + len(chunk))
-            run.h[span] = chunk.embeds
-            run.cos[span], run.sin[span] = self.rope(chunk.positions)
-            offset += len(chunk)
-        if rows is not None and len(rows):
-            offset += len(rows)
-            positions = to_device(rows.positions, torch.long, self.device)
-            run.h[prompt:offset] = F.embedding(rows.tokens, self.embed)
-            run.cos[prompt:offset], run.sin[prompt:offset] = self._text_rope(positions)
-        for padding in (run.h, run.cos, run.sin):
-            padding[offset:] = 0
-
-    def _text_rope(self, positions: torch.Tensor):
+    def text_rope(self, positions: torch.Tensor):
         freqs = (positions.float()[:, None] * self.inv_freq).repeat_interleave(2, dim=-1)
         return freqs.cos().to(self.dtype), freqs.sin().to(self.dtype)
 
-    def _pass_attention(self, i: int, run: PassBuffers, chunks, rows: slice, lengths, bucket: int) -> None:
-        """Layer i's attention in a pass, into `run.attn`: each chunk causally over its own slot, then the
-        decode rows over theirs (the Triton kernels rotate the rows' q and k themselves)."""
-        q, k, v = split_heads(run.qkv, self.n_heads, self.n_kv, self.head_dim)
-        offset = 0
-        for chunk in chunks:
-            span = slice(offset, offset + len(chunk))
-            keys, values = self.slab.write_chunk(i, chunk.slot, chunk.start, run.k_rot[span], v[span])
-            out = self._chunk_attention(i, chunk, run.q_rot, offset, keys, values)
-            run.attn[span] = out.transpose(0, 1).reshape(len(chunk), self.n_heads * self.head_dim)
-            offset += len(chunk)
-        if rows.stop > rows.start:
-            row_q, row_k = (q, k) if self.split_k_attention is not None else (run.q_rot, run.k_rot)
-            run.attn[rows] = self._row_attention(
-                i, row_q[rows], row_k[rows], v[rows], lengths, bucket, run.cos[rows], run.sin[rows]
-            )
-
-    def _chunk_attention(self, i: int, chunk: Chunk, q_rot, offset: int, keys, values) -> torch.Tensor:
-        """A chunk's attention (heads, T, d). A prompt's first chunk is plain causal attention: it runs
-        on T padded to the pieces' step (cuDNN's kernel, whose per-shape plans then repeat), over the
-        rows after it in the pass and the slot's keys after it, which no real query sees."""
-        tokens, padded = len(chunk), self.pieces.padded(len(chunk))
-        if chunk.start == 0 and offset + padded <= q_rot.shape[0] and padded <= self.slab.max_len:
-            keys, values = self.slab.prefix(i, chunk.slot, padded)
-            q = q_rot[offset : offset + padded].transpose(0, 1)
-            return causal_attention(q, keys, values, self.scale)[:, :tokens]
-        return prefill_attention(
-            q_rot[offset : offset + tokens].transpose(0, 1),
-            keys,
-            values,
-            chunk.start,
-            self.scale,
-            planless=self.planless,
-            lower_right=self.lower_right,
-        )
-
-    def _row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
+    def row_attention(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
         """The decode rows' attention in layer i (their new key and value written first): (B, heads x head_dim)."""
         batch = q.shape[0]
         q = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
@@ -293,7 +193,7 @@ class TextForward:
     def _decode(self, batch: int, bucket: int) -> None:
         tokens, positions, lengths = self.tokens[:batch], self.positions[:batch], self.lengths[:batch]
         h = F.embedding(tokens, self.embed)  # (B, hidden)
-        cos, sin = self._text_rope(positions)
+        cos, sin = self.text_rope(positions)
         valid = (
             None if self.split_k_attention else self.arange[:bucket][None, :] <= lengths[:, None]
         )  # the new token sits at `length`
@@ -376,16 +276,8 @@ class TextForward:
             for bucket in range(BUCKET, max_bucket + 1, BUCKET):
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
-        if not self.pieces.graphs:
-            self.pieces.capture_all()
-            self._plan_first_chunks(max(self.pieces.capacity, self.solo_pass_tokens))
-
-    def _plan_first_chunks(self, max_tokens: int) -> None:
-        """cuDNN's plan for every padded first-chunk length a pass may hold (built on first use otherwise)."""
-        step = self.pieces.step
-        for tokens in range(step, min(max_tokens, self.slab.max_len) + 1, step):
-            q = torch.zeros(tokens, self.n_heads, self.head_dim, dtype=self.dtype, device=self.device)
-            causal_attention(q.transpose(0, 1), *self.slab.prefix(0, 0, tokens), self.scale)
+        if not self.passes.pieces.graphs:
+            self.passes.pieces.capture_all()
 
     def decode(self, tokens: torch.Tensor, positions: list[int], lengths: list[int]) -> torch.Tensor:
         """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,

@@ -70,7 +70,7 @@ def test_a_pass_padded_to_graph_pieces_computes_what_the_exact_pass_does(idle_en
     from glm_vision.engine.prefill_pieces import PassPieces
 
     forward = idle_engine.runner.forward
-    exact = forward.pieces
+    exact = forward.passes.pieces
     padded = PassPieces(forward, 100, step=128)
     assert padded.capacity == 128 and padded.begin(130).h.shape[0] == 256 and padded.begin(3).h.shape[0] == 128
     generator = torch.Generator().manual_seed(1)
@@ -83,13 +83,13 @@ def test_a_pass_padded_to_graph_pieces_computes_what_the_exact_pass_does(idle_en
         ([_text_chunk(forward, prompt, 3, 0, 160, True)], None),  # past the buffers' 128 rows
     ]
     for chunks, riding in passes:
-        forward.pieces = exact
+        forward.passes.pieces = exact
         want_ends, want_rows = forward.prefill(chunks, riding)
-        forward.pieces = padded
+        forward.passes.pieces = padded
         try:
             ends, row_logits = forward.prefill(chunks, riding)
         finally:
-            forward.pieces = exact
+            forward.passes.pieces = exact
         assert _relative(ends, want_ends) < 1e-5
         assert riding is None or _relative(row_logits, want_rows) < 1e-5
 
