@@ -138,7 +138,8 @@ class Engine:
         if self.runner.forward.use_graphs:
             self.runner.forward.warmup(max_batch=self.runner.slab.slots)
         picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
-        for message in (Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])):
+        messages = [Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])]
+        for message in messages + self._longer_than_a_graph_pass():
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
         if self.runner.slab.slots > 1:
             streaming = self.submit(
@@ -155,6 +156,18 @@ class Engine:
             self._warm_constraints()
         log.info("engine warm in %.1f s", time.perf_counter() - started)
         self.ready = True
+
+    def _longer_than_a_graph_pass(self) -> list:
+        """A prompt whose pass is longer than the captured ones (it runs on buffers of its own, eagerly),
+        where passes are CUDA graphs and the context holds it."""
+        from ..conversation import Message
+
+        pieces = self.runner.forward.passes.pieces
+        tokens = pieces.capacity + 256
+        if not pieces.use_graphs or tokens + 512 >= self.settings.max_context_tokens:
+            return []
+        per = len(self.runner.tokenizer("Hello there. " * 16)["input_ids"]) / 16
+        return [Message("user", "Hello there. " * int(tokens / per))]
 
     def _warm_constraints(self) -> None:
         """The first structured answer would otherwise wait for the tokenizer tables (seconds for a

@@ -374,3 +374,18 @@ def test_planless_prefill_attention_equals_grouped_sdpa():
     # the copies pair query head h with key head h // (heads // kv): a wrong pairing is caught
     swapped = prefill_attention(q, keys.flip(0), values.flip(0), start, 0.25, planless=True)
     assert not torch.allclose(swapped, prefill_attention(q, keys, values, start, 0.25, planless=False), atol=1e-3)
+
+
+def test_warm_up_covers_a_pass_longer_than_the_captured_ones(engine, monkeypatch):
+    """Where passes are CUDA graphs, warm-up also serves a prompt longer than the longest captured pass
+    (its pass runs eagerly on buffers of its own), so its first use is not in a user's request; the
+    prompt fits the context."""
+    pieces = engine.runner.forward.passes.pieces
+    assert engine._longer_than_a_graph_pass() == []  # the CPU runs no graphs: nothing extra to warm
+    monkeypatch.setattr(pieces, "use_graphs", True)
+    monkeypatch.setattr(pieces, "capacity", 1024)
+    (message,) = engine._longer_than_a_graph_pass()
+    tokens = len(engine.runner.build_prompt(GenerationRequest([message])))
+    assert 1024 < tokens < engine.settings.max_context_tokens
+    monkeypatch.setattr(pieces, "capacity", engine.settings.max_context_tokens)
+    assert engine._longer_than_a_graph_pass() == []  # no room in the context: left out
