@@ -84,7 +84,11 @@ def load_engine(args, loaded=None):
 
         model = str(build_tiny_checkpoint(tempfile.mkdtemp(prefix="glmv-tiny-"), seed=0))
         settings = Settings(
-            model=model, device="cpu", max_context_tokens=2048, max_batch=max(args.batch), decode_matmul=matmul
+            model=model,
+            device="cpu",
+            max_context_tokens=getattr(args, "max_context", 2048),
+            max_batch=max(args.batch),
+            decode_matmul=matmul,
         )
         engine = Engine.load(settings)
     else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -122,10 +121,9 @@ def burst(engine, recorder: StepRecorder, streams: int, tokens: int, images, *, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.bench_engine import full_size_model, screenshot, tiny_model
-    from glm_vision.engine import Engine
+    from bench.bench_constraints import load_engine
+    from bench.bench_engine import screenshot
     from glm_vision.images import load_image
-    from glm_vision.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="full-size random model from this config (GPU)")
@@ -133,21 +131,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--policy", default="prefill-first", help="comma-separated policies, a burst each")
-    parser.add_argument("--max-context", type=int, default=8192)
+    parser.add_argument("--max-context", type=int, default=8192, help="the engine's context limit")
     parser.add_argument("--gpu-busy", action="store_true", help="also a profiled burst: kernels' busy time")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
-    loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
-    settings = Settings(
-        model="(in memory)",
-        device=device,
-        max_batch=args.streams,
-        max_context_tokens=args.max_context,
-        queue_size=args.streams,
+    engine = load_engine(
+        argparse.Namespace(tiny=args.tiny, config=args.config, batch=[args.streams], max_context=args.max_context)
     )
-    engine = Engine(settings, loaded)
-    engine.warmup()
     recorder = StepRecorder(engine)
     images = [load_image(screenshot(seed)) for seed in range(args.streams)]
     results = {}
@@ -155,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         for policy in args.policy.split(","):
             engine.scheduler.policy = policy
             results[policy] = burst(engine, recorder, args.streams, args.tokens, images)
-            if args.gpu_busy and device == "cuda":
+            if args.gpu_busy and engine.runner.device.type == "cuda":
                 results[policy + " (profiled)"] = burst(
                     engine, recorder, args.streams, args.tokens, images, gpu_busy=True
                 )
