@@ -67,15 +67,13 @@ class PassPieces:
         return self._allocate(rows) if rows > self.capacity else self._buffers.rows(rows)
 
     def run(self, index: int, buffers: PassBuffers) -> None:
-        graph = self.graphs.get((buffers.h.shape[0], index)) if buffers.h.data_ptr() == self._base else None
+        """Piece `index` of a pass: its graph where one was captured for these (static) buffers' rows."""
+        static = buffers.h.data_ptr() == self._buffers.h.data_ptr()
+        graph = self.graphs.get((buffers.h.shape[0], index)) if static else None
         if graph is not None:
             graph.replay()
         else:
             self._piece(index, buffers)
-
-    @property
-    def _base(self) -> int:
-        return self._buffers.h.data_ptr()
 
     # ------------------------------------------------------------------ the work
     def _piece(self, index: int, b: PassBuffers) -> None:

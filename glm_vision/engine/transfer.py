@@ -19,9 +19,8 @@ def to_device(values, dtype: torch.dtype | None, device: torch.device) -> torch.
 def picture_to_device(pixels, device: torch.device) -> torch.Tensor:
     """A (height, width, 3) uint8 array -> (3, height, width) on `device`: one copy into pinned memory
     on the host (no channels-first reordering there), the reordering done on the device."""
-    shape = pixels.shape
     if device.type != "cuda":
-        return torch.tensor(pixels).permute(2, 0, 1).contiguous().to(device)
-    staged = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy()).to(device)  # one channels-first copy
+    staged = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
     staged.numpy()[...] = pixels  # numpy copies a read-only source without torch's warning
     return staged.to(device, non_blocking=True).permute(2, 0, 1).contiguous()
