@@ -193,6 +193,37 @@ def test_a_cold_prompt_is_one_pass_while_nothing_streams_and_chunked_while_one_d
     assert beside.token_ids == alone.token_ids
 
 
+def test_the_rows_tokens_are_copied_before_the_steps_encoder_work(settings, pictures):
+    """A step's wait for the rows' sampled tokens must not include its own encoder layers (on CUDA the
+    copy's event would then come after them): the copy is queued first, in every step that has both."""
+    engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=64))
+    calls = []
+    copy, runner = engine.scheduler._copy, engine.runner
+    start, encode_some = copy.start, runner.encode_some
+
+    def recording_start(tokens):
+        calls.append("copy")
+        return start(tokens)
+
+    def recording_encode(job, seqs, blocks=None):
+        calls.append("encode")
+        return encode_some(job, seqs, blocks)
+
+    copy.start, runner.encode_some = recording_start, recording_encode
+    try:
+        streaming = engine.submit(
+            GenerationRequest([Message("user", "go on")], SamplingParams.greedy(60, min_new_tokens=60))
+        )
+        next(iter(streaming))
+        calls.clear()
+        engine.generate(GenerationRequest([Message("user", "Describe it.", [pictures[1]])], SamplingParams.greedy(2)))
+        streaming.wait()
+    finally:
+        engine.shutdown()
+    encodes = [i for i, call in enumerate(calls) if call == "encode"]
+    assert encodes and all(i > 0 and calls[i - 1] == "copy" for i in encodes), calls
+
+
 def test_a_picture_two_waiting_requests_of_one_scope_need_is_encoded_once(settings):
     picture = load_image(make_picture(77, (224, 168)))
     requests = [
