@@ -115,6 +115,9 @@ def burst(engine, recorder: StepRecorder, streams: int, tokens: int, images, *, 
     result = {key: level[key] for key in ("ttft_p50_s", "ttft_p95_s", "aggregate_tok_s", "wall_s")}
     result.update(steps=len(recorder.steps), step_wall_ms=sum(s["wall_ms"] for s in recorder.steps))
     result["by_kind"] = recorder.by_kind()
+    # a one-time stall (a first use of something) shows as one long step, not in the totals
+    order = sorted(range(len(recorder.steps)), key=lambda i: -recorder.steps[i]["wall_ms"])
+    result["slowest"] = [{"step": i, **recorder.steps[i]} for i in order[:5]]
     if profiler is not None:
         result["gpu_busy_ms"] = kernel_busy_ms(profiler)
     return result
@@ -152,7 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         engine.shutdown()
     for name, result in results.items():
-        print(f"\n{name}: {json.dumps({k: v for k, v in result.items() if k != 'by_kind'})}")
+        print(f"\n{name}: {json.dumps({k: v for k, v in result.items() if k not in ('by_kind', 'slowest')})}")
+        print(
+            "slowest steps:",
+            ", ".join(
+                f"#{s['step']} {s['wall_ms']:.0f} ms ({s['rows']} rows, {s['prompt']} "
+                f"prompt tokens, {s['layers']} encoder layers)"
+                for s in result["slowest"]
+            ),
+        )
         print("| steps holding | steps | wall ms | waited for the last step ms | prompt tokens | encoder layers |")
         print("|---|---|---|---|---|---|")
         for kind, k in result["by_kind"].items():
