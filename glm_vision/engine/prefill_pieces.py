@@ -2,10 +2,11 @@
 is a CUDA graph per token count (vLLM's piecewise CUDA graphs).
 
 A pass (prompt chunks with the decode rows riding along) runs ~15 kernels a layer through Python
-and torch.compile's wrappers: ~20 ms of host time a pass, whatever its size, measured on the H200.
-Under load the worker thread launching them became the bottleneck: the GPU sat idle for a quarter of
-a burst of 32 requests (bench/RESULTS.md). Everything in a pass except attention is row-wise (norms,
-matrix products, rotary), so it does not care which rows are whose: piece i is layer i-1's MLP
+and torch.compile's wrappers: ~20 ms of host time a pass, whatever its size, on the H200 more than
+the GPU needs for a pass of up to ~1,000 tokens (bench/RESULTS.md), so small steps (decode-first's,
+short prompts beside running streams) left the GPU waiting for the host. Everything in a pass
+except attention is row-wise (norms, matrix products, rotary), so it does not care which rows are
+whose: piece i is layer i-1's MLP
 followed by layer i's input norm, QKV projection and rotary, over the first `n` rows of the
 buffers, `n` the pass's tokens padded up to a multiple of `step`. Captured once per `n`, a pass is
 then 41 graph launches plus its attention calls, which stay eager (their shapes are each chunk's own
