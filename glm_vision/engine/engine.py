@@ -158,13 +158,14 @@ class Engine:
         self.ready = True
 
     def _longer_than_a_graph_pass(self) -> list:
-        """A prompt whose pass is longer than the captured ones (it runs on buffers of its own, eagerly),
-        where passes are CUDA graphs and the context holds it."""
+        """Where passes are CUDA graphs, a prompt of about the longest pass a step takes while nothing
+        decodes, longer than the captured ones (it runs on buffers of its own, eagerly), if the context
+        holds it."""
         from ..conversation import Message
 
         pieces = self.runner.forward.passes.pieces
-        tokens = pieces.capacity + 256
-        if not pieces.use_graphs or tokens + 512 >= self.settings.max_context_tokens:
+        tokens = min(self.runner.solo_pass_tokens, self.settings.max_context_tokens - 512) * 0.95
+        if not pieces.use_graphs or tokens <= pieces.capacity:
             return []
         per = len(self.runner.tokenizer("Hello there. " * 16)["input_ids"]) / 16
         return [Message("user", "Hello there. " * int(tokens / per))]
