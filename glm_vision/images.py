@@ -48,11 +48,13 @@ class InputImage:
         return self.pixels if self.pixels is not None else np.asarray(self.image)
 
 
-def pixel_digest(image: Image.Image, pixels: np.ndarray | None = None) -> str:
-    """sha256 of the RGB pixels and the size: equal pictures hash equal, whatever the file format."""
+def pixel_digest(pixels: np.ndarray) -> str:
+    """sha256 of the (height, width, 3) RGB pixels and the size: equal pictures hash equal, whatever the
+    file format (the bytes of Pillow's `tobytes()`, in the same order)."""
+    height, width = pixels.shape[:2]
     h = hashlib.sha256()
-    h.update(f"{image.width}x{image.height}:".encode())
-    h.update(image.tobytes() if pixels is None else pixels.data)  # the same bytes, in the same order
+    h.update(f"{width}x{height}:".encode())
+    h.update(pixels.data)
     return h.hexdigest()
 
 
@@ -110,7 +112,7 @@ def normalise(image: Image.Image, *, max_decoded_pixels: int = DEFAULT_MAX_DECOD
     if rgb is image:
         rgb = rgb.copy()
     pixels = np.asarray(rgb)
-    return InputImage(image=rgb, digest=pixel_digest(rgb, pixels), notes=tuple(notes), pixels=pixels)
+    return InputImage(image=rgb, digest=pixel_digest(pixels), notes=tuple(notes), pixels=pixels)
 
 
 class _DecodedImages:
