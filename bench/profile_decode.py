@@ -17,11 +17,10 @@ import time
 import torch
 
 from bench import bench_constraints
+from bench.load import filler_prompt
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
 from glm_vision.engine import scheduler
-
-PROMPT = "Write a long story about a cat. "
 
 
 class StepTimer:
@@ -46,7 +45,9 @@ class StepTimer:
 
 def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile: bool = False) -> None:
     sampling = SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)
-    handles = [engine.submit(GenerationRequest(prompt_of(engine, context), sampling)) for _ in range(batch)]
+    tokenizer = engine.loaded.processor.tokenizer
+    prompts = [[Message("user", filler_prompt(tokenizer, index, context))] for index in range(batch)]
+    handles = [engine.submit(GenerationRequest(prompt, sampling)) for prompt in prompts]
     for handle in handles:
         next(iter(handle))  # every prompt prefilled: only decode steps are timed
     timer.steps.clear()
@@ -70,12 +71,6 @@ def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile
         print(f"  profiled: kernels {gpu_ms / steps:.2f} ms of GPU time a step")
         print(table.table(sort_by="self_device_time_total", row_limit=18))
         print(table.table(sort_by="self_cpu_time_total", row_limit=18))
-
-
-def prompt_of(engine, context: int) -> list[Message]:
-    """A user message of about `context` tokens."""
-    per_repeat = len(engine.loaded.processor.tokenizer(PROMPT * 10)["input_ids"]) / 10
-    return [Message("user", PROMPT * max(1, int(context / per_repeat)))]
 
 
 def main(argv: list[str] | None = None) -> None:
