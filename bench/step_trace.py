@@ -4,6 +4,7 @@ tokens, encoder layers), its wall time and the time it waited for the last step'
 
     python -m bench.step_trace --config bench/glm-4.6v-flash-config.json --streams 32 --tokens 256 [--gpu-busy]
     python -m bench.step_trace --tiny --streams 4 --tokens 16
+    python -m bench.step_trace --config bench/glm-4.6v-flash-config.json --streams 8 --tokens 1024 --max-batch 64 --bursts 2
 
 Steps whose wait is near zero are host-bound: the GPU finished the last step before the host had
 launched this one. `--gpu-busy` runs the burst again under torch.profiler (CUDA kernels only) and adds
@@ -135,11 +136,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--policy", default="prefill-first", help="comma-separated policies, a burst each")
     parser.add_argument("--max-context", type=int, default=8192, help="the engine's context limit")
+    parser.add_argument("--max-batch", type=int, default=0, help="decode slots (default: --streams)")
+    parser.add_argument("--bursts", type=int, default=1, help="bursts per policy (a first-use stall shows in the first)")
     parser.add_argument("--gpu-busy", action="store_true", help="also a profiled burst: kernels' busy time")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     engine = load_engine(
-        argparse.Namespace(tiny=args.tiny, config=args.config, batch=[args.streams], max_context=args.max_context)
+        argparse.Namespace(tiny=args.tiny, config=args.config, batch=[args.max_batch or args.streams], max_context=args.max_context)
     )
     recorder = StepRecorder(engine)
     images = [load_image(screenshot(seed)) for seed in range(args.streams)]
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for policy in args.policy.split(","):
             engine.scheduler.policy = policy
-            results[policy] = burst(engine, recorder, args.streams, args.tokens, images)
+            for number in range(args.bursts):
+                name = policy if number == 0 else f"{policy} (burst {number + 1})"
+                results[name] = burst(engine, recorder, args.streams, args.tokens, images)
             if args.gpu_busy and engine.runner.device.type == "cuda":
                 results[policy + " (profiled)"] = burst(
                     engine, recorder, args.streams, args.tokens, images, gpu_busy=True
