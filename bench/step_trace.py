@@ -97,21 +97,34 @@ def kernel_busy_ms(profiler) -> float:
     return (busy + (end - start if end is not None else 0)) / 1000
 
 
-def burst(engine, recorder: StepRecorder, streams: int, tokens: int, images, *, gpu_busy: bool = False) -> dict:
+def longest_host_ops(profiler, count: int = 12) -> list[str]:
+    """The longest single CPU-side operations a profiler saw (a first use's plan or compile shows here)."""
+    events = sorted(profiler.events(), key=lambda e: -e.cpu_time_total)[:count]
+    return [f"{e.cpu_time_total / 1000:.1f} ms {e.name}" for e in events]
+
+
+def burst(
+    engine, recorder: StepRecorder, streams: int, tokens: int, images, *, gpu_busy: bool = False, host: bool = False
+) -> dict:
     from bench.load import run_level_direct
 
     recorder.steps.clear()
     recorder.on = True
     profiler = None
-    if gpu_busy:
-        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+    if gpu_busy or host:
+        activity = torch.profiler.ProfilerActivity
+        every_thread = torch.profiler._ExperimentalConfig(profile_all_threads=True)  # the engine's worker too
+        profiler = torch.profiler.profile(
+            activities=[activity.CUDA if gpu_busy else activity.CPU], experimental_config=every_thread
+        )
         profiler.__enter__()
     try:
         level = run_level_direct(engine, streams, tokens, images)
     finally:
         recorder.on = False
         if profiler is not None:
-            torch.cuda.synchronize()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             profiler.__exit__(None, None, None)
     result = {key: level[key] for key in ("ttft_p50_s", "ttft_p95_s", "aggregate_tok_s", "wall_s")}
     result.update(steps=len(recorder.steps), step_wall_ms=sum(s["wall_ms"] for s in recorder.steps))
@@ -119,8 +132,10 @@ def burst(engine, recorder: StepRecorder, streams: int, tokens: int, images, *, 
     # a one-time stall (a first use of something) shows as one long step, not in the totals
     order = sorted(range(len(recorder.steps)), key=lambda i: -recorder.steps[i]["wall_ms"])
     result["slowest"] = [{"step": i, **recorder.steps[i]} for i in order[:5]]
-    if profiler is not None:
+    if gpu_busy:
         result["gpu_busy_ms"] = kernel_busy_ms(profiler)
+    elif host:
+        result["longest_host_ops"] = longest_host_ops(profiler)
     return result
 
 
@@ -139,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=0, help="decode slots (default: --streams)")
     parser.add_argument("--bursts", type=int, default=1, help="bursts per policy (a first-use stall shows in the first)")
     parser.add_argument("--gpu-busy", action="store_true", help="also a profiled burst: kernels' busy time")
+    parser.add_argument("--host-ops", action="store_true", help="the first burst under a CPU-only profiler: its longest ops")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     engine = load_engine(
@@ -152,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             engine.scheduler.policy = policy
             for number in range(args.bursts):
                 name = policy if number == 0 else f"{policy} (burst {number + 1})"
-                results[name] = burst(engine, recorder, args.streams, args.tokens, images)
+                host = args.host_ops and number == 0
+                results[name] = burst(engine, recorder, args.streams, args.tokens, images, host=host)
             if args.gpu_busy and engine.runner.device.type == "cuda":
                 results[policy + " (profiled)"] = burst(
                     engine, recorder, args.streams, args.tokens, images, gpu_busy=True
@@ -160,7 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         engine.shutdown()
     for name, result in results.items():
-        print(f"\n{name}: {json.dumps({k: v for k, v in result.items() if k not in ('by_kind', 'slowest')})}")
+        shown = {k: v for k, v in result.items() if k not in ("by_kind", "slowest", "longest_host_ops")}
+        print(f"\n{name}: {json.dumps(shown)}")
+        if "longest_host_ops" in result:
+            print("longest host ops:", "; ".join(result["longest_host_ops"]))
         print(
             "slowest steps:",
             ", ".join(

@@ -79,19 +79,22 @@ class VisionBlocks:
         self.scale = (config.hidden_size // config.num_heads) ** -0.5
         self.backends = backends or ATTENTION_BACKENDS
         self.inputs, self.rest = attention_inputs, attention_output_and_mlp
-        if compile_math:  # picture sizes vary: one kernel set for all of them
-            self.inputs = torch.compile(attention_inputs, fullgraph=True, dynamic=True)
-            self.rest = torch.compile(attention_output_and_mlp, fullgraph=True, dynamic=True)
+        self.compiled = compile_math
+        if compile_math:  # picture sizes vary: one kernel set for all of them (see `_patches_vary`)
+            self.inputs = torch.compile(attention_inputs, fullgraph=True)
+            self.rest = torch.compile(attention_output_and_mlp, fullgraph=True)
 
     def run(self, index: int, h: torch.Tensor, rotary: tuple, lengths: list[int]) -> torch.Tensor:
         """Layer `index` over h (patches, hidden) with the tower's (cos, sin)."""
         block = self.blocks[index]
         attn, mlp = block.attn, block.mlp
         cos, sin = rotary
+        self._patches_vary(h, cos, sin)
         q, k, v = self.inputs(
             h, block.norm1.weight, block.norm1.variance_epsilon, attn.qkv.weight, attn.qkv.bias, cos, sin, self.heads
         )
         out = attend_per_picture(q, k, v, lengths, self.scale, self.backends)
+        self._patches_vary(out)
         return self.rest(
             h,
             out,
@@ -102,3 +105,11 @@ class VisionBlocks:
             mlp.up_proj.weight,
             mlp.down_proj.weight,
         )
+
+    def _patches_vary(self, *tensors: torch.Tensor) -> None:
+        """Compile for any number of patches, and only that: with every size symbolic (`dynamic=True`)
+        the fused kernels' index arithmetic divided by runtime head counts and widths, which made the
+        rotary 7x and the copy of v 5x slower than reading their bytes (H200, bench/RESULTS.md)."""
+        if self.compiled:
+            for tensor in tensors:
+                torch._dynamo.mark_dynamic(tensor, 0)
