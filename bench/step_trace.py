@@ -97,6 +97,13 @@ def kernel_busy_ms(profiler) -> float:
     return (busy + (end - start if end is not None else 0)) / 1000
 
 
+def compilations() -> int:
+    """Graphs torch.compile has made in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def longest_host_ops(profiler, count: int = 12) -> list[str]:
     """The longest single CPU-side operations a profiler saw (a first use's plan or compile shows here)."""
     events = sorted(profiler.events(), key=lambda e: -e.cpu_time_total)[:count]
@@ -110,6 +117,7 @@ def burst(
 
     recorder.steps.clear()
     recorder.on = True
+    compiled_before = compilations()
     profiler = None
     if gpu_busy or host:
         activity = torch.profiler.ProfilerActivity
@@ -128,6 +136,7 @@ def burst(
             profiler.__exit__(None, None, None)
     result = {key: level[key] for key in ("ttft_p50_s", "ttft_p95_s", "aggregate_tok_s", "wall_s")}
     result.update(steps=len(recorder.steps), step_wall_ms=sum(s["wall_ms"] for s in recorder.steps))
+    result["compilations"] = compilations() - compiled_before  # torch.compile runs in the burst: stalls
     result["by_kind"] = recorder.by_kind()
     # a one-time stall (a first use of something) shows as one long step, not in the totals
     order = sorted(range(len(recorder.steps)), key=lambda i: -recorder.steps[i]["wall_ms"])

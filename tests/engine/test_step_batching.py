@@ -264,3 +264,37 @@ def test_fused_qkv_follows_a_dtype_cast(reference):
     assert attn.qkv_weight.dtype == torch.float32 and attn.q_proj.weight.data_ptr() == attn.qkv_weight.data_ptr()
     expected = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     torch.testing.assert_close(attn.qkv_weight, expected, rtol=0, atol=0)
+
+
+def test_the_compiled_layer_functions_see_one_kind_of_tensor(settings, pictures):
+    """torch.compile guards on a tensor's dispatch keys: an inference-mode tensor and a plain one each
+    get a compilation of their own. The static pass buffers are plain tensors, so everything the worker
+    makes must be too (the H200 showed a 260 ms recompile in a user's step when a pass's logits came
+    from a torch.cat made under inference mode): one pass alone, passes beside a stream (several
+    logits rows), and a pass longer than the buffers (buffers of its own)."""
+    engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=32))
+    forward = engine.runner.forward
+    seen: dict[str, set[bool]] = {}
+
+    def recording(name, function):
+        def record(*args, **kwargs):
+            kinds = seen.setdefault(name, set())
+            kinds.update(torch.is_inference(a) for a in args if isinstance(a, torch.Tensor) and a.dim())
+            return function(*args, **kwargs)
+
+        return record
+
+    for name in ("final", "norm", "post", "rotate"):
+        setattr(forward, name, recording(name, getattr(forward, name)))
+    try:
+        engine.generate(GenerationRequest([Message("user", "Describe this. " * 20)], SamplingParams.greedy(2)))
+        streaming = engine.submit(
+            GenerationRequest([Message("user", "go on")], SamplingParams.greedy(40, min_new_tokens=40))
+        )
+        next(iter(streaming))
+        engine.generate(GenerationRequest([Message("user", "What is it?", [pictures[0]])], SamplingParams.greedy(2)))
+        streaming.wait()
+    finally:
+        engine.shutdown()
+    assert set(seen) == {"final", "norm", "post", "rotate"}
+    assert all(kinds == {False} for kinds in seen.values()), seen

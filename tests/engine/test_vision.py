@@ -209,3 +209,24 @@ def test_a_new_picture_is_encoded_over_several_steps_while_others_stream(setting
         assert during == [(1, 1)] * len(runner.model.model.visual.blocks)
     finally:
         engine.shutdown()
+
+
+def test_compiled_encoder_layers_compile_once_for_every_picture_size(reference):
+    """The encoder's glue, compiled as on CUDA (here by Inductor's CPU backend), equals the eager layers
+    for pictures of three sizes and compiles once: the patch count is symbolic from the first picture on,
+    so a new size never waits for a compilation (and only it: every size symbolic made the H200's
+    kernels divide by runtime widths, 7x slower than their bytes; bench/RESULTS.md)."""
+    from torch._dynamo.utils import counters
+
+    model, processor = reference
+    torch._dynamo.reset()
+    counters.clear()
+    eager = VisionEncoder(model)
+    compiled = VisionEncoder(model, compile_math=True)
+    with torch.no_grad():
+        for sizes in ([(168, 112)], [(112, 196), (56, 56)], [(56, 84)]):
+            pixels, grid = _inputs(processor, sizes)
+            grids = [tuple(g) for g in grid.tolist()]
+            for mine, theirs in zip(compiled.encode(pixels, grids), eager.encode(pixels, grids), strict=True):
+                torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == 2  # attention_inputs and attention_output_and_mlp, once each
