@@ -161,13 +161,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policy", default="prefill-first", help="comma-separated policies, a burst each")
     parser.add_argument("--max-context", type=int, default=8192, help="the engine's context limit")
     parser.add_argument("--max-batch", type=int, default=0, help="decode slots (default: --streams)")
-    parser.add_argument("--bursts", type=int, default=1, help="bursts per policy (a first-use stall shows in the first)")
+    parser.add_argument(
+        "--bursts", type=int, default=1, help="bursts per policy (a first-use stall shows in the first)"
+    )
     parser.add_argument("--gpu-busy", action="store_true", help="also a profiled burst: kernels' busy time")
-    parser.add_argument("--host-ops", action="store_true", help="the first burst under a CPU-only profiler: its longest ops")
+    parser.add_argument(
+        "--host-ops", action="store_true", help="the first burst under a CPU-only profiler: its longest ops"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     engine = load_engine(
-        argparse.Namespace(tiny=args.tiny, config=args.config, batch=[args.max_batch or args.streams], max_context=args.max_context)
+        argparse.Namespace(
+            tiny=args.tiny, config=args.config, batch=[args.max_batch or args.streams], max_context=args.max_context
+        )
     )
     recorder = StepRecorder(engine)
     images = [load_image(screenshot(seed)) for seed in range(args.streams)]
