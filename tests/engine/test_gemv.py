@@ -62,3 +62,52 @@ def test_auto_keeps_cublas_where_triton_cannot_run(engine):
     forward = engine.runner.forward
     assert engine.settings.decode_matmul == "auto" and forward.device.type == "cpu"
     assert forward.decode_matmul == "cublas" and forward.gemv is None and forward.gemv_max_batch == 0
+
+
+def test_every_candidate_computes_a_product_after_a_residual_norm():
+    """The matrices after a residual add and RMSNorm take them as a prologue: the product equals the
+    eager layer's residual_norm followed by F.linear (+ bias) / SwiGLU, and the new residual stream its
+    h (to the dtype's last bits: the row's norm is summed in another order), for N above and below K
+    (the programs then also cover K's columns); a prologue that dropped either norm would not pass."""
+    out = run_interpreted("""
+        import torch
+        import torch.nn.functional as F
+        from glm_vision.engine import gemv
+        from glm_vision.engine.layer_math import residual_norm
+
+        g = torch.Generator().manual_seed(1)
+        checked = set()
+        for n, k in ((40, 600), (232, 200)):
+            w = torch.randn(2 * n, k, generator=g) / k ** 0.5
+            b = torch.randn(n, generator=g)
+            norms = 1 + 0.1 * torch.randn(2, k, generator=g)
+            for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 3e-2)):
+                for m in (1, 3):
+                    h, sub = 4 * torch.randn(m, k, generator=g), 0.5 * torch.randn(m, k, generator=g)
+                    hd, sd, wd, bd, nd = (t.to(dtype) for t in (h, sub, w, b, norms))
+                    want_h, x = residual_norm(hd, sd, nd[0], nd[1], 1e-6)
+                    ref = F.linear(x.float(), wd[:n].float(), bd.float())
+                    gate, up = F.linear(x.float(), wd.float()).chunk(2, dim=-1)
+                    ref_swiglu = F.silu(gate) * up
+                    residual = gemv.Residual(hd, sd, nd[0], nd[1], 1e-6)
+                    bits = 2 * torch.finfo(dtype).eps * want_h.float().abs().max().item()  # two ulps of the largest
+                    for config in gemv.CONFIGS:
+                        fits = gemv._fits(config, m, n, k, residual=True)
+                        if not fits or (dtype == torch.bfloat16 and config.kwargs["USE_DOT"]):
+                            continue
+                        y, new_h = gemv.residual_linear(residual, wd[:n], bd, config=config)
+                        s, new_h_too = gemv.residual_swiglu(residual, wd, config=config)
+                        for got, want in ((y, ref), (s, ref_swiglu)):
+                            err = (got.float() - want).abs().max().item() / want.abs().max().item()
+                            assert err < tol, (config, m, n, k, dtype, err)
+                        for got in (new_h, new_h_too):
+                            torch.testing.assert_close(got.float(), want_h.float(), rtol=0, atol=bits)
+                        checked.add(str(config))
+            # either norm dropped changes the product far beyond the tolerance
+            x32 = F.linear(residual_norm(h, sub, norms[0], norms[1], 1e-6)[1], w[:n])
+            for wrong in (residual_norm(h, sub, norms[0], torch.ones(k), 1e-6)[1], h + sub):
+                assert (F.linear(wrong, w[:n]) - x32).abs().max() > 0.05 * x32.abs().max()
+        assert checked == {str(c) for c in gemv.CONFIGS if c.kwargs["SPLIT_K"] == 1}
+        print("residual ok")
+    """)
+    assert "residual ok" in out
