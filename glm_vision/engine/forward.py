@@ -29,6 +29,7 @@ from .layer_math import (
     post_attention,
     pre_attention,
     qkv_projection,
+    residual_norm,
     rms_norm,
     rotary,
     split_heads,
@@ -89,13 +90,14 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
-        self.norm, self.project, self.rotate = rms_norm, qkv_projection, rotary
+        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(pre_attention, fullgraph=True)
             self.project = torch.compile(qkv_projection, fullgraph=True)
             self.rotate = torch.compile(rotary, fullgraph=True)
             self.post = torch.compile(post_attention, fullgraph=True)
+            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
             self.final = torch.compile(final_logits, fullgraph=True)
             self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
@@ -110,9 +112,8 @@ class TextForward:
             from .decode_attention import write_kv
 
             self.split_k_attention, self.write_kv = split_k_attention, write_kv
-        # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the residual
-        # adds and norms between them in the GEMVs' prologues; prefill keeps cuBLAS (a prefill step is bound
-        # by arithmetic, not reading).
+        # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
+        # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading).
         # auto: the GEMVs on CUDA for batches of up to GEMV_MAX_BATCH rows, where the H200 measured them faster
         auto = decode_matmul == "auto"
         if auto:
@@ -202,7 +203,7 @@ class TextForward:
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
-                q, k, v, h = self._decode_projection(layer, x, h, gemv)
+                q, k, v = self._decode_projection(layer, x, gemv)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
                 attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
@@ -210,7 +211,7 @@ class TextForward:
                 if gemv is None:
                     q, k, v = self._qkv(layer, x, cos, sin)
                 else:
-                    q, k, v, h = self._decode_projection(layer, x, h, gemv)
+                    q, k, v = self._decode_projection(layer, x, gemv)
                     q, k = self.rotate(q, k, cos, sin)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
@@ -218,35 +219,27 @@ class TextForward:
             h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), gemv)
         if gemv is None:
             self.logits[:batch].copy_(self.final(x, self.lm_head))
-        else:  # x: the last layer's residual add and the final norm, lm_head's prologue
-            gemv.residual_linear(x, self.lm_head, out=self.logits[:batch])
+        else:
+            gemv.linear(x, self.lm_head, out=self.logits[:batch])
 
-    def _decode_projection(self, layer, x, h, gemv):
-        """The decode rows' q, k, v, not rotated (through cuBLAS where `gemv` is None), and the residual
-        stream: `x` is the layer's normed input, or with GEMVs after the first layer the residual add
-        and norms that make it (a gemv.Residual, the product's prologue, which also gives the new h)."""
+    def _decode_projection(self, layer, x, gemv):
+        """The decode rows' q, k, v, not rotated (through cuBLAS where `gemv` is None)."""
         attn_mod = layer.self_attn
         if gemv is None:
-            q, k, v = self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-            return q, k, v, h
-        if isinstance(x, gemv.Residual):
-            qkv, h = gemv.residual_linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
-        else:
-            qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
-        return *split_heads(qkv, self.n_heads, self.n_kv, self.head_dim), h
+            return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
+        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
-        """`_mlp` for the decode rows. With Triton GEMVs one kernel for each matrix: gate and up as one
-        (SiLU x up fused) with the residual add and norms after attention as its prologue; the residual
-        add and norms after the MLP are returned as the next matrix's prologue (a gemv.Residual) in x's
-        place."""
+        """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
+        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
         a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
-        gated, h = gemv.residual_swiglu(gemv.Residual(h, a, *norms, self.eps), layer.mlp.gate_up_proj.weight)
-        down = gemv.linear(gated, layer.mlp.down_proj.weight)
-        return h, gemv.Residual(h, down, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
+        h, x = self.residual_norm(h, a, *norms, self.eps)
+        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
+        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

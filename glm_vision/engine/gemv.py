@@ -15,14 +15,6 @@ memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K program
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
-The matrices that follow a residual add and RMSNorm (each layer's QKV and gate_up, and lm_head)
-take them as a prologue instead of a kernel of their own (`linear_after_residual`): with h the
-residual stream, o the sublayer's output and n_o, n_x the two norms' weights, the input is
-x = n_x * rms(h + n_o * rms(o)), and since the two rms factors are per row, W x = r_h (W (h n_x) +
-r_o W (o n_o n_x)): both products and the four row sums that give r_o and r_h accumulate in the one
-pass over K, so no program waits for a reduction before streaming its weights. Each program also
-stores its share of the new residual stream (the matrices have at least K output rows).
-
 Autotuning is keyed on (M, N, K) and the epilogue, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
 warm-up before a CUDA graph is captured; under capture and on replay a launch is the tuned kernel
@@ -33,7 +25,6 @@ Under Triton's interpreter (the CPU tests) the first candidate that suits the sh
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -81,18 +72,18 @@ def _may_split(m: int, n: int) -> bool:
     return m <= SPLIT_MAX_M and n <= SPLIT_MAX_N
 
 
-def _fits(config: triton.Config, m: int, n: int, k: int, residual: bool = False) -> bool:
+def _fits(config: triton.Config, m: int, n: int, k: int) -> bool:
     """Whether a candidate suits the shape: single-row kernels for one row; split K only where N is small
-    and each split still spans two blocks, and never with a residual prologue (its row sums need all of K)."""
+    and each split still spans two blocks."""
     kw = config.kwargs
     if not kw["USE_DOT"] and m != 1:
         return False
-    return kw["SPLIT_K"] == 1 or (not residual and _may_split(m, n) and k >= 2 * kw["SPLIT_K"] * kw["BLOCK_K"])
+    return kw["SPLIT_K"] == 1 or (_may_split(m, n) and k >= 2 * kw["SPLIT_K"] * kw["BLOCK_K"])
 
 
 def _prune(configs, named_args, **kwargs):
     m, n, k = named_args["M"], named_args["N"], named_args["K"]
-    fitting = [c for c in configs if _fits(c, m, n, k, kwargs.get("RESIDUAL", False))]
+    fitting = [c for c in configs if _fits(c, m, n, k)]
     return fitting[:1] if _interpreted() else fitting  # the interpreter cannot time anything
 
 
@@ -168,43 +159,6 @@ def _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS: tl.const
     tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty), mask=keep)
 
 
-@triton.jit
-def _residual_inputs(RES, SUB, NORM_SUB, NORM_X, offs_m, cols, keep, K, stride_rm):
-    """The prologue's tiles at columns `cols`: h * n_x and o * n_o * n_x in the weights' dtype, and this
-    block's four row sums o.o, h.h, h.(o n_o), (o n_o).(o n_o), each (BLOCK_M,)."""
-    rows = offs_m.to(tl.int64)[:, None] * stride_rm + cols[None, :]
-    h = tl.load(RES + rows, mask=keep, other=0.0).to(tl.float32)
-    o = tl.load(SUB + rows, mask=keep, other=0.0).to(tl.float32)
-    n_o = tl.load(NORM_SUB + cols, mask=cols < K, other=0.0).to(tl.float32)[None, :]
-    n_x = tl.load(NORM_X + cols, mask=cols < K, other=0.0).to(tl.float32)[None, :]
-    on = o * n_o
-    dtype = RES.dtype.element_ty
-    x, x_sub = (h * n_x).to(dtype), (on * n_x).to(dtype)
-    return x, x_sub, tl.sum(o * o, 1), tl.sum(h * h, 1), tl.sum(h * on, 1), tl.sum(on * on, 1)
-
-
-@triton.jit
-def _row_scales(s_oo, s_hh, s_ho, s_on, K, eps):
-    """rms(o)'s and rms(h + n_o rms(o))'s factors per row from the row sums, (BLOCK_M, 1) each."""
-    r_o = 1.0 / tl.sqrt(s_oo / K + eps)
-    r_h = 1.0 / tl.sqrt((s_hh + 2.0 * r_o * s_ho + r_o * r_o * s_on) / K + eps)
-    return r_o[:, None], r_h[:, None]
-
-
-@triton.jit
-def _store_residual(RES, SUB, NORM_SUB, H_NEW, r_o, offs_m, offs_n, M, K, stride_rm):
-    """This program's share of the new residual stream h + n_o * rms(o), rounded as the eager layer
-    rounds it (the normed output to the dtype, times its weight, plus h, each in the dtype)."""
-    keep = (offs_m[:, None] < M) & (offs_n[None, :] < K)
-    rows = offs_m.to(tl.int64)[:, None] * stride_rm + offs_n[None, :]
-    dtype = RES.dtype.element_ty
-    h = tl.load(RES + rows, mask=keep, other=0.0).to(tl.float32)
-    o = tl.load(SUB + rows, mask=keep, other=0.0).to(tl.float32)
-    n_o = tl.load(NORM_SUB + offs_n[None, :], mask=offs_n[None, :] < K, other=0.0).to(tl.float32)
-    normed = (n_o * (o * r_o).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-    tl.store(H_NEW + rows, (h + normed).to(dtype), mask=keep)
-
-
 @triton.heuristics(
     {
         "BLOCK_M": lambda a: min(64, max(16, triton.next_power_of_2(a["M"]))) if a["USE_DOT"] else 1,
@@ -219,20 +173,14 @@ def _gemv_kernel(
     Y,
     PARTS,
     COUNTS,
-    SUB,
-    NORM_SUB,
-    NORM_X,
-    H_NEW,
     M,
     N,
     K,
     stride_xm,
     stride_wn,
     stride_ym,
-    eps,
     HAS_BIAS: tl.constexpr,
     SWIGLU: tl.constexpr,
-    RESIDUAL: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -241,8 +189,6 @@ def _gemv_kernel(
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
 ):
-    """Y = X W^T; with RESIDUAL, X is the residual stream h and the input the norm of h plus the normed
-    SUB (the module docstring), and H_NEW receives the new residual stream."""
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
     pid_k = tl.program_id(2)
@@ -260,27 +206,16 @@ def _gemv_kernel(
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     up = acc
-    acc_sub = acc  # RESIDUAL: W (o n_o n_x), and its up half
-    up_sub = acc
-    s_oo = tl.zeros([BLOCK_M], dtype=tl.float32)  # RESIDUAL: the row sums (see _residual_inputs)
-    s_hh = s_oo
-    s_ho = s_oo
-    s_on = s_oo
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
     for k0 in range(k_start, tl.minimum(k_start + span, K), BLOCK_K):
         cols = k0 + offs_k
-        keep = rows_in if EVEN_K else rows_in & (cols[None, :] < K)
         if EVEN_K:
+            x = tl.load(x_rows + cols[None, :], mask=rows_in, other=0.0)
             w = tl.load(w_rows + cols[None, :])
         else:
+            x = tl.load(x_rows + cols[None, :], mask=rows_in & (cols[None, :] < K), other=0.0)
             w = tl.load(w_rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
-        if RESIDUAL:
-            x, x_sub, oo, hh, ho, on = _residual_inputs(X, SUB, NORM_SUB, NORM_X, offs_m, cols, keep, K, stride_xm)
-            s_oo, s_hh, s_ho, s_on = s_oo + oo, s_hh + hh, s_ho + ho, s_on + on
-            acc_sub = _accumulate(acc_sub, x_sub, w, USE_DOT, PRECISION)
-        else:
-            x = tl.load(x_rows + cols[None, :], mask=keep, other=0.0)
         acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
         if SWIGLU:
             if EVEN_K:
@@ -288,15 +223,8 @@ def _gemv_kernel(
             else:
                 u = tl.load(u_rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
             up = _accumulate(up, x, u, USE_DOT, PRECISION)
-            if RESIDUAL:
-                up_sub = _accumulate(up_sub, x_sub, u, USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
     up = _finish(up, USE_DOT)
-    if RESIDUAL:
-        r_o, r_h = _row_scales(s_oo, s_hh, s_ho, s_on, K, eps)
-        acc = r_h * (acc + r_o * _finish(acc_sub, USE_DOT))
-        up = r_h * (up + r_o * _finish(up_sub, USE_DOT))
-        _store_residual(X, SUB, NORM_SUB, H_NEW, r_o, offs_m, offs_n, M, K, stride_xm)
     if SPLIT_K == 1:
         _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU)
     else:
@@ -322,26 +250,13 @@ def _gemv_kernel(
 
 _tuned = triton.autotune(
     CONFIGS,
-    key=["M", "N", "K", "HAS_BIAS", "SWIGLU", "RESIDUAL"],
+    key=["M", "N", "K", "HAS_BIAS", "SWIGLU"],
     prune_configs_by={"early_config_prune": _prune},
     do_bench=_bench,
     cache_results=True,  # the timings kept on disk (Triton's cache): a restarted engine skips them
 )(_gemv_kernel)
 
 _counters: dict[torch.device, torch.Tensor] = {}
-
-
-@dataclass(frozen=True)
-class Residual:
-    """A residual add and two RMSNorms as a matrix product's prologue: the stream `h` (M, K) plus the
-    sublayer output `sub` normed by `norm_sub`, and that sum normed by `norm_x`, is the product's input
-    (layer_math.residual_norm's x; its new h comes back beside the product)."""
-
-    h: torch.Tensor
-    sub: torch.Tensor
-    norm_sub: torch.Tensor
-    norm_x: torch.Tensor
-    eps: float
 
 
 def linear(
@@ -367,32 +282,7 @@ def swiglu(x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | Non
     return out
 
 
-def residual_linear(
-    residual: Residual,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    out: torch.Tensor | None = None,
-    config: triton.Config | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`linear` of the residual's normed sum: (the product, the new residual stream h)."""
-    h = residual.h
-    if out is None:
-        out = torch.empty(h.shape[0], weight.shape[0], dtype=h.dtype, device=h.device)
-    return out, _launch(h, weight, bias, out, swiglu=False, config=config, residual=residual)
-
-
-def residual_swiglu(
-    residual: Residual, weight: torch.Tensor, *, config: triton.Config | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`swiglu` of the residual's normed sum: (the product, the new residual stream h)."""
-    h = residual.h
-    out = torch.empty(h.shape[0], weight.shape[0] // 2, dtype=h.dtype, device=h.device)
-    return out, _launch(h, weight, None, out, swiglu=True, config=config, residual=residual)
-
-
-def _launch(x, weight, bias, out, *, swiglu: bool, config, residual: Residual | None = None) -> torch.Tensor | None:
-    """Runs the kernel; with a residual prologue returns the new residual stream."""
+def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape
@@ -401,33 +291,24 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, residual: Residual | 
     assert out.shape[0] == m and out.stride(-1) == 1 and (bias is None or bias.shape == (n,))
     assert weight.dtype == x.dtype, "x and the weight must have one dtype"
     parts = x  # a placeholder where K is never split
-    if _may_split(m, n) and residual is None:
+    if _may_split(m, n):
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
-    prologue, h_new, eps = (x, x, x), x, 0.0  # placeholders without a residual
-    if residual is not None:
-        assert x.is_contiguous() and residual.sub.shape == x.shape and residual.sub.is_contiguous()
-        prologue, eps = (residual.sub, residual.norm_sub, residual.norm_x), residual.eps
-        h_new = torch.empty_like(x)
-    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), *prologue, h_new, m, n, k)
-    args += (x.stride(0), weight.stride(0), out.stride(0), eps)
+    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), m, n, k)
+    args += (x.stride(0), weight.stride(0), out.stride(0))
     flags = {
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
-        "RESIDUAL": residual is not None,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
     }
-    # with a prologue the programs also cover h's K columns (each stores its block of the new h)
-    columns = n if residual is None else max(n, k)
 
     def grid(meta):
-        return triton.cdiv(columns, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]), meta["SPLIT_K"]
+        return triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]), meta["SPLIT_K"]
 
     if config is None:
         _tuned[grid](*args, **flags)
     else:
-        assert _fits(config, m, n, k, residual is not None), f"{config} does not suit M={m} N={n} K={k}"
+        assert _fits(config, m, n, k), f"{config} does not suit M={m} N={n} K={k}"
         _gemv_kernel[grid](*args, **flags, **config.all_kwargs())
-    return h_new if residual is not None else None
 
 
 def _counter(device: torch.device) -> torch.Tensor:
@@ -437,11 +318,9 @@ def _counter(device: torch.device) -> torch.Tensor:
     return _counters[device]
 
 
-def tuned_config(
-    m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False, residual: bool = False
-) -> triton.Config | None:
-    """The candidate autotune picked for this shape, epilogue and prologue (after a call), for reports."""
+def tuned_config(m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False) -> triton.Config | None:
+    """The candidate autotune picked for this shape and epilogue (after a call), for reports."""
     for key, config in _tuned.cache.items():
-        if key[:6] == (m, n, k, bias, swiglu, residual):
+        if key[:5] == (m, n, k, bias, swiglu):
             return config
     return None
