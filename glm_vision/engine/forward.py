@@ -266,7 +266,7 @@ class TextForward:
         self.graphs[(batch, bucket)] = graph
         self.lengths.copy_(saved)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def warmup(self, max_batch: int = 1, max_bucket: int | None = None) -> None:
         if not self.use_graphs:
             return

@@ -97,7 +97,11 @@ class PassPieces:
         b.q_rot.copy_(q_rot)
         b.k_rot.copy_(k_rot)
 
+    @torch.inference_mode()
     def _allocate(self, rows: int) -> PassBuffers:
+        """Inference tensors, as every activation the worker makes (it runs in inference mode):
+        torch.compile guards on that, and a compiled layer function that saw both kinds compiled twice,
+        once in a user's step (a 260 ms stall on the H200, bench/RESULTS.md)."""
         f = self.forward
         width, rot = f.n_heads * f.head_dim, f.inv_freq.shape[0] * 2
 

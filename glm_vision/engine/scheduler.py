@@ -114,7 +114,7 @@ class Scheduler:
         taken = {s.slot for s in self.rows + self.prefilling}
         return next(slot for slot in range(self.runner.slab.slots - 1, -1, -1) if slot not in taken)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def admit(self, handle) -> None:
         """Start a request (prompt checks happen here, before any GPU work); errors go to its handle."""
         session = None
@@ -141,7 +141,7 @@ class Scheduler:
             budget = min(budget, max(256, budget // 4))
         return budget
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self) -> None:
         rows = list(self.rows)
         sampled = tokens = None
