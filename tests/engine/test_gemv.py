@@ -62,3 +62,15 @@ def test_auto_keeps_cublas_where_triton_cannot_run(engine):
     forward = engine.runner.forward
     assert engine.settings.decode_matmul == "auto" and forward.device.type == "cpu"
     assert forward.decode_matmul == "cublas" and forward.gemv is None and forward.gemv_max_batch == 0
+
+
+def test_kernel_resources_compiles_a_candidate_for_a_gpu_that_is_not_here():
+    """bench/kernel_resources.py: Triton and ptxas compile a candidate for the H200's architecture on this
+    CPU machine; a single-row linear kernel fits its registers, the SwiGLU one of the same tile needs more."""
+    from bench.kernel_resources import resources
+    from glm_vision.engine import gemv
+
+    single_row = next(c for c in gemv.CONFIGS if not c.kwargs["USE_DOT"] and c.kwargs["SPLIT_K"] == 1)
+    linear = resources(single_row, swiglu=False, arch=90)
+    swiglu = resources(single_row, swiglu=True, arch=90)
+    assert 0 < linear["REG"] < swiglu["REG"] <= 255 and linear["STACK"] == 0
