@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message, conversation_images, to_template_messages
 from glm_vision.engine import Engine, LoadedModel
+from glm_vision.engine.prompt import repeated_to_length
 from glm_vision.images import load_image
 from glm_vision.settings import Settings
 
@@ -194,11 +195,11 @@ def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_t
 def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> tuple[float | None, int]:
     """Peak memory for one 1080p session carrying about `history_tokens` tokens of history."""
     filler = "The window on the left shows a list of files and a preview of the selected document. "
-    tokens_per_filler = len(engine.runner.tokenizer(filler)["input_ids"])
+    answer = repeated_to_length(engine.runner.tokenizer, filler, 600)
     turns = [Message("user", QUESTION, [picture])]
     prompt_len = 0
     while prompt_len < history_tokens:
-        turns += [Message("assistant", filler * max(1, 600 // tokens_per_filler)), Message("user", "Go on.")]
+        turns += [Message("assistant", answer), Message("user", "Go on.")]
         prompt_len = len(engine.runner.build_prompt(GenerationRequest(turns)))
     reset_peak(device)
     engine.generate(GenerationRequest(turns, SamplingParams.greedy(64), session_id="history"))

@@ -195,9 +195,10 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
 
 def filler_prompt(tokenizer, index: int, tokens: int) -> str:
     """A distinct text of about `tokens` tokens (no two streams share a prefix beyond the template)."""
+    from glm_vision.engine.prompt import repeated_to_length
+
     sentence = f"Document {index} describes window {index} of the desktop, its buttons, labels and icons. "
-    per = len(tokenizer(sentence)["input_ids"])
-    return f"Stream {index}. " + sentence * max(1, tokens // per)
+    return f"Stream {index}. " + repeated_to_length(tokenizer, sentence, tokens)
 
 
 def steady_level(engine, streams: int, prompt_tokens: int, tokens: int) -> dict:

@@ -162,13 +162,13 @@ class Engine:
         decodes, longer than the captured ones (it runs on buffers of its own, eagerly), if the context
         holds it."""
         from ..conversation import Message
+        from .prompt import repeated_to_length
 
         pieces = self.runner.forward.passes.pieces
         tokens = min(self.runner.solo_pass_tokens, self.settings.max_context_tokens - 512) * 0.95
         if not pieces.use_graphs or tokens <= pieces.capacity:
             return []
-        per = len(self.runner.tokenizer("Hello there. " * 16)["input_ids"]) / 16
-        return [Message("user", "Hello there. " * int(tokens / per))]
+        return [Message("user", repeated_to_length(self.runner.tokenizer, "Hello there. ", int(tokens)))]
 
     def _warm_constraints(self) -> None:
         """The first structured answer would otherwise wait for the tokenizer tables (seconds for a

@@ -36,6 +36,13 @@ ANSWER_TOKEN_TEXT = re.compile("(" + "|".join(re.escape(token) for token in ANSW
 LITERAL_MARK = "\ue000"  # a private-use character around the index of a literal text in the rendered template
 
 
+def repeated_to_length(tokenizer, sentence: str, tokens: int) -> str:
+    """`sentence` repeated to about `tokens` tokens (at least once): warm-up's long prompt, the benches'
+    fillers."""
+    per = len(tokenizer(sentence * 16)["input_ids"]) / 16  # repeated: no sentence-start tokens counted each time
+    return sentence * max(1, int(tokens / per))
+
+
 @dataclass(frozen=True)
 class PromptImage:
     image: InputImage
