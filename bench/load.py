@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import statistics
@@ -251,7 +252,7 @@ def serve_in_process(engine, settings) -> LiveServer:
     """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
     from glm_vision.server import AppState, create_app
 
-    return LiveServer(create_app(AppState(settings, backend=engine))).__enter__()
+    return LiveServer(create_app(AppState(settings, backend=engine)))
 
 
 def fmt(value, unit="", digits=1):
@@ -362,35 +363,34 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
             f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
             flush=True,
         )
-        server = None if args.direct else serve_in_process(engine, replace(settings))
+        serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(settings))
         policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
         extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
         try:
-            for index, policy in enumerate(policies if attention in level_attentions else []):
-                if hasattr(engine.scheduler, "policy"):
-                    engine.scheduler.policy = policy
-                for streams, tokens in levels:
-                    if index and extra and (streams, tokens) not in extra:
-                        continue
-                    if device == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    if args.direct:
-                        result = run_level_direct(engine, streams, tokens, images)
-                    else:
-                        result = asyncio.run(run_level(f"{server.url}/v1", args.api_key, streams, tokens, urls))
-                    result.update(tokens=tokens, attention=attention, policy=policy)
-                    if device == "cuda":
-                        result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                    rows.append(result)
+            with serving as server:
+                for index, policy in enumerate(policies if attention in level_attentions else []):
+                    if hasattr(engine.scheduler, "policy"):
+                        engine.scheduler.policy = policy
+                    for streams, tokens in levels:
+                        if index and extra and (streams, tokens) not in extra:
+                            continue
+                        if device == "cuda":
+                            torch.cuda.reset_peak_memory_stats()
+                        if args.direct:
+                            result = run_level_direct(engine, streams, tokens, images)
+                        else:
+                            result = asyncio.run(run_level(f"{server.url}/v1", args.api_key, streams, tokens, urls))
+                        result.update(tokens=tokens, attention=attention, policy=policy)
+                        if device == "cuda":
+                            result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                        rows.append(result)
+                        print(json.dumps(result), flush=True)
+                for streams in [int(n) for n in args.steady.split(",") if n and attention in steady_attentions]:
+                    result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
+                    result.update(attention=attention)
+                    steady.append(result)
                     print(json.dumps(result), flush=True)
-            for streams in [int(n) for n in args.steady.split(",") if n and attention in steady_attentions]:
-                result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
-                result.update(attention=attention)
-                steady.append(result)
-                print(json.dumps(result), flush=True)
         finally:
-            if server is not None:
-                server.__exit__(None, None, None)
             engine.shutdown()
     return rows, steady
 
