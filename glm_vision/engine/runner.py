@@ -75,9 +75,6 @@ class ModelRunner:
         self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.prefill_chunk_tokens = prefill_chunk_tokens
-        # A step's prompt tokens while nothing decodes: no stream waits on the step, so a cold prompt of
-        # up to this many tokens is one pass (one read of the weights, one causal attention call)
-        self.solo_pass_tokens = max(prefill_chunk_tokens, SOLO_PASS_TOKENS)
         self.slab = KVSlab(
             **geometry, slots=slots, max_len=max_context_tokens, device=self.device, dtype=self.model.dtype
         )
@@ -89,13 +86,24 @@ class ModelRunner:
             decode_attention=decode_attention,
             decode_matmul=decode_matmul,
             pass_tokens=prefill_chunk_tokens,
-            solo_pass_tokens=self.solo_pass_tokens,
+            solo_pass_tokens=max(prefill_chunk_tokens, SOLO_PASS_TOKENS),
         )
         # Two samplers, so that a prompt's first token does not evict the decode batch's cached layout.
         self.prefill_sampler = BatchSampler(self.device)
         self.decode_sampler = BatchSampler(self.device)
         self.outputs = OutputControls(self.tokenizer, self.vocab_size, self.stop_ids, self.device)
         self.prefill_tokens = 0  # prompt tokens run through the model (n choices prefill once)
+
+    @property
+    def solo_pass_tokens(self) -> int:
+        """A step's prompt tokens while nothing decodes: no stream waits on the step, so a cold prompt of
+        up to this many tokens is one pass (one read of the weights, one causal attention call). The
+        passes keep it: on CUDA they plan cuDNN's first-chunk attention up to it."""
+        return self.forward.passes.solo_pass_tokens
+
+    @solo_pass_tokens.setter
+    def solo_pass_tokens(self, tokens: int) -> None:
+        self.forward.passes.solo_pass_tokens = tokens
 
     # ------------------------------------------------------------------ prompt
     def build_prompt(self, request: GenerationRequest) -> Prompt:
