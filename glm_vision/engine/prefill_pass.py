@@ -61,6 +61,7 @@ class PrefillPass:
         self.solo_pass_tokens = solo_pass_tokens
         self._planned_threads: set[int] = set()
 
+    @torch.inference_mode()  # the worker's mode, which the buffers were made in (prefill_pieces.py)
     def __call__(self, chunks: list[Chunk], rows: DecodeRows | None = None):
         """The logits of each chunk that ends its prompt, in order, (n, vocab) or None; the rows'
         logits (B, vocab) or None."""
