@@ -328,71 +328,101 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     import torch
 
     from bench.bench_engine import full_size_model, screenshot, tiny_model
-    from glm_vision.engine import Engine
-    from glm_vision.settings import Settings
 
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
+    pictures = [screenshot(seed) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
     if args.direct:
         from glm_vision.images import load_image
 
-        images = [load_image(screenshot(seed)) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
+        inputs = [load_image(picture) for picture in pictures]
     else:
-        urls = [data_url(screenshot(seed)) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
+        inputs = [data_url(picture) for picture in pictures]
     rows, steady = [], []
     level_attentions = args.decode_attention.split(",")
     steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
     for attention in dict.fromkeys(level_attentions + steady_attentions):
-        settings = Settings(
-            model="(in memory)",
-            device=device,
-            queue_size=args.queue_size,
-            max_batch=args.max_batch,
-            max_context_tokens=args.max_context,
-            decode_attention=attention,
-            decode_matmul=args.decode_matmul,
-            prefill_chunk_tokens=args.prefill_chunk_tokens or Settings.prefill_chunk_tokens,
-        )
-        engine = Engine(settings, loaded)
-        started = time.perf_counter()
-        engine.warmup()
-        own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
-        print(
-            f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}, "
-            f"{settings.prefill_chunk_tokens}-token steps): {engine.runner.slab.slots} decode slots of "
-            f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
-            flush=True,
-        )
-        serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(settings))
-        policies = ([p for p in args.policy.split(",") if p] if hasattr(engine.scheduler, "policy") else []) or [own]
-        extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
+        engine = ready_engine(args, loaded, device, attention)
+        serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(engine.settings))
         try:
             with serving as server:
-                for index, policy in enumerate(policies if attention in level_attentions else []):
-                    if hasattr(engine.scheduler, "policy"):
-                        engine.scheduler.policy = policy
-                    for streams, tokens in levels:
-                        if index and extra and (streams, tokens) not in extra:
-                            continue
-                        if device == "cuda":
-                            torch.cuda.reset_peak_memory_stats()
-                        if args.direct:
-                            result = run_level_direct(engine, streams, tokens, images)
-                        else:
-                            result = asyncio.run(run_level(f"{server.url}/v1", args.api_key, streams, tokens, urls))
-                        result.update(tokens=tokens, attention=attention, policy=policy)
-                        if device == "cuda":
-                            result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                        rows.append(result)
-                        print(json.dumps(result), flush=True)
-                for streams in [int(n) for n in args.steady.split(",") if n and attention in steady_attentions]:
-                    result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
-                    result.update(attention=attention)
-                    steady.append(result)
-                    print(json.dumps(result), flush=True)
+                if attention in level_attentions:
+                    rows += measure_levels(engine, args, levels, inputs, server and f"{server.url}/v1")
+                if attention in steady_attentions:
+                    steady += measure_steady(engine, args)
         finally:
             engine.shutdown()
     return rows, steady
+
+
+def ready_engine(args, loaded, device: str, attention: str):
+    """An engine on the loaded model with this decode attention, warmed up."""
+    from glm_vision.engine import Engine
+    from glm_vision.settings import Settings
+
+    settings = Settings(
+        model="(in memory)",
+        device=device,
+        queue_size=args.queue_size,
+        max_batch=args.max_batch,
+        max_context_tokens=args.max_context,
+        decode_attention=attention,
+        decode_matmul=args.decode_matmul,
+        prefill_chunk_tokens=args.prefill_chunk_tokens or Settings.prefill_chunk_tokens,
+    )
+    engine = Engine(settings, loaded)
+    started = time.perf_counter()
+    engine.warmup()
+    own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
+    print(
+        f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}, "
+        f"{settings.prefill_chunk_tokens}-token steps): {engine.runner.slab.slots} decode slots of "
+        f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
+        flush=True,
+    )
+    return engine
+
+
+def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
+    """Each level under each policy asked for (the extra policies on `--policy-levels` only): through the
+    engine directly (`inputs` are pictures) or the served API at `url` (`inputs` are data URLs)."""
+    import torch
+
+    scheduler = engine.scheduler
+    own = getattr(scheduler, "policy", "(main: one prompt at a time)")
+    policies = ([p for p in args.policy.split(",") if p] if hasattr(scheduler, "policy") else []) or [own]
+    extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
+    cuda = engine.runner.device.type == "cuda"
+    rows = []
+    for index, policy in enumerate(policies):
+        if hasattr(scheduler, "policy"):
+            scheduler.policy = policy
+        for streams, tokens in levels:
+            if index and extra and (streams, tokens) not in extra:
+                continue
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            if url is None:
+                result = run_level_direct(engine, streams, tokens, inputs)
+            else:
+                result = asyncio.run(run_level(url, args.api_key, streams, tokens, inputs))
+            result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy)
+            if cuda:
+                result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            rows.append(result)
+            print(json.dumps(result), flush=True)
+    return rows
+
+
+def measure_steady(engine, args) -> list[dict]:
+    """The steady-state decode levels (`--steady`)."""
+    results = []
+    for streams in [int(n) for n in args.steady.split(",") if n]:
+        result = steady_level(engine, streams, args.steady_prompt, args.steady_tokens)
+        result.update(attention=engine.settings.decode_attention)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    return results
 
 
 def report(rows: list[dict], steady: list[dict]) -> None:
