@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,6 +43,11 @@ def main() -> None:
     parser.add_argument("--depth", type=int, help="fewer layers (a smoke test on the CPU)")
     parser.add_argument("--attention", default="cudnn", help="comma-separated: cudnn, flash, efficient, math")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--first-calls",
+        help="comma-separated WxH picture sizes, encoded one after another on a fresh encoder (after one "
+        "224x168 picture, as the engine's warm-up): what a size's first call costs over its second",
+    )
     args = parser.parse_args()
     from transformers import Glm4vConfig
     from transformers.models.glm4v.modeling_glm4v import Glm4vVisionModel
@@ -67,12 +73,38 @@ def main() -> None:
     ]
     pictures = [p.to(device) for p in pictures]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
+    if args.first_calls:
+        encoder = VisionEncoder(model, compile_math=compile_math)
+        sizes = [(224, 168)] + [tuple(int(n) for n in size.split("x")) for size in args.first_calls.split(",")]
+        first_calls(encoder, processor, sizes, device)
     for name in args.attention.split(","):
         first = BACKENDS[name]
         backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
         encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
         print(f"\n{name} attention first, elementwise work {'compiled' if compile_math else 'eager'}:")
         table(encoder, processor, pictures, batches, args.repeat, device)
+
+
+def first_calls(encoder, processor, sizes, device) -> None:
+    print("| picture | patches | first call ms | second call ms |")
+    print("|---|---|---|---|")
+    with torch.inference_mode():
+        for index, size in enumerate(sizes):
+            picture = np.asarray(screenshot(index, size)).transpose(2, 0, 1)
+            picture = torch.from_numpy(np.ascontiguousarray(picture)).to(device)
+            times = []
+            for _ in range(2):
+                started = time.perf_counter()
+                inputs = processor(
+                    images=[picture], return_tensors="pt", device=device, input_data_format="channels_first"
+                )
+                grids = [tuple(g) for g in inputs["image_grid_thw"].tolist()]
+                encoder.start(inputs["pixel_values"], grids).advance()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(1000 * (time.perf_counter() - started))
+            patches = sum(t * h * w for t, h, w in grids)
+            print(f"| {size[0]}x{size[1]} | {patches} | {times[0]:.1f} | {times[1]:.1f} |", flush=True)
 
 
 def table(encoder, processor, pictures, batches, repeat: int, device) -> None:
