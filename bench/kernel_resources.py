@@ -26,53 +26,32 @@ from glm_vision.engine import gemv
 POINTERS = {"PARTS": "*fp32", "COUNTS": "*i32"}  # every other pointer: bfloat16 activations and weights
 
 
-def jit_function(kernel) -> triton.runtime.jit.JITFunction:
-    while not isinstance(kernel, triton.runtime.jit.JITFunction):  # under autotune / heuristics wrappers
-        kernel = kernel.fn
-    return kernel
+def _kernel() -> triton.runtime.jit.JITFunction:
+    fn = gemv._gemv_kernel
+    while not isinstance(fn, triton.runtime.jit.JITFunction):  # under the heuristics wrapper
+        fn = fn.fn
+    return fn
 
 
-def compile_offline(kernel, constants: dict, *, arch: int, types: dict | None = None, **options):
-    """`kernel` compiled for compute capability `arch` with these constexprs. Every other argument has its
-    type in `types`, or else is a 32-bit integer if its name is one of M, N, K or starts with "stride",
-    else a bfloat16 pointer. Triton's compiled kernel (its .asm holds ptx and cubin)."""
-    fn = jit_function(kernel)
-    types = types or {}
+def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, int]:
+    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows."""
+    fn = _kernel()
+    dot = config.kwargs["USE_DOT"]
+    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
+    constants["EVEN_K"] = True
     signature = {}
     for name in fn.arg_names:
         if name in constants:
             signature[name] = "constexpr"
-        elif name in types:
-            signature[name] = types[name]
         elif name in ("M", "N", "K") or name.startswith("stride"):
             signature[name] = "i32"
         else:
-            signature[name] = "*bf16"
+            signature[name] = POINTERS.get(name, "*bf16")
     source = ASTSource(
         fn=fn, signature=signature, constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()}
     )
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-
-
-def gemv_candidate(config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = True):
-    """One GEMV candidate for a bfloat16 decode step of up to 16 rows, K = 4096."""
-    dot = config.kwargs["USE_DOT"]
-    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
-    lines = gemv.prefetch_lines(config.kwargs["BLOCK_N"], swiglu, 4096)
-    constants.update(EVEN_K=True, PDL=pdl, PREFETCH_LINES=lines)
-    return compile_offline(
-        gemv._gemv_kernel,
-        constants,
-        arch=arch,
-        types=POINTERS,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
-
-
-def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, int]:
-    """REG / STACK / SHARED / LOCAL of one candidate (launched with PDL, as on Hopper)."""
-    compiled = gemv_candidate(config, swiglu=swiglu, arch=arch)
+    options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])

@@ -13,8 +13,6 @@ Rotary: the QKV projection's raw query and key go in, and the kernels rotate the
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
 written and the query as it is loaded, so the two rotary kernels a layer of the default path are gone.
 
-On Hopper and later the three kernels are launched with programmatic dependent launch (pdl.py).
-
 Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the default path.
 """
 
@@ -26,8 +24,6 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-
-from .pdl import enabled, gdc_launch_dependents, gdc_wait
 
 PROGRAMS_PER_SM = 2
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
@@ -106,13 +102,10 @@ def _split_kernel(
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
-    if PDL:
-        gdc_wait()
     length = tl.load(LENGTHS + b)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
@@ -144,8 +137,6 @@ def _split_kernel(
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m_i = m_new
-    if PDL:  # past the keys: the merge may be launched
-        gdc_launch_dependents()
     keep = offs_g < G
     tl.store(
         PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None]
@@ -173,12 +164,8 @@ def _merge_kernel(
     sout_g,
     D: tl.constexpr,
     CHUNK: tl.constexpr,
-    PDL: tl.constexpr,
 ):
     """One query head (b, h, g) per program: its splits' partial sums merged CHUNK splits at a time."""
-    if PDL:  # a few programs: the next kernel (o_proj) may start on its weights at once
-        gdc_launch_dependents()
-        gdc_wait()
     b = tl.program_id(0)
     h = tl.program_id(1)
     g = tl.program_id(2)
@@ -269,7 +256,6 @@ def decode_attention(
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         num_warps=tuned.warps,
         num_stages=tuned.stages,
-        **_pdl(q.device),
     )
     _merge_kernel[(batch, kv, group)](
         part_o,
@@ -289,15 +275,8 @@ def decode_attention(
         out.stride(2),
         D=dim,
         CHUNK=16,
-        **_pdl(q.device),
     )
     return out
-
-
-def _pdl(device: torch.device) -> dict:
-    """The kernels' PDL switch and launch option (pdl.py)."""
-    on = enabled(device)
-    return {"PDL": on, "launch_pdl": on}
 
 
 def _rotary_args(cos, sin, like: torch.Tensor):
@@ -327,11 +306,7 @@ def _write_kernel(
     sc_b,
     D: tl.constexpr,
     ROT: tl.constexpr,
-    PDL: tl.constexpr,
 ):
-    if PDL:  # one program a row and KV head: the attention may be launched at once
-        gdc_launch_dependents()
-        gdc_wait()
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs = tl.arange(0, D)
@@ -376,5 +351,4 @@ def write_kv(
         cos.stride(0),
         D=dim,
         ROT=rot,
-        **_pdl(k.device),
     )

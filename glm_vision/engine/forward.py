@@ -34,7 +34,6 @@ from .layer_math import (
     rotary,
     split_heads,
 )
-from .pdl import inductor_options
 from .prefill_attention import lower_right_works
 from .prefill_pass import Chunk, DecodeRows, PrefillPass
 from .slab import KVSlab, attention_head_dim
@@ -93,15 +92,14 @@ class TextForward:
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
         self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
         if compile_math:
-            options = inductor_options(self.device)  # PDL for the generated kernels where the GPU has it
-
-            def compiled(fn, **kwargs):
-                return torch.compile(fn, fullgraph=True, options=options, **kwargs)
-
-            self.norm, self.pre, self.project = compiled(rms_norm), compiled(pre_attention), compiled(qkv_projection)
-            self.rotate, self.post, self.final = compiled(rotary), compiled(post_attention), compiled(final_logits)
-            self.residual_norm = compiled(residual_norm)
-            self.attend = compiled(attend, dynamic=True)  # one kernel set for all buckets
+            self.norm = torch.compile(rms_norm, fullgraph=True)
+            self.pre = torch.compile(pre_attention, fullgraph=True)
+            self.project = torch.compile(qkv_projection, fullgraph=True)
+            self.rotate = torch.compile(rotary, fullgraph=True)
+            self.post = torch.compile(post_attention, fullgraph=True)
+            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
+            self.final = torch.compile(final_logits, fullgraph=True)
+            self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
         self.lower_right = self.planless and lower_right_works(self.device, self.dtype)

@@ -15,10 +15,6 @@ memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K program
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
-On Hopper and later the kernel is launched with programmatic dependent launch (pdl.py): its programs
-start while the previous kernel ends, ask L2 for their first weight lines, and only then wait for the
-activations; once past their loop they let the next kernel launch.
-
 Autotuning is keyed on (M, N, K) and the epilogue, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
 warm-up before a CUDA graph is captured; under capture and on replay a launch is the tuned kernel
@@ -34,13 +30,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import enabled, gdc_launch_dependents, gdc_wait, prefetch_l2
-
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
-PREFETCH_BYTES = 32 << 10  # of its weights a program asks L2 for before waiting on the previous kernel (PDL)
 
 
 def _config(block_n, block_k, split=1, dot=True, warps=4, stages=4):
@@ -62,7 +55,7 @@ CONFIGS = [
     _config(64, 256, warps=8, stages=3),
     _config(64, 128, warps=8, stages=5),
     # 64-key tiles: the only tensor-core tiles of gate_up + SwiGLU that do not spill registers under Triton 3.6
-    # (bench/kernel_resources.py); more stages keep as many bytes in flight
+    # (bench/kernel_resources.py)
     _config(32, 64, stages=8),
     _config(64, 64, warps=8, stages=6),
     _config(8, 512, dot=False),  # the single-row kernels (their loads are not pipelined: wide tiles instead)
@@ -170,28 +163,10 @@ def _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS: tl.const
     tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty), mask=keep)
 
 
-@triton.jit
-def _prefetch_weights(W, rows, N, k_start, K, stride_wn, SWIGLU: tl.constexpr, LINES: tl.constexpr):
-    """The first LINES lines (64 bfloat16 each) of this program's weight rows (and their up rows) into L2."""
-    cols = tl.minimum(k_start + tl.arange(0, LINES) * 64, K - 1)
-    prefetch_l2(W + rows.to(tl.int64)[:, None] * stride_wn + cols[None, :])
-    if SWIGLU:
-        prefetch_l2(W + (rows + N).to(tl.int64)[:, None] * stride_wn + cols[None, :])
-
-
-def prefetch_lines(block_n: int, swiglu: bool, k: int) -> int:
-    """Lines a weight row of a program asks L2 for before its wait: PREFETCH_BYTES a program, a power of
-    two between 1 and the row's length."""
-    lines = PREFETCH_BYTES // (block_n * (2 if swiglu else 1) * 128)
-    lines = min(max(lines, 1), triton.cdiv(k, 64))
-    return 1 << (lines.bit_length() - 1)
-
-
 @triton.heuristics(
     {
         "BLOCK_M": lambda a: min(64, max(16, triton.next_power_of_2(a["M"]))) if a["USE_DOT"] else 1,
         "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
-        "PREFETCH_LINES": lambda a: prefetch_lines(a["BLOCK_N"], a["SWIGLU"], a["K"]),
     }
 )
 @triton.jit(do_not_specialize=["M"])
@@ -217,8 +192,6 @@ def _gemv_kernel(
     SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
-    PDL: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -239,9 +212,6 @@ def _gemv_kernel(
     up = acc
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
-    if PDL:  # no earlier kernel writes the weights: ask for them while the previous kernel still runs
-        _prefetch_weights(W, offs_n % N, N, k_start, K, stride_wn, SWIGLU, PREFETCH_LINES)
-        gdc_wait()
     for k0 in range(k_start, tl.minimum(k_start + span, K), BLOCK_K):
         cols = k0 + offs_k
         if EVEN_K:
@@ -257,8 +227,6 @@ def _gemv_kernel(
             else:
                 u = tl.load(u_rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
             up = _accumulate(up, x, u, USE_DOT, PRECISION)
-    if PDL:  # every program past its loop: the next kernel's programs may take the SMs
-        gdc_launch_dependents()
     acc = _finish(acc, USE_DOT)
     up = _finish(up, USE_DOT)
     if SPLIT_K == 1:
@@ -331,13 +299,10 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
     args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), m, n, k)
     args += (x.stride(0), weight.stride(0), out.stride(0))
-    pdl = enabled(x.device)
     flags = {
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
-        "PDL": pdl,
-        "launch_pdl": pdl,
     }
 
     def grid(meta):
