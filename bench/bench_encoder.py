@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
         "--first-calls",
-        help="comma-separated WxH picture sizes, encoded one after another on a fresh encoder (after one "
-        "224x168 picture, as the engine's warm-up): what a size's first call costs over its second",
+        help="comma-separated WxH picture sizes, encoded one after another on a fresh encoder (the first "
+        "--attention backend first; after one 224x168 picture, as the engine's warm-up): what a size's "
+        "first call costs over its second",
     )
     args = parser.parse_args()
     from transformers import Glm4vConfig
@@ -74,7 +75,10 @@ def main() -> None:
     pictures = [p.to(device) for p in pictures]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     if args.first_calls:
-        encoder = VisionEncoder(model, compile_math=compile_math)
+        first = BACKENDS[args.attention.split(",")[0]]
+        backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
+        encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
+        print(f"first calls, {args.attention.split(',')[0]} attention first:")
         sizes = [(224, 168)] + [tuple(int(n) for n in size.split("x")) for size in args.first_calls.split(",")]
         first_calls(encoder, processor, sizes, device)
     for name in args.attention.split(","):
