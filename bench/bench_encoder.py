@@ -2,7 +2,7 @@
 
     python -m bench.bench_encoder --config bench/glm-4.6v-flash-config.json [--attention cudnn,flash,efficient]
 
-One table per attention backend tried first (the engine's order, vision_block.ATTENTION_BACKENDS, is
+One table per attention backend tried first (the engine's order, vision_attention.ATTENTION_BACKENDS, is
 `cudnn`), with the elementwise work compiled as the engine compiles it on CUDA (`--no-compile`: eager).
 
 GLM-4.6V-Flash's vision tower with random bf16 weights, 1920x1080 screenshots (10,764 patches each),
@@ -24,7 +24,7 @@ import torch
 from torch.nn.attention import SDPBackend
 
 from bench.bench_engine import screenshot
-from glm_vision.engine.vision_block import ATTENTION_BACKENDS
+from glm_vision.engine.vision_attention import ATTENTION_BACKENDS
 
 BACKENDS = {
     "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, help="fewer layers (a smoke test on the CPU)")
     parser.add_argument("--attention", default="cudnn", help="comma-separated: cudnn, flash, efficient, math")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--unbucketed", action="store_true", help="cuDNN on each picture's own length (a plan per size), as before"
+    )
     parser.add_argument(
         "--first-calls",
         help="comma-separated WxH picture sizes, encoded one after another on a fresh encoder (the first "
@@ -78,6 +81,7 @@ def main() -> None:
         first = BACKENDS[args.attention.split(",")[0]]
         backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
         encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
+        encoder.layers.attention.bucketed &= not args.unbucketed
         print(f"first calls, {args.attention.split(',')[0]} attention first:")
         sizes = [(224, 168)] + [tuple(int(n) for n in size.split("x")) for size in args.first_calls.split(",")]
         first_calls(encoder, processor, sizes, device)
@@ -85,6 +89,7 @@ def main() -> None:
         first = BACKENDS[name]
         backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
         encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
+        encoder.layers.attention.bucketed &= not args.unbucketed
         print(f"\n{name} attention first, elementwise work {'compiled' if compile_math else 'eager'}:")
         table(encoder, processor, pictures, batches, args.repeat, device)
 

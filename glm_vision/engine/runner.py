@@ -66,7 +66,7 @@ class ModelRunner:
         self.max_context_tokens = max_context_tokens
         self.default_max_image_tokens = default_max_image_tokens
         self.builder = PromptBuilder(self.processor, self.config.image_token_id)
-        self.vision = VisionEncoder(self.model, compile_math=compile_math)
+        self.vision = VisionEncoder(self.model, compile_math=compile_math, max_image_tokens=default_max_image_tokens)
         # a text chunk of T tokens costs ~2 x T x these FLOPs: the encoder's share of a step is sized by it
         self.text_weights = sum(p.numel() for p in self.model.model.language_model.layers.parameters())
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)

@@ -22,17 +22,23 @@ from contextlib import contextmanager
 import torch
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
+from ..settings import MAX_IMAGE_TOKENS
 from .transfer import to_device
 from .vision_block import VisionBlocks
 from .vision_embed import add_position_embeddings, embed_patches
 
 
 class VisionEncoder:
-    def __init__(self, model, *, compile_math: bool = False, attention_backends=None) -> None:
+    def __init__(
+        self, model, *, compile_math: bool = False, attention_backends=None, max_image_tokens: int = MAX_IMAGE_TOKENS
+    ) -> None:
         self.visual = model.model.visual
         self.merge = self.visual.spatial_merge_size
         self.device = next(self.visual.parameters()).device
-        self.layers = VisionBlocks(self.visual, compile_math=compile_math, backends=attention_backends)
+        patches = max_image_tokens * self.merge**2  # of the largest picture a request may send
+        self.layers = VisionBlocks(
+            self.visual, compile_math=compile_math, max_patches=patches, backends=attention_backends
+        )
         self.block_weights = sum(p.numel() for p in self.visual.blocks[0].parameters())
         self.hidden = self.visual.config.hidden_size
 

@@ -2,29 +2,16 @@
 text model): the math of transformers' `Glm4vVisionBlock`, with the elementwise work around the
 matrix products (the RMSNorms, the float32 rotary, SiLU, the residual adds) fused by torch.compile
 on CUDA instead of a dozen full passes over a 1080p picture's 10,764 x 1,536 activations a layer,
-and the attention run per picture by the fastest fused kernel the device offers.
-
-Attention backends are tried in `ATTENTION_BACKENDS` order: cuDNN's fused attention first, which on
-Hopper runs the long non-causal sequences of a picture well above flash attention's rate
-(bench/RESULTS.md); it builds an execution plan once per new picture size, which pictures repeat
-often enough to pay for. Flash, memory-efficient and math attention follow, for other devices and
-dtypes.
+and the attention run per picture by the fastest fused kernel the device offers (vision_attention.py).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .layer_math import rms_norm
-
-ATTENTION_BACKENDS = [
-    SDPBackend.CUDNN_ATTENTION,
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.MATH,
-]
+from .vision_attention import PictureAttention
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -55,29 +42,18 @@ def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate, w
     return h + F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
 
 
-def attend_per_picture(q, k, v, lengths: list[int], scale: float, backends) -> torch.Tensor:
-    """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
-    host); each picture attends only to its own patches. -> (L, heads, d)."""
-    outs, start = [], 0
-    with sdpa_kernel(backends, set_priority=True):
-        for length in lengths:
-            q_i, k_i, v_i = (t[start : start + length].transpose(0, 1)[None] for t in (q, k, v))
-            outs.append(F.scaled_dot_product_attention(q_i, k_i, v_i, scale=scale)[0].transpose(0, 1))
-            start += length
-    return torch.cat(outs) if len(outs) > 1 else outs[0]
-
-
 class VisionBlocks:
     """Runs the tower's layers with these functions, compiled on request (CUDA)."""
 
-    def __init__(self, visual, *, compile_math: bool, backends=None) -> None:
+    def __init__(self, visual, *, compile_math: bool, max_patches: int, backends=None) -> None:
         config = visual.config
         if config.hidden_act != "silu":
             raise ValueError(f"the vision tower's activation is {config.hidden_act!r}; the engine runs SiLU only")
         self.blocks = visual.blocks
         self.heads = config.num_heads
         self.scale = (config.hidden_size // config.num_heads) ** -0.5
-        self.backends = backends or ATTENTION_BACKENDS
+        device = next(visual.parameters()).device
+        self.attention = PictureAttention(backends, device=device, max_patches=max_patches, compiled=compile_math)
         self.inputs, self.rest = attention_inputs, attention_output_and_mlp
         self.compiled = compile_math
         if compile_math:  # picture sizes vary: one kernel set for all of them (see `_patches_vary`)
@@ -93,7 +69,7 @@ class VisionBlocks:
         q, k, v = self.inputs(
             h, block.norm1.weight, block.norm1.variance_epsilon, attn.qkv.weight, attn.qkv.bias, cos, sin, self.heads
         )
-        out = attend_per_picture(q, k, v, lengths, self.scale, self.backends)
+        out = self.attention(q, k, v, lengths, self.scale)
         self._patches_vary(out)
         return self.rest(
             h,

@@ -1,0 +1,157 @@
+"""The vision tower's attention: each picture attends to its own patches, on cuDNN without a plan per
+picture size.
+
+cuDNN's fused attention runs a picture's long non-causal sequence fastest on Hopper (a 1080p picture's
+10,764 patches: 1.17 ms a layer on the H200 against flash attention's 2.0), but it builds an execution
+plan for every new shape, 58-69 ms, the first time a picture of a new size arrives (bench/RESULTS.md,
+seventh session): a cost nearly every cold request would pay, since screenshots come in every size. So
+cuDNN only sees bucketed shapes. For a picture of L patches and C, L rounded up to a multiple of
+BUCKET: its queries padded to C rows (the rows past the picture are thrown away) attend over its first
+C - BUCKET keys through cuDNN, over its last 1..BUCKET keys through flash attention, which has no plans,
+and the two parts are merged by their log-sum-exps, exact up to rounding. One plan per bucket, built
+for every bucket a picture can reach the first time a thread runs the layers (PyTorch keeps the plans
+per thread): in the engine's warm-up, for its worker.
+
+Elsewhere (the CPU, float32, another backend first) each picture runs through `F.scaled_dot_product_attention`
+with the backends in the order given: `attend_per_picture`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+ATTENTION_BACKENDS = [
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+]
+BUCKET = 512  # patches; 48 plans up to GLM-4.6V's largest picture (6,144 tokens: 24,576 patches)
+HALF = (torch.bfloat16, torch.float16)  # what cuDNN's and flash attention's kernels take
+
+
+def attend_per_picture(q, k, v, lengths: list[int], scale: float, backends) -> torch.Tensor:
+    """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
+    host); each picture attends only to its own patches. -> (L, heads, d)."""
+    outs, start = [], 0
+    with sdpa_kernel(backends, set_priority=True):
+        for length in lengths:
+            q_i, k_i, v_i = (_heads_first(t[start : start + length]) for t in (q, k, v))
+            outs.append(F.scaled_dot_product_attention(q_i, k_i, v_i, scale=scale)[0].transpose(0, 1))
+            start += length
+    return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+
+def _heads_first(t: torch.Tensor) -> torch.Tensor:
+    """(L, heads, d) -> a (1, heads, L, d) view, as the attention kernels take it (read through strides)."""
+    return t.transpose(0, 1)[None]
+
+
+def cudnn_part(q, k, v, scale: float):
+    """(out (1, heads, Lq, d), log-sum-exp (1, heads, Lq) float32) of cuDNN's fused attention."""
+    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False, scale=scale)[
+        :2
+    ]
+    return out, _per_query(lse, q)
+
+
+def flash_part(q, k, v, scale: float):
+    """The same from flash attention (no per-shape plans)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
+    return out, _per_query(lse, q)
+
+
+def math_part(q, k, v, scale: float):
+    """The same computed plainly in float32 (the CPU, tests)."""
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    return torch.matmul(scores.softmax(-1), v.float()).to(q.dtype), torch.logsumexp(scores, -1)
+
+
+def _per_query(lse: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    batch, heads, queries = q.shape[:3]
+    return lse.reshape(batch, heads, -1)[..., :queries]
+
+
+def merge_parts(out_a, lse_a, out_b, lse_b) -> torch.Tensor:
+    """The attention of the same queries over the union of two disjoint sets of keys, from each set's
+    output (1, heads, L, d) and log-sum-exp (1, heads, L)."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    weight_a, weight_b = torch.exp(lse_a - lse)[..., None], torch.exp(lse_b - lse)[..., None]
+    return (out_a.float() * weight_a + out_b.float() * weight_b).to(out_a.dtype)
+
+
+class PictureAttention:
+    """Per-picture attention for the vision layers: bucketed cuDNN where it runs (module docstring),
+    `attend_per_picture` with `backends` elsewhere. `main` and `rest` compute the two parts (cuDNN and
+    flash attention by default; tests put `math_part` in); `compiled`: their merge fused by torch.compile."""
+
+    def __init__(
+        self,
+        backends=None,
+        *,
+        device: torch.device,
+        max_patches: int,
+        compiled: bool = False,
+        bucket: int = BUCKET,
+        main=cudnn_part,
+        rest=flash_part,
+    ) -> None:
+        self.backends = backends or ATTENTION_BACKENDS
+        self.bucket = bucket
+        self.max_patches = max_patches
+        self.main, self.rest = main, rest
+        self.compiled = compiled
+        self.merge = torch.compile(merge_parts, fullgraph=True) if compiled else merge_parts
+        self.bucketed = device.type == "cuda" and self.backends[0] == SDPBackend.CUDNN_ATTENTION
+        self._planned_threads: set[int] = set()
+
+    def __call__(self, q, k, v, lengths: list[int], scale: float) -> torch.Tensor:
+        """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
+        host). -> (L, heads, d)."""
+        if not (self.bucketed and q.dtype in HALF):
+            return attend_per_picture(q, k, v, lengths, scale, self.backends)
+        if threading.get_ident() not in self._planned_threads:
+            self.plan(q.shape[1], q.shape[2], q.dtype, q.device, scale)
+        q = self._room_after_last(q, lengths[-1])
+        outs, start = [], 0
+        for length in lengths:
+            outs.append(self._picture(q, k, v, start, length, scale))
+            start += length
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _picture(self, q, k, v, start: int, length: int, scale: float) -> torch.Tensor:
+        """One picture's attention (length, heads, d); q has at least `bucket` - 1 rows past it."""
+        padded = -(-length // self.bucket) * self.bucket
+        split = start + padded - self.bucket  # keys before it: the main part's, bucketed
+        exact = _heads_first(q[start : start + length])
+        out_b, lse_b = self.rest(
+            exact, _heads_first(k[split : start + length]), _heads_first(v[split : start + length]), scale
+        )
+        if split == start:  # a picture within one bucket: flash attention alone
+            return out_b[0].transpose(0, 1)
+        main_q = _heads_first(q[start : start + padded])
+        out_a, lse_a = self.main(main_q, _heads_first(k[start:split]), _heads_first(v[start:split]), scale)
+        parts = out_a[:, :, :length], lse_a[:, :, :length], out_b, lse_b
+        if self.compiled:  # one kernel for every picture size (as vision_block's `_patches_vary`)
+            for part in parts:
+                torch._dynamo.mark_dynamic(part, 2)
+        return self.merge(*parts)[0].transpose(0, 1)
+
+    def _room_after_last(self, q: torch.Tensor, last: int) -> torch.Tensor:
+        """q with rows (zeros) appended where the last picture's padded queries reach past its end."""
+        missing = -(-last // self.bucket) * self.bucket - last
+        return F.pad(q, (0, 0, 0, 0, 0, missing)) if missing else q
+
+    def plan(self, heads: int, dim: int, dtype: torch.dtype, device: torch.device, scale: float) -> None:
+        """cuDNN's plan for every bucket up to `max_patches`, in the calling thread's plan cache: ~60 ms
+        each here once, instead of in the first request of each picture size."""
+        self._planned_threads.add(threading.get_ident())
+        top = -(-self.max_patches // self.bucket) * self.bucket
+        for padded in range(2 * self.bucket, top + 1, self.bucket):
+            q = torch.zeros(padded, heads, dim, dtype=dtype, device=device)
+            keys = _heads_first(q[: padded - self.bucket])
+            self.main(_heads_first(q), keys, keys, scale)

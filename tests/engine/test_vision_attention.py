@@ -1,0 +1,89 @@
+"""The vision tower's attention on bucketed shapes (glm_vision/engine/vision_attention.py).
+
+On the GPU the two parts are cuDNN's and flash attention's kernels; here both are `math_part` (plain
+float32 attention with its log-sum-exp), so what is checked is the split into parts, the padding, the
+merge and the planning: the same answer as each picture attending to itself, with the main part only
+ever seeing one shape per bucket."""
+
+import threading
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend
+
+from glm_vision.engine.vision_attention import PictureAttention, attend_per_picture, math_part, merge_parts
+
+HEADS, DIM, BUCKET = 3, 8, 16
+
+
+def recording(shapes: list):
+    def main(q, k, v, scale):
+        shapes.append((q.shape[2], k.shape[2]))
+        return math_part(q, k, v, scale)
+
+    return main
+
+
+def bucketed(shapes: list, max_patches: int = 64) -> PictureAttention:
+    attention = PictureAttention(
+        device=torch.device("cpu"), max_patches=max_patches, bucket=BUCKET, main=recording(shapes), rest=math_part
+    )
+    attention.bucketed = True  # as on CUDA with cuDNN first
+    return attention
+
+
+def packed(lengths, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(sum(lengths), HEADS, DIM, generator=g).to(dtype) for _ in range(3)]
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [[5], [16], [37], [32], [17, 5], [5, 37, 32, 16, 1], [40, 3]],
+    ids=["under-a-bucket", "one-bucket", "buckets-and-rest", "two-buckets", "then-a-small-one", "mixed", "last-tiny"],
+)
+def test_each_picture_attends_to_its_own_patches_as_without_buckets(lengths):
+    q, k, v = packed(lengths)
+    shapes: list = []
+    got = bucketed(shapes)(q, k, v, lengths, DIM**-0.5)
+    expected = attend_per_picture(q, k, v, lengths, DIM**-0.5, [SDPBackend.MATH])
+    assert got.shape == expected.shape == q.shape
+    # two bfloat16 parts merged: a rounding or two apart; a wrong merge or padding is off by far more
+    assert (got.float() - expected.float()).abs().max().item() < 2e-2
+    calls = shapes[len(range(2 * BUCKET, 64 + 1, BUCKET)) :]  # after the planning calls
+    assert all(queries % BUCKET == 0 and keys == queries - BUCKET for queries, keys in calls)
+    assert len(calls) == sum(1 for n in lengths if n > BUCKET)  # pictures within one bucket: flash alone
+
+
+def test_merging_two_parts_equals_attention_over_all_keys():
+    q, k, v = (t.transpose(0, 1)[None] for t in packed([50], dtype=torch.float32, seed=1))
+    out_a, lse_a = math_part(q, k[:, :, :19], v[:, :, :19], 0.3)
+    out_b, lse_b = math_part(q, k[:, :, 19:], v[:, :, 19:], 0.3)
+    whole, lse = math_part(q, k, v, 0.3)
+    torch.testing.assert_close(merge_parts(out_a, lse_a, out_b, lse_b), whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.logaddexp(lse_a, lse_b), lse)
+
+
+def test_every_bucket_is_planned_once_per_thread_before_the_first_picture():
+    shapes: list = []
+    attention = bucketed(shapes, max_patches=70)
+    q, k, v = packed([20])
+    attention(q, k, v, [20], 0.5)
+    planned = [(n, n - BUCKET) for n in range(2 * BUCKET, 80 + 1, BUCKET)]  # 70 patches: up to the 80 bucket
+    assert shapes == planned + [(32, 16)]
+    attention(q, k, v, [20], 0.5)  # the same thread: no planning again
+    assert shapes == planned + [(32, 16)] * 2
+    worker = threading.Thread(target=attention, args=(q, k, v, [20], 0.5))
+    worker.start()
+    worker.join()
+    assert shapes == planned + [(32, 16)] * 2 + planned + [(32, 16)]
+
+
+def test_float32_and_the_cpu_take_the_plain_per_picture_path():
+    shapes: list = []
+    attention = bucketed(shapes)
+    q, k, v = packed([37], dtype=torch.float32)
+    got = attention(q, k, v, [37], 0.5)  # float32: cuDNN and flash attention do not take it
+    torch.testing.assert_close(got, attend_per_picture(q, k, v, [37], 0.5, [SDPBackend.MATH]))
+    assert shapes == []
+    assert not PictureAttention(device=torch.device("cpu"), max_patches=64).bucketed
