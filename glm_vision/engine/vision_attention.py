@@ -53,16 +53,14 @@ def _heads_first(t: torch.Tensor) -> torch.Tensor:
 
 def cudnn_part(q, k, v, scale: float):
     """(out (1, heads, Lq, d), log-sum-exp (1, heads, Lq) float32) of cuDNN's fused attention."""
-    out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False, scale=scale)[
-        :2
-    ]
-    return out, _per_query(lse, q)
+    outputs = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, False, False, scale=scale)
+    return outputs[0], _per_query(outputs[1], q)
 
 
 def flash_part(q, k, v, scale: float):
     """The same from flash attention (no per-shape plans)."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)[:2]
-    return out, _per_query(lse, q)
+    outputs = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+    return outputs[0], _per_query(outputs[1], q)
 
 
 def math_part(q, k, v, scale: float):
@@ -127,19 +125,16 @@ class PictureAttention:
         """One picture's attention (length, heads, d); q has at least `bucket` - 1 rows past it."""
         padded = -(-length // self.bucket) * self.bucket
         split = start + padded - self.bucket  # keys before it: the main part's, bucketed
-        exact = _heads_first(q[start : start + length])
-        out_b, lse_b = self.rest(
-            exact, _heads_first(k[split : start + length]), _heads_first(v[split : start + length]), scale
-        )
+        rest_k, rest_v = _heads_first(k[split : start + length]), _heads_first(v[split : start + length])
         if split == start:  # a picture within one bucket: flash attention alone
-            return out_b[0].transpose(0, 1)
-        main_q = _heads_first(q[start : start + padded])
-        out_a, lse_a = self.main(main_q, _heads_first(k[start:split]), _heads_first(v[start:split]), scale)
-        parts = out_a[:, :, :length], lse_a[:, :, :length], out_b, lse_b
+            return self.rest(_heads_first(q[start : start + length]), rest_k, rest_v, scale)[0][0].transpose(0, 1)
+        queries = _heads_first(q[start : start + padded])  # both parts padded: merged as whole tensors
+        parts = self.main(queries, _heads_first(k[start:split]), _heads_first(v[start:split]), scale)
+        parts += self.rest(queries, rest_k, rest_v, scale)
         if self.compiled:  # one kernel for every picture size (as vision_block's `_patches_vary`)
             for part in parts:
                 torch._dynamo.mark_dynamic(part, 2)
-        return self.merge(*parts)[0].transpose(0, 1)
+        return self.merge(*parts)[0, :, :length].transpose(0, 1)
 
     def _room_after_last(self, q: torch.Tensor, last: int) -> torch.Tensor:
         """q with rows (zeros) appended where the last picture's padded queries reach past its end."""
@@ -148,10 +143,13 @@ class PictureAttention:
 
     def plan(self, heads: int, dim: int, dtype: torch.dtype, device: torch.device, scale: float) -> None:
         """cuDNN's plan for every bucket up to `max_patches`, in the calling thread's plan cache: ~60 ms
-        each here once, instead of in the first request of each picture size."""
+        each here once, instead of in the first request of each picture size; then one picture through
+        both parts."""
         self._planned_threads.add(threading.get_ident())
         top = -(-self.max_patches // self.bucket) * self.bucket
         for padded in range(2 * self.bucket, top + 1, self.bucket):
             q = torch.zeros(padded, heads, dim, dtype=dtype, device=device)
             keys = _heads_first(q[: padded - self.bucket])
             self.main(_heads_first(q), keys, keys, scale)
+        picture = torch.zeros(2 * self.bucket + 1, heads, dim, dtype=dtype, device=device)
+        self(picture, picture, picture, [len(picture)], scale)  # the merge compiled here, not in a request

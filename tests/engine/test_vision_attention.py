@@ -45,12 +45,15 @@ def packed(lengths, dtype=torch.bfloat16, seed=0):
 def test_each_picture_attends_to_its_own_patches_as_without_buckets(lengths):
     q, k, v = packed(lengths)
     shapes: list = []
-    got = bucketed(shapes)(q, k, v, lengths, DIM**-0.5)
+    attention = bucketed(shapes)
+    attention.plan(HEADS, DIM, q.dtype, q.device, DIM**-0.5)
+    planning = len(shapes)
+    got = attention(q, k, v, lengths, DIM**-0.5)
     expected = attend_per_picture(q, k, v, lengths, DIM**-0.5, [SDPBackend.MATH])
     assert got.shape == expected.shape == q.shape
     # two bfloat16 parts merged: a rounding or two apart; a wrong merge or padding is off by far more
     assert (got.float() - expected.float()).abs().max().item() < 2e-2
-    calls = shapes[len(range(2 * BUCKET, 64 + 1, BUCKET)) :]  # after the planning calls
+    calls = shapes[planning:]
     assert all(queries % BUCKET == 0 and keys == queries - BUCKET for queries, keys in calls)
     assert len(calls) == sum(1 for n in lengths if n > BUCKET)  # pictures within one bucket: flash alone
 
@@ -70,6 +73,7 @@ def test_every_bucket_is_planned_once_per_thread_before_the_first_picture():
     q, k, v = packed([20])
     attention(q, k, v, [20], 0.5)
     planned = [(n, n - BUCKET) for n in range(2 * BUCKET, 80 + 1, BUCKET)]  # 70 patches: up to the 80 bucket
+    planned.append((3 * BUCKET, 2 * BUCKET))  # then one picture of 2 buckets + 1 (the merge compiled)
     assert shapes == planned + [(32, 16)]
     attention(q, k, v, [20], 0.5)  # the same thread: no planning again
     assert shapes == planned + [(32, 16)] * 2
