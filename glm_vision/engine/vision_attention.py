@@ -8,7 +8,8 @@ seventh session): a cost nearly every cold request would pay, since screenshots 
 cuDNN only sees bucketed shapes. For a picture of L patches and C, L rounded up to a multiple of
 BUCKET: its queries padded to C rows (the rows past the picture are thrown away) attend over its first
 C - BUCKET keys through cuDNN, over its last 1..BUCKET keys through flash attention, which has no plans,
-and the two parts are merged by their log-sum-exps, exact up to rounding. One plan per bucket, built
+and the two parts are merged by their log-sum-exps, exact up to rounding. (Pictures of up to
+FLASH_UP_TO patches run flash attention alone.) One plan per bucket, built
 for every bucket a picture can reach the first time a thread runs the layers (PyTorch keeps the plans
 per thread): in the engine's warm-up, for its worker.
 
@@ -30,7 +31,10 @@ ATTENTION_BACKENDS = [
     SDPBackend.EFFICIENT_ATTENTION,
     SDPBackend.MATH,
 ]
-BUCKET = 512  # patches; 48 plans up to GLM-4.6V's largest picture (6,144 tokens: 24,576 patches)
+BUCKET = 512  # patches; 44 plans from FLASH_UP_TO to GLM-4.6V's largest picture (6,144 tokens: 24,576 patches)
+# pictures of up to this many patches run flash attention alone: at 1,024 patches it was as fast as cuDNN
+# on the H200 (0.12 ms a layer), and the bucketed parts cost more than one kernel there (bench/RESULTS.md)
+FLASH_UP_TO = 4 * BUCKET
 HALF = (torch.bfloat16, torch.float16)  # what cuDNN's and flash attention's kernels take
 
 
@@ -95,11 +99,13 @@ class PictureAttention:
         max_patches: int,
         compiled: bool = False,
         bucket: int = BUCKET,
+        flash_up_to: int = FLASH_UP_TO,
         main=cudnn_part,
         rest=flash_part,
     ) -> None:
         self.backends = backends or ATTENTION_BACKENDS
         self.bucket = bucket
+        self.flash_up_to = max(flash_up_to, bucket)
         self.max_patches = max_patches
         self.main, self.rest = main, rest
         self.compiled = compiled
@@ -114,7 +120,7 @@ class PictureAttention:
             return attend_per_picture(q, k, v, lengths, scale, self.backends)
         if threading.get_ident() not in self._planned_threads:
             self.plan(q.shape[1], q.shape[2], q.dtype, q.device, scale)
-        q = self._room_after_last(q, lengths[-1])
+        q = self._with_room(q, lengths)
         outs, start = [], 0
         for length in lengths:
             outs.append(self._picture(q, k, v, start, length, scale))
@@ -122,12 +128,13 @@ class PictureAttention:
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def _picture(self, q, k, v, start: int, length: int, scale: float) -> torch.Tensor:
-        """One picture's attention (length, heads, d); q has at least `bucket` - 1 rows past it."""
-        padded = -(-length // self.bucket) * self.bucket
+        """One picture's attention (length, heads, d); q has rows past it up to its padded length."""
+        if length <= self.flash_up_to:  # a small picture: flash attention alone
+            exact = (_heads_first(t[start : start + length]) for t in (q, k, v))
+            return self.rest(*exact, scale)[0][0].transpose(0, 1)
+        padded = self._padded(length)
         split = start + padded - self.bucket  # keys before it: the main part's, bucketed
         rest_k, rest_v = _heads_first(k[split : start + length]), _heads_first(v[split : start + length])
-        if split == start:  # a picture within one bucket: flash attention alone
-            return self.rest(_heads_first(q[start : start + length]), rest_k, rest_v, scale)[0][0].transpose(0, 1)
         queries = _heads_first(q[start : start + padded])  # both parts padded: merged as whole tensors
         parts = self.main(queries, _heads_first(k[start:split]), _heads_first(v[start:split]), scale)
         parts += self.rest(queries, rest_k, rest_v, scale)
@@ -136,20 +143,27 @@ class PictureAttention:
                 torch._dynamo.mark_dynamic(part, 2)
         return self.merge(*parts)[0, :, :length].transpose(0, 1)
 
-    def _room_after_last(self, q: torch.Tensor, last: int) -> torch.Tensor:
-        """q with rows (zeros) appended where the last picture's padded queries reach past its end."""
-        missing = -(-last // self.bucket) * self.bucket - last
-        return F.pad(q, (0, 0, 0, 0, 0, missing)) if missing else q
+    def _with_room(self, q: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """q with rows (zeros) appended where a bucketed picture's padded queries reach past its end."""
+        end = reach = 0
+        for length in lengths:
+            if length > self.flash_up_to:
+                reach = max(reach, end + self._padded(length))
+            end += length
+        return F.pad(q, (0, 0, 0, 0, 0, reach - end)) if reach > end else q
+
+    def _padded(self, length: int) -> int:
+        return -(-length // self.bucket) * self.bucket
 
     def plan(self, heads: int, dim: int, dtype: torch.dtype, device: torch.device, scale: float) -> None:
         """cuDNN's plan for every bucket up to `max_patches`, in the calling thread's plan cache: ~60 ms
         each here once, instead of in the first request of each picture size; then one picture through
         both parts."""
         self._planned_threads.add(threading.get_ident())
-        top = -(-self.max_patches // self.bucket) * self.bucket
-        for padded in range(2 * self.bucket, top + 1, self.bucket):
+        first = self._padded(self.flash_up_to + 1)
+        for padded in range(first, self._padded(self.max_patches) + 1, self.bucket):
             q = torch.zeros(padded, heads, dim, dtype=dtype, device=device)
             keys = _heads_first(q[: padded - self.bucket])
             self.main(_heads_first(q), keys, keys, scale)
-        picture = torch.zeros(2 * self.bucket + 1, heads, dim, dtype=dtype, device=device)
+        picture = torch.zeros(self.flash_up_to + 1, heads, dim, dtype=dtype, device=device)
         self(picture, picture, picture, [len(picture)], scale)  # the merge compiled here, not in a request

@@ -24,9 +24,14 @@ def recording(shapes: list):
     return main
 
 
-def bucketed(shapes: list, max_patches: int = 64) -> PictureAttention:
+def bucketed(shapes: list, max_patches: int = 64, flash_up_to: int = BUCKET) -> PictureAttention:
     attention = PictureAttention(
-        device=torch.device("cpu"), max_patches=max_patches, bucket=BUCKET, main=recording(shapes), rest=math_part
+        device=torch.device("cpu"),
+        max_patches=max_patches,
+        bucket=BUCKET,
+        flash_up_to=flash_up_to,
+        main=recording(shapes),
+        rest=math_part,
     )
     attention.bucketed = True  # as on CUDA with cuDNN first
     return attention
@@ -58,6 +63,18 @@ def test_each_picture_attends_to_its_own_patches_as_without_buckets(lengths):
     assert len(calls) == sum(1 for n in lengths if n > BUCKET)  # pictures within one bucket: flash alone
 
 
+def test_pictures_up_to_the_flash_limit_skip_the_main_part_and_its_plans():
+    shapes: list = []
+    attention = bucketed(shapes, max_patches=80, flash_up_to=2 * BUCKET)
+    q, k, v = packed([32, 33, 20])
+    got = attention(q, k, v, [32, 33, 20], 0.5)
+    torch.testing.assert_close(
+        got, attend_per_picture(q, k, v, [32, 33, 20], 0.5, [SDPBackend.MATH]), atol=2e-2, rtol=0
+    )
+    planned = [(n, n - BUCKET) for n in (48, 64, 80)]  # from the first bucket past 32 patches
+    assert shapes == planned + [(48, 32), (48, 32)]  # the planning's picture of 33, then the 33 one
+
+
 def test_merging_two_parts_equals_attention_over_all_keys():
     q, k, v = (t.transpose(0, 1)[None] for t in packed([50], dtype=torch.float32, seed=1))
     out_a, lse_a = math_part(q, k[:, :, :19], v[:, :, :19], 0.3)
@@ -73,7 +90,7 @@ def test_every_bucket_is_planned_once_per_thread_before_the_first_picture():
     q, k, v = packed([20])
     attention(q, k, v, [20], 0.5)
     planned = [(n, n - BUCKET) for n in range(2 * BUCKET, 80 + 1, BUCKET)]  # 70 patches: up to the 80 bucket
-    planned.append((3 * BUCKET, 2 * BUCKET))  # then one picture of 2 buckets + 1 (the merge compiled)
+    planned.append((2 * BUCKET, BUCKET))  # then one picture just past the flash limit (the merge compiled)
     assert shapes == planned + [(32, 16)]
     attention(q, k, v, [20], 0.5)  # the same thread: no planning again
     assert shapes == planned + [(32, 16)] * 2
