@@ -8,6 +8,10 @@ One table per attention backend tried first (the engine's order, vision_attentio
 GLM-4.6V-Flash's vision tower with random bf16 weights, 1920x1080 screenshots (10,764 patches each),
 preprocessed on the device and encoded by the engine's `VisionEncoder` (attention within each
 picture): does batching pictures across requests buy anything at this size?
+
+`--first-calls 1920x1080,1280x720,...`: before the tables, pictures of those sizes one after another on a fresh
+encoder, each size's first call against its second (what a new picture size costs a cold request);
+`--unbucketed`: cuDNN on each picture's own length, a plan per size (vision_attention.py).
 """
 
 from __future__ import annotations
