@@ -110,7 +110,9 @@ class PictureAttention:
         self.main, self.rest = main, rest
         self.compiled = compiled
         self.merge = torch.compile(merge_parts, fullgraph=True) if compiled else merge_parts
-        self.bucketed = device.type == "cuda" and self.backends[0] == SDPBackend.CUDNN_ATTENTION
+        cudnn_first = device.type == "cuda" and self.backends[0] == SDPBackend.CUDNN_ATTENTION
+        # both parts' fused kernels (cuDNN's, flash attention's) need Ampere or later; before, SDPA picks
+        self.bucketed = cudnn_first and torch.cuda.get_device_capability(device) >= (8, 0)
         self._planned_threads: set[int] = set()
 
     def __call__(self, q, k, v, lengths: list[int], scale: float) -> torch.Tensor:

@@ -108,3 +108,12 @@ def test_float32_and_the_cpu_take_the_plain_per_picture_path():
     torch.testing.assert_close(got, attend_per_picture(q, k, v, [37], 0.5, [SDPBackend.MATH]))
     assert shapes == []
     assert not PictureAttention(device=torch.device("cpu"), max_patches=64).bucketed
+
+
+@pytest.mark.parametrize("capability, bucketed", [((7, 5), False), ((8, 6), True), ((9, 0), True)])
+def test_the_gpu_path_is_bucketed_from_ampere_on_with_cudnn_first(monkeypatch, capability, bucketed):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    cuda = torch.device("cuda")
+    assert PictureAttention(device=cuda, max_patches=64).bucketed is bucketed
+    flash_first = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    assert not PictureAttention(flash_first, device=cuda, max_patches=64).bucketed
