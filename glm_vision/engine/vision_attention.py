@@ -8,13 +8,13 @@ seventh session): a cost nearly every cold request would pay, since screenshots 
 cuDNN only sees bucketed shapes. For a picture of L patches and C, L rounded up to a multiple of
 BUCKET: its queries padded to C rows (the rows past the picture are thrown away) attend over its first
 C - BUCKET keys through cuDNN, over its last 1..BUCKET keys through flash attention, which has no plans,
-and the two parts are merged by their log-sum-exps, exact up to rounding. (Pictures of up to
-FLASH_UP_TO patches run flash attention alone.) One plan per bucket, built
-for every bucket a picture can reach the first time a thread runs the layers (PyTorch keeps the plans
-per thread): in the engine's warm-up, for its worker.
+and the two parts are merged by their log-sum-exps, exact up to rounding. Pictures of up to FLASH_UP_TO
+patches run flash attention alone. One plan per bucket, built for every bucket a picture can reach the
+first time a thread runs the layers (PyTorch keeps the plans per thread): in the engine's warm-up, for
+its worker.
 
-Elsewhere (the CPU, float32, another backend first) each picture runs through `F.scaled_dot_product_attention`
-with the backends in the order given: `attend_per_picture`.
+Elsewhere (the CPU, float32, GPUs before Ampere, another backend first) each picture runs through
+`F.scaled_dot_product_attention` with the backends in the order given: `attend_per_picture`.
 """
 
 from __future__ import annotations
