@@ -6,11 +6,10 @@ and torch.compile's wrappers: ~20 ms of host time a pass, whatever its size, on 
 the GPU needs for a pass of up to ~1,000 tokens (bench/RESULTS.md), so small steps (decode-first's,
 short prompts beside running streams) left the GPU waiting for the host. Everything in a pass
 except attention is row-wise (norms, matrix products, rotary), so it does not care which rows are
-whose: piece i is layer i-1's MLP
-followed by layer i's input norm, QKV projection and rotary, over the first `n` rows of the
-buffers, `n` the pass's tokens padded up to a multiple of `step`. Captured once per `n`, a pass is
-then 41 graph launches plus its attention calls, which stay eager (their shapes are each chunk's own
-and each row's KV length). Padded rows compute on zeros and are never read.
+whose: piece i is layer i-1's MLP followed by layer i's input norm, QKV projection and rotary, over the
+first `n` rows of the buffers, `n` the pass's tokens padded up to a multiple of `step`. Captured once
+per `n`, a pass is then 41 graph launches plus its attention calls, which stay eager (their shapes are
+each chunk's own and each row's KV length). Padded rows compute on zeros and are never read.
 """
 
 from __future__ import annotations

@@ -41,12 +41,21 @@ HALF = (torch.bfloat16, torch.float16)  # what cuDNN's and flash attention's ker
 def attend_per_picture(q, k, v, lengths: list[int], scale: float, backends) -> torch.Tensor:
     """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
     host); each picture attends only to its own patches. -> (L, heads, d)."""
-    outs, start = [], 0
+
+    def picture(start: int, length: int) -> torch.Tensor:
+        q_i, k_i, v_i = (_heads_first(t[start : start + length]) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q_i, k_i, v_i, scale=scale)[0].transpose(0, 1)
+
     with sdpa_kernel(backends, set_priority=True):
-        for length in lengths:
-            q_i, k_i, v_i = (_heads_first(t[start : start + length]) for t in (q, k, v))
-            outs.append(F.scaled_dot_product_attention(q_i, k_i, v_i, scale=scale)[0].transpose(0, 1))
-            start += length
+        return _each_picture(lengths, picture)
+
+
+def _each_picture(lengths: list[int], attend) -> torch.Tensor:
+    """`attend(start, length)` (length, heads, d) for each packed picture, concatenated in order."""
+    outs, start = [], 0
+    for length in lengths:
+        outs.append(attend(start, length))
+        start += length
     return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
@@ -123,11 +132,7 @@ class PictureAttention:
         if threading.get_ident() not in self._planned_threads:
             self.plan(q.shape[1], q.shape[2], q.dtype, q.device, scale)
         q = self._with_room(q, lengths)
-        outs, start = [], 0
-        for length in lengths:
-            outs.append(self._picture(q, k, v, start, length, scale))
-            start += length
-        return torch.cat(outs) if len(outs) > 1 else outs[0]
+        return _each_picture(lengths, lambda start, length: self._picture(q, k, v, start, length, scale))
 
     def _picture(self, q, k, v, start: int, length: int, scale: float) -> torch.Tensor:
         """One picture's attention (length, heads, d); q has rows past it up to its padded length."""
