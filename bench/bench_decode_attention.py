@@ -17,7 +17,7 @@ import statistics
 
 import torch
 
-from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning, write_kv
+from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
 from glm_vision.engine.gemv import graph_time
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
@@ -38,25 +38,23 @@ def measure(batch: int, context: int, max_len: int) -> list[dict]:
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
     values = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
     q = torch.randn(batch, KV_HEADS, GROUP, DIM, device="cuda", dtype=torch.bfloat16, generator=g)
-    k_new, v_new = (torch.randn(batch, KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    new = tuple(torch.randn(batch, KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     lengths = torch.full((batch,), context, device="cuda", dtype=torch.long)
     cos, sin = (torch.rand(batch, ROT, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     bucket = min(max_len, (context // 1024 + 1) * 1024)  # forward.TextForward.bucket
     gb = 2 * batch * KV_HEADS * (context + 1) * DIM * 2 / 1e9
     picked = tuning(batch, KV_HEADS, bucket)
-    ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256))
+    ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
     for tuned in candidates(picked):
-        out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned)
+        out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         assert (out.float() - ref.float()).abs().max() < 2e-2, tuned
 
-        def call(tuned=tuned):
-            decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned)
+        def call(tuned=tuned):  # as the engine calls it: the new key and value written on the way
+            decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
 
         us = 1000 * statistics.median(graph_time(call) for _ in range(3))
         rows.append({"batch": batch, "tuning": tuned, "picked": tuned == picked, "us": us, "gbs": gb / us * 1e6})
-    write_us = 1000 * graph_time(lambda: write_kv(keys, values, k_new, v_new, lengths, cos, sin))
-    print(f"batch {batch}: write_kv {write_us:.1f} us", flush=True)
     return rows
 
 

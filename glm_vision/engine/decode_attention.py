@@ -1,5 +1,5 @@
 """Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`,
-and the new token's key and value written into the slab by one kernel instead of two.
+the new token's key and value written into the slab on the way.
 
 The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
 layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
@@ -12,6 +12,8 @@ splits' partial softmax sums, one program per query head. The valid keys of row 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
 written and the query as it is loaded, so the two rotary kernels a layer of the default path are gone.
+The new token's key and value are written by the split kernel itself (the program whose split holds
+their position, before it reads the keys): no kernel of its own for the write.
 
 Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the default path.
 """
@@ -70,6 +72,8 @@ def _split_kernel(
     Q,
     K,
     V,
+    K_NEW,
+    V_NEW,
     LENGTHS,
     COS,
     SIN,
@@ -86,6 +90,8 @@ def _split_kernel(
     sv_b,
     sv_h,
     sv_n,
+    sn_b,
+    sn_h,
     sc_b,
     so_b,
     so_h,
@@ -102,6 +108,7 @@ def _split_kernel(
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
+    WRITE: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -114,6 +121,10 @@ def _split_kernel(
     acc = tl.zeros([G_PAD, D], tl.float32)
     start = s * SPLIT_N
     if start <= length:
+        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
+            _write_new(
+                K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
+            )
         q_at = Q + b * sq_b + h * sq_h + offs_g[:, None] * sq_g
         q = tl.load(q_at + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
         if ROT > 0:
@@ -201,11 +212,14 @@ def decode_attention(
     cos: torch.Tensor | None = None,
     sin: torch.Tensor | None = None,
     tuned: Tuning | None = None,
+    new: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
-    cos/sin (B, rot), q is the raw projection and is rotated first. `tuned`: the kernel's
-    split and tiles instead of `tuning`'s (benchmarks, tests)."""
+    cos/sin (B, rot), q is the raw projection and is rotated first. `new`: the rows' new key and
+    value (B, kv, d each; the key the raw projection, rotated by cos/sin as it is written), written
+    into the slab at lengths[b] before they are read, by the program whose split holds that position.
+    `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(batch, kv, bucket, _sms(q.device))
     splits = triton.cdiv(bucket, tuned.split)
@@ -218,10 +232,13 @@ def decode_attention(
     for t in (q, keys, values):
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
+    new_k, new_v = _new_token(new, q)
     _split_kernel[(batch, kv, splits)](
         q,
         keys,
         values,
+        new_k,
+        new_v,
         lengths,
         cos,
         sin,
@@ -238,6 +255,8 @@ def decode_attention(
         values.stride(0),
         values.stride(1),
         values.stride(2),
+        new_k.stride(0),
+        new_k.stride(1),
         cos.stride(0),
         part_o.stride(0),
         part_o.stride(1),
@@ -254,6 +273,7 @@ def decode_attention(
         SPLIT_N=tuned.split,
         BLOCK=tuned.block,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
+        WRITE=new is not None,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
     )
@@ -279,6 +299,17 @@ def decode_attention(
     return out
 
 
+def _new_token(new, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new key and value as the kernel reads them: one set of strides for both (views of one QKV
+    output share theirs: no copy); `like` twice where there is nothing to write."""
+    if new is None:
+        return like, like
+    k, v = new
+    if k.stride() != v.stride() or k.stride(-1) != 1:
+        k, v = k.contiguous(), v.contiguous()
+    return k, v
+
+
 def _rotary_args(cos, sin, like: torch.Tensor):
     """(cos, sin, rotated dimensions) for the kernels; 0 dimensions (and a dummy row) without rotary."""
     if cos is None:
@@ -290,65 +321,17 @@ def _rotary_args(cos, sin, like: torch.Tensor):
 
 
 @triton.jit
-def _write_kernel(
-    K_NEW,
-    V_NEW,
-    K,
-    V,
-    LENGTHS,
-    COS,
-    SIN,
-    sn_b,
-    sn_h,
-    sk_b,
-    sk_h,
-    sk_n,
-    sc_b,
-    D: tl.constexpr,
-    ROT: tl.constexpr,
-):
-    b = tl.program_id(0)
-    h = tl.program_id(1)
+def _write_new(
+    K_NEW, V_NEW, K, V, COS, SIN, b, h, at, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b,
+    D: tl.constexpr, ROT: tl.constexpr,
+):  # fmt: skip
+    """Row b's new key (rotated) and value of KV head h into the slab at position `at`, visible to the
+    whole program before it reads the keys (a barrier)."""
     offs = tl.arange(0, D)
-    at = tl.load(LENGTHS + b)
     k_at = K_NEW + b * sn_b + h * sn_h
     k = tl.load(k_at + offs)
     if ROT > 0:
         k = _rotate(k, tl.load(k_at + (offs ^ 1)), COS, SIN, b, sc_b, offs, ROT)
     tl.store(K + b * sk_b + h * sk_h + at * sk_n + offs, k.to(K.dtype.element_ty))
-    tl.store(V + b * sk_b + h * sk_h + at * sk_n + offs, tl.load(V_NEW + b * sn_b + h * sn_h + offs))
-
-
-def write_kv(
-    keys: torch.Tensor,
-    values: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    lengths: torch.Tensor,
-    cos: torch.Tensor | None = None,
-    sin: torch.Tensor | None = None,
-) -> None:
-    """Row b's new key and value (B, kv, d) into slot b of a layer's slab (slots, kv, max_len, d) at
-    lengths[b]; with cos/sin (B, rot), k is the raw projection and is rotated as it is written."""
-    batch, kv, dim = k.shape
-    if k.stride() != v.stride() or k.stride(-1) != 1:  # views of one QKV output share their strides: no copy
-        k, v = k.contiguous(), v.contiguous()
-    assert keys.stride() == values.stride() and keys.stride(-1) == 1
-    cos, sin, rot = _rotary_args(cos, sin, k)
-    _write_kernel[(batch, kv)](
-        k,
-        v,
-        keys,
-        values,
-        lengths,
-        cos,
-        sin,
-        k.stride(0),
-        k.stride(1),
-        keys.stride(0),
-        keys.stride(1),
-        keys.stride(2),
-        cos.stride(0),
-        D=dim,
-        ROT=rot,
-    )
+    tl.store(V + b * sv_b + h * sv_h + at * sv_n + offs, tl.load(V_NEW + b * sn_b + h * sn_h + offs))
+    tl.debug_barrier()

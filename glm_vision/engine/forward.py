@@ -22,6 +22,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from . import l2_prefetch
 from .fused_weights import fuse_qkv
 from .layer_math import (
     attend,
@@ -103,15 +104,14 @@ class TextForward:
         self.use_graphs = use_graphs
         self.planless = self.device.type == "cuda"  # see prefill_attention
         self.lower_right = self.planless and lower_right_works(self.device, self.dtype)
-        self.split_k_attention = self.write_kv = None
+        self.split_k_attention = None
         if decode_attention == "auto":  # the split-K kernels where Triton runs: faster at every batch size measured
             decode_attention = "triton" if self.device.type == "cuda" else "compiled"
         self.decode_attention = decode_attention
         if decode_attention == "triton":
             from .decode_attention import decode_attention as split_k_attention
-            from .decode_attention import write_kv
 
-            self.split_k_attention, self.write_kv = split_k_attention, write_kv
+            self.split_k_attention = split_k_attention
         # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
         # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading).
         # auto: the GEMVs on CUDA for batches of up to GEMV_MAX_BATCH rows, where the H200 measured them faster
@@ -125,6 +125,8 @@ class TextForward:
             from . import gemv
 
             self.gemv = gemv
+        # what the GEMVs warm the L2 with for the next matrix (l2_prefetch.py); read when a graph is captured
+        self.prefetch = l2_prefetch.PrefetchPlan() if l2_prefetch.supported(self.device) else l2_prefetch.NONE
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -162,13 +164,17 @@ class TextForward:
         batch = q.shape[0]
         q = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
         if self.split_k_attention is not None:
-            self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
-            attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
+            attn = self._split_k(i, q, k, v, lengths, bucket, cos, sin)
         else:
             keys, values = self.slab.write_tokens(i, self.rows[:batch], lengths, k, v, bucket)
             valid = self.arange[:bucket][None, :] <= lengths[:, None]
             attn = self.attend(q, keys, values, valid, self.scale)
         return attn.reshape(batch, self.n_heads * self.head_dim)
+
+    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
+        """The rows' attention in layer i through the Triton kernels, their new key and value written first."""
+        keys, values = self.slab.k[i], self.slab.v[i]
+        return self.split_k_attention(q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v))
 
     def _qkv(self, layer, x, cos, sin):
         attn_mod = layer.self_attn
@@ -204,9 +210,7 @@ class TextForward:
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
                 q, k, v = self._decode_projection(layer, x, gemv)
-                q = q.view(batch, self.n_kv, group, self.head_dim)
-                self.write_kv(self.slab.k[i], self.slab.v[i], k, v, lengths, cos, sin)
-                attn = self.split_k_attention(q, self.slab.k[i], self.slab.v[i], lengths, bucket, self.scale, cos, sin)
+                attn = self._split_k(i, q.view(batch, self.n_kv, group, self.head_dim), k, v, lengths, bucket, cos, sin)
             else:
                 if gemv is None:
                     q, k, v = self._qkv(layer, x, cos, sin)
@@ -227,7 +231,8 @@ class TextForward:
         attn_mod = layer.self_attn
         if gemv is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        prefetch = self.prefetch.o_proj(attn_mod.o_proj.weight)
+        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias, prefetch=prefetch)
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
@@ -235,11 +240,17 @@ class TextForward:
         SiLU x up fused) and one compiled kernel for each residual + norm between them."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
-        a = gemv.linear(attn, layer.self_attn.o_proj.weight)
+        mlp, plan = layer.mlp, self.prefetch
+        a = gemv.linear(attn, layer.self_attn.o_proj.weight, prefetch=plan.gate_up(mlp.gate_up_proj.weight))
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
         h, x = self.residual_norm(h, a, *norms, self.eps)
-        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
+        x = gemv.swiglu(x, mlp.gate_up_proj.weight, prefetch=plan.down(mlp.down_proj.weight))
+        x = gemv.linear(x, mlp.down_proj.weight, prefetch=plan.next_layer(self._next_matrix(i)))
         return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
+
+    def _next_matrix(self, i: int) -> torch.Tensor:
+        """The weight the decode step reads after layer i's MLP: the next layer's QKV, or lm_head."""
+        return self.layers[i + 1].self_attn.qkv_weight if i + 1 < len(self.layers) else self.lm_head
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

@@ -36,26 +36,31 @@ def test_split_k_kernels_equal_the_default_attention():
             wrong = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(),
                             torch.arange(bucket)[None, :] < lengths[:, None], dim ** -0.5)
             assert (out.float() - wrong)[1:-1].abs().max().item() > 10 * tol
-        from glm_vision.engine.decode_attention import write_kv
-
-        slab_k, slab_v = torch.zeros(4, 2, 64, 16), torch.zeros(4, 2, 64, 16)
+        # the new token's key and value written on the way, by the program whose split holds their position
+        slab_k, slab_v = torch.randn(4, 2, 1024, 16, generator=g), torch.randn(4, 2, 1024, 16, generator=g)
+        q = torch.randn(3, 2, 4, 16, generator=g)
         k, v = torch.randn(3, 2, 16, generator=g), torch.randn(3, 2, 16, generator=g)
-        at = torch.tensor([5, 0, 63])
-        write_kv(slab_k, slab_v, k, v, at)
-        want_k, want_v = torch.zeros_like(slab_k), torch.zeros_like(slab_v)
+        at = torch.tensor([5, 0, 1023])  # inside a split, the first position, the last of the bucket
+        want_k, want_v = slab_k.clone(), slab_v.clone()
         want_k[torch.arange(3), :, at], want_v[torch.arange(3), :, at] = k, v
-        assert torch.equal(slab_k, want_k) and torch.equal(slab_v, want_v)
+        valid = torch.arange(1024)[None, :] <= at[:, None]
+        ref = attend(q, want_k[:3], want_v[:3], valid, 0.25)
+        for tuned in (Tuning(64), Tuning(256)):
+            keys, values = slab_k.clone(), slab_v.clone()
+            out = decode_attention(q, keys, values, at, 1024, 0.25, tuned=tuned, new=(k, v))
+            assert torch.equal(keys, want_k) and torch.equal(values, want_v), tuned
+            assert (out - ref).abs().max() < 1e-5, (tuned, (out - ref).abs().max())
         print("kernels ok")
     """)
     assert "kernels ok" in out
 
 
 def test_kernels_rotate_query_and_key_as_the_default_path_does():
-    """Given the raw QKV projection and the rows' cos/sin, the write kernel stores the key the default
-    path's rotary makes, and the attention kernel rotates the query the same way."""
+    """Given the raw QKV projection and the rows' cos/sin, the split kernel writes the key the default
+    path's rotary makes, and rotates the query the same way."""
     out = run_interpreted("""
         import torch
-        from glm_vision.engine.decode_attention import decode_attention, write_kv
+        from glm_vision.engine.decode_attention import decode_attention
         from glm_vision.engine.layer_math import attend, pre_attention, qkv_projection
 
         g = torch.Generator().manual_seed(1)
@@ -74,13 +79,13 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         values = torch.randn(batch + 1, kv, max_len, dim, generator=g)
         want_k, want_v = keys.clone(), values.clone()
         want_k[torch.arange(batch), :, lengths], want_v[torch.arange(batch), :, lengths] = k_ref, v_ref
-        write_kv(keys, values, k_raw, v_raw, lengths, cos, sin)
-        assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
         valid = torch.arange(max_len)[None, :] <= lengths[:, None]
         ref = attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
-        got = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5, cos, sin)
+        q_raw = q_raw.view(batch, kv, group, dim)
+        got = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5, cos, sin, new=(k_raw, v_raw))
+        assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
         assert (got - ref).abs().max() < 1e-4, (got - ref).abs().max()
-        unrotated = decode_attention(q_raw.view(batch, kv, group, dim), keys, values, lengths, max_len, dim ** -0.5)
+        unrotated = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5)
         assert (unrotated - ref).abs().max() > 1e-2  # the query's rotation matters in this case
         print("rotary ok")
     """)
