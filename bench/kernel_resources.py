@@ -33,18 +33,17 @@ def _kernel() -> triton.runtime.jit.JITFunction:
     return fn
 
 
-def compile_candidate(config: triton.Config, *, swiglu: bool, arch: int, prefetch: bool = False):
-    """One candidate compiled for a bfloat16 decode step of up to 16 rows (Triton's CompiledKernel: its
-    `asm` holds the PTX and the cubin)."""
+def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, int]:
+    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
     constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
-    constants.update(EVEN_K=True, PREFETCH=prefetch)
+    constants["EVEN_K"] = True
     signature = {}
     for name in fn.arg_names:
         if name in constants:
             signature[name] = "constexpr"
-        elif name in ("M", "N", "K") or name.startswith("stride") or name.endswith("_bytes"):
+        elif name in ("M", "N", "K") or name.startswith("stride"):
             signature[name] = "i32"
         else:
             signature[name] = POINTERS.get(name, "*bf16")
@@ -52,12 +51,7 @@ def compile_candidate(config: triton.Config, *, swiglu: bool, arch: int, prefetc
         fn=fn, signature=signature, constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()}
     )
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
-
-
-def resources(config: triton.Config, *, swiglu: bool, arch: int, prefetch: bool = False) -> dict[str, int]:
-    """REG / STACK / SHARED / LOCAL of one candidate (`compile_candidate`)."""
-    compiled = compile_candidate(config, swiglu=swiglu, arch=arch, prefetch=prefetch)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])

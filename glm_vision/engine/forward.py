@@ -22,7 +22,6 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from . import l2_prefetch
 from .fused_weights import fuse_qkv
 from .layer_math import (
     attend,
@@ -125,8 +124,6 @@ class TextForward:
             from . import gemv
 
             self.gemv = gemv
-        # what the GEMVs warm the L2 with for the next matrix (l2_prefetch.py); read when a graph is captured
-        self.prefetch = l2_prefetch.PrefetchPlan() if l2_prefetch.supported(self.device) else l2_prefetch.NONE
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -231,8 +228,7 @@ class TextForward:
         attn_mod = layer.self_attn
         if gemv is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-        prefetch = self.prefetch.o_proj(attn_mod.o_proj.weight)
-        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias, prefetch=prefetch)
+        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
@@ -240,17 +236,11 @@ class TextForward:
         SiLU x up fused) and one compiled kernel for each residual + norm between them."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
-        mlp, plan = layer.mlp, self.prefetch
-        a = gemv.linear(attn, layer.self_attn.o_proj.weight, prefetch=plan.gate_up(mlp.gate_up_proj.weight))
+        a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
         h, x = self.residual_norm(h, a, *norms, self.eps)
-        x = gemv.swiglu(x, mlp.gate_up_proj.weight, prefetch=plan.down(mlp.down_proj.weight))
-        x = gemv.linear(x, mlp.down_proj.weight, prefetch=plan.next_layer(self._next_matrix(i)))
+        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
         return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
-
-    def _next_matrix(self, i: int) -> torch.Tensor:
-        """The weight the decode step reads after layer i's MLP: the next layer's QKV, or lm_head."""
-        return self.layers[i + 1].self_attn.qkv_weight if i + 1 < len(self.layers) else self.lm_head
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

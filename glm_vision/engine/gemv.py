@@ -30,8 +30,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .l2_prefetch import Region, prefetch_share, supported
-
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
@@ -179,10 +177,6 @@ def _gemv_kernel(
     Y,
     PARTS,
     COUNTS,
-    NEXT_A,
-    next_a_bytes,
-    NEXT_B,
-    next_b_bytes,
     M,
     N,
     K,
@@ -191,7 +185,6 @@ def _gemv_kernel(
     stride_ym,
     HAS_BIAS: tl.constexpr,
     SWIGLU: tl.constexpr,
-    PREFETCH: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -257,11 +250,6 @@ def _gemv_kernel(
                     up += tl.load(part + s * M * cols_out + N, mask=keep, other=0.0, cache_modifier=".cg")
             tl.store(COUNTS + tile, 0)  # ready for the next launch
             _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU)
-    if PREFETCH:  # the next weights into L2 as this program's share of the memory frees up (l2_prefetch.py)
-        programs = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-        program = (pid_k * tl.num_programs(1) + pid_m) * tl.num_programs(0) + pid_n
-        prefetch_share(NEXT_A, next_a_bytes, program, programs)
-        prefetch_share(NEXT_B, next_b_bytes, program, programs)
 
 
 _tuned = triton.autotune(
@@ -282,36 +270,23 @@ def linear(
     *,
     out: torch.Tensor | None = None,
     config: triton.Config | None = None,
-    prefetch: tuple[Region, ...] = (),
 ) -> torch.Tensor:
     """x (M, K) @ weight (N, K)^T (+ bias (N,)): (M, N) in x's dtype, or written into `out` (M, N) of
-    any float dtype (the float32 logits). `config`: this candidate instead of the tuned one (tests).
-    `prefetch`: up to two spans of memory (the next weights) to warm the L2 with as the programs finish."""
+    any float dtype (the float32 logits). `config`: this candidate instead of the tuned one (tests)."""
     if out is None:
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-    _launch(x, weight, bias, out, swiglu=False, config=config, prefetch=prefetch)
+    _launch(x, weight, bias, out, swiglu=False, config=config)
     return out
 
 
-def swiglu(
-    x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None, prefetch: tuple[Region, ...] = ()
-) -> torch.Tensor:
+def swiglu(x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None) -> torch.Tensor:
     """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight (2I, K), gate rows first: (M, I)."""
     out = torch.empty(x.shape[0], weight.shape[0] // 2, dtype=x.dtype, device=x.device)
-    _launch(x, weight, None, out, swiglu=True, config=config, prefetch=prefetch)
+    _launch(x, weight, None, out, swiglu=True, config=config)
     return out
 
 
-def _prefetch_args(prefetch: tuple[Region, ...], x: torch.Tensor) -> tuple[tuple, bool]:
-    """The kernel's (NEXT_A, next_a_bytes, NEXT_B, next_b_bytes), and whether it prefetches at all
-    (never under the interpreter, nor where the instruction does not exist)."""
-    assert len(prefetch) <= 2, "a GEMV prefetches two spans at most"
-    a, b = (tuple(prefetch) + (Region(), Region()))[:2]
-    enabled = (a.nbytes or b.nbytes) > 0 and not _interpreted() and supported(x.device)
-    return (a.pointer(x), a.nbytes, b.pointer(x), b.nbytes), enabled
-
-
-def _launch(x, weight, bias, out, *, swiglu: bool, config, prefetch: tuple[Region, ...] = ()) -> None:
+def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape
@@ -322,13 +297,11 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, prefetch: tuple[Regio
     parts = x  # a placeholder where K is never split
     if _may_split(m, n):
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
-    next_weights, prefetching = _prefetch_args(prefetch, x)
-    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), *next_weights, m, n, k)
+    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), m, n, k)
     args += (x.stride(0), weight.stride(0), out.stride(0))
     flags = {
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
-        "PREFETCH": prefetching,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
     }
 
