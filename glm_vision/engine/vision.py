@@ -23,9 +23,11 @@ import torch
 from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids
 
 from ..settings import MAX_IMAGE_TOKENS
+from .fused_weights import fuse_vision
 from .transfer import to_device
 from .vision_block import VisionBlocks
 from .vision_embed import add_position_embeddings, embed_patches
+from .vision_merge import PatchMerger
 
 
 class VisionEncoder:
@@ -36,9 +38,11 @@ class VisionEncoder:
         self.merge = self.visual.spatial_merge_size
         self.device = next(self.visual.parameters()).device
         patches = max_image_tokens * self.merge**2  # of the largest picture a request may send
+        fuse_vision(self.visual)
         self.layers = VisionBlocks(
             self.visual, compile_math=compile_math, max_patches=patches, backends=attention_backends
         )
+        self.merger = PatchMerger(self.visual, compile_math=compile_math)
         self.block_weights = sum(p.numel() for p in self.visual.blocks[0].parameters())
         self.hidden = self.visual.config.hidden_size
 
@@ -109,7 +113,7 @@ class EncodeJob:
                 self._hidden = self.encoder.layers.run(index, self._hidden, self._rotary, self._host_lengths)
             self.next_block = end
             if end == len(visual.blocks):
-                self._merge(visual)
+                self._merge()
         return self.done
 
     def seconds(self) -> float:
@@ -124,10 +128,8 @@ class EncodeJob:
             visual.embeddings, hidden, self._device_lengths, self._grid, self._positions[:, 0], self._positions[:, 1]
         )
 
-    def _merge(self, visual) -> None:
-        hidden = visual.post_layernorm(self._hidden)
-        hidden = hidden.view(-1, self.encoder.merge, self.encoder.merge, hidden.shape[-1]).permute(0, 3, 1, 2)
-        merged = visual.merger(visual.downsample(hidden).view(-1, visual.config.out_hidden_size))
+    def _merge(self) -> None:
+        merged = self.encoder.merger(self._hidden)
         sizes = [t * h * w // self.encoder.merge**2 for t, h, w in self.grids]
         self.features = list(merged.split(sizes))
         self._pixels = self._hidden = self._rotary = None

@@ -126,7 +126,7 @@ class PictureAttention:
 
     def __call__(self, q, k, v, lengths: list[int], scale: float) -> torch.Tensor:
         """q, k, v (L, heads, d) of pictures packed one after another (`lengths` patches each, on the
-        host). -> (L, heads, d)."""
+        host; q may have rows past them, `room`). -> (L, heads, d)."""
         if not (self.bucketed and q.dtype in HALF):
             return attend_per_picture(q, k, v, lengths, scale, self.backends)
         if threading.get_ident() not in self._planned_threads:
@@ -150,14 +150,22 @@ class PictureAttention:
                 torch._dynamo.mark_dynamic(part, 2)
         return self.merge(*parts)[0, :, :length].transpose(0, 1)
 
+    @property
+    def room(self) -> int:
+        """Rows past the pictures that q may come with so that no padded queries need a copy of it: a
+        picture's padded queries reach less than a bucket past its end."""
+        return self.bucket if self.bucketed else 0
+
     def _with_room(self, q: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """q with rows (zeros) appended where a bucketed picture's padded queries reach past its end."""
+        """q with rows (zeros) appended where a bucketed picture's padded queries reach past its rows
+        (none where q came with `room` rows already)."""
         end = reach = 0
         for length in lengths:
             if length > self.flash_up_to:
                 reach = max(reach, end + self._padded(length))
             end += length
-        return F.pad(q, (0, 0, 0, 0, 0, reach - end)) if reach > end else q
+        missing = reach - q.shape[0]
+        return F.pad(q, (0, 0, 0, 0, 0, missing)) if missing > 0 else q
 
     def _padded(self, length: int) -> int:
         return -(-length // self.bucket) * self.bucket

@@ -19,11 +19,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: int):
+def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: int, room: int):
     """h (L, hidden) -> q, k, v (L, heads, head_dim): the layer's input norm, QKV projection and the
     rotary of q and k in float32 (cos/sin (L, head_dim) float32), as transformers computes them. Kept
     in the patches' order: the attention kernels read them through strides, where a transposed copy
-    costs more than the rotary itself."""
+    costs more than the rotary itself. q has `room` rows of zeros after the patches (the bucketed
+    attention's padded queries), written by the rotary's own kernel instead of a copy of q a layer."""
     x = rms_norm(h, norm_weight, eps)
     length = x.shape[0]
     q, k, v = F.linear(x, w_qkv, b_qkv).view(length, 3, heads, -1).unbind(1)
@@ -31,15 +32,15 @@ def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: 
     q32, k32 = q.float(), k.float()
     q = (q32 * cos + _rotate_half(q32) * sin).to(x.dtype)
     k = (k32 * cos + _rotate_half(k32) * sin).to(x.dtype)
-    return q, k, v.contiguous()
+    return (F.pad(q, (0, 0, 0, 0, 0, room)) if room else q), k, v.contiguous()
 
 
-def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate, w_up, w_down):
+def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate_up, w_down):
     """The residual stream after the layer: attention output (L, heads, head_dim) projected and added,
-    then the SwiGLU MLP of its norm added."""
+    then the SwiGLU MLP of its norm added (gate and up as one matrix, fused_weights.fuse_vision)."""
     h = h + F.linear(attn.reshape(h.shape[0], -1), w_proj)
-    x = rms_norm(h, norm_weight, eps)
-    return h + F.linear(F.silu(F.linear(x, w_gate)) * F.linear(x, w_up), w_down)
+    gate, up = F.linear(rms_norm(h, norm_weight, eps), w_gate_up).chunk(2, dim=-1)
+    return h + F.linear(F.silu(gate) * up, w_down)
 
 
 class VisionBlocks:
@@ -66,9 +67,9 @@ class VisionBlocks:
         attn, mlp = block.attn, block.mlp
         cos, sin = rotary
         self._patches_vary(h, cos, sin)
-        q, k, v = self.inputs(
-            h, block.norm1.weight, block.norm1.variance_epsilon, attn.qkv.weight, attn.qkv.bias, cos, sin, self.heads
-        )
+        norm = block.norm1
+        qkv = attn.qkv.weight, attn.qkv.bias
+        q, k, v = self.inputs(h, norm.weight, norm.variance_epsilon, *qkv, cos, sin, self.heads, self.attention.room)
         out = self.attention(q, k, v, lengths, self.scale)
         self._patches_vary(out)
         return self.rest(
@@ -77,8 +78,7 @@ class VisionBlocks:
             attn.proj.weight,
             block.norm2.weight,
             block.norm2.variance_epsilon,
-            mlp.gate_proj.weight,
-            mlp.up_proj.weight,
+            mlp.gate_up_weight,
             mlp.down_proj.weight,
         )
 

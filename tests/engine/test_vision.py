@@ -229,4 +229,28 @@ def test_compiled_encoder_layers_compile_once_for_every_picture_size(reference):
             grids = [tuple(g) for g in grid.tolist()]
             for mine, theirs in zip(compiled.encode(pixels, grids), eager.encode(pixels, grids), strict=True):
                 torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
-    assert counters["stats"]["unique_graphs"] == 2  # attention_inputs and attention_output_and_mlp, once each
+    # attention_inputs, attention_output_and_mlp and merge_patches, once each
+    assert counters["stats"]["unique_graphs"] == 3
+
+
+def test_fused_vision_weights_are_the_modules_own_memory(reference):
+    """fuse_vision lays the MLP's gate and up and the downsample kernel out as the encoder multiplies by
+    them with the modules' parameters as views into those tensors (no weight held twice), and lays them
+    out again when a cast gave the parameters new storage."""
+    from glm_vision.engine.fused_weights import fuse_vision
+
+    visual = copy.deepcopy(reference[0].model.visual)
+    conv_before = visual.downsample.weight.detach().clone()
+    fuse_vision(visual)
+    mlp, conv = visual.blocks[0].mlp, visual.downsample
+    assert mlp.gate_up_weight.data_ptr() == mlp.gate_proj.weight.data_ptr()
+    assert mlp.gate_up_weight[mlp.gate_proj.out_features :].data_ptr() == mlp.up_proj.weight.data_ptr()
+    assert conv.matrix.data_ptr() == conv.weight.data_ptr() and torch.equal(conv.weight, conv_before)
+    groups = torch.randn(5, 2, 2, conv_before.shape[1])  # five merged groups of 2 x 2 patches (row, column, channel)
+    as_conv = torch.nn.functional.conv2d(groups.permute(0, 3, 1, 2), conv_before, conv.bias).flatten(1)
+    torch.testing.assert_close(groups.flatten(1) @ conv.matrix.T + conv.bias, as_conv, rtol=1e-5, atol=1e-5)
+    visual.double()  # new storage for every parameter: the fused tensors are stale until laid out again
+    fuse_vision(visual)
+    assert mlp.gate_up_weight.dtype == torch.float64 and conv.matrix.dtype == torch.float64
+    assert mlp.gate_up_weight.data_ptr() == mlp.gate_proj.weight.data_ptr()
+    assert conv.matrix.data_ptr() == conv.weight.data_ptr()

@@ -63,6 +63,26 @@ def test_each_picture_attends_to_its_own_patches_as_without_buckets(lengths):
     assert len(calls) == sum(1 for n in lengths if n > BUCKET)  # pictures within one bucket: flash alone
 
 
+def test_queries_that_come_with_room_give_the_same_answer_without_a_copy(monkeypatch):
+    """The encoder's layers hand q over with `room` rows past the pictures (zeros or anything: those
+    rows are thrown away): the same answer as an exact q, and q is never padded again."""
+    lengths = [17, 5, 37]
+    q, k, v = packed(lengths, seed=3)
+    attention = bucketed([])
+    assert attention.room == BUCKET
+    exact = attention(q, k, v, lengths, DIM**-0.5)
+    roomy = torch.cat([q, torch.full((attention.room, HEADS, DIM), 7.0, dtype=q.dtype)])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("q was padded again")
+
+    monkeypatch.setattr("glm_vision.engine.vision_attention.F.pad", refuse)
+    assert torch.equal(attention(roomy, k, v, lengths, DIM**-0.5), exact)
+    with pytest.raises(AssertionError, match="padded again"):  # an exact q does need the padding
+        attention(q, k, v, lengths, DIM**-0.5)
+    assert PictureAttention(device=torch.device("cpu"), max_patches=64).room == 0  # no buckets on the CPU
+
+
 def test_pictures_up_to_the_flash_limit_skip_the_main_part_and_its_plans():
     shapes: list = []
     attention = bucketed(shapes, max_patches=80, flash_up_to=2 * BUCKET)
