@@ -59,6 +59,16 @@ def _each_picture(lengths: list[int], attend) -> torch.Tensor:
     return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
+def as_values(t: torch.Tensor) -> torch.Tensor:
+    """A (L, heads, d) tensor with the strides the vision layers' v has (a view into the QKV
+    projection's output, vision_block.attention_inputs): cuDNN keeps a plan per layout too, so the
+    plans are built on tensors laid out as the layers' are."""
+    rows, heads, dim = t.shape
+    qkv = t.new_zeros(rows, 3, heads, dim)
+    qkv[:, 2] = t
+    return qkv[:, 2]
+
+
 def _heads_first(t: torch.Tensor) -> torch.Tensor:
     """(L, heads, d) -> a (1, heads, L, d) view, as the attention kernels take it (read through strides)."""
     return t.transpose(0, 1)[None]
@@ -179,6 +189,6 @@ class PictureAttention:
         for padded in range(first, self._padded(self.max_patches) + 1, self.bucket):
             q = torch.zeros(padded, heads, dim, dtype=dtype, device=device)
             keys = _heads_first(q[: padded - self.bucket])
-            self.main(_heads_first(q), keys, keys, scale)
+            self.main(_heads_first(q), keys, _heads_first(as_values(q[: padded - self.bucket])), scale)
         picture = torch.zeros(self.flash_up_to + 1, heads, dim, dtype=dtype, device=device)
-        self(picture, picture, picture, [len(picture)], scale)  # the merge compiled here, not in a request
+        self(picture, picture, as_values(picture), [len(picture)], scale)  # the merge compiled here, not in a request

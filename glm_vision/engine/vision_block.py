@@ -23,7 +23,8 @@ def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: 
     """h (L, hidden) -> q, k, v (L, heads, head_dim): the layer's input norm, QKV projection and the
     rotary of q and k in float32 (cos/sin (L, head_dim) float32), as transformers computes them. Kept
     in the patches' order: the attention kernels read them through strides, where a transposed copy
-    costs more than the rotary itself. q has `room` rows of zeros after the patches (the bucketed
+    costs more than the rotary itself, and v a view into the projection's output (its copy took 0.7 ms
+    a 1080p picture on the H200). q has `room` rows of zeros after the patches (the bucketed
     attention's padded queries), written by the rotary's own kernel instead of a copy of q a layer."""
     x = rms_norm(h, norm_weight, eps)
     length = x.shape[0]
@@ -32,7 +33,7 @@ def attention_inputs(h, norm_weight, eps: float, w_qkv, b_qkv, cos, sin, heads: 
     q32, k32 = q.float(), k.float()
     q = (q32 * cos + _rotate_half(q32) * sin).to(x.dtype)
     k = (k32 * cos + _rotate_half(k32) * sin).to(x.dtype)
-    return (F.pad(q, (0, 0, 0, 0, 0, room)) if room else q), k, v.contiguous()
+    return (F.pad(q, (0, 0, 0, 0, 0, room)) if room else q), k, v
 
 
 def attention_output_and_mlp(h, attn, w_proj, norm_weight, eps: float, w_gate_up, w_down):

@@ -83,6 +83,34 @@ def test_queries_that_come_with_room_give_the_same_answer_without_a_copy(monkeyp
     assert PictureAttention(device=torch.device("cpu"), max_patches=64).room == 0  # no buckets on the CPU
 
 
+def test_the_plans_are_built_on_values_laid_out_as_the_layers_are():
+    """cuDNN keys its plans on the tensors' layout too: the planning's values have the strides of the v
+    the vision layers hand over (a view into their QKV projection's output), or a request would pay
+    for a plan after all."""
+    from glm_vision.engine.vision_block import attention_inputs
+
+    patches, hidden, heads, dim = 40, HEADS * DIM, HEADS, DIM
+    g = torch.Generator().manual_seed(4)
+    weights = torch.randn(3 * hidden, hidden, generator=g), torch.randn(3 * hidden, generator=g)
+    cos, sin = torch.ones(patches, dim), torch.zeros(patches, dim)
+    _, _, v = attention_inputs(
+        torch.randn(patches, hidden, generator=g), torch.ones(hidden), 1e-6, *weights, cos, sin, heads, 0
+    )
+    strides: list = []
+
+    def main(q, k, values, scale):
+        strides.append(values.stride())
+        return math_part(q, k, values, scale)
+
+    attention = PictureAttention(
+        device=torch.device("cpu"), max_patches=64, bucket=BUCKET, flash_up_to=BUCKET, main=main, rest=math_part
+    )
+    attention.bucketed = True
+    attention.plan(heads, dim, torch.bfloat16, torch.device("cpu"), 0.5)
+    layer_strides = v.transpose(0, 1)[None].stride()
+    assert strides and all(planned[1:] == layer_strides[1:] for planned in strides), (strides, layer_strides)
+
+
 def test_pictures_up_to_the_flash_limit_skip_the_main_part_and_its_plans():
     shapes: list = []
     attention = bucketed(shapes, max_patches=80, flash_up_to=2 * BUCKET)
