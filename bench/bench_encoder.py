@@ -81,19 +81,22 @@ def main() -> None:
     ]
     pictures = [p.to(device) for p in pictures]
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
-    if args.first_calls:
-        first = BACKENDS[args.attention.split(",")[0]]
-        backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
-        encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
-        encoder.layers.attention.bucketed &= not args.unbucketed
-        print(f"first calls, {args.attention.split(',')[0]} attention first:")
-        sizes = [(224, 168)] + [tuple(int(n) for n in size.split("x")) for size in args.first_calls.split(",")]
-        first_calls(encoder, processor, sizes, device)
-    for name in args.attention.split(","):
+
+    def encoder_with(name: str) -> VisionEncoder:
+        """A fresh encoder with backend `name` tried first (then the engine's order)."""
         first = BACKENDS[name]
         backends = [first] + [b for b in ATTENTION_BACKENDS if b != first]
         encoder = VisionEncoder(model, compile_math=compile_math, attention_backends=backends)
         encoder.layers.attention.bucketed &= not args.unbucketed
+        return encoder
+
+    if args.first_calls:
+        name = args.attention.split(",")[0]
+        print(f"first calls, {name} attention first:")
+        sizes = [(224, 168)] + [tuple(int(n) for n in size.split("x")) for size in args.first_calls.split(",")]
+        first_calls(encoder_with(name), processor, sizes, device)
+    for name in args.attention.split(","):
+        encoder = encoder_with(name)
         print(f"\n{name} attention first, elementwise work {'compiled' if compile_math else 'eager'}:")
         table(encoder, processor, pictures, batches, args.repeat, device)
 

@@ -373,7 +373,7 @@ def ready_engine(args, loaded, device: str, attention: str):
     engine = Engine(settings, loaded)
     started = time.perf_counter()
     engine.warmup()
-    own = getattr(engine.scheduler, "policy", "(main: one prompt at a time)")
+    own = policy_name(engine.scheduler)
     print(
         f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}, "
         f"{settings.prefill_chunk_tokens}-token steps): {engine.runner.slab.slots} decode slots of "
@@ -383,13 +383,18 @@ def ready_engine(args, loaded, device: str, attention: str):
     return engine
 
 
+def policy_name(scheduler) -> str:
+    """The scheduler's prefill policy (a scheduler without one runs one prompt at a time)."""
+    return getattr(scheduler, "policy", "(main: one prompt at a time)")
+
+
 def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
     """Each level under each policy asked for (the extra policies on `--policy-levels` only): through the
     engine directly (`inputs` are pictures) or the served API at `url` (`inputs` are data URLs)."""
     import torch
 
     scheduler = engine.scheduler
-    own = getattr(scheduler, "policy", "(main: one prompt at a time)")
+    own = policy_name(scheduler)
     policies = ([p for p in args.policy.split(",") if p] if hasattr(scheduler, "policy") else []) or [own]
     extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
     cuda = engine.runner.device.type == "cuda"
