@@ -27,11 +27,13 @@ from .layer_math import (
     attend,
     final_logits,
     post_attention,
+    post_attention_in_place,
     pre_attention,
     qkv_projection,
     residual_norm,
     rms_norm,
     rotary,
+    rotary_into,
     split_heads,
 )
 from .prefill_attention import lower_right_works
@@ -91,12 +93,15 @@ class TextForward:
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
         self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
+        self.rotate_into, self.post_in_place = rotary_into, post_attention_in_place  # the prefill pieces'
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(pre_attention, fullgraph=True)
             self.project = torch.compile(qkv_projection, fullgraph=True)
             self.rotate = torch.compile(rotary, fullgraph=True)
             self.post = torch.compile(post_attention, fullgraph=True)
+            self.rotate_into = torch.compile(rotary_into, fullgraph=True)
+            self.post_in_place = torch.compile(post_attention_in_place, fullgraph=True)
             self.residual_norm = torch.compile(residual_norm, fullgraph=True)
             self.final = torch.compile(final_logits, fullgraph=True)
             self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
@@ -179,9 +184,14 @@ class TextForward:
 
     def _mlp(self, i: int, layer, h, attn):
         """(h, x): the residual stream after layer i, and its norm as the next layer (or lm_head) takes it."""
-        return self.post(
-            h,
-            attn,
+        return self.post(h, attn, *self._mlp_weights(i, layer), self.eps)
+
+    def mlp_in_place(self, i: int, layer, h, attn):
+        """`_mlp` with the residual stream updated in h itself; returns x."""
+        return self.post_in_place(h, attn, *self._mlp_weights(i, layer), self.eps)
+
+    def _mlp_weights(self, i: int, layer) -> tuple:
+        return (
             layer.self_attn.o_proj.weight,
             layer.post_self_attn_layernorm.weight,
             layer.post_attention_layernorm.weight,
@@ -189,7 +199,6 @@ class TextForward:
             layer.mlp.down_proj.weight,
             layer.post_mlp_layernorm.weight,
             self.next_norms[i],
-            self.eps,
         )
 
     # ------------------------------------------------------------------ decode

@@ -59,6 +59,22 @@ def post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_po
     return residual_norm(h, F.linear(up * F.silu(gate), w_down), n_post_mlp, n_next, eps)
 
 
+def post_attention_in_place(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):
+    """`post_attention` with the residual stream updated in `h` itself (a prefill pass's static buffer:
+    compiled, the last kernel stores into it instead of a new tensor that is then copied); returns x."""
+    h_next, x = post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps)
+    h.copy_(h_next)
+    return x
+
+
+def rotary_into(q, k, cos, sin, q_out, k_out) -> None:
+    """`rotary` with the results stored into q_out and k_out (static buffers) by the kernel that
+    computes them, not copied there afterwards."""
+    q_rot, k_rot = rotary(q, k, cos, sin)
+    q_out.copy_(q_rot)
+    k_out.copy_(k_rot)
+
+
 def residual_norm(h, out, n_out, n_next, eps: float):
     """The residual stream h plus a sublayer's normed `out`, and the norm (`n_next`) the next sublayer
     takes of it."""

@@ -81,8 +81,7 @@ class PassPieces:
         if index == 0:
             x = f.norm(b.h, f.layers[0].input_layernorm.weight, f.eps)
         else:
-            h, x = f._mlp(index - 1, f.layers[index - 1], b.h, b.attn)
-            b.h.copy_(h)
+            x = f.mlp_in_place(index - 1, f.layers[index - 1], b.h, b.attn)
         if index == len(f.layers):
             b.x.copy_(x)
             return
@@ -92,9 +91,7 @@ class PassPieces:
         else:
             torch.addmm(attn.qkv_bias, x, attn.qkv_weight.t(), out=b.qkv)
         q, k, _ = split_heads(b.qkv, f.n_heads, f.n_kv, f.head_dim)
-        q_rot, k_rot = f.rotate(q, k, b.cos, b.sin)
-        b.q_rot.copy_(q_rot)
-        b.k_rot.copy_(k_rot)
+        f.rotate_into(q, k, b.cos, b.sin, b.q_rot, b.k_rot)
 
     @torch.inference_mode()
     def _allocate(self, rows: int) -> PassBuffers:

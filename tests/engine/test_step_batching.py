@@ -286,7 +286,8 @@ def test_the_compiled_layer_functions_see_one_kind_of_tensor(settings, pictures)
 
         return record
 
-    for name in ("final", "norm", "post", "rotate"):
+    names = {"final", "norm", "post", "post_in_place", "rotate_into"}  # decode's and the prefill pieces'
+    for name in names:
         setattr(forward, name, recording(name, getattr(forward, name)))
     try:
         engine.generate(GenerationRequest([Message("user", "Describe this. " * 20)], SamplingParams.greedy(2)))
@@ -298,6 +299,6 @@ def test_the_compiled_layer_functions_see_one_kind_of_tensor(settings, pictures)
         streaming.wait()
     finally:
         engine.shutdown()
-    assert {name for name, _ in seen} == {"final", "norm", "post", "rotate"}
+    assert {name for name, _ in seen} == names
     assert all(kinds == {True} for kinds in seen.values()), seen
     assert torch.is_inference(forward.passes.pieces._buffers.h)
