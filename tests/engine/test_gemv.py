@@ -74,3 +74,48 @@ def test_kernel_resources_compiles_a_candidate_for_a_gpu_that_is_not_here():
     linear = resources(single_row, swiglu=False, arch=90)
     swiglu = resources(single_row, swiglu=True, arch=90)
     assert 0 < linear["REG"] < swiglu["REG"] <= 255 and linear["STACK"] == 0
+
+
+def test_the_residual_norm_finished_by_the_last_program_equals_residual_norm():
+    """`linear_residual_norm`: o_proj's (or down's) product and the residual norm after it in one launch,
+    the norm done by the last row block to finish. Every candidate, 1, 3 and 8 rows (8: the norm's rows
+    in several column chunks); under the interpreter the other row blocks of Y are only written when the
+    last one starts, so a norm taken by any other program, or one that missed a block's sums, would not
+    match `residual_norm`."""
+    out = run_interpreted("""
+        import torch
+        import torch.nn.functional as F
+        from glm_vision.engine import gemv
+        from glm_vision.engine.layer_math import residual_norm
+
+        def check(m, n, k, dtype, tol, configs):
+            w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dtype)
+            n_out, n_next = (1 + 0.2 * torch.randn(2, n, generator=g)).to(dtype)
+            for config in configs:  # new inputs each time: memory reused from the last call holds other values
+                x, h = torch.randn(m, k, generator=g).to(dtype), (3 * torch.randn(m, n, generator=g)).to(dtype)
+                # the eager math on the product as the kernel rounds it (the activations' dtype)
+                h_want, x_want = residual_norm(h, F.linear(x.float(), w.float()).to(dtype), n_out, n_next, 1e-5)
+                h_got, x_got = gemv.linear_residual_norm(x, w, gemv.ResidualNorm(h, n_out, n_next, 1e-5), config=config)
+                for got, want in ((h_got, h_want), (x_got, x_want)):
+                    assert got.dtype == dtype and got.shape == (m, n)
+                    err = (got.float() - want.float()).abs().max().item() / want.float().abs().max().item()
+                    assert err < tol, (config, m, dtype, err)
+                assert not gemv._counter(torch.device("cpu")).any()  # every counter back at zero
+                checked.add(str(config))
+
+        g = torch.Generator().manual_seed(3)
+        checked = set()
+        for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)):
+            for m in (1, 3, 8):
+                # several row blocks for every candidate, the norm's columns in 1-3 chunks; then K long enough to split
+                for n, k in ((600, 300), (72, 2100)):
+                    fitting = [c for c in gemv.CONFIGS if gemv._fits(c, m, n, k)]
+                    if dtype == torch.bfloat16:  # the interpreter's tl.dot mishandles bfloat16
+                        fitting = [c for c in fitting if not c.kwargs["USE_DOT"]]
+                    check(m, n, k, dtype, tol, fitting if k < 1000 else [c for c in fitting if c.kwargs["SPLIT_K"] > 1])
+        assert len(checked) == len(gemv.CONFIGS)
+        # more row blocks than the norm adds up at once (8 rows: 256 blocks a chunk)
+        check(8, 4200, 64, torch.float32, 1e-5, [gemv.CONFIGS[0]])
+        print("residual norm ok")
+    """)
+    assert "residual norm ok" in out
