@@ -1,4 +1,4 @@
-"""`--decode-attention triton`: the split-K Triton kernels compute what the default decode attention
+"""`--decode-attention triton`: the split-K Triton kernel computes what the default decode attention
 does, and the engine decodes the same greedy tokens with them. Triton runs on the CPU here through
 its interpreter (`TRITON_INTERPRET=1`, which must be set before Triton is imported: a subprocess).
 The interpreter's `tl.dot` mishandles bfloat16, so the kernels are checked in float32 and float16."""
@@ -112,3 +112,114 @@ def test_split_gives_every_sm_work_and_never_shrinks_below_256_keys():
                 assert programs(batch, bucket, split) >= 2 * sms
             if split < 1024:  # the next longer split would have left SMs idle
                 assert programs(batch, bucket, 2 * split) < 2 * sms, (batch, bucket)
+
+
+def random_attention_inputs(batch: int, kv: int, group: int, dim: int, max_len: int, seed: int):
+    """q (batch, kv, group, dim) and a float32 slab's keys and values with a spare row (for the snippets)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, kv, group, dim, generator=g)
+    keys, values = (torch.randn(batch + 1, kv, max_len, dim, generator=g) for _ in range(2))
+    return q, keys, values
+
+
+def shuffle_interpreted_programs(seed: int = 0) -> None:
+    """Make Triton's interpreter run each grid's programs in a random order instead of one (row, KV head)'s
+    splits after another, first to last: the last split to finish is any of them, and the programs of
+    different (row, KV head) pairs interleave as on a GPU (in a snippet, before any launch)."""
+    import itertools
+    import random
+
+    from triton.runtime.interpreter import interpreter_builder as builder
+
+    rng = random.Random(seed)
+    order = []
+    set_grid_dim, set_grid_idx = builder.set_grid_dim, builder.set_grid_idx
+
+    def shuffled_grid(nx, ny, nz):
+        order[:] = itertools.product(range(nx), range(ny), range(nz))
+        rng.shuffle(order)
+        set_grid_dim(nx, ny, nz)
+
+    builder.set_grid_dim = shuffled_grid
+    builder.set_grid_idx = lambda x, y, z: set_grid_idx(*order.pop())
+
+
+def attention_errors(q, keys, values, lengths, bucket: int, tuned):
+    """Each row's largest difference between the kernel's output and the default path's attention."""
+    import torch
+
+    from glm_vision.engine.decode_attention import decode_attention
+    from glm_vision.engine.layer_math import attend
+
+    batch, dim = q.shape[0], q.shape[-1]
+    out = decode_attention(q, keys, values, lengths, bucket, dim**-0.5, tuned=tuned)
+    valid = torch.arange(bucket)[None, :] <= lengths[:, None]
+    ref = attend(q, keys[:batch, :, :bucket], values[:batch, :, :bucket], valid, dim**-0.5)
+    return (out - ref).abs().amax(dim=(1, 2, 3))
+
+
+def test_each_row_merges_just_the_splits_that_hold_its_keys():
+    """Rows of one batch whose keys fill 1 to all of the bucket's splits (lengths around split boundaries,
+    the bucket's last position, a padding row past it): the last of a row's splits to finish merges
+    exactly those, in several rounds where the group is wide; a group not a power of two too."""
+    out = run_interpreted("""
+        import torch
+        from glm_vision.engine.decode_attention import Tuning
+        from tests.engine.test_decode_attention import attention_errors, random_attention_inputs
+        from tests.engine.test_decode_attention import shuffle_interpreted_programs
+
+        shuffle_interpreted_programs()  # in any order, as a GPU may finish them
+
+        lengths = torch.tensor([0, 1, 15, 16, 17, 31, 32, 100, 254, 255, 400])
+        for group, dim, tuned in ((16, 64, Tuning(16, block=16)), (3, 16, Tuning(32, block=16))):
+            q, keys, values = random_attention_inputs(len(lengths), 2, group, dim, 512, seed=2)
+            errors = attention_errors(q, keys, values, lengths, 256, tuned)
+            assert errors.max() < 1e-5, (group, tuned, errors)
+        print("rows ok")
+    """)
+    assert "rows ok" in out
+
+
+def test_a_second_call_merges_as_the_first_did():
+    """The merge counters are back at zero after a call: the next one, with other lengths (rows with more
+    splits than before and rows with fewer), merges each row's splits again."""
+    out = run_interpreted("""
+        import torch
+        from glm_vision.engine.decode_attention import Tuning
+        from tests.engine.test_decode_attention import attention_errors, random_attention_inputs
+        from tests.engine.test_decode_attention import shuffle_interpreted_programs
+
+        shuffle_interpreted_programs()  # in any order, as a GPU may finish them
+
+        tuned = Tuning(16, block=16)
+        for seed, lengths in enumerate(([40, 5, 127, 16], [3, 90, 64, 127], [40, 5, 127, 16])):
+            q, keys, values = random_attention_inputs(4, 2, 4, 16, 128, seed)
+            errors = attention_errors(q, keys, values, torch.tensor(lengths), 128, tuned)
+            assert errors.max() < 1e-5, (seed, lengths, errors)
+        print("calls ok")
+    """)
+    assert "calls ok" in out
+
+
+def test_a_larger_batch_than_before_uses_fresh_counters():
+    """More (row, KV head) pairs than any call before (the counters of the new ones never touched yet),
+    and another number of KV heads."""
+    out = run_interpreted("""
+        import torch
+        from glm_vision.engine.decode_attention import Tuning
+        from tests.engine.test_decode_attention import attention_errors, random_attention_inputs
+        from tests.engine.test_decode_attention import shuffle_interpreted_programs
+
+        shuffle_interpreted_programs()  # in any order, as a GPU may finish them
+
+        tuned = Tuning(16, block=16)
+        for batch, kv in ((2, 2), (7, 3)):
+            q, keys, values = random_attention_inputs(batch, kv, 4, 16, 64, seed=batch)
+            lengths = torch.arange(batch) * 9 + 5
+            errors = attention_errors(q, keys, values, lengths, 64, tuned)
+            assert errors.max() < 1e-5, (batch, kv, errors)
+        print("batch ok")
+    """)
+    assert "batch ok" in out
