@@ -5,8 +5,8 @@ at a given context, for the split and tiles `tuning` picks and for the alternati
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
-one kernel (the splits and their merge) replayed in a CUDA graph after an L2-evicting read
-(`gemv.graph_time`), as the decode step runs it; GB/s counts the keys and values read.
+split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`gemv.graph_time`),
+as the decode step runs them; GB/s counts the keys and values read.
 """
 
 from __future__ import annotations

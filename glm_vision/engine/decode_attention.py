@@ -1,20 +1,18 @@
-"""Decode attention as one Triton kernel (split-K "flash decoding"), for `--decode-attention triton`,
+"""Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`,
 the new token's key and value written into the slab on the way.
 
 The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
-layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here the kernel reads each row's
+layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
 keys in splits of `tuning(...).split` positions (longer splits at larger batches: enough programs
 for every SM either way), one program per (row, KV head, split), with the KV head's query group as
-one matrix (GQA: the keys are read once for the whole group). The valid keys of row b are
-[0, lengths[b]]; splits past that do nothing. Each other split stores its partial softmax sums and
-bumps an atomic counter of its (row, KV head); the last of them to finish merges them all into the
-group's output and resets the counter (the split-K pattern of gemv.py: one launch, no merge kernel,
-no memset kernel).
+one matrix (GQA: the keys are read once for the whole group), and a second kernel merges the
+splits' partial softmax sums, one program per query head. The valid keys of row b are
+[0, lengths[b]]; splits past that return at once.
 
-Rotary: the QKV projection's raw query and key go in, and the kernel rotates them itself (GLM's
+Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
 written and the query as it is loaded, so the two rotary kernels a layer of the default path are gone.
-The new token's key and value are written by the kernel itself (the program whose split holds
+The new token's key and value are written by the split kernel itself (the program whose split holds
 their position, before it reads the keys): no kernel of its own for the write.
 
 Tested on the CPU under Triton's interpreter (`TRITON_INTERPRET=1`) against the default path.
@@ -31,10 +29,6 @@ import triton.language as tl
 
 PROGRAMS_PER_SM = 2
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
-COUNTERS = 4096  # (row, KV head) pairs a launch may have: 2,048 rows of 2 KV heads
-MERGE_VALUES = 64  # float32 partial sums a thread holds in each round of the merge (64-key blocks)
-
-_counters: dict[torch.device, torch.Tensor] = {}
 
 
 @dataclass(frozen=True)
@@ -86,8 +80,6 @@ def _split_kernel(
     PART_O,
     PART_M,
     PART_L,
-    OUT,
-    COUNTS,
     bucket,
     sq_b,
     sq_h,
@@ -108,125 +100,106 @@ def _split_kernel(
     sm_b,
     sm_h,
     sm_s,
-    sout_b,
-    sout_h,
-    sout_g,
     scale,
     G: tl.constexpr,
     G_PAD: tl.constexpr,
-    HEADS: tl.constexpr,
     D: tl.constexpr,
     ROT: tl.constexpr,
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
-    CHUNK_S: tl.constexpr,
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
 ):
-    """Split s of row b's keys for KV head h's query group: its partial sums, and the group's output from
-    all the row's splits where this is the last of them to finish."""
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
     length = tl.load(LENGTHS + b)
-    start = s * SPLIT_N
-    if start <= length:  # a split past the row's keys does nothing: it stores nothing and is not counted
-        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
-            _write_new(
-                K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
-            )
-        acc, m_i, l_i = _attend_split(
-            Q + b * sq_b + h * sq_h, K + b * sk_b + h * sk_h, V + b * sv_b + h * sv_h, COS, SIN, b, start, length,
-            bucket, sq_g, sk_n, sv_n, sc_b, scale, G, G_PAD, D, ROT, SPLIT_N, BLOCK, PRECISION,
-        )  # fmt: skip
-        o_at = PART_O + b * so_b + h * so_h
-        m_at = PART_M + b * sm_b + h * sm_h
-        l_at = PART_L + b * sm_b + h * sm_h
-        offs_g = tl.arange(0, G_PAD)
-        keep = offs_g < G
-        tl.store(o_at + s * so_s + offs_g[:, None] * so_g + tl.arange(0, D)[None, :], acc, mask=keep[:, None])
-        tl.store(m_at + s * sm_s + offs_g, m_i, mask=keep)
-        tl.store(l_at + s * sm_s + offs_g, l_i, mask=keep)
-        tl.debug_barrier()  # every thread's partial sums stored before the counter is bumped (release)
-        splits = tl.minimum(length // SPLIT_N + 1, tl.num_programs(2))  # the splits that hold keys of row b
-        counter = COUNTS + b * tl.num_programs(1) + h
-        if tl.atomic_add(counter, 1) == splits - 1:  # the last of them to finish merges them all
-            tl.store(counter, 0)  # ready for the next launch
-            out_at = OUT + b * sout_b + h * sout_h
-            _merge_splits(o_at, m_at, l_at, out_at, splits, so_s, so_g, sm_s, sout_g, G, HEADS, D, CHUNK_S)
-
-
-@triton.jit
-def _attend_split(
-    q_at, k_at, v_at, COS, SIN, b, start, length, bucket, sq_g, sk_n, sv_n, sc_b, scale,
-    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, ROT: tl.constexpr, SPLIT_N: tl.constexpr,
-    BLOCK: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
-    """The query group's partial softmax sums over the keys [start, start + SPLIT_N) of one row and KV head
-    (those <= length and < bucket): the unnormalised output (G_PAD, D), the running max and total (G_PAD,)."""
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
-    q_at = q_at + offs_g[:, None] * sq_g
-    q = tl.load(q_at + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
-    if ROT > 0:
-        partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
-        q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(q_at.dtype.element_ty)
-    for n0 in range(start, start + SPLIT_N, BLOCK):
-        offs_n = n0 + tl.arange(0, BLOCK)
-        valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
-        k = tl.load(k_at + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-        v = tl.load(v_at + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
-        scores = tl.where(valid[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
-        p = tl.exp(scores - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
-        m_i = m_new
-    return acc, m_i, l_i
+    start = s * SPLIT_N
+    if start <= length:
+        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
+            _write_new(
+                K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
+            )
+        q_at = Q + b * sq_b + h * sq_h + offs_g[:, None] * sq_g
+        q = tl.load(q_at + offs_d[None, :], mask=offs_g[:, None] < G, other=0.0)
+        if ROT > 0:
+            partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
+            q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
+        for n0 in range(start, start + SPLIT_N, BLOCK):
+            offs_n = n0 + tl.arange(0, BLOCK)
+            valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
+            k = tl.load(
+                K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
+            v = tl.load(
+                V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
+            p = tl.exp(scores - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
+            m_i = m_new
+    keep = offs_g < G
+    tl.store(
+        PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None]
+    )
+    tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
+    tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
 
 
 @triton.jit
-def _merge_splits(
-    o_at, m_at, l_at, out_at, splits, so_s, so_g, sm_s, sout_g,
-    G: tl.constexpr, HEADS: tl.constexpr, D: tl.constexpr, CHUNK_S: tl.constexpr,
-):  # fmt: skip
-    """The query group's output (G, D) from the partial sums of its first `splits` splits, CHUNK_S splits
-    loaded together a round: a running max, the sums so far rescaled to each new one, divided by the
-    total at the end. The partial sums are other programs': read from L2 (".cg"), where their stores
-    went, not from this SM's L1. HEADS is G to a power of two, its extra heads copies of the last."""
-    heads = tl.minimum(tl.arange(0, HEADS), G - 1)
+def _merge_kernel(
+    PART_O,
+    PART_M,
+    PART_L,
+    OUT,
+    splits,
+    so_b,
+    so_h,
+    so_s,
+    so_g,
+    sm_b,
+    sm_h,
+    sm_s,
+    sout_b,
+    sout_h,
+    sout_g,
+    D: tl.constexpr,
+    CHUNK: tl.constexpr,
+):
+    """One query head (b, h, g) per program: its splits' partial sums merged CHUNK splits at a time."""
+    b = tl.program_id(0)
+    h = tl.program_id(1)
+    g = tl.program_id(2)
+    offs_s = tl.arange(0, CHUNK)
     offs_d = tl.arange(0, D)
-    # a chunk's partial outputs loaded as one 2D tile, a row a (split, head) pair: half the registers of
-    # a 3D load or fewer (Triton 3.6, sm_90)
-    pairs = tl.arange(0, CHUNK_S * HEADS)
-    pair_split = pairs // HEADS
-    pair_at = tl.minimum(pairs % HEADS, G - 1)[:, None] * so_g + offs_d[None, :]
-    m = tl.full([HEADS], float("-inf"), tl.float32)
-    total = tl.zeros([HEADS], tl.float32)
-    acc = tl.zeros([HEADS, D], tl.float32)
-    for s0 in range(0, splits, CHUNK_S):  # split 0 always holds key 0: m is finite after the first chunk
-        s = s0 + tl.arange(0, CHUNK_S)
-        keep = (s < splits)[:, None]
-        at = s[:, None] * sm_s + heads[None, :]
-        m_s = tl.load(m_at + at, mask=keep, other=float("-inf"), cache_modifier=".cg")
-        l_s = tl.load(l_at + at, mask=keep, other=0.0, cache_modifier=".cg")
-        s_of_pair = (s0 + pair_split)[:, None]
-        o_s = tl.load(o_at + s_of_pair * so_s + pair_at, mask=s_of_pair < splits, other=0.0, cache_modifier=".cg")
-        o_s = tl.reshape(o_s, [CHUNK_S, HEADS, D])
+    m_at = PART_M + b * sm_b + h * sm_h + g
+    l_at = PART_L + b * sm_b + h * sm_h + g
+    o_at = PART_O + b * so_b + h * so_h + g * so_g
+    m = float("-inf")
+    total = 0.0
+    acc = tl.zeros([D], tl.float32)
+    for s0 in range(0, splits, CHUNK):  # split 0 always holds key 0: m is finite after the first chunk
+        s = s0 + offs_s
+        keep = s < splits
+        m_s = tl.load(m_at + s * sm_s, mask=keep, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(m_s, 0))
         alpha = tl.exp(m - m_new)
-        weight = tl.exp(m_s - m_new[None, :])
-        total = total * alpha + tl.sum(weight * l_s, 0)
-        acc = acc * alpha[:, None] + tl.sum(weight[:, :, None] * o_s, 0)
+        weight = tl.exp(m_s - m_new)
+        total = total * alpha + tl.sum(weight * tl.load(l_at + s * sm_s, mask=keep, other=0.0), 0)
+        part = tl.load(o_at + s[:, None] * so_s + offs_d[None, :], mask=keep[:, None], other=0.0)
+        acc = acc * alpha + tl.sum(weight[:, None] * part, 0)
         m = m_new
-    out = (acc / total[:, None]).to(out_at.dtype.element_ty)
-    tl.store(out_at + heads[:, None] * sout_g + offs_d[None, :], out, mask=(tl.arange(0, HEADS) < G)[:, None])
+    tl.store(OUT + b * sout_b + h * sout_h + g * sout_g + offs_d, (acc / total).to(OUT.dtype.element_ty))
 
 
 def decode_attention(
@@ -256,12 +229,10 @@ def decode_attention(
     part_l = torch.empty_like(part_m)
     out = torch.empty_like(q)
     assert dim == triton.next_power_of_2(dim), "head_dim must be a power of two"
-    assert batch * kv <= COUNTERS, f"{batch} rows x {kv} KV heads: more than {COUNTERS} merge counters"
     for t in (q, keys, values):
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
     new_k, new_v = _new_token(new, q)
-    heads = triton.next_power_of_2(group)
     _split_kernel[(batch, kv, splits)](
         q,
         keys,
@@ -274,8 +245,6 @@ def decode_attention(
         part_o,
         part_m,
         part_l,
-        out,
-        _counter(q.device),
         bucket,
         q.stride(0),
         q.stride(1),
@@ -296,42 +265,38 @@ def decode_attention(
         part_m.stride(0),
         part_m.stride(1),
         part_m.stride(2),
-        out.stride(0),
-        out.stride(1),
-        out.stride(2),
         scale,
         G=group,
         G_PAD=group_pad,
-        HEADS=heads,
         D=dim,
         ROT=rot,
         SPLIT_N=tuned.split,
         BLOCK=tuned.block,
-        CHUNK_S=_merge_chunk(splits, heads * dim, tuned),
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
     )
+    _merge_kernel[(batch, kv, group)](
+        part_o,
+        part_m,
+        part_l,
+        out,
+        splits,
+        part_o.stride(0),
+        part_o.stride(1),
+        part_o.stride(2),
+        part_o.stride(3),
+        part_m.stride(0),
+        part_m.stride(1),
+        part_m.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        D=dim,
+        CHUNK=16,
+    )
     return out
-
-
-def _merge_chunk(splits: int, values_a_split: int, tuned: Tuning) -> int:
-    """Splits the merge loads together: as many as keep MERGE_VALUES float32 values a thread, no more than
-    the launch has. A quarter of that with 32-key blocks, whose kernel fits 6 programs an SM: 64 values
-    took 132 registers a thread and room for 3 (Triton 3.6, sm_90); with 64-key blocks shared memory
-    allows 3 programs either way (142 registers against 107 for a merge a split at a time)."""
-    values = MERGE_VALUES if tuned.block >= 64 else MERGE_VALUES // 4
-    fit = max(1, values * 32 * tuned.warps // values_a_split)
-    return min(1 << (fit.bit_length() - 1), triton.next_power_of_2(splits))
-
-
-def _counter(device: torch.device) -> torch.Tensor:
-    """The merge counters of a device, one a (row, KV head), all zero between launches (made at the
-    first, uncaptured call)."""
-    if device not in _counters:
-        _counters[device] = torch.zeros(COUNTERS, dtype=torch.int32, device=device)
-    return _counters[device]
 
 
 def _new_token(new, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
