@@ -23,8 +23,7 @@ from triton.compiler import ASTSource
 
 from glm_vision.engine import gemv
 
-POINTERS = {"PARTS": "*fp32", "COUNTS": "*i32", "SQUARES": "*fp32"}  # every other: bfloat16 activations, weights
-EPILOGUES = {"linear": {}, "linear + residual norm": {"NORM": True}, "SwiGLU": {"SWIGLU": True}}
+POINTERS = {"PARTS": "*fp32", "COUNTS": "*i32"}  # every other pointer: bfloat16 activations and weights
 
 
 def _kernel() -> triton.runtime.jit.JITFunction:
@@ -34,21 +33,18 @@ def _kernel() -> triton.runtime.jit.JITFunction:
     return fn
 
 
-def resources(config: triton.Config, *, swiglu: bool, arch: int, norm: bool = False) -> dict[str, int]:
-    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows (up to 8
-    rows' residual norm in the last program)."""
+def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, int]:
+    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
-    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, NORM=norm, PRECISION="tf32")
-    constants.update(BLOCK_M=16 if dot else 1, EVEN_K=True, NORM_ROWS=8 if dot else 1)
+    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
+    constants["EVEN_K"] = True
     signature = {}
     for name in fn.arg_names:
         if name in constants:
             signature[name] = "constexpr"
         elif name in ("M", "N", "K") or name.startswith("stride"):
             signature[name] = "i32"
-        elif name == "eps":
-            signature[name] = "fp32"
         else:
             signature[name] = POINTERS.get(name, "*bf16")
     source = ASTSource(
@@ -71,10 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| candidate | epilogue | registers | stack bytes (spills) | shared bytes |")
     print("|---|---|---|---|---|")
     for config in gemv.CONFIGS:
-        for epilogue, flags in EPILOGUES.items():
-            used = resources(config, arch=args.arch, swiglu=flags.get("SWIGLU", False), norm=flags.get("NORM", False))
+        for swiglu in (False, True):
+            used = resources(config, swiglu=swiglu, arch=args.arch)
             name = ", ".join(f"{k}={v}" for k, v in config.kwargs.items())
             name += f", warps={config.num_warps}, stages={config.num_stages}"
+            epilogue = "SwiGLU" if swiglu else "linear"
             print(f"| {name} | {epilogue} | {used['REG']} | {used['STACK']} | {used['SHARED']} |")
 
 

@@ -47,9 +47,6 @@ GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 # Decode batches up to which `--decode-matmul auto` runs the Triton GEMVs (bench/RESULTS.md: faster than
 # cuBLAS at 1 and 8 rows on the H200, slower at 32)
 GEMV_MAX_BATCH = 8
-# Rows up to which a GEMV's last program applies the residual norm after it (one program for every row:
-# past a few rows a kernel of its own, a program per row, finishes sooner)
-FOLDED_NORM_MAX_ROWS = 8
 
 
 class TextForward:
@@ -245,22 +242,14 @@ class TextForward:
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
         """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
-        SiLU x up fused), o_proj and down each finishing the residual + norm after them."""
+        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
+        a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
-        h, x = self._gemv_residual_norm(gemv, attn, layer.self_attn.o_proj.weight, h, *norms)
-        act = gemv.swiglu(x, layer.mlp.gate_up_proj.weight)
-        return self._gemv_residual_norm(
-            gemv, act, layer.mlp.down_proj.weight, h, layer.post_mlp_layernorm.weight, self.next_norms[i]
-        )
-
-    def _gemv_residual_norm(self, gemv, x, weight, h, n_out, n_next):
-        """`residual_norm(h, x @ weight^T, n_out, n_next)`: in the GEMV's launch up to FOLDED_NORM_MAX_ROWS
-        rows (its last program does every row), a compiled kernel of its own past that."""
-        if x.shape[0] <= FOLDED_NORM_MAX_ROWS:
-            return gemv.linear_residual_norm(x, weight, gemv.ResidualNorm(h, n_out, n_next, self.eps))
-        return self.residual_norm(h, gemv.linear(x, weight), n_out, n_next, self.eps)
+        h, x = self.residual_norm(h, a, *norms, self.eps)
+        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
+        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

@@ -15,11 +15,6 @@ memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K program
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
-The products followed by a residual norm (o_proj and down: `linear_residual_norm`) finish it in the
-same launch: each row block stores its rows' sums of squares beside its outputs, and the last program
-of the launch to finish (another counter) adds them up in a fixed order and writes h + rmsnorm(y) and
-the next norm of that, which saves a kernel and its launch gap twice a layer.
-
 Autotuning is keyed on (M, N, K) and the epilogue, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
 warm-up before a CUDA graph is captured; under capture and on replay a launch is the tuned kernel
@@ -30,7 +25,6 @@ Under Triton's interpreter (the CPU tests) the first candidate that suits the sh
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -40,8 +34,6 @@ MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
-_NORM_COUNTER = tl.constexpr(COUNTERS)  # the one after them: row blocks done in a launch with a residual norm
-MIN_BLOCK_N = 4  # the narrowest candidate's row block (sizes the residual norm's buffer of sums)
 
 
 def _config(block_n, block_k, split=1, dot=True, warps=4, stages=4):
@@ -74,7 +66,6 @@ CONFIGS = [
     _config(8, 512, split=2, dot=False),
 ]
 assert all(c.kwargs["SPLIT_K"] <= MAX_SPLIT and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8) for c in CONFIGS)
-assert all(c.kwargs["BLOCK_N"] >= MIN_BLOCK_N for c in CONFIGS)
 
 
 def _interpreted() -> bool:
@@ -163,69 +154,19 @@ def _finish(acc, USE_DOT: tl.constexpr):
 
 
 @triton.jit
-def _epilogue(
-    Y, B, SQUARES, acc, up, offs_m, offs_n, M, N, stride_ym,
-    HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr, NORM: tl.constexpr,
-):  # fmt: skip
+def _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS: tl.constexpr, SWIGLU: tl.constexpr):
     if HAS_BIAS:
         acc += tl.load(B + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     if SWIGLU:
         acc = acc * tl.sigmoid(acc) * up
     keep = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    y = acc.to(Y.dtype.element_ty)
-    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], y, mask=keep)
-    if NORM:  # this row block's share of each row's sum of squares, at SQUARES[block of N, row]
-        y = tl.where(keep, y.to(tl.float32), 0.0)
-        tl.store(SQUARES + tl.program_id(0) * M + offs_m, tl.sum(y * y, 1), mask=offs_m < M)
-
-
-@triton.jit
-def _residual_norm_rows(
-    Y, SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT, M, N, stride_ym, blocks, eps,
-    ROWS: tl.constexpr, CHUNK: tl.constexpr,
-):  # fmt: skip
-    """`layer_math.residual_norm` of the whole product Y (M, N), by the launch's last program: h' = h +
-    rmsnorm(y) n_out into H_OUT, rmsnorm(h') n_next into X_OUT, ROWS rows at a time, rounded to the
-    activations' dtype where the eager functions round."""
-    dtype = H_OUT.dtype.element_ty
-    for m0 in range(0, M, ROWS):
-        rows = m0 + tl.arange(0, ROWS)
-        rows_in = rows < M
-        squares = tl.zeros([ROWS], tl.float32)
-        for b0 in range(0, blocks, CHUNK):  # the row blocks' sums, added in a fixed order (deterministic)
-            block = b0 + tl.arange(0, CHUNK)
-            keep = (block < blocks)[:, None] & rows_in[None, :]
-            part = tl.load(SQUARES + block[:, None] * M + rows[None, :], mask=keep, other=0.0, cache_modifier=".cg")
-            squares += tl.sum(part, 0)
-        inv_rms = tl.rsqrt(squares / N + eps)[:, None]
-        squares = tl.zeros([ROWS], tl.float32)
-        for c0 in range(0, N, CHUNK):
-            cols = c0 + tl.arange(0, CHUNK)
-            keep = rows_in[:, None] & (cols < N)[None, :]
-            at = rows[:, None] * N + cols[None, :]
-            y = tl.load(Y + rows[:, None] * stride_ym + cols[None, :], mask=keep, other=0.0, cache_modifier=".cg")
-            normed = (y.to(tl.float32) * inv_rms).to(dtype).to(tl.float32)
-            normed = (normed * tl.load(N_OUT + cols, mask=cols < N, other=0.0).to(tl.float32)).to(dtype)
-            h = (tl.load(H + at, mask=keep, other=0.0).to(tl.float32) + normed.to(tl.float32)).to(dtype)
-            tl.store(H_OUT + at, h, mask=keep)
-            squares += tl.sum(h.to(tl.float32) * h.to(tl.float32), 1)
-        inv_rms = tl.rsqrt(squares / N + eps)[:, None]
-        tl.debug_barrier()  # h' stored by every thread before any reads it back
-        for c0 in range(0, N, CHUNK):
-            cols = c0 + tl.arange(0, CHUNK)
-            keep = rows_in[:, None] & (cols < N)[None, :]
-            at = rows[:, None] * N + cols[None, :]
-            h = tl.load(H_OUT + at, mask=keep, other=0.0)
-            x = (h.to(tl.float32) * inv_rms).to(dtype).to(tl.float32)
-            x = x * tl.load(N_NEXT + cols, mask=cols < N, other=0.0).to(tl.float32)
-            tl.store(X_OUT + at, x.to(dtype), mask=keep)
+    tl.store(Y + offs_m[:, None] * stride_ym + offs_n[None, :], acc.to(Y.dtype.element_ty), mask=keep)
 
 
 @triton.heuristics(
     {
         "BLOCK_M": lambda a: min(64, max(16, triton.next_power_of_2(a["M"]))) if a["USE_DOT"] else 1,
         "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
-        "NORM_ROWS": lambda a: min(8, triton.next_power_of_2(a["M"])),
     }
 )
 @triton.jit(do_not_specialize=["M"])
@@ -236,22 +177,14 @@ def _gemv_kernel(
     Y,
     PARTS,
     COUNTS,
-    SQUARES,
-    H,
-    N_OUT,
-    N_NEXT,
-    H_OUT,
-    X_OUT,
     M,
     N,
     K,
     stride_xm,
     stride_wn,
     stride_ym,
-    eps,
     HAS_BIAS: tl.constexpr,
     SWIGLU: tl.constexpr,
-    NORM: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -259,7 +192,6 @@ def _gemv_kernel(
     SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
-    NORM_ROWS: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -297,13 +229,8 @@ def _gemv_kernel(
             up = _accumulate(up, x, u, USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
     up = _finish(up, USE_DOT)
-    tile = pid_m * tl.num_programs(0) + pid_n
     if SPLIT_K == 1:
-        _epilogue(Y, B, SQUARES, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU, NORM)
-        if NORM:
-            _norm_if_last(
-                Y, SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT, COUNTS, M, N, stride_ym, eps, NORM_ROWS, 2048 // NORM_ROWS
-            )
+        _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU)
     else:
         # partial sums of split s at PARTS[s, m, n] (and the up half at PARTS[s, m, N + n])
         keep = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -313,6 +240,7 @@ def _gemv_kernel(
         if SWIGLU:
             tl.store(part + pid_k * M * cols_out + N, up, mask=keep)
         tl.debug_barrier()  # every thread's partial sums stored before the counter is bumped (release)
+        tile = pid_m * tl.num_programs(0) + pid_n
         if tl.atomic_add(COUNTS + tile, 1) == SPLIT_K - 1:  # the last split of this row block
             acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
             up = acc
@@ -321,32 +249,12 @@ def _gemv_kernel(
                 if SWIGLU:
                     up += tl.load(part + s * M * cols_out + N, mask=keep, other=0.0, cache_modifier=".cg")
             tl.store(COUNTS + tile, 0)  # ready for the next launch
-            _epilogue(Y, B, SQUARES, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU, NORM)
-            if NORM:
-                _norm_if_last(
-                    Y, SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT, COUNTS, M, N, stride_ym, eps, NORM_ROWS,
-                    2048 // NORM_ROWS,
-                )  # fmt: skip
-
-
-@triton.jit
-def _norm_if_last(
-    Y, SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT, COUNTS, M, N, stride_ym, eps, ROWS: tl.constexpr, CHUNK: tl.constexpr
-):  # fmt: skip
-    """Called by each row block once its part of Y is stored: the last of the launch to get here (a
-    counter after the split-K ones, reset by that program) applies the residual norm to all of Y."""
-    tl.debug_barrier()  # every thread's outputs and sums stored before the counter is bumped (release)
-    tiles = tl.num_programs(0) * tl.num_programs(1)
-    if tl.atomic_add(COUNTS + _NORM_COUNTER, 1) == tiles - 1:
-        tl.store(COUNTS + _NORM_COUNTER, 0)
-        _residual_norm_rows(
-            Y, SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT, M, N, stride_ym, tl.num_programs(0), eps, ROWS, CHUNK
-        )
+            _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU)
 
 
 _tuned = triton.autotune(
     CONFIGS,
-    key=["M", "N", "K", "HAS_BIAS", "SWIGLU", "NORM"],
+    key=["M", "N", "K", "HAS_BIAS", "SWIGLU"],
     prune_configs_by={"early_config_prune": _prune},
     do_bench=_bench,
     cache_results=True,  # the timings kept on disk (Triton's cache): a restarted engine skips them
@@ -371,30 +279,6 @@ def linear(
     return out
 
 
-@dataclass(frozen=True)
-class ResidualNorm:
-    """`layer_math.residual_norm(h, product, n_out, n_next, eps)` applied to a GEMV's product by the
-    launch's last program: no kernel of its own between the matrices."""
-
-    h: torch.Tensor  # (M, N) the residual stream
-    n_out: torch.Tensor  # (N,) the norm of the product
-    n_next: torch.Tensor  # (N,) the norm the next matrix takes of the new stream
-    eps: float
-
-
-def linear_residual_norm(
-    x: torch.Tensor, weight: torch.Tensor, norm: ResidualNorm, *, config: triton.Config | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`residual_norm(norm.h, x @ weight^T, ...)` in one launch: (h + rmsnorm(product) n_out, its
-    rmsnorm n_next), each (M, N) in x's dtype."""
-    m, n = x.shape[0], weight.shape[0]
-    assert norm.h.shape == (m, n) and norm.n_out.shape == norm.n_next.shape == (n,), (norm.h.shape, x.shape)
-    h_out, x_out = torch.empty_like(norm.h), torch.empty_like(norm.h)
-    product = torch.empty(m, n, dtype=x.dtype, device=x.device)  # read back by the last program
-    _launch(x, weight, None, product, swiglu=False, config=config, norm=(norm, h_out, x_out))
-    return h_out, x_out
-
-
 def swiglu(x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None) -> torch.Tensor:
     """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight (2I, K), gate rows first: (M, I)."""
     out = torch.empty(x.shape[0], weight.shape[0] // 2, dtype=x.dtype, device=x.device)
@@ -402,7 +286,7 @@ def swiglu(x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | Non
     return out
 
 
-def _launch(x, weight, bias, out, *, swiglu: bool, config, norm=None) -> None:
+def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape
@@ -413,12 +297,11 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, norm=None) -> None:
     parts = x  # a placeholder where K is never split
     if _may_split(m, n):
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
-    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), *_norm_args(norm, x, m, n))
-    args += (m, n, k, x.stride(0), weight.stride(0), out.stride(0), norm[0].eps if norm else 0.0)
+    args = (x, weight, x if bias is None else bias, out, parts, _counter(x.device), m, n, k)
+    args += (x.stride(0), weight.stride(0), out.stride(0))
     flags = {
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
-        "NORM": norm is not None,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
     }
 
@@ -432,30 +315,16 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, norm=None) -> None:
         _gemv_kernel[grid](*args, **flags, **config.all_kwargs())
 
 
-def _norm_args(norm, x: torch.Tensor, m: int, n: int) -> tuple:
-    """SQUARES, H, N_OUT, N_NEXT, H_OUT, X_OUT for the kernel (x as a placeholder for each without a norm)."""
-    if norm is None:
-        return (x,) * 6
-    residual, h_out, x_out = norm
-    for t in (residual.h, h_out, x_out):
-        assert t.is_contiguous() and t.dtype == x.dtype, "the residual stream: contiguous, in x's dtype"
-    squares = torch.empty(triton.cdiv(n, MIN_BLOCK_N), m, dtype=torch.float32, device=x.device)
-    return squares, residual.h, residual.n_out, residual.n_next, h_out, x_out
-
-
 def _counter(device: torch.device) -> torch.Tensor:
-    """The split-K counters of a device and the residual norm's one after them, all zero between
-    launches (made at the first, uncaptured call)."""
+    """The split-K counters of a device, all zero between launches (made at the first, uncaptured call)."""
     if device not in _counters:
-        _counters[device] = torch.zeros(COUNTERS + 1, dtype=torch.int32, device=device)
+        _counters[device] = torch.zeros(COUNTERS, dtype=torch.int32, device=device)
     return _counters[device]
 
 
-def tuned_config(
-    m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False, norm: bool = False
-) -> triton.Config | None:
+def tuned_config(m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False) -> triton.Config | None:
     """The candidate autotune picked for this shape and epilogue (after a call), for reports."""
     for key, config in _tuned.cache.items():
-        if key[:6] == (m, n, k, bias, swiglu, norm):
+        if key[:5] == (m, n, k, bias, swiglu):
             return config
     return None

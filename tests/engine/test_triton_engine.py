@@ -9,9 +9,7 @@ from tests.triton_interpreter import run_interpreted
 def test_engine_with_triton_kernels_decodes_the_same_tokens():
     """Each combination decodes three prompts of different lengths together; an 8-token prefill budget
     makes rows decode in the same passes as the later prompts' chunks; a GEMV limit of one row (auto's
-    rule, smaller) sends the three-row steps through cuBLAS and the one-row steps through the GEMVs; a
-    limit of one row on the norms the GEMVs finish themselves sends the three-row steps' norms through
-    their own compiled kernels."""
+    rule, smaller) sends the three-row steps through cuBLAS and the one-row steps through the GEMVs."""
     out = run_interpreted("""
         import tempfile
         from dataclasses import replace
@@ -19,7 +17,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
 
         from glm_vision.backend import GenerationRequest, SamplingParams
         from glm_vision.conversation import Message
-        from glm_vision.engine import Engine, forward as forward_module, gemv
+        from glm_vision.engine import Engine, gemv
         from glm_vision.settings import Settings
         from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
@@ -31,16 +29,13 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
         rows, linear = [], gemv.linear
         gemv.linear = lambda x, *args, **kwargs: (rows.append(x.shape[0]), linear(x, *args, **kwargs))[1]
         answers = {}
-        folded = forward_module.FOLDED_NORM_MAX_ROWS
-        for attention, matmul, budget, gemv_rows, folded_rows in (
-            ("compiled", "cublas", 2048, None, folded),
-            ("triton", "cublas", 8, None, folded),
-            ("compiled", "triton", 2048, None, folded),
-            ("triton", "triton", 8, None, folded),
-            ("triton", "triton", 2048, 1, folded),
-            ("compiled", "triton", 2048, None, 1),
+        for attention, matmul, budget, gemv_rows in (
+            ("compiled", "cublas", 2048, None),
+            ("triton", "cublas", 8, None),
+            ("compiled", "triton", 2048, None),
+            ("triton", "triton", 8, None),
+            ("triton", "triton", 2048, 1),
         ):
-            forward_module.FOLDED_NORM_MAX_ROWS = folded_rows
             engine = Engine.load(replace(base, decode_attention=attention, decode_matmul=matmul, prefill_chunk_tokens=budget))
             engine.runner.solo_pass_tokens = budget  # 8-token chunks even before the first row decodes
             forward = engine.runner.forward
@@ -51,7 +46,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
             handles = [engine.submit(r) for r in requests]
-            answers[attention, matmul, budget, gemv_rows, folded_rows] = [h.wait().token_ids for h in handles]
+            answers[attention, matmul, budget, gemv_rows] = [h.wait().token_ids for h in handles]
             if gemv_rows is not None:
                 engine.generate(requests[0])  # alone: one-row steps
                 assert rows and max(rows) == 1, rows
@@ -60,7 +55,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             engine.shutdown()
             assert budget > 8 or max(mixed) > 0
         assert len(set(map(tuple, answers.values()))) == 1, answers
-        assert all(len(t) == 16 for t in answers["triton", "triton", 8, None, folded])
+        assert all(len(t) == 16 for t in answers["triton", "triton", 8, None])
         print("engine ok")
     """)
     assert "engine ok" in out
