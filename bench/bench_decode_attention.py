@@ -1,12 +1,16 @@
 """The decode step's attention (`engine/decode_attention.py`) alone: time per layer for each batch size
 at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
 
-    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096]
+    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--flex]
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
 split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`gemv.graph_time`),
 as the decode step runs them; GB/s counts the keys and values read.
+
+`--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
+query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
+its block mask built once outside the timing (the engine would build one a step).
 """
 
 from __future__ import annotations
@@ -32,7 +36,33 @@ def candidates(picked: Tuning) -> list[Tuning]:
     return list(dict.fromkeys([picked, *splits, *tiles]))
 
 
-def measure(batch: int, context: int, max_len: int) -> list[dict]:
+def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
+    """FlexAttention's time on the rows `measure` made, its output checked against the engine kernels'."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from glm_vision.engine.layer_math import rotary
+
+    heads = KV_HEADS * GROUP
+    q_rot, _ = rotary(q.reshape(batch, heads, DIM), q[:, :1, 0], cos, sin)
+    q_rot = q_rot.reshape(batch, heads, 1, DIM).contiguous()
+
+    def visible(b, h, q_idx, kv_idx):
+        return kv_idx <= lengths[b]
+
+    mask = create_block_mask(visible, B=batch, H=None, Q_LEN=1, KV_LEN=bucket, device=q.device)
+    attend = torch.compile(flex_attention, dynamic=False)
+    keys, values = keys[:, :, :bucket], values[:, :, :bucket]
+
+    def call():
+        return attend(q_rot, keys, values, block_mask=mask, scale=DIM**-0.5, enable_gqa=True)
+
+    out = call().reshape(ref.shape)
+    assert (out.float() - ref.float()).abs().max() < 2e-2, "FlexAttention disagrees with the engine's kernels"
+    us = 1000 * statistics.median(graph_time(call) for _ in range(3))
+    return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
+
+
+def measure(batch: int, context: int, max_len: int, flex: bool = False) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
     shape = (batch, KV_HEADS, max_len, DIM)
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -55,6 +85,8 @@ def measure(batch: int, context: int, max_len: int) -> list[dict]:
 
         us = 1000 * statistics.median(graph_time(call) for _ in range(3))
         rows.append({"batch": batch, "tuning": tuned, "picked": tuned == picked, "us": us, "gbs": gb / us * 1e6})
+    if flex:
+        rows.append(flex_row(batch, q, keys, values, lengths, bucket, cos, sin, ref, gb))
     return rows
 
 
@@ -64,9 +96,8 @@ def report(rows: list[dict]) -> None:
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
-        print(
-            f"| {r['batch']} | {t.split} | {t.block} | {t.warps} | {t.stages} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |"
-        )
+        tiles = f"{t} | | |" if isinstance(t, str) else f"{t.split} | {t.block} | {t.warps} | {t.stages}"
+        print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,10 +105,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--context", type=int, default=4096, help="keys each row attends to")
     parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
+    parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
-    rows = [row for batch in args.batch for row in measure(batch, args.context, args.max_len)]
+    rows = [row for batch in args.batch for row in measure(batch, args.context, args.max_len, args.flex)]
     report(rows)
 
 
