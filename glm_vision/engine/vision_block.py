@@ -84,9 +84,13 @@ class VisionBlocks:
         )
 
     def _patches_vary(self, *tensors: torch.Tensor) -> None:
-        """Compile for any number of patches, and only that: with every size symbolic (`dynamic=True`)
-        the fused kernels' index arithmetic divided by runtime head counts and widths, which made the
-        rotary 7x and the copy of v 5x slower than reading their bytes (H200, bench/RESULTS.md)."""
         if self.compiled:
-            for tensor in tensors:
-                torch._dynamo.mark_dynamic(tensor, 0)
+            patches_vary(*tensors)
+
+
+def patches_vary(*tensors: torch.Tensor) -> None:
+    """Compile for any number of patches, and only that: with every size symbolic (`dynamic=True`)
+    the fused kernels' index arithmetic divided by runtime head counts and widths, which made the
+    rotary 7x and the copy of v 5x slower than reading their bytes (H200, bench/RESULTS.md)."""
+    for tensor in tensors:
+        torch._dynamo.mark_dynamic(tensor, 0)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from .layer_math import rms_norm
+from .vision_block import patches_vary
 
 
 def merge_patches(h, norm, eps: float, down, proj, layer_norm, ln_eps: float, gate, up, out):
@@ -33,8 +34,8 @@ class PatchMerger:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         visual = self.visual
         merger, norm = visual.merger, visual.post_layernorm
-        if self.compiled:  # one kernel set for every picture size (as vision_block's `_patches_vary`)
-            torch._dynamo.mark_dynamic(h, 0)
+        if self.compiled:  # one kernel set for every picture size
+            patches_vary(h)
         return self.merge(
             h,
             norm.weight,
