@@ -30,7 +30,6 @@ from .layer_math import (
     post_attention_in_place,
     pre_attention,
     qkv_projection,
-    residual_norm,
     rms_norm,
     rotary,
     rotary_into,
@@ -92,7 +91,7 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
-        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
+        self.norm, self.project, self.rotate = rms_norm, qkv_projection, rotary
         self.rotate_into, self.post_in_place = rotary_into, post_attention_in_place  # the prefill pieces'
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
@@ -102,7 +101,6 @@ class TextForward:
             self.post = torch.compile(post_attention, fullgraph=True)
             self.rotate_into = torch.compile(rotary_into, fullgraph=True)
             self.post_in_place = torch.compile(post_attention_in_place, fullgraph=True)
-            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
             self.final = torch.compile(final_logits, fullgraph=True)
             self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
@@ -127,8 +125,9 @@ class TextForward:
         self.gemv = None
         if self.gemv_max_batch:
             from . import gemv
+            from .row_norm import residual_norm as row_residual_norm
 
-            self.gemv = gemv
+            self.gemv, self.row_residual_norm = gemv, row_residual_norm
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -242,14 +241,14 @@ class TextForward:
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
         """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
-        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
+        SiLU x up fused) and one Triton kernel for each residual + norm between them (row_norm.py)."""
         if gemv is None:
             return self._mlp(i, layer, h, attn)
         a = gemv.linear(attn, layer.self_attn.o_proj.weight)
         norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
-        h, x = self.residual_norm(h, a, *norms, self.eps)
+        h, x = self.row_residual_norm(h, a, *norms, self.eps)
         x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
-        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
+        return self.row_residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""
