@@ -30,11 +30,11 @@ from .layer_math import (
     post_attention_in_place,
     pre_attention,
     qkv_projection,
-    residual_norm,
     rms_norm,
     rotary,
     rotary_into,
     split_heads,
+    swiglu_mlp,
 )
 from .prefill_attention import lower_right_works
 from .prefill_pass import Chunk, DecodeRows, PrefillPass
@@ -92,8 +92,9 @@ class TextForward:
         # the norm each layer's output goes through next: the next layer's input norm, the final norm last
         self.next_norms = [layer.input_layernorm.weight for layer in self.layers[1:]] + [self.final_norm]
         self.pre, self.post, self.final, self.attend = pre_attention, post_attention, final_logits, attend
-        self.norm, self.project, self.rotate, self.residual_norm = rms_norm, qkv_projection, rotary, residual_norm
+        self.norm, self.project, self.rotate = rms_norm, qkv_projection, rotary
         self.rotate_into, self.post_in_place = rotary_into, post_attention_in_place  # the prefill pieces'
+        self.mlp_product = swiglu_mlp
         if compile_math:
             self.norm = torch.compile(rms_norm, fullgraph=True)
             self.pre = torch.compile(pre_attention, fullgraph=True)
@@ -102,7 +103,7 @@ class TextForward:
             self.post = torch.compile(post_attention, fullgraph=True)
             self.rotate_into = torch.compile(rotary_into, fullgraph=True)
             self.post_in_place = torch.compile(post_attention_in_place, fullgraph=True)
-            self.residual_norm = torch.compile(residual_norm, fullgraph=True)
+            self.mlp_product = torch.compile(swiglu_mlp, fullgraph=True)
             self.final = torch.compile(final_logits, fullgraph=True)
             self.attend = torch.compile(attend, fullgraph=True, dynamic=True)  # one kernel set for all buckets
         self.use_graphs = use_graphs
@@ -129,6 +130,12 @@ class TextForward:
             from . import gemv
 
             self.gemv = gemv
+        # the decode step's residual norms as a Triton kernel where Triton runs (row_norm.py)
+        self.row_residual_norm = None
+        if self.device.type == "cuda" or self.gemv is not None:
+            from .row_norm import residual_norm as row_residual_norm
+
+            self.row_residual_norm = row_residual_norm
         self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self.pool = None
         self._capture_stream = torch.cuda.Stream() if use_graphs else None  # one stream: one set of cuBLAS workspaces
@@ -241,15 +248,18 @@ class TextForward:
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
     def _decode_mlp(self, i: int, layer, h, attn, gemv):
-        """`_mlp` for the decode rows: with Triton GEMVs, one kernel for each matrix (gate and up as one,
-        SiLU x up fused) and one compiled kernel for each residual + norm between them."""
-        if gemv is None:
+        """`_mlp` for the decode rows. Where Triton runs, each residual + norm is its row kernel, between the
+        GEMVs (gate and up as one, SiLU x up fused) or cuBLAS's products (SiLU x up compiled)."""
+        if self.row_residual_norm is None:
             return self._mlp(i, layer, h, attn)
-        a = gemv.linear(attn, layer.self_attn.o_proj.weight)
-        norms = layer.post_self_attn_layernorm.weight, layer.post_attention_layernorm.weight
-        h, x = self.residual_norm(h, a, *norms, self.eps)
-        x = gemv.linear(gemv.swiglu(x, layer.mlp.gate_up_proj.weight), layer.mlp.down_proj.weight)
-        return self.residual_norm(h, x, layer.post_mlp_layernorm.weight, self.next_norms[i], self.eps)
+        w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next = self._mlp_weights(i, layer)
+        a = F.linear(attn, w_o) if gemv is None else gemv.linear(attn, w_o)
+        h, x = self.row_residual_norm(h, a, n_post_attn, n_pre_mlp, self.eps)
+        if gemv is None:
+            x = self.mlp_product(x, w_gate_up, w_down)
+        else:
+            x = gemv.linear(gemv.swiglu(x, w_gate_up), w_down)
+        return self.row_residual_norm(h, x, n_post_mlp, n_next, self.eps)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

@@ -55,8 +55,13 @@ def post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_po
     """The layer's residual stream after attention and MLP, and already the next layer's input norm of
     it (`n_next`; the final norm after the last layer): one fused kernel instead of two per layer."""
     h, x = residual_norm(h, F.linear(attn, w_o), n_post_attn, n_pre_mlp, eps)
+    return residual_norm(h, swiglu_mlp(x, w_gate_up, w_down), n_post_mlp, n_next, eps)
+
+
+def swiglu_mlp(x, w_gate_up, w_down):
+    """The MLP's product for x, already its input norm: down(silu(gate) * up)."""
     gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
-    return residual_norm(h, F.linear(up * F.silu(gate), w_down), n_post_mlp, n_next, eps)
+    return F.linear(up * F.silu(gate), w_down)
 
 
 def post_attention_in_place(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):

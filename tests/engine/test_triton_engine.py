@@ -9,7 +9,8 @@ from tests.triton_interpreter import run_interpreted
 def test_engine_with_triton_kernels_decodes_the_same_tokens():
     """Each combination decodes three prompts of different lengths together; an 8-token prefill budget
     makes rows decode in the same passes as the later prompts' chunks; a GEMV limit of one row (auto's
-    rule, smaller) sends the three-row steps through cuBLAS and the one-row steps through the GEMVs."""
+    rule, smaller) sends the three-row steps through cuBLAS (their residual norms through the Triton row
+    kernel, as on CUDA) and the one-row steps through the GEMVs."""
     out = run_interpreted("""
         import tempfile
         from dataclasses import replace

@@ -1,0 +1,52 @@
+"""The decode step's residual norm (`layer_math.residual_norm`) as one Triton kernel that holds each row
+in registers, for the steps whose matrix products are the Triton GEMVs.
+
+Between two GEMVs a decode step adds a sublayer's normed output to the residual stream and norms the
+result for the next matrix: two sums of squares over a 4,096-wide row, ~3.5 us a call on the H200 as
+Inductor compiles it, 81 calls a step, for a few kilobytes. Rows that wide are past Inductor's limit for
+persistent reductions (the prefill profile names its norm kernel `triton_red_...`, a looped one), so
+the compiled kernel most likely walks the row once per sum and again for the stores: a chain of
+dependent memory round trips. Here one program owns a row: one round of loads (the stream, the
+sublayer's output and both norm weights), both sums in registers, two stores. The rounding is the
+eager functions': each product, norm and sum rounded to the activations' dtype where they round.
+Whether it is faster is for the GPU to say (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _residual_norm_kernel(H, OUT, N_OUT, N_NEXT, H_NEW, X, N, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    keep = cols < N
+    at = row.to(tl.int64) * N + cols
+    dtype = H_NEW.dtype.element_ty
+    out = tl.load(OUT + at, mask=keep, other=0.0).to(tl.float32)
+    h = tl.load(H + at, mask=keep, other=0.0).to(tl.float32)
+    n_out = tl.load(N_OUT + cols, mask=keep, other=0.0).to(tl.float32)
+    n_next = tl.load(N_NEXT + cols, mask=keep, other=0.0).to(tl.float32)
+    normed = (out * tl.rsqrt(tl.sum(out * out, 0) / N + eps)).to(dtype).to(tl.float32)
+    h_new = (h + (normed * n_out).to(dtype).to(tl.float32)).to(dtype)
+    tl.store(H_NEW + at, h_new, mask=keep)
+    h_new = h_new.to(tl.float32)
+    x = (h_new * tl.rsqrt(tl.sum(h_new * h_new, 0) / N + eps)).to(dtype).to(tl.float32)
+    tl.store(X + at, (x * n_next).to(dtype), mask=keep)
+
+
+def residual_norm(h: torch.Tensor, out: torch.Tensor, n_out: torch.Tensor, n_next: torch.Tensor, eps: float):
+    """`layer_math.residual_norm` for rows of h and out (B, N), contiguous: (h + rmsnorm(out) n_out, its
+    rmsnorm n_next), new tensors in h's dtype."""
+    rows, n = h.shape
+    assert out.shape == h.shape and n_out.shape == n_next.shape == (n,), (h.shape, out.shape, n_out.shape)
+    assert h.is_contiguous() and out.is_contiguous() and out.dtype == h.dtype
+    h_new, x = torch.empty_like(h), torch.empty_like(h)
+    block = triton.next_power_of_2(n)
+    _residual_norm_kernel[(rows,)](
+        h, out, n_out, n_next, h_new, x, n, eps, BLOCK=block, num_warps=8 if block >= 4096 else 4
+    )
+    return h_new, x
