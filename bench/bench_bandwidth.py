@@ -1,0 +1,93 @@
+"""The card's memory ceilings, measured: a device-to-device copy (bytes read + written) and a pure read
+(a Triton kernel summing a buffer), the two numbers METHOD.md asks for before judging a kernel's
+bandwidth. A decode step at one row reads ~17.6 GB and writes almost nothing, so the read ceiling is
+the one its GEMVs should be held against.
+
+    python -m bench.bench_bandwidth [--gib 2]
+
+Then the decode step's matrix sizes read the way the step reads them (`gemv.graph_time`: replayed in a
+CUDA graph, each read after an L2 flush): what a read kernel that does nothing else costs at those
+sizes, ramp and tail included, the floor for a GEMV of that many bytes.
+"""
+
+import argparse
+
+import torch
+import triton
+import triton.language as tl
+
+READ_TILES = [(block, warps, stages) for block in (4096, 16384) for warps in (4, 8) for stages in (1, 3, 5)]
+
+
+@triton.jit
+def _read_kernel(X, PARTIAL, n, per_program, BLOCK: tl.constexpr):
+    start = tl.program_id(0) * per_program
+    acc = tl.zeros([BLOCK], tl.float32)
+    for offset in range(start, start + per_program, BLOCK):
+        offs = offset + tl.arange(0, BLOCK)
+        acc += tl.load(X + offs, mask=offs < n, other=0.0).to(tl.float32)
+    tl.store(PARTIAL + tl.program_id(0), tl.sum(acc, 0))
+
+
+def read_partials(x: torch.Tensor, partial: torch.Tensor, block: int, warps: int, stages: int) -> None:
+    """One partial sum of x per program into `partial` (its length is the number of programs)."""
+    programs = partial.numel()
+    per_program = triton.cdiv(triton.cdiv(x.numel(), programs), block) * block
+    _read_kernel[(programs,)](x, partial, x.numel(), per_program, BLOCK=block, num_warps=warps, num_stages=stages)
+
+
+def read_sum(x: torch.Tensor, programs: int, block: int, warps: int, stages: int) -> torch.Tensor:
+    partial = torch.empty(programs, device=x.device, dtype=torch.float32)
+    read_partials(x, partial, block, warps, stages)
+    return partial.sum()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gib", type=float, default=2.0, help="buffer size")
+    parser.add_argument(
+        "--step-mb",
+        type=float,
+        nargs="*",
+        default=[33.6, 37.7, 112.2, 224.4, 1241.5],
+        help="read sizes timed as the decode step runs them (default: o_proj, qkv, down, gate_up, lm_head in bf16)",
+    )
+    args = parser.parse_args()
+    assert torch.cuda.is_available(), "a CUDA device is needed"
+    n = int(args.gib * 2**30) // 2
+    src = torch.randn(n, device="cuda", dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    expected = src.float().sum().item()
+    print(f"device: {torch.cuda.get_device_name()}; {args.gib} GiB bf16 buffers")
+    print("| what | us | GB/s |\n|---|---|---|")
+    copy_ms = triton.testing.do_bench(lambda: dst.copy_(src), warmup=200, rep=2000, return_mode="median")
+    print(f"| copy (read + write) | {copy_ms * 1e3:.0f} | {2 * src.nbytes / copy_ms / 1e6:,.0f} |")
+    torch_ms = triton.testing.do_bench(lambda: src.sum(dtype=torch.float32), warmup=200, rep=2000, return_mode="median")
+    print(f"| read, torch.sum | {torch_ms * 1e3:.0f} | {src.nbytes / torch_ms / 1e6:,.0f} |")
+    for per_sm in (1, 2, 4, 8):
+        for tile in READ_TILES:
+            time_read(src, per_sm * sms, tile, expected, f"read, {per_sm} programs an SM, block/warps/stages {tile}")
+    for mb in args.step_mb:
+        time_step_read(src[: int(mb * 1e6) // 2], sms)
+
+
+def time_step_read(part: torch.Tensor, sms: int) -> None:
+    from glm_vision.engine.gemv import graph_time
+
+    for per_sm, block in ((1, 16384), (2, 16384), (4, 8192)):
+        partial = torch.empty(min(per_sm * sms, triton.cdiv(part.numel(), block)), device="cuda")
+        us = 1000 * graph_time(lambda partial=partial, block=block: read_partials(part, partial, block, 8, 1))
+        label = f"step-like read of {part.nbytes / 1e6:,.1f} MB, {partial.numel()} programs of {block}"
+        print(f"| {label} | {us:.1f} | {part.nbytes / us / 1e3:,.0f} |")
+
+
+def time_read(src: torch.Tensor, programs: int, tile: tuple[int, int, int], expected: float, label: str) -> None:
+    got = read_sum(src, programs, *tile).item()
+    assert abs(got - expected) <= 1e-3 * abs(expected) + 1e3, (got, expected)
+    ms = triton.testing.do_bench(lambda: read_sum(src, programs, *tile), warmup=100, rep=500, return_mode="median")
+    print(f"| {label} | {ms * 1e3:.0f} | {src.nbytes / ms / 1e6:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
