@@ -141,6 +141,7 @@ class Engine:
         messages = [Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])]
         for message in messages + self._longer_than_a_graph_pass():
             self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
+        log.info("warm-up requests served %.1f s into the warm-up", time.perf_counter() - started)
         if self.runner.slab.slots > 1:
             streaming = self.submit(
                 GenerationRequest([Message("user", "Hello")], SamplingParams.greedy(32, min_new_tokens=32))

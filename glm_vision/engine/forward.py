@@ -18,6 +18,7 @@ attention calls, CUDA graphs per token count, in prefill_pieces.py).
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 import torch.nn.functional as F
@@ -292,12 +293,22 @@ class TextForward:
             return
         max_bucket = min(max_bucket or self.slab.max_len, self.slab.max_len)
         sizes = sorted({self.graph_batch(b) for b in range(1, min(max_batch, self.slab.slots) + 1)})
+        started = time.perf_counter()
         for batch in sizes:
             for bucket in range(BUCKET, max_bucket + 1, BUCKET):
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
+        log.info("decode graphs: %d captured in %.1f s", len(self.graphs), time.perf_counter() - started)
         if not self.passes.pieces.graphs:
+            started = time.perf_counter()
             self.passes.pieces.capture_all()
+            pieces = self.passes.pieces
+            log.info(
+                "prefill pieces: %d graphs (passes of up to %d tokens) captured in %.1f s",
+                len(pieces.graphs),
+                pieces.capacity,
+                time.perf_counter() - started,
+            )
 
     def decode(self, tokens: torch.Tensor, positions: list[int], lengths: list[int]) -> torch.Tensor:
         """One token for each of the first B slots: `tokens` (B,) on the device, at rotary `positions`,
