@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
+from bench.agreement import agreement, float32_agreement, reference_inputs
 from glm_vision.backend import GenerationRequest, SamplingParams
-from glm_vision.conversation import Message, conversation_images, to_template_messages
+from glm_vision.conversation import Message
 from glm_vision.engine import Engine, LoadedModel
 from glm_vision.engine.prompt import repeated_to_length
 from glm_vision.images import load_image
@@ -110,16 +111,6 @@ def full_size_model(config_path: Path, device: str) -> LoadedModel:
 
 
 # ---------------------------------------------------------------------------- measurements
-def reference_inputs(loaded: LoadedModel, messages, device, *, preprocess_on_device: bool = False):
-    """The processor's inputs for `generate`; pictures resized on the CPU (transformers' default) or,
-    like the engine does, on `device` (CUDA resizes uint8 pictures through float32: +-1 level apart)."""
-    processor = loaded.processor
-    text = processor.apply_chat_template(to_template_messages(messages), tokenize=False, add_generation_prompt=True)
-    images = [img.image for img in conversation_images(messages)] or None
-    kwargs = {"device": device} if preprocess_on_device and images else {}
-    return processor(text=[text], images=images, return_tensors="pt", **kwargs).to(device)
-
-
 @torch.inference_mode()
 def baseline(loaded: LoadedModel, messages, device: str, decode_tokens: int) -> dict:
     model = loaded.model
@@ -205,102 +196,6 @@ def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> t
     engine.generate(GenerationRequest(turns, SamplingParams.greedy(64), session_id="history"))
     engine.close_session("history")
     return peak_gib(device), prompt_len
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
-@torch.inference_mode()
-def agreement(engine: Engine, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
-    """Greedy tokens and first-step logits of the engine vs generate over a 3-turn conversation; the
-    logits also against generate's forward fed pictures resized on the device as the engine resizes
-    them, and on a text-only prompt (where no picture is resized at all)."""
-    model = loaded.model
-    turns = [
-        Message("user", "Describe both screenshots.", pictures[:2]),
-        Message("user", "Look at the first one again.", [pictures[0]]),
-        Message("user", "And this one?", [pictures[2]]),
-    ]
-    history, equal, compared, max_rel, max_rel_device = [], 0, 0, 0.0, 0.0
-    first_divergence = None
-    for turn in turns:
-        history.append(turn)
-        result = engine.generate(
-            GenerationRequest(
-                list(history), SamplingParams.greedy(tokens_per_turn), session_id="agree", capture_logits=True
-            )
-        )
-        inputs = reference_inputs(loaded, history, device)
-        ref_logits = model(**inputs).logits[0, -1].float().cpu()
-        max_rel = max(max_rel, relative(result.first_logits, ref_logits))
-        same_pixels = reference_inputs(loaded, history, device, preprocess_on_device=True)
-        max_rel_device = max(
-            max_rel_device, relative(result.first_logits, model(**same_pixels).logits[0, -1].float().cpu())
-        )
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens_per_turn, repetition_penalty=1.0)
-        ref = out[0, inputs["input_ids"].shape[1] :].tolist()
-        mine = list(result.token_ids)
-        for i, (x, y) in enumerate(zip(mine, ref, strict=False)):
-            if x != y:
-                first_divergence = first_divergence or (len(history) // 2 + 1, i)
-                break
-            equal += 1
-        compared += min(len(mine), len(ref))
-        history.append(Message("assistant", result.text))
-    engine.close_session("agree")
-    text_only = [Message("user", QUESTION * 8)]
-    mine = engine.generate(GenerationRequest(text_only, SamplingParams.greedy(1), capture_logits=True)).first_logits
-    theirs = model(**reference_inputs(loaded, text_only, device)).logits[0, -1].float().cpu()
-    return {
-        "tokens_equal": equal,
-        "tokens_compared": compared,
-        "first_divergence": first_divergence,
-        "max_first_logits_rel_err": max_rel,
-        "max_first_logits_rel_err_pixels_resized_on_device": max_rel_device,
-        "text_only_first_logits_rel_err": relative(mine, theirs),
-        **reference_noise(loaded, turns[:1], device, tokens_per_turn),
-    }
-
-
-def float32_agreement(settings, loaded: LoadedModel, pictures, device: str, tokens_per_turn: int) -> dict:
-    """`agreement` with the model cast to float32 and TF32 off: on a random-weight model the logits are
-    nearly flat, so in bf16 two correct implementations pick different near-tied tokens after a few
-    steps (see `reference_noise`); in float32 the fast path must follow generate token for token."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    loaded.model.float()  # the engine fuses q/k/v again: the fused matrix made in bf16 is left behind by the cast
-    fp32 = replace(loaded, dtype="float32")
-    engine = Engine(replace(settings, dtype="float32"), fp32)
-    try:
-        engine.warmup()
-        result = agreement(engine, fp32, pictures, device, tokens_per_turn)
-    finally:
-        engine.shutdown()
-    print("float32 agreement:", result, flush=True)
-    return result
-
-
-@torch.inference_mode()
-def reference_noise(loaded: LoadedModel, messages, device: str, tokens: int) -> dict:
-    """The same comparison between two transformers runs that differ only in the attention kernel
-    (SDPA vs eager): how far two correct bf16 implementations drift apart on this model."""
-    model = loaded.model
-    inputs = reference_inputs(loaded, messages, device)
-    runs = {}
-    for attn in ("sdpa", "eager"):
-        model.set_attn_implementation(attn)
-        logits = model(**inputs).logits[0, -1].float().cpu()
-        out = model.generate(**inputs, do_sample=False, max_new_tokens=tokens, repetition_penalty=1.0)
-        runs[attn] = (logits, out[0, inputs["input_ids"].shape[1] :].tolist())
-    model.set_attn_implementation("sdpa")
-    (la, ta), (lb, tb) = runs["sdpa"], runs["eager"]
-    same = next((i for i, (x, y) in enumerate(zip(ta, tb, strict=False)) if x != y), min(len(ta), len(tb)))
-    return {
-        "reference_sdpa_vs_eager_logits_rel_err": ((la - lb).norm() / la.norm()).item(),
-        "reference_sdpa_vs_eager_tokens_equal_before_divergence": same,
-    }
 
 
 def profile_decode(engine: Engine, picture) -> None:
@@ -459,7 +354,7 @@ def main() -> None:
         )
         print("history peak:", results["history_peak_gib"], results["history_tokens"], flush=True)
         if not args.fast_only:
-            results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens)
+            results["agreement"] = agreement(fast, loaded, pictures, device, args.agreement_tokens, QUESTION * 8)
         if args.profile and device == "cuda":
             profile_decode(fast, pictures[0])
         fast.shutdown()
@@ -477,7 +372,7 @@ def main() -> None:
             other.shutdown()
         if args.float32_agreement:
             results["agreement_float32"] = float32_agreement(
-                fast_settings, loaded, pictures, device, args.agreement_tokens
+                fast_settings, loaded, pictures, device, args.agreement_tokens, QUESTION * 8
             )
     except Exception:  # noqa: BLE001 - keep the columns measured so far
         import traceback

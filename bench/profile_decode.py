@@ -17,7 +17,7 @@ import time
 import torch
 
 from bench import bench_constraints
-from bench.load import filler_prompt
+from bench.steady import filler_prompt
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
 from glm_vision.engine import scheduler
