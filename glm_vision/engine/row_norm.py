@@ -9,7 +9,8 @@ the compiled kernel most likely walks the row once per sum and again for the sto
 dependent memory round trips. Here one program owns a row: one round of loads (the stream, the
 sublayer's output and both norm weights), both sums in registers, two stores. The rounding is the
 eager functions': each product, norm and sum rounded to the activations' dtype where they round.
-Whether it is faster is for the GPU to say (bench/RESULTS.md).
+On the H200 it takes 2.1 us a call, and a decode step at ~4k context went from 5.46 / 6.04 / 7.49 ms
+to 5.39 / 5.90 / 7.33 ms at 1 / 8 / 32 rows (bench/RESULTS.md, tenth session).
 """
 
 from __future__ import annotations
