@@ -15,6 +15,7 @@ from .marks import BOX, POINT, Grounding, clamp, plain
 BOX_KEYS = ("bbox_2d", "box_2d")
 POINT_KEYS = ("point_2d",)
 IMAGE_KEYS = ("image", "image_index", "image_id", "page")
+
 _NUM = r"[-+]?\d+(?:\.\d+)?"
 _SEP = r"(?:\s*[,，]\s*|\s+)"
 _NUMS = rf"{_NUM}(?:{_SEP}{_NUM}){{1,3}}"
