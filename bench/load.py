@@ -24,6 +24,7 @@ import base64
 import contextlib
 import io
 import json
+import logging
 import statistics
 import tempfile
 import threading
@@ -276,6 +277,8 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
 
     from bench.bench_engine import full_size_model, screenshot, tiny_model
 
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("glm_vision.engine").setLevel(logging.INFO)  # the warm-up's phases and their times
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
     pictures = [screenshot(seed) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
