@@ -60,8 +60,8 @@ class TextForward:
         compile_math: bool,
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
-        pass_tokens: int = 2048,
-        solo_pass_tokens: int = 2048,
+        pass_tokens: int = 4096,
+        solo_pass_tokens: int = 4096,
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)

@@ -50,7 +50,7 @@ class ModelRunner:
         max_context_tokens: int,
         default_max_image_tokens: int,
         slots: int = 1,
-        prefill_chunk_tokens: int = 2048,
+        prefill_chunk_tokens: int = 4096,
         use_graphs: bool = False,
         compile_math: bool = False,
         decode_attention: str = "compiled",
