@@ -47,8 +47,14 @@ def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, in
             signature[name] = "i32"
         else:
             signature[name] = POINTERS.get(name, "*bf16")
+    # as Triton specializes them at run time for the model's shapes: every pointer, size and stride a multiple
+    # of 16 (M, the batch, is left unspecialized), which makes the loads vector loads
+    aligned = [i for i, name in enumerate(fn.arg_names) if signature[name] != "constexpr" and name != "M"]
     source = ASTSource(
-        fn=fn, signature=signature, constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()}
+        fn=fn,
+        signature=signature,
+        constexprs={(fn.arg_names.index(k),): v for k, v in constants.items()},
+        attrs={(i,): [["tt.divisibility", 16]] for i in aligned},
     )
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
