@@ -42,7 +42,7 @@ class Settings:
     max_sessions: int = 64
     queue_size: int = 32
     max_batch: int = 0
-    prefill_chunk_tokens: int = 4096  # H200, 32 screenshots at once: TTFT p95 4.53 s (2,048: 4.72)
+    prefill_chunk_tokens: int = 4096  # H200, 32 screenshots at once: TTFT p95 4.44-4.55 s (2,048: 4.50-4.73)
     compile: str = "auto"
     decode_attention: str = "auto"
     decode_matmul: str = "auto"
