@@ -7,7 +7,10 @@ the one its GEMVs should be held against.
 
 Then the decode step's matrix sizes read the way the step reads them (`gemv.graph_time`: replayed in a
 CUDA graph, each read after an L2 flush): what a read kernel that does nothing else costs at those
-sizes, ramp and tail included, the floor for a GEMV of that many bytes.
+sizes, ramp and tail included, the floor for a GEMV of that many bytes. Last, a few layers' worth of
+matrices (QKV, o_proj, gate_up, down: 408 MB a layer) read one kernel per matrix, one per layer, and
+one for all of them: what the boundaries between a layer's kernels cost, the most a persistent kernel
+that streams matrix after matrix could save.
 """
 
 import argparse
@@ -15,6 +18,8 @@ import argparse
 import torch
 import triton
 import triton.language as tl
+
+from glm_vision.engine.gemv import graph_time
 
 READ_TILES = [(block, warps, stages) for block in (4096, 16384) for warps in (4, 8) for stages in (1, 3, 5)]
 
@@ -70,16 +75,37 @@ def main() -> None:
             time_read(src, per_sm * sms, tile, expected, f"read, {per_sm} programs an SM, block/warps/stages {tile}")
     for mb in args.step_mb:
         time_step_read(src[: int(mb * 1e6) // 2], sms)
+    time_layer_reads(src, sms, args.step_mb[:4])
 
 
 def time_step_read(part: torch.Tensor, sms: int) -> None:
-    from glm_vision.engine.gemv import graph_time
-
     for per_sm, block in ((1, 16384), (2, 16384), (4, 8192)):
         partial = torch.empty(min(per_sm * sms, triton.cdiv(part.numel(), block)), device="cuda")
         us = 1000 * graph_time(lambda partial=partial, block=block: read_partials(part, partial, block, 8, 1))
         label = f"step-like read of {part.nbytes / 1e6:,.1f} MB, {partial.numel()} programs of {block}"
         print(f"| {label} | {us:.1f} | {part.nbytes / us / 1e3:,.0f} |")
+
+
+def time_layer_reads(src: torch.Tensor, sms: int, layer_mb: list[float]) -> None:
+    """As many layers as the buffer holds, each layer's matrices contiguous and the layers one after
+    another, read as one kernel per matrix, one per layer, or one for all: microseconds a layer."""
+    sizes = [int(mb * 1e6) // 2 for mb in layer_mb]
+    layers = min(8, src.numel() // sum(sizes))
+    assert layers >= 2, "a buffer of two layers at least (--gib)"
+    matrices = list(src[: layers * sum(sizes)].split(sizes * layers))
+    by_layer = [src[i * sum(sizes) : (i + 1) * sum(sizes)] for i in range(layers)]
+    ways = {"a kernel a matrix": matrices, "a kernel a layer": by_layer, "one kernel": [src[: layers * sum(sizes)]]}
+    for way, parts in ways.items():
+        for per_sm, block in ((1, 16384), (2, 16384), (4, 8192)):
+            partials = [torch.empty(min(per_sm * sms, triton.cdiv(p.numel(), block)), device="cuda") for p in parts]
+
+            def read_all(parts=parts, partials=partials, block=block):
+                for part, partial in zip(parts, partials, strict=True):
+                    read_partials(part, partial, block, 8, 1)
+
+            us = 1000 * graph_time(read_all) / layers
+            label = f"{layers} layers of {layer_mb} MB, {way}, {per_sm} programs an SM of {block}"
+            print(f"| {label} | {us:.1f} a layer | {2 * sum(sizes) / us / 1e3:,.0f} |")
 
 
 def time_read(src: torch.Tensor, programs: int, tile: tuple[int, int, int], expected: float, label: str) -> None:
