@@ -58,10 +58,10 @@ class TextForward:
         *,
         use_graphs: bool,
         compile_math: bool,
+        pass_tokens: int,
+        solo_pass_tokens: int,
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
-        pass_tokens: int = 4096,
-        solo_pass_tokens: int = 4096,
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)

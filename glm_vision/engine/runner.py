@@ -49,8 +49,8 @@ class ModelRunner:
         *,
         max_context_tokens: int,
         default_max_image_tokens: int,
+        prefill_chunk_tokens: int,  # Settings.prefill_chunk_tokens: the one default
         slots: int = 1,
-        prefill_chunk_tokens: int = 4096,
         use_graphs: bool = False,
         compile_math: bool = False,
         decode_attention: str = "compiled",
