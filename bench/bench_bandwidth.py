@@ -78,11 +78,25 @@ def main() -> None:
     time_layer_reads(src, sms, args.step_mb[:4])
 
 
+STEP_READS = ((1, 16384), (2, 16384), (4, 8192))  # (programs an SM, elements a block) of the step-like reads
+
+
+def step_read_us(parts: list[torch.Tensor], sms: int, per_sm: int, block: int) -> tuple[float, int]:
+    """Microseconds to read `parts`, a kernel each, as the decode step runs its kernels (`graph_time`),
+    and the programs of the first kernel."""
+    partials = [torch.empty(min(per_sm * sms, triton.cdiv(p.numel(), block)), device="cuda") for p in parts]
+
+    def read_all():
+        for part, partial in zip(parts, partials, strict=True):
+            read_partials(part, partial, block, 8, 1)
+
+    return 1000 * graph_time(read_all), partials[0].numel()
+
+
 def time_step_read(part: torch.Tensor, sms: int) -> None:
-    for per_sm, block in ((1, 16384), (2, 16384), (4, 8192)):
-        partial = torch.empty(min(per_sm * sms, triton.cdiv(part.numel(), block)), device="cuda")
-        us = 1000 * graph_time(lambda partial=partial, block=block: read_partials(part, partial, block, 8, 1))
-        label = f"step-like read of {part.nbytes / 1e6:,.1f} MB, {partial.numel()} programs of {block}"
+    for per_sm, block in STEP_READS:
+        us, programs = step_read_us([part], sms, per_sm, block)
+        label = f"step-like read of {part.nbytes / 1e6:,.1f} MB, {programs} programs of {block}"
         print(f"| {label} | {us:.1f} | {part.nbytes / us / 1e3:,.0f} |")
 
 
@@ -96,14 +110,8 @@ def time_layer_reads(src: torch.Tensor, sms: int, layer_mb: list[float]) -> None
     by_layer = [src[i * sum(sizes) : (i + 1) * sum(sizes)] for i in range(layers)]
     ways = {"a kernel a matrix": matrices, "a kernel a layer": by_layer, "one kernel": [src[: layers * sum(sizes)]]}
     for way, parts in ways.items():
-        for per_sm, block in ((1, 16384), (2, 16384), (4, 8192)):
-            partials = [torch.empty(min(per_sm * sms, triton.cdiv(p.numel(), block)), device="cuda") for p in parts]
-
-            def read_all(parts=parts, partials=partials, block=block):
-                for part, partial in zip(parts, partials, strict=True):
-                    read_partials(part, partial, block, 8, 1)
-
-            us = 1000 * graph_time(read_all) / layers
+        for per_sm, block in STEP_READS:
+            us = step_read_us(parts, sms, per_sm, block)[0] / layers
             label = f"{layers} layers of {layer_mb} MB, {way}, {per_sm} programs an SM of {block}"
             print(f"| {label} | {us:.1f} a layer | {2 * sum(sizes) / us / 1e3:,.0f} |")
 
