@@ -21,6 +21,7 @@ import triton.language as tl
 
 from glm_vision.engine.gemv import graph_time
 
+LAYER_MB = [33.6, 37.7, 112.2, 224.4]  # a layer's matrices in bf16: o_proj, qkv + bias, down, gate_up
 READ_TILES = [(block, warps, stages) for block in (4096, 16384) for warps in (4, 8) for stages in (1, 3, 5)]
 
 
@@ -54,7 +55,7 @@ def main() -> None:
         "--step-mb",
         type=float,
         nargs="*",
-        default=[33.6, 37.7, 112.2, 224.4, 1241.5],
+        default=[*LAYER_MB, 1241.5],
         help="read sizes timed as the decode step runs them (default: o_proj, qkv, down, gate_up, lm_head in bf16)",
     )
     args = parser.parse_args()
@@ -75,7 +76,7 @@ def main() -> None:
             time_read(src, per_sm * sms, tile, expected, f"read, {per_sm} programs an SM, block/warps/stages {tile}")
     for mb in args.step_mb:
         time_step_read(src[: int(mb * 1e6) // 2], sms)
-    time_layer_reads(src, sms, args.step_mb[:4])
+    time_layer_reads(src, sms, LAYER_MB)
 
 
 STEP_READS = ((1, 16384), (2, 16384), (4, 8192))  # (programs an SM, elements a block) of the step-like reads
