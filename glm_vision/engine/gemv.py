@@ -24,14 +24,11 @@ Under Triton's interpreter (the CPU tests) the first candidate that suits the sh
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
-
-from glm_vision.engine.gemv_picks import Pick, known_pick
 
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
@@ -312,8 +309,6 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
         return triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]), meta["SPLIT_K"]
 
     if config is None:
-        config = _measured_pick(x, m, n, k, bias is not None, swiglu)
-    if config is None:
         _tuned[grid](*args, **flags)
     else:
         assert _fits(config, m, n, k), f"{config} does not suit M={m} N={n} K={k}"
@@ -327,34 +322,8 @@ def _counter(device: torch.device) -> torch.Tensor:
     return _counters[device]
 
 
-def _measured_pick(x: torch.Tensor, m: int, n: int, k: int, bias: bool, swiglu: bool) -> triton.Config | None:
-    """The candidate `gemv_picks` holds for this card and shape (bf16 only), which then skips autotuning."""
-    if x.device.type != "cuda" or x.dtype != torch.bfloat16 or _interpreted():
-        return None
-    return pick_config(known_pick(_device_name(x.device), (m, n, k, bias, swiglu)), m, n, k)
-
-
-def pick_config(pick: Pick | None, m: int, n: int, k: int) -> triton.Config | None:
-    """A `gemv_picks` pick as the candidate it names, if that is still one of CONFIGS and suits the shape."""
-    if pick is None:
-        return None
-    config = _config(*pick)
-    named = any(config.all_kwargs() == candidate.all_kwargs() for candidate in CONFIGS)
-    return config if named and _fits(config, m, n, k) else None
-
-
-@functools.cache
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device)
-
-
 def tuned_config(m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False) -> triton.Config | None:
-    """The candidate autotune picked for this shape and epilogue (after a call), for reports; on a card that
-    `gemv_picks` knows, its measured pick."""
-    if torch.cuda.is_available():
-        picked = _measured_pick(torch.empty(0, dtype=torch.bfloat16, device="cuda"), m, n, k, bias, swiglu)
-        if picked is not None:
-            return picked
+    """The candidate autotune picked for this shape and epilogue (after a call), for reports."""
     for key, config in _tuned.cache.items():
         if key[:5] == (m, n, k, bias, swiglu):
             return config

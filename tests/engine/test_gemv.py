@@ -6,7 +6,6 @@ single-row candidates (no dot) in bfloat16 too."""
 
 from __future__ import annotations
 
-from glm_vision.engine import gemv
 from tests.triton_interpreter import run_interpreted
 
 
@@ -75,23 +74,3 @@ def test_kernel_resources_compiles_a_candidate_for_a_gpu_that_is_not_here():
     linear = resources(single_row, swiglu=False, arch=90)
     swiglu = resources(single_row, swiglu=True, arch=90)
     assert 0 < linear["REG"] < swiglu["REG"] <= 255 and linear["STACK"] == 0
-
-
-def test_every_measured_pick_names_a_candidate_that_suits_its_shape():
-    """gemv_picks' table skips autotuning on the cards it names: each pick must still be one of CONFIGS and suit
-    its shape (else it would be dropped and that card autotuned again), for every row count the step runs."""
-    from glm_vision.engine.gemv_picks import PICKS
-
-    assert PICKS, "no card has measured picks"
-    for card, picks in PICKS.items():
-        assert {m for m, *_ in picks} == {1, 2, 4, 8}, card
-        for (m, n, k, _bias, _swiglu), pick in picks.items():
-            assert gemv.pick_config(pick, m, n, k) is not None, (card, m, n, k, pick)
-
-
-def test_a_pick_that_is_no_candidate_or_does_not_suit_is_dropped():
-    single_row = (8, 512, 1, False, 4, 4)
-    assert gemv.pick_config(single_row, 1, 4096, 13696) is not None
-    assert gemv.pick_config(single_row, 2, 4096, 13696) is None  # a single-row kernel cannot take two rows
-    assert gemv.pick_config((8, 512, 1, False, 4, 5), 1, 4096, 13696) is None  # no candidate has 5 stages there
-    assert gemv.pick_config(None, 1, 4096, 13696) is None
