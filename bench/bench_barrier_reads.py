@@ -143,10 +143,10 @@ class BarrierRead:
             self.partial = torch.empty(programs, dtype=torch.float32, device=self.x.device)
         self.counter.zero_()
         cooperative = {} if self.x.device.type == "cpu" else {"launch_cooperative_grid": True}
+        flags = {"BARRIER": self.barrier, "EARLY": self.early, "DEPENDENT": self.dependent}
         _barrier_read_kernel[(programs,)](
             self.x, self.offsets, self.counter, self.vec, self.partial, self.matrices,
-            BLOCK=self.block, BARRIER=self.barrier, EARLY=self.early, DEPENDENT=self.dependent, num_warps=WARPS, num_stages=1,
-            **cooperative,
+            BLOCK=self.block, **flags, num_warps=WARPS, num_stages=1, **cooperative,
         )  # fmt: skip
 
     def total(self) -> float:
@@ -179,22 +179,36 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = "cpu" if args.check else "cuda"
     src = torch.rand(int(args.gib * 2**30) // 2, device=device, dtype=torch.bfloat16)  # positive: a missed block shows
-    mb = LAYER_MB if not args.check else [mb * args.gib / 2 for mb in LAYER_MB]
-    parts, layers = layer_parts(src, mb)
     if args.check:
+        parts, _ = layer_parts(src, [mb * args.gib / 2 for mb in LAYER_MB])
         for early in (False, True):
             for dependent in (False, True):
                 check(BarrierRead(parts, 4096, early, dependent), parts, programs=1)
         print("sums agree")
         return
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    parts, layers = layer_parts(src, LAYER_MB)
     print(f"device: {torch.cuda.get_device_name()}; {layers} layers of {LAYER_MB} MB")
     print("| how | elements a load | programs | us a layer | GB/s |\n|---|---|---|---|---|")
+    time_references(src, parts, layers)
+    time_barrier_launches(parts, layers)
+
+
+def row(name: str, block: int, programs: int, us: float, parts: list[torch.Tensor], layers: int) -> str:
     layer_bytes = sum(p.nbytes for p in parts) / layers
+    return f"| {name} | {block} | {programs} | {us:.1f} | {layer_bytes / us / 1e3:,.0f} |"
+
+
+def time_references(src: torch.Tensor, parts: list[torch.Tensor], layers: int) -> None:
+    """The same bytes a kernel a matrix and in one kernel without barriers (`bench_bandwidth`'s layer reads)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     whole = [src[: sum(p.numel() for p in parts)]]
     for name, pieces in (("a kernel a matrix", parts), ("one kernel, no barrier", whole)):
         us = step_read_us(pieces, sms, 2, 16384)[0] / layers
-        print(f"| {name} | 16384 | {2 * sms} | {us:.1f} | {layer_bytes / us / 1e3:,.0f} |", flush=True)
+        print(row(name, 16384, 2 * sms, us, parts, layers), flush=True)
+
+
+def time_barrier_launches(parts: list[torch.Tensor], layers: int) -> None:
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
     variants = [(False, False, False)] + [(True, early, dep) for early in (False, True) for dep in (False, True)]
     for block in BLOCKS:
         for barrier, early, dependent in variants:
@@ -204,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             us = 1000 * graph_time(lambda reader=reader, programs=programs: reader.launch(programs)) / layers
             name = "barrier" if barrier else "the same launch without the barrier"
             name += (", next block early" if early else "") + (", vector after it" if dependent else "")
-            print(f"| {name} | {block} | {programs} | {us:.1f} | {layer_bytes / us / 1e3:,.0f} |", flush=True)
+            print(row(name, block, programs, us, parts, layers), flush=True)
 
 
 if __name__ == "__main__":
