@@ -70,6 +70,7 @@ class ModelRunner:
         # a text chunk of T tokens costs ~2 x T x these FLOPs: the encoder's share of a step is sized by it
         self.text_weights = sum(p.numel() for p in self.model.model.language_model.layers.parameters())
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.tag_ids = frozenset(self.tokenizer.added_tokens_decoder)  # GLM's markup: never part of a stop string
         text = self.config.get_text_config()
         geometry = kv_geometry(text)
         self.kv_bytes_per_token = KVSlab.bytes_per_token(**geometry, dtype=self.model.dtype)
@@ -323,7 +324,8 @@ class ModelRunner:
             return False
         seq.generated.append(token_id)
         self.outputs.take_token(seq, token_id)
-        delta = seq.stops.feed(seq.detok.push(token_id))
+        text = seq.detok.push(token_id)
+        delta = seq.stops.tag(text) if token_id in self.tag_ids else seq.stops.feed(text)
         if delta:
             seq.text_parts.append(delta)
             emit(delta)

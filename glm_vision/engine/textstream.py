@@ -36,7 +36,9 @@ class IncrementalDetokenizer:
 
 
 class StopStrings:
-    """Holds back text that could be the start of a stop string; reports when one is complete."""
+    """Holds back text that could be the start of a stop string; reports when one is complete. Stop strings
+    are looked for in the text between GLM's tags (`<think>`, `<tool_call>`, box markers: `tag`), never inside
+    or across one: a stop string "i" must not cut `<think>` into a stray `<th`."""
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops = stops
@@ -60,6 +62,10 @@ class StopStrings:
                     break
         self.held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep]
+
+    def tag(self, text: str) -> str:
+        """A tag token's text: released at once with whatever was held back before it."""
+        return self.flush() + text
 
     def flush(self) -> str:
         text, self.held = self.held, ""

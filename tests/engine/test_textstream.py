@@ -38,3 +38,13 @@ def test_stop_strings_hold_back_partial_matches():
     stops = StopStrings(("END",))
     out = [stops.feed(c) for c in ["Hello E", "nd"]] + [stops.flush()]
     assert "".join(out) == "Hello End" and not stops.stopped
+
+
+def test_stop_strings_are_not_looked_for_inside_or_across_tags():
+    stops = StopStrings(("i", "k>"))
+    out = [stops.tag("<think>"), stops.feed("Hm"), stops.tag("</think>"), stops.feed("\nThe answer is 4")]
+    assert "".join(out) == "<think>Hm</think>\nThe answer " and stops.stopped
+    stops = StopStrings(("bc",))
+    out = [stops.feed("ab"), stops.tag("<tool_call>"), stops.feed("c")] + [stops.flush()]
+    assert out[0] == "a" and out[1] == "b<tool_call>"  # held back until the tag: a stop string cannot span it
+    assert "".join(out) == "ab<tool_call>c" and not stops.stopped

@@ -6,6 +6,7 @@ must make the answer name the other image's shape and colour, which proves these
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import openai
@@ -157,6 +158,37 @@ def test_a_mis_keyed_feature_cache_is_caught(demo_engine, images):
     # features come from the cache, which now holds B's under A's key.
     answer = ask(demo_engine, [], images[A], session, text="Which shapes are in the image?")
     assert names(answer, B), answer  # "A blue square.": what B shows
+
+
+TAG = re.compile(r"<think>|</think>|<tool_call>|</tool_call>|<\|begin_of_box\|>|<\|end_of_box\|>")
+
+
+def cut_outside_tags(text: str, stop: str) -> str | None:
+    """`text` up to the first `stop` that lies between GLM's tags, None where there is none."""
+    at, pieces = 0, TAG.split(text)
+    for piece, tag in zip(pieces, [*TAG.findall(text), ""], strict=True):
+        if stop in piece:
+            return text[: at + piece.index(stop)]
+        at += len(piece) + len(tag)
+    return None
+
+
+@pytest.mark.parametrize("stop", ["i", "e", "k>"])
+def test_a_stop_string_never_cuts_a_tag(demo_engine, images, stop):
+    """With thinking on the demo model opens its answer with `<think></think>`: a stop string found inside a tag
+    must not end the answer as a stray `<th`. It ends the answer where it occurs between the tags ("i", "e"),
+    and one found only inside them ("k>") does not end it at all."""
+    messages = [Message("user", question(A), [images[A]])]
+    full = demo_engine.generate(GenerationRequest(messages, SamplingParams.greedy(32), enable_thinking=True))
+    assert full.text.startswith("<think>") and stop in full.text, full.text
+    result = demo_engine.generate(
+        GenerationRequest(messages, SamplingParams.greedy(32, stop=(stop,)), enable_thinking=True)
+    )
+    expected = cut_outside_tags(full.text, stop)
+    assert result.text == (full.text if expected is None else expected)
+    assert result.finish_reason == "stop"
+    answer = split_output(result.text).raw_answer  # the tags were whole: the answer parses, no markup in it
+    assert "<" not in answer and split_output(full.text).raw_answer.startswith(answer)
 
 
 def test_a_then_b_then_a_through_the_api(demo_engine, demo_settings):
