@@ -38,7 +38,7 @@ class IncrementalDetokenizer:
 class StopStrings:
     """Holds back text that could be the start of a stop string; reports when one is complete. Stop strings
     are looked for in the text between GLM's tags (`<think>`, `<tool_call>`, box markers: `tag`), never inside
-    or across one: a stop string "i" must not cut `<think>` into a stray `<th`."""
+    or across one: a stop string "i" must not cut `<think>` into a stray `<th`. A whole tag can be a stop string."""
 
     def __init__(self, stops: tuple[str, ...]) -> None:
         self.stops = stops
@@ -64,7 +64,11 @@ class StopStrings:
         return text[: len(text) - keep]
 
     def tag(self, text: str) -> str:
-        """A tag token's text: released at once with whatever was held back before it."""
+        """A tag token's text: released at once with whatever was held back before it, unless the tag is itself
+        a stop string (`stop=["</think>"]`), which ends the text before it."""
+        if text in self.stops:
+            self.stopped = True
+            return self.flush()
         return self.flush() + text
 
     def flush(self) -> str:

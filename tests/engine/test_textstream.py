@@ -48,3 +48,9 @@ def test_stop_strings_are_not_looked_for_inside_or_across_tags():
     out = [stops.feed("ab"), stops.tag("<tool_call>"), stops.feed("c")] + [stops.flush()]
     assert out[0] == "a" and out[1] == "b<tool_call>"  # held back until the tag: a stop string cannot span it
     assert "".join(out) == "ab<tool_call>c" and not stops.stopped
+
+
+def test_a_whole_tag_can_be_a_stop_string():
+    stops = StopStrings(("</think>",))
+    out = [stops.tag("<think>"), stops.feed("reasoning"), stops.tag("</think>")]
+    assert "".join(out) == "<think>reasoning" and stops.stopped
