@@ -53,6 +53,11 @@ def server(settings, engine):
     "body, expected, param",
     [
         ({"messages": user("hi"), "n": 9}, "n must be between 1 and 8", "n"),
+        (
+            {"messages": [{"role": "system", "content": "be brief"}]},
+            "the last message must come from the user",
+            "messages.0.role",
+        ),
         ({"messages": user("hi"), "temperature": 5}, "temperature must be between 0 and 2", "temperature"),
         ({"messages": user("hi"), "top_p": 0}, "top_p must be in (0, 1]", "top_p"),
         ({"messages": user("hi"), "top_k": -5}, "top_k must be 0 or -1 (off) or positive", "top_k"),
@@ -133,8 +138,8 @@ def server(settings, engine):
         ({"messages": user("hi"), "temperature": "hot"}, "temperature", "temperature"),
         (
             {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
-            "last message must come from the user",
-            None,
+            "the last message must come from the user (or be a tool's result); this one's role is 'assistant'",
+            "messages.1.role",
         ),
         (
             {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
