@@ -24,13 +24,13 @@ PASSED_THROUGH = ("temperature", "top_p", "top_k", "repetition_penalty", "seed")
 NOT_HONOURED: dict[str, tuple[tuple, str]] = {
     "frequency_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
     "presence_penalty": ((0, 0.0), "use repetition_penalty (e.g. 1.1)"),
-    "logit_bias": (({},), "logit_bias is not supported"),
+    "logit_bias": (({},), "token logits cannot be biased"),
     "functions": (([],), "functions is OpenAI's old API; send tools (and tool_choice)"),
     "function_call": (("none",), "function_call is OpenAI's old API; send tools and tool_choice"),
     "audio": ((), "this server answers in text only"),
     "modalities": ((["text"],), "this server answers in text only"),
     "reasoning_effort": ((), "use chat_template_kwargs.enable_thinking or thinking_budget"),
-    "verbosity": ((), "verbosity is not supported"),
+    "verbosity": ((), "ask for the length you want in the prompt"),
     "web_search_options": ((), "this server does not search the web"),
     "prediction": ((), "predicted outputs are not supported"),
     "guided_json": ((), "use response_format or structured_outputs.json (vLLM removed guided_json in 0.12)"),
@@ -39,24 +39,24 @@ NOT_HONOURED: dict[str, tuple[tuple, str]] = {
     "guided_grammar": ((), "use structured_outputs.grammar (vLLM removed guided_grammar in 0.12)"),
     "guided_whitespace_pattern": ((), "JSON is always written compactly here"),
     "guided_decoding_backend": ((), "the constraint backend is fixed (xgrammar)"),
-    "structural_tag": ((), "structural tags are not supported"),
-    "min_p": ((0, 0.0), "min_p is not supported; use top_p / top_k"),
-    "typical_p": ((1, 1.0), "typical_p is not supported"),
-    "best_of": ((1,), "best_of is not supported; use n"),
-    "use_beam_search": ((False,), "beam search is not supported"),
-    "length_penalty": ((1, 1.0), "length_penalty is not supported"),
-    "ignore_eos": ((False,), "ignore_eos is not supported; use min_tokens"),
-    "bad_words": (([],), "bad_words is not supported"),
-    "allowed_token_ids": ((), "allowed_token_ids is not supported; use structured_outputs"),
-    "stop_token_ids": (([],), "stop_token_ids is not supported; use stop"),
-    "prompt_logprobs": ((0,), "prompt_logprobs are not supported"),
-    "echo": ((False,), "echo is not supported"),
-    "include_stop_str_in_output": ((False,), "include_stop_str_in_output is not supported"),
+    "structural_tag": ((), "use response_format or structured_outputs"),
+    "min_p": ((0, 0.0), "use top_p / top_k"),
+    "typical_p": ((1, 1.0), "use top_p / top_k"),
+    "best_of": ((1,), "use n"),
+    "use_beam_search": ((False,), "answers are sampled (temperature 0: greedy), never beam-searched"),
+    "length_penalty": ((1, 1.0), "it belongs to beam search, which this server does not do"),
+    "ignore_eos": ((False,), "use min_tokens"),
+    "bad_words": (([],), "use structured_outputs to shape the answer"),
+    "allowed_token_ids": ((), "use structured_outputs"),
+    "stop_token_ids": (([],), "use stop"),
+    "prompt_logprobs": ((0,), "only the answer's tokens get logprobs (logprobs, top_logprobs)"),
+    "echo": ((False,), "the prompt is not sent back"),
+    "include_stop_str_in_output": ((False,), "the stop string is always left out of the answer"),
     "skip_special_tokens": ((True,), "special tokens are always left out of the answer"),
     "add_generation_prompt": ((True,), "the assistant turn is always opened"),
-    "continue_final_message": ((False,), "continue_final_message is not supported"),
+    "continue_final_message": ((False,), "the last message must come from the user or a tool"),
     "chat_template": ((), "the model's own chat template is used"),
-    "logits_processors": ((), "logits processors are not supported"),
+    "logits_processors": ((), "custom logits processors cannot run here"),
     "truncate_prompt_tokens": ((), "prompts are never truncated"),
     "regex": ((), "use structured_outputs.regex"),  # SGLang's spelling
     "ebnf": ((), "use structured_outputs.grammar"),  # SGLang's spelling
@@ -133,8 +133,15 @@ def refuse_unsupported(body: ChatCompletionRequest) -> None:
         if name in NOT_HONOURED and value is not None:
             harmless, hint = NOT_HONOURED[name]
             if value not in harmless:
-                raise APIError(400, f"{name} is not supported here: {hint}", param=name)
+                raise APIError(400, f"{name} is not supported here: {hint}; {_allowed(harmless)}", param=name)
     UNKNOWN_FIELDS.note(name for name in fields if name not in NOT_HONOURED and name not in ACCEPTED)
+
+
+def _allowed(harmless: tuple) -> str:
+    """What such a field may be sent as: left out, or one of its harmless values."""
+    distinct = [v for i, v in enumerate(harmless) if v not in harmless[:i]]  # 0 and 0.0 are one value
+    values = [json.dumps(value) for value in distinct]
+    return "leave it out" + (f" or send {' or '.join(values)}" if values else "")
 
 
 def max_new_tokens(body: ChatCompletionRequest, settings) -> int:
