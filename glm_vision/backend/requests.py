@@ -88,7 +88,8 @@ class SamplingParams:
                 self.seed is None or SEED_RANGE[0] <= self.seed <= SEED_RANGE[1],
                 f"seed must be a 64-bit integer ({SEED_RANGE[0]} to {SEED_RANGE[1]}), got {self.seed}",
             ),
-            ("stop", len(self.stop) <= 4 and all(self.stop), "stop takes at most 4 non-empty strings"),
+            ("stop", len(self.stop) <= 4, f"stop takes at most 4 strings, got {len(self.stop)}"),
+            ("stop", all(self.stop), "a stop string must not be empty (an empty one would end every answer at once)"),
             (
                 "top_logprobs",
                 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,

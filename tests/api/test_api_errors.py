@@ -73,7 +73,7 @@ def server(settings, engine):
             "min_tokens",
         ),
         ({"messages": user("hi"), "seed": 2**70}, "seed must be a 64-bit integer", "seed"),
-        ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4", "stop"),
+        ({"messages": user("hi"), "stop": ["a", "b", "c", "d", "e"]}, "stop takes at most 4 strings, got 5", "stop"),
         ({"messages": user(["hi"])}, "a content part must be an object such as", "messages.0.content.0"),
         ({"messages": user("hi"), "presence_penalty": 0.5}, "use repetition_penalty", "presence_penalty"),
         (

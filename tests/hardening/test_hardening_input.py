@@ -191,7 +191,8 @@ REQUEST_CASES = [
         "min_tokens must be between 0 and max_tokens",
         "min_tokens",
     ),
-    ({"messages": user("hi"), "stop": [""]}, "stop takes at most 4 non-empty strings", "stop"),
+    ({"messages": user("hi"), "stop": [""]}, "a stop string must not be empty", "stop"),
+    ({"messages": user("hi"), "stop": ["a", ""]}, "a stop string must not be empty", "stop"),
 ]
 
 
