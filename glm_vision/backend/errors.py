@@ -16,7 +16,12 @@ class EngineError(Exception):
 
 
 class ContextOverflowError(EngineError):
+    """The conversation does not fit the context: the messages are at fault (as OpenAI's `param` says)."""
+
     code = "context_length_exceeded"
+
+    def __init__(self, message: str, *, param: str | None = "messages") -> None:
+        super().__init__(message, param=param)
 
 
 class InvalidSchemaError(EngineError):

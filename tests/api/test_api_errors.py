@@ -286,7 +286,7 @@ def test_context_overflow_is_400_stream_or_not(server):
         response = post(server, {"messages": user(long_text), "stream": stream})
         assert response.status_code == 400
         error = error_of(response)
-        assert error["code"] == "context_length_exceeded"
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
         assert "context limit" in error["message"]
 
 
