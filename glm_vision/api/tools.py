@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from ..backend import OutputConstraint
+from ..backend.json_schema import schema_problem
 from ..conversation import Message
 from ..tool_calls import ToolCall, parse_tool_calls
 from .errors import APIError
@@ -66,6 +67,9 @@ def check_parameters(schema, where: str) -> None:
                 param=f"{where}.properties.{key}",
                 code="invalid_schema",
             )
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise APIError(400, f"{where}: {problem}", param=where, code="invalid_schema")
 
 
 def check_tool_choice(choice, tools: list[dict]) -> str | dict:

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from ..backend import OutputConstraint
+from ..backend.json_schema import schema_problem
 from ..conversation import THINK_CLOSE
 
 
@@ -81,12 +82,9 @@ def load_format(args) -> AnswerFormat:
 
 
 def _check_schema(schema: dict, path) -> None:
-    import jsonschema
-
-    try:
-        jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise FormatError(f"--json-schema {path} is not a valid JSON Schema: {exc.message}") from None
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise FormatError(f"--json-schema {path}: {problem}")
 
 
 def _leaf_paths(schema: dict, prefix: str = "") -> list[str]:

@@ -164,6 +164,12 @@ def test_thinking_budget_reaches_the_engine(wide_server):
     assert answer["usage"]["completion_tokens"] >= 3
 
 
+REMOTE_REF = {"type": "object", "properties": {"invoice": {"$ref": "https://example.com/invoice.schema.json"}}}
+DEEP = {"type": "object", "properties": {}}
+for _ in range(80):
+    DEEP = {"type": "object", "properties": {"a": DEEP}}
+
+
 @pytest.mark.parametrize(
     "body, param",
     [
@@ -175,11 +181,28 @@ def test_thinking_budget_reaches_the_engine(wide_server):
         (chat(structured_outputs={"regex": "(unclosed"}), "structured_outputs.regex"),
         (chat(structured_outputs={"grammar": "root ::= nowhere"}), "structured_outputs.grammar"),
         (chat(structured_outputs={"json": "{not json"}), "structured_outputs.json"),
+        (  # xgrammar would let it match any JSON: refused, not silently loosened
+            chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": REMOTE_REF}}),
+            "response_format.json_schema.schema",
+        ),
+        (chat(structured_outputs={"json": REMOTE_REF}), "structured_outputs.json"),
+        (
+            chat(
+                tools=[{"type": "function", "function": {"name": "f", "parameters": REMOTE_REF}}],
+                tool_choice="required",
+            ),
+            "tools.0.function.parameters",
+        ),
+        (
+            chat(tools=[{"type": "function", "function": {"name": "f", "parameters": DEEP}}]),
+            "tools.0.function.parameters",
+        ),
     ],
 )
 def test_invalid_schema_is_400_invalid_schema(wide_server, body, param):
     error = post(wide_server, body).json()["error"]
     assert error["code"] == "invalid_schema" and error["param"] == param and error["message"]
+    assert "recursion" not in error["message"]
 
 
 @pytest.mark.parametrize(
