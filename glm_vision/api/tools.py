@@ -67,9 +67,19 @@ def check_parameters(schema, where: str) -> None:
                 param=f"{where}.properties.{key}",
                 code="invalid_schema",
             )
-    problem = schema_problem(schema)
-    if problem is not None:
-        raise APIError(400, f"{where}: {problem}", param=where, code="invalid_schema")
+
+
+def check_enforceable(tools: list[dict], choice: str | dict) -> None:
+    """The parameters of the tools a 'required' or named tool_choice enforces: schemas constrained decoding can
+    hold to (`json_schema.schema_problem`). With 'auto' they are only shown to the model."""
+    for index, tool in enumerate(tools):
+        function = tool["function"]
+        enforced = choice == "required" or (isinstance(choice, dict) and choice["function"]["name"] == function["name"])
+        if enforced and function.get("parameters") is not None:
+            where = f"tools.{index}.function.parameters"
+            problem = schema_problem(function["parameters"])
+            if problem is not None:
+                raise APIError(400, f"{where}: {problem}", param=where, code="invalid_schema")
 
 
 def check_tool_choice(choice, tools: list[dict]) -> str | dict:
@@ -135,6 +145,7 @@ class ToolPlan:
 def plan_tools(body) -> ToolPlan:
     tools = check_tools(body.tools)
     choice = check_tool_choice(body.tool_choice, tools)
+    check_enforceable(tools, choice)
     return ToolPlan(
         tools=tools if choice != "none" else [], choice=choice, parallel=body.parallel_tool_calls is not False
     )

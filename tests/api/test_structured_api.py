@@ -194,7 +194,7 @@ for _ in range(80):
             "tools.0.function.parameters",
         ),
         (
-            chat(tools=[{"type": "function", "function": {"name": "f", "parameters": DEEP}}]),
+            chat(tools=[{"type": "function", "function": {"name": "f", "parameters": DEEP}}], tool_choice="required"),
             "tools.0.function.parameters",
         ),
     ],
