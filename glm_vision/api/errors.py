@@ -82,17 +82,31 @@ def _bad_content_part(errors: list[dict]) -> str | None:
     return None
 
 
+NOT_AN_OBJECT = (
+    'the request body must be a JSON object such as {"model": "...", "messages": [...]}, '
+    "sent with Content-Type: application/json"
+)
+TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+
+
+def _field_path(error: dict) -> list[str]:
+    """The error's location in the request, without the union members pydantic names in it ('TextPart', 'str',
+    'list[...]'): they mean nothing to a client."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    return [part for part in loc if not (part[:1].isupper() or "[" in part or part in TYPE_TAGS)]
+
+
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "the request body is not valid", None
     first = errors[0]
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    # Union members name themselves in the location (e.g. 'TextPart'); they mean nothing to a client.
-    loc = [part for part in loc if not part[:1].isupper()]
+    loc = _field_path(first)
     param = ".".join(loc) or None
     if first.get("type") == "json_invalid":
         return "the request body is not valid JSON", None
+    if not loc and first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        return NOT_AN_OBJECT, None
     message = first.get("msg", "invalid value")
     part = _bad_content_part(errors)
     if part is not None:
@@ -100,5 +114,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
             f'{part}: a content part must be an object such as {{"type": "text", "text": "..."}} or '
             f'{{"type": "image_url", "image_url": {{"url": "data:..."}}}}'
         ), part
+    if len(loc) == 3 and loc[0] == "messages" and loc[2] == "content":  # neither a string nor a list
+        return f"{param}: a message's content must be a string or a list of content parts", param
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return (f"{param}: {message}{more}" if param else f"{message}{more}"), param

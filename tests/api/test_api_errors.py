@@ -135,6 +135,11 @@ def server(settings, engine):
         ({"messages": []}, "messages", "messages"),
         ({}, "messages: Field required", "messages"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role", "messages.0.role"),
+        (
+            {"messages": user(5)},
+            "messages.0.content: a message's content must be a string or a list of content parts",
+            "messages.0.content",
+        ),
         ({"messages": user("hi"), "temperature": "hot"}, "temperature", "temperature"),
         (
             {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
@@ -261,11 +266,17 @@ def test_malformed_json_and_wrong_content_type_are_400(server):
     )
     assert response.status_code == 400
     assert "not valid JSON" in error_of(response)["message"]
-    response = httpx.post(
-        server.url + "/v1/chat/completions", content=b"hello", timeout=30, headers={"content-type": "text/plain"}
-    )
-    assert response.status_code == 400
-    error_of(response)
+    for content, kind in (
+        (b"hello", "text/plain"),
+        (b'{"messages": []}', "text/plain"),
+        (b"[1, 2]", "application/json"),
+    ):
+        response = httpx.post(
+            server.url + "/v1/chat/completions", content=content, timeout=30, headers={"content-type": kind}
+        )
+        assert response.status_code == 400
+        message = error_of(response)["message"]
+        assert "must be a JSON object" in message and "Content-Type: application/json" in message, message
 
 
 def test_truncated_image_is_400_and_server_keeps_serving(server):
