@@ -23,15 +23,35 @@ def literal(xgr, text: str):
 
 
 def value_grammar(xgr, schema: dict):
-    if schema.get("type") == "string" and "maxLength" in schema and "enum" not in schema:
-        return xgr.Grammar.from_regex(f"[^<]{{{int(schema.get('minLength', 0))},{int(schema['maxLength'])}}}")
-    if schema.get("type") == "string" and "enum" not in schema:
-        return xgr.Grammar.from_regex(RAW_TEXT)
     if schema.get("type") == "string":
-        return xgr.Grammar.from_regex("|".join(f"({re.escape(str(v))})" for v in schema["enum"]))
+        return xgr.Grammar.from_regex(raw_string_regex(schema))
     return xgr.Grammar.from_json_schema(
         json.dumps(schema), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=True
     )
+
+
+def raw_string_regex(schema: dict) -> str:
+    """What a raw string value may be: one of its `enum` / its `const`, else its `pattern` (matched whole, which
+    also satisfies JSON Schema's search semantics), else its length bounds, else any text before its closing tag.
+    A length beside a pattern is refused before this (`backend.json_schema`)."""
+    if "const" in schema or "enum" in schema:
+        values = [schema["const"]] if "const" in schema else schema["enum"]
+        return "|".join(f"({re.escape(str(v))})" for v in values)
+    if "pattern" in schema:
+        return _whole(schema["pattern"])
+    if "minLength" in schema or "maxLength" in schema:
+        high = schema.get("maxLength")
+        return f"[^<]{{{int(schema.get('minLength', 0))},{'' if high is None else int(high)}}}"
+    return RAW_TEXT
+
+
+def _whole(pattern: str) -> str:
+    """The pattern without its anchors (a regex grammar always matches the whole value)."""
+    if pattern.startswith("^"):
+        pattern = pattern[1:]
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1]
+    return pattern
 
 
 def argument_grammar(xgr, key: str, schema: dict, required: bool):

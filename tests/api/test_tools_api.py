@@ -47,6 +47,23 @@ SCREENSHOT = {
         "parameters": {"type": "object", "properties": {}},
     },
 }
+FLIGHT = {  # raw string arguments with a pattern, a const and an enum: each enforced, not just shown
+    "type": "function",
+    "function": {
+        "name": "book_flight",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "origin": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "seat": {"type": "string", "pattern": "[0-9]{1,2}[A-F]"},
+                "cabin": {"type": "string", "const": "economy"},
+                "meal": {"type": "string", "enum": ["veg", "fish"]},
+            },
+            "required": ["origin", "seat", "cabin", "meal"],
+            "additionalProperties": False,
+        },
+    },
+}
 NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
 SCRIPTED_CALL = (
     "Let me look.<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n"
@@ -88,6 +105,25 @@ def test_a_named_tool_choice_always_yields_a_valid_call_on_random_weights(server
             assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
             jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
             assert "<tool_call>" not in (choice.message.content or "")
+
+
+def test_string_arguments_match_their_pattern_and_const_on_random_weights(server):
+    live, _ = server
+    schema = FLIGHT["function"]["parameters"]
+    with client(live) as c:
+        for seed in range(6):
+            reply = c.chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "Book me a flight."}],
+                tools=[FLIGHT],
+                tool_choice={"type": "function", "function": {"name": "book_flight"}},
+                temperature=1.0,
+                seed=seed,
+                max_tokens=200,
+                extra_body=NO_THINKING,
+            )
+            (call,) = reply.choices[0].message.tool_calls
+            jsonschema.validate(json.loads(call.function.arguments), schema)
 
 
 def test_required_calls_one_of_the_tools(server):
