@@ -98,7 +98,10 @@ def completion_kwargs(request: GenerationRequest, model: str, urls: ImageURLs) -
 
 
 def constraint_kwargs(constraint: OutputConstraint, extra_body: dict) -> dict:
-    """JSON as OpenAI's response_format; choice, regex and grammar as vLLM's `structured_outputs`."""
+    """JSON as OpenAI's response_format; choice, regex and grammar as vLLM's `structured_outputs`. An enforced
+    tool call is the upstream's to enforce: `tools` and `tool_choice` go as they are (`completion_kwargs`)."""
+    if constraint.kind == "tool_call":
+        return {}
     if constraint.kind == "json_object":
         return {"response_format": {"type": "json_object"}}
     if constraint.kind == "json_schema":

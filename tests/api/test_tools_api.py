@@ -254,6 +254,29 @@ def test_parallel_tool_calls_false_returns_the_first_call_only(settings):
         backend.shutdown()
 
 
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_the_remote_backend_leaves_an_enforced_tool_choice_to_the_upstream(scripted_server, choice):
+    """Forwarded as `tool_choice` (the upstream, vLLM or another glm-vision, enforces it), never as a
+    `structured_outputs` field no upstream knows (the upstream refused the request with a 400)."""
+    from tests.api.test_remote import front
+
+    upstream, backend = scripted_server
+    proxy, remote = front(upstream.url)
+    try:
+        with client(proxy) as c:
+            messages = [{"role": "user", "content": "Weather?"}]
+            reply = c.chat.completions.create(
+                model="x", messages=messages, tools=[WEATHER, SCREENSHOT], tool_choice=choice
+            )
+        (call,) = reply.choices[0].message.tool_calls
+        assert call.function.name == "get_weather" and reply.choices[0].finish_reason == "tool_calls"
+        forwarded = backend.requests[-1]
+        assert forwarded.tool_choice == choice and forwarded.constraint.kind == "tool_call"
+    finally:
+        proxy.__exit__()
+        remote.shutdown()
+
+
 def test_the_remote_backend_forwards_tools_and_maps_streamed_calls_back(settings, scripted_server):
     from tests.api.test_remote import front
 
