@@ -45,13 +45,14 @@ def translate_error(exc: BaseException, api_base: str) -> EngineError:
         else:
             lowered = message.lower()
             body = exc.body if isinstance(exc.body, dict) else {}
-            code = (body.get("error") if isinstance(body.get("error"), dict) else body).get("code")
-            if code == "context_length_exceeded" or (
+            inner = body.get("error") if isinstance(body.get("error"), dict) else body
+            param = inner.get("param") if isinstance(inner.get("param"), str) else None  # the field the upstream named
+            if inner.get("code") == "context_length_exceeded" or (
                 "context" in lowered and any(word in lowered for word in ("length", "maximum", "too long", "limit"))
             ):
-                error = ContextOverflowError(message)
+                error = ContextOverflowError(message, param=param or "messages")
             else:
-                error = EngineError(message)
+                error = EngineError(message, param=param)
                 if status in (404, 413):
                     error.status = status
         return error

@@ -107,9 +107,12 @@ def test_errors_keep_their_status_through_the_front(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="x", messages=[{"role": "user", "content": "word " * 5000}])
     assert "context limit" in caught.value.message
-    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["code"] == "context_length_exceeded" and caught.value.body["param"] == "messages"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], temperature=9)
+    with pytest.raises(openai.BadRequestError) as caught:  # refused by the upstream alone: its param comes along
+        client.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}], n=8, max_tokens=2)
+    assert "at most" in caught.value.message and caught.value.body["param"] == "n"
 
 
 def test_thinking_split_through_the_front(settings):
