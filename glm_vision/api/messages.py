@@ -79,20 +79,7 @@ async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[
             images, low = await _images_of(parts, where, settings)
             low_detail = low_detail or low
             converted.append(user_or_tool_message(message, text, images, where))
-    _check_last(messages)
     return converted, low_detail
-
-
-def _check_last(messages: list[ChatMessage]) -> None:
-    """The model answers a user's message or a tool's result; anything else last has nothing to answer."""
-    last = len(messages) - 1
-    if messages and messages[last].role not in ("user", "tool"):
-        raise APIError(
-            400,
-            f"messages.{last}: the last message must come from the user (or be a tool's result); "
-            f"this one's role is {messages[last].role!r}",
-            param=f"messages.{last}.role",
-        )
 
 
 def assistant_message(message: ChatMessage, text: str, where: str) -> Message:

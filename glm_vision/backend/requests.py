@@ -124,8 +124,13 @@ class GenerationRequest:
         """Refuse what no backend can serve, before it is queued."""
         if not self.messages:
             raise EngineError("the conversation is empty; send at least one user message")
-        if self.messages[-1].role not in ("user", "tool"):
-            raise EngineError("the last message must come from the user (or be a tool's result)")
+        last = len(self.messages) - 1
+        if self.messages[last].role not in ("user", "tool"):
+            raise EngineError(
+                f"messages.{last}: the last message must come from the user (or be a tool's result); "
+                f"this one's role is {self.messages[last].role!r}",
+                param=f"messages.{last}.role",
+            )
         for message in self.messages:
             if len(message.images) > max_images_per_message:
                 raise EngineError(
