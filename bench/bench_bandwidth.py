@@ -101,20 +101,27 @@ def time_step_read(part: torch.Tensor, sms: int) -> None:
         print(f"| {label} | {us:.1f} | {part.nbytes / us / 1e3:,.0f} |")
 
 
+def layer_parts(src: torch.Tensor, layer_mb: list[float]) -> tuple[list[torch.Tensor], int]:
+    """As many layers as `src` holds (8 at most), each its matrices one after another, every size a multiple of
+    16 elements: (the matrices in order, layers)."""
+    sizes = [int(mb * 1e6) // 2 // 16 * 16 for mb in layer_mb]
+    layers = min(8, src.numel() // sum(sizes))
+    return list(src[: layers * sum(sizes)].split(sizes * layers)), layers
+
+
 def time_layer_reads(src: torch.Tensor, sms: int, layer_mb: list[float]) -> None:
     """As many layers as the buffer holds, each layer's matrices contiguous and the layers one after
     another, read as one kernel per matrix, one per layer, or one for all: microseconds a layer."""
-    sizes = [int(mb * 1e6) // 2 for mb in layer_mb]
-    layers = min(8, src.numel() // sum(sizes))
+    matrices, layers = layer_parts(src, layer_mb)
     assert layers >= 2, "a buffer of two layers at least (--gib)"
-    matrices = list(src[: layers * sum(sizes)].split(sizes * layers))
-    by_layer = [src[i * sum(sizes) : (i + 1) * sum(sizes)] for i in range(layers)]
-    ways = {"a kernel a matrix": matrices, "a kernel a layer": by_layer, "one kernel": [src[: layers * sum(sizes)]]}
+    layer = sum(m.numel() for m in matrices) // layers
+    by_layer = [src[i * layer : (i + 1) * layer] for i in range(layers)]
+    ways = {"a kernel a matrix": matrices, "a kernel a layer": by_layer, "one kernel": [src[: layers * layer]]}
     for way, parts in ways.items():
         for per_sm, block in STEP_READS:
             us = step_read_us(parts, sms, per_sm, block)[0] / layers
             label = f"{layers} layers of {layer_mb} MB, {way}, {per_sm} programs an SM of {block}"
-            print(f"| {label} | {us:.1f} a layer | {2 * sum(sizes) / us / 1e3:,.0f} |")
+            print(f"| {label} | {us:.1f} a layer | {2 * layer / us / 1e3:,.0f} |")
 
 
 def time_read(src: torch.Tensor, programs: int, tile: tuple[int, int, int], expected: float, label: str) -> None:

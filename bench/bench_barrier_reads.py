@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from bench.bench_bandwidth import LAYER_MB, step_read_us
+from bench.bench_bandwidth import LAYER_MB, layer_parts, step_read_us
 from glm_vision.engine.gemv import graph_time
 
 WARPS = 8
@@ -160,13 +160,6 @@ def check(reader: BarrierRead, parts: list[torch.Tensor], programs: int) -> None
     want += len(parts) * programs * reader.block if reader.dependent else 0
     got = reader.total()
     assert abs(got - want) <= 1e-3 * abs(want) + 1e2, (reader.early, reader.dependent, got, want)
-
-
-def layer_parts(src: torch.Tensor, layer_mb: list[float]) -> tuple[list[torch.Tensor], int]:
-    """As many layers as `src` holds (8 at most), each its matrices one after another: (matrices, layers)."""
-    sizes = [int(mb * 1e6) // 2 // 16 * 16 for mb in layer_mb]
-    layers = min(8, src.numel() // sum(sizes))
-    return list(src[: layers * sum(sizes)].split(sizes * layers)), layers
 
 
 BLOCKS = (4096, 8192)  # elements a load of the barrier launch (four loads in flight)
