@@ -5,7 +5,7 @@ the one its GEMVs should be held against.
 
     python -m bench.bench_bandwidth [--gib 2]
 
-Then the decode step's matrix sizes read the way the step reads them (`gemv.graph_time`: replayed in a
+Then the decode step's matrix sizes read the way the step reads them (`graph_timer.graph_time`: replayed in a
 CUDA graph, each read after an L2 flush): what a read kernel that does nothing else costs at those
 sizes, ramp and tail included, the floor for a GEMV of that many bytes. Last, a few layers' worth of
 matrices (QKV, o_proj, gate_up, down: 408 MB a layer) read one kernel per matrix, one per layer, and
@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from glm_vision.engine.gemv import graph_time
+from glm_vision.engine.graph_timer import graph_time
 
 LAYER_MB = [33.6, 37.7, 112.2, 224.4]  # a layer's matrices in bf16: o_proj, qkv + bias, down, gate_up
 READ_TILES = [(block, warps, stages) for block in (4096, 16384) for warps in (4, 8) for stages in (1, 3, 5)]

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from bench.bench_bandwidth import LAYER_MB, layer_parts, step_read_us
-from glm_vision.engine.gemv import graph_time
+from glm_vision.engine.graph_timer import graph_time
 
 WARPS = 8
 

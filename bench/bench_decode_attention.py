@@ -5,7 +5,7 @@ at a given context, for the split and tiles `tuning` picks and for the alternati
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
-split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`gemv.graph_time`),
+split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`graph_timer.graph_time`),
 as the decode step runs them; GB/s counts the keys and values read.
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
@@ -22,7 +22,7 @@ import statistics
 import torch
 
 from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
-from glm_vision.engine.gemv import graph_time
+from glm_vision.engine.graph_timer import graph_time
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 

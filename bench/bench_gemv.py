@@ -5,7 +5,7 @@
     TRITON_INTERPRET=1 python -m bench.bench_gemv --smoke        # CPU: tiny shapes, only checks that it runs
     python -m bench.bench_gemv --sweep --batch 1 32              # cuBLAS and every candidate tile, each timed
 
-Time per call: `gemv.graph_time` (median of 3), the call replayed in a CUDA graph as the decode step
+Time per call: `graph_timer.graph_time` (median of 3), the call replayed in a CUDA graph as the decode step
 runs it, each call after a 256 MB read that evicts the L2 cache (a decode step streams 17.6 GB of
 weights through a 50 MB L2, so every matrix is read cold there), the flush's own time taken off.
 Timing each call with events instead adds Triton's Python launch cost (~20-100 us), which the step's
@@ -184,7 +184,7 @@ def sweep(matrix: Matrix, m: int, budget_end: float, glue) -> list[dict]:
 
 
 def graph_time_median(fn) -> float:
-    from glm_vision.engine.gemv import graph_time
+    from glm_vision.engine.graph_timer import graph_time
 
     return statistics.median(graph_time(fn) for _ in range(3))
 

@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .graph_timer import graph_time
+
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
@@ -89,43 +91,6 @@ def _prune(configs, named_args, **kwargs):
     m, n, k = named_args["M"], named_args["N"], named_args["K"]
     fitting = [c for c in configs if _fits(c, m, n, k)]
     return fitting[:1] if _interpreted() else fitting  # the interpreter cannot time anything
-
-
-def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20) -> float:
-    """Milliseconds one call of `fn` takes as the decode step runs it: replayed in a CUDA graph (no
-    launch cost: timed per call, Triton's Python launcher made small kernels look 5x slower than they
-    run in the step), each call after a read of `flush_bytes` that leaves the L2 cache holding other
-    data (the step streams 17.6 GB through a 50 MB L2: every matrix arrives cold). The flush alone is
-    timed the same way and taken off."""
-    flush = torch.empty(flush_bytes, dtype=torch.int8, device="cuda")
-    total = torch.empty((), dtype=torch.int64, device="cuda")
-    fn()  # compiled before capture
-
-    def replayed(with_fn: bool) -> float:
-        def body():
-            for _ in range(calls):
-                torch.sum(flush, dim=0, dtype=torch.int64, out=total)
-                if with_fn:
-                    fn()
-
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            body()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            body()
-        graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(3):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / (3 * calls)
-
-    return max(replayed(True) - replayed(False), 1e-4)
 
 
 def _bench(fn, quantiles):

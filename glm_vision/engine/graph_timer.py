@@ -1,0 +1,81 @@
+"""How long a GPU call takes as the decode step runs it: for the GEMVs' autotuning and the benches.
+
+The call is replayed in a CUDA graph (no launch cost: Triton's Python launcher made small kernels look 5x
+slower than they run in the step), each time after a read of `flush_bytes` that leaves the L2 cache holding
+other data (the step streams 17.6 GB of weights through a 50 MB L2: every matrix arrives cold). The flush
+alone is captured once per process and replayed in turn with the call, and the median of the differences is
+taken, so that a clock that drifts during a long autotuning moves both sides of each difference alike.
+
+Autotuning times hundreds of candidates at an engine's first start, so each timing costs what it measures
+and little else: one flush buffer and one flush-only graph for the process, and the graphs captured
+directly (`torch.cuda.graph` empties the allocator's and the pinned host memory's caches at every capture,
+for nothing here).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+_flushes: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+_baselines: dict[tuple[torch.device, int, int], torch.cuda.CUDAGraph] = {}
+
+
+def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20, pairs: int = 5) -> float:
+    """Milliseconds one call of `fn` takes after an L2 flush, replayed in a CUDA graph: the median over
+    `pairs` replays of (`calls` x (flush, fn)) minus a replay of `calls` flushes alone."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    flush, total = _flush(device, flush_bytes)
+
+    def flush_once():
+        torch.sum(flush, dim=0, dtype=torch.int64, out=total)
+
+    fn()  # compiled (or autotuned) before capture
+    key = (device, calls, flush_bytes)
+    if key not in _baselines:
+        _baselines[key] = _capture(lambda: _repeat(calls, flush_once))
+    timed = _capture(lambda: _repeat(calls, lambda: (flush_once(), fn())))
+    differences = [_replay_ms(timed) - _replay_ms(_baselines[key]) for _ in range(pairs)]
+    return max(statistics.median(differences) / calls, 1e-4)
+
+
+def _flush(device: torch.device, flush_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (device, flush_bytes)
+    if key not in _flushes:
+        _flushes[key] = (
+            torch.empty(flush_bytes, dtype=torch.int8, device=device),
+            torch.empty((), dtype=torch.int64, device=device),
+        )
+    return _flushes[key]
+
+
+def _repeat(calls: int, body) -> None:
+    for _ in range(calls):
+        body()
+
+
+def _capture(body) -> torch.cuda.CUDAGraph:
+    """`body` captured on a side stream after one run outside the capture (lazy initialisations)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        body()
+        graph.capture_begin()
+        try:
+            body()
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()  # the first replay uploads the graph
+    return graph
+
+
+def _replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    graph.replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
