@@ -7,9 +7,11 @@ alone is captured once per process and replayed in turn with the call, and the m
 taken, so that a clock that drifts during a long autotuning moves both sides of each difference alike.
 
 Autotuning times hundreds of candidates at an engine's first start, so each timing costs what it measures
-and little else: one flush buffer and one flush-only graph for the process, and the graphs captured
-directly (`torch.cuda.graph` empties the allocator's and the pinned host memory's caches at every capture,
-for nothing here).
+and little else: one flush buffer and one flush-only graph for the process, the graphs captured directly
+(`torch.cuda.graph` empties the allocator's and the pinned host memory's caches at every capture), and the
+flush a plain float32 sum (~65 us). It used to sum int8 into int64, which made a 2 GiB int64 copy first:
+1.35 ms a flush, which buried a 10-60 us call in a difference of two large numbers, and a 2 GiB write that
+left the L2 full of dirty lines for the timed call to write back.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20, pairs: int = 5
     flush, total = _flush(device, flush_bytes)
 
     def flush_once():
-        torch.sum(flush, dim=0, dtype=torch.int64, out=total)
+        torch.sum(flush, dim=0, out=total)
 
     fn()  # compiled (or autotuned) before capture
     key = (device, calls, flush_bytes)
@@ -44,8 +46,8 @@ def _flush(device: torch.device, flush_bytes: int) -> tuple[torch.Tensor, torch.
     key = (device, flush_bytes)
     if key not in _flushes:
         _flushes[key] = (
-            torch.empty(flush_bytes, dtype=torch.int8, device=device),
-            torch.empty((), dtype=torch.int64, device=device),
+            torch.zeros(flush_bytes // 4, dtype=torch.float32, device=device),
+            torch.empty((), dtype=torch.float32, device=device),
         )
     return _flushes[key]
 
