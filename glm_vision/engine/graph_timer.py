@@ -45,10 +45,13 @@ def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20, pairs: int = 5
 def _flush(device: torch.device, flush_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     key = (device, flush_bytes)
     if key not in _flushes:
-        _flushes[key] = (
-            torch.zeros(flush_bytes // 4, dtype=torch.float32, device=device),
-            torch.empty((), dtype=torch.float32, device=device),
-        )
+        # normal tensors, not inference tensors: the first timing may run under inference mode (the engine's
+        # warm-up) and a later one outside it (a bench), which may not write into an inference tensor
+        with torch.inference_mode(False):
+            _flushes[key] = (
+                torch.zeros(flush_bytes // 4, dtype=torch.float32, device=device),
+                torch.empty((), dtype=torch.float32, device=device),
+            )
     return _flushes[key]
 
 
