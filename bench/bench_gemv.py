@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from glm_vision.engine.layer_math import swiglu_glue
+
 CONFIG = Path(__file__).with_name("glm-4.6v-flash-config.json")
 
 
@@ -66,11 +68,6 @@ SMOKE_TEXT = {
     "intermediate_size": 136,
     "vocab_size": 300,
 }
-
-
-def _swiglu_glue(y: torch.Tensor) -> torch.Tensor:
-    gate, up = y.chunk(2, dim=-1)
-    return up * F.silu(gate)
 
 
 def callables(matrix: Matrix, m: int, device: str, dtype: torch.dtype, glue, config=None):
@@ -235,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_grad_enabled(False)
     if args.sweep:
         text = json.loads(args.config.read_text())["text_config"]
-        glue = torch.compile(_swiglu_glue, fullgraph=True, dynamic=False)
+        glue = torch.compile(swiglu_glue, fullgraph=True, dynamic=False)
         share = args.sweep_budget / (len(args.batch) * len(matrices(text)))  # each (M, matrix) gets its part
         rows = [
             row
@@ -248,9 +245,9 @@ def main(argv: list[str] | None = None) -> None:
             args.json.write_text(json.dumps(rows, indent=2))
         return
     if args.smoke:
-        device, dtype, text, batches, glue = "cpu", torch.float32, SMOKE_TEXT, args.batch[:2], _swiglu_glue
+        device, dtype, text, batches, glue = "cpu", torch.float32, SMOKE_TEXT, args.batch[:2], swiglu_glue
     else:
-        device, dtype, glue = "cuda", torch.bfloat16, torch.compile(_swiglu_glue, fullgraph=True, dynamic=False)
+        device, dtype, glue = "cuda", torch.bfloat16, torch.compile(swiglu_glue, fullgraph=True, dynamic=False)
         text, batches = json.loads(args.config.read_text())["text_config"], args.batch
         print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
     started = time.perf_counter()

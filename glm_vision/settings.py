@@ -112,7 +112,8 @@ _HELP = {
     "decode_attention": "auto | compiled | triton: the decode step's attention as two Triton split-K kernels (auto: "
     "on CUDA) or three compiled kernels (auto: elsewhere)",
     "decode_matmul": "auto | cublas | triton: the decode step's matrix products as Triton GEMVs with the bias and "
-    "SiLU x up fused in, or through cuBLAS (auto: the GEMVs on CUDA for decode batches of up to 8 rows)",
+    "SiLU x up fused in, or through cuBLAS (auto: on CUDA each product the way the warm-up measured faster at "
+    "each batch size; cuBLAS on the CPU)",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
     "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
     "remote_image_max_mb": "largest remote image fetched",

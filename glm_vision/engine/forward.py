@@ -35,6 +35,7 @@ from .layer_math import (
     rotary,
     rotary_into,
     split_heads,
+    swiglu_glue,
     swiglu_mlp,
 )
 from .prefill_attention import lower_right_works
@@ -45,9 +46,6 @@ log = logging.getLogger(__name__)
 
 BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
-# Decode batches up to which `--decode-matmul auto` runs the Triton GEMVs (bench/RESULTS.md: faster than
-# cuBLAS at 1 and 8 rows on the H200, slower at 32)
-GEMV_MAX_BATCH = 8
 
 
 class TextForward:
@@ -118,19 +116,19 @@ class TextForward:
             from .decode_attention import decode_attention as split_k_attention
 
             self.split_k_attention = split_k_attention
-        # `--decode-matmul triton`: the decode step's matrix products as Triton GEMVs (gemv.py), the norms
-        # around them compiled; prefill keeps cuBLAS (a prefill step is bound by arithmetic, not reading).
-        # auto: the GEMVs on CUDA for batches of up to GEMV_MAX_BATCH rows, where the H200 measured them faster
-        auto = decode_matmul == "auto"
-        if auto:
-            decode_matmul = "triton" if self.device.type == "cuda" else "cublas"
+        # The decode step's matrix products through decode_matmuls.py: each through cuBLAS or a Triton GEMV
+        # (gemv.py), forced (`cublas`, `triton`) or, under auto on CUDA, whichever the warm-up measured faster
+        # for that product and batch size; prefill keeps cuBLAS (a prefill step is bound by arithmetic).
+        if decode_matmul == "auto":
+            decode_matmul = "measured" if self.device.type == "cuda" else "cublas"
         self.decode_matmul = decode_matmul
-        self.gemv_max_batch = 0 if decode_matmul == "cublas" else GEMV_MAX_BATCH if auto else self.slab.slots
+        self.gemv_max_batch = 0 if decode_matmul == "cublas" else self.slab.slots  # rows through `self.gemv`
         self.gemv = None
         if self.gemv_max_batch:
-            from . import gemv
+            from .decode_matmuls import DecodeMatmuls
 
-            self.gemv = gemv
+            glue = torch.compile(swiglu_glue, fullgraph=True) if compile_math else swiglu_glue
+            self.gemv = DecodeMatmuls(decode_matmul, glue)
         # the decode step's residual norms as a Triton kernel where Triton runs (row_norm.py)
         self.row_residual_norm = None
         if self.device.type == "cuda" or self.gemv is not None:
@@ -299,6 +297,8 @@ class TextForward:
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
         log.info("decode graphs: %d captured in %.1f s", len(self.graphs), time.perf_counter() - started)
+        if self.gemv is not None and self.decode_matmul == "measured":
+            log.info("decode products measured faster through cuBLAS (rows: weights): %s", self.gemv.cublas_products())
         if not self.passes.pieces.graphs:
             started = time.perf_counter()
             self.passes.pieces.capture_all()

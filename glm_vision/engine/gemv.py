@@ -1,4 +1,4 @@
-"""Matrix-vector products of the decode step as Triton kernels, for `--decode-matmul triton`.
+"""Matrix-vector products of the decode step as Triton kernels (used through decode_matmuls.py).
 
 A decode step multiplies a few rows of activations (M = the batch, 1..64) by every weight matrix of
 the model once: it is bound by reading the weights (17.6 GB a step for GLM-4.6V-Flash), not by

@@ -60,8 +60,13 @@ def post_attention(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_po
 
 def swiglu_mlp(x, w_gate_up, w_down):
     """The MLP's product for x, already its input norm: down(silu(gate) * up)."""
-    gate, up = F.linear(x, w_gate_up).chunk(2, dim=-1)
-    return F.linear(up * F.silu(gate), w_down)
+    return F.linear(swiglu_glue(F.linear(x, w_gate_up)), w_down)
+
+
+def swiglu_glue(gate_up):
+    """silu(gate) * up from the gate_up product (N, 2I), gate columns first."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return up * F.silu(gate)
 
 
 def post_attention_in_place(h, attn, w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next, eps: float):

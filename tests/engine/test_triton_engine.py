@@ -10,8 +10,10 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
     """Each combination decodes three prompts of different lengths together; an 8-token prefill budget
     makes rows decode in the same passes as the later prompts' chunks; a GEMV limit of one row (auto's
     rule, smaller) sends the three-row steps through cuBLAS (their residual norms through the Triton row
-    kernel, as on CUDA) and the one-row steps through the GEMVs."""
+    kernel, as on CUDA) and the one-row steps through the GEMVs; "mixed" measures each product's way as auto
+    does on CUDA, with a seeded random stand-in for the GPU timer, so that one step mixes cuBLAS and GEMVs."""
     out = run_interpreted("""
+        import random
         import tempfile
         from dataclasses import replace
         from pathlib import Path
@@ -19,6 +21,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
         from glm_vision.backend import GenerationRequest, SamplingParams
         from glm_vision.conversation import Message
         from glm_vision.engine import Engine, gemv
+        from glm_vision.engine.decode_matmuls import DecodeMatmuls
         from glm_vision.settings import Settings
         from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
@@ -36,19 +39,26 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             ("compiled", "triton", 2048, None),
             ("triton", "triton", 8, None),
             ("triton", "triton", 2048, 1),
+            ("triton", "triton", 8, "mixed"),
         ):
             engine = Engine.load(replace(base, decode_attention=attention, decode_matmul=matmul, prefill_chunk_tokens=budget))
             engine.runner.solo_pass_tokens = budget  # 8-token chunks even before the first row decodes
             forward = engine.runner.forward
             assert (forward.decode_attention, forward.decode_matmul) == (attention, matmul)
-            if gemv_rows is not None:
+            if gemv_rows == "mixed":
+                rng = random.Random(1)
+                forward.gemv = DecodeMatmuls("measured", timer=lambda call: (call(), rng.random())[1])
+            elif gemv_rows is not None:
                 forward.gemv_max_batch = gemv_rows
             prefill, mixed = engine.runner.prefill, []
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
             handles = [engine.submit(r) for r in requests]
             answers[attention, matmul, budget, gemv_rows] = [h.wait().token_ids for h in handles]
-            if gemv_rows is not None:
+            if gemv_rows == "mixed":
+                assert set(forward.gemv.choices.values()) == {"cublas", "triton"}, forward.gemv.choices
+                assert {key[0] for key in forward.gemv.choices} == {1, 2, 3}  # each batch size measured
+            elif gemv_rows is not None:
                 engine.generate(requests[0])  # alone: one-row steps
                 assert rows and max(rows) == 1, rows
             elif matmul == "triton":

@@ -1,0 +1,74 @@
+"""The decode step's matrix products, each through cuBLAS or a Triton GEMV (gemv.py), whichever runs it faster.
+
+Neither wins everywhere on the H200 (bench/RESULTS.md, thirteenth session): the GEMVs read o_proj, gate_up (with
+SiLU x up fused in) and lm_head faster at every batch size up to 32 rows, cuBLAS reads the QKV matrix faster from
+16 rows and the down matrix from 8, and the margins are a few percent that move with the card. So under
+`--decode-matmul auto` each product times both ways the first time it is called at a batch size (in the warm-up's
+eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the faster;
+`cublas` and `triton` force one way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from . import gemv
+from .graph_timer import graph_time
+from .layer_math import swiglu_glue
+
+log = logging.getLogger(__name__)
+
+CUBLAS, TRITON, MEASURED = "cublas", "triton", "measured"
+
+
+class DecodeMatmuls:
+    """`linear` and `swiglu` as gemv.py has them, each call routed by `way`: cublas, triton or measured."""
+
+    def __init__(self, way: str, glue: Callable = swiglu_glue, timer: Callable = graph_time) -> None:
+        assert way in (CUBLAS, TRITON, MEASURED), way
+        self.way = way
+        self.glue = glue  # silu(gate) * up after cuBLAS's gate_up product (compiled on CUDA)
+        self.timer = timer
+        self.choices: dict[tuple, str] = {}
+
+    def linear(self, x, weight, bias=None, *, out=None) -> torch.Tensor:
+        """x @ weight^T (+ bias), or written into `out` (the float32 logits)."""
+
+        def with_cublas():
+            y = F.linear(x, weight, bias)
+            return y if out is None else out.copy_(y)
+
+        key = (x.shape[0], *weight.shape, x.dtype, bias is not None, None if out is None else out.dtype)
+        return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out))
+
+    def swiglu(self, x, weight) -> torch.Tensor:
+        """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight, gate rows first."""
+        key = (x.shape[0], *weight.shape, x.dtype, "swiglu")
+        return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight))
+
+    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> torch.Tensor:
+        return (with_triton if self._choice(key, with_cublas, with_triton) == TRITON else with_cublas)()
+
+    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> str:
+        if self.way != MEASURED:
+            return self.way
+        if key not in self.choices:
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():  # nothing can be timed there
+                log.warning("decode product %s first seen inside a CUDA graph capture: cuBLAS", key)
+                return CUBLAS
+            with_triton()  # autotunes the GEMV's tile before it is timed
+            faster = self.timer(with_triton) <= self.timer(with_cublas)
+            self.choices[key] = TRITON if faster else CUBLAS
+        return self.choices[key]
+
+    def cublas_products(self) -> dict[int, list[str]]:
+        """Batch size -> the products (rows x columns of the weight) measured faster through cuBLAS."""
+        chosen: dict[int, list[str]] = {}
+        for (rows, n, k, *rest), way in sorted(self.choices.items(), key=lambda item: item[0][:3]):
+            if way == CUBLAS:
+                chosen.setdefault(rows, []).append(f"{n}x{k}" + (" SwiGLU" if rest[-1] == "swiglu" else ""))
+        return chosen
