@@ -23,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from . import graph_timer
 from .fused_weights import fuse_qkv
 from .layer_math import (
     attend,
@@ -299,6 +300,7 @@ class TextForward:
         log.info("decode graphs: %d captured in %.1f s", len(self.graphs), time.perf_counter() - started)
         if self.gemv is not None and self.decode_matmul == "measured":
             log.info("decode products measured faster through cuBLAS (rows: weights): %s", self.gemv.cublas_products())
+        graph_timer.release()  # autotuning and the products' timings are done
         if not self.passes.pieces.graphs:
             started = time.perf_counter()
             self.passes.pieces.capture_all()
