@@ -22,6 +22,7 @@ import torch
 
 _flushes: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 _baselines: dict[tuple[torch.device, int, int], torch.cuda.CUDAGraph] = {}
+_streams: dict[int, torch.cuda.Stream] = {}
 
 
 def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20, pairs: int = 5) -> float:
@@ -62,7 +63,7 @@ def _repeat(calls: int, body) -> None:
 
 def _capture(body) -> torch.cuda.CUDAGraph:
     """`body` captured on a side stream after one run outside the capture (lazy initialisations)."""
-    stream = torch.cuda.Stream()
+    stream = _side_stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream):
@@ -75,6 +76,19 @@ def _capture(body) -> torch.cuda.CUDAGraph:
     torch.cuda.current_stream().wait_stream(stream)
     graph.replay()  # the first replay uploads the graph
     return graph
+
+
+def _side_stream() -> torch.cuda.Stream:
+    """The current stream where it is a side stream already (the engine's capture stream), else one side stream
+    for the process: cuBLAS allocates a workspace for every stream it runs on and keeps it (a new stream for each
+    timing of a cuBLAS product left 128 MB more allocated after an engine's warm-up)."""
+    device = torch.cuda.current_device()
+    current = torch.cuda.current_stream(device)
+    if current != torch.cuda.default_stream(device):
+        return current
+    if device not in _streams:
+        _streams[device] = torch.cuda.Stream(device)
+    return _streams[device]
 
 
 def _replay_ms(graph: torch.cuda.CUDAGraph) -> float:
