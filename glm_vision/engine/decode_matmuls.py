@@ -1,11 +1,11 @@
 """The decode step's matrix products, each through cuBLAS or a Triton GEMV (gemv.py), whichever runs it faster.
 
-Neither wins everywhere on the H200 (bench/RESULTS.md, thirteenth session): the GEMVs read o_proj, gate_up (with
-SiLU x up fused in) and lm_head faster at every batch size up to 32 rows, cuBLAS reads the QKV matrix faster from
-16 rows and the down matrix from 8, and the margins are a few percent that move with the card. So under
-`--decode-matmul auto` each product times both ways the first time it is called at a batch size (in the warm-up's
-eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the faster;
-`cublas` and `triton` force one way.
+Neither wins everywhere on the H200 (bench/RESULTS.md, thirteenth session): an engine's warm-up there kept the GEMVs
+for gate_up (with SiLU x up fused in) and lm_head at every batch size up to 64 rows, and chose cuBLAS for the down
+matrix at 2 to 32 rows, for QKV from 16 rows and for o_proj at 64; the margins are a few percent and move with the
+card. So under `--decode-matmul auto` each product times both ways the first time it is called at a batch size (in
+the warm-up's eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the
+faster; `cublas` and `triton` force one way.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""How long a GPU call takes as the decode step runs it: for the GEMVs' autotuning and the benches.
+"""How long a GPU call takes as the decode step runs it: for the GEMVs' autotuning, the choice between cuBLAS
+and a GEMV (decode_matmuls.py) and the benches.
 
 The call is replayed in a CUDA graph (no launch cost: Triton's Python launcher made small kernels look 5x
 slower than they run in the step), each time after a read of `flush_bytes` that leaves the L2 cache holding
@@ -6,12 +7,12 @@ other data (the step streams 17.6 GB of weights through a 50 MB L2: every matrix
 alone is captured once per process and replayed in turn with the call, and the median of the differences is
 taken, so that a clock that drifts during a long autotuning moves both sides of each difference alike.
 
-Autotuning times hundreds of candidates at an engine's first start, so each timing costs what it measures
-and little else: one flush buffer and one flush-only graph for the process, the graphs captured directly
-(`torch.cuda.graph` empties the allocator's and the pinned host memory's caches at every capture), and the
-flush a plain float32 sum (~65 us). It used to sum int8 into int64, which made a 2 GiB int64 copy first:
-1.35 ms a flush, which buried a 10-60 us call in a difference of two large numbers, and a 2 GiB write that
-left the L2 full of dirty lines for the timed call to write back.
+An engine's first start times ~250 candidates, so a timing costs little beyond what it measures: the flush is
+a float32 sum (70 us on the H200; it used to sum int8 into int64, which converts the whole buffer first: 1.35
+ms a flush, 0.3 s a candidate, and a 10-60 us call measured as the difference of two ~22 ms replays), one
+flush buffer and one flush-only graph serve the process until `release`, and the graphs are captured
+directly on one side stream (`torch.cuda.graph` empties the allocator's caches at every capture, and cuBLAS
+keeps a workspace for every stream it ever ran on).
 """
 
 from __future__ import annotations
