@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from glm_vision.engine import scheduler
+from glm_vision.engine import host_copy, scheduler
 
 
 class StepRecorder:
@@ -36,7 +36,7 @@ class StepRecorder:
             scheduler.Scheduler.step,
             runner.prefill,
             runner.encode_some,
-            scheduler._HostCopy.wait,
+            host_copy.HostCopy.wait,
         )
 
         def recorded_step(sched):
@@ -66,7 +66,7 @@ class StepRecorder:
                 self._current["wait_ms"] = self._current.get("wait_ms", 0.0) + 1000 * (time.perf_counter() - started)
 
         scheduler.Scheduler.step, runner.prefill, runner.encode_some = recorded_step, recorded_prefill, recorded_encode
-        scheduler._HostCopy.wait = recorded_wait
+        host_copy.HostCopy.wait = recorded_wait
 
     def by_kind(self) -> dict[str, dict]:
         """Steps grouped by what they held: decode rows, prompt tokens, encoder layers."""

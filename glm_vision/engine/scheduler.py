@@ -26,6 +26,7 @@ import torch
 
 from ..backend import EngineError, GpuOutOfMemoryError
 from .choices import as_choice
+from .host_copy import HostCopy
 from .runner import ModelRunner
 from .sequence import Sequence
 from .vision import EncodeJob
@@ -44,25 +45,6 @@ OOM_MESSAGE = (
 
 def _engine_error(exc: BaseException) -> EngineError:
     return exc if isinstance(exc, EngineError) else EngineError(f"{type(exc).__name__}: {exc}")
-
-
-class _HostCopy:
-    """Token ids copied to pinned host memory, waited for alone (not for the step queued after them)."""
-
-    def __init__(self, slots: int, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.buffer = torch.zeros(slots, dtype=torch.long, pin_memory=self.cuda)
-        self.event = torch.cuda.Event() if self.cuda else None
-
-    def start(self, tokens: torch.Tensor) -> None:
-        self.buffer[: tokens.shape[0]].copy_(tokens, non_blocking=self.cuda)
-        if self.event is not None:
-            self.event.record()
-
-    def wait(self, count: int) -> list[int]:
-        if self.event is not None:
-            self.event.synchronize()
-        return self.buffer[:count].tolist()
 
 
 class Scheduler:
@@ -88,7 +70,7 @@ class Scheduler:
         self.max_batch = min(max_batch, runner.slab.slots)
         self.rows: list[Sequence] = []  # decoding; row i lives in slot i
         self.prefilling: list[Sequence] = []  # in slots taken from the top
-        self._copy = _HostCopy(runner.slab.slots, runner.device)
+        self._copy = HostCopy(runner.slab.slots, runner.device)
         self._sampled_rows: list[Sequence] = []  # the rows of the last decode step, and what it sampled
         self._sampled: torch.Tensor | None = None
         self.served = 0
