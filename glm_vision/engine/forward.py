@@ -123,16 +123,16 @@ class TextForward:
         if decode_matmul == "auto":
             decode_matmul = "measured" if self.device.type == "cuda" else "cublas"
         self.decode_matmul = decode_matmul
-        self.gemv_max_batch = 0 if decode_matmul == "cublas" else self.slab.slots  # rows through `self.gemv`
-        self.gemv = None
-        if self.gemv_max_batch:
+        self.matmul_rows = 0 if decode_matmul == "cublas" else self.slab.slots  # batches through `self.matmuls`
+        self.matmuls = None
+        if self.matmul_rows:
             from .decode_matmuls import DecodeMatmuls
 
             glue = torch.compile(swiglu_glue, fullgraph=True) if compile_math else swiglu_glue
-            self.gemv = DecodeMatmuls(decode_matmul, glue)
+            self.matmuls = DecodeMatmuls(decode_matmul, glue)
         # the decode step's residual norms as a Triton kernel where Triton runs (row_norm.py)
         self.row_residual_norm = None
-        if self.device.type == "cuda" or self.gemv is not None:
+        if self.device.type == "cuda" or self.matmuls is not None:
             from .row_norm import residual_norm as row_residual_norm
 
             self.row_residual_norm = row_residual_norm
@@ -218,47 +218,47 @@ class TextForward:
         )  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
-        gemv = self.gemv if batch <= self.gemv_max_batch else None
+        matmuls = self.matmuls if batch <= self.matmul_rows else None
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
-                q, k, v = self._decode_projection(layer, x, gemv)
+                q, k, v = self._decode_projection(layer, x, matmuls)
                 attn = self._split_k(i, q.view(batch, self.n_kv, group, self.head_dim), k, v, lengths, bucket, cos, sin)
             else:
-                if gemv is None:
+                if matmuls is None:
                     q, k, v = self._qkv(layer, x, cos, sin)
                 else:
-                    q, k, v = self._decode_projection(layer, x, gemv)
+                    q, k, v = self._decode_projection(layer, x, matmuls)
                     q, k = self.rotate(q, k, cos, sin)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
-            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), gemv)
-        if gemv is None:
+            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), matmuls)
+        if matmuls is None:
             self.logits[:batch].copy_(self.final(x, self.lm_head))
         else:
-            gemv.linear(x, self.lm_head, out=self.logits[:batch])
+            matmuls.linear(x, self.lm_head, out=self.logits[:batch])
 
-    def _decode_projection(self, layer, x, gemv):
-        """The decode rows' q, k, v, not rotated (through cuBLAS where `gemv` is None)."""
+    def _decode_projection(self, layer, x, matmuls):
+        """The decode rows' q, k, v, not rotated (through cuBLAS where `matmuls` is None)."""
         attn_mod = layer.self_attn
-        if gemv is None:
+        if matmuls is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-        qkv = gemv.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        qkv = matmuls.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
-    def _decode_mlp(self, i: int, layer, h, attn, gemv):
+    def _decode_mlp(self, i: int, layer, h, attn, matmuls):
         """`_mlp` for the decode rows. Where Triton runs, each residual + norm is its row kernel, between the
         GEMVs (gate and up as one, SiLU x up fused) or cuBLAS's products (SiLU x up compiled)."""
         if self.row_residual_norm is None:
             return self._mlp(i, layer, h, attn)
         w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next = self._mlp_weights(i, layer)
-        a = F.linear(attn, w_o) if gemv is None else gemv.linear(attn, w_o)
+        a = F.linear(attn, w_o) if matmuls is None else matmuls.linear(attn, w_o)
         h, x = self.row_residual_norm(h, a, n_post_attn, n_pre_mlp, self.eps)
-        if gemv is None:
+        if matmuls is None:
             x = self.mlp_product(x, w_gate_up, w_down)
         else:
-            x = gemv.linear(gemv.swiglu(x, w_gate_up), w_down)
+            x = matmuls.linear(matmuls.swiglu(x, w_gate_up), w_down)
         return self.row_residual_norm(h, x, n_post_mlp, n_next, self.eps)
 
     def graph_batch(self, batch: int) -> int:
@@ -298,8 +298,10 @@ class TextForward:
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
         log.info("decode graphs: %d captured in %.1f s", len(self.graphs), time.perf_counter() - started)
-        if self.gemv is not None and self.decode_matmul == "measured":
-            log.info("decode products measured faster through cuBLAS (rows: weights): %s", self.gemv.cublas_products())
+        if self.matmuls is not None and self.decode_matmul == "measured":
+            log.info(
+                "decode products measured faster through cuBLAS (rows: weights): %s", self.matmuls.cublas_products()
+            )
         graph_timer.release()  # autotuning and the products' timings are done
         if not self.passes.pieces.graphs:
             started = time.perf_counter()

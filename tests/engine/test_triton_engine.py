@@ -47,17 +47,17 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             assert (forward.decode_attention, forward.decode_matmul) == (attention, matmul)
             if gemv_rows == "mixed":
                 rng = random.Random(1)
-                forward.gemv = DecodeMatmuls("measured", timer=lambda call: (call(), rng.random())[1])
+                forward.matmuls = DecodeMatmuls("measured", timer=lambda call: (call(), rng.random())[1])
             elif gemv_rows is not None:
-                forward.gemv_max_batch = gemv_rows
+                forward.matmul_rows = gemv_rows
             prefill, mixed = engine.runner.prefill, []
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
             handles = [engine.submit(r) for r in requests]
             answers[attention, matmul, budget, gemv_rows] = [h.wait().token_ids for h in handles]
             if gemv_rows == "mixed":
-                assert set(forward.gemv.choices.values()) == {"cublas", "triton"}, forward.gemv.choices
-                assert {key[0] for key in forward.gemv.choices} == {1, 2, 3}  # each batch size measured
+                assert set(forward.matmuls.choices.values()) == {"cublas", "triton"}, forward.matmuls.choices
+                assert {key[0] for key in forward.matmuls.choices} == {1, 2, 3}  # each batch size measured
             elif gemv_rows is not None:
                 engine.generate(requests[0])  # alone: one-row steps
                 assert rows and max(rows) == 1, rows
