@@ -9,6 +9,7 @@ import json
 import re
 
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 
 from ..conversation import IMAGE_ROLES, Message, split_output
 from ..images import ImageError, InputImage, load_media
@@ -43,11 +44,7 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
                 raise APIError(400, f"{param}: only user and tool messages can carry images", param=param)
             images.append((param, part))
         elif part.type in {"text", "image_url"}:
-            raise APIError(
-                400,
-                f"{param}: a '{part.type}' part needs its '{'text' if part.type == 'text' else 'image_url'}' field",
-                param=param,
-            )
+            raise _malformed_part(part, param)
         else:
             raise APIError(
                 400,
@@ -55,6 +52,20 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
                 param=param,
             )
     return "\n".join(texts), images
+
+
+def _malformed_part(part, param: str) -> APIError:
+    """A text or image part its own model refused (the union then took it as an unknown type): the field at fault."""
+    model = TextPart if part.type == "text" else ImagePart
+    try:
+        model.model_validate(part.model_dump())
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] != "missing" or len(error["loc"]) > 1:
+            where = ".".join([param, *map(str, error["loc"])])
+            return APIError(400, f"{where}: {error['msg']}", param=where)
+    field = "text" if part.type == "text" else "image_url"
+    return APIError(400, f"{param}: a '{part.type}' part needs its '{field}' field", param=param)
 
 
 async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[Message], bool]:

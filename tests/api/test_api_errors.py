@@ -180,6 +180,25 @@ def server(settings, engine):
         ({"messages": user([{"type": "image_url"}])}, "needs its 'image_url' field", "messages.0.content.0"),
         (
             {
+                "messages": user(
+                    [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "ultra"}}]
+                )
+            },
+            "Input should be 'auto', 'low' or 'high'",
+            "messages.0.content.0.image_url.detail",
+        ),
+        (
+            {"messages": user([{"type": "image_url", "image_url": {"detail": "low"}}])},
+            "Field required",
+            "messages.0.content.0.image_url.url",
+        ),
+        (
+            {"messages": user([{"type": "text", "text": 7}])},
+            "Input should be a valid string",
+            "messages.0.content.0.text",
+        ),
+        (
+            {
                 "messages": [
                     {
                         "role": "system",
