@@ -16,7 +16,7 @@ from ..images import ImageError, InputImage, load_media
 from ..tool_calls import ToolCall
 from .errors import APIError
 from .remote_images import fetch_remote_image
-from .schemas import ChatMessage, ImagePart, TextPart
+from .schemas import ChatMessage, FilePart, ImagePart, TextPart
 
 LOW_DETAIL_IMAGE_TOKENS = 1024
 
@@ -29,7 +29,7 @@ def clean_text(text: str) -> str:
     return _LONE_SURROGATE.sub("\ufffd", text)
 
 
-def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tuple[str, ImagePart]]]:
+def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tuple[str, ImagePart | FilePart]]]:
     if content is None:
         return "", []
     if isinstance(content, str):
@@ -39,16 +39,17 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
         param = f"{where}.content.{index}"
         if isinstance(part, TextPart):
             texts.append(part.text)
-        elif isinstance(part, ImagePart):
+        elif isinstance(part, ImagePart | FilePart):
             if not allow_images:
-                raise APIError(400, f"{param}: only user and tool messages can carry images", param=param)
+                raise APIError(400, f"{param}: only user and tool messages can carry images and files", param=param)
             images.append((param, part))
-        elif part.type in {"text", "image_url"}:
+        elif part.type in {"text", "image_url", "file"}:
             raise _malformed_part(part, param)
         else:
             raise APIError(
                 400,
-                f"{param}: content parts of type '{part.type}' are not supported; send 'text' and 'image_url' parts",
+                f"{param}: content parts of type '{part.type}' are not supported; send 'text', 'image_url' and "
+                "'file' (PDF) parts",
                 param=param,
             )
     return "\n".join(texts), images
@@ -56,7 +57,7 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
 
 def _malformed_part(part, param: str) -> APIError:
     """A text or image part its own model refused (the union then took it as an unknown type): the field at fault."""
-    model = TextPart if part.type == "text" else ImagePart
+    model = {"text": TextPart, "image_url": ImagePart, "file": FilePart}[part.type]
     try:
         model.model_validate(part.model_dump())
     except ValidationError as exc:
@@ -64,8 +65,7 @@ def _malformed_part(part, param: str) -> APIError:
         if error["type"] != "missing" or len(error["loc"]) > 1:
             where = ".".join([param, *map(str, error["loc"])])
             return APIError(400, f"{where}: {error['msg']}", param=where)
-    field = "text" if part.type == "text" else "image_url"
-    return APIError(400, f"{param}: a '{part.type}' part needs its '{field}' field", param=param)
+    return APIError(400, f"{param}: a '{part.type}' part needs its '{part.type}' field", param=param)
 
 
 async def convert_messages(messages: list[ChatMessage], settings) -> tuple[list[Message], bool]:
@@ -144,7 +144,7 @@ async def _images_of(parts, where: str, settings) -> tuple[list[InputImage], boo
         )
     images: list[InputImage] = []
     for param, part in parts:
-        images.extend(await load_image_part(part.image_url.url, param, settings))
+        images.extend(await load_image_part(_media_url(part, param), param, settings))
     if len(images) > limit:
         raise APIError(
             400,
@@ -152,7 +152,31 @@ async def _images_of(parts, where: str, settings) -> tuple[list[InputImage], boo
             param=f"{where}.content",
             code="too_many_images",
         )
-    return images, any(part.image_url.detail == "low" for _, part in parts)
+    return images, any(isinstance(part, ImagePart) and part.image_url.detail == "low" for _, part in parts)
+
+
+def _media_url(part: ImagePart | FilePart, param: str) -> str:
+    if isinstance(part, ImagePart):
+        return part.image_url.url
+    file = part.file
+    if file.file_data is not None:
+        if not file.file_data.startswith("data:"):
+            raise APIError(
+                400,
+                f"{param}.file.file_data: send the file as a data: URL (data:application/pdf;base64,...)",
+                param=f"{param}.file.file_data",
+            )
+        return file.file_data
+    if file.file_id is not None:
+        raise APIError(
+            400,
+            f"{param}.file.file_id: file ids name files uploaded to OpenAI's Files API, which this server does not "
+            "have; send the PDF itself as file_data (data:application/pdf;base64,...)",
+            param=f"{param}.file.file_id",
+        )
+    raise APIError(
+        400, f"{param}.file: send the PDF as file_data (data:application/pdf;base64,...)", param=f"{param}.file"
+    )
 
 
 async def load_image_part(url: str, param: str, settings) -> list[InputImage]:

@@ -39,13 +39,26 @@ class ImagePart(_Lenient):
     image_url: ImageURL
 
 
+class FileData(_Lenient):
+    file_data: str | None = Field(None, description="the PDF as a `data:application/pdf;base64,...` URL (or an image)")
+    file_id: str | None = Field(None, description="refused: this server has no Files API; send `file_data`")
+    filename: str | None = None
+
+
+class FilePart(_Lenient):
+    """OpenAI's way to send a PDF in a chat: its pages are read like a PDF sent as an `image_url`."""
+
+    type: Literal["file"]
+    file: FileData
+
+
 class OtherPart(_Lenient):
     """Any other part type (audio, files, ...): accepted by the schema so the answer can be a clear 400."""
 
     type: str
 
 
-ContentPart = Annotated[Union[TextPart, ImagePart, OtherPart], Field(union_mode="left_to_right")]
+ContentPart = Annotated[Union[TextPart, ImagePart, FilePart, OtherPart], Field(union_mode="left_to_right")]
 
 
 class FunctionCall(_Lenient):
