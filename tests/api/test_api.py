@@ -10,22 +10,10 @@ import openai
 import pytest
 
 from glm_vision.server import AppState
-from tests.api_helpers import RecordingBackend, ScriptedBackend, image_part, serve
+from tests.api_helpers import ScriptedBackend, image_part, serve
 from tests.conftest import make_picture
 
 GREEDY = {"temperature": 0, "extra_body": {"top_k": 0, "repetition_penalty": 1.0}}
-
-
-@pytest.fixture(scope="module")
-def recorded(engine):
-    return RecordingBackend(engine)
-
-
-@pytest.fixture(scope="module")
-def server(settings, recorded):
-    live = serve(AppState(settings, backend=recorded))
-    yield live
-    live.__exit__()
 
 
 @pytest.fixture(scope="module")

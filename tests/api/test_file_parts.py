@@ -12,21 +12,6 @@ import openai
 import pytest
 from PIL import Image, ImageDraw
 
-from glm_vision.server import AppState
-from tests.api_helpers import RecordingBackend, serve
-
-
-@pytest.fixture(scope="module")
-def recorded(engine):
-    return RecordingBackend(engine)
-
-
-@pytest.fixture(scope="module")
-def server(settings, recorded):
-    live = serve(AppState(settings, backend=recorded))
-    yield live
-    live.__exit__()
-
 
 def pdf(*labels: str) -> bytes:
     """A PDF with one page per label, each page a different picture (Pillow writes it, pypdfium2 reads it)."""
