@@ -56,7 +56,8 @@ def _text_of(content, where: str, *, allow_images: bool) -> tuple[str, list[tupl
 
 
 def _malformed_part(part, param: str) -> APIError:
-    """A text or image part its own model refused (the union then took it as an unknown type): the field at fault."""
+    """A text, image or file part its own model refused (the union then took it as an unknown type): the field at
+    fault."""
     model = {"text": TextPart, "image_url": ImagePart, "file": FilePart}[part.type]
     try:
         model.model_validate(part.model_dump())

@@ -53,7 +53,8 @@ class FilePart(_Lenient):
 
 
 class OtherPart(_Lenient):
-    """Any other part type (audio, files, ...): accepted by the schema so the answer can be a clear 400."""
+    """Any other part type (audio, ...), or a known one its model refused: accepted by the schema so the answer can
+    be a clear 400 (messages.py)."""
 
     type: str
 
