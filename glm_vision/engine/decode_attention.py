@@ -37,6 +37,8 @@ class Tuning:
     block: int = 64  # key positions per inner iteration
     warps: int = 4
     stages: int = 3
+    merge_chunk: int = 16  # splits the merge kernel reads at once
+    merge_dim: int = 128  # head dimensions per merge program
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -148,12 +150,11 @@ def _split_kernel(
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m_i = m_new
-    keep = offs_g < G
-    tl.store(
-        PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :], acc, mask=keep[:, None]
-    )
-    tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
-    tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
+        keep = offs_g < G  # splits past the row's keys store nothing: the merge stops before them
+        o_at = PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :]
+        tl.store(o_at, acc, mask=keep[:, None])
+        tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
+        tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
 
 
 @triton.jit
@@ -162,6 +163,7 @@ def _merge_kernel(
     PART_M,
     PART_L,
     OUT,
+    LENGTHS,
     splits,
     so_b,
     so_h,
@@ -173,24 +175,28 @@ def _merge_kernel(
     sout_b,
     sout_h,
     sout_g,
+    SPLIT_N: tl.constexpr,
     D: tl.constexpr,
+    D_BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
 ):
-    """One query head (b, h, g) per program: its splits' partial sums merged CHUNK splits at a time."""
+    """D_BLOCK dimensions of one query head (b, h, g) per program: the partial sums of the splits that
+    hold row b's keys merged CHUNK splits at a time."""
     b = tl.program_id(0)
     h = tl.program_id(1)
-    g = tl.program_id(2)
+    g = tl.program_id(2) // (D // D_BLOCK)
+    offs_d = (tl.program_id(2) % (D // D_BLOCK)) * D_BLOCK + tl.arange(0, D_BLOCK)
     offs_s = tl.arange(0, CHUNK)
-    offs_d = tl.arange(0, D)
+    used = tl.minimum(tl.load(LENGTHS + b) // SPLIT_N + 1, splits)
     m_at = PART_M + b * sm_b + h * sm_h + g
     l_at = PART_L + b * sm_b + h * sm_h + g
     o_at = PART_O + b * so_b + h * so_h + g * so_g
     m = float("-inf")
     total = 0.0
-    acc = tl.zeros([D], tl.float32)
-    for s0 in range(0, splits, CHUNK):  # split 0 always holds key 0: m is finite after the first chunk
+    acc = tl.zeros([D_BLOCK], tl.float32)
+    for s0 in range(0, used, CHUNK):  # split 0 always holds key 0: m is finite after the first chunk
         s = s0 + offs_s
-        keep = s < splits
+        keep = s < used
         m_s = tl.load(m_at + s * sm_s, mask=keep, other=float("-inf"))
         m_new = tl.maximum(m, tl.max(m_s, 0))
         alpha = tl.exp(m - m_new)
@@ -229,6 +235,7 @@ def decode_attention(
     part_l = torch.empty_like(part_m)
     out = torch.empty_like(q)
     assert dim == triton.next_power_of_2(dim), "head_dim must be a power of two"
+    assert tuned.split % tuned.block == 0, "a split is whole blocks (a longer block would read the next split's keys)"
     for t in (q, keys, values):
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
@@ -277,11 +284,13 @@ def decode_attention(
         num_warps=tuned.warps,
         num_stages=tuned.stages,
     )
-    _merge_kernel[(batch, kv, group)](
+    merge_dim = min(tuned.merge_dim, dim)
+    _merge_kernel[(batch, kv, group * (dim // merge_dim))](
         part_o,
         part_m,
         part_l,
         out,
+        lengths,
         splits,
         part_o.stride(0),
         part_o.stride(1),
@@ -293,8 +302,10 @@ def decode_attention(
         out.stride(0),
         out.stride(1),
         out.stride(2),
+        SPLIT_N=tuned.split,
         D=dim,
-        CHUNK=16,
+        D_BLOCK=merge_dim,
+        CHUNK=tuned.merge_chunk,
     )
     return out
 

@@ -26,8 +26,10 @@ def test_split_k_kernels_equal_the_default_attention():
             lengths[-1] = max_len - 1  # a padding row: its lengths point past the bucket
             valid = torch.arange(bucket)[None, :] <= lengths[:, None]
             ref = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(), valid, dim ** -0.5)
-            # the default split, short ones (many splits, merged in several chunks) and one long split
-            for tuned in (None, Tuning(64), Tuning(1024, block=32, warps=8, stages=2)):
+            # the default split, short ones (many splits, merged in several chunks; also a few dimensions a merge
+            # program, and every split in one chunk) and one long split
+            short = (Tuning(64), Tuning(32, block=32, merge_chunk=4, merge_dim=8), Tuning(64, merge_chunk=64))
+            for tuned in (None, *short, Tuning(1024, block=32, warps=8, stages=2)):
                 out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5, tuned=tuned)
                 err = (out.float() - ref).abs().max().item()
                 assert out.dtype == dtype and out.shape == q.shape
