@@ -1,13 +1,13 @@
-"""Decode attention as two Triton kernels (split-K "flash decoding"), for `--decode-attention triton`,
-the new token's key and value written into the slab on the way.
+"""Decode attention as two Triton kernels (split-K "flash decoding"), the new token's key and value
+written into the slab on the way: the decode step's attention on CUDA (`--decode-attention auto`;
+`compiled`, matmul, masked softmax, matmul, is the CPU's and the reference).
 
-The default decode step computes attention as matmul, masked softmax, matmul: three kernels a
-layer (about 15 us of the H100's 8.5 ms step, bench/RESULTS.md). Here one kernel reads each row's
-keys in splits of `tuning(...).split` positions (longer splits at larger batches: enough programs
-for every SM either way), one program per (row, KV head, split), with the KV head's query group as
-one matrix (GQA: the keys are read once for the whole group), and a second kernel merges the
-splits' partial softmax sums, one program per query head. The valid keys of row b are
-[0, lengths[b]]; splits past that return at once.
+One kernel reads each row's keys in splits of `tuning(...).split` positions (longer splits at larger
+batches: enough programs for every SM either way), one program per (row, KV head, split), with the
+KV head's query group as one matrix (GQA: the keys are read once for the whole group), and a second
+kernel merges the splits' partial softmax sums, one program per query head (or half of one). The
+valid keys of row b are [0, lengths[b]]; splits past that return at once, and the merge stops
+before them.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 PROGRAMS_PER_SM = 2
+MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
 
 
@@ -42,14 +43,30 @@ class Tuning:
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
-    """The longest split (fewer partial sums to write and merge) that still gives two programs per SM,
-    never under 256 positions (at one row shorter splits cost more in merging than they gain).
-    bench_decode_attention on the H200 at 4k context: 1 row 11.9 us (256; 64: 13.4), 8 rows 20.4
-    (256), 32 rows 43.5 (1,024; 256: 53.1), 64 rows 79.0 (1,024 with 32-key blocks; 256: 95.3)."""
-    for split in (1024, 512):
-        if batch * kv * triton.cdiv(bucket, split) >= PROGRAMS_PER_SM * sms:
-            return Tuning(split, block=32 if batch * kv >= 128 else 64)
-    return Tuning(256)
+    """`split_length`'s split; many splits (small batches) merged in one pass, by twice the programs.
+    bench_decode_attention on the H200, 4,096 keys a row (bucket 5,120), split + merge: 1 row 9.8 us
+    (64-key splits merged 128 at a time, 64 dimensions a program; 256 merged 16 at a time: 12.8),
+    2 rows 11.9 (128; 256: 13.7), 4 rows 15.2 (256; merged 16 at a time: 16.3), 8 rows 20.6 (256),
+    16 rows 28.9 (512), 32 rows 44.7 (1,024), 64 rows 80.1 (1,024 with 32-key blocks)."""
+    split = split_length(batch, kv, bucket, sms)
+    splits = triton.cdiv(bucket, split)
+    block = min(split, 32 if batch * kv >= 128 else 64)
+    if splits <= 16:
+        return Tuning(split, block)
+    return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
+
+
+def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> int:
+    """The longest split (fewer partial sums to write and merge) that still gives two programs per SM;
+    where even 256-key splits give fewer (a few rows), the longest down to 64 keys that gives one."""
+
+    def programs(split: int) -> int:  # (row, KV head, split)
+        return batch * kv * triton.cdiv(bucket, split)
+
+    for split in (1024, 512, 256):
+        if programs(split) >= PROGRAMS_PER_SM * sms:
+            return split
+    return next((split for split in (256, 128) if programs(split) >= sms), MIN_SPLIT)
 
 
 @functools.cache
