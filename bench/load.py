@@ -31,9 +31,12 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.api_server import LiveServer
 from bench.steady import measure_steady
+
+if TYPE_CHECKING:
+    from bench.api_server import LiveServer
 
 QUESTION = "Describe this screenshot: every window, button and label you can see."
 
@@ -198,6 +201,7 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
 
 def serve_in_process(engine, settings) -> LiveServer:
     """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
+    from bench.api_server import LiveServer  # here: --direct runs where uvicorn is not installed
     from glm_vision.server import AppState, create_app
 
     return LiveServer(create_app(AppState(settings, backend=engine)))
