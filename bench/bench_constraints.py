@@ -94,7 +94,7 @@ def load_engine(args, loaded=None):
     else:
         from pathlib import Path
 
-        from bench.bench_engine import full_size_model  # full-size random bf16 weights from the config
+        from bench.workload import full_size_model  # full-size random bf16 weights from the config
 
         settings = Settings(
             model="random",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend
 
-from bench.bench_engine import screenshot
+from bench.workload import screenshot
 from glm_vision.engine.vision_attention import ATTENTION_BACKENDS
 
 BACKENDS = {

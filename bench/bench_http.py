@@ -35,7 +35,8 @@ from pathlib import Path
 import torch
 
 from bench.api_server import LiveServer
-from bench.bench_engine import QUESTION, full_size_model, screenshot, timed, tiny_model
+from bench.timing import timed
+from bench.workload import QUESTION, full_size_model, screenshot, tiny_model
 from glm_vision import images
 from glm_vision.api.messages import convert_messages, decode_data_url
 from glm_vision.api.schemas import ChatCompletionRequest, ChatMessage

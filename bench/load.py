@@ -20,183 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import io
 import json
 import logging
-import statistics
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.load_levels import data_url, run_level, run_level_direct
 from bench.steady import measure_steady
 
 if TYPE_CHECKING:
     from bench.api_server import LiveServer
-
-QUESTION = "Describe this screenshot: every window, button and label you can see."
-
-
-@dataclass
-class StreamResult:
-    ok: bool
-    status: int | None = None
-    ttft_s: float | None = None
-    tokens: int = 0
-    first_at: float | None = None  # perf_counter of the first token
-    end_at: float | None = None  # perf_counter of the end of the stream
-    error: str = ""
-
-    @property
-    def decode_s(self) -> float:
-        return self.end_at - self.first_at if self.first_at is not None and self.end_at is not None else 0.0
-
-
-def data_url(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
-    import openai
-
-    started = time.perf_counter()
-    first = None
-    try:
-        stream = await client.chat.completions.create(
-            model="glm-vision",
-            messages=[
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": url}},
-                        {"type": "text", "text": f"{QUESTION} (client {index})"},
-                    ],
-                }
-            ],
-            max_tokens=tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"min_tokens": tokens},
-        )
-        completion = 0
-        async for chunk in stream:
-            if chunk.choices:
-                delta = chunk.choices[0].delta
-                if first is None and (delta.content or getattr(delta, "reasoning_content", None)):
-                    first = time.perf_counter()
-            if chunk.usage is not None:
-                completion = chunk.usage.completion_tokens
-        end = time.perf_counter()
-        return StreamResult(True, 200, (first or end) - started, completion, first_at=first or end, end_at=end)
-    except openai.APIStatusError as exc:
-        return StreamResult(False, exc.status_code, error=str(exc)[:200])
-    except Exception as exc:  # noqa: BLE001 - counted as an error
-        return StreamResult(False, None, error=f"{type(exc).__name__}: {exc}"[:200])
-
-
-async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
-    import httpx
-    import openai
-
-    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
-    async with openai.AsyncOpenAI(
-        base_url=base_url,
-        api_key=api_key,
-        max_retries=0,
-        timeout=600,
-        http_client=httpx.AsyncClient(limits=limits, timeout=600),
-    ) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
-        wall = time.perf_counter() - started
-    return summarize(results, streams, tokens, wall)
-
-
-def summarize(results: list[StreamResult], streams: int, tokens: int, wall: float) -> dict:
-    done = [r for r in results if r.ok]
-    ttfts = sorted(r.ttft_s for r in done)
-    per_stream = [(r.tokens - 1) / r.decode_s for r in done if r.decode_s > 0 and r.tokens > 1]
-    return {
-        "streams": streams,
-        "completed": len(done),
-        "rejected_429": sum(1 for r in results if r.status == 429),
-        "errors_5xx": sum(1 for r in results if r.status is not None and r.status >= 500),
-        "other_errors": sum(
-            1 for r in results if not r.ok and (r.status is None or r.status < 500) and r.status != 429
-        ),
-        "tokens_short": sum(1 for r in done if r.tokens != tokens),
-        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-        "ttft_p95_s": ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))] if ttfts else None,
-        "per_stream_tok_s_median": statistics.median(per_stream) if per_stream else None,
-        "per_stream_tok_s_min": min(per_stream) if per_stream else None,
-        "aggregate_tok_s": sum(r.tokens for r in done) / wall if wall else None,
-        # tokens after each stream's first, over the span from the first first token to the last token:
-        # the decode throughput without the prompts' prefill before it
-        "aggregate_decode_tok_s": _decode_throughput(done),
-        "wall_s": wall,
-        "sample_errors": list({r.error for r in results if r.error})[:3],
-    }
-
-
-def _decode_throughput(done: list[StreamResult]) -> float | None:
-    timed = [r for r in done if r.first_at is not None and r.end_at is not None]
-    if not timed:
-        return None
-    span = max(r.end_at for r in timed) - min(r.first_at for r in timed)
-    return sum(r.tokens - 1 for r in timed) / span if span > 0 else None
-
-
-def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
-    """The same measurement straight on the engine (no HTTP): for machines without the web stack."""
-    from glm_vision.backend import EngineError, GenerationRequest, QueueFullError, SamplingParams, TextDelta
-    from glm_vision.conversation import Message
-
-    results: list[StreamResult] = [None] * streams
-
-    def client(index: int) -> None:
-        started = time.perf_counter()
-        request = GenerationRequest(
-            [Message("user", f"{QUESTION} (client {index})", [images[index % len(images)]])],
-            SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens),
-        )
-        try:
-            handle = engine.submit(request)
-            first = None
-            for item in handle:
-                if isinstance(item, TextDelta) and first is None:
-                    first = time.perf_counter()
-            end = time.perf_counter()
-            results[index] = StreamResult(
-                True,
-                200,
-                (first or end) - started,
-                handle.result.usage.completion_tokens,
-                first_at=first or end,
-                end_at=end,
-            )
-        except QueueFullError as exc:
-            results[index] = StreamResult(False, 429, error=exc.message)
-        except EngineError as exc:
-            results[index] = StreamResult(False, exc.status, error=exc.message)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(600)
-    return summarize(
-        [r or StreamResult(False, None, error="no result") for r in results],
-        streams,
-        tokens,
-        time.perf_counter() - started,
-    )
 
 
 def serve_in_process(engine, settings) -> LiveServer:
@@ -262,7 +99,7 @@ def main() -> None:
         levels = [tuple(int(x) for x in level.split("x")) for level in args.levels.split(",")]
     else:
         levels = [(int(n), args.tokens) for n in args.streams.split(",") if n]
-    from bench.bench_engine import screenshot
+    from bench.workload import screenshot
 
     if args.url:
         urls = [data_url(screenshot(seed)) for seed in range(min(max(n for n, _ in levels), 64))]
@@ -279,7 +116,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     """Every (decode attention, policy) combination on one in-process model."""
     import torch
 
-    from bench.bench_engine import full_size_model, screenshot, tiny_model
+    from bench.workload import full_size_model, screenshot, tiny_model
 
     logging.basicConfig(format="%(name)s: %(message)s")
     logging.getLogger("glm_vision.engine").setLevel(logging.INFO)  # the warm-up's phases and their times

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_engine import QUESTION, full_size_model, screenshot
+from bench.workload import QUESTION, full_size_model, screenshot
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
 from glm_vision.engine import Engine

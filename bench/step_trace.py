@@ -150,7 +150,7 @@ def burst(
 
 def main(argv: list[str] | None = None) -> None:
     from bench.bench_constraints import load_engine
-    from bench.bench_engine import screenshot
+    from bench.workload import screenshot
     from glm_vision.images import load_image
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

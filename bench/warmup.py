@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from bench.bench_engine import full_size_model, tiny_model
+    from bench.workload import full_size_model, tiny_model
     from glm_vision.engine import Engine
     from glm_vision.settings import Settings
 
