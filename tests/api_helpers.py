@@ -1,17 +1,24 @@
 """Helpers for the API, remote-backend and MCP tests: the real app on a free loopback port, image
-data URLs, and a recording wrapper around a backend."""
+data URLs, a recording wrapper around a backend, a gate that holds the engine's GPU worker, and a chat
+request with its OpenAI error JSON."""
 
 from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
+from typing import TYPE_CHECKING
 
+import httpx
 from PIL import Image
 
 from bench.api_server import LiveServer, free_port  # noqa: F401 - re-exported for the tests
 from glm_vision.server import AppState
 from tests.doubles import ScriptedBackend  # noqa: F401 - re-exported for the API tests
+
+if TYPE_CHECKING:
+    from glm_vision.engine import Engine
 
 
 def make_app(state: AppState):
@@ -36,6 +43,23 @@ def image_part(image: Image.Image, fmt: str = "PNG", **extra) -> dict:
     return {"type": "image_url", "image_url": {"url": data_url(image, fmt), **extra}}
 
 
+def user(content) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
+def post(server, body, **kwargs) -> httpx.Response:
+    return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60, **kwargs)
+
+
+def error_of(response: httpx.Response) -> dict:
+    """The error of an OpenAI error response, checked to have its shape: only `error`, with a message."""
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert {"message", "type", "param", "code"} <= set(body["error"])
+    assert body["error"]["message"]
+    return body["error"]
+
+
 class RecordingBackend:
     """Wraps a backend and keeps every handle it gave out, so tests can see what the server did."""
 
@@ -58,3 +82,34 @@ def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> Non
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+class Gate:
+    """Holds the engine's GPU worker at a chosen point until released (no sleeps, no timing):
+    before the next request starts, or after a request's `after_deltas`-th text delta."""
+
+    def __init__(self, engine: Engine, *, after_deltas: int | None = None) -> None:
+        self.release = threading.Event()
+        self.reached = threading.Event()
+        scheduler = engine.scheduler
+        if after_deltas is None:
+            original_admit = scheduler.admit
+
+            def gated_admit(handle):
+                self.reached.set()
+                self.release.wait(60)
+                return original_admit(handle)
+
+            scheduler.admit = gated_admit
+            return
+        original_emit = scheduler.emit
+        counts: dict[int, int] = {}
+
+        def gated_emit(seq, text):
+            original_emit(seq, text)
+            counts[id(seq)] = counts.get(id(seq), 0) + 1
+            if counts[id(seq)] == after_deltas:
+                self.reached.set()
+                self.release.wait(60)
+
+        scheduler.emit = gated_emit

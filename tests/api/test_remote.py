@@ -14,8 +14,16 @@ from glm_vision.engine import Engine
 from glm_vision.server import AppState, load_backend
 from glm_vision.settings import Settings
 from tests.api.test_api import THOUGHT
-from tests.api.test_api_errors import Gate, error_of
-from tests.api_helpers import RecordingBackend, ScriptedBackend, free_port, image_part, serve, wait_until
+from tests.api_helpers import (
+    Gate,
+    RecordingBackend,
+    ScriptedBackend,
+    error_of,
+    free_port,
+    image_part,
+    serve,
+    wait_until,
+)
 from tests.conftest import make_picture
 
 GREEDY = {"temperature": 0, "extra_body": {"top_k": 0, "repetition_penalty": 1.0}}

@@ -1,7 +1,7 @@
 """Issue 8, faults: CUDA out-of-memory in the vision encoder, in prefill and in decode (simulated by
 making the runner raise torch.OutOfMemoryError), a GPU worker that dies, a model that cannot load.
 Each gives a clear error, and the next request works. (A client disconnect stopping the generation
-is tested in test_api_errors.py: test_disconnect_mid_stream_cancels_generation and the two after it.)"""
+is tested in tests/api/test_api_queue.py: test_disconnect_mid_stream_cancels_generation and the two after it.)"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 API and the UI's HTTP routes, no server-side fetching (SSRF), uploads only in a private 0700 temp dir
 with a size limit and removed with the session, names that never become paths, and one session
 never reaching another's history, images or cache. (Sanitized rendering of model output in the
-browser: test_ui_browser.py::test_scripted_output_is_sanitized_and_rendered.)"""
+browser: test_ui_conversation.py::test_scripted_output_is_sanitized_and_rendered.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Issue 8, bad input through the UI: every file of the corpus sent through the UI's own send handler
 (browser-less; the browser shows the same error line:
-test_ui_browser.py::test_corrupt_file_shows_error_and_chat_still_works).
+test_ui_attachments.py::test_corrupt_file_shows_error_and_chat_still_works).
 Each bad file gets a clear message naming the file, the conversation so far is kept, the message is
 given back in the input box; accepted odd files say what was used (first frame, first page)."""
 
