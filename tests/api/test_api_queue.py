@@ -3,6 +3,7 @@ disconnect (streaming, non-streaming, or still queued) that stops its generation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -25,11 +26,23 @@ def small_engine(settings):
     eng.shutdown()
 
 
-def test_queue_full_is_429_with_retry_after(settings, small_engine):
-    gate = Gate(small_engine)
-    live = serve(AppState(settings, backend=small_engine))
-    results = {}
+@contextlib.contextmanager
+def gated_server(settings, engine: Engine, after_deltas: int | None = None):
+    """The app on `engine`, every request it submits recorded, the engine's worker held by a `Gate`;
+    the gate released and the server stopped on the way out, whatever the test did."""
+    gate = Gate(engine, after_deltas=after_deltas)
+    recorded = RecordingBackend(engine)
+    live = serve(AppState(settings, backend=recorded))
     try:
+        yield live, recorded, gate
+    finally:
+        gate.release.set()
+        live.__exit__()
+
+
+def test_queue_full_is_429_with_retry_after(settings, small_engine):
+    results = {}
+    with gated_server(settings, small_engine) as (live, _, gate):
 
         def call(name):
             results[name] = post(live, {"messages": user(name), "max_tokens": 2})
@@ -53,16 +66,10 @@ def test_queue_full_is_429_with_retry_after(settings, small_engine):
         running.join(60)
         queued.join(60)
         assert results["running"].status_code == 200 and results["queued"].status_code == 200
-    finally:
-        gate.release.set()
-        live.__exit__()
 
 
 def test_disconnect_mid_stream_cancels_generation(settings, small_engine):
-    gate = Gate(small_engine, after_deltas=2)
-    recorded = RecordingBackend(small_engine)
-    live = serve(AppState(settings, backend=recorded))
-    try:
+    with gated_server(settings, small_engine, after_deltas=2) as (live, recorded, gate):
         body = {"messages": user("hello"), "stream": True, "max_tokens": 400, "temperature": 0}
         with httpx.Client(timeout=60) as http:
             with http.stream("POST", live.url + "/v1/chat/completions", json=body) as response:
@@ -77,16 +84,10 @@ def test_disconnect_mid_stream_cancels_generation(settings, small_engine):
         wait_until(lambda: handle.result is not None, what="the generation to end")
         assert handle.result.finish_reason == "cancelled"
         assert handle.result.usage.completion_tokens <= 3
-    finally:
-        gate.release.set()
-        live.__exit__()
 
 
 def test_disconnect_while_queued_never_runs(settings, small_engine):
-    gate = Gate(small_engine)
-    recorded = RecordingBackend(small_engine)
-    live = serve(AppState(settings, backend=recorded))
-    try:
+    with gated_server(settings, small_engine) as (live, recorded, gate):
         blocker = threading.Thread(target=post, args=(live, {"messages": user("first"), "max_tokens": 1}))
         blocker.start()
         assert gate.reached.wait(30)
@@ -106,16 +107,10 @@ def test_disconnect_while_queued_never_runs(settings, small_engine):
         blocker.join(60)
         wait_until(lambda: queued.error is not None, what="the queued request to be dropped")
         assert "cancelled before it started" in str(queued.error)
-    finally:
-        gate.release.set()
-        live.__exit__()
 
 
 def test_non_stream_disconnect_cancels_generation(settings, small_engine):
-    gate = Gate(small_engine, after_deltas=2)
-    recorded = RecordingBackend(small_engine)
-    live = serve(AppState(settings, backend=recorded))
-    try:
+    with gated_server(settings, small_engine, after_deltas=2) as (live, recorded, gate):
 
         def call():
             try:
@@ -136,6 +131,3 @@ def test_non_stream_disconnect_cancels_generation(settings, small_engine):
         gate.release.set()
         wait_until(lambda: handle.result is not None, what="the generation to end")
         assert handle.result.finish_reason == "cancelled"
-    finally:
-        gate.release.set()
-        live.__exit__()
