@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from glm_vision.server import AppState
 
-from .ui_support import WAIT_MS, UiServer, ask, open_page, queue_behind, saved_chat, wait_turns
+from .ui_support import (
+    WAIT_MS,
+    UiServer,
+    ask,
+    open_page,
+    queue_behind,
+    saved_chat,
+    ui_sessions,
+    wait_tabs_closed,
+    wait_turns,
+)
 
 
 def test_loading_state_then_ready(context, server):
@@ -106,15 +116,11 @@ def test_queue_position_shown_while_waiting(browser, server, ui_engine):
 
 def test_tab_close_frees_engine_session(context, server, ui_engine):
     engine = ui_engine[0]
+    others = ui_sessions(engine)  # the tabs earlier tests closed may still be on their way out
     page = open_page(context, server.url)
     ask(page, "Cache me")
     wait_turns(page, 2)
-    ours = {s for s in engine.sessions._sessions if s.startswith("ui-")}
+    ours = ui_sessions(engine) - others
     assert ours
     page.close()
-    import time
-
-    deadline = time.monotonic() + 60
-    while ours & set(engine.sessions._sessions) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not ours & set(engine.sessions._sessions)
+    wait_tabs_closed(engine, ours)
