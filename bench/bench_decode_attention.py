@@ -32,21 +32,21 @@ MERGES = ((16, 128), (64, 32), (128, 32), (128, 64))  # (splits read at once, di
 SPLITS = (32, 64, 128, 256, 512, 1024)
 
 
-def candidates(picked: Tuning) -> list[Tuning]:
-    """`tuning`'s pick; every split with each way of merging; the tiles around the picked split and the
-    short ones (a block never longer than its split)."""
+def candidates(picked: Tuning, tiles: bool = True) -> list[Tuning]:
+    """`tuning`'s pick; every split with each way of merging; with `tiles`, also the tiles around the
+    picked split and the short ones (a block never longer than its split)."""
     merged = [
         Tuning(split, min(picked.block, split), picked.warps, picked.stages, chunk, dims)
         for split in SPLITS
         for chunk, dims in MERGES
     ]
-    tiles = [
+    tiled = [
         Tuning(split, block, warps, stages, picked.merge_chunk, picked.merge_dim)
         for split in dict.fromkeys((picked.split, 64, 128))
         for block, warps, stages in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))
-        if block <= split
+        if block <= split and tiles
     ]
-    return list(dict.fromkeys([picked, *merged, *tiles]))
+    return list(dict.fromkeys([picked, *merged, *tiled]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
@@ -75,7 +75,7 @@ def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, g
     return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
 
 
-def measure(batch: int, context: int, max_len: int, flex: bool = False) -> list[dict]:
+def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: bool = True) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
     shape = (batch, KV_HEADS, max_len, DIM)
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -89,7 +89,7 @@ def measure(batch: int, context: int, max_len: int, flex: bool = False) -> list[
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    for tuned in candidates(picked):
+    for tuned in candidates(picked, tiles):
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -127,10 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context", type=int, default=4096, help="keys each row attends to")
     parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
+    parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
-    rows = [row for batch in args.batch for row in measure(batch, args.context, args.max_len, args.flex)]
+    rows = [
+        row
+        for batch in args.batch
+        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only)
+    ]
     report(rows)
 
 

@@ -44,10 +44,12 @@ class Tuning:
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     """`split_length`'s split; many splits (small batches) merged in one pass, by twice the programs.
-    bench_decode_attention on the H200, 4,096 keys a row (bucket 5,120), split + merge: 1 row 9.8 us
-    (64-key splits merged 128 at a time, 64 dimensions a program; 256 merged 16 at a time: 12.8),
+    bench_decode_attention on the H200, split + merge a layer: 4,096 keys a row (bucket 5,120): 1 row
+    9.8 us (64-key splits merged 128 at a time, 64 dimensions a program; 256 merged 16 at a time: 12.8),
     2 rows 11.9 (128; 256: 13.7), 4 rows 15.2 (256; merged 16 at a time: 16.3), 8 rows 20.6 (256),
-    16 rows 28.9 (512), 32 rows 44.7 (1,024), 64 rows 80.1 (1,024 with 32-key blocks)."""
+    16 rows 28.9 (512), 32 rows 44.7 (1,024), 64 rows 80.1 (1,024 with 32-key blocks); 4,000 keys
+    (bucket 4,096): 16 rows 26.3 (512; 256: 33.2), 32 rows 42.8 (1,024; 512: 51.2); 16,000 keys: 1 row
+    13.6 (256), 4 rows 26.1 (512; 256: 35.8), 8 rows 40.2 (1,024; 512: 50.1)."""
     split = split_length(batch, kv, bucket, sms)
     splits = triton.cdiv(bucket, split)
     block = min(split, 32 if batch * kv >= 128 else 64)
@@ -57,16 +59,18 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
 
 
 def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> int:
-    """The longest split (fewer partial sums to write and merge) that still gives two programs per SM;
-    where even 256-key splits give fewer (a few rows), the longest down to 64 keys that gives one."""
+    """The longest split (fewer partial sums to write and merge) that still gives about two programs per
+    SM; where even 256-key splits give fewer (a few rows), the longest down to 64 keys that gives about
+    one. "About": 7/8 of it will do (a 512-key split's 256 programs beat the 256-key split's 512 on the
+    H200's 132 SMs, 4 rows of 16k keys: 25.8 against 32.3 us)."""
 
-    def programs(split: int) -> int:  # (row, KV head, split)
-        return batch * kv * triton.cdiv(bucket, split)
+    def enough(split: int, per_sm: int) -> bool:  # (row, KV head, split) programs
+        return 8 * batch * kv * triton.cdiv(bucket, split) >= 7 * per_sm * sms
 
     for split in (1024, 512, 256):
-        if programs(split) >= PROGRAMS_PER_SM * sms:
+        if enough(split, PROGRAMS_PER_SM):
             return split
-    return next((split for split in (256, 128) if programs(split) >= sms), MIN_SPLIT)
+    return next((split for split in (256, 128) if enough(split, 1)), MIN_SPLIT)
 
 
 @functools.cache

@@ -95,9 +95,9 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
 
 
 def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
-    """The split grows with the batch while the grid still has two programs per SM (fewer partial sums
-    to merge); at a few rows, where 256-key splits give fewer, it shrinks (to 64 keys at most) until
-    every SM has one. Many splits are merged in one pass, by twice the programs."""
+    """The split grows with the batch while the grid still has about two programs per SM (fewer partial
+    sums to merge); at a few rows, where 256-key splits give fewer, it shrinks (to 64 keys at most) until
+    every SM has about one ("about": 7/8 of it). Many splits are merged in one pass, by twice the programs."""
     import itertools
     import math
 
@@ -106,20 +106,26 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     def programs(batch, bucket, split):  # (row, KV head, split)
         return batch * 2 * math.ceil(bucket / split)
 
-    for sms, bucket in itertools.product((132, 108, 46), (1024, 5120, 8192, 32768)):  # H200, A100, RTX 4080
-        picks = [tuning(batch, 2, bucket, sms) for batch in (1, 2, 4, 8, 16, 32, 64, 128)]
+    def about(count, wanted):
+        return 8 * count >= 7 * wanted
+
+    batches = (1, 2, 4, 8, 16, 32, 64, 128)
+    for sms, bucket in itertools.product((132, 108, 46), (1024, 4096, 5120, 8192, 16384, 32768)):  # H200, A100, 4080
+        picks = [tuning(batch, 2, bucket, sms) for batch in batches]
         splits = [t.split for t in picks]
         assert splits == sorted(splits) and min(splits) >= 64, (bucket, splits)
-        for batch, t in zip((1, 2, 4, 8, 16, 32, 64, 128), picks, strict=True):
+        for batch, t in zip(batches, picks, strict=True):
             assert t.split % t.block == 0
             if t.split > 256:
-                assert programs(batch, bucket, t.split) >= 2 * sms
+                assert about(programs(batch, bucket, t.split), 2 * sms)
             if 256 <= t.split < 1024:  # the next longer split would have left SMs idle
-                assert programs(batch, bucket, 2 * t.split) < 2 * sms, (batch, bucket)
-            if t.split < 256:  # even one program an SM needs shorter splits
-                assert programs(batch, bucket, 2 * t.split) < sms, (batch, bucket)
+                assert not about(programs(batch, bucket, 2 * t.split), 2 * sms), (batch, bucket)
+            if t.split < 256:  # even about one program an SM needs shorter splits
+                assert not about(programs(batch, bucket, 2 * t.split), sms), (batch, bucket)
             splits_to_merge = math.ceil(bucket / t.split)
             if splits_to_merge > 16:
                 assert t.merge_chunk >= min(128, splits_to_merge) and t.merge_dim == 64
-    h200 = [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8, 16, 32)]  # bench_decode_attention's best
-    assert h200 == [64, 128, 256, 256, 512, 1024]
+    # bench_decode_attention's best on the H200 (bench/RESULTS.md, fourteenth session)
+    assert [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8, 16, 32)] == [64, 128, 256, 256, 512, 1024]
+    assert [tuning(batch, 2, 4096).split for batch in (2, 16, 32)] == [128, 512, 1024]
+    assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
