@@ -45,20 +45,29 @@ def test_upload_by_file_chooser_ask_and_stream(page, picture_file, ui_engine):
     assert "first token" in status and "tokens/s" in status and "cached" in status and "encoded" in status
 
 
-def test_drag_and_drop_upload(page, picture_file):
-    data = base64.b64encode(picture_file.read_bytes()).decode()
+def give_png(page, picture_file, name: str, how: str) -> None:
+    """The picture handed to the input box as a browser would: dropped on it (`how="drop"`) or pasted."""
     page.evaluate(
-        """(b64) => {
+        """([b64, name, how]) => {
         const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer();
-        dt.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        dt.items.add(new File([bytes], name, {type: 'image/png'}));
         const target = document.querySelector('#glmv-input textarea');
-        for (const type of ['dragenter', 'dragover', 'drop'])
-            target.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+        if (how === 'drop') {
+            for (const type of ['dragenter', 'dragover', 'drop'])
+                target.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+        } else {
+            target.focus();
+            target.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
+        }
     }""",
-        data,
+        [base64.b64encode(picture_file.read_bytes()).decode(), name, how],
     )
     page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
+
+
+def test_drag_and_drop_upload(page, picture_file):
+    give_png(page, picture_file, "dropped.png", "drop")
     page.fill("#glmv-input textarea", "Describe the dropped picture")
     page.keyboard.press("Enter")
     chat = wait_turns(page, 2)
@@ -68,22 +77,11 @@ def test_drag_and_drop_upload(page, picture_file):
 
 
 def test_paste_image_from_clipboard(page, picture_file):
-    data = base64.b64encode(picture_file.read_bytes()).decode()
-    page.evaluate(
-        """(b64) => {
-        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-        const dt = new DataTransfer();
-        dt.items.add(new File([bytes], 'pasted.png', {type: 'image/png'}));
-        const target = document.querySelector('#glmv-input textarea');
-        target.focus();
-        target.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
-    }""",
-        data,
-    )
-    page.wait_for_selector("#glmv-input .thumbnail-item", timeout=WAIT_MS)
+    give_png(page, picture_file, "pasted.png", "paste")
     ask(page, "What was pasted?")
     chat = wait_turns(page, 2)
     assert len(chat["messages"][0]["images"]) == 1
+    assert chat["messages"][0]["images"][0]["name"] == "pasted.png"
 
 
 def test_pdf_pages_become_images(page, tmp_path):
