@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ from .requests import GenerationRequest
 from .results import Choice, ChoiceEnd, GenerationResult, TextDelta
 
 _DONE = object()
+log = logging.getLogger(__name__)
 
 
 def _not_queued(handle: RequestHandle) -> int:
@@ -39,9 +41,20 @@ class RequestHandle:
         self._events: queue.Queue = queue.Queue()
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._position = position
+        self._done_lock = threading.Lock()
+        self._ended = False
+        self._on_done: list[Callable[[], None]] = []
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the request has ended: now if it has, else on the backend's thread as it ends."""
+        with self._done_lock:
+            if not self._ended:
+                self._on_done.append(callback)
+                return
+        callback()
 
     @property
     def queue_position(self) -> int:
@@ -70,6 +83,14 @@ class RequestHandle:
             result.usage.queue_s = self.queue_s
         self.result, self.error = result, error
         self._put(_DONE)
+        with self._done_lock:
+            self._ended = True
+            callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # the backend's thread serves everyone: a caller's callback must not stop it
+                log.exception("a request's on_done callback failed")
 
     def _next(self):
         item = self._events.get()

@@ -54,7 +54,7 @@ class Tabs:
         with self._lock:
             session = self._sessions.pop(request.session_hash, None)
         if session is not None:
-            session.stop()
+            session.leave()
         self.files.purge(request.session_hash)
         if session is not None:
             session.close()  # last: a freed engine session tells that the tab is cleaned up (tests wait on it)

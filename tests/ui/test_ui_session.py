@@ -87,3 +87,60 @@ def test_the_thinking_budget_setting_reaches_the_request_and_is_kept_with_the_ch
     defaults = default_controls(Settings())
     assert checked({"thinking_budget": 256}, defaults, Settings()).thinking_budget == 256
     assert checked({"thinking_budget": -3}, defaults, Settings()).thinking_budget == 0  # out of range: the default
+
+
+# ---------------------------------------------------------------------------------- a tab closed mid-submit
+class _HeldSubmit:
+    """A scripted backend whose `submit` waits at a gate, recording each `close_session` with whether
+    the request it had submitted last had ended by then."""
+
+    def __init__(self, answer: str) -> None:
+        import threading
+
+        from tests.doubles import ScriptedBackend
+
+        self.inner = ScriptedBackend(answer, chunk=2, delay_s=0.01)
+        self.info = self.inner.info
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.handles, self.closes = [], []
+
+    def submit(self, request):
+        self.entered.set()
+        assert self.gate.wait(30)
+        self.handles.append(self.inner.submit(request))
+        return self.handles[-1]
+
+    def close_session(self, session_id: str) -> bool:
+        last = self.handles[-1] if self.handles else None
+        ended = last is not None and (last.result is not None or last.error is not None)
+        self.closes.append((session_id, ended))
+        return False
+
+
+def test_a_tab_closed_while_its_question_is_submitted_stops_the_answer_and_frees_its_caches_after_it():
+    """The tab's close comes between the send and the submit (Stop has no answer to stop yet): the answer
+    is cancelled as soon as it is submitted, and the engine session is freed once more after it ended,
+    since a request the engine admits after the first free would otherwise cache the chat again."""
+    import threading
+
+    from glm_vision.server import AppState
+    from glm_vision.settings import Settings
+    from tests.api_helpers import wait_until
+    from tests.ui.ui_driver import FakeRequest, handlers
+
+    backend = _HeldSubmit("a long answer " * 20)
+    tabs, request = handlers(AppState(Settings(), backend=backend)), FakeRequest()
+    session = tabs.of(request)
+    sending = threading.Thread(target=lambda: list(session.send({"text": "q", "files": []}, _controls())))
+    sending.start()
+    assert backend.entered.wait(30)
+    tabs.unload(request)  # the tab goes away while its question is being submitted
+    assert backend.closes == [(session.engine_session, False)]
+    backend.gate.set()
+    sending.join(30)
+    wait_until(lambda: len(backend.closes) == 2, what="the caches freed again after the answer")
+    handle = backend.handles[0]
+    assert handle.cancelled.is_set()  # dropped from the queue, or stopped before its first word
+    assert handle.error is not None or handle.result.finish_reason == "cancelled"
+    assert handle.result is None or handle.result.text == ""
+    assert backend.closes[1] == (session.engine_session, True)
