@@ -52,7 +52,7 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     13.6 (256), 4 rows 26.1 (512; 256: 35.8), 8 rows 40.2 (1,024; 512: 50.1)."""
     split = split_length(batch, kv, bucket, sms)
     splits = triton.cdiv(bucket, split)
-    block = min(split, 32 if batch * kv >= 128 else 64)
+    block = 32 if batch * kv >= 128 else 64
     if splits <= 16:
         return Tuning(split, block)
     return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)

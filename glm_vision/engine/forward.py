@@ -123,9 +123,8 @@ class TextForward:
         if decode_matmul == "auto":
             decode_matmul = "measured" if self.device.type == "cuda" else "cublas"
         self.decode_matmul = decode_matmul
-        self.matmul_rows = 0 if decode_matmul == "cublas" else self.slab.slots  # batches through `self.matmuls`
         self.matmuls = None
-        if self.matmul_rows:
+        if decode_matmul != "cublas":
             from .decode_matmuls import DecodeMatmuls
 
             glue = torch.compile(swiglu_glue, fullgraph=True) if compile_math else swiglu_glue
@@ -218,7 +217,7 @@ class TextForward:
         )  # the new token sits at `length`
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
-        matmuls = self.matmuls if batch <= self.matmul_rows else None
+        matmuls = self.matmuls
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves

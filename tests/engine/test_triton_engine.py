@@ -8,9 +8,9 @@ from tests.triton_interpreter import run_interpreted
 
 def test_engine_with_triton_kernels_decodes_the_same_tokens():
     """Each combination decodes three prompts of different lengths together; an 8-token prefill budget
-    makes rows decode in the same passes as the later prompts' chunks; a GEMV limit of one row (auto's
-    rule, smaller) sends the three-row steps through cuBLAS (their residual norms through the Triton row
-    kernel, as on CUDA) and the one-row steps through the GEMVs; "mixed" measures each product's way as auto
+    makes rows decode in the same passes as the later prompts' chunks; "cublas" sends the products of an
+    engine built for the GEMVs through cuBLAS, their residual norms through the Triton row kernel (as
+    `--decode-matmul cublas` does on CUDA); "mixed" measures each product's way as auto
     does on CUDA, with a seeded random stand-in for the GPU timer, so that one step mixes cuBLAS and GEMVs."""
     out = run_interpreted("""
         import random
@@ -38,7 +38,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             ("triton", "cublas", 8, None),
             ("compiled", "triton", 2048, None),
             ("triton", "triton", 8, None),
-            ("triton", "triton", 2048, 1),
+            ("triton", "triton", 2048, "cublas"),
             ("triton", "triton", 8, "mixed"),
         ):
             engine = Engine.load(replace(base, decode_attention=attention, decode_matmul=matmul, prefill_chunk_tokens=budget))
@@ -48,8 +48,8 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             if gemv_rows == "mixed":
                 rng = random.Random(1)
                 forward.matmuls = DecodeMatmuls("measured", timer=lambda call: (call(), rng.random())[1])
-            elif gemv_rows is not None:
-                forward.matmul_rows = gemv_rows
+            elif gemv_rows == "cublas":
+                forward.matmuls = None  # the row norm kernel stays
             prefill, mixed = engine.runner.prefill, []
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
@@ -58,9 +58,8 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             if gemv_rows == "mixed":
                 assert set(forward.matmuls.choices.values()) == {"cublas", "triton"}, forward.matmuls.choices
                 assert {key[0] for key in forward.matmuls.choices} == {1, 2, 3}  # each batch size measured
-            elif gemv_rows is not None:
-                engine.generate(requests[0])  # alone: one-row steps
-                assert rows and max(rows) == 1, rows
+            elif gemv_rows == "cublas":
+                assert forward.row_residual_norm is not None and rows == [], rows
             elif matmul == "triton":
                 assert max(rows) == 3, rows  # the three rows' steps went through the kernels
             engine.shutdown()
