@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
 
 import torch
 from triton.runtime.errors import OutOfResources
 
+from bench.timing import graph_time_median
 from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
-from glm_vision.engine.graph_timer import graph_time
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -71,7 +70,7 @@ def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, g
 
     out = call().reshape(ref.shape)
     assert (out.float() - ref.float()).abs().max() < 2e-2, "FlexAttention disagrees with the engine's kernels"
-    us = 1000 * statistics.median(graph_time(call) for _ in range(3))
+    us = 1000 * graph_time_median(call)
     return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
 
 
@@ -100,7 +99,7 @@ def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: b
         def call(tuned=tuned):  # as the engine calls it: the new key and value written on the way
             decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
 
-        us = 1000 * statistics.median(graph_time(call) for _ in range(3))
+        us = 1000 * graph_time_median(call)
         rows.append({"batch": batch, "tuning": tuned, "picked": tuned == picked, "us": us, "gbs": gb / us * 1e6})
     if flex:
         rows.append(flex_row(batch, q, keys, values, lengths, bucket, cos, sin, ref, gb))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bench.timing import graph_time_median
 from glm_vision.engine.layer_math import swiglu_glue
 
 CONFIG = Path(__file__).with_name("glm-4.6v-flash-config.json")
@@ -178,12 +178,6 @@ def sweep(matrix: Matrix, m: int, budget_end: float, glue) -> list[dict]:
             continue
         rows.append({"matrix": matrix.name, "m": m, "config": describe(config), "us": us, "gbs": gb / us})
     return rows
-
-
-def graph_time_median(fn) -> float:
-    from glm_vision.engine.graph_timer import graph_time
-
-    return statistics.median(graph_time(fn) for _ in range(3))
 
 
 def report_sweep(rows: list[dict], best: int) -> None:

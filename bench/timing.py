@@ -34,3 +34,10 @@ def reset_peak(device: str) -> None:
     if device == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+
+
+def graph_time_median(fn, repeats: int = 3) -> float:
+    """The median of `repeats` `graph_timer.graph_time`s of `fn`: milliseconds a call as the decode step runs it."""
+    from glm_vision.engine.graph_timer import graph_time
+
+    return statistics.median(graph_time(fn) for _ in range(repeats))
