@@ -79,6 +79,7 @@ def load_engine(args, loaded=None):
     from glm_vision.engine import Engine
 
     matmul = getattr(args, "decode_matmul", "auto")
+    pdl = getattr(args, "decode_pdl", "auto")
     if args.tiny:
         from glm_vision.synthetic.tiny import build_tiny_checkpoint
 
@@ -89,6 +90,7 @@ def load_engine(args, loaded=None):
             max_context_tokens=getattr(args, "max_context", 2048),
             max_batch=max(args.batch),
             decode_matmul=matmul,
+            decode_pdl=pdl,
         )
         engine = Engine.load(settings)
     else:
@@ -102,6 +104,7 @@ def load_engine(args, loaded=None):
             max_context_tokens=getattr(args, "max_context", 4096),
             max_batch=max(args.batch),
             decode_matmul=matmul,
+            decode_pdl=pdl,
         )
         engine = Engine(settings, loaded or full_size_model(Path(args.config), "cuda"))
     engine.warmup()

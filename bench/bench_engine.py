@@ -218,6 +218,13 @@ def main() -> None:
         choices=["cublas", "triton"],
         help="measure the fast engine again with these decode matmuls (a column each)",
     )
+    parser.add_argument("--decode-pdl", default="auto", choices=["auto", "on", "off"], help="the fast engine's")
+    parser.add_argument(
+        "--also-decode-pdl",
+        action="append",
+        choices=["on", "off"],
+        help="measure the fast engine again with its decode kernels launched with PDL or not (a column each)",
+    )
     parser.add_argument(
         "--prefill-chunk-tokens", type=int, default=Settings.prefill_chunk_tokens, help="the fast engine's step budget"
     )
@@ -264,7 +271,11 @@ def main() -> None:
 
     try:
         fast_settings = replace(
-            settings, compile="on", decode_attention=args.decode_attention, decode_matmul=args.decode_matmul
+            settings,
+            compile="on",
+            decode_attention=args.decode_attention,
+            decode_matmul=args.decode_matmul,
+            decode_pdl=args.decode_pdl,
         )
         started = time.perf_counter()
         fast = Engine(fast_settings, loaded)
@@ -284,6 +295,7 @@ def main() -> None:
         fast.shutdown()
         others = [(f"{mode} attention", {"decode_attention": mode}) for mode in args.also_decode_attention or []]
         others += [(f"{mode} matmuls", {"decode_matmul": mode}) for mode in args.also_decode_matmul or []]
+        others += [(f"PDL {mode}", {"decode_pdl": mode}) for mode in args.also_decode_pdl or []]
         others += [
             (f"{n}-token prefill steps", {"prefill_chunk_tokens": n}) for n in args.also_prefill_chunk_tokens or []
         ]

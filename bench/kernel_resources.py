@@ -33,11 +33,14 @@ def _kernel() -> triton.runtime.jit.JITFunction:
     return fn
 
 
-def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, int]:
-    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows."""
+def resources(config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = False) -> dict[str, int]:
+    """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows, and its
+    GRIDDEPCONTROL instructions (`pdl`: as launched with programmatic dependent launch, its first block of
+    weights read before its wait)."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
-    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
+    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1, PDL=pdl)
+    constants["PEEL"] = pdl and (gemv.PEEL_DOT or not dot)
     constants["EVEN_K"] = True
     signature = {}
     for name in fn.arg_names:
@@ -63,18 +66,21 @@ def resources(config: triton.Config, *, swiglu: bool, arch: int) -> dict[str, in
         cubin.write_bytes(compiled.asm["cubin"])
         tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
         report = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
-    return {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report.stdout)}
+    used = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report.stdout)}
+    used["GRIDDEPCONTROL"] = compiled.asm["ptx"].count("griddepcontrol.")  # PDL's wait and launch instructions
+    return used
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    parser.add_argument("--pdl", action="store_true", help="the kernels as launched with PDL (engine/pdl.py)")
     args = parser.parse_args(argv)
     print("| candidate | epilogue | registers | stack bytes (spills) | shared bytes |")
     print("|---|---|---|---|---|")
     for config in gemv.CONFIGS:
         for swiglu in (False, True):
-            used = resources(config, swiglu=swiglu, arch=args.arch)
+            used = resources(config, swiglu=swiglu, arch=args.arch, pdl=args.pdl)
             name = ", ".join(f"{k}={v}" for k, v in config.kwargs.items())
             name += f", warps={config.num_warps}, stages={config.num_stages}"
             epilogue = "SwiGLU" if swiglu else "linear"

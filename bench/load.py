@@ -71,6 +71,9 @@ def main() -> None:
         "--decode-matmul", default="auto", choices=["auto", "cublas", "triton"], help="in process: every engine's"
     )
     parser.add_argument(
+        "--decode-pdl", default="auto", choices=["auto", "on", "off"], help="in process: every engine's"
+    )
+    parser.add_argument(
         "--prefill-chunk-tokens", type=int, default=0, help="in process: prompt tokens a step (default: the engine's)"
     )
     parser.add_argument(
@@ -159,6 +162,7 @@ def ready_engine(args, loaded, device: str, attention: str):
         max_context_tokens=args.max_context,
         decode_attention=attention,
         decode_matmul=args.decode_matmul,
+        decode_pdl=args.decode_pdl,
         prefill_chunk_tokens=args.prefill_chunk_tokens or Settings.prefill_chunk_tokens,
     )
     engine = Engine(settings, loaded)
@@ -166,7 +170,8 @@ def ready_engine(args, loaded, device: str, attention: str):
     engine.warmup()
     own = policy_name(engine.scheduler)
     print(
-        f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, policy {own}, "
+        f"engine ready ({attention} decode attention, {args.decode_matmul} matmuls, "
+        f"PDL {engine.runner.forward.pdl}, policy {own}, "
         f"{settings.prefill_chunk_tokens}-token steps): {engine.runner.slab.slots} decode slots of "
         f"{args.max_context} tokens, warm-up {time.perf_counter() - started:.1f} s",
         flush=True,

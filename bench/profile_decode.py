@@ -1,7 +1,8 @@
 """Where a decode step's time goes on the GPU: torch.profiler over the decode steps of the full-size random
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
-    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton] [--context 4000]
+    python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
+        [--decode-pdl on,off] [--context 4000]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -11,6 +12,7 @@ is kernel-bound (faster kernels are the lever); far below it, host-bound (launch
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -82,17 +84,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--decode-matmul", default="auto", help="comma-separated (auto, cublas, triton): an engine each, same weights"
     )
+    parser.add_argument(
+        "--decode-pdl", default="auto", help="comma-separated (auto, on, off): an engine each (and each matmul way)"
+    )
+    parser.add_argument(
+        "--peel-dot",
+        choices=["on", "off"],
+        help="under PDL, whether the tensor-core GEMVs read their first weights before their wait (gemv.PEEL_DOT)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
+    if args.peel_dot:
+        from glm_vision.engine import gemv
+
+        gemv.PEEL_DOT = args.peel_dot == "on"
     loaded = None
-    for matmul in args.decode_matmul.split(","):
+    for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
         options = argparse.Namespace(
-            tiny=False, config=args.config, batch=args.batch, decode_matmul=matmul, max_context=args.context + 1024
+            tiny=False,
+            config=args.config,
+            batch=args.batch,
+            decode_matmul=matmul,
+            decode_pdl=pdl,
+            max_context=args.context + 1024,
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}", flush=True)
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:

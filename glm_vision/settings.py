@@ -46,6 +46,7 @@ class Settings:
     compile: str = "auto"
     decode_attention: str = "auto"
     decode_matmul: str = "auto"
+    decode_pdl: str = "auto"
     scheduler_policy: str = "prefill-first"
     allow_remote_images: bool = False
     remote_image_hosts: str = ""
@@ -114,6 +115,8 @@ _HELP = {
     "decode_matmul": "auto | cublas | triton: the decode step's matrix products as Triton GEMVs with the bias and "
     "SiLU x up fused in, or through cuBLAS (auto: on CUDA each product the way the warm-up measured faster at "
     "each batch size; cuBLAS on the CPU)",
+    "decode_pdl": "auto | on | off: the decode step's Triton kernels launched with programmatic dependent launch "
+    "(each placed on the GPU while the one before it still runs; auto: on Hopper and later GPUs)",
     "allow_remote_images": "let API requests name http(s) image URLs, fetched by the server (off: refused, no SSRF)",
     "remote_image_hosts": "comma-separated host allowlist for --allow-remote-images (required when it is on)",
     "remote_image_max_mb": "largest remote image fetched",
@@ -229,6 +232,8 @@ def _validate(s: Settings) -> None:
         problems.append(f"--decode-attention must be auto, compiled or triton, not {s.decode_attention!r}")
     if s.decode_matmul not in {"auto", "cublas", "triton"}:
         problems.append(f"--decode-matmul must be auto, cublas or triton, not {s.decode_matmul!r}")
+    if s.decode_pdl not in {"auto", "on", "off"}:
+        problems.append(f"--decode-pdl must be auto, on or off, not {s.decode_pdl!r}")
     if s.compile not in {"auto", "on", "off"}:
         problems.append(f"--compile must be auto, on or off, not {s.compile!r}")
     if not PIXELS_PER_IMAGE_TOKEN * 4 <= s.max_pixels <= MAX_IMAGE_TOKENS * PIXELS_PER_IMAGE_TOKEN:

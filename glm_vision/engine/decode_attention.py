@@ -27,6 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import launch_options, wait_for_previous
+
 PROGRAMS_PER_SM = 2
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
@@ -132,10 +134,12 @@ def _split_kernel(
     BLOCK: tl.constexpr,
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
+    wait_for_previous(PDL)
     length = tl.load(LENGTHS + b)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
@@ -200,9 +204,11 @@ def _merge_kernel(
     D: tl.constexpr,
     D_BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     """D_BLOCK dimensions of one query head (b, h, g) per program: the partial sums of the splits that
     hold row b's keys merged CHUNK splits at a time."""
+    wait_for_previous(PDL)
     b = tl.program_id(0)
     h = tl.program_id(1)
     g = tl.program_id(2) // (D // D_BLOCK)
@@ -240,13 +246,15 @@ def decode_attention(
     sin: torch.Tensor | None = None,
     tuned: Tuning | None = None,
     new: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
     cos/sin (B, rot), q is the raw projection and is rotated first. `new`: the rows' new key and
     value (B, kv, d each; the key the raw projection, rotated by cos/sin as it is written), written
     into the slab at lengths[b] before they are read, by the program whose split holds that position.
-    `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests)."""
+    `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests). `pdl`: both kernels
+    launched with programmatic dependent launch (pdl.py)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(batch, kv, bucket, _sms(q.device))
     splits = triton.cdiv(bucket, tuned.split)
@@ -302,8 +310,10 @@ def decode_attention(
         BLOCK=tuned.block,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
+        PDL=pdl,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
+        **launch_options(pdl),
     )
     merge_dim = min(tuned.merge_dim, dim)
     _merge_kernel[(batch, kv, group * (dim // merge_dim))](
@@ -327,6 +337,8 @@ def decode_attention(
         D=dim,
         D_BLOCK=merge_dim,
         CHUNK=tuned.merge_chunk,
+        PDL=pdl,
+        **launch_options(pdl),
     )
     return out
 

@@ -35,20 +35,21 @@ class DecodeMatmuls:
         self.timer = timer
         self.choices: dict[tuple, str] = {}
 
-    def linear(self, x, weight, bias=None, *, out=None) -> torch.Tensor:
-        """x @ weight^T (+ bias), or written into `out` (the float32 logits)."""
+    def linear(self, x, weight, bias=None, *, out=None, pdl: bool = False) -> torch.Tensor:
+        """x @ weight^T (+ bias), or written into `out` (the float32 logits). `pdl`: a GEMV is launched with
+        programmatic dependent launch (pdl.py)."""
 
         def with_cublas():
             y = F.linear(x, weight, bias)
             return y if out is None else out.copy_(y)
 
         key = (x.shape[0], *weight.shape, x.dtype, bias is not None, None if out is None else out.dtype)
-        return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out))
+        return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out, pdl=pdl))
 
-    def swiglu(self, x, weight) -> torch.Tensor:
+    def swiglu(self, x, weight, *, pdl: bool = False) -> torch.Tensor:
         """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight, gate rows first."""
         key = (x.shape[0], *weight.shape, x.dtype, "swiglu")
-        return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight))
+        return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight, pdl=pdl))
 
     def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> torch.Tensor:
         return (with_triton if self._choice(key, with_cublas, with_triton) == TRITON else with_cublas)()

@@ -70,6 +70,7 @@ class Engine:
             compile_math=fast and on_cuda,
             decode_attention=settings.decode_attention,
             decode_matmul=settings.decode_matmul,
+            decode_pdl=settings.decode_pdl,
         )
         self.scheduler = Scheduler(
             self.runner,

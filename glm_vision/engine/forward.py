@@ -39,6 +39,7 @@ from .layer_math import (
     swiglu_glue,
     swiglu_mlp,
 )
+from .pdl import uses_pdl
 from .prefill_attention import lower_right_works
 from .prefill_pass import Chunk, DecodeRows, PrefillPass
 from .slab import KVSlab, attention_head_dim
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 
 BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+# decode steps of up to this many rows launch their Triton kernels with PDL (pdl.py): on the H200 it took a
+# step at ~4k context from 5.28 to 5.24 ms at 1 row and 5.92 to 5.71 at 8, but 7.18 to 7.32 at 32, and a
+# chain of the step's GEMVs and norms alone ran 13-18 % slower with it at 16 and 32 rows (bench/RESULTS.md)
+PDL_MAX_ROWS = 8
 
 
 class TextForward:
@@ -61,6 +66,7 @@ class TextForward:
         solo_pass_tokens: int,
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
+        decode_pdl: str = "off",
     ) -> None:
         model.requires_grad_(False)  # inference only: no autograd graph may ever hold activations
         fuse_qkv(model)
@@ -117,6 +123,7 @@ class TextForward:
             from .decode_attention import decode_attention as split_k_attention
 
             self.split_k_attention = split_k_attention
+        self.pdl = uses_pdl(decode_pdl, self.device)
         # The decode step's matrix products through decode_matmuls.py: each through cuBLAS or a Triton GEMV
         # (gemv.py), forced (`cublas`, `triton`) or, under auto on CUDA, whichever the warm-up measured faster
         # for that product and batch size; prefill keeps cuBLAS (a prefill step is bound by arithmetic).
@@ -179,10 +186,10 @@ class TextForward:
             attn = self.attend(q, keys, values, valid, self.scale)
         return attn.reshape(batch, self.n_heads * self.head_dim)
 
-    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin):
+    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: bool = False):
         """The rows' attention in layer i through the Triton kernels, their new key and value written first."""
         keys, values = self.slab.k[i], self.slab.v[i]
-        return self.split_k_attention(q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v))
+        return self.split_k_attention(q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v), pdl=pdl)
 
     def _qkv(self, layer, x, cos, sin):
         attn_mod = layer.self_attn
@@ -218,47 +225,50 @@ class TextForward:
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
         matmuls = self.matmuls
+        pdl = self.pdl and batch <= PDL_MAX_ROWS
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves
-                q, k, v = self._decode_projection(layer, x, matmuls)
-                attn = self._split_k(i, q.view(batch, self.n_kv, group, self.head_dim), k, v, lengths, bucket, cos, sin)
+                q, k, v = self._decode_projection(layer, x, matmuls, pdl)
+                q = q.view(batch, self.n_kv, group, self.head_dim)
+                attn = self._split_k(i, q, k, v, lengths, bucket, cos, sin, pdl=pdl)
             else:
                 if matmuls is None:
                     q, k, v = self._qkv(layer, x, cos, sin)
                 else:
-                    q, k, v = self._decode_projection(layer, x, matmuls)
+                    q, k, v = self._decode_projection(layer, x, matmuls, pdl)
                     q, k = self.rotate(q, k, cos, sin)
                 q = q.view(batch, self.n_kv, group, self.head_dim)
                 keys, values = self.slab.write_tokens(i, rows, lengths, k, v, bucket)  # (B, kv, bucket, d)
                 attn = self.attend(q, keys, values, valid, self.scale)
-            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), matmuls)
+            h, x = self._decode_mlp(i, layer, h, attn.reshape(batch, self.n_heads * self.head_dim), matmuls, pdl)
         if matmuls is None:
             self.logits[:batch].copy_(self.final(x, self.lm_head))
         else:
-            matmuls.linear(x, self.lm_head, out=self.logits[:batch])
+            matmuls.linear(x, self.lm_head, out=self.logits[:batch], pdl=pdl)
 
-    def _decode_projection(self, layer, x, matmuls):
+    def _decode_projection(self, layer, x, matmuls, pdl: bool = False):
         """The decode rows' q, k, v, not rotated (through cuBLAS where `matmuls` is None)."""
         attn_mod = layer.self_attn
         if matmuls is None:
             return self.project(x, attn_mod.qkv_weight, attn_mod.qkv_bias, self.n_heads, self.n_kv, self.head_dim)
-        qkv = matmuls.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias)
+        qkv = matmuls.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias, pdl=pdl)
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
-    def _decode_mlp(self, i: int, layer, h, attn, matmuls):
+    def _decode_mlp(self, i: int, layer, h, attn, matmuls, pdl: bool):
         """`_mlp` for the decode rows. Where Triton runs, each residual + norm is its row kernel, between the
-        GEMVs (gate and up as one, SiLU x up fused) or cuBLAS's products (SiLU x up compiled)."""
+        GEMVs (gate and up as one, SiLU x up fused) or cuBLAS's products (SiLU x up compiled); `pdl`: the
+        Triton kernels launched with programmatic dependent launch."""
         if self.row_residual_norm is None:
             return self._mlp(i, layer, h, attn)
         w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next = self._mlp_weights(i, layer)
-        a = F.linear(attn, w_o) if matmuls is None else matmuls.linear(attn, w_o)
-        h, x = self.row_residual_norm(h, a, n_post_attn, n_pre_mlp, self.eps)
+        a = F.linear(attn, w_o) if matmuls is None else matmuls.linear(attn, w_o, pdl=pdl)
+        h, x = self.row_residual_norm(h, a, n_post_attn, n_pre_mlp, self.eps, pdl=pdl)
         if matmuls is None:
             x = self.mlp_product(x, w_gate_up, w_down)
         else:
-            x = matmuls.linear(matmuls.swiglu(x, w_gate_up), w_down)
-        return self.row_residual_norm(h, x, n_post_mlp, n_next, self.eps)
+            x = matmuls.linear(matmuls.swiglu(x, w_gate_up, pdl=pdl), w_down, pdl=pdl)
+        return self.row_residual_norm(h, x, n_post_mlp, n_next, self.eps, pdl=pdl)
 
     def graph_batch(self, batch: int) -> int:
         """The captured batch size a batch of `batch` rows runs in (padded up, never past the slots)."""

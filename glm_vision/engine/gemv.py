@@ -31,10 +31,12 @@ import triton
 import triton.language as tl
 
 from .graph_timer import graph_time
+from .pdl import launch_options, wait_for_previous
 
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
+PEEL_DOT = True  # under PDL the tensor-core kernels too read their first block of weights before their wait
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
@@ -79,12 +81,15 @@ def _may_split(m: int, n: int) -> bool:
 
 
 def _fits(config: triton.Config, m: int, n: int, k: int) -> bool:
-    """Whether a candidate suits the shape: single-row kernels for one row; split K only where N is small
-    and each split still spans two blocks."""
+    """Whether a candidate suits the shape: single-row kernels for one row; split K only where N is small,
+    the splits span two blocks on average and the last holds one at least (the kernel reads a split's first
+    block unmasked where K is whole blocks)."""
     kw = config.kwargs
+    split, block = kw["SPLIT_K"], kw["BLOCK_K"]
     if not kw["USE_DOT"] and m != 1:
         return False
-    return kw["SPLIT_K"] == 1 or (_may_split(m, n) and k >= 2 * kw["SPLIT_K"] * kw["BLOCK_K"])
+    span = triton.cdiv(k, split * block) * block
+    return split == 1 or (_may_split(m, n) and k >= 2 * split * block and (split - 1) * span < k)
 
 
 def _prune(configs, named_args, **kwargs):
@@ -110,6 +115,24 @@ def _accumulate(acc, x, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _load_weights(rows, cols, K, EVEN_K: tl.constexpr):
+    if EVEN_K:
+        w = tl.load(rows + cols[None, :])
+    else:
+        w = tl.load(rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
+    return w
+
+
+@triton.jit
+def _load_x(x_rows, rows_in, cols, K, EVEN_K: tl.constexpr):
+    if EVEN_K:
+        x = tl.load(x_rows + cols[None, :], mask=rows_in, other=0.0)
+    else:
+        x = tl.load(x_rows + cols[None, :], mask=rows_in & (cols[None, :] < K), other=0.0)
+    return x
+
+
+@triton.jit
 def _finish(acc, USE_DOT: tl.constexpr):
     """The accumulator as (BLOCK_M, BLOCK_N) sums."""
     if USE_DOT:
@@ -132,6 +155,7 @@ def _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS: tl.const
     {
         "BLOCK_M": lambda a: min(64, max(16, triton.next_power_of_2(a["M"]))) if a["USE_DOT"] else 1,
         "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
+        "PEEL": lambda a: a["PDL"] and (PEEL_DOT or not a["USE_DOT"]),
     }
 )
 @triton.jit(do_not_specialize=["M"])
@@ -157,6 +181,8 @@ def _gemv_kernel(
     SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
+    PDL: tl.constexpr,
+    PEEL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -177,21 +203,26 @@ def _gemv_kernel(
     up = acc
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
-    for k0 in range(k_start, tl.minimum(k_start + span, K), BLOCK_K):
-        cols = k0 + offs_k
-        if EVEN_K:
-            x = tl.load(x_rows + cols[None, :], mask=rows_in, other=0.0)
-            w = tl.load(w_rows + cols[None, :])
-        else:
-            x = tl.load(x_rows + cols[None, :], mask=rows_in & (cols[None, :] < K), other=0.0)
-            w = tl.load(w_rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
+    k_end = tl.minimum(k_start + span, K)
+    if PEEL:  # the first block's weights are read while the previous kernel still runs, then x once it has ended
+        cols = k_start + offs_k
+        w = _load_weights(w_rows, cols, K, EVEN_K)
+        if SWIGLU:
+            u = _load_weights(u_rows, cols, K, EVEN_K)
+        wait_for_previous(PDL)
+        x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
         acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
         if SWIGLU:
-            if EVEN_K:
-                u = tl.load(u_rows + cols[None, :])
-            else:
-                u = tl.load(u_rows + cols[None, :], mask=cols[None, :] < K, other=0.0)
             up = _accumulate(up, x, u, USE_DOT, PRECISION)
+        k_start += BLOCK_K
+    else:
+        wait_for_previous(PDL)
+    for k0 in range(k_start, k_end, BLOCK_K):
+        cols = k0 + offs_k
+        x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
+        acc = _accumulate(acc, x, _load_weights(w_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
+        if SWIGLU:
+            up = _accumulate(up, x, _load_weights(u_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
     acc = _finish(acc, USE_DOT)
     up = _finish(up, USE_DOT)
     if SPLIT_K == 1:
@@ -219,7 +250,7 @@ def _gemv_kernel(
 
 _tuned = triton.autotune(
     CONFIGS,
-    key=["M", "N", "K", "HAS_BIAS", "SWIGLU"],
+    key=["M", "N", "K", "HAS_BIAS", "SWIGLU", "PDL"],
     prune_configs_by={"early_config_prune": _prune},
     do_bench=_bench,
     cache_results=True,  # the timings kept on disk (Triton's cache): a restarted engine skips them
@@ -235,23 +266,27 @@ def linear(
     *,
     out: torch.Tensor | None = None,
     config: triton.Config | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """x (M, K) @ weight (N, K)^T (+ bias (N,)): (M, N) in x's dtype, or written into `out` (M, N) of
-    any float dtype (the float32 logits). `config`: this candidate instead of the tuned one (tests)."""
+    any float dtype (the float32 logits). `config`: this candidate instead of the tuned one (tests).
+    `pdl`: launched with programmatic dependent launch (pdl.py; where `pdl.supported`)."""
     if out is None:
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-    _launch(x, weight, bias, out, swiglu=False, config=config)
+    _launch(x, weight, bias, out, swiglu=False, config=config, pdl=pdl)
     return out
 
 
-def swiglu(x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None) -> torch.Tensor:
+def swiglu(
+    x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None, pdl: bool = False
+) -> torch.Tensor:
     """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight (2I, K), gate rows first: (M, I)."""
     out = torch.empty(x.shape[0], weight.shape[0] // 2, dtype=x.dtype, device=x.device)
-    _launch(x, weight, None, out, swiglu=True, config=config)
+    _launch(x, weight, None, out, swiglu=True, config=config, pdl=pdl)
     return out
 
 
-def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
+def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape
@@ -268,6 +303,8 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config) -> None:
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
+        "PDL": pdl,
+        **launch_options(pdl),
     }
 
     def grid(meta):

@@ -55,6 +55,7 @@ class ModelRunner:
         compile_math: bool = False,
         decode_attention: str = "compiled",
         decode_matmul: str = "cublas",
+        decode_pdl: str = "off",
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -86,6 +87,7 @@ class ModelRunner:
             compile_math=compile_math,
             decode_attention=decode_attention,
             decode_matmul=decode_matmul,
+            decode_pdl=decode_pdl,
             pass_tokens=prefill_chunk_tokens,
             solo_pass_tokens=max(prefill_chunk_tokens, SOLO_PASS_TOKENS),
         )

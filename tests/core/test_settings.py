@@ -33,6 +33,7 @@ def test_env_vars_and_flag_precedence():
         (["--image", "shot.png"], "--image needs --prompt"),
         (["--scheduler-policy", "fifo"], "--scheduler-policy must be prefill-first or decode-first"),
         (["--decode-matmul", "cutlass"], "--decode-matmul must be auto, cublas or triton"),
+        (["--decode-pdl", "yes"], "--decode-pdl must be auto, on or off"),
     ],
 )
 def test_invalid_values_are_refused_clearly(argv, needle, capsys):

@@ -2,7 +2,8 @@
 with every autotune candidate, and the engine decodes the same greedy tokens with them. Triton runs
 on the CPU through its interpreter (tests/triton_interpreter.py). The interpreter's `tl.dot`
 mishandles bfloat16, so the tensor-core candidates are checked in float32 and float16; the
-single-row candidates (no dot) in bfloat16 too."""
+single-row candidates (no dot) in bfloat16 too. In float32 the kernels run as launched with PDL
+(engine/pdl.py: the first block of weights read before the wait, which the interpreter leaves out)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ def test_every_candidate_computes_linear_and_swiglu():
         from glm_vision.engine import gemv
 
         g = torch.Generator().manual_seed(0)
-        n, k = 40, 2100  # multiples of no block size; K long enough for every candidate's splits
+        n, k = 40, 3100  # multiples of no block size; K long enough for every candidate's splits
         w = torch.randn(2 * n, k, generator=g) / k ** 0.5
         b = torch.randn(n, generator=g)
         checked = set()
-        for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)):
+        for dtype, tol, pdl in ((torch.float32, 1e-5, True), (torch.float16, 2e-3, False), (torch.bfloat16, 2e-2, False)):
             for m in (1, 3, 8):
                 x = torch.randn(m, k, generator=g)
                 xd, wd, bd = x.to(dtype), w.to(dtype), b.to(dtype)
@@ -30,11 +31,11 @@ def test_every_candidate_computes_linear_and_swiglu():
                 for config in gemv.CONFIGS:
                     if not gemv._fits(config, m, n, k) or (dtype == torch.bfloat16 and config.kwargs["USE_DOT"]):
                         continue
-                    y = gemv.linear(xd, wd[:n], bd, config=config)
+                    y = gemv.linear(xd, wd[:n], bd, config=config, pdl=pdl)
                     assert y.dtype == dtype and y.shape == (m, n)
                     err = (y.float() - ref).abs().max().item() / ref.abs().max().item()
                     assert err < tol, (config, m, dtype, err)
-                    s = gemv.swiglu(xd, wd, config=config)
+                    s = gemv.swiglu(xd, wd, config=config, pdl=pdl)
                     assert s.shape == (m, n)
                     err = (s.float() - ref_swiglu).abs().max().item() / ref_swiglu.abs().max().item()
                     assert err < tol, (config, m, dtype, "swiglu", err)
@@ -54,6 +55,18 @@ def test_every_candidate_computes_linear_and_swiglu():
         print("gemv ok")
     """)
     assert "gemv ok" in out
+
+
+def test_split_candidates_need_keys_in_every_split():
+    """A split-K candidate fits a shape only where its last split holds keys (the kernel reads a split's first
+    block unmasked where K is whole blocks): 4 splits of 256-key blocks over 2,304 keys would leave the last
+    split past the end (768 keys a split)."""
+    from glm_vision.engine import gemv
+
+    four = next(c for c in gemv.CONFIGS if c.kwargs["SPLIT_K"] == 4 and c.kwargs["BLOCK_K"] == 256)
+    assert not gemv._fits(four, 1, 40, 2304)
+    assert gemv._fits(four, 1, 40, 3072) and gemv._fits(four, 1, 40, 4096)
+    assert not gemv._fits(four, 1, 40, 1792)  # under two blocks a split on average
 
 
 def test_auto_keeps_cublas_where_triton_cannot_run(engine):

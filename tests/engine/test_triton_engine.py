@@ -11,7 +11,9 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
     makes rows decode in the same passes as the later prompts' chunks; "cublas" sends the products of an
     engine built for the GEMVs through cuBLAS, their residual norms through the Triton row kernel (as
     `--decode-matmul cublas` does on CUDA); "mixed" measures each product's way as auto
-    does on CUDA, with a seeded random stand-in for the GPU timer, so that one step mixes cuBLAS and GEMVs."""
+    does on CUDA, with a seeded random stand-in for the GPU timer, so that one step mixes cuBLAS and GEMVs;
+    "pdl" runs the decode steps' kernels as launched with PDL (each GEMV's first weights read before its
+    wait; the interpreter runs no wait itself)."""
     out = run_interpreted("""
         import random
         import tempfile
@@ -40,6 +42,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             ("triton", "triton", 8, None),
             ("triton", "triton", 2048, "cublas"),
             ("triton", "triton", 8, "mixed"),
+            ("triton", "triton", 8, "pdl"),
         ):
             engine = Engine.load(replace(base, decode_attention=attention, decode_matmul=matmul, prefill_chunk_tokens=budget))
             engine.runner.solo_pass_tokens = budget  # 8-token chunks even before the first row decodes
@@ -50,6 +53,12 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
                 forward.matmuls = DecodeMatmuls("measured", timer=lambda call: (call(), rng.random())[1])
             elif gemv_rows == "cublas":
                 forward.matmuls = None  # the row norm kernel stays
+            elif gemv_rows == "pdl":
+                assert not forward.pdl  # auto: never on the CPU
+                forward.pdl = True
+                pdl_calls = []
+                launch = gemv._launch
+                gemv._launch = lambda *args, **kwargs: (pdl_calls.append(kwargs["pdl"]), launch(*args, **kwargs))[1]
             prefill, mixed = engine.runner.prefill, []
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
@@ -60,6 +69,9 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
                 assert {key[0] for key in forward.matmuls.choices} == {1, 2, 3}  # each batch size measured
             elif gemv_rows == "cublas":
                 assert forward.row_residual_norm is not None and rows == [], rows
+            elif gemv_rows == "pdl":
+                gemv._launch = launch
+                assert any(pdl_calls) and max(rows) == 3, (pdl_calls, rows)
             elif matmul == "triton":
                 assert max(rows) == 3, rows  # the three rows' steps went through the kernels
             engine.shutdown()
