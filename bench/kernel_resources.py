@@ -40,7 +40,6 @@ def resources(config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = Fal
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
     constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1, PDL=pdl)
-    constants["PEEL"] = pdl and (gemv.PEEL_DOT or not dot)
     constants["EVEN_K"] = True
     signature = {}
     for name in fn.arg_names:

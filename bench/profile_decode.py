@@ -87,18 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--decode-pdl", default="auto", help="comma-separated (auto, on, off): an engine each (and each matmul way)"
     )
-    parser.add_argument(
-        "--peel-dot",
-        choices=["on", "off"],
-        help="under PDL, whether the tensor-core GEMVs read their first weights before their wait (gemv.PEEL_DOT)",
-    )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
-    if args.peel_dot:
-        from glm_vision.engine import gemv
-
-        gemv.PEEL_DOT = args.peel_dot == "on"
     loaded = None
     for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
         options = argparse.Namespace(

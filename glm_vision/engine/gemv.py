@@ -15,7 +15,10 @@ memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K program
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
-Autotuning is keyed on (M, N, K) and the epilogue, and times each candidate the first time a shape
+Launched with programmatic dependent launch (`pdl`, pdl.py: the decode steps of up to 8 rows on Hopper), a
+program reads its first block of weights before it waits for the previous kernel, and x only after.
+
+Autotuning is keyed on (M, N, K), the epilogue and PDL, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
 warm-up before a CUDA graph is captured; under capture and on replay a launch is the tuned kernel
 alone (no host sync; the partial sums' buffer comes from the graph's pool like any activation).
@@ -36,7 +39,6 @@ from .pdl import launch_options, wait_for_previous
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
-PEEL_DOT = True  # under PDL the tensor-core kernels too read their first block of weights before their wait
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
@@ -155,7 +157,6 @@ def _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS: tl.const
     {
         "BLOCK_M": lambda a: min(64, max(16, triton.next_power_of_2(a["M"]))) if a["USE_DOT"] else 1,
         "EVEN_K": lambda a: a["K"] % a["BLOCK_K"] == 0,
-        "PEEL": lambda a: a["PDL"] and (PEEL_DOT or not a["USE_DOT"]),
     }
 )
 @triton.jit(do_not_specialize=["M"])
@@ -182,7 +183,6 @@ def _gemv_kernel(
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
     PDL: tl.constexpr,
-    PEEL: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -204,7 +204,7 @@ def _gemv_kernel(
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
     k_end = tl.minimum(k_start + span, K)
-    if PEEL:  # the first block's weights are read while the previous kernel still runs, then x once it has ended
+    if PDL:  # the first block's weights are read while the previous kernel still runs, then x once it has ended
         cols = k_start + offs_k
         w = _load_weights(w_rows, cols, K, EVEN_K)
         if SWIGLU:
@@ -215,8 +215,6 @@ def _gemv_kernel(
         if SWIGLU:
             up = _accumulate(up, x, u, USE_DOT, PRECISION)
         k_start += BLOCK_K
-    else:
-        wait_for_previous(PDL)
     for k0 in range(k_start, k_end, BLOCK_K):
         cols = k0 + offs_k
         x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
