@@ -2,7 +2,10 @@
 dependent launch (engine/pdl.py): the time of a replay of each in a CUDA graph, and a check that the PDL
 chain in the graph computes bit for bit what the same kernels compute one at a time.
 
-    python -m bench.pdl_chain --config bench/glm-4.6v-flash-config.json --batch 1 8 32
+    python -m bench.pdl_chain --config bench/glm-4.6v-flash-config.json --batch 1 8 16 32
+
+Also the PDL chain with the tiles autotune picked for the plain one (what PDL does, apart from what it does to
+autotune's picks), and the picks of both.
 
 Per layer: QKV (+ bias), o_proj, residual norm, gate_up (+ SiLU x up), down, residual norm; the layers'
 weights distinct (random bf16) so that every matrix is read from memory as in the step. No attention: the
@@ -23,21 +26,21 @@ from glm_vision.engine import gemv
 from glm_vision.engine.row_norm import residual_norm
 
 
-def layer_weights(text: dict, layers: int) -> list[dict]:
+def layer_weights(text: dict, layers: int, device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> list[dict]:
     hidden, heads, kv = text["hidden_size"], text["num_attention_heads"], text["num_key_value_heads"]
     head_dim = text.get("head_dim") or hidden // heads
     inter = text["intermediate_size"]
 
     def matrix(n, k):
-        return torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
+        return torch.randn(n, k, device=device, dtype=dtype) / k**0.5
 
     def norm():
-        return 1 + 0.1 * torch.randn(hidden, device="cuda", dtype=torch.bfloat16)
+        return 1 + 0.1 * torch.randn(hidden, device=device, dtype=dtype)
 
     return [
         {
             "qkv": matrix((heads + 2 * kv) * head_dim, hidden),
-            "bias": torch.randn((heads + 2 * kv) * head_dim, device="cuda", dtype=torch.bfloat16),
+            "bias": torch.randn((heads + 2 * kv) * head_dim, device=device, dtype=dtype),
             "o": matrix(hidden, heads * head_dim),
             "gate_up": matrix(2 * inter, hidden),
             "down": matrix(hidden, inter),
@@ -47,23 +50,47 @@ def layer_weights(text: dict, layers: int) -> list[dict]:
     ]
 
 
-def chain(h: torch.Tensor, weights: list[dict], pdl: bool, between=lambda: None) -> torch.Tensor:
-    """The chain's output for the residual stream h (B, hidden); `between` runs after every kernel."""
+def chain(h: torch.Tensor, weights: list[dict], pdl: bool, tiles: dict | None = None, between=lambda: None):
+    """The chain's output for the residual stream h (B, hidden); `tiles`: a GEMV candidate per matrix
+    (qkv, o, gate_up, down) instead of the tuned ones; `between` runs after every kernel."""
+    tiles = tiles or {}
     x = h
     for w in weights:
-        qkv = gemv.linear(x, w["qkv"], w["bias"], pdl=pdl)
+        qkv = gemv.linear(x, w["qkv"], w["bias"], pdl=pdl, config=tiles.get("qkv"))
         between()
-        a = gemv.linear(qkv[:, : w["o"].shape[1]], w["o"], pdl=pdl)  # the attention output stands in: q
+        q = qkv[:, : w["o"].shape[1]]  # stands in for the attention's output
+        a = gemv.linear(q, w["o"], pdl=pdl, config=tiles.get("o"))
         between()
         h, x = residual_norm(h, a, w["norms"][0], w["norms"][1], 1e-5, pdl=pdl)
         between()
-        m = gemv.swiglu(x, w["gate_up"], pdl=pdl)
+        m = gemv.swiglu(x, w["gate_up"], pdl=pdl, config=tiles.get("gate_up"))
         between()
-        d = gemv.linear(m, w["down"], pdl=pdl)
+        d = gemv.linear(m, w["down"], pdl=pdl, config=tiles.get("down"))
         between()
         h, x = residual_norm(h, d, w["norms"][2], w["norms"][3], 1e-5, pdl=pdl)
         between()
     return x
+
+
+def tuned_tiles(weights: list[dict], batch: int, pdl: bool) -> dict:
+    """The candidate autotune picked for each matrix of the chain (after a run)."""
+    w = weights[0]
+    shapes = {
+        "qkv": (w["qkv"].shape, {"bias": True}),
+        "o": (w["o"].shape, {}),
+        "gate_up": ((w["gate_up"].shape[0] // 2, w["gate_up"].shape[1]), {"swiglu": True}),
+        "down": (w["down"].shape, {}),
+    }
+    return {name: gemv.tuned_config(batch, n, k, pdl=pdl, **flags) for name, ((n, k), flags) in shapes.items()}
+
+
+def describe(tiles: dict) -> str:
+    def one(config) -> str:
+        kw = config.kwargs
+        kind = "dot" if kw["USE_DOT"] else "fma"
+        return f"{kw['BLOCK_N']}x{kw['BLOCK_K']}/{kw['SPLIT_K']} {kind} w{config.num_warps} s{config.num_stages}"
+
+    return "; ".join(f"{name} {one(config)}" for name, config in tiles.items())
 
 
 def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
@@ -78,18 +105,18 @@ def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
     return statistics.median(times)
 
 
-def measure(weights: list[dict], batch: int, pdl: bool) -> tuple[float, bool]:
+def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = None) -> tuple[float, bool]:
     """(ms a replay, whether the graph's output equals the kernels run one at a time with a sync between)."""
     h = torch.randn(batch, weights[0]["o"].shape[0], device="cuda", dtype=torch.bfloat16)
-    chain(h, weights, pdl)  # autotuned before capture
-    alone = chain(h, weights, pdl, between=torch.cuda.synchronize)
+    chain(h, weights, pdl, tiles)  # autotuned before capture
+    alone = chain(h, weights, pdl, tiles, between=torch.cuda.synchronize)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream):
-        chain(h, weights, pdl)
+        chain(h, weights, pdl, tiles)
         with torch.cuda.graph(graph, stream=stream):
-            out = chain(h, weights, pdl)
+            out = chain(h, weights, pdl, tiles)
     torch.cuda.current_stream().wait_stream(stream)
     ms = replay_ms(graph)
     return ms, torch.equal(out, alone)
@@ -104,13 +131,25 @@ def main(argv: list[str] | None = None) -> None:
     text = json.loads(args.config.read_text())["text_config"]
     torch.manual_seed(0)
     weights = layer_weights(text, args.layers or text["num_hidden_layers"])
-    print("| rows | plain (ms a chain) | PDL | PDL / plain | PDL graph == kernels one at a time |")
+    print("| rows | plain (ms a chain) | PDL | PDL, the plain chain's tiles | PDL graph == kernels one at a time |")
     print("|---|---|---|---|---|")
+    picks = []
     for batch in args.batch:
         plain, plain_same = measure(weights, batch, pdl=False)
         pdl, pdl_same = measure(weights, batch, pdl=True)
+        plain_tiles = tuned_tiles(weights, batch, pdl=False)
+        same_tiles, same_tiles_same = measure(weights, batch, pdl=True, tiles=plain_tiles)
         assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
-        print(f"| {batch} | {plain:.3f} | {pdl:.3f} | {pdl / plain:.3f} | {pdl_same} |", flush=True)
+        print(
+            f"| {batch} | {plain:.3f} | {pdl:.3f} ({pdl / plain:.3f}) | {same_tiles:.3f} ({same_tiles / plain:.3f}) "
+            f"| {pdl_same and same_tiles_same} |",
+            flush=True,
+        )
+        picks.append((batch, plain_tiles, tuned_tiles(weights, batch, pdl=True)))
+    print("\nautotune's picks (BLOCK_N x BLOCK_K / SPLIT_K, tensor cores or not, warps, stages):")
+    for batch, plain_tiles, pdl_tiles in picks:
+        print(f"  {batch} rows, plain: {describe(plain_tiles)}")
+        print(f"  {batch} rows, PDL:   {describe(pdl_tiles)}")
 
 
 if __name__ == "__main__":

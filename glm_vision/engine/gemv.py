@@ -322,9 +322,11 @@ def _counter(device: torch.device) -> torch.Tensor:
     return _counters[device]
 
 
-def tuned_config(m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False) -> triton.Config | None:
-    """The candidate autotune picked for this shape and epilogue (after a call), for reports."""
+def tuned_config(
+    m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False, pdl: bool = False
+) -> triton.Config | None:
+    """The candidate autotune picked for this shape, epilogue and launch (after a call), for reports."""
     for key, config in _tuned.cache.items():
-        if key[:5] == (m, n, k, bias, swiglu):
+        if key[:6] == (m, n, k, bias, swiglu, pdl):
             return config
     return None

@@ -25,3 +25,26 @@ def test_warmup_bench_reports_a_ready_engine():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "warm-up" in done.stdout and "on cpu with the default settings (4 decode slots)" in done.stdout
+
+
+def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
+    """bench/pdl_chain.py's chain on tiny shapes under the interpreter: with PDL and the plain chain's tiles it
+    computes what the plain chain does, and it reports autotune's pick for each of its four matrices."""
+    out = run_interpreted(
+        """
+        import torch
+        from bench import pdl_chain
+
+        text = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 96}
+        torch.manual_seed(0)
+        weights = pdl_chain.layer_weights(text, 2, device="cpu", dtype=torch.float32)
+        h = torch.randn(3, 64)
+        plain = pdl_chain.chain(h, weights, pdl=False)
+        tiles = pdl_chain.tuned_tiles(weights, 3, pdl=False)
+        assert set(tiles) == {"qkv", "o", "gate_up", "down"} and all(tiles.values()), tiles
+        assert torch.allclose(pdl_chain.chain(h, weights, pdl=True, tiles=tiles), plain, atol=1e-5)
+        assert not torch.allclose(pdl_chain.chain(h, weights[:1], pdl=False), plain, atol=1e-3)  # layers count
+        print(pdl_chain.describe(tiles))
+        """
+    )
+    assert out.count(" dot w") + out.count(" fma w") == 4, out
