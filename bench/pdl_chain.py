@@ -5,7 +5,8 @@ chain in the graph computes bit for bit what the same kernels compute one at a t
     python -m bench.pdl_chain --config bench/glm-4.6v-flash-config.json --batch 1 8 16 32
 
 Also the PDL chain with the tiles autotune picked for the plain one (what PDL does, apart from what it does to
-autotune's picks), and the picks of both.
+autotune's picks), and the picks of both; with `--prefetch-lines N ...`, the PDL chain with each GEMV asking
+the L2 cache for N more lines of each weight row before its wait (gemv.PREFETCH_LINES).
 
 Per layer: QKV (+ bias), o_proj, residual norm, gate_up (+ SiLU x up), down, residual norm; the layers'
 weights distinct (random bf16) so that every matrix is read from memory as in the step. No attention: the
@@ -122,30 +123,41 @@ def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = Non
     return ms, torch.equal(out, alone)
 
 
+def variants(weights: list[dict], batch: int, prefetch_lines: list[int]) -> list[tuple[str, float, bool]]:
+    """(label, ms a replay, PDL graph == its kernels one at a time) of each way to launch the chain."""
+    plain, plain_same = measure(weights, batch, pdl=False)
+    assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
+    rows = [("plain", plain, True), ("PDL", *measure(weights, batch, pdl=True))]
+    rows.append(("PDL, the plain chain's tiles", *measure(weights, batch, True, tuned_tiles(weights, batch, False))))
+    for lines in prefetch_lines:
+        gemv.PREFETCH_LINES = lines
+        rows.append((f"PDL, {lines} lines a row prefetched", *measure(weights, batch, pdl=True)))
+    gemv.PREFETCH_LINES = 0
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--layers", type=int, default=0, help="default: the model's")
+    parser.add_argument(
+        "--prefetch-lines", type=int, nargs="*", default=[], help="also PDL with gemv.PREFETCH_LINES at each of these"
+    )
     args = parser.parse_args(argv)
     text = json.loads(args.config.read_text())["text_config"]
     torch.manual_seed(0)
     weights = layer_weights(text, args.layers or text["num_hidden_layers"])
-    print("| rows | plain (ms a chain) | PDL | PDL, the plain chain's tiles | PDL graph == kernels one at a time |")
-    print("|---|---|---|---|---|")
     picks = []
     for batch in args.batch:
-        plain, plain_same = measure(weights, batch, pdl=False)
-        pdl, pdl_same = measure(weights, batch, pdl=True)
-        plain_tiles = tuned_tiles(weights, batch, pdl=False)
-        same_tiles, same_tiles_same = measure(weights, batch, pdl=True, tiles=plain_tiles)
-        assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
-        print(
-            f"| {batch} | {plain:.3f} | {pdl:.3f} ({pdl / plain:.3f}) | {same_tiles:.3f} ({same_tiles / plain:.3f}) "
-            f"| {pdl_same and same_tiles_same} |",
-            flush=True,
-        )
-        picks.append((batch, plain_tiles, tuned_tiles(weights, batch, pdl=True)))
+        rows = variants(weights, batch, [n for n in args.prefetch_lines if n > 0])
+        if batch == args.batch[0]:
+            print("| rows | " + " | ".join(label for label, _, _ in rows) + " | PDL graphs == kernels one at a time |")
+            print("|---" * (len(rows) + 2) + "|")
+        plain = rows[0][1]
+        cells = [f"{plain:.3f}"] + [f"{ms:.3f} ({ms / plain:.3f})" for _, ms, _ in rows[1:]]
+        print(f"| {batch} | " + " | ".join(cells) + f" | {all(same for _, _, same in rows)} |", flush=True)
+        picks.append((batch, tuned_tiles(weights, batch, pdl=False), tuned_tiles(weights, batch, pdl=True)))
     print("\nautotune's picks (BLOCK_N x BLOCK_K / SPLIT_K, tensor cores or not, warps, stages):")
     for batch, plain_tiles, pdl_tiles in picks:
         print(f"  {batch} rows, plain: {describe(plain_tiles)}")

@@ -22,7 +22,7 @@ from bench import bench_constraints
 from bench.steady import filler_prompt
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import scheduler
+from glm_vision.engine import gemv, scheduler
 
 
 class StepTimer:
@@ -87,11 +87,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--decode-pdl", default="auto", help="comma-separated (auto, on, off): an engine each (and each matmul way)"
     )
+    parser.add_argument(
+        "--prefetch-lines",
+        default="0",
+        help="comma-separated: under PDL, the GEMVs' lines of each weight row asked of L2 before their wait "
+        "(gemv.PREFETCH_LINES; an engine each)",
+    )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
     loaded = None
-    for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
+    combos = itertools.product(
+        args.decode_matmul.split(","), args.decode_pdl.split(","), args.prefetch_lines.split(",")
+    )
+    for matmul, pdl, lines in combos:
+        gemv.PREFETCH_LINES = int(lines)
         options = argparse.Namespace(
             tiny=False,
             config=args.config,
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}), prefetch {lines} lines", flush=True)
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:

@@ -34,11 +34,16 @@ import triton
 import triton.language as tl
 
 from .graph_timer import graph_time
-from .pdl import launch_options, wait_for_previous
+from .pdl import GDC, launch_options, wait_for_previous
 
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
+# Under PDL, 128-byte lines of each weight row past its first block that a program asks the L2 cache for before
+# its wait (0: none), so that weights keep arriving while the previous kernel ends (a norm or the attention's merge
+# reads little: the memory would idle); a power of two. Not yet measured on a GPU: bench/pdl_chain.py
+# --prefetch-lines 32 64, bench/profile_decode.py --prefetch-lines 0,32,64.
+PREFETCH_LINES = 0
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
@@ -135,6 +140,17 @@ def _load_x(x_rows, rows_in, cols, K, EVEN_K: tl.constexpr):
 
 
 @triton.jit
+def _prefetch(rows, k0, k_end, LINES: tl.constexpr, LINE: tl.constexpr):
+    """Ask the L2 cache for LINES lines (LINE elements each) of each of `rows` (BLOCK_N, 1) from column k0 on,
+    none past k_end: no registers, nothing waits for them."""
+    if GDC:  # (the interpreter runs no PTX)
+        cols = tl.minimum(k0 + tl.arange(0, LINES) * LINE, k_end - 1)
+        tl.inline_asm_elementwise(
+            "prefetch.global.L2 [$1]; // $0", "=r,l", [rows + cols[None, :]], dtype=tl.int32, is_pure=False, pack=1
+        )
+
+
+@triton.jit
 def _finish(acc, USE_DOT: tl.constexpr):
     """The accumulator as (BLOCK_M, BLOCK_N) sums."""
     if USE_DOT:
@@ -183,6 +199,8 @@ def _gemv_kernel(
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
     PDL: tl.constexpr,
+    PREFETCH_LINES: tl.constexpr,
+    LINE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -209,6 +227,10 @@ def _gemv_kernel(
         w = _load_weights(w_rows, cols, K, EVEN_K)
         if SWIGLU:
             u = _load_weights(u_rows, cols, K, EVEN_K)
+        if PREFETCH_LINES > 0:
+            _prefetch(w_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
+            if SWIGLU:
+                _prefetch(u_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
         wait_for_previous(PDL)
         x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
         acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
@@ -292,6 +314,7 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
     assert weight.shape == ((2 if swiglu else 1) * n, k) and weight.stride(-1) == 1, (weight.shape, x.shape)
     assert out.shape[0] == m and out.stride(-1) == 1 and (bias is None or bias.shape == (n,))
     assert weight.dtype == x.dtype, "x and the weight must have one dtype"
+    assert PREFETCH_LINES & (PREFETCH_LINES - 1) == 0, "PREFETCH_LINES: a power of two (or 0)"
     parts = x  # a placeholder where K is never split
     if _may_split(m, n):
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
@@ -302,6 +325,8 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
         "PDL": pdl,
+        "PREFETCH_LINES": PREFETCH_LINES if pdl else 0,
+        "LINE": 128 // weight.element_size(),
         **launch_options(pdl),
     }
 

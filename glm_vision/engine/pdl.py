@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-_GDC = tl.constexpr(not INTERPRETED)  # the interpreter runs no PTX: there a PDL kernel is its order of work alone
+GDC = tl.constexpr(not INTERPRETED)  # the interpreter runs no PTX: there a PDL kernel is its order of work alone
 
 
 @functools.cache
@@ -58,7 +58,7 @@ def wait_for_previous(PDL: tl.constexpr):
     """Under PDL: wait until the previous kernel has ended and its writes are visible, then let the next
     kernel launch. Nothing without."""
     if PDL:
-        if _GDC:
+        if GDC:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
 

@@ -26,7 +26,8 @@ def test_the_engine_on_the_cpu_runs_without_pdl(engine):
 def test_a_gemv_compiled_for_hopper_waits_for_the_previous_kernel_only_under_pdl():
     """Triton and ptxas compile the GEMV for the H200's architecture here: launched with PDL it holds the
     wait and the dependents' launch (griddepcontrol.wait, .launch_dependents), plainly neither; the
-    single-row kernel's first weights held across the wait cost it no spills."""
+    single-row kernel's first weights held across the wait cost it no spills; with lines of its weights
+    asked of the L2 cache before the wait (gemv.PREFETCH_LINES) it holds the prefetches, plainly never."""
     from bench.kernel_resources import resources
     from glm_vision.engine import gemv
 
@@ -35,3 +36,7 @@ def test_a_gemv_compiled_for_hopper_waits_for_the_previous_kernel_only_under_pdl
     under_pdl = resources(single_row, swiglu=True, arch=90, pdl=True)
     assert plain["GRIDDEPCONTROL"] == 0 and under_pdl["GRIDDEPCONTROL"] >= 2
     assert under_pdl["STACK"] == 0 and under_pdl["REG"] <= 255
+    prefetching = resources(single_row, swiglu=True, arch=90, pdl=True, prefetch_lines=32)
+    assert prefetching["PREFETCH"] > 0 and prefetching["STACK"] == 0
+    assert plain["PREFETCH"] == under_pdl["PREFETCH"] == 0
+    assert resources(single_row, swiglu=True, arch=90, prefetch_lines=32)["PREFETCH"] == 0  # only under PDL
