@@ -151,6 +151,30 @@ def _prefetch(rows, k0, k_end, LINES: tl.constexpr, LINE: tl.constexpr):
 
 
 @triton.jit
+def _first_block_around_wait(
+    acc, up, x_rows, rows_in, w_rows, u_rows, k_start, k_end, K,
+    BLOCK_K: tl.constexpr, SWIGLU: tl.constexpr, EVEN_K: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr,
+    PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr,
+):  # fmt: skip
+    """Under PDL, a split's first block: its weights read, and PREFETCH_LINES more lines of each row asked of L2,
+    while the previous kernel still runs; x once it has ended. -> (acc, up)."""
+    cols = k_start + tl.arange(0, BLOCK_K)
+    w = _load_weights(w_rows, cols, K, EVEN_K)
+    if SWIGLU:
+        u = _load_weights(u_rows, cols, K, EVEN_K)
+    if PREFETCH_LINES > 0:
+        _prefetch(w_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
+        if SWIGLU:
+            _prefetch(u_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
+    wait_for_previous(True)
+    x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
+    acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
+    if SWIGLU:
+        up = _accumulate(up, x, u, USE_DOT, PRECISION)
+    return acc, up
+
+
+@triton.jit
 def _finish(acc, USE_DOT: tl.constexpr):
     """The accumulator as (BLOCK_M, BLOCK_N) sums."""
     if USE_DOT:
@@ -222,20 +246,11 @@ def _gemv_kernel(
     span = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K
     k_start = pid_k * span
     k_end = tl.minimum(k_start + span, K)
-    if PDL:  # the first block's weights are read while the previous kernel still runs, then x once it has ended
-        cols = k_start + offs_k
-        w = _load_weights(w_rows, cols, K, EVEN_K)
-        if SWIGLU:
-            u = _load_weights(u_rows, cols, K, EVEN_K)
-        if PREFETCH_LINES > 0:
-            _prefetch(w_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
-            if SWIGLU:
-                _prefetch(u_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
-        wait_for_previous(PDL)
-        x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
-        acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
-        if SWIGLU:
-            up = _accumulate(up, x, u, USE_DOT, PRECISION)
+    if PDL:
+        acc, up = _first_block_around_wait(
+            acc, up, x_rows, rows_in, w_rows, u_rows, k_start, k_end, K,
+            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION, PREFETCH_LINES, LINE,
+        )  # fmt: skip
         k_start += BLOCK_K
     for k0 in range(k_start, k_end, BLOCK_K):
         cols = k0 + offs_k
