@@ -44,6 +44,10 @@ SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at
 # reads little: the memory would idle); a power of two. Not yet measured on a GPU: bench/pdl_chain.py
 # --prefetch-lines 32 64, bench/profile_decode.py --prefetch-lines 0,32,64.
 PREFETCH_LINES = 0
+# Whether a PDL launch takes the tile autotune timed under PDL (True, what was measured) or the one timed for
+# plain launches: at 16 rows PDL lost 18 % in bench/pdl_chain.py while 8 rows, on the same 16-row tiles, gained 5 %,
+# so the picks are a suspect (each candidate is timed after a plain flush kernel, which a PDL launch overlaps).
+TILES_TIMED_UNDER_PDL = True
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
@@ -348,11 +352,23 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
     def grid(meta):
         return triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]), meta["SPLIT_K"]
 
+    if config is None and pdl and not TILES_TIMED_UNDER_PDL:
+        config = _plain_pick(x, weight, bias, out, swiglu)
     if config is None:
         _tuned[grid](*args, **flags)
     else:
         assert _fits(config, m, n, k), f"{config} does not suit M={m} N={n} K={k}"
         _gemv_kernel[grid](*args, **flags, **config.all_kwargs())
+
+
+def _plain_pick(x, weight, bias, out, swiglu: bool) -> triton.Config:
+    """The tile autotune picks for plain launches of this shape (tuned by a plain launch, into `out`, if new)."""
+    m, k = x.shape
+    pick = tuned_config(m, out.shape[1], k, bias=bias is not None, swiglu=swiglu)
+    if pick is None:
+        _launch(x, weight, bias, out, swiglu=swiglu, config=None, pdl=False)
+        pick = tuned_config(m, out.shape[1], k, bias=bias is not None, swiglu=swiglu)
+    return pick
 
 
 def _counter(device: torch.device) -> torch.Tensor:
