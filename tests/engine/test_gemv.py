@@ -57,10 +57,10 @@ def test_every_candidate_computes_linear_and_swiglu():
     assert "gemv ok" in out
 
 
-def test_split_candidates_need_keys_in_every_split():
-    """A split-K candidate fits a shape only where its last split holds keys (the kernel reads a split's first
-    block unmasked where K is whole blocks): 4 splits of 256-key blocks over 2,304 keys would leave the last
-    split past the end (768 keys a split)."""
+def test_split_candidates_need_columns_in_every_split():
+    """A split-K candidate fits a shape only where its last split holds columns of K (the kernel reads a split's
+    first block unmasked where K is whole blocks): 4 splits of 256-column blocks over K = 2,304 would leave the
+    last split past the end (768 columns a split)."""
     from glm_vision.engine import gemv
 
     four = next(c for c in gemv.CONFIGS if c.kwargs["SPLIT_K"] == 4 and c.kwargs["BLOCK_K"] == 256)
