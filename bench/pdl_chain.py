@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.bench_gemv import CONFIG
-from glm_vision.engine import gemv
+from glm_vision.engine import gemv, graph_timer
 from glm_vision.engine.row_norm import residual_norm
 
 
@@ -94,33 +94,16 @@ def describe(tiles: dict) -> str:
     return "; ".join(f"{name} {one(config)}" for name, config in tiles.items())
 
 
-def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = None) -> tuple[float, bool]:
-    """(ms a replay, whether the graph's output equals the kernels run one at a time with a sync between)."""
+    """(ms a replay, median of 20; whether the graph's output equals the kernels run one at a time with a sync
+    between)."""
     h = torch.randn(batch, weights[0]["o"].shape[0], device="cuda", dtype=torch.bfloat16)
     chain(h, weights, pdl, tiles)  # autotuned before capture
     alone = chain(h, weights, pdl, tiles, between=torch.cuda.synchronize)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(stream):
-        chain(h, weights, pdl, tiles)
-        with torch.cuda.graph(graph, stream=stream):
-            out = chain(h, weights, pdl, tiles)
-    torch.cuda.current_stream().wait_stream(stream)
-    ms = replay_ms(graph)
-    return ms, torch.equal(out, alone)
+    outputs = []
+    graph = graph_timer.capture(lambda: outputs.append(chain(h, weights, pdl, tiles)))
+    ms = statistics.median(graph_timer.replay_ms(graph) for _ in range(20))
+    return ms, torch.equal(outputs[-1], alone)  # the last run is the captured one, its output the graph's
 
 
 def variants(weights: list[dict], batch: int, prefetch_lines: list[int]) -> list[tuple[str, float, bool]]:

@@ -38,9 +38,9 @@ def graph_time(fn, calls: int = 16, flush_bytes: int = 256 << 20, pairs: int = 5
     fn()  # compiled (or autotuned) before capture
     key = (device, calls, flush_bytes)
     if key not in _baselines:
-        _baselines[key] = _capture(lambda: _repeat(calls, flush_once))
-    timed = _capture(lambda: _repeat(calls, lambda: (flush_once(), fn())))
-    differences = [_replay_ms(timed) - _replay_ms(_baselines[key]) for _ in range(pairs)]
+        _baselines[key] = capture(lambda: _repeat(calls, flush_once))
+    timed = capture(lambda: _repeat(calls, lambda: (flush_once(), fn())))
+    differences = [replay_ms(timed) - replay_ms(_baselines[key]) for _ in range(pairs)]
     return max(statistics.median(differences) / calls, 1e-4)
 
 
@@ -62,7 +62,7 @@ def _repeat(calls: int, body) -> None:
         body()
 
 
-def _capture(body) -> torch.cuda.CUDAGraph:
+def capture(body) -> torch.cuda.CUDAGraph:
     """`body` captured on a side stream after one run outside the capture (lazy initialisations)."""
     stream = _side_stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -92,7 +92,8 @@ def _side_stream() -> torch.cuda.Stream:
     return _streams[device]
 
 
-def _replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+def replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+    """Milliseconds one replay of `graph` takes (events around it, waited for)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     graph.replay()
