@@ -41,9 +41,8 @@ def resources(
     weights read before its wait)."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
-    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1, PDL=pdl)
-    constants.update(PREFETCH_LINES=prefetch_lines if pdl else 0, LINE=64)
-    constants["EVEN_K"] = True
+    constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
+    constants.update(EVEN_K=True, PDL=pdl, PREFETCH_LINES=prefetch_lines if pdl else 0, LINE=64)
     signature = {}
     for name in fn.arg_names:
         if name in constants:
