@@ -189,6 +189,8 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
     engine directly (`inputs` are pictures) or the served API at `url` (`inputs` are data URLs)."""
     import torch
 
+    from glm_vision.engine import compile_watch
+
     scheduler = engine.scheduler
     own = policy_name(scheduler)
     policies = ([p for p in args.policy.split(",") if p] if hasattr(scheduler, "policy") else []) or [own]
@@ -203,11 +205,13 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
                 continue
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
+            compiled = compile_watch.compiled_while_serving()
             if url is None:
                 result = run_level_direct(engine, streams, tokens, inputs)
             else:
                 result = asyncio.run(run_level(url, args.api_key, streams, tokens, inputs))
             result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy)
+            result["kernels_compiled"] = compile_watch.compiled_while_serving() - compiled  # each a stalled step
             if cuda:
                 result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             rows.append(result)
@@ -220,9 +224,10 @@ def report(rows: list[dict], steady: list[dict]) -> None:
     if rows:
         print(
             "| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
-            "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory |"
+            "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory | "
+            "kernels compiled |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
@@ -230,7 +235,7 @@ def report(rows: list[dict], steady: list[dict]) -> None:
             f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
             f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
             f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
-            f"{fmt(r.get('peak_gib'), ' GiB', 2)} |"
+            f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} |"
         )
     if steady:
         print()

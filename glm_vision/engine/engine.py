@@ -13,6 +13,7 @@ import time
 
 from ..backend import BackendInfo, EngineError, GenerationRequest, GenerationResult, RequestHandle
 from ..settings import Settings
+from . import compile_watch
 from .cache import FeatureCache
 from .loader import LoadedModel, load_model
 from .runner import ModelRunner
@@ -128,14 +129,20 @@ class Engine:
         """Capture the decode graphs, then serve throwaway requests of different prompt lengths, one
         with an image, and one prompt prefilled while another request decodes (a pass that carries
         decode rows), so that compilation for new shapes and the encoder's first-call setup happen
-        here and not in a user's first request."""
+        here and not in a user's first request (compile_watch logs and counts those it missed)."""
+        started = time.perf_counter()
+        with compile_watch.warming_up():
+            self._warm(started)
+        log.info("engine warm in %.1f s", time.perf_counter() - started)
+        self.ready = True
+
+    def _warm(self, started: float) -> None:
         from PIL import Image
 
         from ..backend import SamplingParams
         from ..conversation import Message
         from ..images import load_image
 
-        started = time.perf_counter()
         if self.runner.forward.use_graphs:
             self.runner.forward.warmup(max_batch=self.runner.slab.slots)
         picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
@@ -156,8 +163,6 @@ class Engine:
                 streaming.wait()
         if self.loaded.device.startswith("cuda"):
             self._warm_constraints()
-        log.info("engine warm in %.1f s", time.perf_counter() - started)
-        self.ready = True
 
     def _longer_than_a_graph_pass(self) -> list:
         """Where passes are CUDA graphs, a prompt of about the longest pass a step takes while nothing

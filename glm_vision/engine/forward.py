@@ -179,14 +179,20 @@ class TextForward:
         batch = q.shape[0]
         q = q.reshape(batch, self.n_kv, self.n_heads // self.n_kv, self.head_dim)
         if self.split_k_attention is not None:
-            attn = self._split_k(i, q, k, v, lengths, bucket, cos, sin)
+            attn = self._split_k(i, q, k, v, lengths, bucket, cos, sin, pdl=self.pdl_for(batch))
         else:
             keys, values = self.slab.write_tokens(i, self.rows[:batch], lengths, k, v, bucket)
             valid = self.arange[:bucket][None, :] <= lengths[:, None]
             attn = self.attend(q, keys, values, valid, self.scale)
         return attn.reshape(batch, self.n_heads * self.head_dim)
 
-    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: bool = False):
+    def pdl_for(self, rows: int) -> bool:
+        """Whether the Triton kernels of a decode step of `rows` rows launch with PDL. The rows riding in a
+        prefill pass take the same, so that their attention runs the kernel variants the decode graphs
+        compiled at warm-up (the others cost a user's first burst ~0.8 s of compiles: bench/RESULTS.md)."""
+        return self.pdl and rows <= PDL_MAX_ROWS
+
+    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: bool):
         """The rows' attention in layer i through the Triton kernels, their new key and value written first."""
         keys, values = self.slab.k[i], self.slab.v[i]
         return self.split_k_attention(q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v), pdl=pdl)
@@ -225,7 +231,7 @@ class TextForward:
         group = self.n_heads // self.n_kv
         rows = self.rows[:batch]
         matmuls = self.matmuls
-        pdl = self.pdl and batch <= PDL_MAX_ROWS
+        pdl = self.pdl_for(batch)
         x = self.norm(h, self.layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(self.layers):
             if self.split_k_attention is not None:  # the Triton kernels rotate q and k themselves

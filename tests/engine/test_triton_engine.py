@@ -13,7 +13,7 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
     `--decode-matmul cublas` does on CUDA); "mixed" measures each product's way as auto
     does on CUDA, with a seeded random stand-in for the GPU timer, so that one step mixes cuBLAS and GEMVs;
     "pdl" runs the decode steps' kernels as launched with PDL (each GEMV's first weights read before its
-    wait; the interpreter runs no wait itself)."""
+    wait; the interpreter runs no wait itself), the attention of rows riding in prefill passes too."""
     out = run_interpreted("""
         import random
         import tempfile
@@ -59,6 +59,8 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
                 pdl_calls = []
                 launch = gemv._launch
                 gemv._launch = lambda *args, **kwargs: (pdl_calls.append(kwargs["pdl"]), launch(*args, **kwargs))[1]
+                attention_pdl, split_k = [], forward.split_k_attention
+                forward.split_k_attention = lambda *args, **kwargs: (attention_pdl.append(kwargs["pdl"]), split_k(*args, **kwargs))[1]
             prefill, mixed = engine.runner.prefill, []
             engine.runner.prefill = lambda chunks, rows=(), tokens=None: (mixed.append(len(rows)), prefill(chunks, rows, tokens))[1]
             rows.clear()
@@ -72,6 +74,8 @@ def test_engine_with_triton_kernels_decodes_the_same_tokens():
             elif gemv_rows == "pdl":
                 gemv._launch = launch
                 assert any(pdl_calls) and max(rows) == 3, (pdl_calls, rows)
+                # the rows riding in prefill passes (budget 8) too: the decode graphs' kernel variants
+                assert attention_pdl and all(attention_pdl), attention_pdl
             elif matmul == "triton":
                 assert max(rows) == 3, rows  # the three rows' steps went through the kernels
             engine.shutdown()
