@@ -33,16 +33,14 @@ def _kernel() -> triton.runtime.jit.JITFunction:
     return fn
 
 
-def resources(
-    config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = False, prefetch_lines: int = 0
-) -> dict[str, int]:
+def resources(config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = False) -> dict[str, int]:
     """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows, and its
     GRIDDEPCONTROL instructions (`pdl`: as launched with programmatic dependent launch, its first block of
     weights read before its wait)."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
     constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
-    constants.update(EVEN_K=True, PDL=pdl, PREFETCH_LINES=prefetch_lines if pdl else 0, LINE=64)
+    constants.update(EVEN_K=True, PDL=pdl)
     signature = {}
     for name in fn.arg_names:
         if name in constants:
@@ -69,7 +67,6 @@ def resources(
         report = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
     used = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report.stdout)}
     used["GRIDDEPCONTROL"] = compiled.asm["ptx"].count("griddepcontrol.")  # PDL's wait and launch instructions
-    used["PREFETCH"] = compiled.asm["ptx"].count("prefetch.global.L2")
     return used
 
 

@@ -5,8 +5,7 @@ chain in the graph computes bit for bit what the same kernels compute one at a t
     python -m bench.pdl_chain --config bench/glm-4.6v-flash-config.json --batch 1 8 16 32
 
 Also the PDL chain with the tiles autotune picked for the plain one (what PDL does, apart from what it does to
-autotune's picks), and the picks of both; with `--prefetch-lines N ...`, the PDL chain with each GEMV asking
-the L2 cache for N more lines of each weight row before its wait (gemv.PREFETCH_LINES).
+autotune's picks), and the picks of both.
 
 Per layer: QKV (+ bias), o_proj, residual norm, gate_up (+ SiLU x up), down, residual norm; the layers'
 weights distinct (random bf16) so that every matrix is read from memory as in the step. No attention: the
@@ -106,16 +105,12 @@ def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = Non
     return ms, torch.equal(outputs[-1], alone)  # the last run is the captured one, its output the graph's
 
 
-def variants(weights: list[dict], batch: int, prefetch_lines: list[int]) -> list[tuple[str, float, bool]]:
+def variants(weights: list[dict], batch: int) -> list[tuple[str, float, bool]]:
     """(label, ms a replay, PDL graph == its kernels one at a time) of each way to launch the chain."""
     plain, plain_same = measure(weights, batch, pdl=False)
     assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
     rows = [("plain", plain, True), ("PDL", *measure(weights, batch, pdl=True))]
     rows.append(("PDL, the plain chain's tiles", *measure(weights, batch, True, tuned_tiles(weights, batch, False))))
-    for lines in prefetch_lines:
-        gemv.PREFETCH_LINES = lines
-        rows.append((f"PDL, {lines} lines a row prefetched", *measure(weights, batch, pdl=True)))
-    gemv.PREFETCH_LINES = 0
     return rows
 
 
@@ -124,16 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--layers", type=int, default=0, help="default: the model's")
-    parser.add_argument(
-        "--prefetch-lines", type=int, nargs="*", default=[], help="also PDL with gemv.PREFETCH_LINES at each of these"
-    )
     args = parser.parse_args(argv)
     text = json.loads(args.config.read_text())["text_config"]
     torch.manual_seed(0)
     weights = layer_weights(text, args.layers or text["num_hidden_layers"])
     picks = []
     for batch in args.batch:
-        rows = variants(weights, batch, [n for n in args.prefetch_lines if n > 0])
+        rows = variants(weights, batch)
         if batch == args.batch[0]:
             print("| rows | " + " | ".join(label for label, _, _ in rows) + " | PDL graphs == kernels one at a time |")
             print("|---" * (len(rows) + 2) + "|")

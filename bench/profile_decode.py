@@ -22,7 +22,7 @@ from bench import bench_constraints
 from bench.steady import filler_prompt
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import forward, gemv, scheduler
+from glm_vision.engine import forward, scheduler
 
 
 class StepTimer:
@@ -88,32 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         "--decode-pdl", default="auto", help="comma-separated (auto, on, off): an engine each (and each matmul way)"
     )
     parser.add_argument(
-        "--prefetch-lines",
-        default="0",
-        help="comma-separated: under PDL, the GEMVs' lines of each weight row asked of L2 before their wait "
-        "(gemv.PREFETCH_LINES; an engine each)",
-    )
-    parser.add_argument(
         "--pdl-max-rows", type=int, help="PDL for decode steps of up to this many rows (forward.PDL_MAX_ROWS)"
-    )
-    parser.add_argument(
-        "--pdl-tiles",
-        choices=["pdl", "plain"],
-        help="PDL launches take the GEMV tiles timed under PDL or for plain launches (gemv.TILES_TIMED_UNDER_PDL)",
     )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = StepTimer()
     if args.pdl_max_rows is not None:
         forward.PDL_MAX_ROWS = args.pdl_max_rows
-    if args.pdl_tiles:
-        gemv.TILES_TIMED_UNDER_PDL = args.pdl_tiles == "pdl"
     loaded = None
-    combos = itertools.product(
-        args.decode_matmul.split(","), args.decode_pdl.split(","), args.prefetch_lines.split(",")
-    )
-    for matmul, pdl, lines in combos:
-        gemv.PREFETCH_LINES = int(lines)
+    for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
         options = argparse.Namespace(
             tiny=False,
             config=args.config,
@@ -124,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}), prefetch {lines} lines", flush=True)
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:

@@ -34,20 +34,11 @@ import triton
 import triton.language as tl
 
 from .graph_timer import graph_time
-from .pdl import GDC, launch_options, wait_for_previous
+from .pdl import launch_options, wait_for_previous
 
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
 SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at most)
-# Under PDL, 128-byte lines of each weight row past its first block that a program asks the L2 cache for before
-# its wait (0: none), so that weights keep arriving while the previous kernel ends (a norm or the attention's merge
-# reads little: the memory would idle); a power of two. Not yet measured on a GPU: bench/pdl_chain.py
-# --prefetch-lines 32 64, bench/profile_decode.py --prefetch-lines 0,32,64.
-PREFETCH_LINES = 0
-# Whether a PDL launch takes the tile autotune timed under PDL (True, what was measured) or the one timed for
-# plain launches: at 16 rows PDL lost 18 % in bench/pdl_chain.py while 8 rows, on the same 16-row tiles, gained 5 %,
-# so the picks are a suspect (each candidate is timed after a plain flush kernel, which a PDL launch overlaps).
-TILES_TIMED_UNDER_PDL = True
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
@@ -144,32 +135,17 @@ def _load_x(x_rows, rows_in, cols, K, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _prefetch(rows, k0, k_end, LINES: tl.constexpr, LINE: tl.constexpr):
-    """Ask the L2 cache for LINES lines (LINE elements each) of each of `rows` (BLOCK_N, 1) from column k0 on,
-    none past k_end: no registers, nothing waits for them."""
-    if GDC:  # (the interpreter runs no PTX)
-        cols = tl.minimum(k0 + tl.arange(0, LINES) * LINE, k_end - 1)
-        tl.inline_asm_elementwise(
-            "prefetch.global.L2 [$1]; // $0", "=r,l", [rows + cols[None, :]], dtype=tl.int32, is_pure=False, pack=1
-        )
-
-
-@triton.jit
 def _first_block_around_wait(
-    acc, up, x_rows, rows_in, w_rows, u_rows, k_start, k_end, K,
+    acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
     BLOCK_K: tl.constexpr, SWIGLU: tl.constexpr, EVEN_K: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr,
 ):  # fmt: skip
-    """Under PDL, a split's first block: its weights read, and PREFETCH_LINES more lines of each row asked of L2,
-    while the previous kernel still runs; x once it has ended. -> (acc, up)."""
+    """Under PDL, a split's first block: its weights read while the previous kernel still runs, x once it has
+    ended. -> (acc, up). (Also asking L2 for 32 or 64 more 128-byte lines of each weight row before the wait
+    made the chain of the step's GEMVs and norms 5-38 % slower on the H200: bench/RESULTS.md.)"""
     cols = k_start + tl.arange(0, BLOCK_K)
     w = _load_weights(w_rows, cols, K, EVEN_K)
     if SWIGLU:
         u = _load_weights(u_rows, cols, K, EVEN_K)
-    if PREFETCH_LINES > 0:
-        _prefetch(w_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
-        if SWIGLU:
-            _prefetch(u_rows, k_start + BLOCK_K, k_end, PREFETCH_LINES, LINE)
     wait_for_previous(True)
     x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
     acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
@@ -227,8 +203,6 @@ def _gemv_kernel(
     USE_DOT: tl.constexpr,
     EVEN_K: tl.constexpr,
     PDL: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr,
-    LINE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_m = tl.program_id(1)
@@ -252,8 +226,8 @@ def _gemv_kernel(
     k_end = tl.minimum(k_start + span, K)
     if PDL:
         acc, up = _first_block_around_wait(
-            acc, up, x_rows, rows_in, w_rows, u_rows, k_start, k_end, K,
-            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION, PREFETCH_LINES, LINE,
+            acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
+            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION,
         )  # fmt: skip
         k_start += BLOCK_K
     for k0 in range(k_start, k_end, BLOCK_K):
@@ -333,7 +307,6 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
     assert weight.shape == ((2 if swiglu else 1) * n, k) and weight.stride(-1) == 1, (weight.shape, x.shape)
     assert out.shape[0] == m and out.stride(-1) == 1 and (bias is None or bias.shape == (n,))
     assert weight.dtype == x.dtype, "x and the weight must have one dtype"
-    assert PREFETCH_LINES & (PREFETCH_LINES - 1) == 0, "PREFETCH_LINES: a power of two (or 0)"
     parts = x  # a placeholder where K is never split
     if _may_split(m, n):
         parts = torch.empty(MAX_SPLIT, m, (2 if swiglu else 1) * n, dtype=torch.float32, device=x.device)
@@ -344,31 +317,17 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
         "PDL": pdl,
-        "PREFETCH_LINES": PREFETCH_LINES if pdl else 0,
-        "LINE": 128 // weight.element_size(),
         **launch_options(pdl),
     }
 
     def grid(meta):
         return triton.cdiv(n, meta["BLOCK_N"]), triton.cdiv(m, meta["BLOCK_M"]), meta["SPLIT_K"]
 
-    if config is None and pdl and not TILES_TIMED_UNDER_PDL:
-        config = _plain_pick(x, weight, bias, out, swiglu)
     if config is None:
         _tuned[grid](*args, **flags)
     else:
         assert _fits(config, m, n, k), f"{config} does not suit M={m} N={n} K={k}"
         _gemv_kernel[grid](*args, **flags, **config.all_kwargs())
-
-
-def _plain_pick(x, weight, bias, out, swiglu: bool) -> triton.Config:
-    """The tile autotune picks for plain launches of this shape (tuned by a plain launch, into `out`, if new)."""
-    m, k = x.shape
-    pick = tuned_config(m, out.shape[1], k, bias=bias is not None, swiglu=swiglu)
-    if pick is None:
-        _launch(x, weight, bias, out, swiglu=swiglu, config=None, pdl=False)
-        pick = tuned_config(m, out.shape[1], k, bias=bias is not None, swiglu=swiglu)
-    return pick
 
 
 def _counter(device: torch.device) -> torch.Tensor:

@@ -26,8 +26,7 @@ def test_the_engine_on_the_cpu_runs_without_pdl(engine):
 def test_a_gemv_compiled_for_hopper_waits_for_the_previous_kernel_only_under_pdl():
     """Triton and ptxas compile the GEMV for the H200's architecture here: launched with PDL it holds the
     wait and the dependents' launch (griddepcontrol.wait, .launch_dependents), plainly neither; the
-    single-row kernel's first weights held across the wait cost it no spills; with lines of its weights
-    asked of the L2 cache before the wait (gemv.PREFETCH_LINES) it holds the prefetches, plainly never."""
+    single-row kernel's first weights held across the wait cost it no spills."""
     from bench.kernel_resources import resources
     from glm_vision.engine import gemv
 
@@ -36,29 +35,3 @@ def test_a_gemv_compiled_for_hopper_waits_for_the_previous_kernel_only_under_pdl
     under_pdl = resources(single_row, swiglu=True, arch=90, pdl=True)
     assert plain["GRIDDEPCONTROL"] == 0 and under_pdl["GRIDDEPCONTROL"] >= 2
     assert under_pdl["STACK"] == 0 and under_pdl["REG"] <= 255
-    prefetching = resources(single_row, swiglu=True, arch=90, pdl=True, prefetch_lines=32)
-    assert prefetching["PREFETCH"] > 0 and prefetching["STACK"] == 0
-    assert plain["PREFETCH"] == under_pdl["PREFETCH"] == 0
-    assert resources(single_row, swiglu=True, arch=90, prefetch_lines=32)["PREFETCH"] == 0  # only under PDL
-
-
-def test_pdl_launches_can_take_the_tiles_timed_for_plain_launches():
-    """gemv.TILES_TIMED_UNDER_PDL = False (a bench's switch): a PDL launch of a new shape tunes it as a plain
-    launch and runs that pick, and computes the product; autotune keeps no PDL pick for it."""
-    from tests.triton_interpreter import run_interpreted
-
-    out = run_interpreted("""
-        import torch
-        import torch.nn.functional as F
-        from glm_vision.engine import gemv
-
-        gemv.TILES_TIMED_UNDER_PDL = False
-        g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(3, 300, generator=g), torch.randn(40, 300, generator=g), torch.randn(40, generator=g)
-        y = gemv.linear(x, w, b, pdl=True)
-        assert torch.allclose(y, F.linear(x, w, b), atol=1e-4)
-        assert gemv.tuned_config(3, 40, 300, bias=True) is not None
-        assert gemv.tuned_config(3, 40, 300, bias=True, pdl=True) is None
-        print("plain tiles ok")
-    """)
-    assert "plain tiles ok" in out
