@@ -88,6 +88,11 @@ def main() -> None:
     parser.add_argument(
         "--steady", default="", help="in process: steady-state decode levels, comma-separated stream counts"
     )
+    parser.add_argument(
+        "--host-profile",
+        default="",
+        help="in process, direct: one more run of this level (STREAMSxTOKENS) under cProfile",
+    )
     parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
     parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
     parser.add_argument(
@@ -189,9 +194,11 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
     engine directly (`inputs` are pictures) or the served API at `url` (`inputs` are data URLs)."""
     import torch
 
+    from bench.step_clock import step_clock
     from glm_vision.engine import compile_watch
 
     scheduler = engine.scheduler
+    clock = step_clock()
     own = policy_name(scheduler)
     policies = ([p for p in args.policy.split(",") if p] if hasattr(scheduler, "policy") else []) or [own]
     extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
@@ -206,17 +213,44 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             compiled = compile_watch.compiled_while_serving()
+            clock.start()
             if url is None:
                 result = run_level_direct(engine, streams, tokens, inputs)
             else:
                 result = asyncio.run(run_level(url, args.api_key, streams, tokens, inputs))
+            clock.stop()
             result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy)
             result["kernels_compiled"] = compile_watch.compiled_while_serving() - compiled  # each a stalled step
+            result.update(clock.decode_summary())
             if cuda:
                 result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
             rows.append(result)
             print(json.dumps(result), flush=True)
+    if args.host_profile:
+        profile_host(engine, clock, args.host_profile, inputs)
     return rows
+
+
+def profile_host(engine, clock, level: str, inputs) -> None:
+    """One more run of a level (STREAMSxTOKENS) with the worker's steps under cProfile: where the host's time
+    per step goes (the numbers of this run are slowed by the profiler and not reported)."""
+    import cProfile
+
+    streams, tokens = (int(x) for x in level.split("x"))
+    clock.profiler = cProfile.Profile()
+    clock.start()
+    run_level_direct(engine, streams, tokens, inputs)
+    clock.stop()
+    print(f"\nthe worker's Python over {len(clock.steps)} steps of {level}, by own time:")
+    print(clock.profile_table())
+    clock.profiler = None
+
+
+def step_split(result: dict) -> str:
+    """A level's decode-only steps (bench/step_clock.py): median wall, host and GPU-wait ms."""
+    if not result.get("decode_steps"):
+        return "-"
+    return " / ".join(f"{result[key]:.2f}" for key in ("decode_step_ms", "host_ms", "gpu_wait_ms")) + " ms"
 
 
 def report(rows: list[dict], steady: list[dict]) -> None:
@@ -225,9 +259,9 @@ def report(rows: list[dict], steady: list[dict]) -> None:
         print(
             "| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
             "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory | "
-            "kernels compiled |"
+            "kernels compiled | decode-only step: wall / host / waiting for the GPU |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
@@ -235,7 +269,7 @@ def report(rows: list[dict], steady: list[dict]) -> None:
             f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
             f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
             f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
-            f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} |"
+            f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} | {step_split(r)} |"
         )
     if steady:
         print()

@@ -13,47 +13,25 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import statistics
-import time
 
 import torch
 
 from bench import bench_constraints
 from bench.steady import filler_prompt
+from bench.step_clock import StepClock, step_clock
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import forward, scheduler
+from glm_vision.engine import forward
 
 
-class StepTimer:
-    """Times `Scheduler.step` while switched on."""
-
-    def __init__(self) -> None:
-        self.on = False
-        self.steps: list[float] = []
-        original = scheduler.Scheduler.step
-
-        def timed(sched):
-            if not self.on:
-                return original(sched)
-            started = time.perf_counter()
-            try:
-                return original(sched)
-            finally:
-                self.steps.append(time.perf_counter() - started)
-
-        scheduler.Scheduler.step = timed
-
-
-def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile: bool = False) -> None:
+def run(engine, timer: StepClock, batch: int, tokens: int, context: int, profile: bool = False) -> None:
     sampling = SamplingParams(max_new_tokens=tokens, min_new_tokens=tokens)
     tokenizer = engine.loaded.processor.tokenizer
     prompts = [[Message("user", filler_prompt(tokenizer, index, context))] for index in range(batch)]
     handles = [engine.submit(GenerationRequest(prompt, sampling)) for prompt in prompts]
     for handle in handles:
         next(iter(handle))  # every prompt prefilled: only decode steps are timed
-    timer.steps.clear()
-    timer.on = True
+    timer.start()
     profiler = torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     )
@@ -63,10 +41,14 @@ def run(engine, timer: StepTimer, batch: int, tokens: int, context: int, profile
     if profile:
         torch.cuda.synchronize()
         profiler.__exit__(None, None, None)
-    timer.on = False
+    timer.stop()
     rate = sum(r.usage.completion_tokens - 1 for r in results) / max(r.usage.decode_s for r in results)
     steps = len(timer.steps)
-    print(f"batch {batch}: {rate:.1f} tok/s, {steps} steps, median step {1000 * statistics.median(timer.steps):.2f} ms")
+    split = timer.decode_summary()
+    print(
+        f"batch {batch}: {rate:.1f} tok/s, {steps} steps, median step {timer.median_step_ms():.2f} ms "
+        f"(host {split.get('host_ms', 0):.2f} ms of it, waiting for the GPU {split.get('gpu_wait_ms', 0):.2f})"
+    )
     if profile:
         table = profiler.key_averages()
         gpu_ms = sum(e.self_device_time_total for e in table) / 1000
@@ -92,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
-    timer = StepTimer()
+    timer = step_clock()
     if args.pdl_max_rows is not None:
         forward.PDL_MAX_ROWS = args.pdl_max_rows
     loaded = None
