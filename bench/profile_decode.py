@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
+        products = engine.runner.forward.matmuls
+        through_cublas = products.cublas_products() if products is not None else "all"
+        print(
+            f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}); through cuBLAS (rows: weights): "
+            f"{through_cublas}",
+            flush=True,
+        )
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 # decode steps of up to this many rows launch their Triton kernels with PDL (pdl.py): on the H200 it took a
-# step at ~4k context from 5.28 to 5.24 ms at 1 row and 5.92 to 5.71 at 8, but 7.18 to 7.32 at 32, and a
-# chain of the step's GEMVs and norms alone ran 13-18 % slower with it at 16 and 32 rows (bench/RESULTS.md)
+# step at ~4k context from 5.28-5.34 to 5.22-5.28 ms at 1 row and 5.92-6.01 to 5.71-5.96 at 8, but 6.36 to 6.58
+# at 16 and 7.18 to 7.32 at 32 (bench/RESULTS.md, fifteenth and sixteenth sessions)
 PDL_MAX_ROWS = 8
 
 

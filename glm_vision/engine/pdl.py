@@ -15,9 +15,11 @@ launch right after its own wait, not earlier, so at most one kernel waits ahead:
 launched early would fill the SMs with programs that can only wait. A kernel launched without PDL
 (cuBLAS, Inductor's) waits for everything before it as usual, so mixing them is safe, only slower.
 
-The engine launches so the decode steps of up to 8 rows (forward.PDL_MAX_ROWS): on the H200 the step's
-chain of GEMVs and norms ran 4 % faster with PDL at 1 and 8 rows but 13-18 % slower at 16 and 32, for
-reasons not yet found (bench/RESULTS.md, fifteenth session).
+The engine launches so the decode steps of up to 8 rows (forward.PDL_MAX_ROWS), and the attention of up to
+8 rows riding in a prefill pass (the same compiled kernels): on the H200 the step's chain of GEMVs and
+norms ran 3-5 % faster with PDL at 1 and 8 rows; at 16 and 32 it ran 13-18 % slower on one machine and 4 %
+faster at 16 on another (autotune's picks differ), and the engine's 16- and 32-row steps were slower with
+it (bench/RESULTS.md, fifteenth and sixteenth sessions).
 """
 
 from __future__ import annotations

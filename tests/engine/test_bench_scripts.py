@@ -48,3 +48,25 @@ def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
         """
     )
     assert out.count(" dot w") + out.count(" fma w") == 4, out
+
+
+def test_load_bench_splits_the_steps_and_profiles_the_host():
+    """bench.load in process on the tiny checkpoint: each level reports the kernels compiled in it (none: the
+    CPU runs no Triton kernel here) and its decode-only steps split into the host's time and the wait for the
+    GPU (bench/step_clock.py); --host-profile runs the level once more under cProfile and prints the table."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--tiny", "--direct", "--levels", "2x12", "--host-profile", "2x12"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (level,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert level["completed"] == 2 and level["kernels_compiled"] == 0
+    assert level["decode_steps"] >= 10  # both streams decode together after their prompts, 12 tokens each
+    assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
+    profile = done.stdout.split("the worker's Python over ", 1)[1]
+    assert "steps of 2x12, by own time" in profile and "function calls" in profile
