@@ -1,7 +1,8 @@
 """Benchmarks whose numbers come from the GPU, run on the CPU so that they keep working between GPU sessions:
 the barrier bench's persistent read kernel (one program, Triton's interpreter) reads every byte of every matrix
 once, with and without the early blocks and the vector after the barrier; the warm-up bench gets a default
-engine ready on the tiny checkpoint and reports it."""
+engine ready on the tiny checkpoint and reports it; the PDL chain computes alike both ways; the load bench
+splits its levels' steps into host and GPU time."""
 
 import subprocess
 import sys
