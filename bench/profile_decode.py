@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{through_cublas}",
             flush=True,
         )
+        for rows, timings in (products.measured() if products is not None else {}).items():
+            print(f"  {rows} rows, GEMV / cuBLAS us: {timings}")
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:

@@ -34,6 +34,7 @@ class DecodeMatmuls:
         self.glue = glue  # silu(gate) * up after cuBLAS's gate_up product (compiled on CUDA)
         self.timer = timer
         self.choices: dict[tuple, str] = {}
+        self.timings: dict[tuple, tuple[float, float]] = {}  # measured: (GEMV ms, cuBLAS ms)
 
     def linear(self, x, weight, bias=None, *, out=None, pdl: bool = False) -> torch.Tensor:
         """x @ weight^T (+ bias), or written into `out` (the float32 logits). `pdl`: a GEMV is launched with
@@ -62,14 +63,26 @@ class DecodeMatmuls:
                 log.warning("decode product %s first seen inside a CUDA graph capture: cuBLAS", key)
                 return CUBLAS
             with_triton()  # autotunes the GEMV's tile before it is timed
-            faster = self.timer(with_triton) <= self.timer(with_cublas)
-            self.choices[key] = TRITON if faster else CUBLAS
+            self.timings[key] = self.timer(with_triton), self.timer(with_cublas)
+            self.choices[key] = TRITON if self.timings[key][0] <= self.timings[key][1] else CUBLAS
         return self.choices[key]
 
     def cublas_products(self) -> dict[int, list[str]]:
         """Batch size -> the products (rows x columns of the weight) measured faster through cuBLAS."""
         chosen: dict[int, list[str]] = {}
-        for (rows, n, k, *rest), way in sorted(self.choices.items(), key=lambda item: item[0][:3]):
+        for key, way in sorted(self.choices.items(), key=lambda item: item[0][:3]):
             if way == CUBLAS:
-                chosen.setdefault(rows, []).append(f"{n}x{k}" + (" SwiGLU" if rest[-1] == "swiglu" else ""))
+                chosen.setdefault(key[0], []).append(_product(key))
         return chosen
+
+    def measured(self) -> dict[int, str]:
+        """Batch size -> each product's two timings, GEMV / cuBLAS in microseconds (how close the choices were)."""
+        lines: dict[int, list[str]] = {}
+        for key, (gemv_ms, cublas_ms) in sorted(self.timings.items(), key=lambda item: item[0][:3]):
+            lines.setdefault(key[0], []).append(f"{_product(key)} {1000 * gemv_ms:.1f} / {1000 * cublas_ms:.1f}")
+        return {rows: "; ".join(products) for rows, products in lines.items()}
+
+
+def _product(key: tuple) -> str:
+    """A choice's key as the weight's rows x columns, SwiGLU marked."""
+    return f"{key[1]}x{key[2]}" + (" SwiGLU" if key[-1] == "swiglu" else "")

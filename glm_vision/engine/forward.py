@@ -317,6 +317,8 @@ class TextForward:
             log.info(
                 "decode products measured faster through cuBLAS (rows: weights): %s", self.matmuls.cublas_products()
             )
+            for rows, timings in self.matmuls.measured().items():
+                log.info("decode products at %d rows, GEMV / cuBLAS us: %s", rows, timings)
         graph_timer.release()  # autotuning and the products' timings are done
         if not self.passes.pieces.graphs:
             started = time.perf_counter()

@@ -75,6 +75,11 @@ def test_measured_way_times_each_product_once_and_keeps_the_faster():
     listed = mm.cublas_products()
     assert sum(map(len, listed.values())) == list(mm.choices.values()).count(CUBLAS)
     assert all(rows in (1, 2, 5) and all("x" in product for product in names) for rows, names in listed.items())
+    report = mm.measured()  # both timings of every product, in microseconds, for the log
+    assert sorted(report) == [1, 2, 5] and all(len(line.split("; ")) == 4 for line in report.values()), report
+    for index in range(0, len(timed), 2):  # each product's two timings, one after the other: GEMV / cuBLAS
+        rows, ms = (1, 2, 5)[index // 8], dict(timed[index : index + 2])
+        assert f"{1000 * ms[TRITON]:.1f} / {1000 * ms[CUBLAS]:.1f}" in report[rows], (rows, ms, report)
     print("measured ok")
 """
     )
