@@ -212,6 +212,7 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
                 continue
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
+                reserved = torch.cuda.memory_reserved()
             compiled = compile_watch.compiled_while_serving()
             clock.start()
             if url is None:
@@ -224,6 +225,8 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
             result.update(clock.decode_summary())
             if cuda:
                 result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+                # memory the allocator had to ask the driver for during the level (cudaMalloc in users' steps)
+                result["reserved_gib_added"] = (torch.cuda.memory_reserved() - reserved) / 2**30
             rows.append(result)
             print(json.dumps(result), flush=True)
     if args.host_profile:
