@@ -5,7 +5,9 @@ chain in the graph computes bit for bit what the same kernels compute one at a t
     python -m bench.pdl_chain --config bench/glm-4.6v-flash-config.json --batch 1 8 16 32
 
 Also the PDL chain with the tiles autotune picked for the plain one (what PDL does, apart from what it does to
-autotune's picks), and the picks of both.
+autotune's picks), and the picks of both; with `--cublas down qkv,down ...`, the chain with those matrices
+through cuBLAS, plainly and with PDL (what a product the engine's warm-up sends to cuBLAS costs a PDL step: it
+is launched plainly and lets the next kernel in only when it ends).
 
 Per layer: QKV (+ bias), o_proj, residual norm, gate_up (+ SiLU x up), down, residual norm; the layers'
 weights distinct (random bf16) so that every matrix is read from memory as in the step. No attention: the
@@ -20,10 +22,14 @@ import statistics
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from bench.bench_gemv import CONFIG
 from glm_vision.engine import gemv, graph_timer
+from glm_vision.engine.layer_math import swiglu_glue
 from glm_vision.engine.row_norm import residual_norm
+
+CUBLAS = "cublas"
 
 
 def layer_weights(text: dict, layers: int, device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> list[dict]:
@@ -51,25 +57,36 @@ def layer_weights(text: dict, layers: int, device: str = "cuda", dtype: torch.dt
 
 
 def chain(h: torch.Tensor, weights: list[dict], pdl: bool, tiles: dict | None = None, between=lambda: None):
-    """The chain's output for the residual stream h (B, hidden); `tiles`: a GEMV candidate per matrix
-    (qkv, o, gate_up, down) instead of the tuned ones; `between` runs after every kernel."""
+    """The chain's output for the residual stream h (B, hidden); `tiles`: per matrix (qkv, o, gate_up, down) a
+    GEMV candidate instead of the tuned one, or CUBLAS for the product through cuBLAS (as the engine's measured
+    choice may send it: launched plainly, in a PDL chain too); `between` runs after every kernel."""
     tiles = tiles or {}
     x = h
     for w in weights:
-        qkv = gemv.linear(x, w["qkv"], w["bias"], pdl=pdl, config=tiles.get("qkv"))
+        qkv = _product("qkv", x, w, tiles, pdl, bias=w["bias"])
         between()
         q = qkv[:, : w["o"].shape[1]]  # stands in for the attention's output
-        a = gemv.linear(q, w["o"], pdl=pdl, config=tiles.get("o"))
+        a = _product("o", q, w, tiles, pdl)
         between()
         h, x = residual_norm(h, a, w["norms"][0], w["norms"][1], 1e-5, pdl=pdl)
         between()
-        m = gemv.swiglu(x, w["gate_up"], pdl=pdl, config=tiles.get("gate_up"))
+        m = _product("gate_up", x, w, tiles, pdl, swiglu=True)
         between()
-        d = gemv.linear(m, w["down"], pdl=pdl, config=tiles.get("down"))
+        d = _product("down", m, w, tiles, pdl)
         between()
         h, x = residual_norm(h, d, w["norms"][2], w["norms"][3], 1e-5, pdl=pdl)
         between()
     return x
+
+
+def _product(name: str, x, w: dict, tiles: dict, pdl: bool, bias=None, swiglu: bool = False):
+    way = tiles.get(name)
+    if isinstance(way, str) and way == CUBLAS:
+        y = F.linear(x, w[name], bias)
+        return swiglu_glue(y) if swiglu else y
+    if swiglu:
+        return gemv.swiglu(x, w[name], pdl=pdl, config=way)
+    return gemv.linear(x, w[name], bias, pdl=pdl, config=way)
 
 
 def tuned_tiles(weights: list[dict], batch: int, pdl: bool) -> dict:
@@ -105,12 +122,17 @@ def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = Non
     return ms, torch.equal(outputs[-1], alone)  # the last run is the captured one, its output the graph's
 
 
-def variants(weights: list[dict], batch: int) -> list[tuple[str, float, bool]]:
-    """(label, ms a replay, PDL graph == its kernels one at a time) of each way to launch the chain."""
+def variants(weights: list[dict], batch: int, through_cublas: list[str]) -> list[tuple[str, float, bool]]:
+    """(label, ms a replay, PDL graph == its kernels one at a time) of each way to launch the chain; for each
+    comma-separated set of matrices in `through_cublas`, the chain with those through cuBLAS, plain and PDL."""
     plain, plain_same = measure(weights, batch, pdl=False)
     assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
     rows = [("plain", plain, True), ("PDL", *measure(weights, batch, pdl=True))]
     rows.append(("PDL, the plain chain's tiles", *measure(weights, batch, True, tuned_tiles(weights, batch, False))))
+    for names in through_cublas:
+        tiles = dict.fromkeys(names.split(","), CUBLAS)
+        rows.append((f"plain, {names} through cuBLAS", *measure(weights, batch, False, tiles)))
+        rows.append((f"PDL, {names} through cuBLAS", *measure(weights, batch, True, tiles)))
     return rows
 
 
@@ -119,13 +141,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--layers", type=int, default=0, help="default: the model's")
+    parser.add_argument(
+        "--cublas",
+        nargs="*",
+        default=[],
+        help="also the chain with these matrices through cuBLAS, plain and PDL: each a comma-separated set of "
+        "qkv, o, gate_up, down (e.g. down qkv,down)",
+    )
     args = parser.parse_args(argv)
     text = json.loads(args.config.read_text())["text_config"]
     torch.manual_seed(0)
     weights = layer_weights(text, args.layers or text["num_hidden_layers"])
     picks = []
     for batch in args.batch:
-        rows = variants(weights, batch)
+        rows = variants(weights, batch, args.cublas)
         if batch == args.batch[0]:
             print("| rows | " + " | ".join(label for label, _, _ in rows) + " | PDL graphs == kernels one at a time |")
             print("|---" * (len(rows) + 2) + "|")

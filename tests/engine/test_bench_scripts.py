@@ -29,8 +29,9 @@ def test_warmup_bench_reports_a_ready_engine():
 
 
 def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
-    """bench/pdl_chain.py's chain on tiny shapes under the interpreter: with PDL and the plain chain's tiles it
-    computes what the plain chain does, and it reports autotune's pick for each of its four matrices."""
+    """bench/pdl_chain.py's chain on tiny shapes under the interpreter: with PDL and the plain chain's tiles, or
+    with products through cuBLAS, it computes what the plain chain does, and it reports autotune's pick for
+    each of its four matrices."""
     out = run_interpreted(
         """
         import torch
@@ -44,6 +45,8 @@ def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
         tiles = pdl_chain.tuned_tiles(weights, 3, pdl=False)
         assert set(tiles) == {"qkv", "o", "gate_up", "down"} and all(tiles.values()), tiles
         assert torch.allclose(pdl_chain.chain(h, weights, pdl=True, tiles=tiles), plain, atol=1e-5)
+        through_cublas = dict.fromkeys(["qkv", "gate_up"], pdl_chain.CUBLAS)  # a bias and the SwiGLU glue
+        assert torch.allclose(pdl_chain.chain(h, weights, pdl=True, tiles=through_cublas), plain, atol=1e-5)
         assert not torch.allclose(pdl_chain.chain(h, weights[:1], pdl=False), plain, atol=1e-3)  # layers count
         print(pdl_chain.describe(tiles))
         """
