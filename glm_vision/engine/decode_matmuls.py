@@ -33,7 +33,6 @@ class DecodeMatmuls:
         self.way = way
         self.glue = glue  # silu(gate) * up after cuBLAS's gate_up product (compiled on CUDA)
         self.timer = timer
-        self.choices: dict[tuple, str] = {}
         self.timings: dict[tuple, tuple[float, float]] = {}  # measured: (GEMV ms, cuBLAS ms)
 
     def linear(self, x, weight, bias=None, *, out=None, pdl: bool = False) -> torch.Tensor:
@@ -58,14 +57,18 @@ class DecodeMatmuls:
     def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> str:
         if self.way != MEASURED:
             return self.way
-        if key not in self.choices:
+        if key not in self.timings:
             if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():  # nothing can be timed there
                 log.warning("decode product %s first seen inside a CUDA graph capture: cuBLAS", key)
                 return CUBLAS
             with_triton()  # autotunes the GEMV's tile before it is timed
             self.timings[key] = self.timer(with_triton), self.timer(with_cublas)
-            self.choices[key] = TRITON if self.timings[key][0] <= self.timings[key][1] else CUBLAS
-        return self.choices[key]
+        return _faster(*self.timings[key])
+
+    @property
+    def choices(self) -> dict[tuple, str]:
+        """Each measured product's way (its key: rows, the weight's shape, dtype, epilogue)."""
+        return {key: _faster(*timings) for key, timings in self.timings.items()}
 
     def cublas_products(self) -> dict[int, list[str]]:
         """Batch size -> the products (rows x columns of the weight) measured faster through cuBLAS."""
@@ -81,6 +84,10 @@ class DecodeMatmuls:
         for key, (gemv_ms, cublas_ms) in sorted(self.timings.items(), key=lambda item: item[0][:3]):
             lines.setdefault(key[0], []).append(f"{_product(key)} {1000 * gemv_ms:.1f} / {1000 * cublas_ms:.1f}")
         return {rows: "; ".join(products) for rows, products in lines.items()}
+
+
+def _faster(gemv_ms: float, cublas_ms: float) -> str:
+    return TRITON if gemv_ms <= cublas_ms else CUBLAS
 
 
 def _product(key: tuple) -> str:
