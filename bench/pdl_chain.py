@@ -26,10 +26,9 @@ import torch.nn.functional as F
 
 from bench.bench_gemv import CONFIG
 from glm_vision.engine import gemv, graph_timer
+from glm_vision.engine.decode_matmuls import CUBLAS
 from glm_vision.engine.layer_math import swiglu_glue
 from glm_vision.engine.row_norm import residual_norm
-
-CUBLAS = "cublas"
 
 
 def layer_weights(text: dict, layers: int, device: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> list[dict]:

@@ -89,15 +89,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        products = engine.runner.forward.matmuls
-        through_cublas = products.cublas_products() if products is not None else "all"
-        print(
-            f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}); through cuBLAS (rows: weights): "
-            f"{through_cublas}",
-            flush=True,
-        )
-        for rows, timings in (products.measured() if products is not None else {}).items():
-            print(f"  {rows} rows, GEMV / cuBLAS us: {timings}")
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
+        products = engine.runner.forward.matmuls  # None: every product through cuBLAS
+        if products is not None:
+            print(f"  through cuBLAS (rows: weights): {products.cublas_products()}")
+            for rows, timings in products.measured().items():
+                print(f"  {rows} rows, GEMV / cuBLAS us: {timings}")
         for batch in args.batch:
             run(engine, timer, batch, args.tokens, args.context)
             if not args.no_profile:
