@@ -284,6 +284,11 @@ class TextForward:
     def bucket(self, longest: int) -> int:
         return min(self.slab.max_len, (longest // BUCKET + 1) * BUCKET)
 
+    def buckets(self, up_to: int) -> list[int]:
+        """Every bucket a step of sequences shorter than `up_to` runs in: the last one the context's own length
+        where that is not a multiple of BUCKET (a context of 5,024 tokens ends in a bucket of 5,024)."""
+        return sorted({self.bucket(length) for length in range(0, up_to, BUCKET)})
+
     def capture(self, batch: int, bucket: int) -> None:
         """Record the decode step for one (batch, bucket) (warm-up runs first, as CUDA graphs require)."""
         saved = self.lengths.clone()
@@ -309,7 +314,7 @@ class TextForward:
         sizes = sorted({self.graph_batch(b) for b in range(1, min(max_batch, self.slab.slots) + 1)})
         started = time.perf_counter()
         for batch in sizes:
-            for bucket in range(BUCKET, max_bucket + 1, BUCKET):
+            for bucket in self.buckets(max_bucket):
                 if (batch, bucket) not in self.graphs:
                     self.capture(batch, bucket)
         log.info("decode graphs: %d captured in %.1f s", len(self.graphs), time.perf_counter() - started)

@@ -129,6 +129,25 @@ def test_captured_batch_sizes_never_exceed_the_slots(settings):
         engine.shutdown()
 
 
+def test_warmup_captures_the_last_bucket_of_a_context_not_a_multiple_of_1024(settings, monkeypatch):
+    """Every bucket a decode step can run in is captured at warm-up, the context's own length among them
+    (a 5,024-token context ends in a bucket of 5,024: left out, its graph was captured, and its attention
+    variants compiled, in a user's step at ~4k tokens)."""
+    engine = Engine.load(replace(settings, max_batch=2, max_context_tokens=5024))
+    try:
+        forward = engine.runner.forward
+        captured = []
+        monkeypatch.setattr(forward, "use_graphs", True)
+        monkeypatch.setattr(forward, "capture", lambda batch, bucket: captured.append((batch, bucket)))
+        monkeypatch.setattr(forward.passes.pieces, "graphs", {"captured": None})  # no prefill pieces on the CPU
+        forward.warmup(max_batch=2)
+        used = {forward.bucket(length) for length in range(forward.slab.max_len)}
+        assert used == {1024, 2048, 3072, 4096, 5024}
+        assert set(captured) == {(batch, bucket) for batch in (1, 2) for bucket in used}
+    finally:
+        engine.shutdown()
+
+
 def test_stop_during_prefill_ends_without_decoding(settings):
     """A request stopped while its prompt is still being prefilled stops there, keeps the prefix KV."""
     engine = Engine.load(replace(settings, max_batch=2, prefill_chunk_tokens=8))
