@@ -6,6 +6,11 @@ matrix at 2 to 32 rows, for QKV from 16 rows and for o_proj at 64; the margins a
 card. So under `--decode-matmul auto` each product times both ways the first time it is called at a batch size (in
 the warm-up's eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the
 faster; `cublas` and `triton` force one way.
+
+Except in a PDL step (pdl.py): there every product is a GEMV. A cuBLAS product launches plainly, so the kernel
+after it cannot start early, and timing a product alone does not see that: with the decode chain's products
+through cuBLAS where one measured up to ~1 us faster alone, the H200's 8-row PDL step took 6.14 ms, with GEMVs
+only 5.71 (bench/RESULTS.md, seventeenth session).
 """
 
 from __future__ import annotations
@@ -44,19 +49,21 @@ class DecodeMatmuls:
             return y if out is None else out.copy_(y)
 
         key = (x.shape[0], *weight.shape, x.dtype, bias is not None, None if out is None else out.dtype)
-        return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out, pdl=pdl))
+        return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out, pdl=pdl), pdl)
 
     def swiglu(self, x, weight, *, pdl: bool = False) -> torch.Tensor:
         """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight, gate rows first."""
         key = (x.shape[0], *weight.shape, x.dtype, "swiglu")
-        return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight, pdl=pdl))
+        return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight, pdl=pdl), pdl)
 
-    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> torch.Tensor:
-        return (with_triton if self._choice(key, with_cublas, with_triton) == TRITON else with_cublas)()
+    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> torch.Tensor:
+        return (with_triton if self._choice(key, with_cublas, with_triton, pdl) == TRITON else with_cublas)()
 
-    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable) -> str:
+    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> str:
         if self.way != MEASURED:
             return self.way
+        if pdl:
+            return TRITON
         if key not in self.timings:
             if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():  # nothing can be timed there
                 log.warning("decode product %s first seen inside a CUDA graph capture: cuBLAS", key)

@@ -102,3 +102,30 @@ def test_forced_ways_never_time_and_never_mix():
 """
     )
     assert "forced ok" in out
+
+
+def test_measured_way_keeps_the_gemvs_in_pdl_steps_untimed():
+    """In a PDL step every product is a GEMV, however the two ways would time alone (a cuBLAS product would
+    launch plainly and hold the next kernel back); the same products outside PDL are measured as before."""
+    out = run_interpreted(
+        PRELUDE
+        + """
+    mm = DecodeMatmuls("measured", timer=timer)
+    x = torch.randn(3, k, generator=g)
+    pdl_products = [
+        ("bias", lambda: mm.linear(x, w[:n], b, pdl=True), F.linear(x, w[:n], b)),
+        ("logits", lambda: mm.linear(x, w, out=torch.empty(3, 2 * n), pdl=True), F.linear(x, w)),
+        ("swiglu", lambda: mm.swiglu(x, w, pdl=True), products(mm, x)[3][2]),
+    ]
+    for name, call, want in pdl_products:
+        way, got = way_of(call)
+        assert way == TRITON and close(got, want), (name, way)
+    assert not mm.timings and not timed
+    cublas_faster = DecodeMatmuls("measured", timer=lambda call: 1.0 if way_of(call)[0] == TRITON else 0.5)
+    cublas_faster.swiglu(x, w)  # timed both ways
+    assert way_of(lambda: cublas_faster.swiglu(x, w))[0] == CUBLAS  # outside PDL the timings choose
+    assert way_of(lambda: cublas_faster.swiglu(x, w, pdl=True))[0] == TRITON
+    print("pdl ok")
+"""
+    )
+    assert "pdl ok" in out
