@@ -247,16 +247,18 @@ def decode_attention(
     tuned: Tuning | None = None,
     new: tuple[torch.Tensor, torch.Tensor] | None = None,
     pdl: bool = False,
+    tune_as: int | None = None,
 ) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
     positions [0, lengths[b]] of row b (lengths (B,) long, < bucket): -> (B, kv, group, d). With
     cos/sin (B, rot), q is the raw projection and is rotated first. `new`: the rows' new key and
     value (B, kv, d each; the key the raw projection, rotated by cos/sin as it is written), written
     into the slab at lengths[b] before they are read, by the program whose split holds that position.
-    `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests). `pdl`: both kernels
-    launched with programmatic dependent launch (pdl.py)."""
+    `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests); `tune_as`: `tuning`'s for
+    a batch of this many rows instead of B. `pdl`: both kernels launched with programmatic dependent launch
+    (pdl.py)."""
     batch, kv, group, dim = q.shape
-    tuned = tuned or tuning(batch, kv, bucket, _sms(q.device))
+    tuned = tuned or tuning(tune_as or batch, kv, bucket, _sms(q.device))
     splits = triton.cdiv(bucket, tuned.split)
     group_pad = max(16, triton.next_power_of_2(group))  # tl.dot needs 16 rows at least
     part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)

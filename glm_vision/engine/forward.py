@@ -190,12 +190,18 @@ class TextForward:
         """Whether the Triton kernels of a decode step of `rows` rows launch with PDL. The rows riding in a
         prefill pass take the same, so that their attention runs the kernel variants the decode graphs
         compiled at warm-up (the others cost a user's first burst ~0.8 s of compiles: bench/RESULTS.md)."""
-        return self.pdl and rows <= PDL_MAX_ROWS
+        return self.pdl and self.graph_batch(rows) <= PDL_MAX_ROWS
 
     def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: bool):
-        """The rows' attention in layer i through the Triton kernels, their new key and value written first."""
+        """The rows' attention in layer i through the Triton kernels, their new key and value written first.
+        Split and tiles as for the rows' captured batch size: rows riding in a prefill pass (3, 12, ...) run
+        the kernel variants their decode graph compiled at warm-up, not variants of their own compiled in a
+        user's step (bench/RESULTS.md, seventeenth session)."""
         keys, values = self.slab.k[i], self.slab.v[i]
-        return self.split_k_attention(q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v), pdl=pdl)
+        tune_as = self.graph_batch(q.shape[0])
+        return self.split_k_attention(
+            q, keys, values, lengths, bucket, self.scale, cos, sin, new=(k, v), pdl=pdl, tune_as=tune_as
+        )
 
     def _qkv(self, layer, x, cos, sin):
         attn_mod = layer.self_attn

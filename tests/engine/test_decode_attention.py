@@ -5,6 +5,8 @@ The interpreter's `tl.dot` mishandles bfloat16, so the kernels are checked in fl
 
 from __future__ import annotations
 
+import pytest
+
 from tests.triton_interpreter import run_interpreted
 
 
@@ -129,3 +131,49 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     assert [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8, 16, 32)] == [64, 128, 256, 256, 512, 1024]
     assert [tuning(batch, 2, 4096).split for batch in (2, 16, 32)] == [128, 512, 1024]
     assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
+
+
+def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(settings, monkeypatch):
+    """Rows riding in a prefill pass (any count) tune the attention kernels, and choose PDL, as the decode
+    graph of their padded batch does: the kernel variants the warm-up compiled. On the H200 12 riding rows
+    once compiled a merge variant of their own (256-key splits) in a user's step, where the 16-row graphs
+    use 512-key splits."""
+    from dataclasses import replace
+
+    import torch
+
+    from glm_vision.engine import Engine
+    from glm_vision.engine import decode_attention as kernels
+
+    class Tuned(Exception):
+        """Raised once the kernels' tuning is chosen: nothing is launched (no Triton on the CPU here)."""
+
+    tuned_for, pdl_for = [], []
+
+    def record(batch, kv, bucket, sms=kernels.DEFAULT_SMS):
+        tuned_for.append(batch)
+        raise Tuned
+
+    engine = Engine.load(replace(settings, max_batch=16, decode_attention="triton"))
+    try:
+        forward = engine.runner.forward
+        forward.pdl = True  # as on a Hopper GPU
+        attention = forward.split_k_attention
+        forward.split_k_attention = lambda *args, **kwargs: (pdl_for.append(kwargs["pdl"]), attention(*args, **kwargs))[
+            1
+        ]
+        monkeypatch.setattr(kernels, "tuning", record)
+        width, kv_width = forward.n_heads * forward.head_dim, forward.n_kv * forward.head_dim
+        counts = (1, 3, 8, 12, 16)
+        for rows in counts:
+            q, k, v = torch.zeros(rows, width), torch.zeros(rows, kv_width), torch.zeros(rows, kv_width)
+            cos = sin = torch.zeros(rows, forward.head_dim)
+            with pytest.raises(Tuned):
+                forward.row_attention(0, q, k, v, torch.full((rows,), 4000), 4096, cos, sin)
+        assert [forward.graph_batch(rows) for rows in counts] == [1, 4, 8, 16, 16]
+        assert tuned_for == [1, 4, 8, 16, 16]
+        assert pdl_for == [True, True, True, False, False]
+    finally:
+        engine.shutdown()
+    monkeypatch.undo()
+    assert kernels.tuning(12, 2, 4096) != kernels.tuning(16, 2, 4096)  # what 12 rows of their own would compile
