@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import replace
 
 import torch
 from triton.runtime.errors import OutOfResources
@@ -30,17 +29,6 @@ KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
 MERGES = ((16, 128), (64, 32), (128, 32), (128, 64))  # (splits read at once, dimensions a program)
 SPLITS = (32, 64, 128, 256, 512, 1024)
-
-
-def keys_as_rows_candidates(picked: Tuning) -> list[Tuning]:
-    """`tuning`'s pick and the tiles of its split, each with the products' both orientations
-    (`Tuning.keys_as_rows`)."""
-    tiles = [
-        replace(picked, block=block, warps=warps, stages=stages)
-        for block, warps, stages in itertools.product((64, 128), (4, 8), (2, 3, 4))
-        if block <= picked.split
-    ]
-    return list(dict.fromkeys(replace(t, keys_as_rows=way) for t in (picked, *tiles) for way in (False, True)))
 
 
 def candidates(picked: Tuning, tiles: bool = True) -> list[Tuning]:
@@ -86,9 +74,7 @@ def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, g
     return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
 
 
-def measure(
-    batch: int, context: int, max_len: int, flex: bool = False, tiles: bool = True, keys_as_rows: bool = False
-) -> list[dict]:
+def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: bool = True) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
     shape = (batch, KV_HEADS, max_len, DIM)
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -102,7 +88,7 @@ def measure(
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    for tuned in keys_as_rows_candidates(picked) if keys_as_rows else candidates(picked, tiles):
+    for tuned in candidates(picked, tiles):
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -121,15 +107,15 @@ def measure(
 
 
 def report(rows: list[dict]) -> None:
-    print("| batch | split | block | warps | stages | merge chunk | merge dims | keys as rows | us | GB/s | |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | split | block | warps | stages | merge chunk | merge dims | us | GB/s | |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
         tiles = (
-            f"{t} | | | | | |"
+            f"{t} | | | | |"
             if isinstance(t, str)
-            else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | {t.keys_as_rows}"
+            else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -141,18 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
-    parser.add_argument(
-        "--keys-as-rows",
-        action="store_true",
-        help="instead: tuning()'s split with its tiles, the split kernel's products in both orientations",
-    )
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
     rows = [
         row
         for batch in args.batch
-        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only, args.keys_as_rows)
+        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only)
     ]
     report(rows)
 

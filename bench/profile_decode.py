@@ -21,7 +21,7 @@ from bench.steady import filler_prompt
 from bench.step_clock import StepClock, step_clock
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import decode_attention, forward
+from glm_vision.engine import forward
 
 
 def run(engine, timer: StepClock, batch: int, tokens: int, context: int, profile: bool = False) -> None:
@@ -73,22 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         "--pdl-max-rows", type=int, help="PDL for decode steps of up to this many rows (forward.PDL_MAX_ROWS)"
     )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
-    parser.add_argument(
-        "--attention-keys-as-rows",
-        default="off",
-        help="comma-separated (off, on): an engine each (and each of the above), the split kernel's products "
-        "transposed or not (decode_attention.KEYS_AS_ROWS)",
-    )
     args = parser.parse_args(argv)
     timer = step_clock()
     if args.pdl_max_rows is not None:
         forward.PDL_MAX_ROWS = args.pdl_max_rows
     loaded = None
-    ways = itertools.product(
-        args.decode_matmul.split(","), args.decode_pdl.split(","), args.attention_keys_as_rows.split(",")
-    )
-    for matmul, pdl, keys_as_rows in ways:
-        decode_attention.KEYS_AS_ROWS = keys_as_rows == "on"
+    for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
         options = argparse.Namespace(
             tiny=False,
             config=args.config,
@@ -99,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(
-            f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}), attention keys as rows: {keys_as_rows}",
-            flush=True,
-        )
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
         products = engine.runner.forward.matmuls  # None: every product through cuBLAS
         if products is not None:
             print(f"  through cuBLAS (rows: weights): {products.cublas_products()}")

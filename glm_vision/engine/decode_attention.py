@@ -30,7 +30,6 @@ import triton.language as tl
 from .pdl import launch_options, wait_for_previous
 
 PROGRAMS_PER_SM = 2
-KEYS_AS_ROWS = False  # `tuning`'s orientation of the split kernel's products (Tuning.keys_as_rows)
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
 
@@ -43,7 +42,6 @@ class Tuning:
     stages: int = 3
     merge_chunk: int = 16  # splits the merge kernel reads at once
     merge_dim: int = 128  # head dimensions per merge program
-    keys_as_rows: bool = False  # the products transposed: keys x group (see _split_kernel)
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -58,9 +56,8 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     splits = triton.cdiv(bucket, split)
     block = 32 if batch * kv >= 128 else 64
     if splits <= 16:
-        return Tuning(split, block, keys_as_rows=KEYS_AS_ROWS)
-    chunk = min(128, triton.next_power_of_2(splits))
-    return Tuning(split, block, merge_chunk=chunk, merge_dim=64, keys_as_rows=KEYS_AS_ROWS)
+        return Tuning(split, block)
+    return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
 
 
 def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> int:
@@ -138,12 +135,7 @@ def _split_kernel(
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
     PDL: tl.constexpr,
-    KEYS_AS_ROWS: tl.constexpr,
 ):
-    """Row b's KV head h over the keys of split s: its query group's partial softmax sums. KEYS_AS_ROWS
-    computes the transposed products, keys x group (BLOCK rows) and dimensions x group, so that a block of
-    keys is the product's M side: 64 rows or more let Hopper's wgmma read the keys and values from shared
-    memory itself, where a group of 16 query rows (M = 16) runs as mma with every tile copied into registers."""
     b = tl.program_id(0)
     h = tl.program_id(1)
     s = tl.program_id(2)
@@ -151,6 +143,9 @@ def _split_kernel(
     length = tl.load(LENGTHS + b)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
+    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([G_PAD], tl.float32)
+    acc = tl.zeros([G_PAD, D], tl.float32)
     start = s * SPLIT_N
     if start <= length:
         if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
@@ -162,78 +157,29 @@ def _split_kernel(
         if ROT > 0:
             partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
-        K_AT, V_AT = K + b * sk_b + h * sk_h, V + b * sv_b + h * sv_h
-        if KEYS_AS_ROWS:
-            acc, m_i, l_i = _keys_as_rows(
-                q, K_AT, V_AT, sk_n, sv_n, start, length, bucket, scale, G_PAD, D, SPLIT_N, BLOCK, PRECISION
+        for n0 in range(start, start + SPLIT_N, BLOCK):
+            offs_n = n0 + tl.arange(0, BLOCK)
+            valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
+            k = tl.load(
+                K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
             )
-        else:
-            acc, m_i, l_i = _group_as_rows(
-                q, K_AT, V_AT, sk_n, sv_n, start, length, bucket, scale, G_PAD, D, SPLIT_N, BLOCK, PRECISION
+            v = tl.load(
+                V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0
             )
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
+            p = tl.exp(scores - m_safe[:, None])
+            alpha = tl.exp(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
+            m_i = m_new
         keep = offs_g < G  # splits past the row's keys store nothing: the merge stops before them
         o_at = PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :]
         tl.store(o_at, acc, mask=keep[:, None])
         tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
         tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
-
-
-@triton.jit
-def _block(K_AT, V_AT, sk_n, sv_n, n0, length, bucket, D: tl.constexpr, BLOCK: tl.constexpr):
-    """Keys and values [n0, n0 + BLOCK) of one row's KV head, and which of them are valid."""
-    offs_n = n0 + tl.arange(0, BLOCK)
-    offs_d = tl.arange(0, D)
-    valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
-    k = tl.load(K_AT + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-    v = tl.load(V_AT + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0)
-    return valid, k, v
-
-
-@triton.jit
-def _group_as_rows(
-    q, K_AT, V_AT, sk_n, sv_n, start, length, bucket, scale,
-    G_PAD: tl.constexpr, D: tl.constexpr, SPLIT_N: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
-    """The split's online softmax, the query group (G_PAD, D) as the products' rows: (acc, m, l)."""
-    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
-    l_i = tl.zeros([G_PAD], tl.float32)
-    acc = tl.zeros([G_PAD, D], tl.float32)
-    for n0 in range(start, start + SPLIT_N, BLOCK):
-        valid, k, v = _block(K_AT, V_AT, sk_n, sv_n, n0, length, bucket, D, BLOCK)
-        scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
-        scores = tl.where(valid[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a block with no valid key
-        p = tl.exp(scores - m_safe[:, None])
-        alpha = tl.exp(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
-        m_i = m_new
-    return acc, m_i, l_i
-
-
-@triton.jit
-def _keys_as_rows(
-    q, K_AT, V_AT, sk_n, sv_n, start, length, bucket, scale,
-    G_PAD: tl.constexpr, D: tl.constexpr, SPLIT_N: tl.constexpr, BLOCK: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
-    """The same, transposed: scores (BLOCK, G_PAD) = k q^T and acc^T (D, G_PAD) = v^T p."""
-    q_t = tl.trans(q)
-    m_i = tl.full([G_PAD], float("-inf"), tl.float32)
-    l_i = tl.zeros([G_PAD], tl.float32)
-    acc_t = tl.zeros([D, G_PAD], tl.float32)
-    for n0 in range(start, start + SPLIT_N, BLOCK):
-        valid, k, v = _block(K_AT, V_AT, sk_n, sv_n, n0, length, bucket, D, BLOCK)
-        scores = tl.dot(k, q_t, input_precision=PRECISION).to(tl.float32) * scale
-        scores = tl.where(valid[:, None], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, 0))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(scores - m_safe[None, :])
-        alpha = tl.exp(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 0)
-        acc_t = acc_t * alpha[None, :] + tl.dot(tl.trans(v), p.to(v.dtype), input_precision=PRECISION).to(tl.float32)
-        m_i = m_new
-    return tl.trans(acc_t), m_i, l_i
 
 
 @triton.jit
@@ -367,7 +313,6 @@ def decode_attention(
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
         PDL=pdl,
-        KEYS_AS_ROWS=tuned.keys_as_rows,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
         **launch_options(pdl),

@@ -29,10 +29,9 @@ def test_split_k_kernels_equal_the_default_attention():
             valid = torch.arange(bucket)[None, :] <= lengths[:, None]
             ref = attend(q.float(), keys[:batch, :, :bucket].float(), values[:batch, :, :bucket].float(), valid, dim ** -0.5)
             # the default split, short ones (many splits, merged in several chunks; also a few dimensions a merge
-            # program, and every split in one chunk) and one long split; keys as the products' rows too
+            # program, and every split in one chunk) and one long split
             short = (Tuning(64), Tuning(32, block=32, merge_chunk=4, merge_dim=8), Tuning(64, merge_chunk=64))
-            transposed = (Tuning(64, keys_as_rows=True), Tuning(1024, block=32, warps=8, stages=2, keys_as_rows=True))
-            for tuned in (None, *short, Tuning(1024, block=32, warps=8, stages=2), *transposed):
+            for tuned in (None, *short, Tuning(1024, block=32, warps=8, stages=2)):
                 out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5, tuned=tuned)
                 err = (out.float() - ref).abs().max().item()
                 assert out.dtype == dtype and out.shape == q.shape
@@ -50,7 +49,7 @@ def test_split_k_kernels_equal_the_default_attention():
         want_k[torch.arange(3), :, at], want_v[torch.arange(3), :, at] = k, v
         valid = torch.arange(1024)[None, :] <= at[:, None]
         ref = attend(q, want_k[:3], want_v[:3], valid, 0.25)
-        for tuned in (Tuning(64), Tuning(256), Tuning(64, keys_as_rows=True)):
+        for tuned in (Tuning(64), Tuning(256)):
             keys, values = slab_k.clone(), slab_v.clone()
             out = decode_attention(q, keys, values, at, 1024, 0.25, tuned=tuned, new=(k, v))
             assert torch.equal(keys, want_k) and torch.equal(values, want_v), tuned
