@@ -108,6 +108,25 @@ def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_t
     }
 
 
+def first_of_each_size(engine: Engine, sizes: list[tuple[int, int]], tag: str) -> dict[str, tuple[float, float]]:
+    """Per picture size, the TTFT (ms) of the first request after warm-up with a picture of that size (other
+    pixels each time, nothing cached) and of the second: what a user's first screenshot of a new size pays."""
+    times = {}
+    for index, (width, height) in enumerate(sizes):
+        pair = []
+        for seed in (1000 + 2 * index, 1001 + 2 * index):
+            session = f"{tag}-size-{seed}"
+            request = [Message("user", QUESTION, [load_image(screenshot(seed, (width, height)))])]
+            result = engine.generate(
+                GenerationRequest(request, SamplingParams.greedy(1), session_id=session, cache_scope=session)
+            )
+            assert result.usage.image_cache_hits == 0
+            pair.append(result.usage.ttft_s * 1000)
+            engine.close_session(session)
+        times[f"{width}x{height}"] = (pair[0], pair[1])
+    return times
+
+
 def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> tuple[float | None, int]:
     """Peak memory for one 1080p session carrying about `history_tokens` tokens of history."""
     filler = "The window on the left shows a list of files and a preview of the selected document. "
@@ -237,6 +256,12 @@ def main() -> None:
         help="measure the fast engine again with this prompt-token budget a step (a column each)",
     )
     parser.add_argument(
+        "--picture-sizes",
+        default="",
+        help="first, right after the fast engine's warm-up: TTFT of the first and second request with a picture of "
+        "each of these sizes (comma-separated WIDTHxHEIGHT)",
+    )
+    parser.add_argument(
         "--float32-agreement",
         action="store_true",
         help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
@@ -284,6 +309,10 @@ def main() -> None:
         fast.warmup()
         results["warmup_s"] = time.perf_counter() - started
         print(f"fast path warm-up: {results['warmup_s']:.1f} s", flush=True)
+        if args.picture_sizes:
+            sizes = [tuple(int(n) for n in size.split("x")) for size in args.picture_sizes.split(",")]
+            for size, (first, second) in first_of_each_size(fast, sizes, "fast").items():
+                print(f"TTFT of the first / second {size} request after warm-up: {first:.1f} / {second:.1f} ms")
         columns["engine fast"] = engine_numbers(fast, pictures[0], pictures[1], device, args.decode_tokens, "fast")
         print("engine fast:", columns["engine fast"], flush=True)
         results["history_peak_gib"], results["history_tokens"] = history_peak(
