@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.agreement import agreement, float32_agreement, reference_inputs
+from bench.step_clock import step_clock
 from bench.timing import peak_gib, reset_peak, sync, timed
 from bench.workload import QUESTION, full_size_model, screenshot, tiny_model
 from glm_vision.backend import GenerationRequest, SamplingParams
@@ -108,21 +109,34 @@ def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_t
     }
 
 
-def first_of_each_size(engine: Engine, sizes: list[tuple[int, int]], tag: str) -> dict[str, tuple[float, float]]:
+def first_of_each_size(
+    engine: Engine, sizes: list[tuple[int, int]], profile: bool = False
+) -> dict[str, tuple[float, float]]:
     """Per picture size, the TTFT (ms) of the first request after warm-up with a picture of that size (other
-    pixels each time, nothing cached) and of the second: what a user's first screenshot of a new size pays."""
+    pixels each time, nothing cached) and of the second: what a user's first screenshot of a new size pays.
+    `profile`: Python's time over the first size's two requests (cProfile, bench/step_clock.py), printed."""
     times = {}
     for index, (width, height) in enumerate(sizes):
         pair = []
         for seed in (1000 + 2 * index, 1001 + 2 * index):
-            session = f"{tag}-size-{seed}"
-            request = [Message("user", QUESTION, [load_image(screenshot(seed, (width, height)))])]
-            result = engine.generate(
-                GenerationRequest(request, SamplingParams.greedy(1), session_id=session, cache_scope=session)
+            session = f"size-{seed}"
+            request = GenerationRequest(
+                [Message("user", QUESTION, [load_image(screenshot(seed, (width, height)))])],
+                SamplingParams.greedy(1),
+                session_id=session,
+                cache_scope=session,
             )
+            if profile and index == 0:
+                result, tables = step_clock().profiled(lambda request=request: engine.generate(request))
+            else:
+                result, tables = engine.generate(request), {}
             assert result.usage.image_cache_hits == 0
             pair.append(result.usage.ttft_s * 1000)
             engine.close_session(session)
+            for thread, table in tables.items():
+                print(
+                    f"{width}x{height}, request {len(pair)} (TTFT {pair[-1]:.1f} ms), Python in the {thread}:\n{table}"
+                )
         times[f"{width}x{height}"] = (pair[0], pair[1])
     return times
 
@@ -262,6 +276,11 @@ def main() -> None:
         "each of these sizes (comma-separated WIDTHxHEIGHT)",
     )
     parser.add_argument(
+        "--profile-first-size",
+        action="store_true",
+        help="with --picture-sizes: Python's time in the worker and the caller over the first size's two requests",
+    )
+    parser.add_argument(
         "--float32-agreement",
         action="store_true",
         help="last, cast the model to float32 (TF32 off) and compare the fast engine's greedy tokens "
@@ -311,7 +330,7 @@ def main() -> None:
         print(f"fast path warm-up: {results['warmup_s']:.1f} s", flush=True)
         if args.picture_sizes:
             sizes = [tuple(int(n) for n in size.split("x")) for size in args.picture_sizes.split(",")]
-            for size, (first, second) in first_of_each_size(fast, sizes, "fast").items():
+            for size, (first, second) in first_of_each_size(fast, sizes, args.profile_first_size).items():
                 print(f"TTFT of the first / second {size} request after warm-up: {first:.1f} / {second:.1f} ms")
         columns["engine fast"] = engine_numbers(fast, pictures[0], pictures[1], device, args.decode_tokens, "fast")
         print("engine fast:", columns["engine fast"], flush=True)

@@ -33,10 +33,12 @@ class StepClock:
 
     def __init__(self) -> None:
         self.on = False
-        self.profiler: cProfile.Profile | None = None  # the worker thread's Python, step by step, while set
+        # the worker thread's Python, step by step and each admission (a request's prompt built), while set
+        self.profiler: cProfile.Profile | None = None
         self.steps: list[tuple[float, float, bool]] = []  # (wall s, waited s, decode rows only)
         self._waited = 0.0
         original_step, original_wait = scheduler.Scheduler.step, host_copy.HostCopy.wait
+        original_admit = scheduler.Scheduler.admit
 
         def step(sched):
             if not self.on:
@@ -60,7 +62,17 @@ class StepClock:
             finally:
                 self._waited += time.perf_counter() - started
 
+        def admit(sched, handle):
+            if self.profiler is None:
+                return original_admit(sched, handle)
+            self.profiler.enable()
+            try:
+                return original_admit(sched, handle)
+            finally:
+                self.profiler.disable()
+
         scheduler.Scheduler.step = step
+        scheduler.Scheduler.admit = admit
         host_copy.HostCopy.wait = wait
 
     def start(self) -> None:
@@ -72,9 +84,22 @@ class StepClock:
 
     def profile_table(self, limit: int = 30) -> str:
         """What the steps' Python spent its time in (cProfile, by own time; slowed ~2x by the profiler)."""
-        out = io.StringIO()
-        pstats.Stats(self.profiler, stream=out).sort_stats("tottime").print_stats(limit)
-        return out.getvalue()
+        return _table(self.profiler, limit, "tottime")
+
+    def profiled(self, run, limit: int = 30) -> tuple[object, dict[str, str]]:
+        """`run()`'s result, and where Python spent its time while it ran: the worker's steps and admissions
+        (by own time), and the calling thread (by cumulative time: what it waited in)."""
+        self.profiler, caller = cProfile.Profile(), cProfile.Profile()
+        self.start()
+        caller.enable()
+        try:
+            result = run()
+        finally:
+            caller.disable()
+            self.stop()
+        tables = {"worker": self.profile_table(limit), "caller": _table(caller, limit, "cumulative")}
+        self.profiler = None
+        return result, tables
 
     def median_step_ms(self) -> float:
         return 1000 * statistics.median(wall for wall, _, _ in self.steps)
@@ -91,3 +116,9 @@ class StepClock:
             "gpu_wait_ms": 1000 * statistics.median(waited for _, waited in decode),
             "host_ms": 1000 * statistics.median(wall - waited for wall, waited in decode),
         }
+
+
+def _table(profiler: cProfile.Profile, limit: int, sort: str) -> str:
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(limit)
+    return out.getvalue()

@@ -74,3 +74,29 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
     assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
     profile = done.stdout.split("the worker's Python over ", 1)[1]
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
+
+
+def test_engine_bench_times_the_first_picture_of_each_size_and_profiles_the_host():
+    """bench_engine --picture-sizes on the tiny checkpoint: the first and second request's TTFT for each size
+    (nothing cached: the pictures differ), and with --profile-first-size Python's time over the first size's
+    two requests under cProfile: the worker's (its steps and admissions) and the calling thread's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bench_engine", "--tiny", "--fast-only", "--decode-tokens", "4",
+         "--history-tokens", "256", "--max-context", "8192", "--picture-sizes", "640x480,320x240",
+         "--profile-first-size"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for size in ("640x480", "320x240"):
+        (line,) = [line for line in done.stdout.splitlines() if f"first / second {size} request" in line]
+        first, second = (float(ms) for ms in line.split(": ")[1].removesuffix(" ms").split(" / "))
+        assert first > 0 and second > 0
+    for request in (1, 2):  # the first size's two requests, each with the worker's and the caller's tables
+        worker = done.stdout.split(f"640x480, request {request} (TTFT ")[1].split("Python in the worker:")[1]
+        caller = done.stdout.split(f"640x480, request {request} (TTFT ")[2].split("Python in the caller:")[1]
+        assert "function calls" in worker and "glm_vision/engine/vision" in worker  # the encoder ran in the worker
+        assert "function calls" in caller and "engine.py" in caller and "(generate)" in caller
+    assert "320x240, request 1 (" not in done.stdout
