@@ -83,8 +83,11 @@ class Engine:
         self.worker = GpuWorker(self.scheduler, queue_size=settings.queue_size)
         self.worker.start()
         self.ready = False
-        self._sweeper = threading.Thread(target=self._sweep_loop, name="glm-vision-sessions", daemon=True)
         self._closing = threading.Event()
+        # a function of the sessions, not a method: the thread holds no reference to the engine (see shutdown)
+        self._sweeper = threading.Thread(
+            target=_sweep_idle_sessions, args=(self.sessions, self._closing), name="glm-vision-sessions", daemon=True
+        )
         self._sweeper.start()
 
     @classmethod
@@ -190,8 +193,12 @@ class Engine:
             log.warning("structured outputs not warmed up: %s", exc)
 
     def shutdown(self) -> None:
+        """Stop the GPU worker and the idle-session sweeper and wait for both, so that no thread of the engine
+        ends while the interpreter exits: the last references a thread drops as it ends are freed in it, and a
+        tensor freed then aborts the process ("terminate called without an active exception")."""
         self._closing.set()
         self.worker.stop()
+        self._sweeper.join(timeout=10)
 
     def stats(self) -> dict:
         return {
@@ -207,8 +214,8 @@ class Engine:
             "worker_alive": self.worker.alive,
         }
 
-    # ------------------------------------------------------------------ internals
-    def _sweep_loop(self) -> None:
-        while not self._closing.wait(30.0):
-            for session_id in self.sessions.sweep_idle():
-                log.info("freed idle session %s", session_id)
+
+def _sweep_idle_sessions(sessions: SessionStore, closing: threading.Event) -> None:
+    while not closing.wait(30.0):
+        for session_id in sessions.sweep_idle():
+            log.info("freed idle session %s", session_id)
