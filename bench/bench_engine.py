@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.agreement import agreement, float32_agreement, reference_inputs
-from bench.step_clock import step_clock
+from bench.picture_sizes import first_of_each_size
 from bench.timing import peak_gib, reset_peak, sync, timed
 from bench.workload import QUESTION, full_size_model, screenshot, tiny_model
 from glm_vision.backend import GenerationRequest, SamplingParams
@@ -107,38 +107,6 @@ def engine_numbers(engine: Engine, picture, other_picture, device: str, decode_t
         "decode_tokens": long.usage.completion_tokens,
         "peak_gib": peak_gib(device),
     }
-
-
-def first_of_each_size(
-    engine: Engine, sizes: list[tuple[int, int]], profile: bool = False
-) -> dict[str, tuple[float, float]]:
-    """Per picture size, the TTFT (ms) of the first request after warm-up with a picture of that size (other
-    pixels each time, nothing cached) and of the second: what a user's first screenshot of a new size pays.
-    `profile`: Python's time over the first size's two requests (cProfile, bench/step_clock.py), printed."""
-    times = {}
-    for index, (width, height) in enumerate(sizes):
-        pair = []
-        for seed in (1000 + 2 * index, 1001 + 2 * index):
-            session = f"size-{seed}"
-            request = GenerationRequest(
-                [Message("user", QUESTION, [load_image(screenshot(seed, (width, height)))])],
-                SamplingParams.greedy(1),
-                session_id=session,
-                cache_scope=session,
-            )
-            if profile and index == 0:
-                result, tables = step_clock().profiled(lambda request=request: engine.generate(request))
-            else:
-                result, tables = engine.generate(request), {}
-            assert result.usage.image_cache_hits == 0
-            pair.append(result.usage.ttft_s * 1000)
-            engine.close_session(session)
-            for thread, table in tables.items():
-                print(
-                    f"{width}x{height}, request {len(pair)} (TTFT {pair[-1]:.1f} ms), Python in the {thread}:\n{table}"
-                )
-        times[f"{width}x{height}"] = (pair[0], pair[1])
-    return times
 
 
 def history_peak(engine: Engine, picture, device: str, history_tokens: int) -> tuple[float | None, int]:
