@@ -237,16 +237,10 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
 def profile_host(engine, clock, level: str, inputs) -> None:
     """One more run of a level (STREAMSxTOKENS) with the worker's steps under cProfile: where the host's time
     per step goes (the numbers of this run are slowed by the profiler and not reported)."""
-    import cProfile
-
     streams, tokens = (int(x) for x in level.split("x"))
-    clock.profiler = cProfile.Profile()
-    clock.start()
-    run_level_direct(engine, streams, tokens, inputs)
-    clock.stop()
+    _, tables = clock.profiled(lambda: run_level_direct(engine, streams, tokens, inputs))
     print(f"\nthe worker's Python over {len(clock.steps)} steps of {level}, by own time:")
-    print(clock.profile_table())
-    clock.profiler = None
+    print(tables["worker"])
 
 
 def step_split(result: dict) -> str:
