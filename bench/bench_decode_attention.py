@@ -1,12 +1,15 @@
 """The decode step's attention (`engine/decode_attention.py`) alone: time per layer for each batch size
 at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
 
-    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--flex]
+    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--flex] [--variants]
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
 split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`graph_timer.graph_time`),
 as the decode step runs them; GB/s counts the keys and values read.
+
+`--variants` times the split kernel's variants (`Tuning.tma`, `Tuning.merge_in_split`) instead: each on
+`tuning`'s pick, TMA over the tiles around it, and the merge in the split at every split length.
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
 query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 
 import torch
 from triton.runtime.errors import OutOfResources
@@ -48,6 +52,20 @@ def candidates(picked: Tuning, tiles: bool = True) -> list[Tuning]:
     return list(dict.fromkeys([picked, *merged, *tiled]))
 
 
+def variants(picked: Tuning) -> list[Tuning]:
+    """`tuning`'s pick with and without each variant; TMA with the tiles around the pick; the merge in the
+    split kernel at every split length (a block never longer than its split)."""
+    flags = [dict(tma=tma, merge_in_split=merge) for tma in (False, True) for merge in (False, True)]
+    on_pick = [replace(picked, **f) for f in flags]
+    tma_tiles = [
+        replace(picked, block=block, warps=warps, stages=stages, tma=True)
+        for block, warps, stages in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))
+        if block <= picked.split
+    ]
+    merged = [replace(picked, split=split, block=min(picked.block, split), merge_in_split=True) for split in SPLITS]
+    return list(dict.fromkeys([*on_pick, *tma_tiles, *merged]))
+
+
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
     """FlexAttention's time on the rows `measure` made, its output checked against the engine kernels'."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -74,7 +92,7 @@ def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, g
     return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
 
 
-def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: bool = True) -> list[dict]:
+def measure(batch: int, context: int, max_len: int, flex=False, tiles=True, flags=False) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
     shape = (batch, KV_HEADS, max_len, DIM)
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -88,7 +106,7 @@ def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: b
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    for tuned in candidates(picked, tiles):
+    for tuned in variants(picked) if flags else candidates(picked, tiles):
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -100,6 +118,8 @@ def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: b
             decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
 
         us = 1000 * graph_time_median(call)
+        again = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
+        assert torch.equal(again, out), f"{tuned}: another answer after the timed replays"
         rows.append({"batch": batch, "tuning": tuned, "picked": tuned == picked, "us": us, "gbs": gb / us * 1e6})
     if flex:
         rows.append(flex_row(batch, q, keys, values, lengths, bucket, cos, sin, ref, gb))
@@ -107,15 +127,16 @@ def measure(batch: int, context: int, max_len: int, flex: bool = False, tiles: b
 
 
 def report(rows: list[dict]) -> None:
-    print("| batch | split | block | warps | stages | merge chunk | merge dims | us | GB/s | |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | split | block | warps | stages | merge chunk | merge dims | TMA | merge in split | us | GB/s | |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
         tiles = (
-            f"{t} | | | | |"
+            f"{t} | | | | | | |"
             if isinstance(t, str)
-            else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim}"
+            else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
+            f"{'yes' if t.tma else ''} | {'yes' if t.merge_in_split else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -127,13 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
+    parser.add_argument("--variants", action="store_true", help="the TMA and merge-in-split variants instead")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
     rows = [
         row
         for batch in args.batch
-        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only)
+        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only, args.variants)
     ]
     report(rows)
 

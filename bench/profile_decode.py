@@ -2,7 +2,7 @@
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
     python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
-        [--decode-pdl on,off] [--context 4000]
+        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,plain,tma,merge,tma+merge]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+from dataclasses import replace
 
 import torch
 
@@ -21,7 +22,24 @@ from bench.steady import filler_prompt
 from bench.step_clock import StepClock, step_clock
 from glm_vision.backend import GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
-from glm_vision.engine import forward
+from glm_vision.engine import decode_attention, forward
+
+PICK_TUNING = decode_attention.tuning
+VARIANTS = {  # --attention-variant: the split kernel's variants forced on every decode attention's tuning
+    "plain": dict(tma=False, merge_in_split=False),
+    "tma": dict(tma=True, merge_in_split=False),
+    "merge": dict(tma=False, merge_in_split=True),
+    "tma+merge": dict(tma=True, merge_in_split=True),
+}
+
+
+def force_attention_variant(name: str) -> None:
+    """`tuning`'s picks as they are (`tuned`) or with a variant forced, for the engines built after this."""
+    if name == "tuned":
+        decode_attention.tuning = PICK_TUNING
+        return
+    flags = VARIANTS[name]
+    decode_attention.tuning = lambda *args, **kwargs: replace(PICK_TUNING(*args, **kwargs), **flags)
 
 
 def run(engine, timer: StepClock, batch: int, tokens: int, context: int, profile: bool = False) -> None:
@@ -72,13 +90,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pdl-max-rows", type=int, help="PDL for decode steps of up to this many rows (forward.PDL_MAX_ROWS)"
     )
+    parser.add_argument(
+        "--attention-variant",
+        default="tuned",
+        help=f"comma-separated (tuned, {', '.join(VARIANTS)}): the decode attention's split kernel, an engine each",
+    )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = step_clock()
     if args.pdl_max_rows is not None:
         forward.PDL_MAX_ROWS = args.pdl_max_rows
     loaded = None
-    for matmul, pdl in itertools.product(args.decode_matmul.split(","), args.decode_pdl.split(",")):
+    ways = itertools.product(
+        args.decode_matmul.split(","), args.decode_pdl.split(","), args.attention_variant.split(",")
+    )
+    for matmul, pdl, variant in ways:
+        force_attention_variant(variant)
         options = argparse.Namespace(
             tiny=False,
             config=args.config,
@@ -89,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl})", flush=True)
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}), attention: {variant}", flush=True)
         products = engine.runner.forward.matmuls  # None: every product through cuBLAS
         if products is not None:
             print(f"  through cuBLAS (rows: weights): {products.cublas_products()}")

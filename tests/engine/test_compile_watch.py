@@ -13,7 +13,7 @@ from triton import knobs
 from triton.runtime.jit import JitFunctionInfo
 
 from glm_vision.engine import compile_watch
-from glm_vision.engine.decode_attention import _merge_kernel
+from glm_vision.engine.decode_attention_kernels import _merge_kernel
 
 
 @pytest.fixture

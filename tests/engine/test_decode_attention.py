@@ -13,9 +13,10 @@ from tests.triton_interpreter import run_interpreted
 def test_split_k_kernels_equal_the_default_attention():
     out = run_interpreted("""
         import torch
-        from glm_vision.engine.decode_attention import Tuning, decode_attention
+        from glm_vision.engine.decode_attention import _COUNTERS, Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
 
+        VARIANTS = (Tuning(64, tma=True), Tuning(64, merge_in_split=True), Tuning(256, tma=True, merge_in_split=True))
         g = torch.Generator().manual_seed(0)
         cases = [(3, 2, 16, 32, 1024, 1024, torch.float32, 1e-5), (3, 2, 2, 16, 700, 512, torch.float32, 1e-5),
                  (4, 2, 16, 32, 2048, 2048, torch.float16, 2e-3)]
@@ -31,7 +32,8 @@ def test_split_k_kernels_equal_the_default_attention():
             # the default split, short ones (many splits, merged in several chunks; also a few dimensions a merge
             # program, and every split in one chunk) and one long split
             short = (Tuning(64), Tuning(32, block=32, merge_chunk=4, merge_dim=8), Tuning(64, merge_chunk=64))
-            for tuned in (None, *short, Tuning(1024, block=32, warps=8, stages=2)):
+            long = (Tuning(1024, block=32, warps=8, stages=2), Tuning(1024, block=32, tma=True, merge_in_split=True))
+            for tuned in (None, *short, *long, *VARIANTS):
                 out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5, tuned=tuned)
                 err = (out.float() - ref).abs().max().item()
                 assert out.dtype == dtype and out.shape == q.shape
@@ -49,11 +51,12 @@ def test_split_k_kernels_equal_the_default_attention():
         want_k[torch.arange(3), :, at], want_v[torch.arange(3), :, at] = k, v
         valid = torch.arange(1024)[None, :] <= at[:, None]
         ref = attend(q, want_k[:3], want_v[:3], valid, 0.25)
-        for tuned in (Tuning(64), Tuning(256)):
+        for tuned in (Tuning(64), Tuning(256), *VARIANTS):
             keys, values = slab_k.clone(), slab_v.clone()
             out = decode_attention(q, keys, values, at, 1024, 0.25, tuned=tuned, new=(k, v))
             assert torch.equal(keys, want_k) and torch.equal(values, want_v), tuned
             assert (out - ref).abs().max() < 1e-5, (tuned, (out - ref).abs().max())
+        assert not _COUNTERS[torch.device("cpu")].any()  # each group's last split zeroed its counter again
         print("kernels ok")
     """)
     assert "kernels ok" in out
@@ -64,7 +67,7 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
     path's rotary makes, and rotates the query the same way."""
     out = run_interpreted("""
         import torch
-        from glm_vision.engine.decode_attention import decode_attention
+        from glm_vision.engine.decode_attention import Tuning, decode_attention
         from glm_vision.engine.layer_math import attend, pre_attention, qkv_projection
 
         g = torch.Generator().manual_seed(1)
@@ -86,9 +89,13 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         valid = torch.arange(max_len)[None, :] <= lengths[:, None]
         ref = attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
         q_raw = q_raw.view(batch, kv, group, dim)
-        got = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5, cos, sin, new=(k_raw, v_raw))
-        assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
-        assert (got - ref).abs().max() < 1e-4, (got - ref).abs().max()
+        slab = keys.clone(), values.clone()
+        # the new token read back from the slab, or (TMA) taken from the registers that wrote it
+        for tuned in (None, Tuning(64, tma=True, merge_in_split=True)):
+            keys, values = slab[0].clone(), slab[1].clone()
+            got = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5, cos, sin, tuned, (k_raw, v_raw))
+            assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
+            assert (got - ref).abs().max() < 1e-4, (tuned, (got - ref).abs().max())
         unrotated = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5)
         assert (unrotated - ref).abs().max() > 1e-2  # the query's rotation matters in this case
         print("rotary ok")
