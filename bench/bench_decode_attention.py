@@ -8,8 +8,8 @@ Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV he
 split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`graph_timer.graph_time`),
 as the decode step runs them; GB/s counts the keys and values read.
 
-`--variants` times the split kernel's variants (`Tuning.tma`, `Tuning.merge_in_split`) instead: each on
-`tuning`'s pick, TMA over the tiles around it, and the merge in the split at every split length.
+`--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: on and off for
+`tuning`'s pick, and on at every split length.
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
 query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
@@ -53,17 +53,11 @@ def candidates(picked: Tuning, tiles: bool = True) -> list[Tuning]:
 
 
 def variants(picked: Tuning) -> list[Tuning]:
-    """`tuning`'s pick with and without each variant; TMA with the tiles around the pick; the merge in the
-    split kernel at every split length (a block never longer than its split)."""
-    flags = [dict(tma=tma, merge_in_split=merge) for tma in (False, True) for merge in (False, True)]
-    on_pick = [replace(picked, **f) for f in flags]
-    tma_tiles = [
-        replace(picked, block=block, warps=warps, stages=stages, tma=True)
-        for block, warps, stages in itertools.product((32, 64, 128), (4, 8), (2, 3, 4))
-        if block <= picked.split
-    ]
+    """`tuning`'s pick with the merge in the split kernel and without; the merge in the split kernel at
+    every split length (a block never longer than its split)."""
+    on_pick = [replace(picked, merge_in_split=merge) for merge in (False, True)]
     merged = [replace(picked, split=split, block=min(picked.block, split), merge_in_split=True) for split in SPLITS]
-    return list(dict.fromkeys([*on_pick, *tma_tiles, *merged]))
+    return list(dict.fromkeys([*on_pick, *merged]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
@@ -127,16 +121,16 @@ def measure(batch: int, context: int, max_len: int, flex=False, tiles=True, flag
 
 
 def report(rows: list[dict]) -> None:
-    print("| batch | split | block | warps | stages | merge chunk | merge dims | TMA | merge in split | us | GB/s | |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | us | GB/s | |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
         tiles = (
-            f"{t} | | | | | | |"
+            f"{t} | | | | | |"
             if isinstance(t, str)
             else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
-            f"{'yes' if t.tma else ''} | {'yes' if t.merge_in_split else ''}"
+            f"{'yes' if t.merge_in_split else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -148,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-len", type=int, default=8192, help="slab positions per row")
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
-    parser.add_argument("--variants", action="store_true", help="the TMA and merge-in-split variants instead")
+    parser.add_argument("--variants", action="store_true", help="the merge in the split kernel, on and off")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)

@@ -2,7 +2,7 @@
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
     python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
-        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,plain,tma,merge,tma+merge]
+        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,merge-kernel]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -25,11 +25,9 @@ from glm_vision.conversation import Message
 from glm_vision.engine import decode_attention, forward
 
 PICK_TUNING = decode_attention.tuning
-VARIANTS = {  # --attention-variant: the split kernel's variants forced on every decode attention's tuning
-    "plain": dict(tma=False, merge_in_split=False),
-    "tma": dict(tma=True, merge_in_split=False),
-    "merge": dict(tma=False, merge_in_split=True),
-    "tma+merge": dict(tma=True, merge_in_split=True),
+VARIANTS = {  # --attention-variant: forced on every decode attention's tuning
+    "merge-kernel": dict(merge_in_split=False),
+    "merge-in-split": dict(merge_in_split=True),
 }
 
 

@@ -32,6 +32,7 @@ from .pdl import launch_options
 
 PROGRAMS_PER_SM = 2
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
+MERGE_IN_SPLIT_MAX = 6  # splits a row whose last split merges them beats the merge kernel (~0.6 us a split)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
 
 
@@ -44,7 +45,6 @@ class Tuning:
     merge_chunk: int = 16  # splits the merge kernel reads at once
     merge_dim: int = 128  # head dimensions per merge program
     merge_in_split: bool = False  # the last split of each query group merges (no merge kernel)
-    tma: bool = False  # key and value tiles read through tensor descriptors (Hopper's TMA)
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -54,10 +54,15 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     2 rows 11.9 (128; 256: 13.7), 4 rows 15.2 (256; merged 16 at a time: 16.3), 8 rows 20.6 (256),
     16 rows 28.9 (512), 32 rows 44.7 (1,024), 64 rows 80.1 (1,024 with 32-key blocks); 4,000 keys
     (bucket 4,096): 16 rows 26.3 (512; 256: 33.2), 32 rows 42.8 (1,024; 512: 51.2); 16,000 keys: 1 row
-    13.6 (256), 4 rows 26.1 (512; 256: 35.8), 8 rows 40.2 (1,024; 512: 50.1)."""
+    13.6 (256), 4 rows 26.1 (512; 256: 35.8), 8 rows 40.2 (1,024; 512: 50.1).
+    Merged by the last split where a row has at most MERGE_IN_SPLIT_MAX splits (bucket 5,120: 32 rows 42.1
+    against 45.1 us, 64 rows 74.5 against 80.0; 16 rows, 10 splits: 29.5 against 28.5; 8 rows, 20: 25.4
+    against 19.7, eighteenth session)."""
     split = split_length(batch, kv, bucket, sms)
     splits = triton.cdiv(bucket, split)
     block = 32 if batch * kv >= 128 else 64
+    if splits <= MERGE_IN_SPLIT_MAX:
+        return Tuning(split, block, merge_in_split=True)
     if splits <= 16:
         return Tuning(split, block)
     return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
@@ -120,11 +125,10 @@ def decode_attention(
         assert t.stride(-1) == 1, "the head dimension must be contiguous"
     cos, sin, rot = _rotary_args(cos, sin, q)
     new_k, new_v = _new_token(new, q)
-    k_tiles, v_tiles = _tiles(keys, values, tuned)
     counters = _counters(q.device, batch * kv) if tuned.merge_in_split else part_m
     _split_kernel[(batch, kv, splits)](
-        q, keys, values, k_tiles, v_tiles, new_k, new_v, lengths, cos, sin, part_o, part_m, part_l, out, counters,
-        bucket, keys.shape[2], splits,
+        q, keys, values, new_k, new_v, lengths, cos, sin, part_o, part_m, part_l, out, counters,
+        bucket, splits,
         *q.stride()[:3], *keys.stride()[:3], *values.stride()[:3], *new_k.stride()[:2], cos.stride(0),
         *part_o.stride()[:4], *part_m.stride()[:3], *out.stride()[:3],
         scale,
@@ -137,7 +141,6 @@ def decode_attention(
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
         PDL=pdl,
-        TMA=tuned.tma,
         MERGE_IN_SPLIT=tuned.merge_in_split,
         SPLITS_PAD=triton.next_power_of_2(splits),
         num_warps=tuned.warps,
@@ -174,20 +177,6 @@ def _counters(device: torch.device, groups: int) -> torch.Tensor:
         assert not capturing, "run the attention once before capturing it"
         _COUNTERS[device] = torch.zeros(COUNTERS, dtype=torch.int32, device=device)
     return _COUNTERS[device]
-
-
-def _tiles(keys: torch.Tensor, values: torch.Tensor, tuned: Tuning):
-    """The slab's keys and values as tensor descriptors of (block, head_dim) tiles, rows (slot, KV head,
-    position) flattened, for `tuned.tma`; the plain tensors otherwise (the kernel does not read them)."""
-    if not tuned.tma:
-        return keys, values
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    def tiles(t: torch.Tensor):
-        assert t.is_contiguous(), "TMA reads a contiguous slab"
-        return TensorDescriptor.from_tensor(t.view(-1, t.shape[-1]), [tuned.block, t.shape[-1]])
-
-    return tiles(keys), tiles(values)
 
 
 def _new_token(new, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,14 +4,9 @@
 against the split's keys, written out as partial softmax sums (running max, sum, weighted values).
 `_merge_kernel`: one program per query head (or part of one): a row's partial sums merged.
 
-Two variants of the split kernel, chosen by `Tuning` (measured on the H200 by bench_decode_attention):
-- MERGE_IN_SPLIT: no merge kernel. Each split counts itself done on a per-(row, KV head) counter, and
-  the split that finishes last merges the group's partial sums itself (then zeroes the counter for the
-  next call): one launch and one kernel boundary fewer a layer, for rows with few splits to merge.
-- TMA: the key and value tiles are read by the Tensor Memory Accelerator (Hopper's bulk copies, from a
-  tensor descriptor of the slab) instead of by every thread. TMA reads do not see this kernel's own
-  ordinary stores, so the new token is not read back from the slab: its score and value come from the
-  registers that wrote it.
+MERGE_IN_SPLIT (`Tuning.merge_in_split`, where a row has few splits): no merge kernel. Each split counts
+itself done on a per-(row, KV head) counter, and the split that finishes last merges the group's partial
+sums itself (then zeroes the counter for the next call): one launch and one kernel boundary fewer a layer.
 """
 
 from __future__ import annotations
@@ -37,8 +32,6 @@ def _split_kernel(
     Q,
     K,
     V,
-    K_TILES,
-    V_TILES,
     K_NEW,
     V_NEW,
     LENGTHS,
@@ -50,7 +43,6 @@ def _split_kernel(
     OUT,
     COUNTERS,
     bucket,
-    max_len,
     splits,
     sq_b,
     sq_h,
@@ -84,7 +76,6 @@ def _split_kernel(
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
     PDL: tl.constexpr,
-    TMA: tl.constexpr,
     MERGE_IN_SPLIT: tl.constexpr,
     SPLITS_PAD: tl.constexpr,
 ):
@@ -100,8 +91,7 @@ def _split_kernel(
     acc = tl.zeros([G_PAD, D], tl.float32)
     start = s * SPLIT_N
     if start <= length:
-        holds_new = WRITE and length < start + SPLIT_N
-        if holds_new:  # the new token's split writes its key and value first
+        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
             _write_new(
                 K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
             )
@@ -110,21 +100,15 @@ def _split_kernel(
         if ROT > 0:
             partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
-        last = length - 1 if TMA and WRITE else length  # under TMA the new token is added from registers below
-        tile_row = (b * tl.num_programs(1) + h) * max_len  # the slab's rows as the descriptors see them
         for n0 in range(start, start + SPLIT_N, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
-            valid = (offs_n <= last) & (offs_n < bucket)  # a split may reach past the bucket
-            if TMA:  # whatever lies past `last` is finite (a zeroed slab) and weighs nothing
-                k = K_TILES.load([tile_row + n0, 0])
-                v = V_TILES.load([tile_row + n0, 0])
-            else:
-                k = tl.load(
-                    K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
-                )
-                v = tl.load(
-                    V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0
-                )
+            valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
+            k = tl.load(
+                K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
+            v = tl.load(
+                V + b * sv_b + h * sv_h + offs_n[:, None] * sv_n + offs_d[None, :], mask=valid[:, None], other=0.0
+            )
             scores = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(tl.float32) * scale
             scores = tl.where(valid[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, 1))
@@ -133,15 +117,6 @@ def _split_kernel(
             alpha = tl.exp(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
-            m_i = m_new
-        if TMA and holds_new:
-            k_new, v_new = _new_key_value(K_NEW, V_NEW, COS, SIN, b, h, sn_b, sn_h, sc_b, D, ROT, K.dtype.element_ty)
-            score = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], 1) * scale
-            m_new = tl.maximum(m_i, score)
-            alpha = tl.exp(m_i - m_new)
-            p_new = tl.exp(score - m_new)
-            l_i = l_i * alpha + p_new
-            acc = acc * alpha[:, None] + p_new[:, None] * v_new.to(tl.float32)[None, :]
             m_i = m_new
         keep = offs_g < G  # splits past the row's keys store nothing: the merge stops before them
         o_at = PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :]
@@ -243,19 +218,6 @@ def _merge_kernel(
 
 
 @triton.jit
-def _new_key_value(
-    K_NEW, V_NEW, COS, SIN, b, h, sn_b, sn_h, sc_b, D: tl.constexpr, ROT: tl.constexpr, DTYPE: tl.constexpr
-):
-    """Row b's new key (rotated) and value of KV head h, rounded to the slab's dtype."""
-    offs = tl.arange(0, D)
-    k_at = K_NEW + b * sn_b + h * sn_h
-    k = tl.load(k_at + offs)
-    if ROT > 0:
-        k = _rotate(k, tl.load(k_at + (offs ^ 1)), COS, SIN, b, sc_b, offs, ROT)
-    return k.to(DTYPE), tl.load(V_NEW + b * sn_b + h * sn_h + offs).to(DTYPE)
-
-
-@triton.jit
 def _write_new(
     K_NEW, V_NEW, K, V, COS, SIN, b, h, at, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b,
     D: tl.constexpr, ROT: tl.constexpr,
@@ -263,7 +225,10 @@ def _write_new(
     """Row b's new key (rotated) and value of KV head h into the slab at position `at`, visible to the
     whole program before it reads the keys (a barrier)."""
     offs = tl.arange(0, D)
-    k, v = _new_key_value(K_NEW, V_NEW, COS, SIN, b, h, sn_b, sn_h, sc_b, D, ROT, K.dtype.element_ty)
-    tl.store(K + b * sk_b + h * sk_h + at * sk_n + offs, k)
-    tl.store(V + b * sv_b + h * sv_h + at * sv_n + offs, v)
+    k_at = K_NEW + b * sn_b + h * sn_h
+    k = tl.load(k_at + offs)
+    if ROT > 0:
+        k = _rotate(k, tl.load(k_at + (offs ^ 1)), COS, SIN, b, sc_b, offs, ROT)
+    tl.store(K + b * sk_b + h * sk_h + at * sk_n + offs, k.to(K.dtype.element_ty))
+    tl.store(V + b * sv_b + h * sv_h + at * sv_n + offs, tl.load(V_NEW + b * sn_b + h * sn_h + offs))
     tl.debug_barrier()

@@ -16,7 +16,7 @@ def test_split_k_kernels_equal_the_default_attention():
         from glm_vision.engine.decode_attention import _COUNTERS, Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
 
-        VARIANTS = (Tuning(64, tma=True), Tuning(64, merge_in_split=True), Tuning(256, tma=True, merge_in_split=True))
+        VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True))
         g = torch.Generator().manual_seed(0)
         cases = [(3, 2, 16, 32, 1024, 1024, torch.float32, 1e-5), (3, 2, 2, 16, 700, 512, torch.float32, 1e-5),
                  (4, 2, 16, 32, 2048, 2048, torch.float16, 2e-3)]
@@ -32,7 +32,7 @@ def test_split_k_kernels_equal_the_default_attention():
             # the default split, short ones (many splits, merged in several chunks; also a few dimensions a merge
             # program, and every split in one chunk) and one long split
             short = (Tuning(64), Tuning(32, block=32, merge_chunk=4, merge_dim=8), Tuning(64, merge_chunk=64))
-            long = (Tuning(1024, block=32, warps=8, stages=2), Tuning(1024, block=32, tma=True, merge_in_split=True))
+            long = (Tuning(1024, block=32, warps=8, stages=2), Tuning(1024, block=32, merge_in_split=True))
             for tuned in (None, *short, *long, *VARIANTS):
                 out = decode_attention(q, keys, values, lengths, bucket, dim ** -0.5, tuned=tuned)
                 err = (out.float() - ref).abs().max().item()
@@ -90,8 +90,7 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
         ref = attend(q_ref.reshape(batch, kv, group, dim), want_k[:batch], want_v[:batch], valid, dim ** -0.5)
         q_raw = q_raw.view(batch, kv, group, dim)
         slab = keys.clone(), values.clone()
-        # the new token read back from the slab, or (TMA) taken from the registers that wrote it
-        for tuned in (None, Tuning(64, tma=True, merge_in_split=True)):
+        for tuned in (None, Tuning(64, merge_in_split=True)):
             keys, values = slab[0].clone(), slab[1].clone()
             got = decode_attention(q_raw, keys, values, lengths, max_len, dim ** -0.5, cos, sin, tuned, (k_raw, v_raw))
             assert (keys - want_k).abs().max() < 1e-5 and torch.equal(values, want_v)
@@ -132,12 +131,15 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
             if t.split < 256:  # even about one program an SM needs shorter splits
                 assert not about(programs(batch, bucket, 2 * t.split), sms), (batch, bucket)
             splits_to_merge = math.ceil(bucket / t.split)
+            assert t.merge_in_split == (splits_to_merge <= 6), (batch, bucket, t)
             if splits_to_merge > 16:
                 assert t.merge_chunk >= min(128, splits_to_merge) and t.merge_dim == 64
     # bench_decode_attention's best on the H200 (bench/RESULTS.md, fourteenth session)
     assert [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8, 16, 32)] == [64, 128, 256, 256, 512, 1024]
     assert [tuning(batch, 2, 4096).split for batch in (2, 16, 32)] == [128, 512, 1024]
     assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
+    # eighteenth session: the last split merges at 32 and 64 rows of ~4k keys (5 splits), not at 16 (10)
+    assert [tuning(batch, 2, 5120).merge_in_split for batch in (8, 16, 32, 64)] == [False, False, True, True]
 
 
 def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(settings, monkeypatch):
