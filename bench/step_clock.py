@@ -13,6 +13,7 @@ import cProfile
 import io
 import pstats
 import statistics
+import sys
 import time
 
 from glm_vision.engine import host_copy, scheduler
@@ -26,6 +27,11 @@ def step_clock() -> StepClock:
     if _clock is None:
         _clock = StepClock()
     return _clock
+
+
+# From Python 3.12 cProfile runs on sys.monitoring: one profiler enabled at a time in the whole process
+# (a second one's `enable` raises), seeing every thread's calls.
+ONE_PROFILER_A_THREAD = sys.version_info < (3, 12)
 
 
 class StepClock:
@@ -89,15 +95,19 @@ class StepClock:
     def profiled(self, run, limit: int = 30) -> tuple[object, dict[str, str]]:
         """`run()`'s result, and where Python spent its time while it ran: the worker's steps and admissions
         (by own time), and the calling thread (by cumulative time: what it waited in)."""
-        self.profiler, caller = cProfile.Profile(), cProfile.Profile()
+        self.profiler = cProfile.Profile()
+        caller = cProfile.Profile() if ONE_PROFILER_A_THREAD else None
         self.start()
-        caller.enable()
+        if caller is not None:
+            caller.enable()
         try:
             result = run()
         finally:
-            caller.disable()
+            if caller is not None:
+                caller.disable()
             self.stop()
-        tables = {"worker": self.profile_table(limit), "caller": _table(caller, limit, "cumulative")}
+        tables = {"worker": self.profile_table(limit)}
+        tables["caller"] = _table(caller, limit, "cumulative") if caller else "(one profiler a process on Python 3.12+)"
         self.profiler = None
         return result, tables
 
