@@ -28,6 +28,12 @@ def _rotate(x, partner, COS, SIN, row, sc_b, offs, ROT: tl.constexpr):
 
 
 @triton.jit
+def _splits_used(length, splits, SPLIT_N: tl.constexpr):
+    """The splits holding a row's keys [0, length]: the ones that store partial sums, and count themselves done."""
+    return tl.minimum(length // SPLIT_N + 1, splits)
+
+
+@triton.jit
 def _split_kernel(
     Q,
     K,
@@ -124,7 +130,7 @@ def _split_kernel(
         tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
         tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
         if MERGE_IN_SPLIT:
-            used = tl.minimum(length // SPLIT_N + 1, splits)
+            used = _splits_used(length, splits, SPLIT_N)
             tl.debug_barrier()  # every thread's partial sums stored before the split counts itself done
             counter = COUNTERS + b * tl.num_programs(1) + h
             if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == used - 1:  # the last split of the group
@@ -196,7 +202,7 @@ def _merge_kernel(
     g = tl.program_id(2) // (D // D_BLOCK)
     offs_d = (tl.program_id(2) % (D // D_BLOCK)) * D_BLOCK + tl.arange(0, D_BLOCK)
     offs_s = tl.arange(0, CHUNK)
-    used = tl.minimum(tl.load(LENGTHS + b) // SPLIT_N + 1, splits)
+    used = _splits_used(tl.load(LENGTHS + b), splits, SPLIT_N)
     m_at = PART_M + b * sm_b + h * sm_h + g
     l_at = PART_L + b * sm_b + h * sm_h + g
     o_at = PART_O + b * so_b + h * so_h + g * so_g
