@@ -14,6 +14,10 @@ and before the first stream ends, so the decode step is measured apart from pref
 `--decode-attention compiled,triton` and `--policy prefill-first,decode-first` measure every
 combination in one process (one model; an engine per decode attention; the policy switched between
 levels).
+
+In process through HTTP, the clients run in a process of their own (`--clients own-process`), as users'
+programs do; `--clients server-process` keeps them in the server's process, where their Python shares
+the GIL with the server's worker (what the load levels measured before the nineteenth session).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.load_levels import data_url, run_level, run_level_direct
+from bench.load_levels import ClientProcess, data_url, run_level, run_level_direct
 from bench.steady import measure_steady
 
 if TYPE_CHECKING:
@@ -42,6 +46,9 @@ def serve_in_process(engine, settings) -> LiveServer:
     from glm_vision.server import AppState, create_app
 
     return LiveServer(create_app(AppState(settings, backend=engine)))
+
+
+OWN_PROCESS, SERVER_PROCESS = "own-process", "server-process"
 
 
 def fmt(value, unit="", digits=1):
@@ -62,6 +69,12 @@ def main() -> None:
     parser.add_argument("--max-context", type=int, default=8192)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--direct", action="store_true", help="in process, call the engine without HTTP")
+    parser.add_argument(
+        "--clients",
+        default="own-process",
+        help="in process through HTTP: where the openai clients run, own-process or server-process "
+        "(comma-separated: every level in each, on one engine)",
+    )
     parser.add_argument(
         "--decode-attention",
         default="auto",
@@ -140,18 +153,36 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     rows, steady = [], []
     level_attentions = args.decode_attention.split(",")
     steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
-    for attention in dict.fromkeys(level_attentions + steady_attentions):
-        engine = ready_engine(args, loaded, device, attention)
-        serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(engine.settings))
-        try:
-            with serving as server:
-                if attention in level_attentions:
-                    rows += measure_levels(engine, args, levels, inputs, server and f"{server.url}/v1")
-                if attention in steady_attentions:
-                    steady += measure_steady(engine, args)
-        finally:
-            engine.shutdown()
+    places = ["engine"] if args.direct else args.clients.split(",")
+    if unknown := set(places) - {"engine", OWN_PROCESS, SERVER_PROCESS}:
+        raise SystemExit(f"--clients: {', '.join(sorted(unknown))} is not {OWN_PROCESS} or {SERVER_PROCESS}")
+    with ClientProcess() if OWN_PROCESS in places else contextlib.nullcontext() as clients:
+        for attention in dict.fromkeys(level_attentions + steady_attentions):
+            engine = ready_engine(args, loaded, device, attention)
+            serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(engine.settings))
+            try:
+                with serving as server:
+                    for place in places if attention in level_attentions else []:
+                        client_process = clients if place == OWN_PROCESS else None
+                        # a key of their own: a cache scope no other placement's levels have filled
+                        run = level_runner(engine, f"{args.api_key}-{place}", server, client_process, inputs)
+                        rows += measure_levels(engine, args, levels, inputs, run, place)
+                    if attention in steady_attentions:
+                        steady += measure_steady(engine, args)
+            finally:
+                engine.shutdown()
     return rows, steady
+
+
+def level_runner(engine, api_key: str, server, clients: ClientProcess | None, inputs):
+    """(streams, tokens) -> a level's summary: straight on the engine (no server; `inputs` are pictures), or
+    through the server's API (`inputs` are data URLs) from `clients`' process or from this one."""
+    if server is None:
+        return lambda streams, tokens: run_level_direct(engine, streams, tokens, inputs)
+    url = f"{server.url}/v1"
+    if clients is None:
+        return lambda streams, tokens: asyncio.run(run_level(url, api_key, streams, tokens, inputs))
+    return lambda streams, tokens: clients.run_level(url, api_key, streams, tokens, inputs)
 
 
 def ready_engine(args, loaded, device: str, attention: str):
@@ -189,9 +220,9 @@ def policy_name(scheduler) -> str:
     return getattr(scheduler, "policy", "(main: one prompt at a time)")
 
 
-def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
-    """Each level under each policy asked for (the extra policies on `--policy-levels` only): through the
-    engine directly (`inputs` are pictures) or the served API at `url` (`inputs` are data URLs)."""
+def measure_levels(engine, args, levels, inputs, run, clients: str) -> list[dict]:
+    """Each level under each policy asked for (the extra policies on `--policy-levels` only), each run by
+    `run(streams, tokens)` (`level_runner`) with the clients where `clients` says."""
     import torch
 
     from bench.step_clock import step_clock
@@ -215,12 +246,9 @@ def measure_levels(engine, args, levels, inputs, url: str | None) -> list[dict]:
                 reserved = torch.cuda.memory_reserved()
             compiled = compile_watch.compiled_while_serving()
             clock.start()
-            if url is None:
-                result = run_level_direct(engine, streams, tokens, inputs)
-            else:
-                result = asyncio.run(run_level(url, args.api_key, streams, tokens, inputs))
+            result = run(streams, tokens)
             clock.stop()
-            result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy)
+            result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy, clients=clients)
             result["kernels_compiled"] = compile_watch.compiled_while_serving() - compiled  # each a stalled step
             result.update(clock.decode_summary())
             if cuda:
@@ -254,14 +282,14 @@ def report(rows: list[dict], steady: list[dict]) -> None:
     print()
     if rows:
         print(
-            "| attention / policy | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
+            "| attention / policy / clients | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
             "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory | "
             "kernels compiled | decode-only step: wall / host / waiting for the GPU |"
         )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r.get('attention', '-')} / {r.get('policy', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
+            f"| {r.get('attention', '-')} / {r.get('policy', '-')} / {r.get('clients', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
             f"{r['completed']} | {r['rejected_429']} | {r['errors_5xx']} | {r['other_errors']} | "
             f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
             f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "

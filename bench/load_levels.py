@@ -1,16 +1,19 @@
 """One load level: N concurrent streams, each its own screenshot and question, through the official
-`openai` async client against a server (`run_level`) or straight on an in-process engine
-(`run_level_direct`), summed up the same way: TTFT p50/p95, per-stream and aggregate tokens/s,
-429s and errors."""
+`openai` async client against a server (`run_level`, in this process or in a `ClientProcess` of its
+own) or straight on an in-process engine (`run_level_direct`), summed up the same way: TTFT p50/p95,
+per-stream and aggregate tokens/s, 429s and errors."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import multiprocessing
+import os
 import statistics
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 QUESTION = "Describe this screenshot: every window, button and label you can see."
@@ -90,7 +93,46 @@ async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls
         started = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
         wall = time.perf_counter() - started
-    return summarize(results, streams, tokens, wall)
+    return dict(summarize(results, streams, tokens, wall), client_pid=os.getpid())
+
+
+async def warm_up(base_url: str, api_key: str) -> None:
+    """One short text-only stream, not measured: a fresh process's imports and the openai client's
+    first-use work (~1 s) happen here instead of in the first level's first tokens."""
+    import openai
+
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600) as client:
+        stream = await client.chat.completions.create(
+            model="glm-vision", messages=[{"role": "user", "content": "Hello"}], max_tokens=2, stream=True
+        )
+        async for _ in stream:
+            pass
+
+
+def run_level_blocking(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str], warm: bool) -> dict:
+    if warm:
+        asyncio.run(warm_up(base_url, api_key))
+    return asyncio.run(run_level(base_url, api_key, streams, tokens, urls))
+
+
+class ClientProcess:
+    """The clients of every level in one process of their own (a context manager), as users' programs are:
+    in the server's process, the openai client's HTTP and JSON work for each token (~0.2 ms on a 2-core
+    CPU) would take the GIL from the server's worker and slow the steps it is meant to measure."""
+
+    def __init__(self) -> None:
+        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.warmed = False
+
+    def run_level(self, base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
+        warm, self.warmed = not self.warmed, True
+        return self.pool.submit(run_level_blocking, base_url, api_key, streams, tokens, urls, warm).result()
+
+    def __enter__(self) -> ClientProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(cancel_futures=True)
 
 
 def summarize(results: list[StreamResult], streams: int, tokens: int, wall: float) -> dict:
