@@ -93,6 +93,9 @@ class StreamSplitter:
     """
 
     _MARKERS = (THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE)
+    _MARKER_START = "<"  # where every marker starts
+    _PARTIALS = frozenset(marker[:size] for marker in _MARKERS for size in range(1, len(marker)))
+    _LONGEST_PARTIAL = max(len(marker) for marker in _MARKERS) - 1
 
     def __init__(self, *, keep_boxes: bool = False) -> None:
         self.keep_boxes = keep_boxes
@@ -155,9 +158,11 @@ class StreamSplitter:
         return best
 
     def _partial_marker_suffix(self) -> int:
-        longest = 0
-        for marker in self._MARKERS:
-            for size in range(1, len(marker)):
-                if self._pending.endswith(marker[:size]):
-                    longest = max(longest, size)
-        return longest
+        """The length of the longest end of the pending text that may still grow into a marker."""
+        tail = self._pending[-self._LONGEST_PARTIAL :]
+        start = tail.find(self._MARKER_START)  # ~1 us a token: the API's event loop runs this for every stream
+        while start != -1:
+            if tail[start:] in self._PARTIALS:
+                return len(tail) - start
+            start = tail.find(self._MARKER_START, start + 1)
+        return 0

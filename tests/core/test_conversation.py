@@ -68,6 +68,21 @@ def test_stream_splitter_matches_split_output_for_any_chunking(seed):
     assert answer == expected.answer  # no newline left over from after </think>
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_stream_splitter_holds_back_exactly_the_end_that_may_still_become_a_marker(seed):
+    """Text with stray `<`s and cut markers: what a delta releases stops where the longest end that is the start
+    of a marker begins (it may still become one), and everything is released once it cannot."""
+    markers = ("<think>", "</think>", "<|begin_of_box|>", "<|end_of_box|>")
+    rng = random.Random(seed)
+    pieces = ["a", " ", "<", "<<", "x < y", "|", "<|", "</", *(m[: rng.randrange(1, len(m))] for m in markers)]
+    text = "x" + "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 8)))
+    held = max((size for m in markers for size in range(1, len(m)) if text.endswith(m[:size])), default=0)
+    assert ">" not in text  # no whole marker: every one ends in ">"
+    splitter = StreamSplitter()
+    assert splitter.feed(text) == ("", text[: len(text) - held])
+    assert splitter.feed("~") == ("", text[len(text) - held :] + "~")
+
+
 def test_template_thinking_off_and_reasoning_never_sent_back(engine, pictures):
     builder: PromptBuilder = engine.runner.builder
     messages = [
