@@ -41,11 +41,12 @@ if TYPE_CHECKING:
 
 
 def serve_in_process(engine, settings) -> LiveServer:
-    """The real app (engine + FastAPI + uvicorn) on a free loopback port, in this process."""
+    """The product's API (engine + FastAPI + uvicorn, without the Gradio UI, which the GPU machine has not
+    installed) on a free loopback port, in this process."""
     from bench.api_server import LiveServer  # here: --direct runs where uvicorn is not installed
-    from glm_vision.server import AppState, create_app
+    from glm_vision.server import AppState, create_api_app
 
-    return LiveServer(create_app(AppState(settings, backend=engine)))
+    return LiveServer(create_api_app(AppState(settings, backend=engine)))
 
 
 OWN_PROCESS, SERVER_PROCESS = "own-process", "server-process"
