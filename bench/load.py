@@ -49,7 +49,7 @@ def serve_in_process(engine, settings) -> LiveServer:
     return LiveServer(create_api_app(AppState(settings, backend=engine)))
 
 
-OWN_PROCESS, SERVER_PROCESS = "own-process", "server-process"
+ENGINE, OWN_PROCESS, SERVER_PROCESS = "engine", "own-process", "server-process"
 
 
 def fmt(value, unit="", digits=1):
@@ -73,8 +73,9 @@ def main() -> None:
     parser.add_argument(
         "--clients",
         default="own-process",
-        help="in process through HTTP: where the openai clients run, own-process or server-process "
-        "(comma-separated: every level in each, on one engine)",
+        help="in process: where the clients run, comma-separated (every level in each, on one engine): "
+        "own-process or server-process (the openai client through HTTP) or engine (threads calling the engine "
+        "straight, as --direct)",
     )
     parser.add_argument(
         "--decode-attention",
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument(
         "--host-profile",
         default="",
-        help="in process, direct: one more run of this level (STREAMSxTOKENS) under cProfile",
+        help="in process: one more run of this level (STREAMSxTOKENS) under cProfile, clients as the first --clients",
     )
     parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
     parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
@@ -135,39 +136,35 @@ def main() -> None:
 
 
 def in_process(args, levels) -> tuple[list[dict], list[dict]]:
-    """Every (decode attention, policy) combination on one in-process model."""
+    """Every (decode attention, policy, clients' place) combination on one in-process model."""
     import torch
 
-    from bench.workload import full_size_model, screenshot, tiny_model
+    from bench.workload import full_size_model, tiny_model
 
     logging.basicConfig(format="%(name)s: %(message)s")
     logging.getLogger("glm_vision.engine").setLevel(logging.INFO)  # the warm-up's phases and their times
+    places = [ENGINE] if args.direct else args.clients.split(",")
+    if unknown := set(places) - {ENGINE, OWN_PROCESS, SERVER_PROCESS}:
+        raise SystemExit(f"--clients: {', '.join(sorted(unknown))} is not {ENGINE}, {OWN_PROCESS} or {SERVER_PROCESS}")
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
     loaded = tiny_model(Path(tempfile.mkdtemp())) if args.tiny else full_size_model(args.config, device)
-    pictures = [screenshot(seed) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
-    if args.direct:
-        from glm_vision.images import load_image
-
-        inputs = [load_image(picture) for picture in pictures]
-    else:
-        inputs = [data_url(picture) for picture in pictures]
+    inputs = level_inputs(levels, places)
     rows, steady = [], []
     level_attentions = args.decode_attention.split(",")
     steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
-    places = ["engine"] if args.direct else args.clients.split(",")
-    if unknown := set(places) - {"engine", OWN_PROCESS, SERVER_PROCESS}:
-        raise SystemExit(f"--clients: {', '.join(sorted(unknown))} is not {OWN_PROCESS} or {SERVER_PROCESS}")
+    through_http = any(place != ENGINE for place in places)
     with ClientProcess() if OWN_PROCESS in places else contextlib.nullcontext() as clients:
         for attention in dict.fromkeys(level_attentions + steady_attentions):
             engine = ready_engine(args, loaded, device, attention)
-            serving = contextlib.nullcontext() if args.direct else serve_in_process(engine, replace(engine.settings))
+            serving = serve_in_process(engine, replace(engine.settings)) if through_http else contextlib.nullcontext()
             try:
                 with serving as server:
                     for place in places if attention in level_attentions else []:
-                        client_process = clients if place == OWN_PROCESS else None
-                        # a key of their own: a cache scope no other placement's levels have filled
-                        run = level_runner(engine, f"{args.api_key}-{place}", server, client_process, inputs)
-                        rows += measure_levels(engine, args, levels, inputs, run, place)
+                        run = level_runner(engine, args.api_key, place, server, clients, inputs[place])
+                        rows += measure_levels(engine, args, levels, run, place)
+                    if attention in level_attentions and args.host_profile:
+                        run = level_runner(engine, args.api_key, places[0], server, clients, inputs[places[0]])
+                        profile_host(args.host_profile, run)
                     if attention in steady_attentions:
                         steady += measure_steady(engine, args)
             finally:
@@ -175,13 +172,26 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     return rows, steady
 
 
-def level_runner(engine, api_key: str, server, clients: ClientProcess | None, inputs):
-    """(streams, tokens) -> a level's summary: straight on the engine (no server; `inputs` are pictures), or
-    through the server's API (`inputs` are data URLs) from `clients`' process or from this one."""
-    if server is None:
+def level_inputs(levels, places: list[str]) -> dict[str, list]:
+    """Each place's inputs: the pictures themselves for the engine's own clients, PNG data URLs for the API."""
+    from bench.workload import screenshot
+    from glm_vision.images import load_image
+
+    pictures = [screenshot(seed) for seed in range(min(max([n for n, _ in levels] or [1]), 64))]
+    inputs = {}
+    for place in places:
+        inputs[place] = [load_image(p) for p in pictures] if place == ENGINE else [data_url(p) for p in pictures]
+    return inputs
+
+
+def level_runner(engine, api_key: str, place: str, server, clients: ClientProcess | None, inputs: list):
+    """(streams, tokens) -> a level's summary, with the clients at `place`: straight on the engine (`inputs`
+    are pictures), or through the server's API (`inputs` are data URLs) from `clients`' process or this one."""
+    if place == ENGINE:
         return lambda streams, tokens: run_level_direct(engine, streams, tokens, inputs)
     url = f"{server.url}/v1"
-    if clients is None:
+    api_key = f"{api_key}-{place}"  # a cache scope of their own: none that another place's levels have filled
+    if place == SERVER_PROCESS:
         return lambda streams, tokens: asyncio.run(run_level(url, api_key, streams, tokens, inputs))
     return lambda streams, tokens: clients.run_level(url, api_key, streams, tokens, inputs)
 
@@ -221,7 +231,7 @@ def policy_name(scheduler) -> str:
     return getattr(scheduler, "policy", "(main: one prompt at a time)")
 
 
-def measure_levels(engine, args, levels, inputs, run, clients: str) -> list[dict]:
+def measure_levels(engine, args, levels, run, clients: str) -> list[dict]:
     """Each level under each policy asked for (the extra policies on `--policy-levels` only), each run by
     `run(streams, tokens)` (`level_runner`) with the clients where `clients` says."""
     import torch
@@ -258,16 +268,17 @@ def measure_levels(engine, args, levels, inputs, run, clients: str) -> list[dict
                 result["reserved_gib_added"] = (torch.cuda.memory_reserved() - reserved) / 2**30
             rows.append(result)
             print(json.dumps(result), flush=True)
-    if args.host_profile:
-        profile_host(engine, clock, args.host_profile, inputs)
     return rows
 
 
-def profile_host(engine, clock, level: str, inputs) -> None:
+def profile_host(level: str, run) -> None:
     """One more run of a level (STREAMSxTOKENS) with the worker's steps under cProfile: where the host's time
     per step goes (the numbers of this run are slowed by the profiler and not reported)."""
+    from bench.step_clock import step_clock
+
+    clock = step_clock()
     streams, tokens = (int(x) for x in level.split("x"))
-    _, tables = clock.profiled(lambda: run_level_direct(engine, streams, tokens, inputs))
+    _, tables = clock.profiled(lambda: run(streams, tokens))
     print(f"\nthe worker's Python over {len(clock.steps)} steps of {level}, by own time:")
     print(tables["worker"])
 

@@ -76,37 +76,34 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
 
 
-def test_load_bench_runs_its_clients_in_a_process_of_their_own_or_in_the_servers():
-    """bench.load through the in-process server's API: with --clients own-process the openai clients of every
-    level run in one other process (users' programs do not share the server's GIL), with server-process in the
-    bench's own; each placement gets every stream's tokens, on a cache scope of its own (both cold)."""
+def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or_on_the_engine():
+    """bench.load in process, every level with the clients at each place asked for: the openai client through the
+    API from one other process (users' programs do not share the server's GIL) or from the bench's own, or threads
+    calling the engine; each place gets every stream's tokens. The host
+    profile runs its level with the clients at the first place: through the API, the worker's steps still
+    profiled."""
     import json
 
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.load",
-            "--tiny",
-            "--levels",
-            "2x6,3x4",
-            "--clients",
-            "own-process,server-process",
-        ],
+        [sys.executable, "-m", "bench.load", "--tiny", "--levels", "2x6,3x4",
+         "--clients", "own-process,server-process,engine", "--host-profile", "2x6"],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     levels = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [(r["clients"], r["streams"]) for r in levels] == [
-        ("own-process", 2), ("own-process", 3), ("server-process", 2), ("server-process", 3)
+        ("own-process", 2), ("own-process", 3), ("server-process", 2), ("server-process", 3), ("engine", 2),
+        ("engine", 3),
     ]  # fmt: skip
     assert all(r["completed"] == r["streams"] and r["tokens_short"] == 0 for r in levels)
-    own, server = {r["client_pid"] for r in levels[:2]}, {r["client_pid"] for r in levels[2:]}
+    own, server = {r["client_pid"] for r in levels[:2]}, {r["client_pid"] for r in levels[2:4]}
     assert len(own) == 1 and len(server) == 1 and own != server
     assert "| auto / prefill-first / own-process | 2 x 6 |" in done.stdout
+    profile = done.stdout.split("the worker's Python over ", 1)[1]
+    assert "steps of 2x6, by own time" in profile and "scheduler.py" in profile
 
 
 def test_engine_bench_times_the_first_picture_of_each_size_and_profiles_the_host():
