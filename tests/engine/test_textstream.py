@@ -27,6 +27,29 @@ def test_multibyte_characters_are_never_split(tokenizer):
     assert sum(1 for d in deltas if d) > 10  # it streams, it does not wait for the end
 
 
+def test_the_fast_decoder_decodes_as_transformers_does(tokenizer):
+    """Random ids, special tokens and split multi-byte characters among them: the Rust tokenizer's decode the
+    detokenizer calls gives transformers' `decode` exactly; a tokenizer class with its own decode keeps it."""
+    import random
+
+    from glm_vision.engine.textstream import fast_decoder
+
+    rng = random.Random(0)
+    decode = fast_decoder(tokenizer)
+    specials = tokenizer.all_special_ids
+    for _ in range(300):
+        ids = [rng.randrange(len(tokenizer)) for _ in range(rng.randrange(1, 12))] + rng.sample(specials, 1)
+        rng.shuffle(ids)
+        assert decode(ids) == tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    class Shouting(type(tokenizer)):
+        def _decode(self, token_ids, **kwargs):
+            return super()._decode(token_ids, **kwargs).upper()
+
+    shouting = Shouting.from_pretrained(tokenizer.name_or_path)
+    assert fast_decoder(shouting)(tokenizer.encode("abc", add_special_tokens=False)) == "ABC"
+
+
 def test_stop_strings_hold_back_partial_matches():
     stops = StopStrings(("END", "\n\n"))
     out = [stops.feed(chunk) for chunk in ["Hello E", "N", "D world"]]
