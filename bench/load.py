@@ -17,7 +17,8 @@ levels).
 
 In process through HTTP, the clients run in a process of their own (`--clients own-process`), as users'
 programs do; `--clients server-process` keeps them in the server's process, where their Python shares
-the GIL with the server's worker (what the load levels measured before the nineteenth session).
+the GIL with the server's worker; `--clients engine` (or `--direct`) skips HTTP: threads call the engine,
+as the load levels up to the eighteenth session did.
 """
 
 from __future__ import annotations
