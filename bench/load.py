@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -109,6 +111,12 @@ def main() -> None:
         default="",
         help="in process: one more run of this level (STREAMSxTOKENS) under cProfile, clients as the first --clients",
     )
+    parser.add_argument(
+        "--switch-intervals",
+        default="",
+        help="in process: the interpreter's GIL switch intervals (ms, comma-separated) to run every place's levels "
+        "under in turn (sys.setswitchinterval; default: the interpreter's, 5 ms)",
+    )
     parser.add_argument("--steady-prompt", type=int, default=4000, help="prompt tokens of each steady-state stream")
     parser.add_argument("--steady-tokens", type=int, default=384, help="tokens each steady-state stream writes")
     parser.add_argument(
@@ -154,6 +162,8 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     level_attentions = args.decode_attention.split(",")
     steady_attentions = args.steady_attention.split(",") if args.steady_attention else level_attentions
     through_http = any(place != ENGINE for place in places)
+    default_interval = sys.getswitchinterval()
+    switch_intervals = [float(ms) for ms in args.switch_intervals.split(",") if ms] or [default_interval * 1000]
     with ClientProcess() if OWN_PROCESS in places else contextlib.nullcontext() as clients:
         for attention in dict.fromkeys(level_attentions + steady_attentions):
             engine = ready_engine(args, loaded, device, attention)
@@ -162,7 +172,11 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
                 with serving as server:
                     for place in places if attention in level_attentions else []:
                         run = level_runner(engine, args.api_key, place, server, clients, inputs[place])
-                        rows += measure_levels(engine, args, levels, run, place)
+                        for interval in switch_intervals:
+                            sys.setswitchinterval(interval / 1000)
+                            label = f"{place}, GIL switch {interval:g} ms" if args.switch_intervals else place
+                            rows += measure_levels(engine, args, levels, run, label)
+                        sys.setswitchinterval(default_interval)
                     if attention in level_attentions and args.host_profile:
                         run = level_runner(engine, args.api_key, places[0], server, clients, inputs[places[0]])
                         profile_host(args.host_profile, run)
@@ -191,10 +205,13 @@ def level_runner(engine, api_key: str, place: str, server, clients: ClientProces
     if place == ENGINE:
         return lambda streams, tokens: run_level_direct(engine, streams, tokens, inputs)
     url = f"{server.url}/v1"
-    api_key = f"{api_key}-{place}"  # a cache scope of their own: none that another place's levels have filled
+    # Each level a cache scope (API key) of its own: the API finds a picture encoded before in its scope, and
+    # every level sends the same pictures. (Before 2026-12-02 a place's levels shared one scope, so its
+    # 64-stream level found the 32 pictures of its 32-stream level encoded.)
+    scopes = (f"{api_key}-{place}-{n}" for n in itertools.count(1))
     if place == SERVER_PROCESS:
-        return lambda streams, tokens: asyncio.run(run_level(url, api_key, streams, tokens, inputs))
-    return lambda streams, tokens: clients.run_level(url, api_key, streams, tokens, inputs)
+        return lambda streams, tokens: asyncio.run(run_level(url, next(scopes), streams, tokens, inputs))
+    return lambda streams, tokens: clients.run_level(url, next(scopes), streams, tokens, inputs)
 
 
 def ready_engine(args, loaded, device: str, attention: str):
@@ -237,11 +254,12 @@ def measure_levels(engine, args, levels, run, clients: str) -> list[dict]:
     `run(streams, tokens)` (`level_runner`) with the clients where `clients` says."""
     import torch
 
+    from bench.request_timeline import request_timeline
     from bench.step_clock import step_clock
     from glm_vision.engine import compile_watch
 
     scheduler = engine.scheduler
-    clock = step_clock()
+    clock, timeline = step_clock(), request_timeline()
     own = policy_name(scheduler)
     policies = ([p for p in args.policy.split(",") if p] if hasattr(scheduler, "policy") else []) or [own]
     extra = {tuple(int(x) for x in lv.split("x")) for lv in args.policy_levels.split(",") if lv}
@@ -258,8 +276,11 @@ def measure_levels(engine, args, levels, run, clients: str) -> list[dict]:
                 reserved = torch.cuda.memory_reserved()
             compiled = compile_watch.compiled_while_serving()
             clock.start()
+            timeline.start()
             result = run(streams, tokens)
+            timeline.stop()
             clock.stop()
+            result["timeline"] = timeline.summary(result.pop("client_stamps"))
             result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy, clients=clients)
             result["kernels_compiled"] = compile_watch.compiled_while_serving() - compiled  # each a stalled step
             result.update(clock.decode_summary())
@@ -309,6 +330,11 @@ def report(rows: list[dict], steady: list[dict]) -> None:
             f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
             f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} | {step_split(r)} |"
         )
+    if any(r.get("timeline") for r in rows):
+        from bench.request_timeline import timeline_table
+
+        print()
+        print(timeline_table(rows))
     if steady:
         print()
         print(

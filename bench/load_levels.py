@@ -26,6 +26,7 @@ class StreamResult:
     ttft_s: float | None = None
     tokens: int = 0
     first_at: float | None = None  # perf_counter of the first token
+    sent_at: float | None = None  # perf_counter when the client sent the request
     end_at: float | None = None  # perf_counter of the end of the stream
     error: str = ""
 
@@ -71,7 +72,9 @@ async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
             if chunk.usage is not None:
                 completion = chunk.usage.completion_tokens
         end = time.perf_counter()
-        return StreamResult(True, 200, (first or end) - started, completion, first_at=first or end, end_at=end)
+        return StreamResult(
+            True, 200, (first or end) - started, completion, first_at=first or end, end_at=end, sent_at=started
+        )
     except openai.APIStatusError as exc:
         return StreamResult(False, exc.status_code, error=str(exc)[:200])
     except Exception as exc:  # noqa: BLE001 - counted as an error
@@ -157,6 +160,8 @@ def summarize(results: list[StreamResult], streams: int, tokens: int, wall: floa
         # the decode throughput without the prompts' prefill before it
         "aggregate_decode_tok_s": _decode_throughput(done),
         "wall_s": wall,
+        # each client's (sent, first token, end) on perf_counter's clock, by client index: bench.request_timeline
+        "client_stamps": [[r.sent_at, r.first_at, r.end_at] for r in results],
         "sample_errors": list({r.error for r in results if r.error})[:3],
     }
 
@@ -196,6 +201,7 @@ def run_level_direct(engine, streams: int, tokens: int, images) -> dict:
                 handle.result.usage.completion_tokens,
                 first_at=first or end,
                 end_at=end,
+                sent_at=started,
             )
         except QueueFullError as exc:
             results[index] = StreamResult(False, 429, error=exc.message)

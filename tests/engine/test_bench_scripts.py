@@ -102,6 +102,14 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
     own, server = {r["client_pid"] for r in levels[:2]}, {r["client_pid"] for r in levels[2:4]}
     assert len(own) == 1 and len(server) == 1 and own != server
     assert "| auto / prefill-first / own-process | 2 x 6 |" in done.stdout
+    for level in levels:  # each request stamped on its way, from the first send (bench/request_timeline.py)
+        stages = level["timeline"]
+        through_api = ["handler"] if level["clients"] != "engine" else []
+        order = ["sent", *through_api, "submit", "admit", "first_emit", "finish"]
+        firsts = [stages[stage][0] for stage in order]  # the earliest request at each stage
+        assert firsts == sorted(firsts) and firsts[0] == 0.0, (level["clients"], stages)
+        assert stages["client_first"][0] >= stages["first_emit"][0] and stages["client_end"][0] >= firsts[-1]
+        assert all(0 <= lag for lag in stages["end_lag"])
     profile = done.stdout.split("the worker's Python over ", 1)[1]
     assert "steps of 2x6, by own time" in profile and "scheduler.py" in profile
 
