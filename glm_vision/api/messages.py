@@ -8,12 +8,12 @@ import binascii
 import json
 import re
 
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from ..conversation import IMAGE_ROLES, Message, split_output
 from ..images import ImageError, InputImage, load_media
 from ..tool_calls import ToolCall
+from .decoding import decode_in_thread
 from .errors import APIError
 from .remote_images import fetch_remote_image
 from .schemas import ChatMessage, FilePart, ImagePart, TextPart
@@ -194,7 +194,7 @@ async def load_image_part(url: str, param: str, settings) -> list[InputImage]:
             code="invalid_image_url",
         )
     try:
-        return await run_in_threadpool(
+        return await decode_in_thread(
             load_media, data, max_bytes=None, max_pages=settings.pdf_max_pages, pdf_dpi=settings.pdf_dpi
         )
     except ImageError as exc:

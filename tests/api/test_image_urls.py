@@ -6,6 +6,8 @@ from __future__ import annotations
 import http.server
 import io
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -95,3 +97,38 @@ def test_data_url_variants_decode(capped_server):
             },
         )
         assert response.status_code == 200, (fmt, response.text)
+
+
+def test_a_burst_of_uploads_is_decoded_a_few_at_a_time(server, monkeypatch):
+    """Pictures sent at once are decoded by at most `DECODING_THREADS` threads at a time, several of them in
+    parallel (all at once, a burst's decodes share the GIL and finish together, late); every request is
+    answered."""
+    from glm_vision.api import decoding, messages
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    load_media = messages.load_media
+
+    def slow_counted_load(*args, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.2)
+            return load_media(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(messages, "load_media", slow_counted_load)
+    picture = make_picture(5)
+
+    def ask(index: int):
+        content = [image_part(picture), {"type": "text", "text": f"picture {index}"}]
+        return post(server, {"messages": user(content), "max_tokens": 1})
+
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(ask, range(10)))
+    assert [r.status_code for r in responses] == [200] * 10
+    assert most == decoding.DECODING_THREADS
