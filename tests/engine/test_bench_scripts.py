@@ -111,7 +111,8 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
         assert stages["client_first"][0] >= stages["first_emit"][0] and stages["client_end"][0] >= firsts[-1]
         assert all(0 <= lag for lag in stages["end_lag"])
     profile = done.stdout.split("the worker's Python over ", 1)[1]
-    assert "steps of 2x6, by own time" in profile and "scheduler.py" in profile
+    # the engine's own functions among the 30 of most own time (which ones varies with the machine's load)
+    assert "steps of 2x6, by own time" in profile and "glm_vision/engine/" in profile
 
 
 def test_engine_bench_times_the_first_picture_of_each_size_and_profiles_the_host():
