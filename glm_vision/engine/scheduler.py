@@ -34,8 +34,6 @@ from .vision import EncodeJob
 log = logging.getLogger(__name__)
 
 PREFILL_FIRST, DECODE_FIRST = "prefill-first", "decode-first"
-# Prompt tokens admitted ahead of the scheduler's steps, in step budgets (`Scheduler.wants_prompts`).
-ADMIT_AHEAD_STEPS = 2
 # Pictures per encoder call, in patches: two 1920x1080 screenshots (10,764 patches each) or many small ones.
 ENCODER_BATCH_PATCHES = 24576
 
@@ -86,15 +84,6 @@ class Scheduler:
     @property
     def room(self) -> int:
         return self.max_batch - len(self.rows) - sum(s.request.n for s in self.prefilling)  # n choices: n rows
-
-    @property
-    def wants_prompts(self) -> bool:
-        """Whether to admit another request before the next step: while the prompts admitted and not yet
-        prefilled hold less than two steps' budget. Admitting a burst whole before its first step (a
-        prompt built takes ~6 ms of the host each) would leave the GPU idle meanwhile; admitted this
-        way, each admission overlaps the step launched before it."""
-        backlog = sum(len(seq.prompt) - seq.cursor for seq in self.prefilling)
-        return backlog < ADMIT_AHEAD_STEPS * self.runner.prefill_chunk_tokens
 
     def emit(self, seq: Sequence, text: str) -> None:
         """Where every text delta leaves the engine (tests wrap this to slow or hold the worker)."""

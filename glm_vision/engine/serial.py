@@ -29,10 +29,6 @@ class SerialScheduler:
     def room(self) -> int:
         return 0 if self.current is not None else 1
 
-    @property
-    def wants_prompts(self) -> bool:
-        return True  # `room` alone decides: one request at a time
-
     def busy_sessions(self) -> set[str]:
         return set()
 

@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class GpuWorker:
-    """Owns the scheduler: admits waiting requests between steps, as many as the scheduler wants
-    (`wants_prompts`), and runs steps while there is work.
+    """Owns the scheduler: admits waiting requests between steps and runs steps while there is work.
 
     `scheduler` is the batching `Scheduler`, or a `SerialScheduler` that serves one request at a time
     through a plain function (the scripted test backend)."""
@@ -88,8 +87,8 @@ class GpuWorker:
     def served(self) -> int:
         return self.scheduler.served
 
-    def _take_admissible(self, limit: int) -> list[RequestHandle]:
-        """Up to `limit` waiting requests that fit now, in order; a session's next turn waits for its current one."""
+    def _take_admissible(self) -> list[RequestHandle]:
+        """Waiting requests that fit now, in order; a session's next turn waits for its current one."""
         chosen = []
         busy = self.scheduler.busy_sessions()
         room = self.scheduler.room
@@ -109,8 +108,6 @@ class GpuWorker:
             rows += handle.request.n
             if session_id is not None:
                 busy.add(session_id)
-            if len(chosen) == limit:
-                break
         return chosen
 
     def _loop(self) -> None:
@@ -125,9 +122,7 @@ class GpuWorker:
                         self._pending.clear()
                         self.scheduler.abort(EngineUnavailableError("the server is shutting down"))
                         return
-                    # One at a time, while the scheduler wants more prompts: an admission (the prompt built)
-                    # is host work, and a burst admitted all at once before a step leaves the GPU idle.
-                    admitted = self._take_admissible(1) if self.scheduler.wants_prompts else []
+                    admitted = self._take_admissible()
                     self._admitting = len(admitted)
                 for handle in admitted:
                     handle.queue_s = time.perf_counter() - handle.submitted_at
@@ -136,7 +131,7 @@ class GpuWorker:
                     finally:
                         with self._lock:
                             self._admitting -= 1
-                if admitted or self.scheduler.idle:
+                if self.scheduler.idle:
                     continue
                 self.scheduler.step()
         except BaseException:  # noqa: BLE001 - the thread itself died: report, and let the engine restart it

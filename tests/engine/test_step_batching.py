@@ -302,21 +302,3 @@ def test_the_compiled_layer_functions_see_one_kind_of_tensor(settings, pictures)
     assert {name for name, _ in seen} == names
     assert all(kinds == {True} for kinds in seen.values()), seen
     assert torch.is_inference(forward.passes.pieces._buffers.h)
-
-
-def test_the_scheduler_wants_prompts_while_less_than_two_steps_of_them_wait(idle_engine):
-    """The worker admits requests one at a time while `wants_prompts`: prompts admitted and not yet prefilled
-    must hold less than two step budgets of tokens."""
-    from types import SimpleNamespace
-
-    scheduler = idle_engine.scheduler
-    budget = idle_engine.runner.prefill_chunk_tokens
-    assert scheduler.idle and scheduler.wants_prompts
-    waiting = [SimpleNamespace(prompt=[0] * budget, cursor=0), SimpleNamespace(prompt=[0] * budget, cursor=1)]
-    scheduler.prefilling[:] = waiting
-    try:
-        assert scheduler.wants_prompts  # one token already prefilled: 2 * budget - 1 left
-        waiting[1].cursor = 0
-        assert not scheduler.wants_prompts
-    finally:
-        scheduler.prefilling.clear()
