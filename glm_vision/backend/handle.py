@@ -40,6 +40,7 @@ class RequestHandle:
         self.error: BaseException | None = None
         self._events: queue.Queue = queue.Queue()
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._wake_pending = False  # a wake-up of the waiter is scheduled on its loop and has not run yet
         self._position = position
         self._done_lock = threading.Lock()
         self._ended = False
@@ -65,12 +66,21 @@ class RequestHandle:
     def _put(self, item) -> None:
         self._events.put(item)
         waiter = self._waiter
-        if waiter is not None:
+        # One wake-up at a time: a busy loop that has not run the last one yet will find this item too.
+        # (Each wake-up is a write to the loop's pipe, in the backend's thread, for every token.)
+        if waiter is not None and not self._wake_pending:
             loop, event = waiter
+            self._wake_pending = True
             try:
-                loop.call_soon_threadsafe(event.set)
+                loop.call_soon_threadsafe(self._wake, event)
             except RuntimeError:  # the consumer's event loop is gone
-                pass
+                self._wake_pending = False
+
+    def _wake(self, event: asyncio.Event) -> None:
+        """On the consumer's loop. The flag is down before the event is set, so an item put after this
+        either sees the flag down (and wakes the loop again) or is found by the consumer this wakes."""
+        self._wake_pending = False
+        event.set()
 
     def _emit(self, text: str, index: int = 0, logprobs: tuple = ()) -> None:
         self._put(TextDelta(text, index, tuple(logprobs)))
@@ -93,12 +103,33 @@ class RequestHandle:
                 log.exception("a request's on_done callback failed")
 
     def _next(self):
-        item = self._events.get()
+        return self._resolve(self._events.get())
+
+    def _resolve(self, item):
         if item is _DONE:
             if self.error is not None:
                 raise self.error
             return self.result
         return item
+
+    def _merge_queued(self, delta: TextDelta) -> tuple[TextDelta, object]:
+        """`delta` with the text deltas of its choice queued right behind it, as one; and the first queued
+        item it could not take (None when the queue ran dry)."""
+        texts, logprobs = [delta.text], list(delta.logprobs)
+        after = None
+        while True:
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if not (isinstance(item, TextDelta) and item.index == delta.index):
+                after = item
+                break
+            texts.append(item.text)
+            logprobs.extend(item.logprobs)
+        if len(texts) == 1:
+            return delta, after
+        return TextDelta("".join(texts), delta.index, tuple(logprobs)), after
 
     def __iter__(self) -> Iterator[TextDelta | ChoiceEnd | GenerationResult]:
         while True:
@@ -108,16 +139,25 @@ class RequestHandle:
                 return
 
     async def __aiter__(self) -> AsyncIterator[TextDelta | ChoiceEnd | GenerationResult]:
-        """Async iteration without a thread per waiting request: the backend wakes the event loop."""
+        """Async iteration without a thread per waiting request: the backend wakes the event loop.
+
+        Text deltas of one choice that queued up while the consumer was busy come as one (their text and
+        logprobs joined): an event loop serving many streams that falls behind the GPU then writes one
+        chunk for several tokens instead of falling further behind."""
         event = asyncio.Event()
+        self._wake_pending = False
         self._waiter = (asyncio.get_running_loop(), event)
+        after = None  # taken from the queue, not yet given out
         try:
             while True:
                 event.clear()
-                if self._events.empty():
+                if after is None and self._events.empty():
                     await event.wait()
                     continue
-                item = self._next()
+                raw, after = (after, None) if after is not None else (self._events.get(), None)
+                item = self._resolve(raw)
+                if isinstance(item, TextDelta):
+                    item, after = self._merge_queued(item)
                 yield item
                 if isinstance(item, GenerationResult):
                     return

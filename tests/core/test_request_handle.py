@@ -1,10 +1,15 @@
-"""`RequestHandle.on_done`: a caller's callback once the request has ended, whichever way it ended."""
+"""`RequestHandle`: `on_done`, a caller's callback once the request has ended, whichever way it ended; async
+iteration, which joins the text deltas that queued up while its consumer was busy."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 
 from glm_vision.backend import EngineError, GenerationRequest, GenerationResult, RequestHandle, Usage
+from glm_vision.backend.results import Choice, ChoiceEnd, TextDelta, TokenLogprob
 from glm_vision.conversation import Message
 
 
@@ -38,3 +43,54 @@ def test_a_request_that_failed_has_ended_too():
     handle.on_done(lambda: calls.append(handle.error))
     handle._finish(None, EngineError("cancelled before it started"))
     assert len(calls) == 1 and "cancelled" in str(calls[0])
+
+
+def _delta(text: str, index: int = 0, token: int | None = None) -> TextDelta:
+    logprobs = (TokenLogprob(f"<{token}>", -0.5),) if token is not None else ()
+    return TextDelta(text, index, logprobs)
+
+
+async def _drain(handle: RequestHandle) -> list:
+    return [item async for item in handle]
+
+
+def test_text_queued_while_the_consumer_was_busy_comes_as_one_delta_per_choice():
+    """Deltas that queued up behind each other (a loop serving many streams fell behind) are joined, their
+    logprobs kept in order; a choice's end, another choice's text and the result are not joined into them."""
+    handle = _handle()
+    for i, text in enumerate(["Hel", "lo", " wor"]):
+        handle._put(_delta(text, token=i))
+    handle._put(_delta("other", index=1, token=9))
+    handle._put(_delta("ld", token=3))
+    handle._choice_end(Choice(index=1, text="other", finish_reason="stop", token_ids=(9,)))
+    handle._put(_delta("!", token=4))
+    handle._finish(_result(), None)
+    items = asyncio.run(_drain(handle))
+    texts = [(item.text, item.index, [lp.token for lp in item.logprobs]) for item in items[:3]]
+    assert texts == [("Hello wor", 0, ["<0>", "<1>", "<2>"]), ("other", 1, ["<9>"]), ("ld", 0, ["<3>"])]
+    assert isinstance(items[3], ChoiceEnd) and items[4].text == "!" and items[5].text == "ok"
+
+
+def test_a_consumer_waiting_on_its_loop_gets_every_delta_put_from_another_thread():
+    """One wake-up at a time: deltas put from a backend thread while a wake-up is pending are found by the
+    consumer it wakes, and nothing is lost however the puts and the consumer's turns interleave."""
+    handle = _handle()
+
+    def backend():
+        for i in range(2000):
+            handle._put(_delta(str(i % 10)))
+            if i % 97 == 0:
+                time.sleep(0.001)  # let the consumer catch up and wait again now and then
+        handle._finish(_result(), None)
+
+    async def consume():
+        thread = threading.Thread(target=backend)
+        thread.start()
+        items = await _drain(handle)
+        thread.join()
+        return items
+
+    items = asyncio.run(consume())
+    text = "".join(item.text for item in items[:-1])
+    assert text == "".join(str(i % 10) for i in range(2000)) and items[-1].text == "ok"
+    assert 1 < len(items) - 1 < 2000  # joined while the consumer was busy, woken more than once
