@@ -116,8 +116,9 @@ def test_new_chat_while_an_answer_is_written_stays_new(page, ui_engine):
 
 def test_stopping_a_queued_question_says_nothing_was_written(browser, server):
     real = server.state.backend
-    # one answer at a time, long enough to outlast the test on a loaded machine
-    server.state.backend = scripted = ScriptedBackend("word " * 4000, chunk=1, delay_s=0.05)
+    # One answer at a time, long enough to outlast the test on a loaded machine: the UI server writes at most
+    # 12 tokens (conftest.py), so the length is the delay's, 12 x 2 s. (4,000 words at 0.05 s lasted 0.6 s.)
+    server.state.backend = scripted = ScriptedBackend(["word "] * 12, delay_s=2.0)
     one = open_page(browser.new_context(locale="en-US"), server.url)
     two = open_page(browser.new_context(locale="en-US"), server.url)
     try:
