@@ -112,6 +112,12 @@ def main() -> None:
         help="in process: one more run of this level (STREAMSxTOKENS) under cProfile, clients as the first --clients",
     )
     parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="in process: how many processes the own-process clients are spread over (client i in process i %% N)",
+    )
+    parser.add_argument(
         "--switch-intervals",
         default="",
         help="in process: the interpreter's GIL switch intervals (ms, comma-separated) to run every place's levels "
@@ -164,7 +170,8 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     through_http = any(place != ENGINE for place in places)
     default_interval = sys.getswitchinterval()
     switch_intervals = [float(ms) for ms in args.switch_intervals.split(",") if ms] or [default_interval * 1000]
-    with ClientProcess() if OWN_PROCESS in places else contextlib.nullcontext() as clients:
+    own = ClientProcess(args.client_processes) if OWN_PROCESS in places else contextlib.nullcontext()
+    with own as clients:
         for attention in dict.fromkeys(level_attentions + steady_attentions):
             engine = ready_engine(args, loaded, device, attention)
             serving = serve_in_process(engine, replace(engine.settings)) if through_http else contextlib.nullcontext()

@@ -1,6 +1,6 @@
 """One load level: N concurrent streams, each its own screenshot and question, through the official
-`openai` async client against a server (`run_level`, in this process or in a `ClientProcess` of its
-own) or straight on an in-process engine (`run_level_direct`), summed up the same way: TTFT p50/p95,
+`openai` async client against a server (`run_level` in this process, or `ClientProcess`: in processes of
+their own) or straight on an in-process engine (`run_level_direct`), summed up the same way: TTFT p50/p95,
 per-stream and aggregate tokens/s, 429s and errors."""
 
 from __future__ import annotations
@@ -81,11 +81,15 @@ async def one_stream(client, url: str, tokens: int, index: int) -> StreamResult:
         return StreamResult(False, None, error=f"{type(exc).__name__}: {exc}"[:200])
 
 
-async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
+async def run_streams(
+    base_url: str, api_key: str, indices: range, tokens: int, urls: list[str], start_at: float
+) -> tuple[list[StreamResult], float]:
+    """The streams of clients `indices`, sent from perf_counter time `start_at` on; their results, and when the
+    last one ended."""
     import httpx
     import openai
 
-    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
+    limits = httpx.Limits(max_connections=len(indices) + 8, max_keepalive_connections=len(indices) + 8)
     async with openai.AsyncOpenAI(
         base_url=base_url,
         api_key=api_key,
@@ -93,10 +97,15 @@ async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls
         timeout=600,
         http_client=httpx.AsyncClient(limits=limits, timeout=600),
     ) as client:
-        started = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in range(streams)))
-        wall = time.perf_counter() - started
-    return dict(summarize(results, streams, tokens, wall), client_pid=os.getpid())
+        await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
+        results = await asyncio.gather(*(one_stream(client, urls[i % len(urls)], tokens, i) for i in indices))
+        return list(results), time.perf_counter()
+
+
+async def run_level(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
+    started = time.perf_counter()
+    results, ended = await run_streams(base_url, api_key, range(streams), tokens, urls, started)
+    return dict(summarize(results, streams, tokens, ended - started), client_pid=os.getpid())
 
 
 async def warm_up(base_url: str, api_key: str) -> None:
@@ -112,30 +121,55 @@ async def warm_up(base_url: str, api_key: str) -> None:
             pass
 
 
-def run_level_blocking(base_url: str, api_key: str, streams: int, tokens: int, urls: list[str], warm: bool) -> dict:
-    if warm:
-        asyncio.run(warm_up(base_url, api_key))
-    return asyncio.run(run_level(base_url, api_key, streams, tokens, urls))
+def _warm_up_blocking(base_url: str, api_key: str) -> int:
+    asyncio.run(warm_up(base_url, api_key))
+    return os.getpid()
+
+
+def _run_streams_blocking(*args) -> tuple[list[StreamResult], float]:
+    return asyncio.run(run_streams(*args))
+
+
+# Time for every client process to have its level's arguments and its client ready before the first send.
+START_DELAY_S = 0.5
 
 
 class ClientProcess:
-    """The clients of every level in one process of their own (a context manager), as users' programs are:
-    in the server's process, the openai client's HTTP and JSON work for each token (~0.2 ms on a 2-core
-    CPU) would take the GIL from the server's worker and slow the steps it is meant to measure."""
+    """The clients of every level in processes of their own (a context manager), as users' programs are: in
+    the server's process, the openai client's HTTP and JSON work for each token (~0.2 ms on a 2-core CPU)
+    would take the GIL from the server's worker and slow the steps it is meant to measure. With `count`
+    processes, client i runs in process i % count and all start sending at the same moment: one process
+    parsing 64 streams' chunks (~7,500 a second) can itself fall behind the server."""
 
-    def __init__(self) -> None:
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        self.warmed = False
+    def __init__(self, count: int = 1) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pools = [ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(count)]
+        self.pids: list[int] = []
 
     def run_level(self, base_url: str, api_key: str, streams: int, tokens: int, urls: list[str]) -> dict:
-        warm, self.warmed = not self.warmed, True
-        return self.pool.submit(run_level_blocking, base_url, api_key, streams, tokens, urls, warm).result()
+        if not self.pids:
+            self.pids = [f.result() for f in [p.submit(_warm_up_blocking, base_url, api_key) for p in self.pools]]
+        count = len(self.pools)
+        start_at = time.perf_counter() + START_DELAY_S
+        futures = [
+            pool.submit(_run_streams_blocking, base_url, api_key, range(k, streams, count), tokens, urls, start_at)
+            for k, pool in enumerate(self.pools)
+        ]
+        parts = [future.result() for future in futures]
+        results: list[StreamResult] = [None] * streams
+        for k, (part, _) in enumerate(parts):
+            results[k::count] = part
+        ended = max(end for _, end in parts)
+        return dict(
+            summarize(results, streams, tokens, ended - start_at), client_pid=self.pids[0], client_pids=self.pids
+        )
 
     def __enter__(self) -> ClientProcess:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        for pool in self.pools:
+            pool.shutdown(cancel_futures=True)
 
 
 def summarize(results: list[StreamResult], streams: int, tokens: int, wall: float) -> dict:

@@ -115,6 +115,28 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
     assert "steps of 2x6, by own time" in profile and "glm_vision/engine/" in profile
 
 
+def test_load_bench_spreads_its_clients_over_processes_that_start_together():
+    """--client-processes 2: client i runs in process i % 2, both send from the same moment, and the level is
+    summed over every stream as from one process."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", "--tiny", "--levels", "3x4", "--clients", "own-process",
+         "--client-processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (level,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert level["completed"] == 3 and level["tokens_short"] == 0
+    assert len(set(level["client_pids"])) == 2 and level["client_pid"] == level["client_pids"][0]
+    sent = level["timeline"]["sent"]
+    assert sent[0] == 0.0 and sent[-1] < 0.2  # the last client sent within 0.2 s of the first
+    assert level["timeline"]["submit"][-1] >= sent[-1]
+
+
 def test_engine_bench_times_the_first_picture_of_each_size_and_profiles_the_host():
     """bench_engine --picture-sizes on the tiny checkpoint: the first and second request's TTFT for each size
     (nothing cached: the pictures differ), and with --profile-first-size Python's time over the first size's
