@@ -9,6 +9,7 @@ Requests are told apart by the "(client N)" every load-level question ends with.
 
 from __future__ import annotations
 
+import functools
 import re
 import statistics
 import time
@@ -20,15 +21,11 @@ from glm_vision.engine import scheduler
 CLIENT = re.compile(r"\(client (\d+)\)")
 SERVER_STAGES = ("handler", "submit", "admit", "first_emit", "first_text", "finish")
 
-_timeline = None
 
-
+@functools.cache
 def request_timeline() -> RequestTimeline:
     """The process's one timeline (it wraps the classes' methods once)."""
-    global _timeline
-    if _timeline is None:
-        _timeline = RequestTimeline()
-    return _timeline
+    return RequestTimeline()
 
 
 def _client_of(text: str) -> int | None:

@@ -10,6 +10,7 @@ detokenizing, the streams' consumers taking the GIL) is the bottleneck and the G
 from __future__ import annotations
 
 import cProfile
+import functools
 import io
 import pstats
 import statistics
@@ -18,15 +19,11 @@ import time
 
 from glm_vision.engine import host_copy, scheduler
 
-_clock = None
 
-
+@functools.cache
 def step_clock() -> StepClock:
     """The process's one clock (it wraps the scheduler's methods once)."""
-    global _clock
-    if _clock is None:
-        _clock = StepClock()
-    return _clock
+    return StepClock()
 
 
 # From Python 3.12 cProfile runs on sys.monitoring: one profiler enabled at a time in the whole process

@@ -10,6 +10,15 @@ import sys
 from tests.triton_interpreter import ROOT, run_interpreted
 
 
+def _bench(module: str, *args: str) -> str:
+    """`python -m bench.<module> args...` from the repository's root: its stdout, once it exited 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_barrier_read_kernel_sums_every_matrix_once():
     out = run_interpreted(
         """
@@ -21,11 +30,8 @@ def test_barrier_read_kernel_sums_every_matrix_once():
 
 
 def test_warmup_bench_reports_a_ready_engine():
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.warmup", "--tiny"], capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "warm-up" in done.stdout and "on cpu with the default settings (4 decode slots)" in done.stdout
+    out = _bench("warmup", "--tiny")
+    assert "warm-up" in out and "on cpu with the default settings (4 decode slots)" in out
 
 
 def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
@@ -60,19 +66,12 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
     GPU (bench/step_clock.py); --host-profile runs the level once more under cProfile and prints the table."""
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--tiny", "--direct", "--levels", "2x12", "--host-profile", "2x12"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (level,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = _bench("load", "--tiny", "--direct", "--levels", "2x12", "--host-profile", "2x12")
+    (level,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert level["completed"] == 2 and level["kernels_compiled"] == 0
     assert level["decode_steps"] >= 10  # both streams decode together after their prompts, 12 tokens each
     assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
-    profile = done.stdout.split("the worker's Python over ", 1)[1]
+    profile = out.split("the worker's Python over ", 1)[1]
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
 
 
@@ -84,16 +83,10 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
     profiled."""
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--tiny", "--levels", "2x6,3x4",
-         "--clients", "own-process,server-process,engine", "--host-profile", "2x6"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    levels = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = _bench(
+        "load", *"--tiny --levels 2x6,3x4 --clients own-process,server-process,engine --host-profile 2x6".split()
+    )
+    levels = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(r["clients"], r["streams"]) for r in levels] == [
         ("own-process", 2), ("own-process", 3), ("server-process", 2), ("server-process", 3), ("engine", 2),
         ("engine", 3),
@@ -101,7 +94,7 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
     assert all(r["completed"] == r["streams"] and r["tokens_short"] == 0 for r in levels)
     own, server = {r["client_pid"] for r in levels[:2]}, {r["client_pid"] for r in levels[2:4]}
     assert len(own) == 1 and len(server) == 1 and own != server
-    assert "| auto / prefill-first / own-process | 2 x 6 |" in done.stdout
+    assert "| auto / prefill-first / own-process | 2 x 6 |" in out
     for level in levels:  # each request stamped on its way, from the first send (bench/request_timeline.py)
         stages = level["timeline"]
         through_api = ["handler"] if level["clients"] != "engine" else []
@@ -110,7 +103,7 @@ def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or
         assert firsts == sorted(firsts) and firsts[0] == 0.0, (level["clients"], stages)
         assert stages["client_first"][0] >= stages["first_emit"][0] and stages["client_end"][0] >= firsts[-1]
         assert all(0 <= lag for lag in stages["end_lag"])
-    profile = done.stdout.split("the worker's Python over ", 1)[1]
+    profile = out.split("the worker's Python over ", 1)[1]
     # the engine's own functions among the 30 of most own time (which ones varies with the machine's load)
     assert "steps of 2x6, by own time" in profile and "glm_vision/engine/" in profile
 
@@ -120,16 +113,8 @@ def test_load_bench_spreads_its_clients_over_processes_that_start_together():
     summed over every stream as from one process."""
     import json
 
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--tiny", "--levels", "3x4", "--clients", "own-process",
-         "--client-processes", "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    (level,) = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    out = _bench("load", "--tiny", "--levels", "3x4", "--clients", "own-process", "--client-processes", "2")
+    (level,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert level["completed"] == 3 and level["tokens_short"] == 0
     assert len(set(level["client_pids"])) == 2 and level["client_pid"] == level["client_pids"][0]
     sent = level["timeline"]["sent"]
@@ -141,23 +126,18 @@ def test_engine_bench_times_the_first_picture_of_each_size_and_profiles_the_host
     """bench_engine --picture-sizes on the tiny checkpoint: the first and second request's TTFT for each size
     (nothing cached: the pictures differ), and with --profile-first-size Python's time over the first size's
     two requests under cProfile: the worker's (its steps and admissions) and the calling thread's."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_engine", "--tiny", "--fast-only", "--decode-tokens", "4",
-         "--history-tokens", "256", "--max-context", "8192", "--picture-sizes", "640x480,320x240",
-         "--profile-first-size"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    out = _bench(
+        "bench_engine",
+        *"--tiny --fast-only --decode-tokens 4 --history-tokens 256 --max-context 8192".split(),
+        *"--picture-sizes 640x480,320x240 --profile-first-size".split(),
+    )
     for size in ("640x480", "320x240"):
-        (line,) = [line for line in done.stdout.splitlines() if f"first / second {size} request" in line]
+        (line,) = [line for line in out.splitlines() if f"first / second {size} request" in line]
         first, second = (float(ms) for ms in line.split(": ")[1].removesuffix(" ms").split(" / "))
         assert first > 0 and second > 0
     for request in (1, 2):  # the first size's two requests, each with the worker's and the caller's tables
-        worker = done.stdout.split(f"640x480, request {request} (TTFT ")[1].split("Python in the worker:")[1]
-        caller = done.stdout.split(f"640x480, request {request} (TTFT ")[2].split("Python in the caller:")[1]
+        worker = out.split(f"640x480, request {request} (TTFT ")[1].split("Python in the worker:")[1]
+        caller = out.split(f"640x480, request {request} (TTFT ")[2].split("Python in the caller:")[1]
         assert "function calls" in worker and "glm_vision/engine/vision" in worker  # the encoder ran in the worker
         assert "function calls" in caller and "engine.py" in caller and "(generate)" in caller
-    assert "320x240, request 1 (" not in done.stdout
+    assert "320x240, request 1 (" not in out
