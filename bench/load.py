@@ -18,7 +18,13 @@ levels).
 In process through HTTP, the clients run in a process of their own (`--clients own-process`), as users'
 programs do; `--clients server-process` keeps them in the server's process, where their Python shares
 the GIL with the server's worker; `--clients engine` (or `--direct`) skips HTTP: threads call the engine,
-as the load levels up to the eighteenth session did.
+as the load levels up to the eighteenth session did. `--client-processes N` spreads the own-process clients over
+N processes that start together (one process parsing 64 streams' chunks can fall behind the server).
+
+Every level has a cache scope (API key) of its own, so no level finds pictures an earlier one encoded, and
+prints its requests' timeline (bench/request_timeline.py): when they reached the API's handler, the engine,
+their first token and their end, from the level's first send. `--switch-intervals 5,1` runs the levels again
+under each GIL switch interval (ms).
 """
 
 from __future__ import annotations
