@@ -63,14 +63,17 @@ def test_pdl_chain_runs_the_steps_products_with_and_without_pdl_alike():
 def test_load_bench_splits_the_steps_and_profiles_the_host():
     """bench.load in process on the tiny checkpoint: each level reports the kernels compiled in it (none: the
     CPU runs no Triton kernel here) and its decode-only steps split into the host's time and the wait for the
-    GPU (bench/step_clock.py); --host-profile runs the level once more under cProfile and prints the table."""
+    GPU (bench/step_clock.py), once under each GIL switch interval asked for; --host-profile runs the level once
+    more under cProfile and prints the table."""
     import json
 
-    out = _bench("load", "--tiny", "--direct", "--levels", "2x12", "--host-profile", "2x12")
-    (level,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert level["completed"] == 2 and level["kernels_compiled"] == 0
-    assert level["decode_steps"] >= 10  # both streams decode together after their prompts, 12 tokens each
-    assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
+    out = _bench("load", *"--tiny --direct --levels 2x12 --host-profile 2x12 --switch-intervals 5,0.5".split())
+    levels = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [level["clients"] for level in levels] == ["engine, GIL switch 5 ms", "engine, GIL switch 0.5 ms"]
+    for level in levels:
+        assert level["completed"] == 2 and level["kernels_compiled"] == 0
+        assert level["decode_steps"] >= 10  # both streams decode together after their prompts, 12 tokens each
+        assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
     profile = out.split("the worker's Python over ", 1)[1]
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
 
