@@ -58,29 +58,28 @@ class RequestTimeline:
         submit = engine_module.Engine.submit
         admit, emit = scheduler.Scheduler.admit, scheduler.Scheduler.emit
         finish = backend_handle.RequestHandle._finish
-        timeline = self
 
         def timed_submit(engine, request):
             client = _client_of(request.messages[-1].text)
-            timeline._stamp(client, "submit")
+            self._stamp(client, "submit")
             handle = submit(engine, request)
             if client is not None:
-                timeline._client_of_handle[handle.id] = client
+                self._client_of_handle[handle.id] = client
             return handle
 
         def timed_admit(sched, handle):
-            timeline._stamp(timeline._client_of_handle.get(handle.id), "admit")
+            self._stamp(self._client_of_handle.get(handle.id), "admit")
             return admit(sched, handle)
 
         def timed_emit(sched, seq, text):
-            client = timeline._client_of_handle.get(seq.handle.id)
-            timeline._stamp(client, "first_emit")
+            client = self._client_of_handle.get(seq.handle.id)
+            self._stamp(client, "first_emit")
             if text:
-                timeline._stamp(client, "first_text")
+                self._stamp(client, "first_text")
             return emit(sched, seq, text)
 
         def timed_finish(handle, result, error):
-            timeline._stamp(timeline._client_of_handle.get(handle.id), "finish")
+            self._stamp(self._client_of_handle.get(handle.id), "finish")
             return finish(handle, result, error)
 
         self._wrap_handler()

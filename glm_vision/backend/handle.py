@@ -154,7 +154,10 @@ class RequestHandle:
                 if after is None and self._events.empty():
                     await event.wait()
                     continue
-                raw, after = (after, None) if after is not None else (self._events.get(), None)
+                if after is not None:
+                    raw, after = after, None
+                else:
+                    raw = self._events.get()
                 item = self._resolve(raw)
                 if isinstance(item, TextDelta):
                     item, after = self._merge_queued(item)
