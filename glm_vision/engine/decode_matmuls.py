@@ -40,9 +40,9 @@ class DecodeMatmuls:
         self.timer = timer
         self.timings: dict[tuple, tuple[float, float]] = {}  # measured: (GEMV ms, cuBLAS ms)
 
-    def linear(self, x, weight, bias=None, *, out=None, pdl: bool = False) -> torch.Tensor:
+    def linear(self, x, weight, bias=None, *, out=None, pdl: int = False) -> torch.Tensor:
         """x @ weight^T (+ bias), or written into `out` (the float32 logits). `pdl`: a GEMV is launched with
-        programmatic dependent launch (pdl.py)."""
+        programmatic dependent launch, in that mode (pdl.py)."""
 
         def with_cublas():
             y = F.linear(x, weight, bias)
@@ -51,15 +51,15 @@ class DecodeMatmuls:
         key = (x.shape[0], *weight.shape, x.dtype, bias is not None, None if out is None else out.dtype)
         return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out, pdl=pdl), pdl)
 
-    def swiglu(self, x, weight, *, pdl: bool = False) -> torch.Tensor:
+    def swiglu(self, x, weight, *, pdl: int = False) -> torch.Tensor:
         """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight, gate rows first."""
         key = (x.shape[0], *weight.shape, x.dtype, "swiglu")
         return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight, pdl=pdl), pdl)
 
-    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> torch.Tensor:
+    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: int) -> torch.Tensor:
         return (with_triton if self._choice(key, with_cublas, with_triton, pdl) == TRITON else with_cublas)()
 
-    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> str:
+    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: int) -> str:
         if self.way != MEASURED:
             return self.way
         if pdl:
