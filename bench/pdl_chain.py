@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from bench.bench_gemv import CONFIG
 from glm_vision.engine import gemv, graph_timer
 from glm_vision.engine.decode_matmuls import CUBLAS
-from glm_vision.engine.pdl import AFTER_LOOP
 from glm_vision.engine.layer_math import swiglu_glue
+from glm_vision.engine.pdl import AFTER_LOOP
 from glm_vision.engine.row_norm import residual_norm
 
 

@@ -103,7 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     loaded = None
     pdl_rows = args.pdl_rows or f"{forward.PDL_MAX_ROWS}:{forward.PDL_AFTER_LOOP_MAX_ROWS}"
     ways = itertools.product(
-        args.decode_matmul.split(","), args.decode_pdl.split(","), args.attention_variant.split(","), pdl_rows.split(",")
+        args.decode_matmul.split(","),
+        args.decode_pdl.split(","),
+        args.attention_variant.split(","),
+        pdl_rows.split(","),
     )
     for matmul, pdl, variant, rows in ways:
         force_attention_variant(variant)
