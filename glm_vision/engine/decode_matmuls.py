@@ -7,7 +7,8 @@ card. So under `--decode-matmul auto` each product times both ways the first tim
 the warm-up's eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the
 faster; `cublas` and `triton` force one way.
 
-Except in a PDL step (pdl.py): there every product is a GEMV. A cuBLAS product launches plainly, so the kernel
+Except in a PDL step whose kernels let the next one launch after their wait (pdl.AFTER_WAIT): there every product
+is a GEMV. A cuBLAS product launches plainly, so the kernel
 after it cannot start early, and timing a product alone does not see that: with the decode chain's products
 through cuBLAS where one measured up to ~1 us faster alone, the H200's 8-row PDL step took 6.14 ms, with GEMVs
 only 5.71 (bench/RESULTS.md, seventeenth session).
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from . import gemv
 from .graph_timer import graph_time
 from .layer_math import swiglu_glue
+from .pdl import AFTER_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class DecodeMatmuls:
     def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: int) -> str:
         if self.way != MEASURED:
             return self.way
-        if pdl:
+        if pdl == AFTER_WAIT:
             return TRITON
         if key not in self.timings:
             if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():  # nothing can be timed there
