@@ -33,27 +33,14 @@ def _kernel() -> triton.runtime.jit.JITFunction:
     return fn
 
 
-def resources(config: triton.Config, *, swiglu: bool, arch: int, pdl: int = False) -> dict[str, int]:
+def resources(config: triton.Config, *, swiglu: bool, arch: int, pdl: bool = False) -> dict[str, int]:
     """REG / STACK / SHARED / LOCAL of one candidate for a bfloat16 decode step of up to 16 rows, and its
-    GRIDDEPCONTROL instructions (`pdl`: as launched with programmatic dependent launch in that mode, its first
-    block of weights read before its wait)."""
-    compiled = compile_for(config, swiglu=swiglu, arch=arch, pdl=pdl)
-    with tempfile.TemporaryDirectory() as folder:
-        cubin = Path(folder) / "kernel.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-        report = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
-    used = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report.stdout)}
-    used["GRIDDEPCONTROL"] = compiled.asm["ptx"].count("griddepcontrol.")  # PDL's wait and launch instructions
-    return used
-
-
-def compile_for(config: triton.Config, *, swiglu: bool, arch: int, pdl: int = False):
-    """One candidate compiled for `arch` (its `.asm` holds the PTX and the cubin)."""
+    GRIDDEPCONTROL instructions (`pdl`: as launched with programmatic dependent launch, its first block of
+    weights read before its wait)."""
     fn = _kernel()
     dot = config.kwargs["USE_DOT"]
     constants = dict(config.kwargs, HAS_BIAS=False, SWIGLU=swiglu, PRECISION="tf32", BLOCK_M=16 if dot else 1)
-    constants.update(EVEN_K=True, PDL=int(pdl))
+    constants.update(EVEN_K=True, PDL=pdl)
     signature = {}
     for name in fn.arg_names:
         if name in constants:
@@ -72,7 +59,15 @@ def compile_for(config: triton.Config, *, swiglu: bool, arch: int, pdl: int = Fa
         attrs={(i,): [["tt.divisibility", 16]] for i in aligned},
     )
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages}
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        report = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True, text=True, check=True)
+    used = {key: int(value) for key, value in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", report.stdout)}
+    used["GRIDDEPCONTROL"] = compiled.asm["ptx"].count("griddepcontrol.")  # PDL's wait and launch instructions
+    return used
 
 
 def main(argv: list[str] | None = None) -> None:

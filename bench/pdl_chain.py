@@ -28,7 +28,6 @@ from bench.bench_gemv import CONFIG
 from glm_vision.engine import gemv, graph_timer
 from glm_vision.engine.decode_matmuls import CUBLAS
 from glm_vision.engine.layer_math import swiglu_glue
-from glm_vision.engine.pdl import AFTER_LOOP
 from glm_vision.engine.row_norm import residual_norm
 
 
@@ -56,7 +55,7 @@ def layer_weights(text: dict, layers: int, device: str = "cuda", dtype: torch.dt
     ]
 
 
-def chain(h: torch.Tensor, weights: list[dict], pdl: int, tiles: dict | None = None, between=lambda: None):
+def chain(h: torch.Tensor, weights: list[dict], pdl: bool, tiles: dict | None = None, between=lambda: None):
     """The chain's output for the residual stream h (B, hidden); `tiles`: per matrix (qkv, o, gate_up, down) a
     GEMV candidate instead of the tuned one, or CUBLAS for the product through cuBLAS (as the engine's measured
     choice may send it: launched plainly, in a PDL chain too); `between` runs after every kernel."""
@@ -79,7 +78,7 @@ def chain(h: torch.Tensor, weights: list[dict], pdl: int, tiles: dict | None = N
     return x
 
 
-def _product(name: str, x, w: dict, tiles: dict, pdl: int, bias=None, swiglu: bool = False):
+def _product(name: str, x, w: dict, tiles: dict, pdl: bool, bias=None, swiglu: bool = False):
     way = tiles.get(name)
     if isinstance(way, str) and way == CUBLAS:
         y = F.linear(x, w[name], bias)
@@ -89,7 +88,7 @@ def _product(name: str, x, w: dict, tiles: dict, pdl: int, bias=None, swiglu: bo
     return gemv.linear(x, w[name], bias, pdl=pdl, config=way)
 
 
-def tuned_tiles(weights: list[dict], batch: int, pdl: int) -> dict:
+def tuned_tiles(weights: list[dict], batch: int, pdl: bool) -> dict:
     """The candidate autotune picked for each matrix of the chain (after a run)."""
     w = weights[0]
     shapes = {
@@ -110,7 +109,7 @@ def describe(tiles: dict) -> str:
     return "; ".join(f"{name} {one(config)}" for name, config in tiles.items())
 
 
-def measure(weights: list[dict], batch: int, pdl: int, tiles: dict | None = None) -> tuple[float, bool]:
+def measure(weights: list[dict], batch: int, pdl: bool, tiles: dict | None = None) -> tuple[float, bool]:
     """(ms a replay, median of 20; whether the graph's output equals the kernels run one at a time with a sync
     between)."""
     h = torch.randn(batch, weights[0]["o"].shape[0], device="cuda", dtype=torch.bfloat16)
@@ -128,7 +127,6 @@ def variants(weights: list[dict], batch: int, through_cublas: list[str]) -> list
     plain, plain_same = measure(weights, batch, pdl=False)
     assert plain_same, "the plain chain's graph differs from its kernels run one at a time"
     rows = [("plain", plain, True), ("PDL", *measure(weights, batch, pdl=True))]
-    rows.append(("PDL, the next kernel let in after the loop", *measure(weights, batch, pdl=AFTER_LOOP)))
     rows.append(("PDL, the plain chain's tiles", *measure(weights, batch, True, tuned_tiles(weights, batch, False))))
     for names in through_cublas:
         tiles = dict.fromkeys(names.split(","), CUBLAS)
@@ -162,12 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         plain = rows[0][1]
         cells = [f"{plain:.3f}"] + [f"{ms:.3f} ({ms / plain:.3f})" for _, ms, _ in rows[1:]]
         print(f"| {batch} | " + " | ".join(cells) + f" | {all(same for _, _, same in rows)} |", flush=True)
-        picks.append([tuned_tiles(weights, batch, pdl=mode) for mode in (False, True, AFTER_LOOP)])
+        picks.append((batch, tuned_tiles(weights, batch, pdl=False), tuned_tiles(weights, batch, pdl=True)))
     print("\nautotune's picks (BLOCK_N x BLOCK_K / SPLIT_K, tensor cores or not, warps, stages):")
-    for batch, (plain_tiles, pdl_tiles, after_loop_tiles) in zip(args.batch, picks, strict=True):
+    for batch, plain_tiles, pdl_tiles in picks:
         print(f"  {batch} rows, plain: {describe(plain_tiles)}")
         print(f"  {batch} rows, PDL:   {describe(pdl_tiles)}")
-        print(f"  {batch} rows, PDL, after the loop: {describe(after_loop_tiles)}")
 
 
 if __name__ == "__main__":

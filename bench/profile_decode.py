@@ -2,7 +2,7 @@
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
     python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
-        [--decode-pdl on,off] [--pdl-rows 8:0,8:64] [--context 4000] [--attention-variant tuned,merge-kernel]
+        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,merge-kernel]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -86,11 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         "--decode-pdl", default="auto", help="comma-separated (auto, on, off): an engine each (and each matmul way)"
     )
     parser.add_argument(
-        "--pdl-rows",
-        default=None,
-        help="comma-separated AFTER_WAIT:AFTER_LOOP pairs, an engine each: PDL for decode steps of up to that many "
-        "rows, the next kernel let in after each kernel's wait, and beyond them up to this many, after its loop "
-        "(forward.PDL_MAX_ROWS, PDL_AFTER_LOOP_MAX_ROWS; default: as they are)",
+        "--pdl-max-rows", type=int, help="PDL for decode steps of up to this many rows (forward.PDL_MAX_ROWS)"
     )
     parser.add_argument(
         "--attention-variant",
@@ -100,17 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)
     timer = step_clock()
+    if args.pdl_max_rows is not None:
+        forward.PDL_MAX_ROWS = args.pdl_max_rows
     loaded = None
-    pdl_rows = args.pdl_rows or f"{forward.PDL_MAX_ROWS}:{forward.PDL_AFTER_LOOP_MAX_ROWS}"
     ways = itertools.product(
-        args.decode_matmul.split(","),
-        args.decode_pdl.split(","),
-        args.attention_variant.split(","),
-        pdl_rows.split(","),
+        args.decode_matmul.split(","), args.decode_pdl.split(","), args.attention_variant.split(",")
     )
-    for matmul, pdl, variant, rows in ways:
+    for matmul, pdl, variant in ways:
         force_attention_variant(variant)
-        forward.PDL_MAX_ROWS, forward.PDL_AFTER_LOOP_MAX_ROWS = (int(n) for n in rows.split(":"))
         options = argparse.Namespace(
             tiny=False,
             config=args.config,
@@ -121,11 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         engine = bench_constraints.load_engine(options, loaded)
         loaded = engine.loaded
-        print(
-            f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}; after the wait up to "
-            f"{forward.PDL_MAX_ROWS} rows, after the loop up to {forward.PDL_AFTER_LOOP_MAX_ROWS}), attention: {variant}",
-            flush=True,
-        )
+        print(f"decode matmuls: {matmul}, PDL: {pdl} ({engine.runner.forward.pdl}), attention: {variant}", flush=True)
         products = engine.runner.forward.matmuls  # None: every product through cuBLAS
         if products is not None:
             print(f"  through cuBLAS (rows: weights): {products.cublas_products()}")

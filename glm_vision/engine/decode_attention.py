@@ -28,7 +28,7 @@ import torch
 import triton
 
 from .decode_attention_kernels import _merge_kernel, _split_kernel
-from .pdl import launch_options, mode
+from .pdl import launch_options
 
 PROGRAMS_PER_SM = 2
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
@@ -101,7 +101,7 @@ def decode_attention(
     sin: torch.Tensor | None = None,
     tuned: Tuning | None = None,
     new: tuple[torch.Tensor, torch.Tensor] | None = None,
-    pdl: int = False,
+    pdl: bool = False,
     tune_as: int | None = None,
 ) -> torch.Tensor:
     """q (B, kv, group, d) over the first B rows of a layer's slab keys/values (rows >= B, kv, max_len, d),
@@ -110,8 +110,8 @@ def decode_attention(
     value (B, kv, d each; the key the raw projection, rotated by cos/sin as it is written), written
     into the slab at lengths[b] before they are read, by the program whose split holds that position.
     `tuned`: the kernel's split and tiles instead of `tuning`'s (benchmarks, tests); `tune_as`: `tuning`'s for
-    a batch of this many rows instead of B. `pdl`: both kernels launched with programmatic dependent launch, in
-    that mode (pdl.py)."""
+    a batch of this many rows instead of B. `pdl`: both kernels launched with programmatic dependent launch
+    (pdl.py)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(tune_as or batch, kv, bucket, _sms(q.device))
     splits = triton.cdiv(bucket, tuned.split)
@@ -140,7 +140,7 @@ def decode_attention(
         BLOCK=tuned.block,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
-        PDL=mode(pdl),
+        PDL=pdl,
         MERGE_IN_SPLIT=tuned.merge_in_split,
         SPLITS_PAD=triton.next_power_of_2(splits),
         num_warps=tuned.warps,
@@ -156,7 +156,7 @@ def decode_attention(
             D=dim,
             D_BLOCK=merge_dim,
             CHUNK=tuned.merge_chunk,
-            PDL=mode(pdl),
+            PDL=pdl,
             **launch_options(pdl),
         )  # fmt: skip
     return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .pdl import let_next_launch, wait_for_previous
+from .pdl import wait_for_previous
 
 
 @triton.jit
@@ -124,7 +124,6 @@ def _split_kernel(
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(tl.float32)
             m_i = m_new
-        let_next_launch(PDL)
         keep = offs_g < G  # splits past the row's keys store nothing: the merge stops before them
         o_at = PART_O + b * so_b + h * so_h + s * so_s + offs_g[:, None] * so_g + offs_d[None, :]
         tl.store(o_at, acc, mask=keep[:, None])
@@ -221,7 +220,6 @@ def _merge_kernel(
         part = tl.load(o_at + s[:, None] * so_s + offs_d[None, :], mask=keep[:, None], other=0.0)
         acc = acc * alpha + tl.sum(weight[:, None] * part, 0)
         m = m_new
-    let_next_launch(PDL)
     tl.store(OUT + b * sout_b + h * sout_h + g * sout_g + offs_d, (acc / total).to(OUT.dtype.element_ty))
 
 

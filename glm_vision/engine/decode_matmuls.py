@@ -7,8 +7,7 @@ card. So under `--decode-matmul auto` each product times both ways the first tim
 the warm-up's eager steps, before any CUDA graph is captured), as the step runs them (`graph_timer`), and keeps the
 faster; `cublas` and `triton` force one way.
 
-Except in a PDL step whose kernels let the next one launch after their wait (pdl.AFTER_WAIT): there every product
-is a GEMV. A cuBLAS product launches plainly, so the kernel
+Except in a PDL step (pdl.py): there every product is a GEMV. A cuBLAS product launches plainly, so the kernel
 after it cannot start early, and timing a product alone does not see that: with the decode chain's products
 through cuBLAS where one measured up to ~1 us faster alone, the H200's 8-row PDL step took 6.14 ms, with GEMVs
 only 5.71 (bench/RESULTS.md, seventeenth session).
@@ -25,7 +24,6 @@ import torch.nn.functional as F
 from . import gemv
 from .graph_timer import graph_time
 from .layer_math import swiglu_glue
-from .pdl import AFTER_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +40,9 @@ class DecodeMatmuls:
         self.timer = timer
         self.timings: dict[tuple, tuple[float, float]] = {}  # measured: (GEMV ms, cuBLAS ms)
 
-    def linear(self, x, weight, bias=None, *, out=None, pdl: int = False) -> torch.Tensor:
+    def linear(self, x, weight, bias=None, *, out=None, pdl: bool = False) -> torch.Tensor:
         """x @ weight^T (+ bias), or written into `out` (the float32 logits). `pdl`: a GEMV is launched with
-        programmatic dependent launch, in that mode (pdl.py)."""
+        programmatic dependent launch (pdl.py)."""
 
         def with_cublas():
             y = F.linear(x, weight, bias)
@@ -53,18 +51,18 @@ class DecodeMatmuls:
         key = (x.shape[0], *weight.shape, x.dtype, bias is not None, None if out is None else out.dtype)
         return self._run(key, with_cublas, lambda: gemv.linear(x, weight, bias, out=out, pdl=pdl), pdl)
 
-    def swiglu(self, x, weight, *, pdl: int = False) -> torch.Tensor:
+    def swiglu(self, x, weight, *, pdl: bool = False) -> torch.Tensor:
         """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight, gate rows first."""
         key = (x.shape[0], *weight.shape, x.dtype, "swiglu")
         return self._run(key, lambda: self.glue(F.linear(x, weight)), lambda: gemv.swiglu(x, weight, pdl=pdl), pdl)
 
-    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: int) -> torch.Tensor:
+    def _run(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> torch.Tensor:
         return (with_triton if self._choice(key, with_cublas, with_triton, pdl) == TRITON else with_cublas)()
 
-    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: int) -> str:
+    def _choice(self, key: tuple, with_cublas: Callable, with_triton: Callable, pdl: bool) -> str:
         if self.way != MEASURED:
             return self.way
-        if pdl == AFTER_WAIT:
+        if pdl:
             return TRITON
         if key not in self.timings:
             if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():  # nothing can be timed there

@@ -39,7 +39,7 @@ from .layer_math import (
     swiglu_glue,
     swiglu_mlp,
 )
-from .pdl import AFTER_LOOP, AFTER_WAIT, OFF, uses_pdl
+from .pdl import uses_pdl
 from .prefill_attention import lower_right_works
 from .prefill_pass import Chunk, DecodeRows, PrefillPass
 from .slab import KVSlab, attention_head_dim
@@ -48,13 +48,10 @@ log = logging.getLogger(__name__)
 
 BUCKET = 1024  # KV-length granularity of the captured decode graphs
 GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
-# decode steps of up to this many rows launch their Triton kernels with PDL, each letting the next launch after
-# its wait (pdl.py): on the H200 it took a step at ~4k context from 5.28-5.34 to 5.22-5.28 ms at 1 row and
-# 5.92-6.01 to 5.71-5.96 at 8, but 6.36 to 6.58 at 16 and 7.18 to 7.32 at 32 (bench/RESULTS.md, fifteenth and
-# sixteenth sessions)
+# decode steps of up to this many rows launch their Triton kernels with PDL (pdl.py): on the H200 it took a
+# step at ~4k context from 5.28-5.34 to 5.22-5.28 ms at 1 row and 5.92-6.01 to 5.71-5.96 at 8, but 6.36 to 6.58
+# at 16 and 7.18 to 7.32 at 32 (bench/RESULTS.md, fifteenth and sixteenth sessions)
 PDL_MAX_ROWS = 8
-# larger steps of up to this many rows launch with PDL too, each kernel letting the next launch after its loop
-PDL_AFTER_LOOP_MAX_ROWS = 0
 
 
 class TextForward:
@@ -189,16 +186,13 @@ class TextForward:
             attn = self.attend(q, keys, values, valid, self.scale)
         return attn.reshape(batch, self.n_heads * self.head_dim)
 
-    def pdl_for(self, rows: int) -> int:
-        """The PDL mode (pdl.py) the Triton kernels of a decode step of `rows` rows launch in. The rows riding
-        in a prefill pass take the same, so that their attention runs the kernel variants the decode graphs
+    def pdl_for(self, rows: int) -> bool:
+        """Whether the Triton kernels of a decode step of `rows` rows launch with PDL. The rows riding in a
+        prefill pass take the same, so that their attention runs the kernel variants the decode graphs
         compiled at warm-up (the others cost a user's first burst ~0.8 s of compiles: bench/RESULTS.md)."""
-        batch = self.graph_batch(rows)
-        if not self.pdl or batch > max(PDL_MAX_ROWS, PDL_AFTER_LOOP_MAX_ROWS):
-            return OFF
-        return AFTER_WAIT if batch <= PDL_MAX_ROWS else AFTER_LOOP
+        return self.pdl and self.graph_batch(rows) <= PDL_MAX_ROWS
 
-    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: int):
+    def _split_k(self, i: int, q, k, v, lengths, bucket: int, cos, sin, pdl: bool):
         """The rows' attention in layer i through the Triton kernels, their new key and value written first.
         Split and tiles as for the rows' captured batch size: rows riding in a prefill pass (3, 12, ...) run
         the kernel variants their decode graph compiled at warm-up, not variants of their own compiled in a
@@ -265,7 +259,7 @@ class TextForward:
         else:
             matmuls.linear(x, self.lm_head, out=self.logits[:batch], pdl=pdl)
 
-    def _decode_projection(self, layer, x, matmuls, pdl: int = OFF):
+    def _decode_projection(self, layer, x, matmuls, pdl: bool = False):
         """The decode rows' q, k, v, not rotated (through cuBLAS where `matmuls` is None)."""
         attn_mod = layer.self_attn
         if matmuls is None:
@@ -273,10 +267,10 @@ class TextForward:
         qkv = matmuls.linear(x, attn_mod.qkv_weight, attn_mod.qkv_bias, pdl=pdl)
         return split_heads(qkv, self.n_heads, self.n_kv, self.head_dim)
 
-    def _decode_mlp(self, i: int, layer, h, attn, matmuls, pdl: int):
+    def _decode_mlp(self, i: int, layer, h, attn, matmuls, pdl: bool):
         """`_mlp` for the decode rows. Where Triton runs, each residual + norm is its row kernel, between the
         GEMVs (gate and up as one, SiLU x up fused) or cuBLAS's products (SiLU x up compiled); `pdl`: the
-        Triton kernels' mode of programmatic dependent launch (pdl.py)."""
+        Triton kernels launched with programmatic dependent launch."""
         if self.row_residual_norm is None:
             return self._mlp(i, layer, h, attn)
         w_o, n_post_attn, n_pre_mlp, w_gate_up, w_down, n_post_mlp, n_next = self._mlp_weights(i, layer)

@@ -15,9 +15,8 @@ memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K program
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
-Launched with programmatic dependent launch (`pdl`, a mode of pdl.py: the decode steps on Hopper), a program
-reads its first block of weights before it waits for the previous kernel, and x only after; it lets the next
-kernel launch after that wait or after its loop over K, as the mode says.
+Launched with programmatic dependent launch (`pdl`, pdl.py: the decode steps of up to 8 rows on Hopper), a
+program reads its first block of weights before it waits for the previous kernel, and x only after.
 
 Autotuning is keyed on (M, N, K), the epilogue and PDL, and times each candidate the first time a shape
 is seen (the timings are kept in Triton's disk cache for the next start): in the engine that is the
@@ -35,7 +34,7 @@ import triton
 import triton.language as tl
 
 from .graph_timer import graph_time
-from .pdl import launch_options, let_next_launch, mode, wait_for_previous
+from .pdl import launch_options, wait_for_previous
 
 MAX_SPLIT = 4  # partial sums held per row block at most
 SPLIT_MAX_N = 8192  # output columns up to which splitting K is tried (N=4096/4608 here: 128-288 row blocks)
@@ -139,7 +138,6 @@ def _load_x(x_rows, rows_in, cols, K, EVEN_K: tl.constexpr):
 def _first_block_around_wait(
     acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
     BLOCK_K: tl.constexpr, SWIGLU: tl.constexpr, EVEN_K: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr,
-    PDL: tl.constexpr,
 ):  # fmt: skip
     """Under PDL, a split's first block: its weights read while the previous kernel still runs, x once it has
     ended. -> (acc, up). (Also asking L2 for 32 or 64 more 128-byte lines of each weight row before the wait
@@ -148,7 +146,7 @@ def _first_block_around_wait(
     w = _load_weights(w_rows, cols, K, EVEN_K)
     if SWIGLU:
         u = _load_weights(u_rows, cols, K, EVEN_K)
-    wait_for_previous(PDL)
+    wait_for_previous(True)
     x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
     acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
     if SWIGLU:
@@ -229,7 +227,7 @@ def _gemv_kernel(
     if PDL:
         acc, up = _first_block_around_wait(
             acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
-            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION, PDL,
+            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION,
         )  # fmt: skip
         k_start += BLOCK_K
     for k0 in range(k_start, k_end, BLOCK_K):
@@ -238,7 +236,6 @@ def _gemv_kernel(
         acc = _accumulate(acc, x, _load_weights(w_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
         if SWIGLU:
             up = _accumulate(up, x, _load_weights(u_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
-    let_next_launch(PDL)
     acc = _finish(acc, USE_DOT)
     up = _finish(up, USE_DOT)
     if SPLIT_K == 1:
@@ -282,11 +279,11 @@ def linear(
     *,
     out: torch.Tensor | None = None,
     config: triton.Config | None = None,
-    pdl: int = False,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """x (M, K) @ weight (N, K)^T (+ bias (N,)): (M, N) in x's dtype, or written into `out` (M, N) of
     any float dtype (the float32 logits). `config`: this candidate instead of the tuned one (tests).
-    `pdl`: launched with programmatic dependent launch in that mode (pdl.py; where `pdl.supported`)."""
+    `pdl`: launched with programmatic dependent launch (pdl.py; where `pdl.supported`)."""
     if out is None:
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
     _launch(x, weight, bias, out, swiglu=False, config=config, pdl=pdl)
@@ -294,7 +291,7 @@ def linear(
 
 
 def swiglu(
-    x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None, pdl: int = False
+    x: torch.Tensor, weight: torch.Tensor, *, config: triton.Config | None = None, pdl: bool = False
 ) -> torch.Tensor:
     """silu(x @ gate^T) * (x @ up^T) for the MLP's gate_up weight (2I, K), gate rows first: (M, I)."""
     out = torch.empty(x.shape[0], weight.shape[0] // 2, dtype=x.dtype, device=x.device)
@@ -302,7 +299,7 @@ def swiglu(
     return out
 
 
-def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: int) -> None:
+def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: bool) -> None:
     if x.stride(-1) != 1:
         x = x.contiguous()
     m, k = x.shape
@@ -319,7 +316,7 @@ def _launch(x, weight, bias, out, *, swiglu: bool, config, pdl: int) -> None:
         "HAS_BIAS": bias is not None,
         "SWIGLU": swiglu,
         "PRECISION": "ieee" if x.dtype == torch.float32 else "tf32",
-        "PDL": mode(pdl),
+        "PDL": pdl,
         **launch_options(pdl),
     }
 
@@ -341,7 +338,7 @@ def _counter(device: torch.device) -> torch.Tensor:
 
 
 def tuned_config(
-    m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False, pdl: int = False
+    m: int, n: int, k: int, *, bias: bool = False, swiglu: bool = False, pdl: bool = False
 ) -> triton.Config | None:
     """The candidate autotune picked for this shape, epilogue and launch (after a call), for reports."""
     for key, config in _tuned.cache.items():

@@ -10,15 +10,10 @@ the previous kernel's writes are visible, having already issued the loads that d
 (the weights, which nothing writes).
 
 The rule every kernel here keeps when launched so: before `wait_for_previous` it reads only weights and
-writes nothing (the previous kernel may still read what it would overwrite). A kernel launched without
-PDL (cuBLAS, Inductor's) waits for everything before it as usual, so mixing them is safe, only slower.
-
-When a kernel lets the next one launch (`griddepcontrol.launch_dependents`; the next one still waits
-for this one's end and writes) is the launch's mode: `AFTER_WAIT`, right after its own wait, so that at
-most one kernel waits ahead (a chain of them launched early would fill the SMs with programs that can
-only wait); or `AFTER_LOOP`, once each of its programs has done its main loop (`let_next_launch`), so
-that the next kernel's programs take an SM only in this kernel's last wave, and hold no registers or
-shared memory its earlier waves need (the suspect of PDL's loss at 16-32 rows).
+writes nothing (the previous kernel may still read what it would overwrite). It lets the next kernel
+launch right after its own wait, not earlier, so at most one kernel waits ahead: a chain of them
+launched early would fill the SMs with programs that can only wait. A kernel launched without PDL
+(cuBLAS, Inductor's) waits for everything before it as usual, so mixing them is safe, only slower.
 
 The engine launches so the decode steps of up to 8 rows (forward.PDL_MAX_ROWS), and the attention of up to
 8 rows riding in a prefill pass (the same compiled kernels): on the H200 the step's chain of GEMVs and
@@ -36,7 +31,6 @@ import torch
 import triton
 import triton.language as tl
 
-OFF, AFTER_WAIT, AFTER_LOOP = 0, 1, 2  # a launch's PDL mode (True is AFTER_WAIT)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 GDC = tl.constexpr(not INTERPRETED)  # the interpreter runs no PTX: there a PDL kernel is its order of work alone
 
@@ -56,34 +50,18 @@ def supported(device: torch.device) -> bool:
     return "launch_pdl" in CUDAOptions.__dataclass_fields__
 
 
-def launch_options(pdl: int) -> dict:
-    """The launch keywords of a kernel launched with PDL (any mode) or without (none: the interpreter takes none)."""
+def launch_options(pdl: bool) -> dict:
+    """The launch keywords of a kernel launched with PDL or without (none: the interpreter takes none)."""
     return {"launch_pdl": True} if pdl and not INTERPRETED else {}
-
-
-def mode(pdl: int) -> int:
-    """A launch's PDL mode as the kernels take it (OFF, AFTER_WAIT, AFTER_LOOP; True and False as 1 and 0)."""
-    assert pdl in (OFF, AFTER_WAIT, AFTER_LOOP), f"a PDL mode is 0, 1 or 2, not {pdl!r}"
-    return int(pdl)
 
 
 @triton.jit
 def wait_for_previous(PDL: tl.constexpr):
-    """Under PDL: wait until the previous kernel has ended and its writes are visible, then (AFTER_WAIT)
-    let the next kernel launch. Nothing without."""
+    """Under PDL: wait until the previous kernel has ended and its writes are visible, then let the next
+    kernel launch. Nothing without."""
     if PDL:
         if GDC:
             tl.extra.cuda.gdc_wait()
-            if PDL == 1:  # AFTER_WAIT
-                tl.extra.cuda.gdc_launch_dependents()
-
-
-@triton.jit
-def let_next_launch(PDL: tl.constexpr):
-    """Under PDL AFTER_LOOP, where a program has done its main loop: the next kernel may launch once every
-    program has come here (or ended). Nothing otherwise."""
-    if PDL == 2:  # AFTER_LOOP
-        if GDC:
             tl.extra.cuda.gdc_launch_dependents()
 
 

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .pdl import launch_options, let_next_launch, mode, wait_for_previous
+from .pdl import launch_options, wait_for_previous
 
 
 @triton.jit
@@ -34,7 +34,6 @@ def _residual_norm_kernel(H, OUT, N_OUT, N_NEXT, H_NEW, X, N, eps, BLOCK: tl.con
     wait_for_previous(PDL)
     out = tl.load(OUT + at, mask=keep, other=0.0).to(tl.float32)
     h = tl.load(H + at, mask=keep, other=0.0).to(tl.float32)
-    let_next_launch(PDL)
     normed = (out * tl.rsqrt(tl.sum(out * out, 0) / N + eps)).to(dtype).to(tl.float32)
     h_new = (h + (normed * n_out).to(dtype).to(tl.float32)).to(dtype)
     tl.store(H_NEW + at, h_new, mask=keep)
@@ -44,10 +43,10 @@ def _residual_norm_kernel(H, OUT, N_OUT, N_NEXT, H_NEW, X, N, eps, BLOCK: tl.con
 
 
 def residual_norm(
-    h: torch.Tensor, out: torch.Tensor, n_out: torch.Tensor, n_next: torch.Tensor, eps: float, *, pdl: int = False
+    h: torch.Tensor, out: torch.Tensor, n_out: torch.Tensor, n_next: torch.Tensor, eps: float, *, pdl: bool = False
 ):
     """`layer_math.residual_norm` for rows of h and out (B, N), contiguous: (h + rmsnorm(out) n_out, its
-    rmsnorm n_next), new tensors in h's dtype. `pdl`: launched with programmatic dependent launch, in that mode (pdl.py)."""
+    rmsnorm n_next), new tensors in h's dtype. `pdl`: launched with programmatic dependent launch (pdl.py)."""
     rows, n = h.shape
     assert out.shape == h.shape and n_out.shape == n_next.shape == (n,), (h.shape, out.shape, n_out.shape)
     assert h.is_contiguous() and out.is_contiguous() and out.dtype == h.dtype
@@ -55,6 +54,6 @@ def residual_norm(
     block = triton.next_power_of_2(n)
     warps = 8 if block >= 4096 else 4
     _residual_norm_kernel[(rows,)](
-        h, out, n_out, n_next, h_new, x, n, eps, BLOCK=block, PDL=mode(pdl), num_warps=warps, **launch_options(pdl)
+        h, out, n_out, n_next, h_new, x, n, eps, BLOCK=block, PDL=pdl, num_warps=warps, **launch_options(pdl)
     )
     return h_new, x

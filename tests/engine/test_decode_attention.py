@@ -15,7 +15,6 @@ def test_split_k_kernels_equal_the_default_attention():
         import torch
         from glm_vision.engine.decode_attention import _COUNTERS, Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
-        from glm_vision.engine.pdl import AFTER_LOOP, AFTER_WAIT, OFF
 
         VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True))
         g = torch.Generator().manual_seed(0)
@@ -52,12 +51,9 @@ def test_split_k_kernels_equal_the_default_attention():
         want_k[torch.arange(3), :, at], want_v[torch.arange(3), :, at] = k, v
         valid = torch.arange(1024)[None, :] <= at[:, None]
         ref = attend(q, want_k[:3], want_v[:3], valid, 0.25)
-        # and in each PDL mode (the interpreter runs no PTX: a mode is its kernels' order of work)
-        modes = [(t, OFF) for t in (Tuning(64), Tuning(256), *VARIANTS)]
-        modes += [(Tuning(64), AFTER_WAIT), (Tuning(64), AFTER_LOOP), (VARIANTS[0], AFTER_LOOP)]
-        for tuned, pdl in modes:
+        for tuned in (Tuning(64), Tuning(256), *VARIANTS):
             keys, values = slab_k.clone(), slab_v.clone()
-            out = decode_attention(q, keys, values, at, 1024, 0.25, tuned=tuned, new=(k, v), pdl=pdl)
+            out = decode_attention(q, keys, values, at, 1024, 0.25, tuned=tuned, new=(k, v))
             assert torch.equal(keys, want_k) and torch.equal(values, want_v), tuned
             assert (out - ref).abs().max() < 1e-5, (tuned, (out - ref).abs().max())
         assert not _COUNTERS[torch.device("cpu")].any()  # each group's last split zeroed its counter again
@@ -157,8 +153,6 @@ def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(s
 
     from glm_vision.engine import Engine
     from glm_vision.engine import decode_attention as kernels
-    from glm_vision.engine import forward as forward_module
-    from glm_vision.engine.pdl import AFTER_LOOP, AFTER_WAIT, OFF
 
     class Tuned(Exception):
         """Raised once the kernels' tuning is chosen: nothing is launched (no Triton on the CPU here)."""
@@ -187,11 +181,7 @@ def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(s
                 forward.row_attention(0, q, k, v, torch.full((rows,), 4000), 4096, cos, sin)
         assert [forward.graph_batch(rows) for rows in counts] == [1, 4, 8, 16, 16]
         assert tuned_for == [1, 4, 8, 16, 16]
-        assert pdl_for == [AFTER_WAIT, AFTER_WAIT, AFTER_WAIT, OFF, OFF]
-        monkeypatch.setattr(forward_module, "PDL_AFTER_LOOP_MAX_ROWS", 16)
-        assert [forward.pdl_for(rows) for rows in counts] == [AFTER_WAIT] * 3 + [AFTER_LOOP] * 2
-        forward.pdl = False  # not a Hopper GPU: no PDL at any size
-        assert [forward.pdl_for(rows) for rows in counts] == [OFF] * 5
+        assert pdl_for == [True, True, True, False, False]
     finally:
         engine.shutdown()
     monkeypatch.undo()

@@ -35,25 +35,3 @@ def test_a_gemv_compiled_for_hopper_waits_for_the_previous_kernel_only_under_pdl
     under_pdl = resources(single_row, swiglu=True, arch=90, pdl=True)
     assert plain["GRIDDEPCONTROL"] == 0 and under_pdl["GRIDDEPCONTROL"] >= 2
     assert under_pdl["STACK"] == 0 and under_pdl["REG"] <= 255
-
-
-def test_the_next_kernel_is_let_in_after_the_wait_or_after_the_loop_as_the_mode_says():
-    """A tensor-core GEMV compiled for the H200: under AFTER_WAIT its loop's products come after the
-    dependents' launch, under AFTER_LOOP every product comes before it (only the epilogue after); both
-    wait for the previous kernel before their loop."""
-    from bench.kernel_resources import compile_for
-    from glm_vision.engine import gemv
-    from glm_vision.engine.pdl import AFTER_LOOP, AFTER_WAIT
-
-    tiles = next(c for c in gemv.CONFIGS if c.kwargs["USE_DOT"] and c.kwargs["SPLIT_K"] == 1)
-
-    def products_around_the_launch(mode: int) -> tuple[int, int]:
-        ptx = compile_for(tiles, swiglu=False, arch=90, pdl=mode).asm["ptx"]
-        wait, launch = ptx.index("griddepcontrol.wait"), ptx.index("griddepcontrol.launch_dependents")
-        assert ptx.count("griddepcontrol.launch_dependents") == 1 and "mma" not in ptx[:wait]
-        return ptx[:launch].count("mma"), ptx[launch:].count("mma")
-
-    before, after = products_around_the_launch(AFTER_WAIT)
-    assert after > 0
-    before, after = products_around_the_launch(AFTER_LOOP)
-    assert before > 0 and after == 0
