@@ -21,7 +21,7 @@ from tests.api_helpers import free_port
 from tests.conftest import make_picture
 
 from .history_server import WORDS
-from .ui_support import WAIT_MS, ask, open_page, wait_chat_text, wait_idle
+from .ui_support import WAIT_MS, ask, load_page, open_page, wait_chat_text, wait_idle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,7 +168,7 @@ def test_three_chats_survive_a_reload_and_a_restart_with_their_images(history, f
     wait_chat_text(page, "Question of chat 3")  # the tab's chat is back after the reload
     history.stop()
     history.start()
-    page = open_page(page.context, history.url)
+    load_page(page, history.url)
     assert wait_titles(page, 3) == ["Question of chat 3", "Question of chat 2", "Question of chat 1"]
     open_chat(page, "Question of chat 1")
     page.wait_for_selector("#glmv-chat .message.user img", timeout=WAIT_MS)  # its picture
@@ -301,7 +301,7 @@ def test_a_kill_mid_answer_keeps_every_earlier_turn(history, fresh):
     history.kill()
     assert history.rows("PRAGMA integrity_check") == [("ok",)]
     history.start()
-    page = open_page(page.context, history.url)
+    load_page(page, history.url)  # the user reloads the tab; no page stays on the dead server
     open_chat(page, "Kill test first question")
     text = page.inner_text("#glmv-chat")
     assert "Kill test first question" in text and "Kill test second question" in text

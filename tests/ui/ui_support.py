@@ -52,7 +52,11 @@ class SlowEmit:
 
 # ---------------------------------------------------------------------- page helpers
 def open_page(context, url: str):
-    page = context.new_page()
+    return load_page(context.new_page(), url)
+
+
+def load_page(page, url: str):
+    """Load (or reload) the UI in this tab and wait until it is ready."""
     page.goto(url, timeout=WAIT_MS)
     page.wait_for_selector("#glmv-input textarea", timeout=WAIT_MS)
     page.wait_for_function("() => document.querySelector('#glmv-status')?.innerText.includes(' · ')", timeout=WAIT_MS)
