@@ -8,8 +8,8 @@ Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV he
 split kernel + the merge kernel replayed in a CUDA graph after an L2-evicting read (`graph_timer.graph_time`),
 as the decode step runs them; GB/s counts the keys and values read.
 
-`--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: off, on as a loop and on
-unrolled (`Tuning.merge_unrolled`) for `tuning`'s pick, and on unrolled at every split length.
+`--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: on and off for
+`tuning`'s pick, and on at every split length.
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
 query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
@@ -53,14 +53,9 @@ def candidates(picked: Tuning, tiles: bool = True) -> list[Tuning]:
 
 
 def variants(picked: Tuning) -> list[Tuning]:
-    """`tuning`'s pick with the merge kernel, and with the merge in the split kernel as a loop over the splits
-    and unrolled; the unrolled merge in the split kernel at every split length (a block never longer than its
-    split)."""
-    on_pick = [
-        replace(picked, merge_in_split=False),
-        replace(picked, merge_in_split=True, merge_unrolled=False),
-        replace(picked, merge_in_split=True, merge_unrolled=True),
-    ]
+    """`tuning`'s pick with the merge in the split kernel and without; the merge in the split kernel at
+    every split length (a block never longer than its split)."""
+    on_pick = [replace(picked, merge_in_split=merge) for merge in (False, True)]
     merged = [replace(picked, split=split, block=min(picked.block, split), merge_in_split=True) for split in SPLITS]
     return list(dict.fromkeys([*on_pick, *merged]))
 
@@ -128,7 +123,6 @@ def measure(batch: int, context: int, max_len: int, flex=False, tiles=True, flag
 def report(rows: list[dict]) -> None:
     print("| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | us | GB/s | |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    merge_in_split = {False: "loop", True: "unrolled"}
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
@@ -136,7 +130,7 @@ def report(rows: list[dict]) -> None:
             f"{t} | | | | | |"
             if isinstance(t, str)
             else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
-            f"{merge_in_split[t.merge_unrolled] if t.merge_in_split else ''}"
+            f"{'yes' if t.merge_in_split else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 

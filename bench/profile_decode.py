@@ -28,7 +28,6 @@ PICK_TUNING = decode_attention.tuning
 VARIANTS = {  # --attention-variant: forced on every decode attention's tuning
     "merge-kernel": dict(merge_in_split=False),
     "merge-in-split": dict(merge_in_split=True),
-    "merge-loop": dict(merge_in_split=True, merge_unrolled=False),  # the in-split merge as a loop over the splits
 }
 
 

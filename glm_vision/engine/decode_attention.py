@@ -45,7 +45,6 @@ class Tuning:
     merge_chunk: int = 16  # splits the merge kernel reads at once
     merge_dim: int = 128  # head dimensions per merge program
     merge_in_split: bool = False  # the last split of each query group merges (no merge kernel)
-    merge_unrolled: bool = True  # that merge's loop over the splits unrolled, their loads in flight together
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -144,7 +143,6 @@ def decode_attention(
         PDL=pdl,
         MERGE_IN_SPLIT=tuned.merge_in_split,
         SPLITS_PAD=triton.next_power_of_2(splits),
-        MERGE_UNROLLED=tuned.merge_unrolled,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
         **launch_options(pdl),

@@ -84,7 +84,6 @@ def _split_kernel(
     PDL: tl.constexpr,
     MERGE_IN_SPLIT: tl.constexpr,
     SPLITS_PAD: tl.constexpr,
-    MERGE_UNROLLED: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -138,14 +137,14 @@ def _split_kernel(
                 tl.store(counter, 0)
                 _merge_group(
                     PART_O, PART_M, PART_L, OUT, b, h, used, so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s,
-                    sout_b, sout_h, sout_g, G, G_PAD, D, SPLITS_PAD, MERGE_UNROLLED,
+                    sout_b, sout_h, sout_g, G, G_PAD, D, SPLITS_PAD,
                 )  # fmt: skip
 
 
 @triton.jit
 def _merge_group(
     PART_O, PART_M, PART_L, OUT, b, h, used, so_b, so_h, so_s, so_g, sm_b, sm_h, sm_s, sout_b, sout_h, sout_g,
-    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, SPLITS_PAD: tl.constexpr, UNROLLED: tl.constexpr,
+    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, SPLITS_PAD: tl.constexpr,
 ):  # fmt: skip
     """The `used` splits' partial sums of KV head h's query group in row b merged into OUT, by the program
     of the split that finished last. The partial sums are read from L2 (`.cg`): other SMs wrote them, and
@@ -162,19 +161,10 @@ def _merge_group(
     total = tl.sum(weight * tl.load(PART_L + ml_at, mask=keep, other=0.0, cache_modifier=".cg"), 0)
     acc = tl.zeros([G_PAD, D], tl.float32)
     o_at = PART_O + b * so_b + h * so_h + offs_g[:, None] * so_g + offs_d[None, :]
-    if UNROLLED:
-        # every split's loads independent of the others' (masked off past `used`): in flight together
-        m_at = PART_M + b * sm_b + h * sm_h + offs_g
-        for s in tl.static_range(SPLITS_PAD):
-            here = (s < used) & (offs_g < G)
-            weight_s = tl.exp(tl.load(m_at + s * sm_s, mask=here, other=float("-inf"), cache_modifier=".cg") - m)
-            part = tl.load(o_at + s * so_s, mask=here[:, None], other=0.0, cache_modifier=".cg")
-            acc += weight_s[:, None] * part
-    else:
-        for s in range(0, used):
-            weight_s = tl.sum(tl.where(offs_s[:, None] == s, weight, 0.0), 0)
-            part = tl.load(o_at + s * so_s, mask=offs_g[:, None] < G, other=0.0, cache_modifier=".cg")
-            acc += weight_s[:, None] * part
+    for s in range(0, used):
+        weight_s = tl.sum(tl.where(offs_s[:, None] == s, weight, 0.0), 0)
+        part = tl.load(o_at + s * so_s, mask=offs_g[:, None] < G, other=0.0, cache_modifier=".cg")
+        acc += weight_s[:, None] * part
     total = tl.where(total == 0.0, 1.0, total)
     out = (acc / total[:, None]).to(OUT.dtype.element_ty)
     tl.store(OUT + b * sout_b + h * sout_h + offs_g[:, None] * sout_g + offs_d[None, :], out, mask=offs_g[:, None] < G)
