@@ -12,7 +12,7 @@ import threading
 import time
 
 from ..backend import BackendInfo, EngineError, GenerationRequest, GenerationResult, RequestHandle
-from ..settings import Settings
+from ..settings import PIXELS_PER_IMAGE_TOKEN, Settings
 from . import compile_watch
 from .cache import FeatureCache
 from .loader import LoadedModel, load_model
@@ -20,6 +20,7 @@ from .runner import ModelRunner
 from .scheduler import Scheduler
 from .sessions import SessionStore
 from .slab import KVSlab, kv_geometry
+from .transfer import reserve_pinned
 from .worker import GpuWorker
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ MB = 1024 * 1024
 
 GIB = 1024**3
 MAX_AUTO_BATCH = 32
+# Picture sizes the warm-up encodes on a GPU, besides the largest area the settings allow: after a warm-up on
+# one small picture, the first picture of each new size paid 15-45 ms more than its second on the H200, the
+# host choosing and loading the encoder's matrix-product kernels for its row count (bench/RESULTS.md,
+# twenty-second session).
+WARM_PICTURE_SIZES = ((1920, 1080), (1280, 720), (1080, 1920), (1024, 768))
 ACTIVATION_RESERVE_BYTES = 4 * GIB  # vision encoder and prefill activations, CUDA graph pools
 
 
@@ -165,6 +171,8 @@ class Engine:
             if not isinstance(first, GenerationResult):
                 streaming.wait()
         if self.loaded.device.startswith("cuda"):
+            reserve_pinned()
+            self.warm_picture_sizes(WARM_PICTURE_SIZES)
             self._warm_constraints()
 
     def _longer_than_a_graph_pass(self) -> list:
@@ -179,6 +187,27 @@ class Engine:
         if not pieces.use_graphs or tokens <= pieces.capacity:
             return []
         return [Message("user", repeated_to_length(self.runner.tokenizer, "Hello there. ", int(tokens)))]
+
+    def warm_picture_sizes(self, sizes) -> list[tuple[int, int]]:
+        """Encode one picture of each of `sizes` (width, height) that fits, and one of the largest area the
+        settings and the context allow, each in a throwaway request of two tokens; returns the sizes encoded."""
+        from PIL import Image
+
+        from ..backend import SamplingParams
+        from ..conversation import Message
+        from ..images import load_image
+
+        area = min(self.settings.max_pixels, (self.settings.max_context_tokens - 512) * PIXELS_PER_IMAGE_TOKEN)
+        largest = (int((area * 16 / 9) ** 0.5), int((area * 9 / 16) ** 0.5))
+        encoded = []
+        for width, height in [*sizes, largest]:
+            if width * height > area:
+                continue
+            picture = load_image(Image.new("RGB", (width, height), (90, 140, 200)))
+            message = Message("user", "What is this?", [picture])
+            result = self.generate(GenerationRequest([message], SamplingParams.greedy(2)))
+            encoded += [(width, height)] * result.usage.images_encoded
+        return encoded
 
     def _warm_constraints(self) -> None:
         """The first structured answer would otherwise wait for the tokenizer tables (seconds for a

@@ -389,3 +389,22 @@ def test_warm_up_covers_a_pass_longer_than_the_captured_ones(engine, monkeypatch
     assert 1024 < tokens <= min(engine.runner.solo_pass_tokens, engine.settings.max_context_tokens)  # one pass
     monkeypatch.setattr(pieces, "capacity", engine.settings.max_context_tokens)
     assert engine._longer_than_a_graph_pass() == []  # no room in the context: left out
+
+
+def test_warm_up_encodes_pictures_of_typical_sizes_and_the_largest_the_context_holds(settings):
+    """On a GPU the warm-up encodes a picture of each typical size and one of the largest area allowed (the
+    first picture of a size paid its matrix products' first use in a user's request): sizes the context
+    cannot hold are left out, and nothing is kept in the caches."""
+    from dataclasses import replace
+
+    from glm_vision.engine import Engine
+
+    engine = Engine.load(replace(settings, max_context_tokens=1024))  # room for (1024 - 512) image tokens
+    try:
+        encoded = engine.warm_picture_sizes([(320, 240), (1920, 1080)])
+        assert encoded[0] == (320, 240) and (1920, 1080) not in encoded
+        (largest,) = encoded[1:]
+        assert 0.95 * 512 * 28 * 28 < largest[0] * largest[1] <= 512 * 28 * 28
+        assert engine.features.bytes_used == 0 and len(engine.sessions) == 0
+    finally:
+        engine.shutdown()
