@@ -198,6 +198,8 @@ class Engine:
         from ..images import load_image
 
         area = min(self.settings.max_pixels, (self.settings.max_context_tokens - 512) * PIXELS_PER_IMAGE_TOKEN)
+        if area < 4 * PIXELS_PER_IMAGE_TOKEN:  # no room in the context for a picture beside a prompt
+            return []
         largest = (int((area * 16 / 9) ** 0.5), int((area * 9 / 16) ** 0.5))
         encoded = []
         for width, height in [*sizes, largest]:

@@ -408,3 +408,8 @@ def test_warm_up_encodes_pictures_of_typical_sizes_and_the_largest_the_context_h
         assert engine.features.bytes_used == 0 and len(engine.sessions) == 0
     finally:
         engine.shutdown()
+    engine = Engine.load(replace(settings, max_context_tokens=514))  # room for 2 image tokens, 4 the least
+    try:
+        assert engine.warm_picture_sizes([(320, 240)]) == []  # no room for a picture: none tried
+    finally:
+        engine.shutdown()
