@@ -24,7 +24,9 @@ N processes that start together (one process parsing 64 streams' chunks can fall
 Every level has a cache scope (API key) of its own, so no level finds pictures an earlier one encoded, and
 prints its requests' timeline (bench/request_timeline.py): when they reached the API's handler, the engine,
 their first token and their end, from the level's first send. `--switch-intervals 5,1` runs the levels again
-under each GIL switch interval (ms); without it, under the server's (1 ms on a GPU).
+under each GIL switch interval (ms); without it, under the server's (1 ms on a GPU). The heap is frozen out of the
+garbage collector's walks once the engine is warm, as the server does (glm_vision/heap.py); `--gc-freeze on,off`
+runs the levels again with it unfrozen. Each level counts the collections during it and their pauses.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -124,6 +127,12 @@ def main() -> None:
         help="in process: how many processes the own-process clients are spread over (client i in process i %% N)",
     )
     parser.add_argument(
+        "--gc-freeze",
+        default="on",
+        help="in process: the heap frozen out of the garbage collector's walks after the warm-up, as the server "
+        "does (on), or not (off); comma-separated to run every place's levels under each in turn",
+    )
+    parser.add_argument(
         "--switch-intervals",
         default="",
         help="in process: the interpreter's GIL switch intervals (ms, comma-separated) to run every place's levels "
@@ -161,6 +170,7 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     import torch
 
     from bench.workload import full_size_model, tiny_model
+    from glm_vision.heap import freeze_startup_heap
     from glm_vision.server import switch_interval_for
 
     logging.basicConfig(format="%(name)s: %(message)s")
@@ -177,6 +187,9 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
     through_http = any(place != ENGINE for place in places)
     default_interval = switch_interval_for(device)  # as the product's server runs
     switch_intervals = [float(ms) for ms in args.switch_intervals.split(",") if ms] or [default_interval * 1000]
+    freezes = args.gc_freeze.split(",")
+    if unknown := set(freezes) - {"on", "off"}:
+        raise SystemExit(f"--gc-freeze: {', '.join(sorted(unknown))} is not on or off")
     own = ClientProcess(args.client_processes) if OWN_PROCESS in places else contextlib.nullcontext()
     with own as clients:
         for attention in dict.fromkeys(level_attentions + steady_attentions):
@@ -186,9 +199,13 @@ def in_process(args, levels) -> tuple[list[dict], list[dict]]:
                 with serving as server:
                     for place in places if attention in level_attentions else []:
                         run = level_runner(engine, args.api_key, place, server, clients, inputs[place])
-                        for interval in switch_intervals:
+                        for interval, freeze in itertools.product(switch_intervals, freezes):
                             sys.setswitchinterval(interval / 1000)
-                            label = f"{place}, GIL switch {interval:g} ms" if args.switch_intervals else place
+                            gc.unfreeze()
+                            if freeze == "on":
+                                freeze_startup_heap()
+                            label = place + (f", GIL switch {interval:g} ms" if args.switch_intervals else "")
+                            label += f", heap frozen {freeze}" if len(freezes) > 1 else ""
                             rows += measure_levels(engine, args, levels, run, label)
                         sys.setswitchinterval(default_interval)
                     if attention in level_attentions and args.host_profile:
@@ -268,6 +285,7 @@ def measure_levels(engine, args, levels, run, clients: str) -> list[dict]:
     `run(streams, tokens)` (`level_runner`) with the clients where `clients` says."""
     import torch
 
+    from bench.gc_pauses import CollectorPauses
     from bench.request_timeline import request_timeline
     from bench.step_clock import step_clock
     from glm_vision.engine import compile_watch
@@ -291,9 +309,11 @@ def measure_levels(engine, args, levels, run, clients: str) -> list[dict]:
             compiled = compile_watch.compiled_while_serving()
             clock.start()
             timeline.start()
-            result = run(streams, tokens)
+            with CollectorPauses() as pauses:
+                result = run(streams, tokens)
             timeline.stop()
             clock.stop()
+            result.update(pauses.summary(), gc_frozen_objects=gc.get_freeze_count())
             result["timeline"] = timeline.summary(result.pop("client_stamps"))
             result.update(tokens=tokens, attention=engine.settings.decode_attention, policy=policy, clients=clients)
             result["kernels_compiled"] = compile_watch.compiled_while_serving() - compiled  # each a stalled step
@@ -326,15 +346,26 @@ def step_split(result: dict) -> str:
     return " / ".join(f"{result[key]:.2f}" for key in ("decode_step_ms", "host_ms", "gpu_wait_ms")) + " ms"
 
 
+def collector_pauses(result: dict) -> str:
+    """A level's garbage collections: how many (full ones), the longest full one, all together."""
+    if "gc_collections" not in result:
+        return "-"
+    return (
+        f"{result['gc_collections']} ({result['gc_full']}) / {result['gc_full_longest_ms']:.0f} / "
+        f"{result['gc_total_ms']:.0f} ms"
+    )
+
+
 def report(rows: list[dict], steady: list[dict]) -> None:
     print()
     if rows:
         print(
             "| attention / policy / clients | streams x tokens | completed | 429 | 5xx | other errors | TTFT p50 | TTFT p95 | "
             "per-stream tok/s (median / min) | aggregate tok/s (wall / decode span) | peak GPU memory | "
-            "kernels compiled | decode-only step: wall / host / waiting for the GPU |"
+            "kernels compiled | decode-only step: wall / host / waiting for the GPU | "
+            "collections (full) / longest full / all |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.get('attention', '-')} / {r.get('policy', '-')} / {r.get('clients', '-')} | {r['streams']} x {r.get('tokens', '-')} | "
@@ -342,7 +373,8 @@ def report(rows: list[dict], steady: list[dict]) -> None:
             f"{fmt(r['ttft_p50_s'], ' s', 2)} | {fmt(r['ttft_p95_s'], ' s', 2)} | "
             f"{fmt(r['per_stream_tok_s_median'])} / {fmt(r['per_stream_tok_s_min'])} | "
             f"{fmt(r['aggregate_tok_s'])} / {fmt(r['aggregate_decode_tok_s'])} | "
-            f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} | {step_split(r)} |"
+            f"{fmt(r.get('peak_gib'), ' GiB', 2)} | {r.get('kernels_compiled', '-')} | {step_split(r)} | "
+            f"{collector_pauses(r)} |"
         )
     if any(r.get("timeline") for r in rows):
         from bench.request_timeline import timeline_table

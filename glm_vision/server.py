@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from .backend import Backend, ModelLoadError
+from .heap import freeze_startup_heap
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -149,8 +150,10 @@ class BackendLoader(threading.Thread):
     def run(self) -> None:
         try:
             self.state.backend = load_backend(self.state.settings)
+            frozen = freeze_startup_heap()
             info = self.state.backend.info
             log.info("ready: %s on %s%s", info.model, info.device, " (demo model)" if info.is_demo else "")
+            log.debug("%d objects frozen out of the garbage collector's walks", frozen)
         except Exception as exc:  # noqa: BLE001 - anything that stops the model loading: say what, exit
             detail = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             self.state.load_error = detail

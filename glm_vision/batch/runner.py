@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from ..backend import ModelLoadError
+from ..heap import freeze_startup_heap
 from .answer import answer_one, make_backend
 from .formats import AnswerFormat, FormatError, load_format
 from .inputs import IMAGE_SUFFIXES, find_images
@@ -152,6 +153,7 @@ def run(args) -> int:
     except ModelLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    freeze_startup_heap()
     progress = Progress(len(work.todo), args.quiet)
     work.results.open()
     try:

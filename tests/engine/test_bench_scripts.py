@@ -78,6 +78,21 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
 
 
+def test_load_bench_runs_the_levels_with_the_heap_frozen_as_the_server_does_or_not():
+    """--gc-freeze on,off: the levels again with the heap unfrozen; each level counts the garbage collections
+    that paused it and reports them in the table."""
+    import json
+
+    out = _bench("load", *"--tiny --direct --levels 2x8 --gc-freeze on,off".split())
+    levels = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [level["clients"] for level in levels] == ["engine, heap frozen on", "engine, heap frozen off"]
+    assert levels[0]["gc_frozen_objects"] > 10_000 and levels[1]["gc_frozen_objects"] == 0
+    for level in levels:
+        assert level["completed"] == 2 and level["gc_collections"] >= level["gc_full"] >= 0
+        assert level["gc_total_ms"] >= level["gc_full_longest_ms"] >= 0
+    assert out.count(" ms |\n") >= 2 and "collections (full) / longest full / all" in out
+
+
 def test_load_bench_runs_its_clients_in_a_process_of_their_own_in_the_servers_or_on_the_engine():
     """bench.load in process, every level with the clients at each place asked for: the openai client through the
     API from one other process (users' programs do not share the server's GIL) or from the bench's own, or threads
