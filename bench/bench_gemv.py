@@ -123,12 +123,12 @@ def describe(config) -> str:
     if config is None:
         return "-"
     kw = config.kwargs
-    kind = "dot" if kw["USE_DOT"] else "rows"
+    kind = ("dot swapped" if kw["SWAP_AB"] else "dot") if kw["USE_DOT"] else "rows"
     return f"{kind} N{kw['BLOCK_N']} K{kw['BLOCK_K']} split{kw['SPLIT_K']} w{config.num_warps} s{config.num_stages}"
 
 
 def _sweep_configs():
-    from glm_vision.engine.gemv import CONFIGS, _config
+    from glm_vision.engine.gemv import CONFIGS, SWAPPED_CONFIGS, _config
 
     rows_kernels = [
         _config(n, k, split, dot=False, warps=w, stages=3)
@@ -155,7 +155,7 @@ def _sweep_configs():
         ]
         for w in (4, 8)
     ]
-    return list(dict.fromkeys(CONFIGS + rows_kernels + dot_kernels))
+    return list(dict.fromkeys(CONFIGS + SWAPPED_CONFIGS + rows_kernels + dot_kernels))
 
 
 def sweep(matrix: Matrix, m: int, budget_end: float, glue) -> list[dict]:

@@ -9,7 +9,8 @@ rows and streams their weight rows over K in BLOCK_K-wide blocks (contiguous, ve
 `num_stages` blocks in flight), accumulating in float32, and writes bias + product, or for the MLP's
 gate_up matrix (gate rows [0, I), up rows [I, 2I)) silu(gate) * up from the matching row blocks.
 
-Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16), or, for a
+Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16; `SWAPPED_CONFIGS`,
+swept by bench_gemv but not autotuned, multiply the other way round), or, for a
 single row, a float32 multiply-add per element reduced once at the end (no padding, no shared
 memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K programs share a row block:
 each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
@@ -42,9 +43,11 @@ SPLIT_MAX_M = 64  # rows up to which splitting K is tried (one row block of M at
 COUNTERS = 4096  # row blocks that can be split at once: SPLIT_MAX_N / 8 rows x 1 block of M, with room
 
 
-def _config(block_n, block_k, split=1, dot=True, warps=4, stages=4):
+def _config(block_n, block_k, split=1, dot=True, warps=4, stages=4, swap=False):
     return triton.Config(
-        {"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "USE_DOT": dot}, num_warps=warps, num_stages=stages
+        {"BLOCK_N": block_n, "BLOCK_K": block_k, "SPLIT_K": split, "USE_DOT": dot, "SWAP_AB": swap},
+        num_warps=warps,
+        num_stages=stages,
     )
 
 
@@ -71,6 +74,16 @@ CONFIGS = [
     _config(16, 1024, dot=False, warps=8),
     _config(8, 512, split=2, dot=False),
 ]
+# Swapped products (`_accumulate`): on Hopper the weight block is the tall side Triton's wgmma needs (64 rows a
+# warp group), where the plain order's is the few decode rows. Not autotuned yet: bench_gemv --sweep times them.
+SWAPPED_CONFIGS = [
+    _config(64, 128, stages=5, swap=True),
+    _config(64, 256, stages=3, swap=True),
+    _config(128, 128, stages=4, swap=True),
+    _config(128, 128, warps=8, stages=4, swap=True),
+    _config(128, 64, stages=6, swap=True),
+    _config(64, 128, split=2, stages=5, swap=True),
+]
 assert all(c.kwargs["SPLIT_K"] <= MAX_SPLIT and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8) for c in CONFIGS)
 
 
@@ -88,7 +101,7 @@ def _fits(config: triton.Config, m: int, n: int, k: int) -> bool:
     block unmasked where K is whole blocks)."""
     kw = config.kwargs
     split, block = kw["SPLIT_K"], kw["BLOCK_K"]
-    if not kw["USE_DOT"] and m != 1:
+    if not kw["USE_DOT"] and (m != 1 or kw["SWAP_AB"]):
         return False
     span = triton.cdiv(k, split * block) * block
     return split == 1 or (_may_split(m, n) and k >= 2 * split * block and (split - 1) * span < k)
@@ -106,10 +119,13 @@ def _bench(fn, quantiles):
 
 
 @triton.jit
-def _accumulate(acc, x, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    """acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, BLOCK_K) @ w (BLOCK_N, BLOCK_K)^T; without dot (one row)
-    acc (BLOCK_N, BLOCK_K) += w * x, summed over K after the loop."""
-    if USE_DOT:
+def _accumulate(acc, x, w, USE_DOT: tl.constexpr, PRECISION: tl.constexpr, SWAP_AB: tl.constexpr):
+    """acc (BLOCK_M, BLOCK_N) += x (BLOCK_M, BLOCK_K) @ w (BLOCK_N, BLOCK_K)^T; swapped, acc (BLOCK_N, BLOCK_M)
+    += w @ x^T (the weight block as the product's tall side, the rows as its narrow one); without dot (one
+    row) acc (BLOCK_N, BLOCK_K) += w * x, summed over K after the loop."""
+    if USE_DOT and SWAP_AB:
+        acc += tl.dot(w, tl.trans(x), input_precision=PRECISION)
+    elif USE_DOT:
         acc += tl.dot(x, tl.trans(w), input_precision=PRECISION)
     else:
         acc += w.to(tl.float32) * x.to(tl.float32)
@@ -138,6 +154,7 @@ def _load_x(x_rows, rows_in, cols, K, EVEN_K: tl.constexpr):
 def _first_block_around_wait(
     acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
     BLOCK_K: tl.constexpr, SWIGLU: tl.constexpr, EVEN_K: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr,
+    SWAP_AB: tl.constexpr,
 ):  # fmt: skip
     """Under PDL, a split's first block: its weights read while the previous kernel still runs, x once it has
     ended. -> (acc, up). (Also asking L2 for 32 or 64 more 128-byte lines of each weight row before the wait
@@ -148,16 +165,18 @@ def _first_block_around_wait(
         u = _load_weights(u_rows, cols, K, EVEN_K)
     wait_for_previous(True)
     x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
-    acc = _accumulate(acc, x, w, USE_DOT, PRECISION)
+    acc = _accumulate(acc, x, w, USE_DOT, PRECISION, SWAP_AB)
     if SWIGLU:
-        up = _accumulate(up, x, u, USE_DOT, PRECISION)
+        up = _accumulate(up, x, u, USE_DOT, PRECISION, SWAP_AB)
     return acc, up
 
 
 @triton.jit
-def _finish(acc, USE_DOT: tl.constexpr):
+def _finish(acc, USE_DOT: tl.constexpr, SWAP_AB: tl.constexpr):
     """The accumulator as (BLOCK_M, BLOCK_N) sums."""
-    if USE_DOT:
+    if USE_DOT and SWAP_AB:
+        return tl.trans(acc)
+    elif USE_DOT:
         return acc
     else:
         return tl.sum(acc, 1)[None, :]
@@ -201,6 +220,7 @@ def _gemv_kernel(
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     EVEN_K: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -216,7 +236,9 @@ def _gemv_kernel(
     rows_in = offs_m[:, None] < M
     w_rows = W + (offs_n % N).to(tl.int64)[:, None] * stride_wn
     u_rows = W + (offs_n % N + N).to(tl.int64)[:, None] * stride_wn  # SwiGLU: the up row of each gate row
-    if USE_DOT:
+    if USE_DOT and SWAP_AB:
+        acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+    elif USE_DOT:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     else:
         acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
@@ -227,17 +249,17 @@ def _gemv_kernel(
     if PDL:
         acc, up = _first_block_around_wait(
             acc, up, x_rows, rows_in, w_rows, u_rows, k_start, K,
-            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION,
+            BLOCK_K, SWIGLU, EVEN_K, USE_DOT, PRECISION, SWAP_AB,
         )  # fmt: skip
         k_start += BLOCK_K
     for k0 in range(k_start, k_end, BLOCK_K):
         cols = k0 + offs_k
         x = _load_x(x_rows, rows_in, cols, K, EVEN_K)
-        acc = _accumulate(acc, x, _load_weights(w_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
+        acc = _accumulate(acc, x, _load_weights(w_rows, cols, K, EVEN_K), USE_DOT, PRECISION, SWAP_AB)
         if SWIGLU:
-            up = _accumulate(up, x, _load_weights(u_rows, cols, K, EVEN_K), USE_DOT, PRECISION)
-    acc = _finish(acc, USE_DOT)
-    up = _finish(up, USE_DOT)
+            up = _accumulate(up, x, _load_weights(u_rows, cols, K, EVEN_K), USE_DOT, PRECISION, SWAP_AB)
+    acc = _finish(acc, USE_DOT, SWAP_AB)
+    up = _finish(up, USE_DOT, SWAP_AB)
     if SPLIT_K == 1:
         _epilogue(Y, B, acc, up, offs_m, offs_n, M, N, stride_ym, HAS_BIAS, SWIGLU)
     else:

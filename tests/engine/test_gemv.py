@@ -1,6 +1,6 @@
 """`--decode-matmul triton`: the GEMV kernels compute F.linear (+ bias) and the MLP's silu(gate) * up,
-with every autotune candidate, and the engine decodes the same greedy tokens with them. Triton runs
-on the CPU through its interpreter (tests/triton_interpreter.py). The interpreter's `tl.dot`
+with every autotune candidate (and every swapped candidate bench_gemv sweeps), and the engine decodes
+the same greedy tokens with them. Triton runs on the CPU through its interpreter (tests/triton_interpreter.py). The interpreter's `tl.dot`
 mishandles bfloat16, so the tensor-core candidates are checked in float32 and float16; the
 single-row candidates (no dot) in bfloat16 too. In float32 the kernels run as launched with PDL
 (engine/pdl.py: the first block of weights read before the wait, which the interpreter leaves out)."""
@@ -28,7 +28,7 @@ def test_every_candidate_computes_linear_and_swiglu():
                 ref = F.linear(xd.float(), wd[:n].float(), bd.float())
                 gate, up = F.linear(xd.float(), wd.float()).chunk(2, dim=-1)
                 ref_swiglu = F.silu(gate) * up
-                for config in gemv.CONFIGS:
+                for config in gemv.CONFIGS + gemv.SWAPPED_CONFIGS:
                     if not gemv._fits(config, m, n, k) or (dtype == torch.bfloat16 and config.kwargs["USE_DOT"]):
                         continue
                     y = gemv.linear(xd, wd[:n], bd, config=config, pdl=pdl)
@@ -40,7 +40,7 @@ def test_every_candidate_computes_linear_and_swiglu():
                     err = (s.float() - ref_swiglu).abs().max().item() / ref_swiglu.abs().max().item()
                     assert err < tol, (config, m, dtype, "swiglu", err)
                     checked.add(str(config))
-        assert len(checked) == len(gemv.CONFIGS)
+        assert len(checked) == len(gemv.CONFIGS) + len(gemv.SWAPPED_CONFIGS)
         # the split-K counters are back to zero after every launch: a second one adds up correctly too
         assert not gemv._counter(torch.device("cpu")).any()
 
