@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from glm_vision.heap import freeze_startup_heap
 from glm_vision.server import AppState
 from glm_vision.settings import Settings
 from tests.api_helpers import data_url, serve
@@ -190,6 +191,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--ui-sessions", type=int, default=100)
+    parser.add_argument("--no-freeze", action="store_true", help="leave the heap unfrozen (the server freezes it)")
     args = parser.parse_args()
     from glm_vision.engine import Engine
     from glm_vision.synthetic.tiny import build_tiny_checkpoint
@@ -199,6 +201,8 @@ def main() -> int:
     engine = Engine.load(settings)
     engine.warmup()
     live = serve(AppState(settings, backend=engine))
+    if not args.no_freeze:
+        freeze_startup_heap()  # as the server does once its backend is ready
     try:
         figures = {
             "sequential": sequential(live.url, engine, args.requests, args.warmup),
