@@ -84,7 +84,12 @@ SWAPPED_CONFIGS = [
     _config(128, 64, stages=6, swap=True),
     _config(64, 128, split=2, stages=5, swap=True),
 ]
-assert all(c.kwargs["SPLIT_K"] <= MAX_SPLIT and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8) for c in CONFIGS)
+assert all(
+    c.kwargs["SPLIT_K"] <= MAX_SPLIT
+    and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8)
+    and (c.kwargs["USE_DOT"] or not c.kwargs["SWAP_AB"])  # only a product on tensor cores can be swapped
+    for c in CONFIGS + SWAPPED_CONFIGS
+)
 
 
 def _interpreted() -> bool:
@@ -101,7 +106,7 @@ def _fits(config: triton.Config, m: int, n: int, k: int) -> bool:
     block unmasked where K is whole blocks)."""
     kw = config.kwargs
     split, block = kw["SPLIT_K"], kw["BLOCK_K"]
-    if not kw["USE_DOT"] and (m != 1 or kw["SWAP_AB"]):
+    if not kw["USE_DOT"] and m != 1:
         return False
     span = triton.cdiv(k, split * block) * block
     return split == 1 or (_may_split(m, n) and k >= 2 * split * block and (split - 1) * span < k)
