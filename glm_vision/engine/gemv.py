@@ -9,11 +9,10 @@ rows and streams their weight rows over K in BLOCK_K-wide blocks (contiguous, ve
 `num_stages` blocks in flight), accumulating in float32, and writes bias + product, or for the MLP's
 gate_up matrix (gate rows [0, I), up rows [I, 2I)) silu(gate) * up from the matching row blocks.
 
-Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16; `SWAPPED_CONFIGS`,
-swept by bench_gemv but not autotuned, multiply the other way round), or, for a
-single row, a float32 multiply-add per element reduced once at the end (no padding, no shared
-memory for x). Where N alone gives too few programs for 132 SMs, SPLIT_K programs share a row block:
-each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
+Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16; in either order,
+x @ w^T or w @ x^T with the weight block as the product's tall side), or, for a single row, a float32
+multiply-add per element reduced once at the end (no padding, no shared memory for x). Where N alone gives
+too few programs for 132 SMs, SPLIT_K programs share a row block: each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
 program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
 
 Launched with programmatic dependent launch (`pdl`, pdl.py: the decode steps of up to 8 rows on Hopper), a
@@ -73,22 +72,18 @@ CONFIGS = [
     _config(8, 1024, dot=False, warps=8),
     _config(16, 1024, dot=False, warps=8),
     _config(8, 512, split=2, dot=False),
-]
-# Swapped products (`_accumulate`): on Hopper the weight block is the tall side Triton's wgmma needs (64 rows a
-# warp group), where the plain order's is the few decode rows. Not autotuned yet: bench_gemv --sweep times them.
-SWAPPED_CONFIGS = [
+    # Swapped products (`_accumulate`): on Hopper the weight block is the tall side Triton's wgmma needs (64 rows a
+    # warp group), where the plain order's is the few decode rows. The H200's picks for most products at 2-64 rows
+    # (down at 16-32 rows 7-10 % faster than the best plain tile, lm_head 1-2 %; bench/RESULTS.md)
     _config(64, 128, stages=5, swap=True),
-    _config(64, 256, stages=3, swap=True),
-    _config(128, 128, stages=4, swap=True),
-    _config(128, 128, warps=8, stages=4, swap=True),
-    _config(128, 64, stages=6, swap=True),
     _config(64, 128, split=2, stages=5, swap=True),
+    _config(128, 128, stages=4, swap=True),
 ]
 assert all(
     c.kwargs["SPLIT_K"] <= MAX_SPLIT
     and (c.kwargs["SPLIT_K"] == 1 or c.kwargs["BLOCK_N"] >= 8)
     and (c.kwargs["USE_DOT"] or not c.kwargs["SWAP_AB"])  # only a product on tensor cores can be swapped
-    for c in CONFIGS + SWAPPED_CONFIGS
+    for c in CONFIGS
 )
 
 
