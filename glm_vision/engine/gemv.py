@@ -9,11 +9,12 @@ rows and streams their weight rows over K in BLOCK_K-wide blocks (contiguous, ve
 `num_stages` blocks in flight), accumulating in float32, and writes bias + product, or for the MLP's
 gate_up matrix (gate rows [0, I), up rows [I, 2I)) silu(gate) * up from the matching row blocks.
 
-Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16; in either order,
-x @ w^T or w @ x^T with the weight block as the product's tall side), or, for a single row, a float32
-multiply-add per element reduced once at the end (no padding, no shared memory for x). Where N alone gives
-too few programs for 132 SMs, SPLIT_K programs share a row block: each stores its partial sums, and the last to finish (an atomic counter per row block, reset by that
-program, so no memset kernel) adds them up and applies the epilogue, all in one launch.
+Two ways to accumulate, chosen by autotune: `tl.dot` on tensor cores (rows padded to 16; in either order, x @
+w^T or w @ x^T with the weight block as the product's tall side), or, for a single row, a float32 multiply-add
+per element reduced once at the end (no padding, no shared memory for x). Where N alone gives too few programs
+for 132 SMs, SPLIT_K programs share a row block: each stores its partial sums, and the last to finish (an
+atomic counter per row block, reset by that program, so no memset kernel) adds them up and applies the
+epilogue, all in one launch.
 
 Launched with programmatic dependent launch (`pdl`, pdl.py: the decode steps of up to 8 rows on Hopper), a
 program reads its first block of weights before it waits for the previous kernel, and x only after.
