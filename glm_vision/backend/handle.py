@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+from .loop_waker import LoopWaker, waker_for
 from .requests import GenerationRequest
 from .results import Choice, ChoiceEnd, GenerationResult, TextDelta
 
@@ -39,8 +40,7 @@ class RequestHandle:
         self.queue_s = 0.0
         self.error: BaseException | None = None
         self._events: queue.Queue = queue.Queue()
-        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._wake_pending = False  # a wake-up of the waiter is scheduled on its loop and has not run yet
+        self._waiter: tuple[LoopWaker, asyncio.Event] | None = None
         self._position = position
         self._done_lock = threading.Lock()
         self._ended = False
@@ -66,21 +66,9 @@ class RequestHandle:
     def _put(self, item) -> None:
         self._events.put(item)
         waiter = self._waiter
-        # One wake-up at a time: a busy loop that has not run the last one yet will find this item too.
-        # (Each wake-up is a write to the loop's pipe, in the backend's thread, for every token.)
-        if waiter is not None and not self._wake_pending:
-            loop, event = waiter
-            self._wake_pending = True
-            try:
-                loop.call_soon_threadsafe(self._wake, event)
-            except RuntimeError:  # the consumer's event loop is gone
-                self._wake_pending = False
-
-    def _wake(self, event: asyncio.Event) -> None:
-        """On the consumer's loop. The flag is down before the event is set, so an item put after this
-        either sees the flag down (and wakes the loop again) or is found by the consumer this wakes."""
-        self._wake_pending = False
-        event.set()
+        if waiter is not None:
+            waker, event = waiter
+            waker.wake(event)  # shared with the other requests' consumers on that loop (loop_waker.py)
 
     def _emit(self, text: str, index: int = 0, logprobs: tuple = ()) -> None:
         self._put(TextDelta(text, index, tuple(logprobs)))
@@ -145,8 +133,7 @@ class RequestHandle:
         logprobs joined): an event loop serving many streams that falls behind the GPU then writes one
         chunk for several tokens instead of falling further behind."""
         event = asyncio.Event()
-        self._wake_pending = False
-        self._waiter = (asyncio.get_running_loop(), event)
+        self._waiter = (waker_for(asyncio.get_running_loop()), event)
         after = None  # taken from the queue, not yet given out
         try:
             while True:

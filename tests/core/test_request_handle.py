@@ -94,3 +94,47 @@ def test_a_consumer_waiting_on_its_loop_gets_every_delta_put_from_another_thread
     text = "".join(item.text for item in items[:-1])
     assert text == "".join(str(i % 10) for i in range(2000)) and items[-1].text == "ok"
     assert 1 < len(items) - 1 < 2000  # joined while the consumer was busy, woken more than once
+
+
+def test_many_consumers_on_one_loop_share_wake_ups_and_lose_nothing():
+    """A decode step hands a token to every stream's consumer on the API's loop: the consumers waiting on one
+    loop are woken together (far fewer writes to the loop's pipe than tokens), and each gets all its text."""
+    handles, steps = [_handle() for _ in range(64)], 200
+    scheduled = []
+
+    def backend():
+        for step in range(steps):
+            for handle in handles:
+                handle._put(_delta(str(step % 10)))
+            time.sleep(0.0005 if step % 3 else 0)  # a decode step's time, now and then none
+        for handle in handles:
+            handle._finish(_result(), None)
+
+    async def consume():
+        loop = asyncio.get_running_loop()
+        call_soon_threadsafe = loop.call_soon_threadsafe
+
+        def counted(*args):
+            scheduled.append(threading.current_thread().name)
+            return call_soon_threadsafe(*args)
+
+        loop.call_soon_threadsafe = counted
+        tasks = [asyncio.create_task(_drain(handle)) for handle in handles]
+        await asyncio.sleep(0)  # every consumer is waiting before the first token
+        thread = threading.Thread(target=backend, name="backend")
+        thread.start()
+        results = await asyncio.gather(*tasks)
+        thread.join()
+        return results
+
+    expected = "".join(str(step % 10) for step in range(steps))
+    for items in asyncio.run(consume()):
+        assert "".join(item.text for item in items[:-1]) == expected and items[-1].text == "ok"
+    assert 1 < len(scheduled) <= steps + len(handles)  # at most about one a step, not one a token (12,800)
+
+
+def test_the_wake_cost_bench_hands_every_consumer_its_tokens():
+    from bench.wake_cost import measure
+
+    row = measure(streams=8, steps=30, step_s=0.001)
+    assert row["worker_us"] > 0 and row["loop_us"] > 0
