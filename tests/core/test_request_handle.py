@@ -130,7 +130,9 @@ def test_many_consumers_on_one_loop_share_wake_ups_and_lose_nothing():
     expected = "".join(str(step % 10) for step in range(steps))
     for items in asyncio.run(consume()):
         assert "".join(item.text for item in items[:-1]) == expected and items[-1].text == "ok"
-    assert 1 < len(scheduled) <= steps + len(handles)  # at most about one a step, not one a token (12,800)
+    # About one a step when the loop waits for the worker (~200 here); a few a step when the two threads take
+    # turns within one step's puts (up to ~1,100 on a loaded 2-core machine); one a token before (12,864).
+    assert 1 < len(scheduled) < steps * len(handles) // 4
 
 
 def test_the_wake_cost_bench_hands_every_consumer_its_tokens():
