@@ -2,40 +2,64 @@
 
 from __future__ import annotations
 
+from tokenizers.decoders import DecodeStream
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 REPLACEMENT = "\ufffd"
 
 
-def fast_decoder(tokenizer):
-    """ids -> text exactly as `tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)`:
-    straight through the Rust tokenizer when transformers' own decode would only wrap it (a third of the cost;
-    every decode row calls this twice a token), else through transformers."""
+def rust_tokenizer(tokenizer):
+    """The Rust tokenizer under `tokenizer` when transformers' decode would only wrap it, else None."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None and type(tokenizer)._decode is TokenizersBackend._decode:
+        return backend
+    return None
+
+
+def fast_decoder(tokenizer):
+    """ids -> text exactly as `tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)`:
+    straight through the Rust tokenizer where it can (a third of the cost), else through transformers."""
+    backend = rust_tokenizer(tokenizer)
+    if backend is not None:
         return lambda ids: backend.decode(ids, skip_special_tokens=False)
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 class IncrementalDetokenizer:
-    """Decodes a growing list of ids; a delta is released only once its bytes form whole characters."""
+    """Decodes a growing list of ids; a delta is released only once its bytes form whole characters.
+
+    Every decode row pushes a token a step, so where the tokenizer is a plain Rust one the Rust tokenizer's own
+    incremental decoder (`DecodeStream`, the same algorithm: one call a token instead of two decodes) does it;
+    the offsets below follow its releases, for `flush` and for the Python path it falls back to."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self._decode = fast_decoder(tokenizer)
+        self._rust = rust_tokenizer(tokenizer)
+        self._stream = DecodeStream(skip_special_tokens=False) if self._rust is not None else None
         self.ids: list[int] = []
         self.prefix_offset = 0
         self.read_offset = 0
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
+        if self._stream is not None:
+            try:
+                delta = self._stream.step(self._rust, token_id)
+            except Exception:  # noqa: BLE001 - the binding raises a bare Exception (InvalidPrefix)
+                self._stream = None  # its decoded prefix changed under it: the Python path from here on
+            else:
+                return self._released(delta) if delta is not None else ""
         prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
         full = self._decode(self.ids[self.prefix_offset :])
         if full.endswith(REPLACEMENT) or len(full) <= len(prefix):
             return ""  # an incomplete UTF-8 sequence: wait for the next token
         # Decoding from the last released boundary keeps each call short and the text stable.
+        return self._released(full[len(prefix) :])
+
+    def _released(self, delta: str) -> str:
         self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
-        return full[len(prefix) :]
+        return delta
 
     def flush(self) -> str:
         """Whatever is still held back (an incomplete character at the very end)."""

@@ -50,6 +50,34 @@ def test_the_fast_decoder_decodes_as_transformers_does(tokenizer):
     assert fast_decoder(shouting)(tokenizer.encode("abc", add_special_tokens=False)) == "ABC"
 
 
+def test_the_rust_stream_releases_what_the_python_path_does(tokenizer):
+    """The Rust tokenizer's incremental decoder gives the same deltas as the two-decodes path, on text with split
+    multi-byte characters and on random ids with special tokens; a stream that fails part-way (its prefix changed
+    under it) hands over to the Python path without losing or repeating text."""
+    import random
+
+    rng = random.Random(1)
+    specials = tokenizer.all_special_ids
+    text_ids = tokenizer.encode(TEXT * 3, add_special_tokens=False)
+    random_ids = [rng.choice(specials) if rng.random() < 0.05 else rng.randrange(len(tokenizer)) for _ in range(3000)]
+    for ids in (text_ids, random_ids):
+        rust, python = IncrementalDetokenizer(tokenizer), IncrementalDetokenizer(tokenizer)
+        assert rust._stream is not None
+        python._stream = None
+        assert [rust.push(i) for i in ids] == [python.push(i) for i in ids]
+        assert rust.flush() == python.flush()
+
+    class Failing:
+        def step(self, tokenizer, token_id):
+            raise Exception("InvalidPrefix")
+
+    detok = IncrementalDetokenizer(tokenizer)
+    deltas = [detok.push(i) for i in text_ids[:25]]
+    detok._stream = Failing()
+    deltas += [detok.push(i) for i in text_ids[25:]] + [detok.flush()]
+    assert detok._stream is None and "".join(deltas) == TEXT * 3
+
+
 def test_stop_strings_hold_back_partial_matches():
     stops = StopStrings(("END", "\n\n"))
     out = [stops.feed(chunk) for chunk in ["Hello E", "N", "D world"]]
