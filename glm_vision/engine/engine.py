@@ -146,18 +146,15 @@ class Engine:
         self.ready = True
 
     def _warm(self, started: float) -> None:
-        from PIL import Image
-
         from ..backend import SamplingParams
         from ..conversation import Message
-        from ..images import load_image
 
         if self.runner.forward.use_graphs:
             self.runner.forward.warmup(max_batch=self.runner.slab.slots)
-        picture = load_image(Image.new("RGB", (224, 168), (200, 120, 40)))
+        picture = _solid_picture((224, 168), (200, 120, 40))
         messages = [Message("user", "Hi"), Message("user", "Describe this picture. " * 24, [picture])]
         for message in messages + self._longer_than_a_graph_pass():
-            self.generate(GenerationRequest([message], SamplingParams.greedy(max_new_tokens=2)))
+            self._answer_briefly(message)
         log.info("warm-up requests served %.1f s into the warm-up", time.perf_counter() - started)
         if self.runner.slab.slots > 1:
             streaming = self.submit(
@@ -165,9 +162,7 @@ class Engine:
             )
             first = next(iter(streaming))  # decoding now: the next prompts' passes carry it
             for repeat in (40, 60):  # two lengths: compiled pieces first seen here become shape-generic now
-                self.generate(
-                    GenerationRequest([Message("user", "What is this? " * repeat, [picture])], SamplingParams.greedy(2))
-                )
+                self._answer_briefly(Message("user", "What is this? " * repeat, [picture]))
             if not isinstance(first, GenerationResult):
                 streaming.wait()
         if self.loaded.device.startswith("cuda"):
@@ -191,11 +186,7 @@ class Engine:
     def warm_picture_sizes(self, sizes) -> list[tuple[int, int]]:
         """Encode one picture of each of `sizes` (width, height) that fits, and one of the largest area the
         settings and the context allow, each in a throwaway request of two tokens; returns the sizes encoded."""
-        from PIL import Image
-
-        from ..backend import SamplingParams
         from ..conversation import Message
-        from ..images import load_image
 
         area = min(self.settings.max_pixels, (self.settings.max_context_tokens - 512) * PIXELS_PER_IMAGE_TOKEN)
         if area < 4 * PIXELS_PER_IMAGE_TOKEN:  # no room in the context for a picture beside a prompt
@@ -205,21 +196,25 @@ class Engine:
         for width, height in [*sizes, largest]:
             if width * height > area:
                 continue
-            picture = load_image(Image.new("RGB", (width, height), (90, 140, 200)))
-            message = Message("user", "What is this?", [picture])
-            result = self.generate(GenerationRequest([message], SamplingParams.greedy(2)))
+            picture = _solid_picture((width, height), (90, 140, 200))
+            result = self._answer_briefly(Message("user", "What is this?", [picture]))
             encoded += [(width, height)] * result.usage.images_encoded
         return encoded
+
+    def _answer_briefly(self, message, **options) -> GenerationResult:
+        """A greedy answer of two tokens to `message`, served for what it warms up."""
+        from ..backend import SamplingParams
+
+        return self.generate(GenerationRequest([message], SamplingParams.greedy(2), **options))
 
     def _warm_constraints(self) -> None:
         """The first structured answer would otherwise wait for the tokenizer tables (seconds for a
         150k vocabulary) and the Triton compile of the bitmask kernel."""
-        from ..backend import OutputConstraint, SamplingParams
+        from ..backend import OutputConstraint
         from ..conversation import Message
 
-        json_only = OutputConstraint("json_object")
         try:
-            self.generate(GenerationRequest([Message("user", "Hi")], SamplingParams.greedy(2), constraint=json_only))
+            self._answer_briefly(Message("user", "Hi"), constraint=OutputConstraint("json_object"))
         except EngineError as exc:  # no xgrammar: structured requests say so themselves
             log.warning("structured outputs not warmed up: %s", exc)
 
@@ -250,3 +245,12 @@ def _sweep_idle_sessions(sessions: SessionStore, closing: threading.Event) -> No
     while not closing.wait(30.0):
         for session_id in sessions.sweep_idle():
             log.info("freed idle session %s", session_id)
+
+
+def _solid_picture(size: tuple[int, int], color: tuple[int, int, int]):
+    """A one-colour picture of `size` (width, height), loaded as an upload is: warm-up input."""
+    from PIL import Image
+
+    from ..images import load_image
+
+    return load_image(Image.new("RGB", size, color))
