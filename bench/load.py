@@ -334,9 +334,11 @@ def profile_host(level: str, run) -> None:
 
     clock = step_clock()
     streams, tokens = (int(x) for x in level.split("x"))
-    _, tables = clock.profiled(lambda: run(streams, tokens))
+    _, tables = clock.profiled(lambda: run(streams, tokens), limit=50)
     print(f"\nthe worker's Python over {len(clock.steps)} steps of {level}, by own time:")
     print(tables["worker"])
+    print("the same, by cumulative time:")
+    print(tables["worker_cumulative"])
 
 
 def step_split(result: dict) -> str:

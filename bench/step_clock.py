@@ -103,7 +103,7 @@ class StepClock:
             if caller is not None:
                 caller.disable()
             self.stop()
-        tables = {"worker": self.profile_table(limit)}
+        tables = {"worker": self.profile_table(limit), "worker_cumulative": _table(self.profiler, limit, "cumulative")}
         tables["caller"] = _table(caller, limit, "cumulative") if caller else "(one profiler a process on Python 3.12+)"
         self.profiler = None
         return result, tables

@@ -106,6 +106,10 @@ class StreamSplitter:
 
     def feed(self, delta: str) -> tuple[str, str]:
         self._pending += delta
+        if self._started and not self._at_section_start and self._MARKER_START not in self._pending:
+            # most deltas: no marker and no start of one, all of it is text (the API runs this for every stream)
+            text, self._pending = self._pending, ""
+            return (text, "") if self._in_reasoning else ("", text)
         reasoning, answer = [], []
         while self._pending:
             if not self._started:

@@ -12,15 +12,7 @@ from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ..backend import (
-    AnswerDelta,
-    Backend,
-    ChoiceEnd,
-    EngineError,
-    GenerationRequest,
-    GenerationResult,
-    answer_deltas_async,
-)
+from ..backend import Backend, EngineError, GenerationRequest, GenerationResult
 from ..grounding import reply_images
 from .errors import APIError, engine_error, error_body
 from .messages import LOW_DETAIL_IMAGE_TOKENS, convert_messages
@@ -76,7 +68,13 @@ class ChatService:
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             writer = ChunkWriter(
-                reply.completion_id, reply.created, reply.model, include_usage, plan, reply_images(generation.messages)
+                reply.completion_id,
+                reply.created,
+                reply.model,
+                include_usage,
+                plan,
+                reply_images(generation.messages),
+                logprobs=generation.sampling.logprobs,
             )
             return await self.stream(handle, watcher, writer)
         return await self.complete(handle, watcher, reply, plan)
@@ -137,31 +135,22 @@ class ChatService:
             watcher.cancel()
             handle.cancel()
             raise
-        chunks = _chunks(first, events, handle, watcher, writer, handle.request.sampling.logprobs)
+        chunks = _chunks(first, events, handle, watcher, writer)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
-async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWriter, logprobs: bool):
+async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWriter):
+    """The response body: each backend event's chunks as one piece (one write to the client)."""
     try:
-        for index in range(handle.request.n):
-            yield writer.delta({"role": "assistant", "content": ""}, index=index)
-        finished: set[int] = set()  # choices closed by their ChoiceEnd (n > 1)
-        async for item in answer_deltas_async(_prepend(first, events)):
-            if isinstance(item, AnswerDelta):
-                for chunk in writer.answer(item, logprobs):
-                    yield chunk
-            elif isinstance(item, ChoiceEnd):
-                finished.add(item.choice.index)
-                for chunk in writer.finish(item.choice):
-                    yield chunk
-            else:
-                for choice in item.choices:
-                    if choice.index in finished:
-                        continue
-                    for chunk in writer.finish(choice):
-                        yield chunk
-                if writer.include_usage:
-                    yield writer.usage(item)
+        yield "".join(writer.delta({"role": "assistant", "content": ""}, index=i) for i in range(handle.request.n))
+        event = first
+        while True:
+            chunks = writer.events(event)
+            if chunks:
+                yield chunks
+            if isinstance(event, GenerationResult):  # the handle's last event
+                break
+            event = await events.__anext__()
         yield sse("[DONE]")
     except EngineError as exc:  # after the 200 has gone out: an error event, as OpenAI sends
         yield sse(error_body(engine_error(exc).status_code, exc.message, code=exc.code))
@@ -170,12 +159,6 @@ async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWri
         watcher.cancel()
         handle.cancel()  # no-op when finished; stops the GPU work when the client went away
         await events.aclose()
-
-
-async def _prepend(first, events):
-    yield first
-    async for item in events:
-        yield item
 
 
 async def _cancel_on_disconnect(request: Request, handle) -> None:

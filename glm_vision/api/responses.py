@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring as _json_string  # what json.dumps(ensure_ascii=False) writes for a str
 
-from ..backend import AnswerDelta, Choice, GenerationResult
+from ..backend import AnswerDelta, AnswerSplitter, Choice, ChoiceEnd, GenerationResult
 from ..conversation import split_output
 from ..grounding import ImageSlot, find_groundings, resolve
 from ..tool_calls import parse_tool_calls
@@ -89,14 +90,19 @@ def completion(
     )
 
 
+def to_json(payload) -> str:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
 def sse(payload: dict | str) -> str:
     """One server-sent event."""
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    data = payload if isinstance(payload, str) else to_json(payload)
     return f"data: {data}\n\n"
 
 
 class ChunkWriter:
-    """The chat.completion.chunk events of one streamed answer."""
+    """The chat.completion.chunk events of one streamed answer: `events` turns each of the backend's
+    events (text deltas, a choice's end, the result) into the server-sent chunks they make."""
 
     def __init__(
         self,
@@ -106,12 +112,35 @@ class ChunkWriter:
         include_usage: bool,
         plan: ToolPlan = NO_TOOLS,
         images: list[ImageSlot] | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self.include_usage = include_usage
+        self.logprobs = logprobs
+        self.splitter = AnswerSplitter()
+        self.finished: set[int] = set()  # choices closed by their ChoiceEnd (n > 1)
+        # every chunk is the same head and tail around its one choice: encoded once (one chunk per token
+        # per stream runs on the API's event loop)
+        self._before_choice = "data: " + to_json(self.head)[:-1] + ',"choices":['
+        self._after_choice = "]" + (',"usage":null' if include_usage else "") + "}\n\n"
         self.plan = plan
         self.images = images or []  # what the answer's boxes can be on (grounding extension)
         self.tool_deltas: dict[int, ToolDeltas] = {}
+
+    def events(self, event) -> str:
+        """The chunks one backend event makes, as one string (empty while its text is held back)."""
+        return "".join(chunk for item in self.splitter.feed(event) for chunk in self._chunks_of(item))
+
+    def _chunks_of(self, item: AnswerDelta | ChoiceEnd | GenerationResult) -> list[str]:
+        if isinstance(item, AnswerDelta):
+            return self.answer(item)
+        if isinstance(item, ChoiceEnd):
+            self.finished.add(item.choice.index)
+            return self.finish(item.choice)
+        chunks = [
+            chunk for choice in item.choices if choice.index not in self.finished for chunk in self.finish(choice)
+        ]
+        return chunks + ([self.usage(item)] if self.include_usage else [])
 
     def answer_deltas(self, item: AnswerDelta) -> list[dict]:
         """The answer text of a delta as OpenAI delta fields (tool calls parsed out when there are tools)."""
@@ -132,19 +161,22 @@ class ChunkWriter:
         return chunks + [self.delta(last, tools.finish_reason(finish), index=choice.index)]
 
     def delta(self, delta: dict, finish: str | None = None, *, index: int = 0, logprobs=None) -> str:
+        if finish is None and logprobs is None and len(delta) == 1:
+            ((field, value),) = delta.items()
+            if isinstance(value, str):  # the common chunk, a piece of text, without building and walking dicts
+                choice = f'{{"index":{index},"delta":{{"{field}":{_json_string(value)}}},"logprobs":null,"finish_reason":null}}'
+                return self._before_choice + choice + self._after_choice
         choice = {
             "index": index,
             "delta": delta,
             "logprobs": logprobs_body(logprobs) if logprobs is not None else None,
             "finish_reason": finish,
         }
-        payload = dict(self.head, choices=[choice])
-        if self.include_usage:
-            payload["usage"] = None
-        return sse(payload)
+        return self._before_choice + to_json(choice) + self._after_choice
 
-    def answer(self, item: AnswerDelta, logprobs: bool) -> list[str]:
+    def answer(self, item: AnswerDelta) -> list[str]:
         """The chunks of one answer delta: reasoning, then content; its tokens' logprobs ride on the last."""
+        logprobs = self.logprobs
         parts = ([{"reasoning_content": item.reasoning}] if item.reasoning else []) + self.answer_deltas(item)
         if logprobs and item.logprobs and not parts:
             parts = [{"content": ""}]  # tokens that wrote no visible text (`</think>`): their logprobs still go out

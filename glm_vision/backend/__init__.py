@@ -2,7 +2,7 @@
 
 Torch-free: the web layer, the batch CLI and the remote backend import only this, never the engine."""
 
-from .answers import AnswerDelta, answer_deltas, answer_deltas_async
+from .answers import AnswerDelta, AnswerSplitter, answer_deltas
 from .contract import Backend, BackendInfo
 from .errors import (
     ContextOverflowError,
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_CHOICES",
     "MAX_TOP_LOGPROBS",
     "AnswerDelta",
+    "AnswerSplitter",
     "Backend",
     "BackendInfo",
     "Choice",
@@ -56,5 +57,4 @@ __all__ = [
     "TopLogprob",
     "Usage",
     "answer_deltas",
-    "answer_deltas_async",
 ]

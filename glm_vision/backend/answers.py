@@ -7,7 +7,7 @@ delta of their choice, so every token's logprob comes out exactly once, at the l
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..conversation import StreamSplitter
@@ -23,8 +23,9 @@ class AnswerDelta:
     final: bool = False  # the choice's last delta (what its splitter held back), before the result
 
 
-class _Splitter:
-    """The splitters and held-back logprobs of every choice of one request."""
+class AnswerSplitter:
+    """One request's text deltas as reasoning and answer deltas: the splitters and held-back logprobs of
+    every choice. `feed` each backend event; it yields what can be shown so far."""
 
     def __init__(self) -> None:
         self.splitters: dict[int, StreamSplitter] = {}
@@ -58,13 +59,6 @@ class _Splitter:
 
 def answer_deltas(events: Iterable) -> Iterator[AnswerDelta | ChoiceEnd | GenerationResult]:
     """`AnswerDelta`s as the text arrives (and `ChoiceEnd`s, n > 1), then the `GenerationResult`."""
-    split = _Splitter()
+    split = AnswerSplitter()
     for item in events:
         yield from split.feed(item)
-
-
-async def answer_deltas_async(events: AsyncIterable) -> AsyncIterator[AnswerDelta | ChoiceEnd | GenerationResult]:
-    split = _Splitter()
-    async for item in events:
-        for out in split.feed(item):
-            yield out

@@ -39,7 +39,7 @@ class RequestHandle:
         self.result: GenerationResult | None = None
         self.queue_s = 0.0
         self.error: BaseException | None = None
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()  # C-implemented: a few times cheaper a put or get
         self._waiter: tuple[LoopWaker, asyncio.Event] | None = None
         self._position = position
         self._done_lock = threading.Lock()
