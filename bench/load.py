@@ -334,7 +334,7 @@ def profile_host(level: str, run) -> None:
 
     clock = step_clock()
     streams, tokens = (int(x) for x in level.split("x"))
-    _, tables = clock.profiled(lambda: run(streams, tokens), limit=50)
+    _, tables = clock.profiled(lambda: run(streams, tokens), limit=50, worker_cumulative=True)
     print(f"\nthe worker's Python over {len(clock.steps)} steps of {level}, by own time:")
     print(tables["worker"])
     print("the same, by cumulative time:")

@@ -89,9 +89,10 @@ class StepClock:
         """What the steps' Python spent its time in (cProfile, by own time; slowed ~2x by the profiler)."""
         return _table(self.profiler, limit, "tottime")
 
-    def profiled(self, run, limit: int = 30) -> tuple[object, dict[str, str]]:
+    def profiled(self, run, limit: int = 30, worker_cumulative: bool = False) -> tuple[object, dict[str, str]]:
         """`run()`'s result, and where Python spent its time while it ran: the worker's steps and admissions
-        (by own time), and the calling thread (by cumulative time: what it waited in)."""
+        (by own time; also by cumulative time with `worker_cumulative`), and the calling thread (by cumulative
+        time: what it waited in)."""
         self.profiler = cProfile.Profile()
         caller = cProfile.Profile() if ONE_PROFILER_A_THREAD else None
         self.start()
@@ -103,7 +104,9 @@ class StepClock:
             if caller is not None:
                 caller.disable()
             self.stop()
-        tables = {"worker": self.profile_table(limit), "worker_cumulative": _table(self.profiler, limit, "cumulative")}
+        tables = {"worker": self.profile_table(limit)}
+        if worker_cumulative:
+            tables["worker_cumulative"] = _table(self.profiler, limit, "cumulative")
         tables["caller"] = _table(caller, limit, "cumulative") if caller else "(one profiler a process on Python 3.12+)"
         self.profiler = None
         return result, tables

@@ -64,7 +64,7 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
     """bench.load in process on the tiny checkpoint: each level reports the kernels compiled in it (none: the
     CPU runs no Triton kernel here) and its decode-only steps split into the host's time and the wait for the
     GPU (bench/step_clock.py), once under each GIL switch interval asked for; --host-profile runs the level once
-    more under cProfile and prints the table."""
+    more under cProfile and prints the tables (by own and by cumulative time)."""
     import json
 
     out = _bench("load", *"--tiny --direct --levels 2x12 --host-profile 2x12 --switch-intervals 5,0.5".split())
@@ -76,6 +76,7 @@ def test_load_bench_splits_the_steps_and_profiles_the_host():
         assert 0 < level["host_ms"] <= level["decode_step_ms"] and level["gpu_wait_ms"] >= 0
     profile = out.split("the worker's Python over ", 1)[1]
     assert "steps of 2x12, by own time" in profile and "function calls" in profile
+    assert "Ordered by: cumulative time" in profile.split("the same, by cumulative time:")[1]
 
 
 def test_load_bench_runs_the_levels_with_the_heap_frozen_as_the_server_does_or_not():
