@@ -9,6 +9,8 @@ import time
 
 import uvicorn
 
+from glm_vision.http_protocol import http_protocol
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -20,8 +22,9 @@ class LiveServer:
     """uvicorn serving `app` on 127.0.0.1 in a background thread (a context manager)."""
 
     def __init__(self, app, port: int | None = None, **options) -> None:
-        """`options`: more of uvicorn's `Config` (`http=`, `loop=`)."""
+        """`options`: more of uvicorn's `Config` (`http=`, `loop=`); the HTTP protocol is the server's unless named."""
         self.port = port or free_port()
+        options.setdefault("http", http_protocol())
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=2, **options
         )

@@ -138,12 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=300, help="tokens a stream (steps)")
     parser.add_argument("--step-ms", type=float, default=8.0)
     parser.add_argument("--worker-ms", type=float, default=1.5, help="the backend's own Python a step")
-    parser.add_argument("--http", default="auto", help="uvicorn's HTTP protocol: auto, h11, httptools")
+    parser.add_argument("--http", help="uvicorn's HTTP protocol (h11, httptools; default: the server's)")
     parser.add_argument("--loop", default="auto", help="uvicorn's event loop: auto, asyncio, uvloop")
     args = parser.parse_args(argv)
-    row = measure(args.streams, args.tokens, args.step_ms / 1000, args.worker_ms / 1000, http=args.http, loop=args.loop)
+    server_options = {"loop": args.loop} | ({"http": args.http} if args.http else {})
+    row = measure(args.streams, args.tokens, args.step_ms / 1000, args.worker_ms / 1000, **server_options)
     print(
-        f"{args.http} / {args.loop}: {args.streams} streams, {args.tokens} steps of {args.step_ms:g} ms: the loop's CPU {row['loop_us']:.0f} us a "
+        f"{args.http or 'the server'}'s HTTP / {args.loop} loop: {args.streams} streams, {args.tokens} steps of {args.step_ms:g} ms: the loop's CPU {row['loop_us']:.0f} us a "
         f"step; the backend's host share {row['host_ms']:.2f} ms a step (p90 {row['host_p90_ms']:.2f}; "
         f"its own work {args.worker_ms:g} ms)"
     )

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from .backend import Backend, ModelLoadError
 from .heap import freeze_startup_heap
+from .http_protocol import http_protocol
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -207,7 +208,12 @@ def serve(settings: Settings) -> int:
     history, banner = open_history(settings)
     state = AppState(settings, history=history, history_banner=banner)
     config = uvicorn.Config(
-        create_app(state), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=5
+        create_app(state),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        http=http_protocol(),
     )
     server = uvicorn.Server(config)
     loader = BackendLoader(state, server)
