@@ -5,17 +5,17 @@ a paced backend that stands in for the engine (no model).
 The backend's thread plays a decode step of N rows every `--step-ms`, in the pipelined engine's order: one
 token to each of the N streams (the step before's tokens booked), then `--worker-ms` of pure Python (what
 the real worker spends a step launching the next step's kernels and sampling), then the rest of the step
-waiting for the GPU (GIL released). Clients in another process
-read the N server-sent-event streams. While the event loop writes their chunks it holds the GIL, and the
-backend's Python waits for it: the step's host share grows. Reported, per step:
+waiting for the GPU (GIL released). Clients in another process read the N server-sent-event streams. While
+the event loop writes their chunks it holds the GIL, and the backend's Python waits for it: the step's host
+share grows. Reported, per step:
 
 - the event loop's CPU time (its thread's clock): the API's cost of one token on N streams;
 - the backend's host share: wall time from the step's start to the end of its own work (the puts, the
   `--worker-ms` of work, and the waits for the GIL in between), median and p90.
 
-    python -m bench.stream_cost [--streams 64] [--tokens 300] [--step-ms 8] [--worker-ms 1.5]
+    python -m bench.stream_cost [--streams 64] [--tokens 300] [--step-ms 8] [--worker-ms 1.5] [--http h11]
 
-Run it from an older tree (`cd base && python -m bench.stream_cost`) for a before / after on one machine.
+`--http` names uvicorn's protocol (default: the server's, `glm_vision/http_protocol.py`). Run it from an older tree (`cd base && python -m bench.stream_cost`) for a before / after on one machine.
 """
 
 from __future__ import annotations
