@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -30,6 +31,21 @@ def make_app(state: AppState):
 
 def serve(state: AppState) -> LiveServer:
     return LiveServer(make_app(state)).__enter__()
+
+
+def raw_request(port: int, head: bytes, body: bytes = b"", piece: int = 4096) -> bytes:
+    """What the server answers to `head` + `body` sent over a plain socket in small pieces (as a slow client would)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        data = head + body
+        try:
+            for start in range(0, len(data), piece):
+                sock.sendall(data[start : start + piece])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may close before the rest is sent
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
 
 
 def data_url(image: Image.Image, fmt: str = "PNG") -> str:

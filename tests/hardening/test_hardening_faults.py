@@ -17,7 +17,7 @@ from glm_vision.backend import EngineError, GenerationRequest, SamplingParams
 from glm_vision.conversation import Message
 from glm_vision.engine import Engine
 from glm_vision.server import AppState
-from tests.api_helpers import free_port, image_part, serve, wait_until
+from tests.api_helpers import free_port, image_part, raw_request, serve, wait_until
 from tests.conftest import make_picture
 
 
@@ -170,6 +170,9 @@ def test_sigterm_stops_the_server_and_removes_its_private_files(tmp_path, tiny_m
     )
     try:
         wait_until(lambda: _health(port) == 200, 240, "the server to be ready")
+        # the server's HTTP protocol bounds a request's head (http_protocol.py)
+        oversized = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200_000 + b"\r\n\r\n"
+        assert raw_request(port, oversized).startswith(b"HTTP/1.1 431 ")
         private = [p for p in tmp_path.iterdir() if p.name.startswith("glm-vision-")]
         assert len(private) == 1 and private[0].is_dir()
         server.send_signal(signal.SIGTERM)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from glm_vision.server import AppState
 from glm_vision.settings import Settings, load_settings
 from glm_vision.ui.tempfiles import SessionFiles, private_root
 from glm_vision.ui.transcript import Transcript, export_name, safe_name
-from tests.api_helpers import free_port, image_part, serve
+from tests.api_helpers import free_port, image_part, raw_request, serve
 from tests.conftest import make_picture
 from tests.ui.ui_driver import FakeRequest, handlers, send
 
@@ -95,34 +94,19 @@ def test_api_key_guards_the_api_and_every_ui_route(keyed, tmp_path):
         assert client.post("/gradio_api/upload", files={"files": ("a.png", b"\x89PNG", "image/png")}).status_code == 200
 
 
-def _raw_request(port: int, head: bytes, body: bytes = b"", piece: int = 4096) -> bytes:
-    """What the server answers to `head` + `body` sent over a plain socket in small pieces (as a slow client would)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        data = head + body
-        try:
-            for start in range(0, len(data), piece):
-                sock.sendall(data[start : start + piece])
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may close before the rest is sent
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return answer
-
-
 def test_an_oversized_request_head_gets_431_and_the_server_stays_up(keyed):
     """httptools (the server's HTTP parser) has no bound of its own on a request's headers: the server's
     protocol answers 431 once the head passes 64 KB, before the app or the key check sees it. Large but
     sane headers and bodies still go through."""
     port = int(keyed.url.rsplit(":", 1)[1])
     huge = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 2_000_000 + b"\r\n\r\n"
-    answer = _raw_request(port, huge)
+    answer = raw_request(port, huge)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
     assert b"larger than 65536 bytes" in answer
     key = b"Authorization: Bearer the-key\r\n"
     cookie = b"Cookie: c=" + b"b" * 40_000 + b"\r\n"  # big, within the bound
     sane = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + key + cookie + b"\r\n"
-    assert _raw_request(port, sane, piece=1000).startswith(b"HTTP/1.1 200 ")
+    assert raw_request(port, sane, piece=1000).startswith(b"HTTP/1.1 200 ")
     body = json.dumps({"messages": [{"role": "user", "content": "x" * 300_000}], "max_tokens": -1}).encode()
     post = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -131,7 +115,7 @@ def test_an_oversized_request_head_gets_431_and_the_server_stays_up(keyed):
         + str(len(body)).encode()
         + b"\r\n\r\n"
     )
-    refused = _raw_request(port, post, body)  # a 300 KB body is not a head: the API reads it and names the bad param
+    refused = raw_request(port, post, body)  # a 300 KB body is not a head: the API reads it and names the bad param
     assert refused.startswith(b"HTTP/1.1 400 ") and b"max_tokens" in refused, refused[:300]
     assert httpx.get(keyed.url + "/health", timeout=30).status_code == 200
 
