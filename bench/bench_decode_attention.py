@@ -1,7 +1,8 @@
 """The decode step's attention (`engine/decode_attention.py`) alone: time per layer for each batch size
 at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
 
-    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--flex] [--variants]
+    python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--spread 0 | --short N]
+        [--flex] [--variants | --balanced]
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
@@ -10,6 +11,11 @@ as the decode step runs them; GB/s counts the keys and values read.
 
 `--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: on and off for
 `tuning`'s pick, and on at every split length.
+
+`--balanced` times the balanced splits (`Tuning.programs`: all rows' keys shared alike over about that many
+programs a KV head, whatever the rows' lengths) at several programs an SM against `tuning`'s pick. With
+`--spread`, the rows' lengths differ a little, as under load, and stop short of the bucket's end; with
+`--short`, every row but the first is short (one long conversation among short ones).
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
 query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
@@ -26,7 +32,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from bench.timing import graph_time_median
-from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
+from glm_vision.engine.decode_attention import Tuning, balanced_tuning, decode_attention, tuning
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -60,6 +66,21 @@ def variants(picked: Tuning) -> list[Tuning]:
     return list(dict.fromkeys([*on_pick, *merged]))
 
 
+BALANCED_PER_SM = (1, 1.5, 2, 3, 4)  # --balanced: programs an SM the balanced splits aim at
+
+
+def balanced_candidates(picked: Tuning, batch: int, bucket: int) -> list[Tuning]:
+    """`tuning`'s pick; the balanced splits (`balanced_tuning`) at several programs an SM, with 32- and 64-key
+    blocks in 2 and 3 stages."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    balanced = [
+        replace(balanced_tuning(batch, KV_HEADS, bucket, sms, per_sm), block=block, stages=stages)
+        for per_sm in BALANCED_PER_SM
+        for block, stages in itertools.product((32, 64), (2, 3))
+    ]
+    return list(dict.fromkeys([picked, *balanced]))
+
+
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
     """FlexAttention's time on the rows `measure` made, its output checked against the engine kernels'."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -86,21 +107,37 @@ def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, g
     return {"batch": batch, "tuning": "flex_attention", "picked": False, "us": us, "gbs": gb / us * 1e6}
 
 
-def measure(batch: int, context: int, max_len: int, flex=False, tiles=True, flags=False) -> list[dict]:
+def measure(
+    batch: int,
+    context: int,
+    max_len: int,
+    flex=False,
+    tiles=True,
+    flags=False,
+    spread: int = 0,
+    balanced=False,
+    short: int | None = None,
+) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
     shape = (batch, KV_HEADS, max_len, DIM)
     keys = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
     values = torch.randn(shape, device="cuda", dtype=torch.bfloat16, generator=g)
     q = torch.randn(batch, KV_HEADS, GROUP, DIM, device="cuda", dtype=torch.bfloat16, generator=g)
     new = tuple(torch.randn(batch, KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    lengths = torch.full((batch,), context, device="cuda", dtype=torch.long)
+    lengths = context - torch.randint(0, spread + 1, (batch,), device="cuda", generator=g)
+    if short is not None:
+        lengths[1:] = short
     cos, sin = (torch.rand(batch, ROT, device="cuda", dtype=torch.bfloat16) for _ in range(2))
     bucket = min(max_len, (context // 1024 + 1) * 1024)  # forward.TextForward.bucket
-    gb = 2 * batch * KV_HEADS * (context + 1) * DIM * 2 / 1e9
+    gb = 2 * KV_HEADS * (lengths + 1).sum().item() * DIM * 2 / 1e9
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    for tuned in variants(picked) if flags else candidates(picked, tiles):
+    if balanced:
+        tunings = balanced_candidates(picked, batch, bucket)
+    else:
+        tunings = variants(picked) if flags else candidates(picked, tiles)
+    for tuned in tunings:
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -121,16 +158,18 @@ def measure(batch: int, context: int, max_len: int, flex=False, tiles=True, flag
 
 
 def report(rows: list[dict]) -> None:
-    print("| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | us | GB/s | |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | balanced | us | GB/s | |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
         tiles = (
-            f"{t} | | | | | |"
+            f"{t} | | | | | | |"
             if isinstance(t, str)
             else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
-            f"{'yes' if t.merge_in_split else ''}"
+            f"{'yes' if t.merge_in_split else ''} | {f'{t.programs} / {t.splits}' if t.programs else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -143,13 +182,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
     parser.add_argument("--variants", action="store_true", help="the merge in the split kernel, on and off")
+    parser.add_argument("--spread", type=int, default=0, help="rows hold context - [0, spread] keys (random)")
+    parser.add_argument("--short", type=int, help="every row but the first holds this many keys")
+    parser.add_argument("--balanced", action="store_true", help="the balanced splits against tuning()'s pick")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
     rows = [
         row
         for batch in args.batch
-        for row in measure(batch, args.context, args.max_len, args.flex, not args.splits_only, args.variants)
+        for row in measure(
+            batch,
+            args.context,
+            args.max_len,
+            args.flex,
+            not args.splits_only,
+            args.variants,
+            args.spread,
+            args.balanced,
+            args.short,
+        )
     ]
     report(rows)
 

@@ -28,9 +28,37 @@ def _rotate(x, partner, COS, SIN, row, sc_b, offs, ROT: tl.constexpr):
 
 
 @triton.jit
-def _splits_used(length, splits, SPLIT_N: tl.constexpr):
-    """The splits holding a row's keys [0, length]: the ones that store partial sums, and count themselves done."""
-    return tl.minimum(length // SPLIT_N + 1, splits)
+def _last_key(length, bucket):
+    """The last key a row attends to: `length`, or key 0 for a padding row of a captured batch (its length
+    points past the bucket, at the slab's spare position; its answer is thrown away)."""
+    return tl.where(length < bucket, length, 0)
+
+
+MIN_KEYS = tl.constexpr(64)  # the shortest share of keys a balanced split takes
+
+
+@triton.jit
+def _split_keys(
+    LENGTHS, bucket, last, splits, programs, SPLIT_N: tl.constexpr, BALANCED: tl.constexpr, ROWS_PAD: tl.constexpr
+):
+    """Key positions per split of a row whose keys are [0, last]: SPLIT_N; or, BALANCED, every row's keys
+    shared out alike over about `programs` programs a KV head: pieces of (all rows' keys) / `programs` (at
+    least MIN_KEYS), longer where a row would need more than `splits` of them. Rows of any lengths then give
+    every program about the same work (fixed splits leave a row's last split short, and its SM idle)."""
+    if BALANCED:
+        rows = tl.arange(0, ROWS_PAD)
+        lengths = tl.load(LENGTHS + rows, mask=rows < tl.num_programs(0), other=-1)
+        share = tl.cdiv(tl.sum(_last_key(lengths, bucket) + 1), programs)
+        per = tl.maximum(tl.maximum(share, MIN_KEYS), tl.cdiv(last + 1, splits))
+    else:
+        per = SPLIT_N
+    return per
+
+
+@triton.jit
+def _splits_used(last, splits, per):
+    """The splits holding a row's keys [0, last]: the ones that store partial sums, and count themselves done."""
+    return tl.minimum(last // per + 1, splits)
 
 
 @triton.jit
@@ -50,6 +78,7 @@ def _split_kernel(
     COUNTERS,
     bucket,
     splits,
+    programs,
     sq_b,
     sq_h,
     sq_g,
@@ -79,6 +108,8 @@ def _split_kernel(
     ROT: tl.constexpr,
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
+    BALANCED: tl.constexpr,
+    ROWS_PAD: tl.constexpr,
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
     PDL: tl.constexpr,
@@ -90,14 +121,16 @@ def _split_kernel(
     s = tl.program_id(2)
     wait_for_previous(PDL)
     length = tl.load(LENGTHS + b)
+    last = _last_key(length, bucket)
+    per = _split_keys(LENGTHS, bucket, last, splits, programs, SPLIT_N, BALANCED, ROWS_PAD)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
-    start = s * SPLIT_N
-    if start <= length:
-        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
+    start = s * per
+    if start <= last:
+        if WRITE and length < start + per:  # the new token's split writes its key and value first
             _write_new(
                 K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
             )
@@ -106,9 +139,10 @@ def _split_kernel(
         if ROT > 0:
             partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
-        for n0 in range(start, start + SPLIT_N, BLOCK):
+        end = tl.minimum(start + per, last + 1)
+        for n0 in range(start, end, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
-            valid = (offs_n <= length) & (offs_n < bucket)  # a split may reach past the bucket
+            valid = offs_n < end
             k = tl.load(
                 K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
             )
@@ -130,7 +164,7 @@ def _split_kernel(
         tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
         tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
         if MERGE_IN_SPLIT:
-            used = _splits_used(length, splits, SPLIT_N)
+            used = _splits_used(last, splits, per)
             tl.debug_barrier()  # every thread's partial sums stored before the split counts itself done
             counter = COUNTERS + b * tl.num_programs(1) + h
             if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == used - 1:  # the last split of the group
@@ -177,7 +211,9 @@ def _merge_kernel(
     PART_L,
     OUT,
     LENGTHS,
+    bucket,
     splits,
+    programs,
     so_b,
     so_h,
     so_s,
@@ -189,6 +225,8 @@ def _merge_kernel(
     sout_h,
     sout_g,
     SPLIT_N: tl.constexpr,
+    BALANCED: tl.constexpr,
+    ROWS_PAD: tl.constexpr,
     D: tl.constexpr,
     D_BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -202,7 +240,8 @@ def _merge_kernel(
     g = tl.program_id(2) // (D // D_BLOCK)
     offs_d = (tl.program_id(2) % (D // D_BLOCK)) * D_BLOCK + tl.arange(0, D_BLOCK)
     offs_s = tl.arange(0, CHUNK)
-    used = _splits_used(tl.load(LENGTHS + b), splits, SPLIT_N)
+    last = _last_key(tl.load(LENGTHS + b), bucket)
+    used = _splits_used(last, splits, _split_keys(LENGTHS, bucket, last, splits, programs, SPLIT_N, BALANCED, ROWS_PAD))
     m_at = PART_M + b * sm_b + h * sm_h + g
     l_at = PART_L + b * sm_b + h * sm_h + g
     o_at = PART_O + b * so_b + h * so_h + g * so_g
