@@ -32,7 +32,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from bench.timing import graph_time_median
-from glm_vision.engine.decode_attention import Tuning, balanced_tuning, decode_attention, tuning
+from glm_vision.engine.decode_attention import Tuning, balanced_tuning, decode_attention, fixed_tuning, tuning
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -66,19 +66,20 @@ def variants(picked: Tuning) -> list[Tuning]:
     return list(dict.fromkeys([*on_pick, *merged]))
 
 
-BALANCED_PER_SM = (1, 1.5, 2, 3, 4)  # --balanced: programs an SM the balanced splits aim at
+BALANCED_PER_SM = (1, 1.5, 2, 3)  # --balanced: programs an SM the balanced splits aim at
 
 
 def balanced_candidates(picked: Tuning, batch: int, bucket: int) -> list[Tuning]:
-    """`tuning`'s pick; the balanced splits (`balanced_tuning`) at several programs an SM, with 32- and 64-key
-    blocks in 2 and 3 stages."""
+    """`tuning`'s pick, the fixed splits' (`fixed_tuning`), and the balanced splits (`balanced_tuning`) at
+    several programs an SM, with 64- and 32-key blocks."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     balanced = [
-        replace(balanced_tuning(batch, KV_HEADS, bucket, sms, per_sm), block=block, stages=stages)
+        replace(balanced_tuning(batch, KV_HEADS, bucket, sms, per_sm), block=block)
         for per_sm in BALANCED_PER_SM
-        for block, stages in itertools.product((32, 64), (2, 3))
+        for block in (64, 32)
     ]
-    return list(dict.fromkeys([picked, *balanced]))
+    no_spare = [replace(t, splits=max(1, round(t.programs / batch))) for t in balanced[:4]]  # a row's share only
+    return list(dict.fromkeys([picked, fixed_tuning(batch, KV_HEADS, bucket, sms), *balanced, *no_spare]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:

@@ -72,6 +72,11 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     (twenty-fifth session)."""
     if batch * kv >= BALANCED_MIN_GROUPS:
         return balanced_tuning(batch, kv, bucket, sms)
+    return fixed_tuning(batch, kv, bucket, sms)
+
+
+def fixed_tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
+    """`split_length`'s split, the same for every row."""
     split = split_length(batch, kv, bucket, sms)
     splits = triton.cdiv(bucket, split)
     if splits <= MERGE_IN_SPLIT_MAX:

@@ -42,14 +42,16 @@ def _split_keys(
     LENGTHS, bucket, last, splits, programs, SPLIT_N: tl.constexpr, BALANCED: tl.constexpr, ROWS_PAD: tl.constexpr
 ):
     """Key positions per split of a row whose keys are [0, last]: SPLIT_N; or, BALANCED, every row's keys
-    shared out alike over about `programs` programs a KV head: pieces of (all rows' keys) / `programs` (at
-    least MIN_KEYS), longer where a row would need more than `splits` of them. Rows of any lengths then give
-    every program about the same work (fixed splits leave a row's last split short, and its SM idle)."""
+    shared out alike over about `programs` programs a KV head: the row cut into as many equal pieces as it
+    holds shares of (all rows' keys) / `programs` (a share at least MIN_KEYS long), at most `splits`. Rows of
+    any lengths then give every program about the same work (fixed splits leave a row's last split short,
+    and its SM idle; so would a share's remainder)."""
     if BALANCED:
         rows = tl.arange(0, ROWS_PAD)
         lengths = tl.load(LENGTHS + rows, mask=rows < tl.num_programs(0), other=-1)
-        share = tl.cdiv(tl.sum(_last_key(lengths, bucket) + 1), programs)
-        per = tl.maximum(tl.maximum(share, MIN_KEYS), tl.cdiv(last + 1, splits))
+        share = tl.maximum(tl.cdiv(tl.sum(_last_key(lengths, bucket) + 1), programs), MIN_KEYS)
+        pieces = tl.minimum(tl.maximum((last + 1 + share // 2) // share, 1), splits)
+        per = tl.cdiv(last + 1, pieces)
     else:
         per = SPLIT_N
     return per
