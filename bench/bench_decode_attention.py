@@ -2,7 +2,7 @@
 at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
 
     python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--spread 0 | --short N]
-        [--flex] [--variants | --balanced]
+        [--flex] [--variants]
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
@@ -12,10 +12,8 @@ as the decode step runs them; GB/s counts the keys and values read.
 `--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: on and off for
 `tuning`'s pick, and on at every split length.
 
-`--balanced` times the balanced splits (`Tuning.programs`: all rows' keys shared alike over about that many
-programs a KV head, whatever the rows' lengths) at several programs an SM against `tuning`'s pick. With
-`--spread`, the rows' lengths differ a little, as under load, and stop short of the bucket's end; with
-`--short`, every row but the first is short (one long conversation among short ones).
+With `--spread`, the rows' lengths differ a little, as under load, and stop short of the bucket's end;
+with `--short`, every row but the first is short (one long conversation among short ones).
 
 `--flex` adds torch's FlexAttention (its decoding kernel, compiled) on the same keys for comparison: the
 query rotated beforehand and the new token already in the slab (the engine's kernels do both themselves),
@@ -32,7 +30,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from bench.timing import graph_time_median
-from glm_vision.engine.decode_attention import Tuning, balanced_tuning, decode_attention, fixed_tuning, tuning
+from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -64,22 +62,6 @@ def variants(picked: Tuning) -> list[Tuning]:
     on_pick = [replace(picked, merge_in_split=merge) for merge in (False, True)]
     merged = [replace(picked, split=split, block=min(picked.block, split), merge_in_split=True) for split in SPLITS]
     return list(dict.fromkeys([*on_pick, *merged]))
-
-
-BALANCED_PER_SM = (1, 1.5, 2, 3)  # --balanced: programs an SM the balanced splits aim at
-
-
-def balanced_candidates(picked: Tuning, batch: int, bucket: int) -> list[Tuning]:
-    """`tuning`'s pick, the fixed splits' (`fixed_tuning`), and the balanced splits (`balanced_tuning`) at
-    several programs an SM, with 64- and 32-key blocks."""
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    balanced = [
-        replace(balanced_tuning(batch, KV_HEADS, bucket, sms, per_sm), block=block)
-        for per_sm in BALANCED_PER_SM
-        for block in (64, 32)
-    ]
-    no_spare = [replace(t, splits=max(1, round(t.programs / batch))) for t in balanced[:4]]  # a row's share only
-    return list(dict.fromkeys([picked, fixed_tuning(batch, KV_HEADS, bucket, sms), *balanced, *no_spare]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
@@ -116,7 +98,6 @@ def measure(
     tiles=True,
     flags=False,
     spread: int = 0,
-    balanced=False,
     short: int | None = None,
 ) -> list[dict]:
     g = torch.Generator(device="cuda").manual_seed(batch)
@@ -134,11 +115,7 @@ def measure(
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    if balanced:
-        tunings = balanced_candidates(picked, batch, bucket)
-    else:
-        tunings = variants(picked) if flags else candidates(picked, tiles)
-    for tuned in tunings:
+    for tuned in variants(picked) if flags else candidates(picked, tiles):
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -159,18 +136,16 @@ def measure(
 
 
 def report(rows: list[dict]) -> None:
-    print(
-        "| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | balanced | us | GB/s | |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | split | block | warps | stages | merge chunk | merge dims | merge in split | us | GB/s | |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["batch"], r["us"])):
         t = r["tuning"]
         mark = "tuning()" if r["picked"] else ""
         tiles = (
-            f"{t} | | | | | | |"
+            f"{t} | | | | | |"
             if isinstance(t, str)
             else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
-            f"{'yes' if t.merge_in_split else ''} | {f'{t.programs} / {t.splits}' if t.programs else ''}"
+            f"{'yes' if t.merge_in_split else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -185,7 +160,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", action="store_true", help="the merge in the split kernel, on and off")
     parser.add_argument("--spread", type=int, default=0, help="rows hold context - [0, spread] keys (random)")
     parser.add_argument("--short", type=int, help="every row but the first holds this many keys")
-    parser.add_argument("--balanced", action="store_true", help="the balanced splits against tuning()'s pick")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}", flush=True)
@@ -200,7 +174,6 @@ def main(argv: list[str] | None = None) -> None:
             not args.splits_only,
             args.variants,
             args.spread,
-            args.balanced,
             args.short,
         )
     ]

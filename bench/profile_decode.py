@@ -2,7 +2,7 @@
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
     python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
-        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,fixed,balanced,merge-kernel]
+        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,merge-kernel]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -33,9 +33,8 @@ VARIANTS = {  # --attention-variant: forced on every decode attention's tuning
 
 def force_attention_variant(name: str) -> None:
     """`tuning`'s picks as they are (`tuned`) or with a variant forced, for the engines built after this."""
-    picks = {"tuned": PICK_TUNING, "balanced": decode_attention.balanced_tuning, "fixed": decode_attention.fixed_tuning}
-    if name in picks:
-        decode_attention.tuning = picks[name]
+    if name == "tuned":
+        decode_attention.tuning = PICK_TUNING
         return
     flags = VARIANTS[name]
     decode_attention.tuning = lambda *args, **kwargs: replace(PICK_TUNING(*args, **kwargs), **flags)
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--attention-variant",
         default="tuned",
-        help=f"comma-separated (tuned, fixed, balanced, {', '.join(VARIANTS)}): the decode attention's split kernel, an engine each",
+        help=f"comma-separated (tuned, {', '.join(VARIANTS)}): the decode attention's split kernel, an engine each",
     )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)

@@ -2,15 +2,15 @@
 written into the slab on the way: the decode step's attention on CUDA (`--decode-attention auto`;
 `compiled`, matmul, masked softmax, matmul, is the CPU's and the reference).
 
-One kernel reads each row's keys in splits, one program per (row, KV head, split), with the KV head's
-query group as one matrix (GQA: the keys are read once for the whole group), and a second kernel merges
-the splits' partial softmax sums, one program per query head (or half of one), or the split kernel's last
-program of each query group merges them itself (`Tuning.merge_in_split`). A few rows take splits of
-`tuning(...).split` positions (longer splits at larger batches: enough programs for every SM either way);
-from 16 rows the splits are balanced: the rows' keys, whatever their lengths, are shared alike over about
-two programs an SM (`Tuning.programs`). The valid keys of row b are [0, lengths[b]]; splits past that
-return at once, and the merge stops before them; a padding row of a captured batch (its length past the
-bucket) attends to its first key only. The kernels: decode_attention_kernels.py.
+One kernel reads each row's keys in splits of `tuning(...).split` positions (longer splits at larger
+batches: enough programs for every SM either way), one program per (row, KV head, split), with the
+KV head's query group as one matrix (GQA: the keys are read once for the whole group), and a second
+kernel merges the splits' partial softmax sums, one program per query head (or half of one), or the
+split kernel's last program of each query group merges them itself (`Tuning.merge_in_split`). The
+valid keys of row b are [0, lengths[b]]; splits past that return at once, and the merge stops
+before them. A padding row of a captured batch (its length past the bucket) attends to its first key
+only: it used to read the whole bucket, at 20 rows in a 32-row graph ~60 % more keys than the rows
+themselves. The kernels: decode_attention_kernels.py.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
@@ -34,8 +34,6 @@ from .pdl import launch_options
 
 PROGRAMS_PER_SM = 2
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
-BALANCED_MIN_GROUPS = 32  # (row, KV head) query groups from which `tuning` picks balanced splits
-SKEW = 2  # balanced splits: a row may take up to twice the splits its share of the keys needs
 MERGE_IN_SPLIT_MAX = 6  # splits a row whose last split merges them beats the merge kernel (~0.6 us a split)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
 
@@ -49,10 +47,6 @@ class Tuning:
     merge_chunk: int = 16  # splits the merge kernel reads at once
     merge_dim: int = 128  # head dimensions per merge program
     merge_in_split: bool = False  # the last split of each query group merges (no merge kernel)
-    # balanced splits where programs > 0 (`split` unused): all rows' keys shared alike over about `programs`
-    # programs a KV head, a row in at most `splits` pieces
-    programs: int = 0
-    splits: int = 0
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -65,40 +59,15 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     13.6 (256), 4 rows 26.1 (512; 256: 35.8), 8 rows 40.2 (1,024; 512: 50.1).
     Merged by the last split where a row has at most MERGE_IN_SPLIT_MAX splits (bucket 5,120: 32 rows 42.1
     against 45.1 us, 64 rows 74.5 against 80.0; 16 rows, 10 splits: 29.5 against 28.5; 8 rows, 20: 25.4
-    against 19.7, eighteenth session).
-    From BALANCED_MIN_GROUPS (row, KV head) query groups up, `balanced_tuning` instead: rows a little short of
-    the bucket's end (as under load: 3,260-3,300 keys, bucket 4,096) left the fixed splits' last pieces short
-    and their SMs idle: 16 / 32 / 64 rows 25.5 / 36.7 / 60.5 us against 24.3-25.4 / 34.7 / 57.2 balanced
-    (twenty-fifth session)."""
-    if batch * kv >= BALANCED_MIN_GROUPS:
-        return balanced_tuning(batch, kv, bucket, sms)
-    return fixed_tuning(batch, kv, bucket, sms)
-
-
-def fixed_tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
-    """`split_length`'s split, the same for every row."""
+    against 19.7, eighteenth session)."""
     split = split_length(batch, kv, bucket, sms)
     splits = triton.cdiv(bucket, split)
+    block = 32 if batch * kv >= 128 else 64
     if splits <= MERGE_IN_SPLIT_MAX:
-        return Tuning(split, merge_in_split=True)
+        return Tuning(split, block, merge_in_split=True)
     if splits <= 16:
-        return Tuning(split)
-    return Tuning(split, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
-
-
-def balanced_tuning(
-    batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS, per_sm: float = PROGRAMS_PER_SM
-) -> Tuning:
-    """Balanced splits: the rows' keys shared over `per_sm` programs an SM; a row in at most SKEW times its
-    share of the splits (a row much longer than the others takes longer pieces past that)."""
-    programs = max(1, round(per_sm * sms / kv))
-    splits = max(1, min(triton.cdiv(bucket, MIN_SPLIT), SKEW * round(programs / batch)))
-    shared = dict(programs=programs, splits=splits)
-    if round(programs / batch) <= MERGE_IN_SPLIT_MAX:
-        return Tuning(0, merge_in_split=True, **shared)
-    if splits <= 16:
-        return Tuning(0, **shared)
-    return Tuning(0, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64, **shared)
+        return Tuning(split, block)
+    return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
 
 
 def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> int:
@@ -147,8 +116,7 @@ def decode_attention(
     (pdl.py)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(tune_as or batch, kv, bucket, _sms(q.device))
-    splits = tuned.splits if tuned.programs else triton.cdiv(bucket, tuned.split)
-    rows_pad = triton.next_power_of_2(batch) if tuned.programs else 1  # the balanced splits' sum over the rows
+    splits = triton.cdiv(bucket, tuned.split)
     part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)
     part_m = torch.empty(batch, kv, splits, group, dtype=torch.float32, device=q.device)
     part_l = torch.empty_like(part_m)
@@ -162,7 +130,7 @@ def decode_attention(
     counters = _counters(q.device, batch * kv) if tuned.merge_in_split else part_m
     _split_kernel[(batch, kv, splits)](
         q, keys, values, new_k, new_v, lengths, cos, sin, part_o, part_m, part_l, out, counters,
-        bucket, splits, tuned.programs,
+        bucket, splits,
         *q.stride()[:3], *keys.stride()[:3], *values.stride()[:3], *new_k.stride()[:2], cos.stride(0),
         *part_o.stride()[:4], *part_m.stride()[:3], *out.stride()[:3],
         scale,
@@ -172,8 +140,6 @@ def decode_attention(
         ROT=rot,
         SPLIT_N=tuned.split,
         BLOCK=tuned.block,
-        BALANCED=tuned.programs > 0,
-        ROWS_PAD=rows_pad,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # float32 stays float32 (TF32 is Triton's default)
         WRITE=new is not None,
         PDL=pdl,
@@ -186,11 +152,9 @@ def decode_attention(
     if not tuned.merge_in_split:
         merge_dim = min(tuned.merge_dim, dim)
         _merge_kernel[(batch, kv, group * (dim // merge_dim))](
-            part_o, part_m, part_l, out, lengths, bucket, splits, tuned.programs,
+            part_o, part_m, part_l, out, lengths, bucket, splits,
             *part_o.stride()[:4], *part_m.stride()[:3], *out.stride()[:3],
             SPLIT_N=tuned.split,
-            BALANCED=tuned.programs > 0,
-            ROWS_PAD=rows_pad,
             D=dim,
             D_BLOCK=merge_dim,
             CHUNK=tuned.merge_chunk,

@@ -30,37 +30,15 @@ def _rotate(x, partner, COS, SIN, row, sc_b, offs, ROT: tl.constexpr):
 @triton.jit
 def _last_key(length, bucket):
     """The last key a row attends to: `length`, or key 0 for a padding row of a captured batch (its length
-    points past the bucket, at the slab's spare position; its answer is thrown away)."""
+    points past the bucket, at the slab's spare position; its answer is thrown away, and it would read the
+    whole bucket's keys)."""
     return tl.where(length < bucket, length, 0)
 
 
-MIN_KEYS = tl.constexpr(64)  # the shortest share of keys a balanced split takes
-
-
 @triton.jit
-def _split_keys(
-    LENGTHS, bucket, last, splits, programs, SPLIT_N: tl.constexpr, BALANCED: tl.constexpr, ROWS_PAD: tl.constexpr
-):
-    """Key positions per split of a row whose keys are [0, last]: SPLIT_N; or, BALANCED, every row's keys
-    shared out alike over about `programs` programs a KV head: the row cut into as many equal pieces as it
-    holds shares of (all rows' keys) / `programs` (a share at least MIN_KEYS long), at most `splits`. Rows of
-    any lengths then give every program about the same work (fixed splits leave a row's last split short,
-    and its SM idle; so would a share's remainder)."""
-    if BALANCED:
-        rows = tl.arange(0, ROWS_PAD)
-        lengths = tl.load(LENGTHS + rows, mask=rows < tl.num_programs(0), other=-1)
-        share = tl.maximum(tl.cdiv(tl.sum(_last_key(lengths, bucket) + 1), programs), MIN_KEYS)
-        pieces = tl.minimum(tl.maximum((last + 1 + share // 2) // share, 1), splits)
-        per = tl.cdiv(last + 1, pieces)
-    else:
-        per = SPLIT_N
-    return per
-
-
-@triton.jit
-def _splits_used(last, splits, per):
+def _splits_used(last, splits, SPLIT_N: tl.constexpr):
     """The splits holding a row's keys [0, last]: the ones that store partial sums, and count themselves done."""
-    return tl.minimum(last // per + 1, splits)
+    return tl.minimum(last // SPLIT_N + 1, splits)
 
 
 @triton.jit
@@ -80,7 +58,6 @@ def _split_kernel(
     COUNTERS,
     bucket,
     splits,
-    programs,
     sq_b,
     sq_h,
     sq_g,
@@ -110,8 +87,6 @@ def _split_kernel(
     ROT: tl.constexpr,
     SPLIT_N: tl.constexpr,
     BLOCK: tl.constexpr,
-    BALANCED: tl.constexpr,
-    ROWS_PAD: tl.constexpr,
     PRECISION: tl.constexpr,
     WRITE: tl.constexpr,
     PDL: tl.constexpr,
@@ -124,15 +99,14 @@ def _split_kernel(
     wait_for_previous(PDL)
     length = tl.load(LENGTHS + b)
     last = _last_key(length, bucket)
-    per = _split_keys(LENGTHS, bucket, last, splits, programs, SPLIT_N, BALANCED, ROWS_PAD)
     offs_g = tl.arange(0, G_PAD)
     offs_d = tl.arange(0, D)
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
-    start = s * per
+    start = s * SPLIT_N
     if start <= last:
-        if WRITE and length < start + per:  # the new token's split writes its key and value first
+        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
             _write_new(
                 K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
             )
@@ -141,10 +115,9 @@ def _split_kernel(
         if ROT > 0:
             partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
-        end = tl.minimum(start + per, last + 1)
-        for n0 in range(start, end, BLOCK):
+        for n0 in range(start, start + SPLIT_N, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
-            valid = offs_n < end
+            valid = offs_n <= last  # a split may reach past the bucket, never past `last`
             k = tl.load(
                 K + b * sk_b + h * sk_h + offs_n[:, None] * sk_n + offs_d[None, :], mask=valid[:, None], other=0.0
             )
@@ -166,7 +139,7 @@ def _split_kernel(
         tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
         tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
         if MERGE_IN_SPLIT:
-            used = _splits_used(last, splits, per)
+            used = _splits_used(last, splits, SPLIT_N)
             tl.debug_barrier()  # every thread's partial sums stored before the split counts itself done
             counter = COUNTERS + b * tl.num_programs(1) + h
             if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == used - 1:  # the last split of the group
@@ -215,7 +188,6 @@ def _merge_kernel(
     LENGTHS,
     bucket,
     splits,
-    programs,
     so_b,
     so_h,
     so_s,
@@ -227,8 +199,6 @@ def _merge_kernel(
     sout_h,
     sout_g,
     SPLIT_N: tl.constexpr,
-    BALANCED: tl.constexpr,
-    ROWS_PAD: tl.constexpr,
     D: tl.constexpr,
     D_BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -242,8 +212,7 @@ def _merge_kernel(
     g = tl.program_id(2) // (D // D_BLOCK)
     offs_d = (tl.program_id(2) % (D // D_BLOCK)) * D_BLOCK + tl.arange(0, D_BLOCK)
     offs_s = tl.arange(0, CHUNK)
-    last = _last_key(tl.load(LENGTHS + b), bucket)
-    used = _splits_used(last, splits, _split_keys(LENGTHS, bucket, last, splits, programs, SPLIT_N, BALANCED, ROWS_PAD))
+    used = _splits_used(_last_key(tl.load(LENGTHS + b), bucket), splits, SPLIT_N)
     m_at = PART_M + b * sm_b + h * sm_h + g
     l_at = PART_L + b * sm_b + h * sm_h + g
     o_at = PART_O + b * so_b + h * so_h + g * so_g

@@ -16,11 +16,7 @@ def test_split_k_kernels_equal_the_default_attention():
         from glm_vision.engine.decode_attention import _COUNTERS, Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
 
-        # balanced splits: long shares (rows held to 3 splits), short ones (64 keys at least: rows in fewer
-        # pieces than the grid's splits), a few merged in several chunks
-        BALANCED = (Tuning(0, merge_in_split=True, programs=2, splits=3), Tuning(0, block=32, programs=16, splits=7),
-                    Tuning(0, programs=64, splits=40, merge_chunk=16))
-        VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True), *BALANCED)
+        VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True))
         g = torch.Generator().manual_seed(0)
         cases = [(3, 2, 16, 32, 1024, 1024, torch.float32, 1e-5), (3, 2, 2, 16, 700, 512, torch.float32, 1e-5),
                  (4, 2, 16, 32, 2048, 2048, torch.float16, 2e-3)]
@@ -107,12 +103,9 @@ def test_kernels_rotate_query_and_key_as_the_default_path_does():
 
 
 def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
-    """Up to 8 rows (2 KV heads), fixed splits: the split grows with the batch while the grid still has about
-    two programs per SM (fewer partial sums to merge); at a few rows, where 256-key splits give fewer, it
-    shrinks (to 64 keys at most) until every SM has about one ("about": 7/8 of it). Many splits are merged in
-    one pass, by twice the programs. From 16 rows, balanced splits: the keys shared over two programs an SM,
-    each row with room for twice its share of the pieces (not past 64-key pieces at the bucket's length), the
-    merge in the split kernel where a share is at most 6 pieces."""
+    """The split grows with the batch while the grid still has about two programs per SM (fewer partial
+    sums to merge); at a few rows, where 256-key splits give fewer, it shrinks (to 64 keys at most) until
+    every SM has about one ("about": 7/8 of it). Many splits are merged in one pass, by twice the programs."""
     import itertools
     import math
 
@@ -124,13 +117,13 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     def about(count, wanted):
         return 8 * count >= 7 * wanted
 
-    fixed, balanced = (1, 2, 4, 8), (16, 32, 64, 128)
+    batches = (1, 2, 4, 8, 16, 32, 64, 128)
     for sms, bucket in itertools.product((132, 108, 46), (1024, 4096, 5120, 8192, 16384, 32768)):  # H200, A100, 4080
-        picks = [tuning(batch, 2, bucket, sms) for batch in fixed]
+        picks = [tuning(batch, 2, bucket, sms) for batch in batches]
         splits = [t.split for t in picks]
         assert splits == sorted(splits) and min(splits) >= 64, (bucket, splits)
-        for batch, t in zip(fixed, picks, strict=True):
-            assert t.split % t.block == 0 and not t.programs
+        for batch, t in zip(batches, picks, strict=True):
+            assert t.split % t.block == 0
             if t.split > 256:
                 assert about(programs(batch, bucket, t.split), 2 * sms)
             if 256 <= t.split < 1024:  # the next longer split would have left SMs idle
@@ -141,23 +134,12 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
             assert t.merge_in_split == (splits_to_merge <= 6), (batch, bucket, t)
             if splits_to_merge > 16:
                 assert t.merge_chunk >= min(128, splits_to_merge) and t.merge_dim == 64
-        for batch in balanced:
-            t = tuning(batch, 2, bucket, sms)
-            share = round(t.programs / batch)  # pieces a row of average length takes
-            assert abs(2 * t.programs - 2 * sms) <= 1, (sms, t)
-            assert t.splits == max(1, min(bucket // 64, 2 * share)), (batch, bucket, sms, t)
-            assert t.merge_in_split == (share <= 6), (batch, sms, t)
-            if t.splits > 16 and not t.merge_in_split:
-                assert t.merge_chunk >= min(128, t.splits) and t.merge_dim == 64
     # bench_decode_attention's best on the H200 (bench/RESULTS.md, fourteenth session)
-    assert [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8)] == [64, 128, 256, 256]
-    assert tuning(2, 2, 4096).split == 128
+    assert [tuning(batch, 2, 5120).split for batch in (1, 2, 4, 8, 16, 32)] == [64, 128, 256, 256, 512, 1024]
+    assert [tuning(batch, 2, 4096).split for batch in (2, 16, 32)] == [128, 512, 1024]
     assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
-    # twenty-fifth session: ~128 programs a KV head balanced best at 32 and 64 rows (4 and 2 pieces a row)
-    assert [(tuning(batch, 2, 4096).programs, tuning(batch, 2, 4096).splits) for batch in (32, 64)] == [
-        (132, 8),
-        (132, 4),
-    ]
+    # eighteenth session: the last split merges at 32 and 64 rows of ~4k keys (5 splits), not at 16 (10)
+    assert [tuning(batch, 2, 5120).merge_in_split for batch in (8, 16, 32, 64)] == [False, False, True, True]
 
 
 def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(settings, monkeypatch):
