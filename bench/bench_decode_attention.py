@@ -2,7 +2,7 @@
 at a given context, for the split and tiles `tuning` picks and for the alternatives around them.
 
     python -m bench.bench_decode_attention [--batch 1 8 32 64] [--context 4096] [--spread 0 | --short N]
-        [--flex] [--variants]
+        [--flex] [--variants | --even]
 
 Every row of the batch holds `context` keys of its own (GLM-4.6V-Flash's 2 KV heads x 128 dimensions,
 16 query heads a KV head, the rows' query rotated by the kernel as in the engine). Time per call: the
@@ -11,6 +11,9 @@ as the decode step runs them; GB/s counts the keys and values read.
 
 `--variants` times the merge in the split kernel (`Tuning.merge_in_split`) instead: on and off for
 `tuning`'s pick, and on at every split length.
+
+`--even` times each row cut into equal pieces (`Tuning.pieces`) instead: `even_tuning`'s pick and the piece
+counts around it, against `tuning`'s fixed splits.
 
 With `--spread`, the rows' lengths differ a little, as under load, and stop short of the bucket's end;
 with `--short`, every row but the first is short (one long conversation among short ones).
@@ -30,7 +33,7 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from bench.timing import graph_time_median
-from glm_vision.engine.decode_attention import Tuning, decode_attention, tuning
+from glm_vision.engine.decode_attention import MERGE_IN_SPLIT_MAX, Tuning, decode_attention, even_tuning, tuning
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -62,6 +65,16 @@ def variants(picked: Tuning) -> list[Tuning]:
     on_pick = [replace(picked, merge_in_split=merge) for merge in (False, True)]
     merged = [replace(picked, split=split, block=min(picked.block, split), merge_in_split=True) for split in SPLITS]
     return list(dict.fromkeys([*on_pick, *merged]))
+
+
+def even_pieces(picked: Tuning, batch: int) -> list[Tuning]:
+    """`tuning`'s fixed splits, `even_tuning`'s pick, and 1-16 equal pieces a row in 32- and 64-key blocks."""
+    pieces = [
+        Tuning(64, block, pieces=count, merge_in_split=count <= MERGE_IN_SPLIT_MAX)
+        for count in (1, 2, 4, 8, 16)
+        for block in (32, 64)
+    ]
+    return list(dict.fromkeys([picked, even_tuning(batch, KV_HEADS), *pieces]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
@@ -97,6 +110,7 @@ def measure(
     flex=False,
     tiles=True,
     flags=False,
+    even=False,
     spread: int = 0,
     short: int | None = None,
 ) -> list[dict]:
@@ -115,7 +129,11 @@ def measure(
     picked = tuning(batch, KV_HEADS, bucket)
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
-    for tuned in variants(picked) if flags else candidates(picked, tiles):
+    if even:
+        tried = even_pieces(picked, batch)
+    else:
+        tried = variants(picked) if flags else candidates(picked, tiles)
+    for tuned in tried:
         try:
             out = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=tuned, new=new)
         except OutOfResources as exc:  # a tile and stage count this card's shared memory cannot hold
@@ -145,7 +163,7 @@ def report(rows: list[dict]) -> None:
             f"{t} | | | | | |"
             if isinstance(t, str)
             else f"{t.split} | {t.block} | {t.warps} | {t.stages} | {t.merge_chunk} | {t.merge_dim} | "
-            f"{'yes' if t.merge_in_split else ''}"
+            f"{'yes' if t.merge_in_split else ''}{f', {t.pieces} pieces' if t.pieces else ''}"
         )
         print(f"| {r['batch']} | {tiles} | {r['us']:.1f} | {r['gbs']:.0f} | {mark} |")
 
@@ -158,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flex", action="store_true", help="also time torch's FlexAttention on the same rows")
     parser.add_argument("--splits-only", action="store_true", help="only the splits and merges, not the tiles")
     parser.add_argument("--variants", action="store_true", help="the merge in the split kernel, on and off")
+    parser.add_argument("--even", action="store_true", help="rows cut into equal pieces against the fixed splits")
     parser.add_argument("--spread", type=int, default=0, help="rows hold context - [0, spread] keys (random)")
     parser.add_argument("--short", type=int, help="every row but the first holds this many keys")
     args = parser.parse_args(argv)
@@ -173,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             args.flex,
             not args.splits_only,
             args.variants,
+            args.even,
             args.spread,
             args.short,
         )

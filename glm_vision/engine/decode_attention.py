@@ -10,7 +10,9 @@ split kernel's last program of each query group merges them itself (`Tuning.merg
 valid keys of row b are [0, lengths[b]]; splits past that return at once, and the merge stops
 before them. A padding row of a captured batch (its length past the bucket) attends to its first key
 only: it used to read the whole bucket, at 20 rows in a 32-row graph ~60 % more keys than the rows
-themselves. The kernels: decode_attention_kernels.py.
+themselves. `Tuning.pieces` cuts each row into equal pieces instead (`even_tuning`: under load the rows stop
+short of their bucket's end, and a fixed split's short last piece leaves SMs waiting on others' full splits).
+The kernels: decode_attention_kernels.py.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
 partial interleaved rotary on the first ROT dimensions: element i pairs with i ^ 1), the key as it is
@@ -47,6 +49,10 @@ class Tuning:
     merge_chunk: int = 16  # splits the merge kernel reads at once
     merge_dim: int = 128  # head dimensions per merge program
     merge_in_split: bool = False  # the last split of each query group merges (no merge kernel)
+    pieces: int = 0  # > 0: each row's keys cut into this many equal splits of whole blocks (`split` unused)
+
+    def splits(self, bucket: int) -> int:
+        return self.pieces or triton.cdiv(bucket, self.split)
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -68,6 +74,16 @@ def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
     if splits <= 16:
         return Tuning(split, block)
     return Tuning(split, block, merge_chunk=min(128, triton.next_power_of_2(splits)), merge_dim=64)
+
+
+def even_tuning(batch: int, kv: int, sms: int = DEFAULT_SMS) -> Tuning:
+    """Each row in equal pieces (`Tuning.pieces`): as many as give about two programs an SM (at most), so
+    that under load, where rows stop short of their bucket's end, no SM waits on another's full splits.
+    bench_decode_attention on the H200, rows of 3,300 - [0, 40] keys (bucket 4,096), us a layer against the
+    fixed splits: 16 rows 24.3 (4 pieces) against 25.5, 32 rows 34.7 (4) against 36.7, 64 rows 57.2 (2,
+    64-key blocks) against 60.5 (twenty-fifth session); not yet measured in the engine."""
+    pieces = max(1, triton.next_power_of_2(PROGRAMS_PER_SM * sms // (batch * kv) + 1) // 2)
+    return Tuning(64, 64, pieces=pieces, merge_in_split=pieces <= MERGE_IN_SPLIT_MAX)
 
 
 def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> int:
@@ -116,7 +132,7 @@ def decode_attention(
     (pdl.py)."""
     batch, kv, group, dim = q.shape
     tuned = tuned or tuning(tune_as or batch, kv, bucket, _sms(q.device))
-    splits = triton.cdiv(bucket, tuned.split)
+    splits = tuned.splits(bucket)
     part_o = torch.empty(batch, kv, splits, group, dim, dtype=torch.float32, device=q.device)
     part_m = torch.empty(batch, kv, splits, group, dtype=torch.float32, device=q.device)
     part_l = torch.empty_like(part_m)
@@ -145,6 +161,7 @@ def decode_attention(
         PDL=pdl,
         MERGE_IN_SPLIT=tuned.merge_in_split,
         SPLITS_PAD=triton.next_power_of_2(splits),
+        EVEN=tuned.pieces > 0,
         num_warps=tuned.warps,
         num_stages=tuned.stages,
         **launch_options(pdl),
@@ -155,6 +172,8 @@ def decode_attention(
             part_o, part_m, part_l, out, lengths, bucket, splits,
             *part_o.stride()[:4], *part_m.stride()[:3], *out.stride()[:3],
             SPLIT_N=tuned.split,
+            BLOCK=tuned.block,
+            EVEN=tuned.pieces > 0,
             D=dim,
             D_BLOCK=merge_dim,
             CHUNK=tuned.merge_chunk,

@@ -36,9 +36,17 @@ def _last_key(length, bucket):
 
 
 @triton.jit
-def _splits_used(last, splits, SPLIT_N: tl.constexpr):
+def _even_span(last, splits, BLOCK: tl.constexpr):
+    """EVEN (`Tuning.pieces`): the key positions of a split when the row's keys [0, last] are cut into `splits`
+    equal pieces of whole blocks (a row shorter than its bucket leaves no short last split then). Without EVEN a
+    split is SPLIT_N positions, a constant (the static `if`s keep it one: a constant trip count)."""
+    return tl.cdiv(tl.cdiv(last + 1, splits), BLOCK) * BLOCK
+
+
+@triton.jit
+def _splits_used(last, splits, span):
     """The splits holding a row's keys [0, last]: the ones that store partial sums, and count themselves done."""
-    return tl.minimum(last // SPLIT_N + 1, splits)
+    return tl.minimum(last // span + 1, splits)
 
 
 @triton.jit
@@ -92,6 +100,7 @@ def _split_kernel(
     PDL: tl.constexpr,
     MERGE_IN_SPLIT: tl.constexpr,
     SPLITS_PAD: tl.constexpr,
+    EVEN: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -104,9 +113,13 @@ def _split_kernel(
     m_i = tl.full([G_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([G_PAD], tl.float32)
     acc = tl.zeros([G_PAD, D], tl.float32)
-    start = s * SPLIT_N
+    if EVEN:
+        span = _even_span(last, splits, BLOCK)
+    else:
+        span = SPLIT_N
+    start = s * span
     if start <= last:
-        if WRITE and length < start + SPLIT_N:  # the new token's split writes its key and value first
+        if WRITE and length < start + span:  # the new token's split writes its key and value first
             _write_new(
                 K_NEW, V_NEW, K, V, COS, SIN, b, h, length, sn_b, sn_h, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sc_b, D, ROT
             )
@@ -115,7 +128,7 @@ def _split_kernel(
         if ROT > 0:
             partner = tl.load(q_at + (offs_d ^ 1)[None, :], mask=offs_g[:, None] < G, other=0.0)
             q = _rotate(q, partner, COS, SIN, b, sc_b, offs_d[None, :], ROT).to(Q.dtype.element_ty)
-        for n0 in range(start, start + SPLIT_N, BLOCK):
+        for n0 in range(start, start + span, BLOCK):
             offs_n = n0 + tl.arange(0, BLOCK)
             valid = offs_n <= last  # a split may reach past the bucket, never past `last`
             k = tl.load(
@@ -139,7 +152,7 @@ def _split_kernel(
         tl.store(PART_M + b * sm_b + h * sm_h + s * sm_s + offs_g, m_i, mask=keep)
         tl.store(PART_L + b * sm_b + h * sm_h + s * sm_s + offs_g, l_i, mask=keep)
         if MERGE_IN_SPLIT:
-            used = _splits_used(last, splits, SPLIT_N)
+            used = _splits_used(last, splits, span)
             tl.debug_barrier()  # every thread's partial sums stored before the split counts itself done
             counter = COUNTERS + b * tl.num_programs(1) + h
             if tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == used - 1:  # the last split of the group
@@ -199,6 +212,8 @@ def _merge_kernel(
     sout_h,
     sout_g,
     SPLIT_N: tl.constexpr,
+    BLOCK: tl.constexpr,
+    EVEN: tl.constexpr,
     D: tl.constexpr,
     D_BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
@@ -212,7 +227,12 @@ def _merge_kernel(
     g = tl.program_id(2) // (D // D_BLOCK)
     offs_d = (tl.program_id(2) % (D // D_BLOCK)) * D_BLOCK + tl.arange(0, D_BLOCK)
     offs_s = tl.arange(0, CHUNK)
-    used = _splits_used(_last_key(tl.load(LENGTHS + b), bucket), splits, SPLIT_N)
+    last = _last_key(tl.load(LENGTHS + b), bucket)
+    if EVEN:
+        span = _even_span(last, splits, BLOCK)
+    else:
+        span = SPLIT_N
+    used = _splits_used(last, splits, span)
     m_at = PART_M + b * sm_b + h * sm_h + g
     l_at = PART_L + b * sm_b + h * sm_h + g
     o_at = PART_O + b * so_b + h * so_h + g * so_g

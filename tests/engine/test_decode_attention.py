@@ -16,7 +16,10 @@ def test_split_k_kernels_equal_the_default_attention():
         from glm_vision.engine.decode_attention import _COUNTERS, Tuning, decode_attention
         from glm_vision.engine.layer_math import attend
 
-        VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True))
+        VARIANTS = (Tuning(64, merge_in_split=True), Tuning(256, block=32, merge_in_split=True),
+                    # rows in equal pieces: merged by the merge kernel, by the last piece, and more pieces than blocks
+                    Tuning(64, pieces=3), Tuning(64, block=32, pieces=5, merge_in_split=True),
+                    Tuning(64, block=32, pieces=40, merge_chunk=4))
         g = torch.Generator().manual_seed(0)
         cases = [(3, 2, 16, 32, 1024, 1024, torch.float32, 1e-5), (3, 2, 2, 16, 700, 512, torch.float32, 1e-5),
                  (4, 2, 16, 32, 2048, 2048, torch.float16, 2e-3)]
@@ -140,6 +143,22 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
     # eighteenth session: the last split merges at 32 and 64 rows of ~4k keys (5 splits), not at 16 (10)
     assert [tuning(batch, 2, 5120).merge_in_split for batch in (8, 16, 32, 64)] == [False, False, True, True]
+
+
+def test_even_pieces_give_about_two_programs_an_sm_at_most():
+    """`even_tuning`: the most pieces a row (a power of two) whose programs, one per (row, KV head, piece),
+    stay within two an SM; at least one piece; the last piece merges where a row has few."""
+    from glm_vision.engine.decode_attention import MERGE_IN_SPLIT_MAX, even_tuning
+
+    for sms in (132, 108, 46):
+        for batch in (1, 8, 16, 32, 64, 128, 512):
+            t = even_tuning(batch, 2, sms)
+            assert t.pieces >= 1 and t.pieces & (t.pieces - 1) == 0, (batch, t)
+            assert batch * 2 * t.pieces <= 2 * sms or t.pieces == 1, (batch, sms, t)
+            assert batch * 2 * 2 * t.pieces > 2 * sms, (batch, sms, t)  # twice the pieces would be too many
+            assert t.merge_in_split == (t.pieces <= MERGE_IN_SPLIT_MAX)
+    # the H200 kernel bench's best at 32 and 64 rows of ~3,300 keys (twenty-fifth session)
+    assert [even_tuning(batch, 2).pieces for batch in (16, 32, 64)] == [8, 4, 2]
 
 
 def test_rows_riding_in_a_prefill_pass_run_their_decode_graphs_kernel_variants(settings, monkeypatch):
