@@ -13,7 +13,7 @@ as the decode step runs them; GB/s counts the keys and values read.
 `tuning`'s pick, and on at every split length.
 
 `--even` times each row cut into equal pieces (`Tuning.pieces`) instead: `even_tuning`'s pick and the piece
-counts around it, against `tuning`'s fixed splits.
+counts around it, against the fixed splits (`fixed_tuning`).
 
 With `--spread`, the rows' lengths differ a little, as under load, and stop short of the bucket's end;
 with `--short`, every row but the first is short (one long conversation among short ones).
@@ -33,7 +33,14 @@ import torch
 from triton.runtime.errors import OutOfResources
 
 from bench.timing import graph_time_median
-from glm_vision.engine.decode_attention import MERGE_IN_SPLIT_MAX, Tuning, decode_attention, even_tuning, tuning
+from glm_vision.engine.decode_attention import (
+    MERGE_IN_SPLIT_MAX,
+    Tuning,
+    decode_attention,
+    even_tuning,
+    fixed_tuning,
+    tuning,
+)
 
 KV_HEADS, GROUP, DIM, ROT = 2, 16, 128, 64
 
@@ -67,14 +74,16 @@ def variants(picked: Tuning) -> list[Tuning]:
     return list(dict.fromkeys([*on_pick, *merged]))
 
 
-def even_pieces(picked: Tuning, batch: int) -> list[Tuning]:
-    """`tuning`'s fixed splits, `even_tuning`'s pick, and 1-16 equal pieces a row in 32- and 64-key blocks."""
+def even_pieces(picked: Tuning, batch: int, bucket: int) -> list[Tuning]:
+    """`tuning`'s pick, the fixed splits, `even_tuning`'s pieces, and 1-16 equal pieces a row in 32- and 64-key
+    blocks."""
     pieces = [
         Tuning(64, block, pieces=count, merge_in_split=count <= MERGE_IN_SPLIT_MAX)
         for count in (1, 2, 4, 8, 16)
         for block in (32, 64)
     ]
-    return list(dict.fromkeys([picked, even_tuning(batch, KV_HEADS), *pieces]))
+    fixed = fixed_tuning(batch, KV_HEADS, bucket)
+    return list(dict.fromkeys([picked, fixed, even_tuning(batch, KV_HEADS), *pieces]))
 
 
 def flex_row(batch: int, q, keys, values, lengths, bucket: int, cos, sin, ref, gb: float) -> dict:
@@ -130,7 +139,7 @@ def measure(
     ref = decode_attention(q, keys, values, lengths, bucket, DIM**-0.5, cos, sin, tuned=Tuning(256), new=new)
     rows = []
     if even:
-        tried = even_pieces(picked, batch)
+        tried = even_pieces(picked, batch, bucket)
     else:
         tried = variants(picked) if flags else candidates(picked, tiles)
     for tuned in tried:

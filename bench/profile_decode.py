@@ -2,7 +2,7 @@
 model (unseeded GLM defaults, text prompt), the kernels' GPU time per step against the step's wall time.
 
     python -m bench.profile_decode --config bench/glm-4.6v-flash-config.json [--decode-matmul cublas,triton]
-        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,merge-kernel,even]
+        [--decode-pdl on,off] [--context 4000] [--attention-variant tuned,fixed,even,merge-kernel]
 
 For each batch size: tok/s and the median wall time of a scheduler step over plain runs, then one profiled
 run with the kernel table (by GPU time, then by CPU time). GPU time close to the wall time means the step
@@ -40,11 +40,14 @@ def even_from_rows(batch: int, kv: int, bucket: int, sms: int = decode_attention
     return decode_attention.even_tuning(batch, kv, sms)
 
 
+PICKS = {"tuned": PICK_TUNING, "even": even_from_rows, "fixed": decode_attention.fixed_tuning}
+
+
 def force_attention_variant(name: str) -> None:
-    """`tuning`'s picks as they are (`tuned`), even pieces from 16 rows (`even`) or with a variant forced,
-    for the engines built after this."""
-    if name in ("tuned", "even"):
-        decode_attention.tuning = PICK_TUNING if name == "tuned" else even_from_rows
+    """`tuning`'s picks as they are (`tuned`), even pieces from 16 rows (`even`), fixed splits at every batch
+    (`fixed`) or with a variant forced, for the engines built after this."""
+    if name in PICKS:
+        decode_attention.tuning = PICKS[name]
         return
     flags = VARIANTS[name]
     decode_attention.tuning = lambda *args, **kwargs: replace(PICK_TUNING(*args, **kwargs), **flags)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--attention-variant",
         default="tuned",
-        help=f"comma-separated (tuned, even, {', '.join(VARIANTS)}): the decode attention's split kernel, an engine each",
+        help=f"comma-separated ({', '.join(PICKS)}, {', '.join(VARIANTS)}): the decode attention's split kernel, an engine each",
     )
     parser.add_argument("--no-profile", action="store_true", help="plain runs only (no kernel tables)")
     args = parser.parse_args(argv)

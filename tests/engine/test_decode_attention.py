@@ -112,7 +112,7 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     import itertools
     import math
 
-    from glm_vision.engine.decode_attention import tuning
+    from glm_vision.engine.decode_attention import fixed_tuning as tuning
 
     def programs(batch, bucket, split):  # (row, KV head, split)
         return batch * 2 * math.ceil(bucket / split)
@@ -143,6 +143,23 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
     assert [tuning(batch, 2, 16384).split for batch in (1, 4, 8)] == [256, 512, 1024]
     # eighteenth session: the last split merges at 32 and 64 rows of ~4k keys (5 splits), not at 16 (10)
     assert [tuning(batch, 2, 5120).merge_in_split for batch in (8, 16, 32, 64)] == [False, False, True, True]
+
+
+def test_many_rows_take_equal_pieces_where_fixed_splits_give_more_than_two_programs_an_sm():
+    """`tuning`: the fixed splits while the longest (1,024 keys) gives at most two programs an SM, equal
+    pieces beyond (many rows, long buckets)."""
+    import math
+
+    from glm_vision.engine.decode_attention import even_tuning, fixed_tuning, tuning
+
+    for sms in (132, 46):
+        for batch in (1, 8, 16, 32, 48, 64, 128):
+            for bucket in (1024, 3072, 4096, 8192, 32768):
+                picked = tuning(batch, 2, bucket, sms)
+                many = batch * 2 * math.ceil(bucket / 1024) > 2 * sms
+                assert picked == (even_tuning(batch, 2, sms) if many else fixed_tuning(batch, 2, bucket, sms))
+    # H200 (132 SMs), buckets of the load levels: fixed at 32 rows, 2 pieces at 48 and 64
+    assert [tuning(batch, 2, 4096).pieces for batch in (16, 32, 48, 64)] == [0, 0, 2, 2]
 
 
 def test_even_pieces_give_about_two_programs_an_sm_at_most():
