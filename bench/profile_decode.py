@@ -31,11 +31,9 @@ VARIANTS = {  # --attention-variant: forced on every decode attention's tuning
 }
 
 
-EVEN_FROM_ROWS = 16  # `even`: equal pieces (even_tuning) for steps of this many rows and more
-
-
 def even_from_rows(batch: int, kv: int, bucket: int, sms: int = decode_attention.DEFAULT_SMS):
-    if batch < EVEN_FROM_ROWS:
+    """`even`: equal pieces (even_tuning) at every batch from PIECES_FROM_ROWS rows."""
+    if batch < decode_attention.PIECES_FROM_ROWS:
         return PICK_TUNING(batch, kv, bucket, sms)
     return decode_attention.even_tuning(batch, kv, sms)
 

@@ -35,7 +35,7 @@ from .decode_attention_kernels import _merge_kernel, _split_kernel
 from .pdl import launch_options
 
 PROGRAMS_PER_SM = 2
-LONGEST_SPLIT = 1024
+PIECES_FROM_ROWS = 16  # equal pieces measured from 16 rows up; fewer rows keep the splits they were tuned with
 MIN_SPLIT = 64  # shorter splits lost at every batch size (bench_decode_attention)
 MERGE_IN_SPLIT_MAX = 6  # splits a row whose last split merges them beats the merge kernel (~0.6 us a split)
 DEFAULT_SMS = 132  # an H200's, where there is no GPU to ask (Triton's interpreter)
@@ -57,16 +57,20 @@ class Tuning:
 
 
 def tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
-    """`fixed_tuning`'s splits, or `even_tuning`'s equal pieces where even the longest fixed split gives
-    more than PROGRAMS_PER_SM programs an SM (many rows: at 64 rows of ~3,300 keys in a 4,096 bucket, four
-    1,024-key splits a row, ~3.9 programs an SM). H200, twenty-sixth session, rows of 3,300 - [0, 40] keys:
-    64 rows 57.1 us a layer in 2 pieces against 61.8 in fixed splits (bench_decode_attention), the decode step
-    8.03 against 8.21 ms at 64 rows and 7.59 against 7.94 at 48 (profile_decode, one process); at 16 and 32
-    rows, where the fixed splits give two programs an SM, the pieces were no faster (6.06 / 6.69 against
-    6.07 / 6.67 ms)."""
-    if batch * kv * triton.cdiv(bucket, LONGEST_SPLIT) > PROGRAMS_PER_SM * sms:
+    """`fixed_tuning`'s splits, or from PIECES_FROM_ROWS rows `even_tuning`'s equal pieces where the fixed
+    splits give more than PROGRAMS_PER_SM programs an SM (their lengths are powers of two: at 64 rows of a
+    4,096 bucket four 1,024-key splits a row, ~3.9 programs an SM; at 16 rows of a 7,168 bucket fourteen
+    512-key splits, ~3.4). H200, twenty-sixth session, rows of context - [0, 40] keys, us a layer
+    (bench_decode_attention), pieces against fixed: 3,300 keys 48 rows 48.9 / 51.1, 64 rows 57.1 / 61.8;
+    7,000 keys 16 rows 39.0 / 49.1, 32 rows 64.0 / 83.5, 64 rows 114.6 / 164.8; 15,000 keys 16 rows 68.7 / 83.9,
+    32 rows 123.0 / 140.3. The decode step (profile_decode, one process): 3,300 keys 48 rows 7.62 / 7.96 ms,
+    64 rows 8.03 / 8.23; 7,000 keys 32 rows 8.01 / 8.66. Where the fixed splits give two programs an SM
+    (16 and 32 rows of a 4,096 bucket) the pieces were no faster: 24.4 / 23.9 and 34.6 / 34.0 us, steps
+    6.06 / 6.07 and 6.69 / 6.67 ms."""
+    fixed = fixed_tuning(batch, kv, bucket, sms)
+    if batch >= PIECES_FROM_ROWS and batch * kv * fixed.splits(bucket) > PROGRAMS_PER_SM * sms:
         return even_tuning(batch, kv, sms)
-    return fixed_tuning(batch, kv, bucket, sms)
+    return fixed
 
 
 def fixed_tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tuning:
@@ -95,7 +99,7 @@ def even_tuning(batch: int, kv: int, sms: int = DEFAULT_SMS) -> Tuning:
     that under load, where rows stop short of their bucket's end, no SM waits on another's full splits.
     bench_decode_attention on the H200, rows of 3,300 - [0, 40] keys (bucket 4,096), us a layer against the
     fixed splits: 16 rows 24.3 (4 pieces) against 25.5, 32 rows 34.7 (4) against 36.7, 64 rows 57.2 (2,
-    64-key blocks) against 60.5 (twenty-fifth session); in the engine see `tuning`."""
+    64-key blocks) against 60.5 (twenty-fifth session); where `tuning` picks them, see there."""
     pieces = max(1, triton.next_power_of_2(PROGRAMS_PER_SM * sms // (batch * kv) + 1) // 2)
     return Tuning(64, 64, pieces=pieces, merge_in_split=pieces <= MERGE_IN_SPLIT_MAX)
 
@@ -109,7 +113,7 @@ def split_length(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> in
     def enough(split: int, per_sm: int) -> bool:  # (row, KV head, split) programs
         return 8 * batch * kv * triton.cdiv(bucket, split) >= 7 * per_sm * sms
 
-    for split in (LONGEST_SPLIT, 512, 256):
+    for split in (1024, 512, 256):
         if enough(split, PROGRAMS_PER_SM):
             return split
     return next((split for split in (256, 128) if enough(split, 1)), MIN_SPLIT)

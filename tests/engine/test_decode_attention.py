@@ -146,20 +146,22 @@ def test_split_gives_every_sm_work_with_the_fewest_partial_sums():
 
 
 def test_many_rows_take_equal_pieces_where_fixed_splits_give_more_than_two_programs_an_sm():
-    """`tuning`: the fixed splits while the longest (1,024 keys) gives at most two programs an SM, equal
-    pieces beyond (many rows, long buckets)."""
+    """`tuning`: from 16 rows, equal pieces where the fixed splits (powers of two long) would give more
+    than two programs an SM; the fixed splits otherwise, and always below 16 rows."""
     import math
 
     from glm_vision.engine.decode_attention import even_tuning, fixed_tuning, tuning
 
     for sms in (132, 46):
-        for batch in (1, 8, 16, 32, 48, 64, 128):
-            for bucket in (1024, 3072, 4096, 8192, 32768):
-                picked = tuning(batch, 2, bucket, sms)
-                many = batch * 2 * math.ceil(bucket / 1024) > 2 * sms
-                assert picked == (even_tuning(batch, 2, sms) if many else fixed_tuning(batch, 2, bucket, sms))
-    # H200 (132 SMs), buckets of the load levels: fixed at 32 rows, 2 pieces at 48 and 64
-    assert [tuning(batch, 2, 4096).pieces for batch in (16, 32, 48, 64)] == [0, 0, 2, 2]
+        for batch in (1, 8, 15, 16, 32, 48, 64, 128):
+            for bucket in (1024, 3072, 4096, 5120, 7168, 8192, 32768):
+                picked, fixed = tuning(batch, 2, bucket, sms), fixed_tuning(batch, 2, bucket, sms)
+                many = batch * 2 * math.ceil(bucket / fixed.split) > 2 * sms
+                assert picked == (even_tuning(batch, 2, sms) if batch >= 16 and many else fixed), (batch, bucket)
+    # the H200 (132 SMs): fixed at 16 and 32 rows of a 4,096 bucket, pieces at 48 and 64; at 16 and 32 rows
+    # of a 7,168 bucket (the fixed: 14 and 7 splits a row) pieces; 8 rows keep their fixed splits
+    assert [tuning(batch, 2, 4096).pieces for batch in (8, 16, 32, 48, 64)] == [0, 0, 0, 2, 2]
+    assert [tuning(batch, 2, 7168).pieces for batch in (8, 16, 32)] == [0, 8, 4]
 
 
 def test_even_pieces_give_about_two_programs_an_sm_at_most():
