@@ -94,7 +94,8 @@ def normalise(image: Image.Image, *, max_decoded_pixels: int = DEFAULT_MAX_DECOD
         notes.append(f"{kind} with {frames} frames: only the first frame is used")
     try:
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        opened = image
+        image = ImageOps.exif_transpose(image) or image  # a new image (a copy where nothing turns)
         rgb = _to_rgb(image)
         rgb.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -109,7 +110,7 @@ def normalise(image: Image.Image, *, max_decoded_pixels: int = DEFAULT_MAX_DECOD
         raise ImageError(
             f"image is {width}x{height}, an aspect ratio of {ratio:.0f}:1; the model accepts at most {MAX_ASPECT_RATIO}:1"
         )
-    if rgb is image:
+    if rgb is opened:  # never hand out the caller's (file-backed) image itself
         rgb = rgb.copy()
     pixels = np.asarray(rgb)
     return InputImage(image=rgb, digest=pixel_digest(pixels), notes=tuple(notes), pixels=pixels)

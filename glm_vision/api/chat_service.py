@@ -127,7 +127,7 @@ class ChatService:
         # Wait for the first event before answering 200, so that errors found while preparing the
         # prompt (too long, out of memory) still get their own status instead of an error event.
         try:
-            first = await events.__anext__()
+            first = await anext(events)
         except EngineError as exc:
             watcher.cancel()
             raise engine_error(exc) from None
@@ -150,7 +150,7 @@ async def _chunks(first, events, handle, watcher: asyncio.Task, writer: ChunkWri
                 yield chunks
             if isinstance(event, GenerationResult):  # the handle's last event
                 break
-            event = await events.__anext__()
+            event = await anext(events)
         yield sse("[DONE]")
     except EngineError as exc:  # after the 200 has gone out: an error event, as OpenAI sends
         yield sse(error_body(engine_error(exc).status_code, exc.message, code=exc.code))
