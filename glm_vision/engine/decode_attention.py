@@ -10,8 +10,8 @@ split kernel's last program of each query group merges them itself (`Tuning.merg
 valid keys of row b are [0, lengths[b]]; splits past that return at once, and the merge stops
 before them. A padding row of a captured batch (its length past the bucket) attends to its first key
 only: it used to read the whole bucket, at 20 rows in a 32-row graph ~60 % more keys than the rows
-themselves. `Tuning.pieces` cuts each row into equal pieces instead (`even_tuning`: under load the rows stop
-short of their bucket's end, and a fixed split's short last piece leaves SMs waiting on others' full splits).
+themselves. `Tuning.pieces` cuts each row into equal pieces instead, as many as give two programs an SM
+(`even_tuning`; `tuning` picks them where the fixed splits, powers of two long, would give more).
 The kernels: decode_attention_kernels.py.
 
 Rotary: the QKV projection's raw query and key go in, and the kernels rotate them themselves (GLM's
@@ -95,11 +95,10 @@ def fixed_tuning(batch: int, kv: int, bucket: int, sms: int = DEFAULT_SMS) -> Tu
 
 
 def even_tuning(batch: int, kv: int, sms: int = DEFAULT_SMS) -> Tuning:
-    """Each row in equal pieces (`Tuning.pieces`): as many as give about two programs an SM (at most), so
-    that under load, where rows stop short of their bucket's end, no SM waits on another's full splits.
-    bench_decode_attention on the H200, rows of 3,300 - [0, 40] keys (bucket 4,096), us a layer against the
-    fixed splits: 16 rows 24.3 (4 pieces) against 25.5, 32 rows 34.7 (4) against 36.7, 64 rows 57.2 (2,
-    64-key blocks) against 60.5 (twenty-fifth session); where `tuning` picks them, see there."""
+    """Each row in equal pieces (`Tuning.pieces`) of 64-key blocks: the most (a power of two) that keep the
+    programs within two an SM. On the H200 its picks (8 / 4 / 2 pieces at 16 / 32 / 64 rows) were the fastest
+    pieces at 3,300, 7,000 and 15,000 keys a row; at 48 rows (2 pieces) within 4 % of 4 pieces of 32-key
+    blocks (bench_decode_attention, twenty-sixth session). Where `tuning` picks them: see there."""
     pieces = max(1, triton.next_power_of_2(PROGRAMS_PER_SM * sms // (batch * kv) + 1) // 2)
     return Tuning(64, 64, pieces=pieces, merge_in_split=pieces <= MERGE_IN_SPLIT_MAX)
 
